@@ -1,0 +1,168 @@
+//! Pure authentication: gateway keys found by SHA-256 digest, and their model scope.
+
+use sha2::{Digest, Sha256};
+
+use crate::config::GatewayKey;
+use crate::error::FilterError;
+use crate::route::Index;
+
+/// A gateway key ready for per-request checks.
+#[derive(Debug)]
+pub struct KeyEntry {
+    pub id: String,
+    pub user: String,
+    expires_at: Option<u64>,
+    any_model: bool,
+    exact: Vec<String>,
+    prefixes: Vec<String>,
+}
+
+impl KeyEntry {
+    pub(crate) fn new(key: GatewayKey) -> Self {
+        let mut entry = KeyEntry {
+            id: key.id,
+            user: key.user,
+            expires_at: key.expires_at,
+            any_model: false,
+            exact: Vec::new(),
+            prefixes: Vec::new(),
+        };
+        for pattern in key.models {
+            if pattern == "*" {
+                entry.any_model = true;
+            } else if let Some(prefix) = pattern.strip_suffix('*') {
+                entry.prefixes.push(prefix.to_owned());
+            } else {
+                entry.exact.push(pattern);
+            }
+        }
+        entry
+    }
+
+    /// Whether this key may use the model the client named.
+    pub fn allows(&self, model: &str) -> bool {
+        self.any_model
+            || self.exact.iter().any(|m| m == model)
+            || self.prefixes.iter().any(|p| model.starts_with(p.as_str()))
+    }
+}
+
+/// Longest credential looked at; anything longer cannot be one of ours.
+const MAX_KEY_LEN: usize = 512;
+
+/// The key a client presented: `Authorization: Bearer <key>` first, then `x-api-key`.
+pub fn presented_key<'a>(
+    authorization: Option<&'a str>,
+    x_api_key: Option<&'a str>,
+) -> Option<&'a str> {
+    let from_bearer = authorization.and_then(|v| {
+        let v = v.trim();
+        let (scheme, rest) = v.split_once(' ')?;
+        scheme
+            .eq_ignore_ascii_case("bearer")
+            .then_some(rest.trim_start())
+    });
+    from_bearer
+        .or(x_api_key.map(str::trim))
+        .filter(|k| !k.is_empty())
+}
+
+/// Finds the key for a presented secret and checks that it is usable at `now` (Unix seconds).
+pub fn authenticate<'i>(
+    index: &'i Index,
+    presented: Option<&str>,
+    now: u64,
+) -> Result<&'i KeyEntry, FilterError> {
+    let secret = presented.ok_or_else(FilterError::missing_key)?;
+    if secret.len() > MAX_KEY_LEN {
+        return Err(FilterError::invalid_key());
+    }
+    let digest: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
+    let entry = index
+        .keys
+        .get(&digest)
+        .ok_or_else(FilterError::invalid_key)?;
+    if entry.expires_at.is_some_and(|t| now >= t) {
+        return Err(FilterError::expired_key());
+    }
+    Ok(entry)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::FilterConfig;
+
+    fn digest(s: &str) -> String {
+        hex::encode(Sha256::digest(s.as_bytes()))
+    }
+
+    fn index() -> Index {
+        Index::new(FilterConfig {
+            version: "1".into(),
+            max_body_bytes: 1,
+            keys: vec![
+                GatewayKey {
+                    id: "k1".into(),
+                    digest: digest("sk-good"),
+                    user: "alice".into(),
+                    models: vec!["gpt-4o".into(), "openai/*".into()],
+                    expires_at: None,
+                },
+                GatewayKey {
+                    id: "k2".into(),
+                    digest: digest("sk-old"),
+                    user: "bob".into(),
+                    models: vec!["*".into()],
+                    expires_at: Some(1_000),
+                },
+            ],
+            ..FilterConfig::default()
+        })
+        .expect("valid")
+    }
+
+    #[test]
+    fn bearer_and_x_api_key_are_both_accepted() {
+        assert_eq!(presented_key(Some("Bearer sk-1"), None), Some("sk-1"));
+        assert_eq!(presented_key(Some("bearer   sk-1 "), None), Some("sk-1"));
+        assert_eq!(presented_key(None, Some("sk-2")), Some("sk-2"));
+        assert_eq!(presented_key(Some("Basic abc"), Some("sk-2")), Some("sk-2"));
+        assert_eq!(presented_key(Some("Bearer "), None), None);
+        assert_eq!(presented_key(None, None), None);
+    }
+
+    #[test]
+    fn keys_are_found_by_digest_and_checked() {
+        let idx = index();
+        let k = authenticate(&idx, Some("sk-good"), 5).expect("valid");
+        assert_eq!(k.id, "k1");
+        assert_eq!(
+            authenticate(&idx, None, 5).unwrap_err().code,
+            "missing_api_key"
+        );
+        assert_eq!(
+            authenticate(&idx, Some("sk-bad"), 5).unwrap_err().code,
+            "invalid_api_key"
+        );
+        assert!(authenticate(&idx, Some("sk-old"), 999).is_ok());
+        assert_eq!(
+            authenticate(&idx, Some("sk-old"), 1_000).unwrap_err().code,
+            "expired_api_key"
+        );
+        let long = "k".repeat(MAX_KEY_LEN + 1);
+        assert_eq!(authenticate(&idx, Some(&long), 5).unwrap_err().status, 401);
+    }
+
+    #[test]
+    fn model_scope_matches_exact_star_and_prefix() {
+        let idx = index();
+        let k = authenticate(&idx, Some("sk-good"), 0).expect("valid");
+        assert!(k.allows("gpt-4o"));
+        assert!(k.allows("openai/gpt-4o-mini"));
+        assert!(!k.allows("gpt-4o-mini"));
+        assert!(!k.allows("anthropic/claude"));
+        let any = authenticate(&idx, Some("sk-old"), 0).expect("valid");
+        assert!(any.allows("whatever"));
+    }
+}

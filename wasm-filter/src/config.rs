@@ -1,0 +1,159 @@
+//! The filter's configuration contract: what the control plane pushes over ECDS (serde only).
+//!
+//! The control plane builds a [`FilterConfig`] from its store and serialises it to JSON; the filter
+//! parses it once per `on_configure` and turns it into a [`crate::route::Index`] for O(1) lookups.
+//! Fields are added, never renamed: an old filter must keep parsing a newer control plane's config.
+
+use serde::{Deserialize, Serialize};
+
+/// The whole configuration of one filter instance.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct FilterConfig {
+    /// Opaque version of this configuration (logged, and echoed in the request record).
+    pub version: String,
+    /// Largest request body accepted, in bytes; bigger bodies get 413.
+    pub max_body_bytes: usize,
+    /// Gateway API keys, identified by the SHA-256 digest of their secret.
+    #[serde(default)]
+    pub keys: Vec<GatewayKey>,
+    /// Upstream providers with their clusters and keys.
+    #[serde(default)]
+    pub providers: Vec<Provider>,
+    /// Every model name a client may send, logical or derived (`provider/model`, plain upstream names).
+    #[serde(default)]
+    pub models: Vec<ModelRoute>,
+}
+
+/// A gateway API key as the data plane knows it: never the secret, only its digest.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct GatewayKey {
+    /// Stable id of the key in the store (for logs and usage records).
+    pub id: String,
+    /// Lower-case hex SHA-256 of the secret the client presents.
+    pub digest: String,
+    /// Owner of the key.
+    #[serde(default)]
+    pub user: String,
+    /// Model patterns this key may use: exact names, `*`, or a prefix ending in `*`.
+    #[serde(default)]
+    pub models: Vec<String>,
+    /// Unix time (seconds) after which the key is refused; `None` never expires.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<u64>,
+}
+
+/// The API family a provider speaks.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum ProviderKind {
+    Openai,
+    OpenaiCompatible,
+    AzureOpenai,
+    Anthropic,
+    Gemini,
+    Vertex,
+    Bedrock,
+}
+
+impl ProviderKind {
+    /// Kinds whose wire format is OpenAI's own, so requests pass with only `model` rewritten.
+    pub fn speaks_openai(self) -> bool {
+        matches!(self, ProviderKind::Openai | ProviderKind::OpenaiCompatible)
+    }
+}
+
+/// An upstream provider: where to send requests and how to authenticate them.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Provider {
+    pub name: String,
+    pub kind: ProviderKind,
+    /// Envoy cluster that reaches the provider.
+    pub cluster: String,
+    /// `:authority` to send (the provider's host, with port when not the scheme's default).
+    pub authority: String,
+    /// Path prefix from the base URL (e.g. `/v1`), without a trailing slash; may be empty.
+    #[serde(default)]
+    pub path_prefix: String,
+    /// Header carrying the provider key (lower case), e.g. `authorization`.
+    pub auth_header: String,
+    /// Text before the key in that header, e.g. `Bearer `.
+    #[serde(default)]
+    pub auth_prefix: String,
+    /// Provider keys, used in turn by weight.
+    #[serde(default)]
+    pub keys: Vec<ProviderKey>,
+}
+
+/// One provider key as the data plane needs it (the control plane keeps it encrypted at rest).
+#[derive(Clone, Serialize, Deserialize, PartialEq)]
+pub struct ProviderKey {
+    pub id: String,
+    pub secret: String,
+    #[serde(default = "one")]
+    pub weight: u32,
+}
+
+impl std::fmt::Debug for ProviderKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the secret, not even in debug output.
+        f.debug_struct("ProviderKey")
+            .field("id", &self.id)
+            .field("weight", &self.weight)
+            .finish_non_exhaustive()
+    }
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// A model name clients may send and the targets that serve it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ModelRoute {
+    pub name: String,
+    pub targets: Vec<Target>,
+}
+
+/// One way to serve a model: a provider and the provider's own name for it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Target {
+    pub provider: String,
+    pub model: String,
+    #[serde(default = "one")]
+    pub weight: u32,
+    /// 0 is tried first; higher tiers are fallbacks.
+    #[serde(default)]
+    pub priority: u32,
+}
+
+/// Name of the request header the filter writes and the route reads with `cluster_header`.
+pub const CLUSTER_HEADER: &str = "x-switchyard-cluster";
+
+/// Filter-state key (`wasm.<key>`) holding the request's usage record for the access log.
+pub const USAGE_FILTER_STATE: &str = "switchyard_usage";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn provider_key_debug_hides_secret() {
+        let key = ProviderKey {
+            id: "k1".into(),
+            secret: "sk-live-secret".into(),
+            weight: 1,
+        };
+        let printed = format!("{key:?}");
+        assert!(printed.contains("k1"));
+        assert!(!printed.contains("sk-live-secret"));
+    }
+
+    #[test]
+    fn unknown_fields_from_a_newer_control_plane_are_tolerated() {
+        let cfg: FilterConfig =
+            serde_json::from_str(r#"{"version":"7","max_body_bytes":10,"future":{"x":1}}"#)
+                .expect("parses");
+        assert_eq!(cfg.version, "7");
+        assert!(cfg.keys.is_empty());
+    }
+}

@@ -1,0 +1,208 @@
+//! Gateway-made errors: one type, its HTTP status and its OpenAI-style JSON body.
+
+use std::fmt::Write as _;
+
+/// Who caused an error: decides status, retry and whether a provider earns a cooldown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorSource {
+    Client,
+    Provider,
+    Internal,
+}
+
+/// An error the gateway answers itself, as a local reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FilterError {
+    pub status: u32,
+    /// OpenAI's `error.type`.
+    pub kind: &'static str,
+    /// OpenAI's `error.code`: stable and machine-readable.
+    pub code: &'static str,
+    pub message: String,
+    pub source: ErrorSource,
+}
+
+impl FilterError {
+    fn new(status: u32, kind: &'static str, code: &'static str, message: String) -> Self {
+        let source = if status >= 500 {
+            ErrorSource::Provider
+        } else {
+            ErrorSource::Client
+        };
+        FilterError {
+            status,
+            kind,
+            code,
+            message,
+            source,
+        }
+    }
+
+    pub fn invalid_request(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(400, "invalid_request_error", code, message.into())
+    }
+
+    pub fn missing_key() -> Self {
+        Self::new(
+            401,
+            "authentication_error",
+            "missing_api_key",
+            "No API key provided: send it as `Authorization: Bearer <key>` or `x-api-key: <key>`."
+                .into(),
+        )
+    }
+
+    pub fn invalid_key() -> Self {
+        Self::new(
+            401,
+            "authentication_error",
+            "invalid_api_key",
+            "Incorrect API key provided.".into(),
+        )
+    }
+
+    pub fn expired_key() -> Self {
+        Self::new(
+            401,
+            "authentication_error",
+            "expired_api_key",
+            "This API key has expired.".into(),
+        )
+    }
+
+    pub fn model_not_allowed(model: &str) -> Self {
+        Self::new(
+            403,
+            "permission_error",
+            "model_not_allowed",
+            format!("This API key may not use the model `{model}`."),
+        )
+    }
+
+    pub fn unknown_model(model: &str) -> Self {
+        Self::new(
+            404,
+            "not_found_error",
+            "model_not_found",
+            format!("The model `{model}` does not exist."),
+        )
+    }
+
+    pub fn unknown_path() -> Self {
+        Self::new(
+            404,
+            "not_found_error",
+            "unknown_path",
+            "Unknown API path.".into(),
+        )
+    }
+
+    pub fn method_not_allowed() -> Self {
+        Self::new(
+            405,
+            "invalid_request_error",
+            "method_not_allowed",
+            "Method not allowed on this path.".into(),
+        )
+    }
+
+    pub fn body_too_large(limit: usize) -> Self {
+        Self::new(
+            413,
+            "invalid_request_error",
+            "request_too_large",
+            format!("Request body exceeds the limit of {limit} bytes."),
+        )
+    }
+
+    pub fn no_provider_key(provider: &str) -> Self {
+        let mut e = Self::new(
+            503,
+            "api_error",
+            "provider_unavailable",
+            format!("Provider `{provider}` has no usable key."),
+        );
+        e.source = ErrorSource::Internal;
+        e
+    }
+
+    /// Envoy could not get an answer from the provider (connect failure, reset, timeout).
+    pub fn provider_unreachable(status: u32) -> Self {
+        let status = if status == 504 || status == 502 || status == 503 {
+            status
+        } else {
+            502
+        };
+        Self::new(
+            status,
+            "api_error",
+            "provider_unreachable",
+            "The provider could not be reached.".into(),
+        )
+    }
+
+    /// The OpenAI-style body: `{"error":{"message","type","param","code"}}`.
+    pub fn body(&self) -> Vec<u8> {
+        let mut out = String::with_capacity(96 + self.message.len());
+        out.push_str("{\"error\":{\"message\":");
+        push_json_string(&mut out, &self.message);
+        let _ = write!(
+            out,
+            ",\"type\":\"{}\",\"param\":null,\"code\":\"{}\"}}}}",
+            self.kind, self.code
+        );
+        out.into_bytes()
+    }
+}
+
+/// Appends `s` as a JSON string literal (quotes included).
+pub fn push_json_string(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 || c == '\u{7f}' => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn body_is_openai_shaped_json() {
+        let e = FilterError::unknown_model("gpt-\"9\"\n");
+        let v: serde_json::Value = serde_json::from_slice(&e.body()).expect("valid json");
+        assert_eq!(v["error"]["type"], "not_found_error");
+        assert_eq!(v["error"]["code"], "model_not_found");
+        assert_eq!(
+            v["error"]["message"],
+            "The model `gpt-\"9\"\n` does not exist."
+        );
+        assert!(v["error"]["param"].is_null());
+        assert_eq!(e.status, 404);
+    }
+
+    #[test]
+    fn unreachable_keeps_gateway_statuses_only() {
+        assert_eq!(FilterError::provider_unreachable(503).status, 503);
+        assert_eq!(FilterError::provider_unreachable(504).status, 504);
+        assert_eq!(FilterError::provider_unreachable(500).status, 502);
+    }
+
+    #[test]
+    fn control_characters_are_escaped() {
+        let mut s = String::new();
+        push_json_string(&mut s, "a\u{1}b\u{7f}");
+        assert_eq!(s, "\"a\\u0001b\\u007f\"");
+    }
+}

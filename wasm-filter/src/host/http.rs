@@ -1,0 +1,411 @@
+//! One HTTP request through the filter: authenticate and route on the way in, pass the response
+//! (or each stream chunk) back with usage taken from it, and publish the request's record.
+
+use std::fmt::Write as _;
+use std::rc::Rc;
+use std::time::UNIX_EPOCH;
+
+use proxy_wasm::hostcalls;
+use proxy_wasm::traits::{Context, HttpContext};
+use proxy_wasm::types::{Action, BufferType, MapType};
+
+use super::Metrics;
+use crate::auth;
+use crate::config::{CLUSTER_HEADER, USAGE_FILTER_STATE};
+use crate::error::{push_json_string, FilterError};
+use crate::request::{Endpoint, TopLevel};
+use crate::route::Index;
+use crate::stream::{ChunkOutcome, OpenAiStream};
+use crate::usage::{self, Usage};
+
+/// How the response is being handled.
+enum Response {
+    /// Not ours to touch (a local reply, or nothing routed).
+    Pass,
+    /// A JSON body copied aside as it passes, for its usage.
+    Json(Vec<u8>),
+    /// An SSE stream handled event by event.
+    Stream(Box<OpenAiStream>),
+    /// Envoy answered instead of the provider (connect failure, reset, timeout): the text body
+    /// is replaced with an OpenAI-style error.
+    GatewayError(FilterError),
+}
+
+pub(crate) struct Request {
+    index: Option<Rc<Index>>,
+    metrics: Metrics,
+    endpoint: Option<Endpoint>,
+    key_digest: Option<[u8; 32]>,
+    key_id: String,
+    user: String,
+    model: String,
+    provider: Option<usize>,
+    upstream_model: String,
+    stream: bool,
+    client_wants_usage: bool,
+    local_error: Option<u32>,
+    status: u32,
+    response: Response,
+    usage: Option<Usage>,
+    complete: bool,
+}
+
+impl Request {
+    pub(crate) fn new(index: Option<Rc<Index>>, metrics: Metrics) -> Self {
+        Request {
+            index,
+            metrics,
+            endpoint: None,
+            key_digest: None,
+            key_id: String::new(),
+            user: String::new(),
+            model: String::new(),
+            provider: None,
+            upstream_model: String::new(),
+            stream: false,
+            client_wants_usage: false,
+            local_error: None,
+            status: 0,
+            response: Response::Pass,
+            usage: None,
+            complete: false,
+        }
+    }
+
+    /// The one place a gateway error becomes a local reply.
+    fn reject(&mut self, error: FilterError) -> Action {
+        self.local_error = Some(error.status);
+        self.status = error.status;
+        let body = error.body();
+        let _ = hostcalls::send_http_response(
+            error.status,
+            vec![("content-type", "application/json")],
+            Some(&body),
+        );
+        Action::Pause
+    }
+
+    fn on_request_headers(&mut self, end_of_stream: bool) -> Result<Action, FilterError> {
+        // A client-sent routing header is never trusted.
+        let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, CLUSTER_HEADER, None);
+        let path = request_header(":path").unwrap_or_default();
+        let endpoint = Endpoint::from_path(&path).ok_or_else(FilterError::unknown_path)?;
+        let method = request_header(":method").unwrap_or_default();
+        if method != endpoint.method() {
+            return Err(FilterError::method_not_allowed());
+        }
+        self.endpoint = Some(endpoint);
+        let index = self.index.clone().ok_or_else(not_configured)?;
+
+        let authorization = request_header("authorization");
+        let x_api_key = request_header("x-api-key");
+        let presented = auth::presented_key(authorization.as_deref(), x_api_key.as_deref());
+        let key = auth::authenticate(&index, presented, now())?;
+        self.key_id.clone_from(&key.id);
+        self.user.clone_from(&key.user);
+        self.key_digest = presented.map(digest);
+
+        if endpoint == Endpoint::Models {
+            let body = models_body(&index, key);
+            let _ = hostcalls::send_http_response(
+                200,
+                vec![("content-type", "application/json")],
+                Some(&body),
+            );
+            self.status = 200;
+            return Ok(Action::Pause);
+        }
+        if end_of_stream {
+            return Err(FilterError::invalid_request(
+                "invalid_json",
+                "The request has no body; a JSON object is required.",
+            ));
+        }
+        let declared = request_header("content-length").and_then(|v| v.parse::<usize>().ok());
+        if declared.is_some_and(|n| n > index.max_body_bytes) {
+            return Err(FilterError::body_too_large(index.max_body_bytes));
+        }
+        // Wait for the whole body: the route depends on its `model`.
+        Ok(Action::Pause)
+    }
+
+    fn on_request_body(&mut self, size: usize, end_of_stream: bool) -> Result<Action, FilterError> {
+        let index = self.index.clone().ok_or_else(not_configured)?;
+        if size > index.max_body_bytes {
+            return Err(FilterError::body_too_large(index.max_body_bytes));
+        }
+        if !end_of_stream {
+            return Ok(Action::Pause);
+        }
+        let body = hostcalls::get_buffer(BufferType::HttpRequestBody, 0, size)
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        let endpoint = self.endpoint.unwrap_or(Endpoint::ChatCompletions);
+        let top = TopLevel::parse(&body)?;
+        let model = top.model()?;
+        let stream = endpoint == Endpoint::ChatCompletions && top.flag("stream")?.unwrap_or(false);
+        let client_wants_usage = stream && top.stream_usage_requested()?;
+
+        let targets = index
+            .targets(&model)
+            .ok_or_else(|| FilterError::unknown_model(&model))?;
+        let allowed = self
+            .key_digest
+            .and_then(|d| index.keys.get(&d))
+            .is_some_and(|k| k.allows(&model));
+        if !allowed {
+            return Err(FilterError::model_not_allowed(&model));
+        }
+        let target = index
+            .choose_target(targets)
+            .ok_or_else(|| FilterError::unknown_model(&model))?;
+        let provider = index.provider(target.provider);
+        if !provider.kind.speaks_openai() {
+            return Err(FilterError::invalid_request(
+                "provider_not_supported",
+                format!(
+                    "Provider `{}` is not reachable from this endpoint yet.",
+                    provider.name
+                ),
+            ));
+        }
+        let key = index
+            .choose_key(provider)
+            .ok_or_else(|| FilterError::no_provider_key(&provider.name))?;
+
+        let new_body = top.rewrite(&target.model, stream);
+        set_request_body(size, &new_body);
+        // The body changed size: Envoy forwards a stale content-length unless it is replaced
+        // (the request headers are still paused, so this is allowed).
+        set_request_header("content-length", &new_body.len().to_string());
+        let mut upstream_path = String::with_capacity(provider.path_prefix.len() + 20);
+        upstream_path.push_str(&provider.path_prefix);
+        upstream_path.push_str(endpoint.upstream_suffix());
+        set_request_header(":path", &upstream_path);
+        set_request_header(":authority", &provider.authority);
+        // The gateway key never reaches the provider.
+        let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, "authorization", None);
+        let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, "x-api-key", None);
+        let mut credential = String::with_capacity(provider.auth_prefix.len() + key.secret.len());
+        credential.push_str(&provider.auth_prefix);
+        credential.push_str(&key.secret);
+        set_request_header(&provider.auth_header, &credential);
+        set_request_header(CLUSTER_HEADER, &provider.cluster);
+
+        self.model = model.into_owned();
+        self.provider = Some(target.provider);
+        self.upstream_model.clone_from(&target.model);
+        self.stream = stream;
+        self.client_wants_usage = client_wants_usage;
+        Ok(Action::Continue)
+    }
+
+    fn record(&self) -> String {
+        let provider = match (&self.index, self.provider) {
+            (Some(index), Some(i)) => index.provider(i).name.as_str(),
+            _ => "",
+        };
+        let u = self.usage.unwrap_or_default();
+        let mut out = String::with_capacity(256);
+        out.push_str("{\"key\":");
+        push_json_string(&mut out, &self.key_id);
+        out.push_str(",\"user\":");
+        push_json_string(&mut out, &self.user);
+        out.push_str(",\"model\":");
+        push_json_string(&mut out, &self.model);
+        out.push_str(",\"provider\":");
+        push_json_string(&mut out, provider);
+        out.push_str(",\"upstream_model\":");
+        push_json_string(&mut out, &self.upstream_model);
+        let _ = write!(
+            out,
+            ",\"status\":{},\"stream\":{},\"complete\":{},\"prompt_tokens\":{},\"completion_tokens\":{},\"total_tokens\":{},\"cached_tokens\":{},\"reasoning_tokens\":{}}}",
+            self.status, self.stream, self.complete, u.prompt, u.completion, u.total, u.cached, u.reasoning
+        );
+        out
+    }
+}
+
+impl Context for Request {}
+
+impl HttpContext for Request {
+    fn on_http_request_headers(&mut self, _n: usize, end_of_stream: bool) -> Action {
+        match self.on_request_headers(end_of_stream) {
+            Ok(action) => action,
+            Err(e) => self.reject(e),
+        }
+    }
+
+    fn on_http_request_body(&mut self, size: usize, end_of_stream: bool) -> Action {
+        if self.local_error.is_some() {
+            return Action::Pause;
+        }
+        match self.on_request_body(size, end_of_stream) {
+            Ok(action) => action,
+            Err(e) => self.reject(e),
+        }
+    }
+
+    fn on_http_response_headers(&mut self, _n: usize, _end_of_stream: bool) -> Action {
+        if self.local_error.is_some() || self.provider.is_none() {
+            return Action::Continue;
+        }
+        self.status = response_header(":status")
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let from_upstream = hostcalls::get_property(vec!["response", "code_details"])
+            .ok()
+            .flatten()
+            .is_some_and(|d| d == b"via_upstream");
+        self.response = if !from_upstream {
+            // Envoy's own reply (e.g. "upstream connect error ..." as text/plain).
+            let error = FilterError::provider_unreachable(self.status);
+            self.status = error.status;
+            set_response_header(":status", &error.status.to_string());
+            set_response_header("content-type", "application/json");
+            let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, "content-length", None);
+            Response::GatewayError(error)
+        } else if self.stream
+            && response_header("content-type").is_some_and(|t| t.starts_with("text/event-stream"))
+        {
+            // The body may change (usage chunk dropped, error appended): the length is unknown.
+            let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, "content-length", None);
+            Response::Stream(Box::new(OpenAiStream::new(self.client_wants_usage)))
+        } else {
+            Response::Json(Vec::new())
+        };
+        Action::Continue
+    }
+
+    fn on_http_response_body(&mut self, size: usize, end_of_stream: bool) -> Action {
+        match &mut self.response {
+            Response::Pass => {}
+            Response::Json(copy) => {
+                if size > 0 {
+                    if let Ok(Some(chunk)) =
+                        hostcalls::get_buffer(BufferType::HttpResponseBody, 0, size)
+                    {
+                        copy.extend_from_slice(&chunk);
+                    }
+                }
+                if end_of_stream {
+                    self.usage = usage::from_openai_body(copy);
+                    self.complete = true;
+                    *copy = Vec::new();
+                }
+            }
+            Response::Stream(stream) => {
+                let chunk = if size > 0 {
+                    hostcalls::get_buffer(BufferType::HttpResponseBody, 0, size)
+                        .ok()
+                        .flatten()
+                        .unwrap_or_default()
+                } else {
+                    Vec::new()
+                };
+                if let ChunkOutcome::Replace(bytes) = stream.on_chunk(&chunk, end_of_stream) {
+                    let _ = hostcalls::set_buffer(BufferType::HttpResponseBody, 0, size, &bytes);
+                }
+                if end_of_stream {
+                    self.usage = stream.usage();
+                    self.complete = stream.completed();
+                }
+            }
+            Response::GatewayError(error) => {
+                // Swallow Envoy's text and answer with the JSON error once, at the end.
+                let replacement = if end_of_stream {
+                    error.body()
+                } else {
+                    Vec::new()
+                };
+                let _ = hostcalls::set_buffer(BufferType::HttpResponseBody, 0, size, &replacement);
+            }
+        }
+        Action::Continue
+    }
+
+    fn on_log(&mut self) {
+        let record = self.record();
+        let _ = hostcalls::set_property(vec![USAGE_FILTER_STATE], Some(record.as_bytes()));
+        let m = self.metrics;
+        Metrics::add(m.requests, 1);
+        if self.local_error.is_some() {
+            Metrics::add(m.local_errors, 1);
+        } else if self.provider.is_some() && self.status >= 500 {
+            Metrics::add(m.upstream_errors, 1);
+        }
+        if self.stream && self.provider.is_some() && !self.complete {
+            Metrics::add(m.incomplete_streams, 1);
+        }
+        if let Some(u) = self.usage {
+            Metrics::add(m.prompt_tokens, u.prompt);
+            Metrics::add(m.completion_tokens, u.completion);
+        }
+    }
+}
+
+fn not_configured() -> FilterError {
+    let mut e = FilterError::no_provider_key("switchyard");
+    e.message = "The gateway has no configuration yet.".into();
+    e.code = "not_configured";
+    e
+}
+
+fn now() -> u64 {
+    hostcalls::get_current_time()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_secs())
+}
+
+fn digest(secret: &str) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(secret.as_bytes()).into()
+}
+
+/// A header as text; values that are not UTF-8 read as absent (they cannot be ours).
+fn header(map: MapType, name: &str) -> Option<String> {
+    hostcalls::get_map_value_bytes(map, name)
+        .ok()
+        .flatten()
+        .and_then(|v| String::from_utf8(v).ok())
+}
+
+fn request_header(name: &str) -> Option<String> {
+    header(MapType::HttpRequestHeaders, name)
+}
+
+fn response_header(name: &str) -> Option<String> {
+    header(MapType::HttpResponseHeaders, name)
+}
+
+fn set_request_header(name: &str, value: &str) {
+    let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, Some(value));
+}
+
+fn set_response_header(name: &str, value: &str) {
+    let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, name, Some(value));
+}
+
+fn set_request_body(old_size: usize, body: &[u8]) {
+    let _ = hostcalls::set_buffer(BufferType::HttpRequestBody, 0, old_size, body);
+}
+
+/// `GET /v1/models`: the models this key may use, in OpenAI's list format.
+fn models_body(index: &Index, key: &auth::KeyEntry) -> Vec<u8> {
+    let mut out = String::with_capacity(64 + index.model_names().len() * 72);
+    out.push_str("{\"object\":\"list\",\"data\":[");
+    let mut first = true;
+    for name in index.model_names().iter().filter(|m| key.allows(m)) {
+        if !first {
+            out.push(',');
+        }
+        first = false;
+        out.push_str("{\"id\":");
+        push_json_string(&mut out, name);
+        out.push_str(",\"object\":\"model\",\"created\":0,\"owned_by\":\"switchyard\"}");
+    }
+    out.push_str("]}");
+    out.into_bytes()
+}

@@ -1,0 +1,13 @@
+//! Switchyard's Envoy filter. Everything but `host/` is pure Rust, tested natively.
+
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod request;
+pub mod route;
+pub mod sse;
+pub mod stream;
+pub mod usage;
+
+#[cfg(target_arch = "wasm32")]
+mod host;

@@ -1,0 +1,329 @@
+//! Pure request handling for OpenAI-style bodies: parse the top level once, rewrite `model` (and
+//! `stream_options` for streams) by splicing, never re-serialising the nested content.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use crate::error::FilterError;
+
+/// The inbound APIs the filter serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    ChatCompletions,
+    Embeddings,
+    Models,
+}
+
+impl Endpoint {
+    /// The endpoint for a request path (query string ignored).
+    pub fn from_path(path: &str) -> Option<Endpoint> {
+        let path = path.split_once('?').map_or(path, |(p, _)| p);
+        let path = path.strip_suffix('/').unwrap_or(path);
+        match path {
+            "/v1/chat/completions" => Some(Endpoint::ChatCompletions),
+            "/v1/embeddings" => Some(Endpoint::Embeddings),
+            "/v1/models" => Some(Endpoint::Models),
+            _ => None,
+        }
+    }
+
+    pub fn method(self) -> &'static str {
+        match self {
+            Endpoint::Models => "GET",
+            _ => "POST",
+        }
+    }
+
+    /// Path below the provider's base URL.
+    pub fn upstream_suffix(self) -> &'static str {
+        match self {
+            Endpoint::ChatCompletions => "/chat/completions",
+            Endpoint::Embeddings => "/embeddings",
+            Endpoint::Models => "/models",
+        }
+    }
+}
+
+/// A top-level JSON object kept as (key, raw value) pairs in their original order.
+pub struct TopLevel<'a> {
+    fields: Vec<(Cow<'a, str>, &'a RawValue)>,
+}
+
+impl<'de> Deserialize<'de> for TopLevel<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = TopLevel<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut fields: Vec<(Cow<'de, str>, &'de RawValue)> =
+                    Vec::with_capacity(map.size_hint().unwrap_or(8));
+                while let Some(key) = map.next_key::<Key<'de>>()? {
+                    let value: &'de RawValue = map.next_value()?;
+                    if fields.iter().any(|(k, _)| *k == key.0) {
+                        // Two parsers may disagree on which duplicate wins: refuse the ambiguity.
+                        return Err(de::Error::custom(format_args!(
+                            "duplicate field `{}`",
+                            key.0
+                        )));
+                    }
+                    fields.push((key.0, value));
+                }
+                Ok(TopLevel { fields })
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// A map key borrowed from the input when it has no escapes.
+struct Key<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string key")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Key(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Key(Cow::Owned(v.to_owned())))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+impl<'a> TopLevel<'a> {
+    pub fn parse(body: &'a [u8]) -> Result<TopLevel<'a>, FilterError> {
+        if body.is_empty() {
+            return Err(FilterError::invalid_request(
+                "invalid_json",
+                "The request body is empty; a JSON object is required.",
+            ));
+        }
+        let text = std::str::from_utf8(body).map_err(|_| {
+            FilterError::invalid_request("invalid_json", "The request body is not valid UTF-8.")
+        })?;
+        serde_json::from_str(text).map_err(|e| {
+            FilterError::invalid_request(
+                "invalid_json",
+                format!("The request body is not valid JSON: {e}."),
+            )
+        })
+    }
+
+    pub fn get(&self, key: &str) -> Option<&'a RawValue> {
+        self.fields.iter().find(|(k, _)| k == key).map(|(_, v)| *v)
+    }
+
+    /// The required string field `model`.
+    pub fn model(&self) -> Result<Cow<'a, str>, FilterError> {
+        let raw = self.get("model").ok_or_else(|| {
+            FilterError::invalid_request("missing_model", "The request has no `model` field.")
+        })?;
+        let model: Cow<'a, str> = serde_json::from_str::<CowStr<'a>>(raw.get())
+            .map_err(|_| {
+                FilterError::invalid_request("invalid_model", "`model` must be a string.")
+            })?
+            .0;
+        crate::route::check_model_name(&model)
+            .map_err(|why| FilterError::invalid_request("invalid_model", why))?;
+        Ok(model)
+    }
+
+    /// The optional boolean field `name`; anything but a boolean or null is refused.
+    pub fn flag(&self, name: &'static str) -> Result<Option<bool>, FilterError> {
+        match self.get(name) {
+            None => Ok(None),
+            Some(raw) => serde_json::from_str::<Option<bool>>(raw.get()).map_err(|_| {
+                FilterError::invalid_request(
+                    "invalid_field",
+                    format!("`{name}` must be a boolean."),
+                )
+            }),
+        }
+    }
+
+    /// Whether the client asked for usage in a stream (`stream_options.include_usage`).
+    pub fn stream_usage_requested(&self) -> Result<bool, FilterError> {
+        #[derive(Deserialize)]
+        struct StreamOptions {
+            #[serde(default)]
+            include_usage: Option<bool>,
+        }
+        match self.get("stream_options") {
+            None => Ok(false),
+            Some(raw) => serde_json::from_str::<Option<StreamOptions>>(raw.get())
+                .map(|o| o.and_then(|o| o.include_usage).unwrap_or(false))
+                .map_err(|_| {
+                    FilterError::invalid_request(
+                        "invalid_field",
+                        "`stream_options` must be an object with a boolean `include_usage`.",
+                    )
+                }),
+        }
+    }
+
+    /// Writes the object back with `model` replaced and, when `force_stream_usage`, with
+    /// `stream_options.include_usage` set to true (other stream options kept).
+    pub fn rewrite(&self, upstream_model: &str, force_stream_usage: bool) -> Vec<u8> {
+        let size: usize = self
+            .fields
+            .iter()
+            .map(|(k, v)| k.len() + v.get().len() + 4)
+            .sum();
+        let mut out = String::with_capacity(size + upstream_model.len() + 48);
+        out.push('{');
+        let mut first = true;
+        let mut sep = |out: &mut String| {
+            if !first {
+                out.push(',');
+            }
+            first = false;
+        };
+        let mut wrote_options = false;
+        for (key, value) in &self.fields {
+            sep(&mut out);
+            crate::error::push_json_string(&mut out, key);
+            out.push(':');
+            if key == "model" {
+                crate::error::push_json_string(&mut out, upstream_model);
+            } else if key == "stream_options" && force_stream_usage {
+                write_stream_options(&mut out, value);
+                wrote_options = true;
+            } else {
+                out.push_str(value.get());
+            }
+        }
+        if force_stream_usage && !wrote_options {
+            sep(&mut out);
+            out.push_str("\"stream_options\":{\"include_usage\":true}");
+        }
+        out.push('}');
+        out.into_bytes()
+    }
+}
+
+/// `stream_options` with `include_usage: true`, keeping any other options the client set.
+fn write_stream_options(out: &mut String, value: &RawValue) {
+    let mut options: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(value.get()).unwrap_or_default();
+    options.insert("include_usage".into(), serde_json::Value::Bool(true));
+    out.push_str(&serde_json::Value::Object(options).to_string());
+}
+
+/// A string borrowed from the input when it has no escapes.
+struct CowStr<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for CowStr<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Key::deserialize(d).map(|k| CowStr(k.0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{json, Value};
+
+    fn rewrite(body: &str, model: &str, force: bool) -> Value {
+        let top = TopLevel::parse(body.as_bytes()).expect("parses");
+        serde_json::from_slice(&top.rewrite(model, force)).expect("valid json out")
+    }
+
+    #[test]
+    fn endpoints_from_paths() {
+        assert_eq!(
+            Endpoint::from_path("/v1/chat/completions"),
+            Some(Endpoint::ChatCompletions)
+        );
+        assert_eq!(
+            Endpoint::from_path("/v1/chat/completions?x=1"),
+            Some(Endpoint::ChatCompletions)
+        );
+        assert_eq!(Endpoint::from_path("/v1/models/"), Some(Endpoint::Models));
+        assert_eq!(
+            Endpoint::from_path("/v1/embeddings"),
+            Some(Endpoint::Embeddings)
+        );
+        assert_eq!(Endpoint::from_path("/v2/chat"), None);
+    }
+
+    #[test]
+    fn model_is_replaced_and_everything_else_kept_verbatim() {
+        let body = r#"{"model":"smart","messages":[{"role":"user","content":"h\u00e9 \"x\""}],"temperature":0.25}"#;
+        let top = TopLevel::parse(body.as_bytes()).expect("parses");
+        let out = String::from_utf8(top.rewrite("gpt-4o", false)).expect("utf8");
+        assert_eq!(
+            out,
+            r#"{"model":"gpt-4o","messages":[{"role":"user","content":"h\u00e9 \"x\""}],"temperature":0.25}"#
+        );
+    }
+
+    #[test]
+    fn stream_usage_is_forced_and_other_options_kept() {
+        let v = rewrite(r#"{"model":"m","stream":true}"#, "u", true);
+        assert_eq!(v["stream_options"], json!({"include_usage": true}));
+        let v = rewrite(
+            r#"{"model":"m","stream":true,"stream_options":{"include_usage":false,"include_obfuscation":false}}"#,
+            "u",
+            true,
+        );
+        assert_eq!(
+            v["stream_options"],
+            json!({"include_usage": true, "include_obfuscation": false})
+        );
+        let v = rewrite(r#"{"model":"m","stream_options":null}"#, "u", true);
+        assert_eq!(v["stream_options"], json!({"include_usage": true}));
+    }
+
+    #[test]
+    fn fields_are_validated() {
+        let err = |body: &str| match TopLevel::parse(body.as_bytes()) {
+            Err(e) => e,
+            Ok(top) => top
+                .model()
+                .and_then(|_| top.flag("stream"))
+                .and_then(|_| top.stream_usage_requested())
+                .map(|_| ())
+                .expect_err("should fail"),
+        };
+        assert_eq!(err("").code, "invalid_json");
+        assert_eq!(err("{").code, "invalid_json");
+        assert_eq!(err("[1]").code, "invalid_json");
+        assert_eq!(err(r#"{"model":"a","model":"b"}"#).code, "invalid_json");
+        assert_eq!(err(r#"{"messages":[]}"#).code, "missing_model");
+        assert_eq!(err(r#"{"model":5}"#).code, "invalid_model");
+        assert_eq!(err(r#"{"model":"a\r\nb"}"#).code, "invalid_model");
+        assert_eq!(
+            err(r#"{"model":"ok","stream":"yes"}"#).code,
+            "invalid_field"
+        );
+        assert_eq!(
+            err(r#"{"model":"ok","stream_options":3}"#).code,
+            "invalid_field"
+        );
+        let invalid_utf8 = b"{\"model\":\"\xff\"}";
+        assert_eq!(
+            TopLevel::parse(invalid_utf8).err().map(|e| e.code),
+            Some("invalid_json")
+        );
+    }
+
+    #[test]
+    fn escaped_keys_and_models_are_understood() {
+        let top = TopLevel::parse(br#"{"mod\u0065l":"g\u0070t"}"#).expect("parses");
+        assert_eq!(top.model().expect("model"), "gpt");
+    }
+}

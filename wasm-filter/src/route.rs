@@ -1,0 +1,283 @@
+//! Pure routing: the config turned into O(1) lookups, model resolution and target choice.
+
+use std::cell::Cell;
+use std::collections::HashMap;
+
+use crate::auth::KeyEntry;
+use crate::config::{FilterConfig, ModelRoute, Provider, ProviderKey, Target};
+
+/// The filter's configuration, indexed once per `on_configure`, shared by all requests.
+#[derive(Debug)]
+pub struct Index {
+    pub version: String,
+    pub max_body_bytes: usize,
+    pub(crate) keys: HashMap<[u8; 32], KeyEntry>,
+    providers: Vec<Provider>,
+    models: HashMap<String, Vec<ResolvedTarget>>,
+    /// Model names in config order, for `/v1/models`.
+    model_names: Vec<String>,
+    /// Round-robin cursor for weighted choices (per VM, i.e. per Envoy worker).
+    cursor: Cell<u64>,
+}
+
+/// A target with its provider resolved to an index into `providers`.
+#[derive(Debug, Clone)]
+pub struct ResolvedTarget {
+    pub provider: usize,
+    pub model: String,
+    pub weight: u32,
+    pub priority: u32,
+}
+
+/// Why a config could not be indexed.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ConfigError(pub String);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl Index {
+    /// Parses and indexes a JSON configuration; an error leaves the caller's last good index.
+    pub fn from_json(bytes: &[u8]) -> Result<Index, ConfigError> {
+        let cfg: FilterConfig = serde_json::from_slice(bytes)
+            .map_err(|e| ConfigError(format!("invalid filter config: {e}")))?;
+        Index::new(cfg)
+    }
+
+    pub fn new(cfg: FilterConfig) -> Result<Index, ConfigError> {
+        let mut keys = HashMap::with_capacity(cfg.keys.len());
+        for key in cfg.keys {
+            let mut digest = [0u8; 32];
+            hex::decode_to_slice(&key.digest, &mut digest)
+                .map_err(|_| ConfigError(format!("key {}: digest is not 64 hex digits", key.id)))?;
+            keys.insert(digest, KeyEntry::new(key));
+        }
+        let provider_pos: HashMap<&str, usize> = cfg
+            .providers
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (p.name.as_str(), i))
+            .collect();
+        let mut models = HashMap::with_capacity(cfg.models.len());
+        let mut model_names = Vec::with_capacity(cfg.models.len());
+        for ModelRoute { name, targets } in cfg.models {
+            let mut resolved = Vec::with_capacity(targets.len());
+            for Target {
+                provider,
+                model,
+                weight,
+                priority,
+            } in targets
+            {
+                let Some(&pos) = provider_pos.get(provider.as_str()) else {
+                    return Err(ConfigError(format!(
+                        "model {name}: unknown provider {provider}"
+                    )));
+                };
+                resolved.push(ResolvedTarget {
+                    provider: pos,
+                    model,
+                    weight,
+                    priority,
+                });
+            }
+            if resolved.is_empty() {
+                return Err(ConfigError(format!("model {name}: no targets")));
+            }
+            model_names.push(name.clone());
+            models.insert(name, resolved);
+        }
+        Ok(Index {
+            version: cfg.version,
+            max_body_bytes: cfg.max_body_bytes,
+            keys,
+            providers: cfg.providers,
+            models,
+            model_names,
+            cursor: Cell::new(0),
+        })
+    }
+
+    pub fn model_names(&self) -> &[String] {
+        &self.model_names
+    }
+
+    pub fn provider(&self, i: usize) -> &Provider {
+        &self.providers[i]
+    }
+
+    pub fn targets(&self, model: &str) -> Option<&[ResolvedTarget]> {
+        self.models.get(model).map(Vec::as_slice)
+    }
+
+    fn next_tick(&self) -> u64 {
+        let t = self.cursor.get();
+        self.cursor.set(t.wrapping_add(1));
+        t
+    }
+
+    /// Chooses the target for a request: the lowest priority tier, weighted within it.
+    pub fn choose_target<'a>(&self, targets: &'a [ResolvedTarget]) -> Option<&'a ResolvedTarget> {
+        let tier = targets.iter().map(|t| t.priority).min()?;
+        let tick = self.next_tick();
+        weighted_pick(
+            targets.iter().filter(|t| t.priority == tier),
+            |t| t.weight,
+            tick,
+        )
+    }
+
+    /// Chooses the provider key for one request, weighted round robin.
+    pub fn choose_key<'a>(&self, provider: &'a Provider) -> Option<&'a ProviderKey> {
+        let tick = self.next_tick();
+        weighted_pick(provider.keys.iter(), |k| k.weight, tick)
+    }
+}
+
+/// Deterministic weighted pick: position `tick` in the cycle where item i appears weight(i) times.
+/// Items of weight 0 are never picked.
+fn weighted_pick<'a, T>(
+    items: impl Iterator<Item = &'a T> + Clone,
+    weight: impl Fn(&T) -> u32,
+    tick: u64,
+) -> Option<&'a T> {
+    let total: u64 = items.clone().map(|i| u64::from(weight(i))).sum();
+    if total == 0 {
+        return None;
+    }
+    let mut slot = tick % total;
+    for item in items {
+        let w = u64::from(weight(item));
+        if slot < w {
+            return Some(item);
+        }
+        slot -= w;
+    }
+    None
+}
+
+/// Why a model name from a client was refused before any lookup.
+pub fn check_model_name(model: &str) -> Result<(), &'static str> {
+    const MAX: usize = 256;
+    if model.is_empty() {
+        return Err("`model` must not be empty");
+    }
+    if model.len() > MAX {
+        return Err("`model` is longer than 256 bytes");
+    }
+    if model.chars().any(|c| c.is_control()) {
+        return Err("`model` contains control characters");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{ProviderKind, Target};
+
+    fn provider(name: &str, keys: &[(&str, u32)]) -> Provider {
+        Provider {
+            name: name.into(),
+            kind: ProviderKind::Openai,
+            cluster: format!("provider-{name}"),
+            authority: "api.example.com".into(),
+            path_prefix: "/v1".into(),
+            auth_header: "authorization".into(),
+            auth_prefix: "Bearer ".into(),
+            keys: keys
+                .iter()
+                .map(|(id, w)| ProviderKey {
+                    id: (*id).into(),
+                    secret: format!("secret-{id}"),
+                    weight: *w,
+                })
+                .collect(),
+        }
+    }
+
+    fn target(provider: &str, model: &str, weight: u32, priority: u32) -> Target {
+        Target {
+            provider: provider.into(),
+            model: model.into(),
+            weight,
+            priority,
+        }
+    }
+
+    fn index(models: Vec<ModelRoute>) -> Index {
+        Index::new(FilterConfig {
+            version: "1".into(),
+            max_body_bytes: 1024,
+            keys: vec![],
+            providers: vec![provider("a", &[("a1", 1)]), provider("b", &[("b1", 1)])],
+            models,
+        })
+        .expect("valid")
+    }
+
+    #[test]
+    fn lowest_priority_tier_wins_and_weights_are_honoured() {
+        let idx = index(vec![ModelRoute {
+            name: "smart".into(),
+            targets: vec![
+                target("a", "m-a", 3, 0),
+                target("b", "m-b", 1, 0),
+                target("b", "fallback", 100, 1),
+            ],
+        }]);
+        let targets = idx.targets("smart").expect("known");
+        let mut counts = HashMap::new();
+        for _ in 0..400 {
+            let t = idx.choose_target(targets).expect("some");
+            *counts.entry(t.model.clone()).or_insert(0) += 1;
+        }
+        assert_eq!(counts.get("m-a"), Some(&300));
+        assert_eq!(counts.get("m-b"), Some(&100));
+        assert_eq!(counts.get("fallback"), None);
+    }
+
+    #[test]
+    fn zero_weight_keys_are_never_chosen() {
+        let idx = index(vec![]);
+        let p = provider("z", &[("off", 0), ("on", 2)]);
+        for _ in 0..10 {
+            assert_eq!(idx.choose_key(&p).map(|k| k.id.as_str()), Some("on"));
+        }
+        let none = provider("n", &[("off", 0)]);
+        assert!(idx.choose_key(&none).is_none());
+    }
+
+    #[test]
+    fn unknown_provider_in_a_route_is_a_config_error() {
+        let err = Index::new(FilterConfig {
+            models: vec![ModelRoute {
+                name: "m".into(),
+                targets: vec![target("ghost", "x", 1, 0)],
+            }],
+            ..FilterConfig::default()
+        })
+        .expect_err("rejected");
+        assert!(err.0.contains("ghost"));
+    }
+
+    #[test]
+    fn bad_digest_is_a_config_error() {
+        let bad = r#"{"version":"1","max_body_bytes":1,"keys":[{"id":"k","digest":"zz"}]}"#;
+        assert!(Index::from_json(bad.as_bytes()).is_err());
+        assert!(Index::from_json(b"{not json").is_err());
+    }
+
+    #[test]
+    fn hostile_model_names_are_refused() {
+        assert!(check_model_name("gpt-4o").is_ok());
+        assert!(check_model_name("anthropic/claude-sonnet-4-5@2025").is_ok());
+        assert!(check_model_name("").is_err());
+        assert!(check_model_name("a\r\nx-evil: 1").is_err());
+        assert!(check_model_name("a\u{0}b").is_err());
+        assert!(check_model_name(&"m".repeat(257)).is_err());
+    }
+}
