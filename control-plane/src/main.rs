@@ -1,1 +1,77 @@
-fn main() {}
+//! `switchyard`: the control plane binary.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+const USAGE: &str = "usage:
+  switchyard serve --config FILE                       run the admin API and the xDS server
+  switchyard bootstrap --config FILE [--node-id ID]    print the Envoy bootstrap for this config
+  switchyard render-static --config FILE --out F.pb    write the whole gateway config as one static
+                                                       Envoy bootstrap (for `envoy --mode validate`)";
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SWITCHYARD_LOG")
+                .unwrap_or_else(|_| "info,sqlx=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let flag = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
+    let Some(command) = args.first().map(String::as_str) else {
+        eprintln!("{USAGE}");
+        return ExitCode::from(2);
+    };
+    if matches!(command, "-h" | "--help" | "help") {
+        println!("{USAGE}");
+        return ExitCode::SUCCESS;
+    }
+    if matches!(command, "-V" | "--version") {
+        println!("switchyard {}", env!("CARGO_PKG_VERSION"));
+        return ExitCode::SUCCESS;
+    }
+    let Some(config) = flag("--config").map(PathBuf::from) else {
+        eprintln!("{USAGE}");
+        return ExitCode::from(2);
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("switchyard: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match command {
+            "serve" => switchyard::app::serve(&config).await,
+            "bootstrap" => {
+                let loaded = switchyard::config::Config::load(&config)?;
+                let node = flag("--node-id").unwrap_or_else(|| "switchyard-gateway".into());
+                let c = loaded.config;
+                print!(
+                    "{}",
+                    switchyard::xds::build::bootstrap_yaml(&c.gateway, c.listen.xds, &node)
+                );
+                Ok(())
+            }
+            "render-static" => {
+                let out = flag("--out").ok_or_else(|| anyhow::anyhow!("--out is required"))?;
+                switchyard::app::render_static(&config, &PathBuf::from(out)).await
+            }
+            other => Err(anyhow::anyhow!("unknown command {other:?}\n{USAGE}")),
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("switchyard: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

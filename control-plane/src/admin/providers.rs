@@ -1,0 +1,216 @@
+//! `/admin/v1/providers`: create, list, get, update, delete. Keys go in, never come out.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+
+use super::{publish, ApiError, ApiJson, AppState};
+use crate::crypto;
+use crate::domain::{self, ProviderKind, Upstream};
+use crate::store::{NewProviderKey, ProviderKeyRow, ProviderRow};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/providers", get(list).post(create))
+        .route("/providers/{name}", get(read).put(update).delete(remove))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeyInput {
+    secret: String,
+    #[serde(default = "one")]
+    weight: u32,
+    #[serde(default)]
+    qps: Option<u32>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateProvider {
+    name: String,
+    kind: ProviderKind,
+    #[serde(default)]
+    base_url: Option<String>,
+    #[serde(default)]
+    keys: Vec<KeyInput>,
+    #[serde(default)]
+    models: Vec<String>,
+}
+
+/// Fields absent from an update keep their value; `keys`, when present, replaces the key set.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpdateProvider {
+    #[serde(default)]
+    kind: Option<ProviderKind>,
+    #[serde(default)]
+    base_url: Option<String>,
+    #[serde(default)]
+    keys: Option<Vec<KeyInput>>,
+    #[serde(default)]
+    models: Option<Vec<String>>,
+    #[serde(default)]
+    enabled: Option<bool>,
+}
+
+#[derive(Debug, Serialize)]
+struct KeyView {
+    id: String,
+    weight: u32,
+    qps: Option<u32>,
+}
+
+#[derive(Debug, Serialize)]
+struct ProviderView {
+    id: String,
+    name: String,
+    kind: ProviderKind,
+    base_url: String,
+    models: Vec<String>,
+    enabled: bool,
+    keys: Vec<KeyView>,
+}
+
+fn view(p: ProviderRow, keys: &[ProviderKeyRow]) -> ProviderView {
+    ProviderView {
+        keys: keys
+            .iter()
+            .filter(|k| k.provider_id == p.id)
+            .map(|k| KeyView {
+                id: k.id.clone(),
+                weight: k.weight,
+                qps: k.qps,
+            })
+            .collect(),
+        id: p.id,
+        name: p.name,
+        kind: p.kind,
+        base_url: p.base_url,
+        models: p.models,
+        enabled: p.enabled,
+    }
+}
+
+fn check_base_url(kind: ProviderKind, base_url: Option<String>) -> Result<String, ApiError> {
+    let url = match base_url {
+        Some(u) => u,
+        None => domain::default_base_url(kind)
+            .ok_or_else(|| {
+                ApiError::BadRequest(format!(
+                    "base_url is required for kind {}",
+                    domain::kind_str(kind)
+                ))
+            })?
+            .to_owned(),
+    };
+    Upstream::parse(&url).map_err(ApiError::BadRequest)?;
+    Ok(url)
+}
+
+fn check_models(models: &[String]) -> Result<(), ApiError> {
+    models
+        .iter()
+        .try_for_each(|m| domain::check_model_name(m))
+        .map_err(ApiError::BadRequest)
+}
+
+fn seal_keys(app: &crate::app::App, keys: &[KeyInput]) -> Result<Vec<NewProviderKey>, ApiError> {
+    keys.iter()
+        .map(|k| {
+            let secret = k.secret.trim();
+            if secret.is_empty() || secret.chars().any(char::is_control) {
+                return Err(ApiError::BadRequest(
+                    "a provider key must be non-empty and printable".into(),
+                ));
+            }
+            Ok(NewProviderKey {
+                digest: crypto::digest(secret),
+                secret_sealed: app.master.seal(secret),
+                weight: k.weight,
+                qps: k.qps,
+            })
+        })
+        .collect()
+}
+
+async fn list(State(app): State<AppState>) -> Result<Json<Vec<ProviderView>>, ApiError> {
+    let keys = app.store.list_provider_keys().await?;
+    let providers = app.store.list_providers().await?;
+    Ok(Json(
+        providers.into_iter().map(|p| view(p, &keys)).collect(),
+    ))
+}
+
+async fn read(
+    State(app): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<ProviderView>, ApiError> {
+    let p = app.store.get_provider(&name).await?;
+    let keys = app.store.list_provider_keys().await?;
+    Ok(Json(view(p, &keys)))
+}
+
+async fn create(
+    State(app): State<AppState>,
+    ApiJson(input): ApiJson<CreateProvider>,
+) -> Result<(StatusCode, Json<ProviderView>), ApiError> {
+    domain::check_name("provider", &input.name).map_err(ApiError::BadRequest)?;
+    let base_url = check_base_url(input.kind, input.base_url)?;
+    check_models(&input.models)?;
+    let keys = seal_keys(&app, &input.keys)?;
+    let id = app
+        .store
+        .insert_provider(&input.name, input.kind, &base_url, &input.models)
+        .await?;
+    app.store.replace_provider_keys(&id, &keys).await?;
+    publish(&app).await?;
+    let p = app.store.get_provider(&input.name).await?;
+    let all_keys = app.store.list_provider_keys().await?;
+    Ok((StatusCode::CREATED, Json(view(p, &all_keys))))
+}
+
+async fn update(
+    State(app): State<AppState>,
+    Path(name): Path<String>,
+    ApiJson(input): ApiJson<UpdateProvider>,
+) -> Result<Json<ProviderView>, ApiError> {
+    let current = app.store.get_provider(&name).await?;
+    let kind = input.kind.unwrap_or(current.kind);
+    let base_url = match input.base_url {
+        Some(u) => check_base_url(kind, Some(u))?,
+        None => current.base_url.clone(),
+    };
+    let models = input.models.unwrap_or(current.models);
+    check_models(&models)?;
+    let keys = input.keys.map(|k| seal_keys(&app, &k)).transpose()?;
+    app.store
+        .update_provider(
+            &name,
+            kind,
+            &base_url,
+            &models,
+            input.enabled.unwrap_or(current.enabled),
+        )
+        .await?;
+    if let Some(keys) = keys {
+        app.store.replace_provider_keys(&current.id, &keys).await?;
+    }
+    publish(&app).await?;
+    read(State(app), Path(name)).await
+}
+
+async fn remove(
+    State(app): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    app.store.delete_provider(&name).await?;
+    publish(&app).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,311 @@
+//! The running control plane: shared state, config application, publishing, and the servers.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::AggregatedDiscoveryServiceServer;
+
+use crate::config::{Config, Gateway};
+use crate::crypto::{self, MasterKey};
+use crate::domain::{self, Upstream};
+use crate::store::{ModelRow, NewApiKey, NewProviderKey, Store};
+use crate::xds::{build, cache::SnapshotCache, server::AdsServer};
+
+/// Everything the admin API and the xDS server share.
+pub struct App {
+    pub store: Store,
+    pub cache: Arc<SnapshotCache>,
+    pub master: MasterKey,
+    pub gateway: Gateway,
+    pub wasm_path: PathBuf,
+    admin_token_digest: String,
+    publish_lock: tokio::sync::Mutex<()>,
+}
+
+impl App {
+    pub fn new(
+        store: Store,
+        master: MasterKey,
+        gateway: Gateway,
+        wasm_path: PathBuf,
+        admin_token_digest: String,
+    ) -> App {
+        App {
+            store,
+            cache: Arc::new(SnapshotCache::default()),
+            master,
+            gateway,
+            wasm_path,
+            admin_token_digest,
+            publish_lock: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// Recomputes the gateway state from the store and publishes it to every Envoy.
+    pub async fn publish(&self) -> anyhow::Result<u64> {
+        let _guard = self.publish_lock.lock().await;
+        let state =
+            crate::snapshot::load(&self.store, &self.master, self.gateway.max_body_bytes).await?;
+        let resources = build::resources(&self.gateway, &state, &self.wasm_path);
+        let serial = self
+            .cache
+            .set(resources)
+            .map_err(|e| anyhow::anyhow!("inconsistent snapshot not published: {e}"))?;
+        tracing::info!(serial, filter_version = %state.filter.version, "snapshot published");
+        Ok(serial)
+    }
+
+    pub fn admin_token_ok(&self, presented: &str) -> bool {
+        crypto::digest_matches(presented, &self.admin_token_digest)
+    }
+}
+
+/// Opens the store named by the config, applies the config and returns the app, ready to serve.
+pub async fn init(config_path: &Path) -> anyhow::Result<(App, Config)> {
+    let loaded = Config::load(config_path).context("configuration")?;
+    let config = loaded.config;
+    for var in &loaded.missing_vars {
+        tracing::warn!(variable = %var, "environment variable named in the config is not set");
+    }
+    let store = Store::connect(&config.database)
+        .await
+        .with_context(|| format!("opening the store ({})", redact_url(&config.database)))?;
+    let master = MasterKey::load(
+        std::env::var("SWITCHYARD_MASTER_KEY").ok().as_deref(),
+        &config.master_key_file,
+    )?;
+    apply_config(&store, &master, &config).await?;
+    let admin_token_digest = admin_token(&store).await?;
+    let wasm_path = absolute(&config.gateway.wasm);
+    if !wasm_path.exists() {
+        tracing::warn!(path = %wasm_path.display(), "filter .wasm not found; build it with `make wasm`");
+    }
+    let app = App::new(
+        store,
+        master,
+        config.gateway.clone(),
+        wasm_path,
+        admin_token_digest,
+    );
+    Ok((app, config))
+}
+
+/// Runs the admin API and the ADS server until SIGINT/SIGTERM.
+pub async fn serve(config_path: &Path) -> anyhow::Result<()> {
+    let (app, config) = init(config_path).await?;
+    let app = Arc::new(app);
+    app.publish().await?;
+
+    let admin_listener = tokio::net::TcpListener::bind(config.listen.admin)
+        .await
+        .with_context(|| format!("binding the admin API to {}", config.listen.admin))?;
+    let xds_listener = tokio::net::TcpListener::bind(config.listen.xds)
+        .await
+        .with_context(|| format!("binding xDS to {}", config.listen.xds))?;
+    tracing::info!(admin = %config.listen.admin, xds = %config.listen.xds, "control plane ready");
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let admin = axum::serve(admin_listener, crate::admin::router(app.clone()))
+        .with_graceful_shutdown(stopped(stop_rx.clone()));
+    let ads = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(std::time::Duration::from_secs(15)))
+        .add_service(AggregatedDiscoveryServiceServer::new(AdsServer::new(
+            app.cache.clone(),
+        )))
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(xds_listener),
+            stopped(stop_rx.clone()),
+        );
+    let admin = tokio::spawn(async move { admin.await.context("admin API") });
+    let ads = tokio::spawn(async move { ads.await.context("xDS server") });
+
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    let _ = stop_tx.send(true);
+    // ADS streams are long-lived: give them a moment, then stop regardless.
+    let wait = async {
+        let _ = admin.await;
+        let _ = ads.await;
+    };
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(3), wait).await;
+    app.store.close().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+/// The admin token: `SWITCHYARD_ADMIN_TOKEN`, or one generated at first start and printed once
+/// (only its digest is stored).
+async fn admin_token(store: &Store) -> anyhow::Result<String> {
+    if let Some(token) = std::env::var("SWITCHYARD_ADMIN_TOKEN")
+        .ok()
+        .filter(|t| !t.trim().is_empty())
+    {
+        return Ok(crypto::digest(token.trim()));
+    }
+    if let Some(d) = store.get_setting("admin_token_digest").await? {
+        return Ok(d);
+    }
+    let token = crypto::token("sya-");
+    let digest = crypto::digest(&token);
+    if store
+        .set_setting_if_absent("admin_token_digest", &digest)
+        .await?
+    {
+        eprintln!(
+            "\n  Admin token (shown once; set SWITCHYARD_ADMIN_TOKEN to choose your own):\n    {token}\n"
+        );
+        Ok(digest)
+    } else {
+        Ok(store
+            .get_setting("admin_token_digest")
+            .await?
+            .unwrap_or(digest))
+    }
+}
+
+/// Applies the declarative config to the store. Idempotent: applying it twice changes nothing.
+pub async fn apply_config(
+    store: &Store,
+    master: &MasterKey,
+    config: &Config,
+) -> anyhow::Result<()> {
+    for (i, p) in config.providers.iter().enumerate() {
+        let at = format!("providers[{i}]");
+        domain::check_name("provider", &p.name).map_err(|e| anyhow::anyhow!("{at}: {e}"))?;
+        let base_url = match &p.base_url {
+            Some(u) => u.clone(),
+            None => domain::default_base_url(p.kind)
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "{at}: base_url is required for kind {}",
+                        domain::kind_str(p.kind)
+                    )
+                })?
+                .to_owned(),
+        };
+        Upstream::parse(&base_url).map_err(|e| anyhow::anyhow!("{at}: {e}"))?;
+        for m in &p.models {
+            domain::check_model_name(m).map_err(|e| anyhow::anyhow!("{at}.models: {e}"))?;
+        }
+        let keys: Vec<NewProviderKey> = p
+            .keys
+            .iter()
+            .filter(|k| !k.secret.trim().is_empty())
+            .map(|k| NewProviderKey {
+                digest: crypto::digest(k.secret.trim()),
+                secret_sealed: master.seal(k.secret.trim()),
+                weight: k.weight,
+                qps: k.qps,
+            })
+            .collect();
+        if !p.keys.is_empty() && keys.is_empty() {
+            tracing::warn!(provider = %p.name, "provider skipped: its key is missing (unset environment variable?)");
+            continue;
+        }
+        let id = store
+            .upsert_provider(&p.name, p.kind, &base_url, &p.models)
+            .await?;
+        store.replace_provider_keys(&id, &keys).await?;
+    }
+    for (i, m) in config.models.iter().enumerate() {
+        let at = format!("models[{i}]");
+        domain::check_model_name(&m.name).map_err(|e| anyhow::anyhow!("{at}: {e}"))?;
+        if m.targets.is_empty() {
+            anyhow::bail!("{at}: a model needs at least one target");
+        }
+        store
+            .upsert_model(&ModelRow {
+                name: m.name.clone(),
+                strategy: m.strategy,
+                targets: m.targets.clone(),
+            })
+            .await?;
+    }
+    for (i, k) in config.api_keys.iter().enumerate() {
+        let at = format!("api_keys[{i}]");
+        domain::check_name("API key", &k.name).map_err(|e| anyhow::anyhow!("{at}: {e}"))?;
+        if k.key.trim().len() < 8 {
+            anyhow::bail!("{at}: key must be at least 8 characters");
+        }
+        let user = k.user.clone().unwrap_or_else(|| k.name.clone());
+        store
+            .put_api_key(
+                &NewApiKey {
+                    name: k.name.clone(),
+                    user,
+                    prefix: key_prefix(k.key.trim()),
+                    digest: crypto::digest(k.key.trim()),
+                    models: k.models.clone(),
+                    rpm: k.rpm,
+                    tpm: k.tpm,
+                    credits: k.credits,
+                    expires_at: k.expires_at,
+                },
+                true,
+            )
+            .await?;
+    }
+    Ok(())
+}
+
+/// The part of a key shown to humans to recognise it.
+pub fn key_prefix(key: &str) -> String {
+    key.chars().take(8).collect()
+}
+
+fn absolute(p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_owned()
+    } else {
+        std::env::current_dir()
+            .map(|d| d.join(p))
+            .unwrap_or_else(|_| p.to_owned())
+    }
+}
+
+/// A database URL without its password, for messages.
+pub fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// Writes the gateway's whole configuration as a binary static bootstrap (`.pb`).
+pub async fn render_static(config_path: &Path, out: &Path) -> anyhow::Result<()> {
+    use prost::Message as _;
+    let (app, _) = init(config_path).await?;
+    let state = crate::snapshot::load(&app.store, &app.master, app.gateway.max_body_bytes).await?;
+    let bootstrap = build::static_bootstrap(&app.gateway, &state, &app.wasm_path);
+    std::fs::write(out, bootstrap.encode_to_vec())
+        .with_context(|| format!("writing {}", out.display()))?;
+    app.store.close().await;
+    Ok(())
+}

@@ -1,0 +1,391 @@
+//! The declarative YAML configuration (DESIGN.md "Declarative config"): parsed strictly, with
+//! `${VAR}` / `${VAR:-default}` expanded in string values and unknown fields reported by path.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::domain::{ProviderKind, Strategy};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub listen: Listen,
+    #[serde(default)]
+    pub gateway: Gateway,
+    #[serde(default = "default_database")]
+    pub database: String,
+    /// Shared state (sessions, counters); in-memory when absent. Not used yet by the skeleton.
+    #[serde(default)]
+    pub redis: Option<String>,
+    /// Where the generated master key lives when `SWITCHYARD_MASTER_KEY` is not set.
+    #[serde(default = "default_master_key_file")]
+    pub master_key_file: PathBuf,
+    #[serde(default)]
+    pub providers: Vec<ProviderSpec>,
+    #[serde(default)]
+    pub models: Vec<ModelSpec>,
+    #[serde(default)]
+    pub api_keys: Vec<ApiKeySpec>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Listen {
+    #[serde(default = "default_admin")]
+    pub admin: SocketAddr,
+    #[serde(default = "default_xds")]
+    pub xds: SocketAddr,
+}
+
+impl Default for Listen {
+    fn default() -> Self {
+        Listen {
+            admin: default_admin(),
+            xds: default_xds(),
+        }
+    }
+}
+
+/// The Envoy side: its listener and admin addresses and what the control plane tells it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Gateway {
+    #[serde(default = "default_gateway_listen")]
+    pub listen: SocketAddr,
+    #[serde(default = "default_gateway_admin")]
+    pub admin: SocketAddr,
+    /// The filter's `.wasm` file, as Envoy will open it.
+    #[serde(default = "default_wasm")]
+    pub wasm: PathBuf,
+    /// Largest request body accepted (bytes).
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: usize,
+    /// Upper bound for one request, streams included (seconds; 0 = none).
+    #[serde(default = "default_timeout")]
+    pub request_timeout_secs: u64,
+    /// CA bundle for verifying `https://` providers.
+    #[serde(default = "default_ca_file")]
+    pub ca_file: PathBuf,
+    /// Write one access-log line per request (with its usage record) to Envoy's stdout.
+    #[serde(default = "yes")]
+    pub access_log: bool,
+}
+
+impl Default for Gateway {
+    fn default() -> Self {
+        Gateway {
+            listen: default_gateway_listen(),
+            admin: default_gateway_admin(),
+            wasm: default_wasm(),
+            max_body_bytes: default_max_body(),
+            request_timeout_secs: default_timeout(),
+            ca_file: default_ca_file(),
+            access_log: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderSpec {
+    pub name: String,
+    pub kind: ProviderKind,
+    #[serde(default)]
+    pub base_url: Option<String>,
+    #[serde(default)]
+    pub keys: Vec<ProviderKeySpec>,
+    #[serde(default)]
+    pub models: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderKeySpec {
+    pub secret: String,
+    #[serde(default = "one")]
+    pub weight: u32,
+    #[serde(default)]
+    pub qps: Option<u32>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSpec {
+    pub name: String,
+    #[serde(default)]
+    pub strategy: Strategy,
+    pub targets: Vec<TargetSpec>,
+}
+
+#[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TargetSpec {
+    pub provider: String,
+    pub model: String,
+    #[serde(default = "one")]
+    pub weight: u32,
+    #[serde(default)]
+    pub priority: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeySpec {
+    pub name: String,
+    pub key: String,
+    #[serde(default)]
+    pub user: Option<String>,
+    #[serde(default = "all_models")]
+    pub models: Vec<String>,
+    #[serde(default)]
+    pub rpm: Option<u32>,
+    #[serde(default)]
+    pub tpm: Option<u32>,
+    #[serde(default)]
+    pub credits: Option<f64>,
+    /// Unix time (seconds) after which the key is refused.
+    #[serde(default)]
+    pub expires_at: Option<i64>,
+}
+
+fn default_database() -> String {
+    "sqlite://switchyard.db".into()
+}
+fn default_master_key_file() -> PathBuf {
+    "switchyard.key".into()
+}
+fn default_admin() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8081))
+}
+fn default_xds() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 18000))
+}
+fn default_gateway_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 10000))
+}
+fn default_gateway_admin() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9901))
+}
+fn default_wasm() -> PathBuf {
+    "target/wasm32-wasip1/release/switchyard_filter.wasm".into()
+}
+fn default_max_body() -> usize {
+    4 * 1024 * 1024
+}
+fn default_timeout() -> u64 {
+    600
+}
+fn default_ca_file() -> PathBuf {
+    "/etc/ssl/certs/ca-certificates.crt".into()
+}
+fn yes() -> bool {
+    true
+}
+fn one() -> u32 {
+    1
+}
+fn all_models() -> Vec<String> {
+    vec!["*".into()]
+}
+
+/// A configuration error, with the path of the offending field when there is one.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Yaml(String),
+    #[error("at `{path}`: {message}")]
+    Field { path: String, message: String },
+}
+
+/// A loaded configuration and the environment variables it named that were not set.
+#[derive(Debug)]
+pub struct Loaded {
+    pub config: Config,
+    pub missing_vars: BTreeSet<String>,
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::parse(&text, &|name| std::env::var(name).ok())
+    }
+
+    /// Parses YAML text, expanding variables with `env`.
+    pub fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Loaded, ConfigError> {
+        let mut value: serde_yaml::Value =
+            serde_yaml::from_str(text).map_err(|e| ConfigError::Yaml(e.to_string()))?;
+        if value.is_null() {
+            value = serde_yaml::Value::Mapping(Default::default());
+        }
+        let mut missing_vars = BTreeSet::new();
+        expand(&mut value, env, &mut missing_vars, &mut String::new())?;
+        let config: Config = serde_path_to_error::deserialize(value).map_err(|e| {
+            let path = e.path().to_string();
+            ConfigError::Field {
+                path,
+                message: e.into_inner().to_string(),
+            }
+        })?;
+        Ok(Loaded {
+            config,
+            missing_vars,
+        })
+    }
+}
+
+/// Expands `${VAR}` and `${VAR:-default}` in every string of the document.
+fn expand(
+    value: &mut serde_yaml::Value,
+    env: &dyn Fn(&str) -> Option<String>,
+    missing: &mut BTreeSet<String>,
+    path: &mut String,
+) -> Result<(), ConfigError> {
+    match value {
+        serde_yaml::Value::String(s) => {
+            if s.contains("${") {
+                *s = expand_str(s, env, missing).map_err(|message| ConfigError::Field {
+                    path: path.clone(),
+                    message,
+                })?;
+            }
+        }
+        serde_yaml::Value::Sequence(items) => {
+            for (i, item) in items.iter_mut().enumerate() {
+                let len = path.len();
+                path.push_str(&format!("[{i}]"));
+                expand(item, env, missing, path)?;
+                path.truncate(len);
+            }
+        }
+        serde_yaml::Value::Mapping(map) => {
+            for (k, v) in map.iter_mut() {
+                let len = path.len();
+                if !path.is_empty() {
+                    path.push('.');
+                }
+                path.push_str(k.as_str().unwrap_or("?"));
+                expand(v, env, missing, path)?;
+                path.truncate(len);
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+fn expand_str(
+    s: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+    missing: &mut BTreeSet<String>,
+) -> Result<String, String> {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let end = after
+            .find('}')
+            .ok_or_else(|| format!("unterminated `${{` in {s:?}"))?;
+        let expr = &after[..end];
+        let (name, default) = match expr.split_once(":-") {
+            Some((n, d)) => (n, Some(d)),
+            None => (expr, None),
+        };
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(format!("invalid variable name `{name}`"));
+        }
+        match (env(name).filter(|v| !v.is_empty()), default) {
+            (Some(v), _) => out.push_str(&v),
+            (None, Some(d)) => out.push_str(d),
+            (None, None) => {
+                missing.insert(name.to_owned());
+            }
+        }
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(name: &str) -> Option<String> {
+        match name {
+            "OPENAI_API_KEY" => Some("sk-from-env".into()),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn design_example_parses_with_defaults() {
+        let text = r#"
+listen: {admin: "127.0.0.1:8081", xds: "127.0.0.1:18000"}
+gateway: {listen: "127.0.0.1:10000", admin: "127.0.0.1:9901"}
+database: "sqlite://switchyard.db"
+redis: "redis://127.0.0.1:6379"
+providers:
+  - name: openai
+    kind: openai
+    base_url: "https://api.openai.com/v1"
+    keys: [{secret: "${OPENAI_API_KEY}", qps: 50}]
+    models: [gpt-4o-mini, gpt-4o]
+  - name: anthropic
+    kind: anthropic
+    base_url: "https://api.anthropic.com"
+    keys: [{secret: "${ANTHROPIC_API_KEY}"}]
+    models: [claude-sonnet-4-5]
+models:
+  - name: smart
+    strategy: balanced
+    targets:
+      - {provider: openai, model: gpt-4o, weight: 1}
+      - {provider: anthropic, model: claude-sonnet-4-5, weight: 1}
+api_keys:
+  - {name: demo, key: "sk-demo-change-me", user: demo, models: ["*"], rpm: 600, tpm: 100000, credits: 100.0}
+"#;
+        let loaded = Config::parse(text, &env).expect("parses");
+        let c = loaded.config;
+        assert_eq!(c.providers[0].keys[0].secret, "sk-from-env");
+        assert_eq!(c.providers[1].keys[0].secret, "");
+        assert!(loaded.missing_vars.contains("ANTHROPIC_API_KEY"));
+        assert_eq!(c.models[0].targets[1].priority, 0);
+        assert_eq!(c.api_keys[0].credits, Some(100.0));
+        assert_eq!(c.gateway.max_body_bytes, 4 * 1024 * 1024);
+    }
+
+    #[test]
+    fn unknown_fields_are_reported_with_their_path() {
+        let text = "providers:\n  - name: a\n    kind: openai\n    kyes: []\n";
+        let err = Config::parse(text, &env).expect_err("rejected").to_string();
+        assert!(err.contains("providers[0]"), "{err}");
+        assert!(err.contains("kyes"), "{err}");
+        let err = Config::parse("gateway: {lisen: x}\n", &env)
+            .expect_err("rejected")
+            .to_string();
+        assert!(err.contains("gateway"), "{err}");
+    }
+
+    #[test]
+    fn defaults_and_bad_expressions() {
+        let c = Config::parse("database: \"${NOPE:-sqlite://x.db}\"\n", &env).expect("parses");
+        assert_eq!(c.config.database, "sqlite://x.db");
+        assert!(c.missing_vars.is_empty());
+        let err = Config::parse("database: \"${OOPS\"\n", &env).expect_err("rejected");
+        assert!(err.to_string().contains("database"), "{err}");
+        assert!(Config::parse("", &env).is_ok());
+    }
+}

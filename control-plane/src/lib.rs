@@ -1,0 +1,14 @@
+//! Switchyard's control plane: configuration, store, admin API and the xDS server that
+//! configures Envoy.
+
+pub mod admin;
+pub mod app;
+pub mod config;
+pub mod crypto;
+pub mod domain;
+pub mod snapshot;
+pub mod store;
+pub mod xds;
+
+#[cfg(test)]
+mod test_support;

@@ -1,0 +1,312 @@
+//! What the gateway should look like, computed from the store: the filter's configuration and
+//! the provider clusters. Pure apart from [`load`]; `xds::build` turns it into Envoy protos.
+
+use std::collections::{BTreeMap, HashMap};
+
+use sha2::{Digest as _, Sha256};
+use switchyard_filter::config::{
+    FilterConfig, GatewayKey, ModelRoute, Provider as FilterProvider, ProviderKey, Target,
+};
+
+use crate::crypto::MasterKey;
+use crate::domain::{self, Upstream};
+use crate::store::{ApiKeyRow, ModelRow, ProviderKeyRow, ProviderRow, Store, StoreError};
+
+/// One Envoy cluster per provider endpoint.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProviderCluster {
+    pub name: String,
+    pub upstream: Upstream,
+}
+
+/// The desired state of every gateway.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GatewayState {
+    pub filter: FilterConfig,
+    pub clusters: Vec<ProviderCluster>,
+}
+
+pub fn cluster_name(provider: &str) -> String {
+    format!("provider-{provider}")
+}
+
+/// Reads the store and computes the state (provider keys decrypted here, in memory only).
+pub async fn load(
+    store: &Store,
+    master: &MasterKey,
+    max_body_bytes: usize,
+) -> Result<GatewayState, StoreError> {
+    let providers = store.list_providers().await?;
+    let keys = store.list_provider_keys().await?;
+    let models = store.list_models().await?;
+    let api_keys = store.list_api_keys().await?;
+    let mut secrets = Vec::with_capacity(keys.len());
+    for key in keys {
+        match master.open(&key.secret_sealed) {
+            Ok(secret) => secrets.push((key, secret)),
+            Err(e) => tracing::error!(key = %key.id, "provider key skipped: {e}"),
+        }
+    }
+    Ok(compute(
+        &providers,
+        &secrets,
+        &models,
+        &api_keys,
+        max_body_bytes,
+    ))
+}
+
+/// The pure part of [`load`].
+pub fn compute(
+    providers: &[ProviderRow],
+    keys: &[(ProviderKeyRow, String)],
+    models: &[ModelRow],
+    api_keys: &[ApiKeyRow],
+    max_body_bytes: usize,
+) -> GatewayState {
+    let mut clusters = Vec::new();
+    let mut filter_providers = Vec::new();
+    for p in providers.iter().filter(|p| p.enabled) {
+        let upstream = match Upstream::parse(&p.base_url) {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::warn!(provider = %p.name, "provider skipped: {e}");
+                continue;
+            }
+        };
+        let (auth_header, auth_prefix) = domain::auth_header(p.kind);
+        let cluster = cluster_name(&p.name);
+        filter_providers.push(FilterProvider {
+            name: p.name.clone(),
+            kind: p.kind,
+            cluster: cluster.clone(),
+            authority: upstream.authority(),
+            path_prefix: upstream.path_prefix.clone(),
+            auth_header: auth_header.into(),
+            auth_prefix: auth_prefix.into(),
+            keys: keys
+                .iter()
+                .filter(|(k, _)| k.provider_id == p.id)
+                .map(|(k, secret)| ProviderKey {
+                    id: k.id.clone(),
+                    secret: secret.clone(),
+                    weight: k.weight,
+                })
+                .collect(),
+        });
+        clusters.push(ProviderCluster {
+            name: cluster,
+            upstream,
+        });
+    }
+
+    // Every name a client may send: logical models first, then `provider/model`, then plain
+    // upstream names served by exactly one provider (and not shadowed by a logical name).
+    let known: HashMap<&str, &FilterProvider> = filter_providers
+        .iter()
+        .map(|p| (p.name.as_str(), p))
+        .collect();
+    let mut routes: BTreeMap<String, Vec<Target>> = BTreeMap::new();
+    for m in models {
+        let targets: Vec<Target> = m
+            .targets
+            .iter()
+            .filter(|t| {
+                let ok = known.contains_key(t.provider.as_str());
+                if !ok {
+                    tracing::warn!(model = %m.name, provider = %t.provider, "target skipped: provider unknown or disabled");
+                }
+                ok
+            })
+            .map(|t| Target {
+                provider: t.provider.clone(),
+                model: t.model.clone(),
+                weight: t.weight,
+                priority: t.priority,
+            })
+            .collect();
+        if targets.is_empty() {
+            tracing::warn!(model = %m.name, "model has no usable target; not served");
+        } else {
+            routes.insert(m.name.clone(), targets);
+        }
+    }
+    let mut plain: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for p in providers
+        .iter()
+        .filter(|p| known.contains_key(p.name.as_str()))
+    {
+        for upstream_model in &p.models {
+            routes
+                .entry(format!("{}/{}", p.name, upstream_model))
+                .or_insert_with(|| vec![direct(&p.name, upstream_model)]);
+            plain.entry(upstream_model).or_default().push(&p.name);
+        }
+    }
+    for (upstream_model, owners) in plain {
+        if let [only] = owners.as_slice() {
+            routes
+                .entry(upstream_model.to_owned())
+                .or_insert_with(|| vec![direct(only, upstream_model)]);
+        }
+    }
+
+    let now = crate::store::now();
+    let filter_keys = api_keys
+        .iter()
+        .filter(|k| k.expires_at.is_none_or(|t| t > now))
+        .map(|k| GatewayKey {
+            id: k.id.clone(),
+            digest: k.digest.clone(),
+            user: k.user.clone(),
+            models: k.models.clone(),
+            expires_at: k.expires_at.and_then(|t| u64::try_from(t).ok()),
+        })
+        .collect();
+
+    let mut filter = FilterConfig {
+        version: String::new(),
+        max_body_bytes,
+        keys: filter_keys,
+        providers: filter_providers,
+        models: routes
+            .into_iter()
+            .map(|(name, targets)| ModelRoute { name, targets })
+            .collect(),
+    };
+    filter.version = content_version(&serde_json::to_vec(&filter).unwrap_or_default());
+    GatewayState { filter, clusters }
+}
+
+fn direct(provider: &str, model: &str) -> Target {
+    Target {
+        provider: provider.to_owned(),
+        model: model.to_owned(),
+        weight: 1,
+        priority: 0,
+    }
+}
+
+/// A short version string derived from content: equal content, equal version.
+pub fn content_version(bytes: &[u8]) -> String {
+    hex::encode(&Sha256::digest(bytes)[..8])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::TargetSpec;
+    use crate::domain::{ProviderKind, Strategy};
+
+    fn provider(name: &str, base: &str, models: &[&str], enabled: bool) -> ProviderRow {
+        ProviderRow {
+            id: format!("id-{name}"),
+            name: name.into(),
+            kind: ProviderKind::OpenaiCompatible,
+            base_url: base.into(),
+            models: models.iter().map(|m| (*m).to_string()).collect(),
+            enabled,
+        }
+    }
+
+    #[test]
+    fn routes_cover_logical_prefixed_and_unique_plain_names() {
+        let providers = vec![
+            provider("a", "http://127.0.0.1:9001/v1", &["m1", "shared"], true),
+            provider("b", "https://api.b.com/v1", &["m2", "shared"], true),
+            provider("off", "http://127.0.0.1:9003/v1", &["m3"], false),
+        ];
+        let keys = vec![(
+            ProviderKeyRow {
+                id: "pk".into(),
+                provider_id: "id-a".into(),
+                digest: "d".into(),
+                secret_sealed: "s".into(),
+                weight: 2,
+                qps: None,
+            },
+            "secret-a".to_string(),
+        )];
+        let models = vec![
+            ModelRow {
+                name: "smart".into(),
+                strategy: Strategy::Balanced,
+                targets: vec![
+                    TargetSpec {
+                        provider: "a".into(),
+                        model: "m1".into(),
+                        weight: 1,
+                        priority: 0,
+                    },
+                    TargetSpec {
+                        provider: "off".into(),
+                        model: "m3".into(),
+                        weight: 1,
+                        priority: 0,
+                    },
+                ],
+            },
+            ModelRow {
+                name: "dead".into(),
+                strategy: Strategy::Balanced,
+                targets: vec![TargetSpec {
+                    provider: "off".into(),
+                    model: "m3".into(),
+                    weight: 1,
+                    priority: 0,
+                }],
+            },
+        ];
+        let state = compute(&providers, &keys, &models, &[], 1024);
+        let names: Vec<&str> = state
+            .filter
+            .models
+            .iter()
+            .map(|m| m.name.as_str())
+            .collect();
+        assert_eq!(
+            names,
+            vec!["a/m1", "a/shared", "b/m2", "b/shared", "m1", "m2", "smart"]
+        );
+        let smart = state
+            .filter
+            .models
+            .iter()
+            .find(|m| m.name == "smart")
+            .unwrap();
+        assert_eq!(smart.targets.len(), 1, "disabled provider's target dropped");
+        assert_eq!(state.clusters.len(), 2);
+        assert!(state.clusters[1].upstream.tls);
+        let a = &state.filter.providers[0];
+        assert_eq!(a.cluster, "provider-a");
+        assert_eq!(a.authority, "127.0.0.1:9001");
+        assert_eq!(a.keys[0].secret, "secret-a");
+        assert_eq!(a.auth_header, "authorization");
+        assert!(!state.filter.version.is_empty());
+        let again = compute(&providers, &keys, &models, &[], 1024);
+        assert_eq!(
+            again.filter.version, state.filter.version,
+            "stable for same content"
+        );
+    }
+
+    #[test]
+    fn expired_keys_are_not_pushed() {
+        let key = |id: &str, expires_at| ApiKeyRow {
+            id: id.into(),
+            name: id.into(),
+            user: "u".into(),
+            prefix: "sk".into(),
+            digest: "0".repeat(64),
+            models: vec!["*".into()],
+            rpm: None,
+            tpm: None,
+            credits: None,
+            expires_at,
+            created_at: 0,
+        };
+        let state = compute(&[], &[], &[], &[key("live", None), key("gone", Some(1))], 1);
+        let ids: Vec<&str> = state.filter.keys.iter().map(|k| k.id.as_str()).collect();
+        assert_eq!(ids, vec!["live"]);
+    }
+}

@@ -1,0 +1,563 @@
+//! Persistent state: providers, provider keys (sealed), logical models, users, gateway keys.
+//!
+//! One implementation over sqlx's `Any` driver serves SQLite (default) and PostgreSQL: the SQL
+//! is portable (`$N` placeholders, `ON CONFLICT`, `RETURNING`), column types are limited to
+//! TEXT / BIGINT / DOUBLE, and each backend has its own migrations. The same tests run on both.
+
+use std::str::FromStr as _;
+
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Row as _};
+
+use crate::config::TargetSpec;
+use crate::domain::{self, ProviderKind, Strategy};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("not found")]
+    NotFound,
+    #[error("{0} already exists")]
+    Conflict(String),
+    #[error("database error: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: AnyPool,
+    pub backend: Backend,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProviderRow {
+    pub id: String,
+    pub name: String,
+    pub kind: ProviderKind,
+    pub base_url: String,
+    pub models: Vec<String>,
+    pub enabled: bool,
+}
+
+/// A provider key as stored: the secret stays sealed until the snapshot is built.
+#[derive(Clone, PartialEq)]
+pub struct ProviderKeyRow {
+    pub id: String,
+    pub provider_id: String,
+    pub digest: String,
+    pub secret_sealed: String,
+    pub weight: u32,
+    pub qps: Option<u32>,
+}
+
+impl std::fmt::Debug for ProviderKeyRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProviderKeyRow")
+            .field("id", &self.id)
+            .field("provider_id", &self.provider_id)
+            .field("weight", &self.weight)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A provider key to store (already sealed, with the digest of its secret for identity).
+#[derive(Clone)]
+pub struct NewProviderKey {
+    pub digest: String,
+    pub secret_sealed: String,
+    pub weight: u32,
+    pub qps: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelRow {
+    pub name: String,
+    pub strategy: Strategy,
+    pub targets: Vec<TargetSpec>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiKeyRow {
+    pub id: String,
+    pub name: String,
+    pub user: String,
+    pub prefix: String,
+    pub digest: String,
+    pub models: Vec<String>,
+    pub rpm: Option<u32>,
+    pub tpm: Option<u32>,
+    pub credits: Option<f64>,
+    pub expires_at: Option<i64>,
+    pub created_at: i64,
+}
+
+/// A gateway key to store: only the digest of its secret.
+#[derive(Debug, Clone)]
+pub struct NewApiKey {
+    pub name: String,
+    pub user: String,
+    pub prefix: String,
+    pub digest: String,
+    pub models: Vec<String>,
+    pub rpm: Option<u32>,
+    pub tpm: Option<u32>,
+    pub credits: Option<f64>,
+    pub expires_at: Option<i64>,
+}
+
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+fn json_list(v: &[String]) -> String {
+    serde_json::to_string(v).unwrap_or_else(|_| "[]".into())
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(what: &str, text: &str) -> Result<T> {
+    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
+}
+
+fn opt_u32(v: Option<i64>) -> Option<u32> {
+    v.and_then(|v| u32::try_from(v).ok())
+}
+
+fn map_unique(what: &str) -> impl FnOnce(sqlx::Error) -> StoreError + '_ {
+    move |e| match e.as_database_error() {
+        Some(d) if d.is_unique_violation() => StoreError::Conflict(what.to_owned()),
+        _ => StoreError::Db(e),
+    }
+}
+
+impl Store {
+    /// Connects and migrates. `sqlite://path` creates the file when missing.
+    pub async fn connect(url: &str) -> Result<Store> {
+        sqlx::any::install_default_drivers();
+        let (backend, url) = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            (Backend::Postgres, url.to_owned())
+        } else if url.starts_with("sqlite:") {
+            // Validate the URL with the SQLite driver's own parser, then ask for create-if-missing.
+            sqlx::sqlite::SqliteConnectOptions::from_str(url)?;
+            let url = if url.contains("mode=") {
+                url.to_owned()
+            } else if url.contains('?') {
+                format!("{url}&mode=rwc")
+            } else {
+                format!("{url}?mode=rwc")
+            };
+            (Backend::Sqlite, url)
+        } else {
+            return Err(StoreError::Db(sqlx::Error::Configuration(
+                "database must be a sqlite:// or postgres:// URL".into(),
+            )));
+        };
+        let max = if backend == Backend::Sqlite { 1 } else { 8 };
+        let pool = AnyPoolOptions::new()
+            .max_connections(max)
+            .connect(&url)
+            .await?;
+        let store = Store { pool, backend };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn migrate(&self) -> Result<()> {
+        match self.backend {
+            Backend::Sqlite => sqlx::migrate!("migrations/sqlite").run(&self.pool).await?,
+            Backend::Postgres => {
+                sqlx::migrate!("migrations/postgres")
+                    .run(&self.pool)
+                    .await?
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    // ---- providers -------------------------------------------------------------------------
+
+    /// Creates or updates the provider called `name`; returns its id.
+    pub async fn upsert_provider(
+        &self,
+        name: &str,
+        kind: ProviderKind,
+        base_url: &str,
+        models: &[String],
+    ) -> Result<String> {
+        let t = now();
+        let row = sqlx::query(
+            "INSERT INTO providers (id, name, kind, base_url, models, enabled, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, 1, $6, $6)
+             ON CONFLICT (name) DO UPDATE SET kind = excluded.kind, base_url = excluded.base_url,
+                 models = excluded.models, updated_at = excluded.updated_at
+             RETURNING id",
+        )
+        .bind(crate::crypto::new_id("prov_"))
+        .bind(name)
+        .bind(domain::kind_str(kind))
+        .bind(base_url)
+        .bind(json_list(models))
+        .bind(t)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.try_get("id")?)
+    }
+
+    /// Creates a provider; fails with `Conflict` when the name is taken.
+    pub async fn insert_provider(
+        &self,
+        name: &str,
+        kind: ProviderKind,
+        base_url: &str,
+        models: &[String],
+    ) -> Result<String> {
+        let id = crate::crypto::new_id("prov_");
+        let t = now();
+        sqlx::query(
+            "INSERT INTO providers (id, name, kind, base_url, models, enabled, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, 1, $6, $6)",
+        )
+        .bind(&id)
+        .bind(name)
+        .bind(domain::kind_str(kind))
+        .bind(base_url)
+        .bind(json_list(models))
+        .bind(t)
+        .execute(&self.pool)
+        .await
+        .map_err(map_unique("provider"))?;
+        Ok(id)
+    }
+
+    fn provider_from(row: &AnyRow) -> Result<ProviderRow> {
+        let kind: String = row.try_get("kind")?;
+        Ok(ProviderRow {
+            id: row.try_get("id")?,
+            name: row.try_get("name")?,
+            kind: domain::parse_kind(&kind)
+                .ok_or_else(|| StoreError::Corrupt(format!("provider kind {kind}")))?,
+            base_url: row.try_get("base_url")?,
+            models: parse_json("provider models", &row.try_get::<String, _>("models")?)?,
+            enabled: row.try_get::<i64, _>("enabled")? != 0,
+        })
+    }
+
+    pub async fn list_providers(&self) -> Result<Vec<ProviderRow>> {
+        let rows = sqlx::query(
+            "SELECT id, name, kind, base_url, models, enabled FROM providers ORDER BY name",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(Self::provider_from).collect()
+    }
+
+    pub async fn get_provider(&self, name: &str) -> Result<ProviderRow> {
+        let row = sqlx::query(
+            "SELECT id, name, kind, base_url, models, enabled FROM providers WHERE name = $1",
+        )
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+        Self::provider_from(&row)
+    }
+
+    pub async fn update_provider(
+        &self,
+        name: &str,
+        kind: ProviderKind,
+        base_url: &str,
+        models: &[String],
+        enabled: bool,
+    ) -> Result<()> {
+        let done = sqlx::query(
+            "UPDATE providers SET kind = $1, base_url = $2, models = $3, enabled = $4, updated_at = $5
+             WHERE name = $6",
+        )
+        .bind(domain::kind_str(kind))
+        .bind(base_url)
+        .bind(json_list(models))
+        .bind(i64::from(enabled))
+        .bind(now())
+        .bind(name)
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
+    pub async fn delete_provider(&self, name: &str) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "DELETE FROM provider_keys WHERE provider_id IN (SELECT id FROM providers WHERE name = $1)",
+        )
+        .bind(name)
+        .execute(&mut *tx)
+        .await?;
+        let done = sqlx::query("DELETE FROM providers WHERE name = $1")
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Makes `keys` the provider's key set: keys are identified by the digest of their secret,
+    /// so re-applying the same set keeps their ids.
+    pub async fn replace_provider_keys(
+        &self,
+        provider_id: &str,
+        keys: &[NewProviderKey],
+    ) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        let existing = sqlx::query("SELECT digest FROM provider_keys WHERE provider_id = $1")
+            .bind(provider_id)
+            .fetch_all(&mut *tx)
+            .await?;
+        for row in existing {
+            let digest: String = row.try_get("digest")?;
+            if !keys.iter().any(|k| k.digest == digest) {
+                sqlx::query("DELETE FROM provider_keys WHERE provider_id = $1 AND digest = $2")
+                    .bind(provider_id)
+                    .bind(&digest)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        for key in keys {
+            sqlx::query(
+                "INSERT INTO provider_keys (id, provider_id, digest, secret_sealed, weight, qps, created_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)
+                 ON CONFLICT (provider_id, digest) DO UPDATE SET weight = excluded.weight, qps = excluded.qps",
+            )
+            .bind(crate::crypto::new_id("pk_"))
+            .bind(provider_id)
+            .bind(&key.digest)
+            .bind(&key.secret_sealed)
+            .bind(i64::from(key.weight))
+            .bind(key.qps.map(i64::from))
+            .bind(now())
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn list_provider_keys(&self) -> Result<Vec<ProviderKeyRow>> {
+        let rows = sqlx::query(
+            "SELECT id, provider_id, digest, secret_sealed, weight, qps FROM provider_keys ORDER BY created_at, id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(ProviderKeyRow {
+                    id: r.try_get("id")?,
+                    provider_id: r.try_get("provider_id")?,
+                    digest: r.try_get("digest")?,
+                    secret_sealed: r.try_get("secret_sealed")?,
+                    weight: opt_u32(Some(r.try_get("weight")?)).unwrap_or(1),
+                    qps: opt_u32(r.try_get("qps")?),
+                })
+            })
+            .collect()
+    }
+
+    // ---- logical models --------------------------------------------------------------------
+
+    pub async fn upsert_model(&self, model: &ModelRow) -> Result<()> {
+        let t = now();
+        sqlx::query(
+            "INSERT INTO models (name, strategy, targets, created_at, updated_at) VALUES ($1, $2, $3, $4, $4)
+             ON CONFLICT (name) DO UPDATE SET strategy = excluded.strategy, targets = excluded.targets,
+                 updated_at = excluded.updated_at",
+        )
+        .bind(&model.name)
+        .bind(model.strategy.as_str())
+        .bind(serde_json::to_string(&model.targets).unwrap_or_else(|_| "[]".into()))
+        .bind(t)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    fn model_from(row: &AnyRow) -> Result<ModelRow> {
+        let strategy: String = row.try_get("strategy")?;
+        Ok(ModelRow {
+            name: row.try_get("name")?,
+            strategy: Strategy::parse(&strategy)
+                .ok_or_else(|| StoreError::Corrupt(format!("strategy {strategy}")))?,
+            targets: parse_json("model targets", &row.try_get::<String, _>("targets")?)?,
+        })
+    }
+
+    pub async fn list_models(&self) -> Result<Vec<ModelRow>> {
+        let rows = sqlx::query("SELECT name, strategy, targets FROM models ORDER BY name")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(Self::model_from).collect()
+    }
+
+    pub async fn get_model(&self, name: &str) -> Result<ModelRow> {
+        let row = sqlx::query("SELECT name, strategy, targets FROM models WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        Self::model_from(&row)
+    }
+
+    pub async fn delete_model(&self, name: &str) -> Result<()> {
+        let done = sqlx::query("DELETE FROM models WHERE name = $1")
+            .bind(name)
+            .execute(&self.pool)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
+    // ---- users and gateway keys ------------------------------------------------------------
+
+    /// The id of the user called `name`, created if missing.
+    pub async fn ensure_user(&self, name: &str) -> Result<String> {
+        let row = sqlx::query(
+            "INSERT INTO users (id, name, created_at) VALUES ($1, $2, $3)
+             ON CONFLICT (name) DO UPDATE SET name = excluded.name RETURNING id",
+        )
+        .bind(crate::crypto::new_id("usr_"))
+        .bind(name)
+        .bind(now())
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.try_get("id")?)
+    }
+
+    /// Creates a key, or (with `replace`) updates the key of the same name.
+    pub async fn put_api_key(&self, key: &NewApiKey, replace: bool) -> Result<String> {
+        let user_id = self.ensure_user(&key.user).await?;
+        let insert = "INSERT INTO api_keys (id, name, user_id, prefix, digest, models, rpm, tpm, credits, expires_at, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
+        let sql = if replace {
+            format!(
+                "{insert} ON CONFLICT (name) DO UPDATE SET user_id = excluded.user_id, prefix = excluded.prefix,
+                 digest = excluded.digest, models = excluded.models, rpm = excluded.rpm, tpm = excluded.tpm,
+                 credits = excluded.credits, expires_at = excluded.expires_at RETURNING id"
+            )
+        } else {
+            format!("{insert} RETURNING id")
+        };
+        let row = sqlx::query(&sql)
+            .bind(crate::crypto::new_id("key_"))
+            .bind(&key.name)
+            .bind(&user_id)
+            .bind(&key.prefix)
+            .bind(&key.digest)
+            .bind(json_list(&key.models))
+            .bind(key.rpm.map(i64::from))
+            .bind(key.tpm.map(i64::from))
+            .bind(key.credits)
+            .bind(key.expires_at)
+            .bind(now())
+            .fetch_one(&self.pool)
+            .await
+            .map_err(map_unique("API key"))?;
+        Ok(row.try_get("id")?)
+    }
+
+    fn api_key_from(row: &AnyRow) -> Result<ApiKeyRow> {
+        Ok(ApiKeyRow {
+            id: row.try_get("id")?,
+            name: row.try_get("name")?,
+            user: row.try_get("user_name")?,
+            prefix: row.try_get("prefix")?,
+            digest: row.try_get("digest")?,
+            models: parse_json("key models", &row.try_get::<String, _>("models")?)?,
+            rpm: opt_u32(row.try_get("rpm")?),
+            tpm: opt_u32(row.try_get("tpm")?),
+            credits: row.try_get("credits")?,
+            expires_at: row.try_get("expires_at")?,
+            created_at: row.try_get("created_at")?,
+        })
+    }
+
+    const API_KEY_COLUMNS: &'static str = "k.id, k.name, u.name AS user_name, k.prefix, k.digest, k.models, k.rpm, k.tpm, k.credits, k.expires_at, k.created_at
+         FROM api_keys k JOIN users u ON u.id = k.user_id";
+
+    pub async fn list_api_keys(&self) -> Result<Vec<ApiKeyRow>> {
+        let sql = format!(
+            "SELECT {} ORDER BY k.created_at, k.id",
+            Self::API_KEY_COLUMNS
+        );
+        let rows = sqlx::query(&sql).fetch_all(&self.pool).await?;
+        rows.iter().map(Self::api_key_from).collect()
+    }
+
+    pub async fn get_api_key(&self, id: &str) -> Result<ApiKeyRow> {
+        let sql = format!("SELECT {} WHERE k.id = $1", Self::API_KEY_COLUMNS);
+        let row = sqlx::query(&sql)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        Self::api_key_from(&row)
+    }
+
+    pub async fn delete_api_key(&self, id: &str) -> Result<()> {
+        let done = sqlx::query("DELETE FROM api_keys WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
+    // ---- settings --------------------------------------------------------------------------
+
+    pub async fn get_setting(&self, key: &str) -> Result<Option<String>> {
+        let row = sqlx::query("SELECT value FROM settings WHERE key = $1")
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| r.try_get("value")).transpose()?)
+    }
+
+    /// Stores `value` unless the setting exists; returns whether it was stored.
+    pub async fn set_setting_if_absent(&self, key: &str, value: &str) -> Result<bool> {
+        let done = sqlx::query(
+            "INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+        )
+        .bind(key)
+        .bind(value)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,141 @@
+//! The same store tests on SQLite and on the real PostgreSQL (`SWITCHYARD_TEST_PG`, default
+//! `postgres://postgres@127.0.0.1:5432/test`), each PostgreSQL test in a schema of its own.
+
+use super::*;
+use crate::test_support::{pg_url_for_schema, sqlite_url};
+
+async fn sqlite() -> Store {
+    Store::connect(&sqlite_url()).await.expect("sqlite store")
+}
+
+async fn postgres() -> Option<Store> {
+    let url = pg_url_for_schema().await?;
+    Some(Store::connect(&url).await.expect("postgres store"))
+}
+
+macro_rules! on_both_backends {
+    ($($name:ident => $body:expr;)*) => {
+        mod sqlite_backend {
+            use super::*;
+            $(#[tokio::test] async fn $name() { let store = sqlite().await; ($body)(store).await; })*
+        }
+        mod postgres_backend {
+            use super::*;
+            $(#[tokio::test] async fn $name() {
+                let Some(store) = postgres().await else { return };
+                ($body)(store).await;
+            })*
+        }
+    };
+}
+
+fn key(secret: &str, weight: u32) -> NewProviderKey {
+    NewProviderKey {
+        digest: crate::crypto::digest(secret),
+        secret_sealed: format!("sealed:{secret}"),
+        weight,
+        qps: Some(5),
+    }
+}
+
+fn api_key(name: &str, secret: &str) -> NewApiKey {
+    NewApiKey {
+        name: name.into(),
+        user: "alice".into(),
+        prefix: secret[..6].into(),
+        digest: crate::crypto::digest(secret),
+        models: vec!["*".into()],
+        rpm: Some(60),
+        tpm: None,
+        credits: Some(12.5),
+        expires_at: None,
+    }
+}
+
+on_both_backends! {
+    providers_upsert_is_idempotent => |s: Store| async move {
+        let models = vec!["gpt-4o".to_string()];
+        let a = s.upsert_provider("openai", ProviderKind::Openai, "https://api.openai.com/v1", &models).await.unwrap();
+        let b = s.upsert_provider("openai", ProviderKind::Openai, "https://api.openai.com/v1", &models).await.unwrap();
+        assert_eq!(a, b);
+        let all = s.list_providers().await.unwrap();
+        assert_eq!(all.len(), 1);
+        assert_eq!(all[0].models, models);
+        assert!(all[0].enabled);
+        assert!(matches!(
+            s.insert_provider("openai", ProviderKind::Openai, "https://x/v1", &[]).await,
+            Err(StoreError::Conflict(_))
+        ));
+    };
+
+    provider_keys_are_replaced_by_digest => |s: Store| async move {
+        let p = s.upsert_provider("p", ProviderKind::OpenaiCompatible, "http://127.0.0.1:1/v1", &[]).await.unwrap();
+        s.replace_provider_keys(&p, &[key("one", 1), key("two", 2)]).await.unwrap();
+        let first = s.list_provider_keys().await.unwrap();
+        assert_eq!(first.len(), 2);
+        s.replace_provider_keys(&p, &[key("two", 3), key("three", 1)]).await.unwrap();
+        let second = s.list_provider_keys().await.unwrap();
+        assert_eq!(second.len(), 2);
+        let two_before = first.iter().find(|k| k.digest == crate::crypto::digest("two")).unwrap();
+        let two_after = second.iter().find(|k| k.digest == crate::crypto::digest("two")).unwrap();
+        assert_eq!(two_before.id, two_after.id, "same key keeps its id");
+        assert_eq!(two_after.weight, 3);
+        assert!(second.iter().all(|k| k.digest != crate::crypto::digest("one")));
+        s.delete_provider("p").await.unwrap();
+        assert!(s.list_provider_keys().await.unwrap().is_empty());
+        assert!(matches!(s.get_provider("p").await, Err(StoreError::NotFound)));
+        assert!(matches!(s.delete_provider("p").await, Err(StoreError::NotFound)));
+    };
+
+    provider_update => |s: Store| async move {
+        s.upsert_provider("p", ProviderKind::Openai, "https://a/v1", &[]).await.unwrap();
+        s.update_provider("p", ProviderKind::OpenaiCompatible, "http://b/v1", &["m".into()], false).await.unwrap();
+        let p = s.get_provider("p").await.unwrap();
+        assert_eq!(p.kind, ProviderKind::OpenaiCompatible);
+        assert_eq!(p.base_url, "http://b/v1");
+        assert!(!p.enabled);
+        assert!(matches!(
+            s.update_provider("ghost", ProviderKind::Openai, "x", &[], true).await,
+            Err(StoreError::NotFound)
+        ));
+    };
+
+    models_round_trip => |s: Store| async move {
+        let m = ModelRow {
+            name: "smart".into(),
+            strategy: Strategy::Cost,
+            targets: vec![TargetSpec { provider: "p".into(), model: "m".into(), weight: 2, priority: 1 }],
+        };
+        s.upsert_model(&m).await.unwrap();
+        s.upsert_model(&m).await.unwrap();
+        assert_eq!(s.list_models().await.unwrap(), vec![m.clone()]);
+        assert_eq!(s.get_model("smart").await.unwrap(), m);
+        s.delete_model("smart").await.unwrap();
+        assert!(matches!(s.get_model("smart").await, Err(StoreError::NotFound)));
+    };
+
+    api_keys_store_digests_only => |s: Store| async move {
+        let id = s.put_api_key(&api_key("demo", "sk-demo-secret"), true).await.unwrap();
+        let again = s.put_api_key(&api_key("demo", "sk-demo-secret"), true).await.unwrap();
+        assert_eq!(id, again);
+        let k = s.get_api_key(&id).await.unwrap();
+        assert_eq!(k.user, "alice");
+        assert_eq!(k.credits, Some(12.5));
+        assert_eq!(k.rpm, Some(60));
+        assert_eq!(k.digest, crate::crypto::digest("sk-demo-secret"));
+        assert!(matches!(
+            s.put_api_key(&api_key("demo", "sk-other-secret"), false).await,
+            Err(StoreError::Conflict(_))
+        ));
+        assert_eq!(s.list_api_keys().await.unwrap().len(), 1);
+        s.delete_api_key(&id).await.unwrap();
+        assert!(matches!(s.delete_api_key(&id).await, Err(StoreError::NotFound)));
+    };
+
+    settings_are_set_once => |s: Store| async move {
+        assert_eq!(s.get_setting("admin").await.unwrap(), None);
+        assert!(s.set_setting_if_absent("admin", "a").await.unwrap());
+        assert!(!s.set_setting_if_absent("admin", "b").await.unwrap());
+        assert_eq!(s.get_setting("admin").await.unwrap().as_deref(), Some("a"));
+    };
+}

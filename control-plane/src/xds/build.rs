@@ -1,0 +1,478 @@
+//! Domain -> Envoy protobuf: the listener, route, provider clusters and the filter's ECDS config,
+//! plus the bootstrap Envoy starts from.
+
+use std::path::Path;
+
+use envoy_types::pb::envoy::config::accesslog::v3::{access_log, AccessLog};
+use envoy_types::pb::envoy::config::bootstrap::v3::{bootstrap, Bootstrap};
+use envoy_types::pb::envoy::config::cluster::v3::{cluster, Cluster};
+use envoy_types::pb::envoy::config::core::v3::{
+    address, async_data_source, config_source, data_source, socket_address, transport_socket,
+    Address, AggregatedConfigSource, ApiVersion, AsyncDataSource, ConfigSource, DataSource,
+    ExtensionConfigSource, SocketAddress, SubstitutionFormatString, TransportSocket,
+    TypedExtensionConfig,
+};
+use envoy_types::pb::envoy::config::endpoint::v3::{
+    lb_endpoint, ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints,
+};
+use envoy_types::pb::envoy::config::listener::v3::{filter, Filter, FilterChain, Listener};
+use envoy_types::pb::envoy::config::route::v3::{
+    route, route_action, route_match, Route, RouteAction, RouteConfiguration, RouteMatch,
+    VirtualHost,
+};
+use envoy_types::pb::envoy::extensions::access_loggers::stream::v3::{
+    stdout_access_log, StdoutAccessLog,
+};
+use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
+use envoy_types::pb::envoy::extensions::filters::http::wasm::v3::Wasm;
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
+    http_connection_manager, http_filter, HttpConnectionManager, HttpFilter, Rds,
+};
+use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
+    common_tls_context, CertificateValidationContext, CommonTlsContext, UpstreamTlsContext,
+};
+use envoy_types::pb::envoy::extensions::wasm::v3::{
+    plugin_config, FailurePolicy, PluginConfig, VmConfig,
+};
+use envoy_types::pb::google::protobuf::{Any, BoolValue, Duration, StringValue, UInt32Value};
+use envoy_types::util::pack_any;
+use switchyard_filter::config::CLUSTER_HEADER;
+
+use crate::config::Gateway;
+use crate::snapshot::{GatewayState, ProviderCluster};
+
+pub const LISTENER_NAME: &str = "switchyard";
+pub const ROUTE_NAME: &str = "switchyard";
+/// The ECDS resource name: equal to the HTTP filter's name in the listener.
+pub const FILTER_NAME: &str = "switchyard";
+pub const XDS_CLUSTER: &str = "switchyard_xds";
+
+pub const LISTENER_TYPE: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
+pub const ROUTE_TYPE: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
+pub const CLUSTER_TYPE: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
+pub const ECDS_TYPE: &str = "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig";
+const WASM_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm";
+
+/// Every resource of one snapshot, by type, each as (name, packed resource).
+#[derive(Debug, Clone, Default)]
+pub struct Resources {
+    pub listeners: Vec<(String, Any)>,
+    pub routes: Vec<(String, Any)>,
+    pub clusters: Vec<(String, Any)>,
+    pub extension_configs: Vec<(String, Any)>,
+}
+
+/// How the listener gets the filter's configuration.
+enum FilterSource {
+    /// Over ADS, by name (the running gateway).
+    Ecds,
+    /// Inline (a static config for `envoy --mode validate`).
+    Inline(Box<Wasm>),
+}
+
+pub fn resources(gw: &Gateway, state: &GatewayState, wasm_path: &Path) -> Resources {
+    let wasm = wasm_filter(gw, state, wasm_path);
+    Resources {
+        listeners: vec![(
+            LISTENER_NAME.into(),
+            pack_any(listener(gw, FilterSource::Ecds)),
+        )],
+        routes: vec![(ROUTE_NAME.into(), pack_any(route_config(gw)))],
+        clusters: state
+            .clusters
+            .iter()
+            .map(|c| (c.name.clone(), pack_any(provider_cluster(gw, c))))
+            .collect(),
+        extension_configs: vec![(
+            FILTER_NAME.into(),
+            pack_any(TypedExtensionConfig {
+                name: FILTER_NAME.into(),
+                typed_config: Some(pack_any(wasm)),
+            }),
+        )],
+    }
+}
+
+fn socket(addr: &str, port: u16) -> Address {
+    Address {
+        address: Some(address::Address::SocketAddress(SocketAddress {
+            address: addr.into(),
+            port_specifier: Some(socket_address::PortSpecifier::PortValue(u32::from(port))),
+            ..Default::default()
+        })),
+    }
+}
+
+fn ads() -> ConfigSource {
+    ConfigSource {
+        config_source_specifier: Some(config_source::ConfigSourceSpecifier::Ads(
+            AggregatedConfigSource {},
+        )),
+        resource_api_version: ApiVersion::V3 as i32,
+        ..Default::default()
+    }
+}
+
+fn seconds(s: u64) -> Duration {
+    Duration {
+        seconds: i64::try_from(s).unwrap_or(i64::MAX),
+        nanos: 0,
+    }
+}
+
+/// The access-log line: Envoy's view of the request plus the filter's usage record.
+const ACCESS_LOG_FORMAT: &str = "[%START_TIME%] \"%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%\" %RESPONSE_CODE% %RESPONSE_FLAGS% cluster=%UPSTREAM_CLUSTER% dur=%DURATION%ms ttfb=%RESPONSE_DURATION%ms usage=%FILTER_STATE(wasm.switchyard_usage:PLAIN)%\n";
+
+fn listener(gw: &Gateway, source: FilterSource) -> Listener {
+    let filter_config = match source {
+        FilterSource::Ecds => http_filter::ConfigType::ConfigDiscovery(ExtensionConfigSource {
+            config_source: Some(ads()),
+            type_urls: vec![WASM_TYPE.into()],
+            ..Default::default()
+        }),
+        FilterSource::Inline(wasm) => http_filter::ConfigType::TypedConfig(pack_any(*wasm)),
+    };
+    let access_log = if gw.access_log {
+        vec![AccessLog {
+            name: "envoy.access_loggers.stdout".into(),
+            config_type: Some(access_log::ConfigType::TypedConfig(pack_any(StdoutAccessLog {
+                access_log_format: Some(stdout_access_log::AccessLogFormat::LogFormat(
+                    SubstitutionFormatString {
+                        format: Some(
+                            envoy_types::pb::envoy::config::core::v3::substitution_format_string::Format::TextFormatSource(
+                                DataSource {
+                                    specifier: Some(data_source::Specifier::InlineString(
+                                        ACCESS_LOG_FORMAT.into(),
+                                    )),
+                                    ..Default::default()
+                                },
+                            ),
+                        ),
+                        ..Default::default()
+                    },
+                )),
+            }))),
+            ..Default::default()
+        }]
+    } else {
+        Vec::new()
+    };
+    let hcm = HttpConnectionManager {
+        stat_prefix: "switchyard".into(),
+        route_specifier: Some(http_connection_manager::RouteSpecifier::Rds(Rds {
+            config_source: Some(ads()),
+            route_config_name: ROUTE_NAME.into(),
+        })),
+        http_filters: vec![
+            HttpFilter {
+                name: FILTER_NAME.into(),
+                config_type: Some(filter_config),
+                ..Default::default()
+            },
+            HttpFilter {
+                name: "envoy.filters.http.router".into(),
+                config_type: Some(http_filter::ConfigType::TypedConfig(pack_any(
+                    Router::default(),
+                ))),
+                ..Default::default()
+            },
+        ],
+        access_log,
+        // LLM answers stream for minutes; the route's timeout bounds a request instead.
+        stream_idle_timeout: Some(seconds(gw.request_timeout_secs.max(300))),
+        ..Default::default()
+    };
+    Listener {
+        name: LISTENER_NAME.into(),
+        address: Some(socket(&gw.listen.ip().to_string(), gw.listen.port())),
+        // The filter buffers request bodies up to its own limit and answers 413 in JSON;
+        // Envoy's buffer must not give up first.
+        per_connection_buffer_limit_bytes: Some(UInt32Value {
+            value: u32::try_from(gw.max_body_bytes + 64 * 1024).unwrap_or(u32::MAX),
+        }),
+        filter_chains: vec![FilterChain {
+            filters: vec![Filter {
+                name: "envoy.filters.network.http_connection_manager".into(),
+                config_type: Some(filter::ConfigType::TypedConfig(pack_any(hcm))),
+            }],
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+fn route_config(gw: &Gateway) -> RouteConfiguration {
+    RouteConfiguration {
+        name: ROUTE_NAME.into(),
+        virtual_hosts: vec![VirtualHost {
+            name: "switchyard".into(),
+            domains: vec!["*".into()],
+            routes: vec![Route {
+                r#match: Some(RouteMatch {
+                    path_specifier: Some(route_match::PathSpecifier::Prefix("/".into())),
+                    ..Default::default()
+                }),
+                action: Some(route::Action::Route(RouteAction {
+                    // Written by the filter after it has read the request; a client's value is
+                    // always overwritten or removed by the filter first.
+                    cluster_specifier: Some(route_action::ClusterSpecifier::ClusterHeader(
+                        CLUSTER_HEADER.into(),
+                    )),
+                    timeout: Some(seconds(gw.request_timeout_secs)),
+                    ..Default::default()
+                })),
+                request_headers_to_remove: vec![CLUSTER_HEADER.into()],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+fn provider_cluster(gw: &Gateway, c: &ProviderCluster) -> Cluster {
+    let u = &c.upstream;
+    let discovery = if u.is_ip() {
+        cluster::DiscoveryType::Static
+    } else {
+        cluster::DiscoveryType::LogicalDns
+    };
+    let transport_socket = u.tls.then(|| TransportSocket {
+        name: "envoy.transport_sockets.tls".into(),
+        config_type: Some(transport_socket::ConfigType::TypedConfig(pack_any(
+            UpstreamTlsContext {
+                sni: u.host.clone(),
+                common_tls_context: Some(CommonTlsContext {
+                    alpn_protocols: vec!["http/1.1".into()],
+                    validation_context_type: Some(
+                        common_tls_context::ValidationContextType::ValidationContext(
+                            CertificateValidationContext {
+                                trusted_ca: Some(DataSource {
+                                    specifier: Some(data_source::Specifier::Filename(
+                                        gw.ca_file.display().to_string(),
+                                    )),
+                                    ..Default::default()
+                                }),
+                                ..Default::default()
+                            },
+                        ),
+                    ),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        ))),
+    });
+    Cluster {
+        name: c.name.clone(),
+        cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(discovery as i32)),
+        connect_timeout: Some(seconds(5)),
+        dns_lookup_family: cluster::DnsLookupFamily::V4Preferred as i32,
+        load_assignment: Some(ClusterLoadAssignment {
+            cluster_name: c.name.clone(),
+            endpoints: vec![LocalityLbEndpoints {
+                lb_endpoints: vec![LbEndpoint {
+                    host_identifier: Some(lb_endpoint::HostIdentifier::Endpoint(Endpoint {
+                        address: Some(socket(&u.host, u.port)),
+                        hostname: u.host.clone(),
+                        ..Default::default()
+                    })),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+        transport_socket,
+        ..Default::default()
+    }
+}
+
+fn wasm_filter(_gw: &Gateway, state: &GatewayState, wasm_path: &Path) -> Wasm {
+    let configuration = serde_json::to_string(&state.filter).unwrap_or_default();
+    Wasm {
+        config: Some(PluginConfig {
+            name: FILTER_NAME.into(),
+            root_id: FILTER_NAME.into(),
+            configuration: Some(pack_any(StringValue {
+                value: configuration,
+            })),
+            // A trap rebuilds the VM instead of failing every later request on the worker.
+            failure_policy: FailurePolicy::FailReload as i32,
+            // Required to choose the route after reading the body (notes/envoy-facts.md §1).
+            allow_on_headers_stop_iteration: Some(BoolValue { value: true }),
+            vm: Some(plugin_config::Vm::VmConfig(VmConfig {
+                vm_id: FILTER_NAME.into(),
+                runtime: "envoy.wasm.runtime.v8".into(),
+                code: Some(AsyncDataSource {
+                    specifier: Some(async_data_source::Specifier::Local(DataSource {
+                        specifier: Some(data_source::Specifier::Filename(
+                            wasm_path.display().to_string(),
+                        )),
+                        ..Default::default()
+                    })),
+                }),
+                ..Default::default()
+            })),
+            ..Default::default()
+        }),
+    }
+}
+
+/// The bootstrap Envoy starts from: node id, admin, the control plane as its only static cluster,
+/// and ADS for everything else.
+pub fn bootstrap_yaml(gw: &Gateway, xds: std::net::SocketAddr, node_id: &str) -> String {
+    format!(
+        r#"# Envoy bootstrap for Switchyard: everything else arrives over ADS from the control plane.
+# Generated by `switchyard bootstrap`; edit the control plane's config, not this file.
+node:
+  id: {node_id}
+  cluster: switchyard
+admin:
+  address:
+    socket_address: {{address: {admin_ip}, port_value: {admin_port}}}
+dynamic_resources:
+  ads_config:
+    api_type: GRPC
+    transport_api_version: V3
+    set_node_on_first_message_only: true
+    grpc_services:
+    - envoy_grpc: {{cluster_name: {XDS_CLUSTER}}}
+  cds_config: {{ads: {{}}, resource_api_version: V3}}
+  lds_config: {{ads: {{}}, resource_api_version: V3}}
+static_resources:
+  clusters:
+  - name: {XDS_CLUSTER}
+    type: STATIC
+    connect_timeout: 1s
+    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        explicit_http_config:
+          http2_protocol_options:
+            connection_keepalive: {{interval: 10s, timeout: 5s}}
+    load_assignment:
+      cluster_name: {XDS_CLUSTER}
+      endpoints:
+      - lb_endpoints:
+        - endpoint:
+            address:
+              socket_address: {{address: {xds_ip}, port_value: {xds_port}}}
+"#,
+        admin_ip = gw.admin.ip(),
+        admin_port = gw.admin.port(),
+        xds_ip = xds.ip(),
+        xds_port = xds.port(),
+    )
+}
+
+/// The whole snapshot as one static bootstrap (filter config inline), so that
+/// `envoy --mode validate` can check exactly what the control plane would push.
+pub fn static_bootstrap(gw: &Gateway, state: &GatewayState, wasm_path: &Path) -> Bootstrap {
+    use envoy_types::pb::envoy::config::bootstrap::v3::Admin;
+    use envoy_types::pb::envoy::config::core::v3::Node;
+    let mut hcm_listener = listener(
+        gw,
+        FilterSource::Inline(Box::new(wasm_filter(gw, state, wasm_path))),
+    );
+    // Static config: the route is inline rather than from RDS.
+    if let Some(chain) = hcm_listener.filter_chains.first_mut() {
+        if let Some(f) = chain.filters.first_mut() {
+            if let Some(filter::ConfigType::TypedConfig(any)) = &f.config_type {
+                if let Ok(mut hcm) =
+                    <HttpConnectionManager as prost::Message>::decode(any.value.as_slice())
+                {
+                    hcm.route_specifier = Some(
+                        http_connection_manager::RouteSpecifier::RouteConfig(route_config(gw)),
+                    );
+                    f.config_type = Some(filter::ConfigType::TypedConfig(pack_any(hcm)));
+                }
+            }
+        }
+    }
+    Bootstrap {
+        node: Some(Node {
+            id: "validate".into(),
+            cluster: "switchyard".into(),
+            ..Default::default()
+        }),
+        admin: Some(Admin {
+            address: Some(socket(&gw.admin.ip().to_string(), gw.admin.port())),
+            ..Default::default()
+        }),
+        static_resources: Some(bootstrap::StaticResources {
+            listeners: vec![hcm_listener],
+            clusters: state
+                .clusters
+                .iter()
+                .map(|c| provider_cluster(gw, c))
+                .collect(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::Upstream;
+    use prost::Message as _;
+
+    fn state() -> GatewayState {
+        GatewayState {
+            filter: Default::default(),
+            clusters: vec![
+                ProviderCluster {
+                    name: "provider-openai".into(),
+                    upstream: Upstream::parse("https://api.openai.com/v1").unwrap(),
+                },
+                ProviderCluster {
+                    name: "provider-local".into(),
+                    upstream: Upstream::parse("http://127.0.0.1:9000/v1").unwrap(),
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn https_clusters_get_tls_with_sni_and_ip_clusters_are_static() {
+        let gw = Gateway::default();
+        let r = resources(&gw, &state(), Path::new("/x.wasm"));
+        let openai = Cluster::decode(r.clusters[0].1.value.as_slice()).unwrap();
+        let ts = openai.transport_socket.expect("tls");
+        let Some(transport_socket::ConfigType::TypedConfig(any)) = ts.config_type else {
+            panic!("typed config")
+        };
+        let tls = UpstreamTlsContext::decode(any.value.as_slice()).unwrap();
+        assert_eq!(tls.sni, "api.openai.com");
+        assert_eq!(
+            openai.cluster_discovery_type,
+            Some(cluster::ClusterDiscoveryType::Type(
+                cluster::DiscoveryType::LogicalDns as i32
+            ))
+        );
+        let local = Cluster::decode(r.clusters[1].1.value.as_slice()).unwrap();
+        assert!(local.transport_socket.is_none());
+        assert_eq!(
+            local.cluster_discovery_type,
+            Some(cluster::ClusterDiscoveryType::Type(
+                cluster::DiscoveryType::Static as i32
+            ))
+        );
+        assert_eq!(r.extension_configs[0].0, FILTER_NAME);
+        assert_eq!(r.listeners[0].1.type_url, LISTENER_TYPE);
+        assert_eq!(r.routes[0].1.type_url, ROUTE_TYPE);
+        assert_eq!(r.clusters[0].1.type_url, CLUSTER_TYPE);
+        assert_eq!(r.extension_configs[0].1.type_url, ECDS_TYPE);
+    }
+
+    #[test]
+    fn bootstrap_names_the_ports_from_config() {
+        let gw = Gateway::default();
+        let y = bootstrap_yaml(&gw, "127.0.0.1:18000".parse().unwrap(), "node-1");
+        assert!(y.contains("id: node-1"));
+        assert!(y.contains("port_value: 9901"));
+        assert!(y.contains("port_value: 18000"));
+    }
+}

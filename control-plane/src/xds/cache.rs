@@ -1,0 +1,195 @@
+//! Versioned snapshots and what each Envoy node has accepted.
+//!
+//! Every node is served the same desired state today; the cache still tracks ACKs and NACKs per
+//! node id so operators and tests can see which configuration each gateway runs.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use envoy_types::pb::google::protobuf::Any;
+use serde::Serialize;
+use tokio::sync::watch;
+
+use super::build::{self, Resources};
+use crate::snapshot::content_version;
+
+/// The resources of one type with their version (derived from their content).
+#[derive(Debug, Clone, Default)]
+pub struct TypeSnapshot {
+    pub version: String,
+    pub resources: Vec<(String, Any)>,
+}
+
+/// A consistent set of resources of all types.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    /// Increases with every published snapshot.
+    pub serial: u64,
+    pub types: BTreeMap<&'static str, TypeSnapshot>,
+}
+
+impl Snapshot {
+    pub fn new(serial: u64, r: Resources) -> Snapshot {
+        let mut types = BTreeMap::new();
+        for (type_url, resources) in [
+            (build::LISTENER_TYPE, r.listeners),
+            (build::ROUTE_TYPE, r.routes),
+            (build::CLUSTER_TYPE, r.clusters),
+            (build::ECDS_TYPE, r.extension_configs),
+        ] {
+            let mut bytes = Vec::new();
+            for (name, any) in &resources {
+                bytes.extend_from_slice(name.as_bytes());
+                bytes.push(0);
+                bytes.extend_from_slice(&any.value);
+            }
+            types.insert(
+                type_url,
+                TypeSnapshot {
+                    version: content_version(&bytes),
+                    resources,
+                },
+            );
+        }
+        Snapshot { serial, types }
+    }
+
+    /// What the listener refers to must exist, and names must be unique per type.
+    pub fn check(&self) -> Result<(), String> {
+        for (type_url, t) in &self.types {
+            let mut seen = HashSet::new();
+            for (name, _) in &t.resources {
+                if !seen.insert(name.as_str()) {
+                    return Err(format!("duplicate {type_url} resource {name}"));
+                }
+            }
+        }
+        let has = |type_url: &str, name: &str| {
+            self.types
+                .get(type_url)
+                .is_some_and(|t| t.resources.iter().any(|(n, _)| n == name))
+        };
+        if has(build::LISTENER_TYPE, build::LISTENER_NAME) {
+            if !has(build::ROUTE_TYPE, build::ROUTE_NAME) {
+                return Err(format!(
+                    "listener refers to missing route {}",
+                    build::ROUTE_NAME
+                ));
+            }
+            if !has(build::ECDS_TYPE, build::FILTER_NAME) {
+                return Err(format!(
+                    "listener refers to missing filter config {}",
+                    build::FILTER_NAME
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What one node has accepted or refused, by resource type.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct NodeStatus {
+    pub connected: bool,
+    pub acked: BTreeMap<String, String>,
+    pub nacked: BTreeMap<String, Nack>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Nack {
+    pub version: String,
+    pub message: String,
+}
+
+#[derive(Debug)]
+pub struct SnapshotCache {
+    tx: watch::Sender<Arc<Snapshot>>,
+    nodes: Mutex<BTreeMap<String, NodeStatus>>,
+}
+
+impl Default for SnapshotCache {
+    fn default() -> Self {
+        SnapshotCache {
+            tx: watch::channel(Arc::new(Snapshot::default())).0,
+            nodes: Mutex::default(),
+        }
+    }
+}
+
+impl SnapshotCache {
+    /// Publishes a snapshot after checking it; every open stream sends what changed.
+    pub fn set(&self, resources: Resources) -> Result<u64, String> {
+        let serial = self.tx.borrow().serial + 1;
+        let snapshot = Snapshot::new(serial, resources);
+        snapshot.check()?;
+        self.tx.send_replace(Arc::new(snapshot));
+        Ok(serial)
+    }
+
+    pub fn current(&self) -> Arc<Snapshot> {
+        self.tx.borrow().clone()
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<Arc<Snapshot>> {
+        self.tx.subscribe()
+    }
+
+    pub fn update_node(&self, node: &str, f: impl FnOnce(&mut NodeStatus)) {
+        if let Ok(mut nodes) = self.nodes.lock() {
+            f(nodes.entry(node.to_owned()).or_default());
+        }
+    }
+
+    pub fn nodes(&self) -> BTreeMap<String, NodeStatus> {
+        self.nodes.lock().map(|n| n.clone()).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn any(v: &[u8]) -> Any {
+        Any {
+            type_url: "t".into(),
+            value: v.to_vec(),
+        }
+    }
+
+    #[test]
+    fn versions_follow_content_and_references_are_checked() {
+        let r = Resources {
+            listeners: vec![(build::LISTENER_NAME.into(), any(b"l"))],
+            routes: vec![(build::ROUTE_NAME.into(), any(b"r"))],
+            clusters: vec![("c".into(), any(b"c1"))],
+            extension_configs: vec![(build::FILTER_NAME.into(), any(b"f"))],
+        };
+        let cache = SnapshotCache::default();
+        assert_eq!(cache.set(r.clone()), Ok(1));
+        let v1 = cache.current();
+        let mut r2 = r.clone();
+        r2.clusters[0].1 = any(b"c2");
+        assert_eq!(cache.set(r2), Ok(2));
+        let v2 = cache.current();
+        assert_eq!(
+            v1.types[build::LISTENER_TYPE].version,
+            v2.types[build::LISTENER_TYPE].version
+        );
+        assert_ne!(
+            v1.types[build::CLUSTER_TYPE].version,
+            v2.types[build::CLUSTER_TYPE].version
+        );
+
+        let mut broken = r.clone();
+        broken.routes.clear();
+        assert!(cache.set(broken).is_err());
+        let mut dup = r;
+        dup.clusters.push(("c".into(), any(b"x")));
+        assert!(cache.set(dup).is_err());
+        assert_eq!(
+            cache.current().serial,
+            2,
+            "a rejected snapshot is not published"
+        );
+    }
+}
