@@ -1,1 +1,448 @@
+//! End-to-end harness: a mock provider, the real control plane binary and the real Envoy with the
+//! real filter, each on ephemeral loopback ports, started in that order and polled until ready.
+//! Logs are kept in a temp dir and printed when a test fails.
 
+pub mod mock;
+pub mod raw;
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub use mock::MockOpenAi;
+
+/// The provider key the mock accepts (never a real key).
+pub const PROVIDER_KEY: &str = "sk-mock-provider-key-0123456789";
+/// A gateway key configured in every test stack.
+pub const GATEWAY_KEY: &str = "sk-test-gateway-key-abcdefgh";
+/// A gateway key that may only use `gpt-4o-mini`.
+pub const LIMITED_KEY: &str = "sk-test-limited-key-ijklmnop";
+pub const ADMIN_TOKEN: &str = "admin-token-for-tests";
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"))
+}
+
+/// The control plane binary (built by `make test` before the tests run).
+pub fn switchyard_bin() -> PathBuf {
+    let p = std::env::var_os("SWITCHYARD_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| target_dir().join("debug/switchyard"));
+    assert!(
+        p.exists(),
+        "{} missing: run `make test` (or `cargo build -p switchyard`)",
+        p.display()
+    );
+    p
+}
+
+pub fn envoy_bin() -> PathBuf {
+    let p = std::env::var_os("ENVOY_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join(".venv/bin/envoy"));
+    assert!(p.exists(), "{} missing: run `make envoy`", p.display());
+    p
+}
+
+pub fn wasm_path() -> PathBuf {
+    let p = target_dir().join("wasm32-wasip1/release/switchyard_filter.wasm");
+    assert!(p.exists(), "{} missing: run `make wasm`", p.display());
+    p
+}
+
+/// A loopback port nobody listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("ephemeral port")
+}
+
+/// A temp dir removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let dir =
+            std::env::temp_dir().join(format!("switchyard-{tag}-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+/// A child process with its output in a log file; killed on drop, log printed on failure.
+pub struct Proc {
+    pub name: &'static str,
+    child: Option<Child>,
+    pub log: PathBuf,
+}
+
+impl Proc {
+    fn spawn(name: &'static str, mut cmd: Command, log: PathBuf) -> Proc {
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .expect("log file");
+        let err = out.try_clone().expect("log file");
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        Proc {
+            name,
+            child: Some(child),
+            log,
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGTERM, then wait (SIGKILL after 5 s).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(child.id().to_string())
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let text = self.log_text();
+            let tail: Vec<&str> = text.lines().rev().take(150).collect();
+            eprintln!("----- {} log ({}) -----", self.name, self.log.display());
+            for line in tail.into_iter().rev() {
+                eprintln!("{line}");
+            }
+        }
+        self.stop();
+    }
+}
+
+/// Ports of one stack.
+#[derive(Debug, Clone, Copy)]
+pub struct Ports {
+    pub admin: u16,
+    pub xds: u16,
+    pub gateway: u16,
+    pub envoy_admin: u16,
+}
+
+impl Ports {
+    pub fn pick() -> Ports {
+        Ports {
+            admin: free_port(),
+            xds: free_port(),
+            gateway: free_port(),
+            envoy_admin: free_port(),
+        }
+    }
+}
+
+/// The config every stack starts from: the mock as provider `mock`, a logical model `smart`,
+/// and two gateway keys.
+pub fn default_config(ports: Ports, dir: &Path, mock_base_url: &str) -> String {
+    format!(
+        r#"listen: {{admin: "127.0.0.1:{admin}", xds: "127.0.0.1:{xds}"}}
+gateway:
+  listen: "127.0.0.1:{gateway}"
+  admin: "127.0.0.1:{envoy_admin}"
+  wasm: "{wasm}"
+  max_body_bytes: 65536
+database: "sqlite://{dir}/switchyard.db"
+master_key_file: "{dir}/master.key"
+providers:
+  - name: mock
+    kind: openai_compatible
+    base_url: "{mock_base_url}"
+    keys: [{{secret: "{PROVIDER_KEY}"}}]
+    models: [gpt-4o-mini, text-embedding-3-small, mock-gated, mock-cut, mock-truncated]
+  - name: dead
+    kind: openai_compatible
+    base_url: "http://127.0.0.1:{dead}/v1"
+    keys: [{{secret: "sk-dead-provider"}}]
+    models: [dead-model]
+models:
+  - name: smart
+    targets: [{{provider: mock, model: gpt-4o-mini}}]
+api_keys:
+  - {{name: test, key: "{GATEWAY_KEY}", models: ["*"]}}
+  - {{name: limited, key: "{LIMITED_KEY}", models: ["gpt-4o-mini"]}}
+"#,
+        admin = ports.admin,
+        xds = ports.xds,
+        gateway = ports.gateway,
+        envoy_admin = ports.envoy_admin,
+        wasm = wasm_path().display(),
+        dir = dir.display(),
+        dead = free_port(),
+    )
+}
+
+pub struct ControlPlane {
+    pub proc: Proc,
+    pub config: PathBuf,
+    pub ports: Ports,
+}
+
+impl ControlPlane {
+    pub async fn start(dir: &Path, config_text: &str, ports: Ports) -> ControlPlane {
+        let config = dir.join("switchyard.yaml");
+        std::fs::write(&config, config_text).expect("config");
+        Self::start_with(config, dir, ports).await
+    }
+
+    pub async fn start_with(config: PathBuf, dir: &Path, ports: Ports) -> ControlPlane {
+        let mut cmd = Command::new(switchyard_bin());
+        cmd.arg("serve")
+            .arg("--config")
+            .arg(&config)
+            .env("SWITCHYARD_ADMIN_TOKEN", ADMIN_TOKEN)
+            .env_remove("SWITCHYARD_MASTER_KEY")
+            .env("SWITCHYARD_LOG", "info,switchyard::xds=debug,sqlx=warn");
+        let proc = Proc::spawn("control-plane", cmd, dir.join("control-plane.log"));
+        let cp = ControlPlane {
+            proc,
+            config,
+            ports,
+        };
+        let url = format!("http://127.0.0.1:{}/healthz", ports.admin);
+        wait_until("control plane /healthz", Duration::from_secs(20), || {
+            let url = url.clone();
+            async move {
+                reqwest::get(&url)
+                    .await
+                    .is_ok_and(|r| r.status().is_success())
+            }
+        })
+        .await;
+        cp
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}/admin/v1{path}", self.ports.admin)
+    }
+
+    pub fn stop(&mut self) {
+        self.proc.stop();
+    }
+}
+
+pub struct Envoy {
+    pub proc: Proc,
+    pub bootstrap: PathBuf,
+    pub ports: Ports,
+}
+
+impl Envoy {
+    pub async fn start(dir: &Path, cp: &ControlPlane) -> Envoy {
+        let bootstrap = dir.join("bootstrap.yaml");
+        let out = Command::new(switchyard_bin())
+            .args(["bootstrap", "--config"])
+            .arg(&cp.config)
+            .args(["--node-id", "test-gateway"])
+            .output()
+            .expect("switchyard bootstrap");
+        assert!(
+            out.status.success(),
+            "bootstrap failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::fs::write(&bootstrap, &out.stdout).expect("bootstrap file");
+        let mut cmd = Command::new(envoy_bin());
+        cmd.arg("-c")
+            .arg(&bootstrap)
+            .args(["--use-dynamic-base-id", "--concurrency", "1", "-l", "info"])
+            // Access-log lines are read by the tests: flush them quickly.
+            .args(["--file-flush-interval-msec", "50"]);
+        let proc = Proc::spawn("envoy", cmd, dir.join("envoy.log"));
+        let envoy = Envoy {
+            proc,
+            bootstrap,
+            ports: cp.ports,
+        };
+        // Ready when the listener answers through the filter (401 without a key).
+        let url = envoy.url("/v1/models");
+        wait_until(
+            "Envoy listener with the filter",
+            Duration::from_secs(60),
+            || {
+                let url = url.clone();
+                async move { reqwest::get(&url).await.is_ok_and(|r| r.status() == 401) }
+            },
+        )
+        .await;
+        envoy
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.ports.gateway))
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.ports.gateway)
+    }
+
+    pub async fn stats(&self) -> String {
+        let url = format!(
+            "http://127.0.0.1:{}/stats/prometheus",
+            self.ports.envoy_admin
+        );
+        reqwest::get(&url)
+            .await
+            .expect("stats")
+            .text()
+            .await
+            .unwrap_or_default()
+    }
+}
+
+/// Mock, control plane and Envoy, configured with [`default_config`].
+pub struct Stack {
+    pub envoy: Envoy,
+    pub cp: ControlPlane,
+    pub mock: MockOpenAi,
+    pub dir: TempDir,
+}
+
+impl Stack {
+    pub async fn start() -> Stack {
+        let dir = TempDir::new("e2e");
+        let mock = MockOpenAi::start(
+            PROVIDER_KEY,
+            &["gpt-4o-mini", "mock-gated", "mock-cut", "mock-truncated"],
+            &["text-embedding-3-small"],
+        )
+        .await;
+        let ports = Ports::pick();
+        let cp = ControlPlane::start(
+            &dir.0,
+            &default_config(ports, &dir.0, &mock.base_url()),
+            ports,
+        )
+        .await;
+        let envoy = Envoy::start(&dir.0, &cp).await;
+        Stack {
+            envoy,
+            cp,
+            mock,
+            dir,
+        }
+    }
+
+    pub fn client(&self) -> reqwest::Client {
+        reqwest::Client::new()
+    }
+
+    /// `POST path` with the default gateway key and a JSON body.
+    pub async fn post(&self, path: &str, body: &serde_json::Value) -> reqwest::Response {
+        self.client()
+            .post(self.envoy.url(path))
+            .bearer_auth(GATEWAY_KEY)
+            .json(body)
+            .send()
+            .await
+            .expect("request through Envoy")
+    }
+
+    /// The first usage record the access log shows for requests naming `model`.
+    pub async fn usage_record(&self, model: &str) -> serde_json::Value {
+        let find = || {
+            usage_records(&self.envoy.proc.log_text())
+                .into_iter()
+                .find(|r| r["model"] == model)
+        };
+        wait_until(
+            "a usage record in Envoy's access log",
+            Duration::from_secs(10),
+            || async { find().is_some() },
+        )
+        .await;
+        find().unwrap_or_default()
+    }
+
+    pub async fn admin(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        let mut req = self
+            .client()
+            .request(method, self.cp.admin_url(path))
+            .bearer_auth(ADMIN_TOKEN);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.expect("admin request");
+        let status = resp.status().as_u16();
+        let value = resp.json().await.unwrap_or(serde_json::Value::Null);
+        (status, value)
+    }
+}
+
+/// Polls `check` every 20 ms until it holds; panics after `limit`.
+pub async fn wait_until<F, Fut>(what: &str, limit: Duration, mut check: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    loop {
+        if check().await {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The usage records the filter published, as Envoy's access log printed them.
+pub fn usage_records(envoy_log: &str) -> Vec<serde_json::Value> {
+    envoy_log
+        .lines()
+        .filter_map(|l| l.split_once(" usage=").map(|(_, u)| u))
+        .filter_map(|u| serde_json::from_str(u.trim()).ok())
+        .collect()
+}

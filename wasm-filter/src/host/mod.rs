@@ -33,7 +33,13 @@ pub(crate) struct Metrics {
 
 impl Metrics {
     fn define() -> Metrics {
-        let counter = |name: &str| hostcalls::define_metric(MetricType::Counter, name).ok();
+        let counter = |name: &str| match hostcalls::define_metric(MetricType::Counter, name) {
+            Ok(id) => Some(id),
+            Err(e) => {
+                log::warn!("switchyard: metric {name} not defined: {e:?}");
+                None
+            }
+        };
         Metrics {
             requests: counter("switchyard_requests_total"),
             local_errors: counter("switchyard_gateway_errors_total"),
@@ -47,7 +53,9 @@ impl Metrics {
     fn add(id: Option<u32>, n: u64) {
         // Counters reject offsets <= 0; a failed increment is not worth a trap.
         if let (Some(id), Ok(n @ 1..)) = (id, i64::try_from(n)) {
-            let _ = hostcalls::increment_metric(id, n);
+            if let Err(e) = hostcalls::increment_metric(id, n) {
+                log::warn!("switchyard: metric {id} increment failed: {e:?}");
+            }
         }
     }
 }

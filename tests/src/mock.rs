@@ -1,0 +1,359 @@
+//! A mock OpenAI provider that checks requests the way the real API does (bearer key, path,
+//! JSON body, `model`, `messages`, unknown arguments) and answers with the fixtures in
+//! `tests/fixtures/openai/`. Every request is recorded for the tests to inspect.
+//!
+//! Special model names drive failure cases: `mock-gated` holds the stream after its first chunk
+//! until [`MockOpenAi::open_gate`]; `mock-cut` drops the connection mid-stream; `mock-truncated`
+//! ends the stream cleanly but without `[DONE]`.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::Router;
+use serde_json::{json, Value};
+use tokio::sync::Notify;
+
+pub const CHAT_COMPLETION: &str = include_str!("../fixtures/openai/chat_completion.json");
+pub const CHAT_STREAM: &str = include_str!("../fixtures/openai/chat_stream_usage.sse");
+pub const EMBEDDINGS: &str = include_str!("../fixtures/openai/embeddings.json");
+const ERROR_INVALID_KEY: &str = include_str!("../fixtures/openai/error_invalid_api_key.json");
+const ERROR_MODEL_NOT_FOUND: &str = include_str!("../fixtures/openai/error_model_not_found.json");
+
+/// Request arguments of Chat Completions (OpenAI API reference); anything else is refused the
+/// way OpenAI refuses it.
+const CHAT_FIELDS: &[&str] = &[
+    "messages",
+    "model",
+    "audio",
+    "frequency_penalty",
+    "function_call",
+    "functions",
+    "logit_bias",
+    "logprobs",
+    "max_completion_tokens",
+    "max_tokens",
+    "metadata",
+    "modalities",
+    "n",
+    "parallel_tool_calls",
+    "prediction",
+    "presence_penalty",
+    "prompt_cache_key",
+    "reasoning_effort",
+    "response_format",
+    "safety_identifier",
+    "seed",
+    "service_tier",
+    "stop",
+    "store",
+    "stream",
+    "stream_options",
+    "temperature",
+    "tool_choice",
+    "tools",
+    "top_logprobs",
+    "top_p",
+    "user",
+    "verbosity",
+    "web_search_options",
+];
+const EMBEDDING_FIELDS: &[&str] = &["input", "model", "dimensions", "encoding_format", "user"];
+
+/// One request as the provider received it.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub method: String,
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Recorded {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+}
+
+pub struct MockState {
+    key: String,
+    chat_models: Vec<String>,
+    embedding_models: Vec<String>,
+    requests: Mutex<Vec<Recorded>>,
+    gate: Notify,
+}
+
+/// A running mock; stops when dropped.
+pub struct MockOpenAi {
+    pub addr: SocketAddr,
+    state: Arc<MockState>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl MockOpenAi {
+    /// Starts on an ephemeral loopback port, accepting `key` and the given models.
+    pub async fn start(key: &str, chat_models: &[&str], embedding_models: &[&str]) -> MockOpenAi {
+        Self::start_on(
+            "127.0.0.1:0".parse().expect("addr"),
+            key,
+            chat_models,
+            embedding_models,
+        )
+        .await
+        .expect("mock binds")
+    }
+
+    pub async fn start_on(
+        addr: SocketAddr,
+        key: &str,
+        chat_models: &[&str],
+        embedding_models: &[&str],
+    ) -> std::io::Result<MockOpenAi> {
+        let state = Arc::new(MockState {
+            key: key.to_owned(),
+            chat_models: chat_models.iter().map(|m| (*m).to_owned()).collect(),
+            embedding_models: embedding_models.iter().map(|m| (*m).to_owned()).collect(),
+            requests: Mutex::new(Vec::new()),
+            gate: Notify::new(),
+        });
+        let app = Router::new()
+            .route("/v1/chat/completions", post(chat))
+            .route("/v1/embeddings", post(embeddings))
+            .fallback(|| async { (StatusCode::NOT_FOUND, "not found") })
+            .with_state(state.clone());
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = stopped.await;
+                })
+                .await;
+        });
+        Ok(MockOpenAi {
+            addr,
+            state,
+            stop: Some(stop),
+        })
+    }
+
+    pub fn base_url(&self) -> String {
+        format!("http://{}/v1", self.addr)
+    }
+
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.state
+            .requests
+            .lock()
+            .map(|r| r.clone())
+            .unwrap_or_default()
+    }
+
+    /// Lets a `mock-gated` stream continue past its first chunk.
+    pub fn open_gate(&self) {
+        self.state.gate.notify_one();
+    }
+}
+
+impl Drop for MockOpenAi {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+fn error(status: StatusCode, message: &str, code: Option<&str>) -> Response {
+    let body = json!({"error": {"message": message, "type": "invalid_request_error", "param": null, "code": code}});
+    (
+        status,
+        [("content-type", "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+fn fixture_error(status: StatusCode, fixture: &str) -> Response {
+    (
+        status,
+        [("content-type", "application/json")],
+        fixture.to_owned(),
+    )
+        .into_response()
+}
+
+/// Records the request and checks what every OpenAI endpoint checks; returns the JSON body.
+fn admit(
+    state: &MockState,
+    method: Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &Bytes,
+    fields: &[&str],
+) -> Result<serde_json::Map<String, Value>, Response> {
+    state
+        .requests
+        .lock()
+        .map_err(|_| error(StatusCode::INTERNAL_SERVER_ERROR, "lock", None))?
+        .push(Recorded {
+            method: method.to_string(),
+            path: uri.path().to_owned(),
+            headers: headers
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.as_str().to_owned(),
+                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                    )
+                })
+                .collect(),
+            body: body.to_vec(),
+        });
+    let auth = headers.get("authorization").and_then(|v| v.to_str().ok());
+    if auth != Some(&format!("Bearer {}", state.key)) {
+        return Err(fixture_error(StatusCode::UNAUTHORIZED, ERROR_INVALID_KEY));
+    }
+    let declared = headers
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n != body.len()) {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            "content-length does not match the body",
+            None,
+        ));
+    }
+    let Ok(Value::Object(obj)) = serde_json::from_slice::<Value>(body) else {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            "We could not parse the JSON body of your request.",
+            None,
+        ));
+    };
+    if let Some(unknown) = obj.keys().find(|k| !fields.contains(&k.as_str())) {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            &format!("Unrecognized request argument supplied: {unknown}"),
+            None,
+        ));
+    }
+    Ok(obj)
+}
+
+async fn chat(
+    State(state): State<Arc<MockState>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let obj = match admit(&state, method, &uri, &headers, &body, CHAT_FIELDS) {
+        Ok(o) => o,
+        Err(r) => return r,
+    };
+    let model = obj
+        .get("model")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    if !state.chat_models.contains(&model) {
+        return fixture_error(StatusCode::NOT_FOUND, ERROR_MODEL_NOT_FOUND);
+    }
+    let messages_ok = obj
+        .get("messages")
+        .and_then(Value::as_array)
+        .is_some_and(|m| !m.is_empty() && m.iter().all(|m| m.get("role").is_some()));
+    if !messages_ok {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "'messages' must be a non-empty array of messages with a role.",
+            None,
+        );
+    }
+    let stream = obj.get("stream").and_then(Value::as_bool).unwrap_or(false);
+    if !stream {
+        let text = CHAT_COMPLETION.replace("gpt-4o-mini-2024-07-18", &model);
+        return (StatusCode::OK, [("content-type", "application/json")], text).into_response();
+    }
+    let include_usage = obj
+        .get("stream_options")
+        .and_then(|o| o.get("include_usage"))
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let mut events: Vec<String> = CHAT_STREAM
+        .split("\n\n")
+        .filter(|e| !e.trim().is_empty())
+        .map(|e| format!("{}\n\n", e.replace("gpt-4o-mini-2024-07-18", &model)))
+        .collect();
+    if !include_usage {
+        events.retain(|e| !e.contains("\"choices\":[]"));
+        for e in &mut events {
+            *e = e.replace(",\"usage\":null", "");
+        }
+    }
+    let state = state.clone();
+    let body = async_stream::stream! {
+        let last = events.len();
+        for (i, event) in events.into_iter().enumerate() {
+            match model.as_str() {
+                "mock-gated" if i == 1 => state.gate.notified().await,
+                "mock-cut" if i == 2 => {
+                    yield Err(std::io::Error::other("connection cut by the mock"));
+                    return;
+                }
+                "mock-truncated" if i == last - 1 => return,
+                _ => {}
+            }
+            yield Ok::<_, std::io::Error>(Bytes::from(event));
+            tokio::task::yield_now().await;
+        }
+    };
+    Response::builder()
+        .status(StatusCode::OK)
+        .header("content-type", "text/event-stream; charset=utf-8")
+        .header("cache-control", "no-cache")
+        .body(Body::from_stream(body))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+async fn embeddings(
+    State(state): State<Arc<MockState>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let obj = match admit(&state, method, &uri, &headers, &body, EMBEDDING_FIELDS) {
+        Ok(o) => o,
+        Err(r) => return r,
+    };
+    let model = obj.get("model").and_then(Value::as_str).unwrap_or_default();
+    if !state.embedding_models.iter().any(|m| m == model) {
+        return fixture_error(StatusCode::NOT_FOUND, ERROR_MODEL_NOT_FOUND);
+    }
+    match obj.get("input") {
+        Some(Value::String(_)) | Some(Value::Array(_)) => {}
+        _ => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "'input' is a required property",
+                None,
+            )
+        }
+    }
+    let text = EMBEDDINGS.replace("text-embedding-3-small", model);
+    (StatusCode::OK, [("content-type", "application/json")], text).into_response()
+}

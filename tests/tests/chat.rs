@@ -1,0 +1,253 @@
+//! Chat completions and embeddings through the real Envoy, filter and control plane.
+
+use serde_json::{json, Value};
+use switchyard_tests::{Stack, GATEWAY_KEY, PROVIDER_KEY};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_non_stream_reaches_the_provider_rewritten_and_comes_back_with_usage() {
+    let stack = Stack::start().await;
+    let resp = stack
+        .post(
+            "/v1/chat/completions",
+            &json!({"model": "smart", "messages": [{"role": "user", "content": "Hello"}]}),
+        )
+        .await;
+    assert_eq!(resp.status(), 200);
+    let headers = format!("{:?}", resp.headers());
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["object"], "chat.completion");
+    assert_eq!(
+        body["choices"][0]["message"]["content"],
+        "Hello! How can I assist you today?"
+    );
+    assert_eq!(body["usage"]["total_tokens"], 29);
+    assert!(!headers.contains(PROVIDER_KEY) && !body.to_string().contains(PROVIDER_KEY));
+
+    let reqs = stack.mock.requests();
+    assert_eq!(reqs.len(), 1);
+    let r = &reqs[0];
+    assert_eq!(r.path, "/v1/chat/completions");
+    assert_eq!(
+        r.header("authorization"),
+        Some(format!("Bearer {PROVIDER_KEY}").as_str())
+    );
+    assert_eq!(r.json()["model"], "gpt-4o-mini");
+    assert_eq!(r.json()["messages"][0]["content"], "Hello");
+    for (name, value) in &r.headers {
+        assert!(
+            !value.contains(GATEWAY_KEY),
+            "gateway key leaked upstream in {name}"
+        );
+        assert!(
+            !name.starts_with("x-switchyard"),
+            "internal header {name} leaked upstream"
+        );
+    }
+
+    let record = stack.usage_record("smart").await;
+    assert_eq!(record["prompt_tokens"], 19);
+    assert_eq!(record["completion_tokens"], 10);
+    assert_eq!(record["total_tokens"], 29);
+    assert_eq!(record["provider"], "mock");
+    assert_eq!(record["upstream_model"], "gpt-4o-mini");
+    assert_eq!(record["status"], 200);
+    assert_eq!(record["complete"], true);
+    assert_eq!(record["user"], "test");
+}
+
+/// Reads a streaming response to the end, returning the bytes received.
+async fn read_all(resp: reqwest::Response) -> Result<Vec<u8>, reqwest::Error> {
+    use futures::StreamExt as _;
+    let mut out = Vec::new();
+    let mut body = resp.bytes_stream();
+    while let Some(chunk) = body.next().await {
+        out.extend_from_slice(&chunk?);
+    }
+    Ok(out)
+}
+
+fn data_events(body: &[u8]) -> Vec<String> {
+    String::from_utf8_lossy(body)
+        .split("\n\n")
+        .filter_map(|e| e.trim().strip_prefix("data: ").map(str::to_owned))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_passes_chunk_by_chunk_and_hides_the_usage_chunk_it_asked_for() {
+    use futures::StreamExt as _;
+    let stack = Stack::start().await;
+    let resp = stack
+        .post("/v1/chat/completions", &json!({"model": "mock-gated", "stream": true, "messages": [{"role": "user", "content": "Hi"}]}))
+        .await;
+    assert_eq!(resp.status(), 200);
+    assert!(resp.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/event-stream"));
+    let mut body = resp.bytes_stream();
+    // The mock holds everything after its first event until the gate opens: if the gateway
+    // buffered the stream, this first read would never complete.
+    let first = tokio::time::timeout(std::time::Duration::from_secs(10), body.next())
+        .await
+        .expect("first chunk arrives while the provider is still streaming")
+        .expect("a chunk")
+        .expect("no error");
+    assert!(String::from_utf8_lossy(&first).contains("\"role\":\"assistant\""));
+    stack.mock.open_gate();
+    let mut rest = first.to_vec();
+    while let Some(chunk) = body.next().await {
+        rest.extend_from_slice(&chunk.unwrap());
+    }
+    let events = data_events(&rest);
+    assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
+    assert!(
+        events.iter().all(|e| !e.contains("\"choices\":[]")),
+        "usage-only chunk must be dropped: {events:?}"
+    );
+    assert_eq!(events.len(), 5, "{events:?}");
+
+    let upstream = stack.mock.requests()[0].json();
+    assert_eq!(
+        upstream["stream_options"]["include_usage"], true,
+        "gateway always asks for usage"
+    );
+    let record = stack.usage_record("mock-gated").await;
+    assert_eq!(record["prompt_tokens"], 19);
+    assert_eq!(record["completion_tokens"], 2);
+    assert_eq!(record["stream"], true);
+    assert_eq!(record["complete"], true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_keeps_the_usage_chunk_when_the_client_asks() {
+    let stack = Stack::start().await;
+    let resp = stack
+        .post("/v1/chat/completions", &json!({"model": "smart", "stream": true, "stream_options": {"include_usage": true}, "messages": [{"role": "user", "content": "Hi"}]}))
+        .await;
+    assert_eq!(resp.status(), 200);
+    let body = read_all(resp).await.unwrap();
+    // Byte for byte what the provider sent.
+    let expected =
+        switchyard_tests::mock::CHAT_STREAM.replace("gpt-4o-mini-2024-07-18", "gpt-4o-mini");
+    assert_eq!(String::from_utf8_lossy(&body), expected);
+    let events = data_events(&body);
+    let usage: Value = serde_json::from_str(&events[events.len() - 2]).unwrap();
+    assert_eq!(usage["usage"]["total_tokens"], 21);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_the_provider_cuts_off_does_not_look_complete() {
+    let stack = Stack::start().await;
+    // Connection dropped mid-stream: the client must see an error, not a clean end.
+    let resp = stack
+        .post("/v1/chat/completions", &json!({"model": "mock-cut", "stream": true, "messages": [{"role": "user", "content": "Hi"}]}))
+        .await;
+    assert_eq!(resp.status(), 200);
+    match read_all(resp).await {
+        Err(_) => {}
+        Ok(body) => {
+            let events = data_events(&body);
+            assert_ne!(events.last().map(String::as_str), Some("[DONE]"));
+            assert!(
+                events.last().is_some_and(|e| e.contains("\"error\"")),
+                "{events:?}"
+            );
+        }
+    }
+    // Clean end of the HTTP body, but no [DONE]: the gateway appends an error event.
+    let resp = stack
+        .post("/v1/chat/completions", &json!({"model": "mock-truncated", "stream": true, "messages": [{"role": "user", "content": "Hi"}]}))
+        .await;
+    let body = read_all(resp).await.expect("clean HTTP end");
+    let events = data_events(&body);
+    let last: Value = serde_json::from_str(events.last().unwrap()).unwrap();
+    assert_eq!(last["error"]["code"], "stream_incomplete");
+    assert_eq!(last["error"]["type"], "api_error");
+    let record = stack.usage_record("mock-truncated").await;
+    assert_eq!(record["complete"], false);
+    let stats = stack.envoy.stats().await;
+    assert!(
+        stats
+            .lines()
+            .any(|l| l.starts_with("switchyard_incomplete_streams_total") && !l.ends_with(" 0")),
+        "{stats}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embeddings_and_metrics() {
+    let stack = Stack::start().await;
+    let resp = stack
+        .post(
+            "/v1/embeddings",
+            &json!({"model": "text-embedding-3-small", "input": "The food was delicious"}),
+        )
+        .await;
+    assert_eq!(resp.status(), 200);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["object"], "list");
+    assert_eq!(body["data"][0]["embedding"].as_array().unwrap().len(), 4);
+    let r = &stack.mock.requests()[0];
+    assert_eq!(r.path, "/v1/embeddings");
+    assert_eq!(r.json()["input"], "The food was delicious");
+    assert!(r.json().get("stream_options").is_none());
+    let record = stack.usage_record("text-embedding-3-small").await;
+    assert_eq!(record["prompt_tokens"], 8);
+    assert_eq!(record["total_tokens"], 8);
+    let stats = stack.envoy.stats().await;
+    assert!(
+        stats.contains("switchyard_prompt_tokens_total{} 8"),
+        "{stats}"
+    );
+    assert!(
+        stats
+            .lines()
+            .any(|l| l.starts_with("switchyard_requests_total")),
+        "{stats}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn models_are_listed_per_key() {
+    let stack = Stack::start().await;
+    let list = |key: &'static str| {
+        let client = stack.client();
+        let url = stack.envoy.url("/v1/models");
+        async move {
+            let resp = client.get(url).bearer_auth(key).send().await.unwrap();
+            assert_eq!(resp.status(), 200);
+            let body: Value = resp.json().await.unwrap();
+            assert_eq!(body["object"], "list");
+            body["data"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| m["id"].as_str().unwrap().to_owned())
+                .collect::<Vec<_>>()
+        }
+    };
+    let all = list(GATEWAY_KEY).await;
+    for id in [
+        "smart",
+        "gpt-4o-mini",
+        "mock/gpt-4o-mini",
+        "text-embedding-3-small",
+        "dead/dead-model",
+    ] {
+        assert!(all.contains(&id.to_owned()), "{id} missing from {all:?}");
+    }
+    assert_eq!(
+        list(switchyard_tests::LIMITED_KEY).await,
+        vec!["gpt-4o-mini".to_owned()]
+    );
+    // x-api-key works as well as Bearer.
+    let resp = stack
+        .client()
+        .get(stack.envoy.url("/v1/models"))
+        .header("x-api-key", GATEWAY_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+}
