@@ -253,13 +253,11 @@ fn expand(
     path: &mut String,
 ) -> Result<(), ConfigError> {
     match value {
-        serde_yaml::Value::String(s) => {
-            if s.contains("${") {
-                *s = expand_str(s, env, missing).map_err(|message| ConfigError::Field {
-                    path: path.clone(),
-                    message,
-                })?;
-            }
+        serde_yaml::Value::String(s) if s.contains("${") => {
+            *s = expand_str(s, env, missing).map_err(|message| ConfigError::Field {
+                path: path.clone(),
+                message,
+            })?;
         }
         serde_yaml::Value::Sequence(items) => {
             for (i, item) in items.iter_mut().enumerate() {

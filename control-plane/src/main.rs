@@ -6,6 +6,7 @@ use std::process::ExitCode;
 const USAGE: &str = "usage:
   switchyard serve --config FILE                       run the admin API and the xDS server
   switchyard bootstrap --config FILE [--node-id ID]    print the Envoy bootstrap for this config
+  switchyard urls --config FILE                        print the configured addresses as shell assignments
   switchyard render-static --config FILE --out F.pb    write the whole gateway config as one static
                                                        Envoy bootstrap (for `envoy --mode validate`)";
 
@@ -59,6 +60,15 @@ fn main() -> ExitCode {
                     "{}",
                     switchyard::xds::build::bootstrap_yaml(&c.gateway, c.listen.xds, &node)
                 );
+                Ok(())
+            }
+            "urls" => {
+                // Shell assignments for scripts (make run, make bench).
+                let c = switchyard::config::Config::load(&config)?.config;
+                println!("GATEWAY_URL=http://{}", c.gateway.listen);
+                println!("ENVOY_ADMIN_URL=http://{}", c.gateway.admin);
+                println!("ADMIN_URL=http://{}", c.listen.admin);
+                println!("XDS_ADDR={}", c.listen.xds);
                 Ok(())
             }
             "render-static" => {

@@ -202,11 +202,11 @@ fn admit(
     headers: &HeaderMap,
     body: &Bytes,
     fields: &[&str],
-) -> Result<serde_json::Map<String, Value>, Response> {
+) -> Result<serde_json::Map<String, Value>, Box<Response>> {
     state
         .requests
         .lock()
-        .map_err(|_| error(StatusCode::INTERNAL_SERVER_ERROR, "lock", None))?
+        .map_err(|_| Box::new(error(StatusCode::INTERNAL_SERVER_ERROR, "lock", None)))?
         .push(Recorded {
             method: method.to_string(),
             path: uri.path().to_owned(),
@@ -223,32 +223,35 @@ fn admit(
         });
     let auth = headers.get("authorization").and_then(|v| v.to_str().ok());
     if auth != Some(&format!("Bearer {}", state.key)) {
-        return Err(fixture_error(StatusCode::UNAUTHORIZED, ERROR_INVALID_KEY));
+        return Err(Box::new(fixture_error(
+            StatusCode::UNAUTHORIZED,
+            ERROR_INVALID_KEY,
+        )));
     }
     let declared = headers
         .get("content-length")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|n| n != body.len()) {
-        return Err(error(
+        return Err(Box::new(error(
             StatusCode::BAD_REQUEST,
             "content-length does not match the body",
             None,
-        ));
+        )));
     }
     let Ok(Value::Object(obj)) = serde_json::from_slice::<Value>(body) else {
-        return Err(error(
+        return Err(Box::new(error(
             StatusCode::BAD_REQUEST,
             "We could not parse the JSON body of your request.",
             None,
-        ));
+        )));
     };
     if let Some(unknown) = obj.keys().find(|k| !fields.contains(&k.as_str())) {
-        return Err(error(
+        return Err(Box::new(error(
             StatusCode::BAD_REQUEST,
             &format!("Unrecognized request argument supplied: {unknown}"),
             None,
-        ));
+        )));
     }
     Ok(obj)
 }
@@ -262,7 +265,7 @@ async fn chat(
 ) -> Response {
     let obj = match admit(&state, method, &uri, &headers, &body, CHAT_FIELDS) {
         Ok(o) => o,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let model = obj
         .get("model")
@@ -338,7 +341,7 @@ async fn embeddings(
 ) -> Response {
     let obj = match admit(&state, method, &uri, &headers, &body, EMBEDDING_FIELDS) {
         Ok(o) => o,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let model = obj.get("model").and_then(Value::as_str).unwrap_or_default();
     if !state.embedding_models.iter().any(|m| m == model) {

@@ -76,7 +76,7 @@ pub fn event_data(event: &[u8]) -> Option<std::borrow::Cow<'_, [u8]>> {
             continue;
         };
         let value = match rest {
-            [] => &rest[..],
+            [] => rest,
             [b':', b' ', v @ ..] | [b':', v @ ..] => v,
             _ => continue, // a field named e.g. "database"
         };

