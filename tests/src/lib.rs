@@ -321,6 +321,27 @@ impl Envoy {
         format!("http://127.0.0.1:{}{path}", self.ports.gateway)
     }
 
+    /// A counter's value from `/stats/prometheus` (0 when absent).
+    pub async fn counter(&self, name: &str) -> u64 {
+        let stats = self.stats().await;
+        stats
+            .lines()
+            .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    }
+
+    /// Waits until a counter reaches `at_least` (the filter flushes its counters every second).
+    pub async fn wait_counter(&self, name: &str, at_least: u64) -> u64 {
+        wait_until(
+            &format!("{name} >= {at_least}"),
+            Duration::from_secs(5),
+            || async { self.counter(name).await >= at_least },
+        )
+        .await;
+        self.counter(name).await
+    }
+
     pub async fn stats(&self) -> String {
         let url = format!(
             "http://127.0.0.1:{}/stats/prometheus",

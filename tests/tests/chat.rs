@@ -166,12 +166,13 @@ async fn a_stream_the_provider_cuts_off_does_not_look_complete() {
     assert_eq!(last["error"]["type"], "api_error");
     let record = stack.usage_record("mock-truncated").await;
     assert_eq!(record["complete"], false);
-    let stats = stack.envoy.stats().await;
-    assert!(
-        stats
-            .lines()
-            .any(|l| l.starts_with("switchyard_incomplete_streams_total") && !l.ends_with(" 0")),
-        "{stats}"
+    // Both the cut and the truncated stream count as incomplete.
+    assert_eq!(
+        stack
+            .envoy
+            .wait_counter("switchyard_incomplete_streams_total", 2)
+            .await,
+        2
     );
 }
 
@@ -195,16 +196,27 @@ async fn embeddings_and_metrics() {
     let record = stack.usage_record("text-embedding-3-small").await;
     assert_eq!(record["prompt_tokens"], 8);
     assert_eq!(record["total_tokens"], 8);
-    let stats = stack.envoy.stats().await;
-    assert!(
-        stats.contains("switchyard_prompt_tokens_total{} 8"),
-        "{stats}"
+    assert_eq!(
+        stack
+            .envoy
+            .wait_counter("switchyard_prompt_tokens_total", 8)
+            .await,
+        8
     );
-    assert!(
-        stats
-            .lines()
-            .any(|l| l.starts_with("switchyard_requests_total")),
-        "{stats}"
+    // The readiness probe (401) and the embeddings request.
+    assert_eq!(
+        stack
+            .envoy
+            .wait_counter("switchyard_requests_total", 2)
+            .await,
+        2
+    );
+    assert_eq!(
+        stack
+            .envoy
+            .counter("switchyard_completion_tokens_total")
+            .await,
+        0
     );
 }
 
@@ -250,4 +262,27 @@ async fn models_are_listed_per_key() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_needs_no_rewrite_reaches_the_provider_byte_for_byte() {
+    let stack = Stack::start().await;
+    // Unusual spacing and key order survive: the gateway does not re-serialise this body.
+    let body = "{ \"messages\" : [ {\"role\":\"user\", \"content\":\"caf\\u00e9\"} ],\n  \"model\":\"gpt-4o-mini\" }";
+    let resp = stack
+        .client()
+        .post(stack.envoy.url("/v1/chat/completions"))
+        .bearer_auth(GATEWAY_KEY)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let r = &stack.mock.requests()[0];
+    assert_eq!(r.body, body.as_bytes());
+    assert_eq!(
+        r.header("content-length"),
+        Some(body.len().to_string().as_str())
+    );
 }

@@ -143,12 +143,13 @@ async fn client_errors_are_json_and_never_reach_the_provider() {
         "nothing may reach the provider"
     );
 
-    let stats = stack.envoy.stats().await;
-    assert!(
-        stats
-            .lines()
-            .any(|l| l.starts_with("switchyard_gateway_errors_total") && !l.ends_with(" 0")),
-        "{stats}"
+    // 17 refused requests above, plus the harness's readiness probe (401).
+    assert_eq!(
+        stack
+            .envoy
+            .wait_counter("switchyard_gateway_errors_total", 18)
+            .await,
+        18
     );
 }
 

@@ -67,12 +67,14 @@ pub fn presented_key<'a>(
         .filter(|k| !k.is_empty())
 }
 
-/// Finds the key for a presented secret and checks that it is usable at `now` (Unix seconds).
+/// Finds the key for a presented secret and checks that it is usable at `now()` (Unix seconds;
+/// asked only for keys that expire, since reading the clock is a host call). Returns the key and
+/// the digest it was found by, so later phases can find it again without hashing.
 pub fn authenticate<'i>(
     index: &'i Index,
     presented: Option<&str>,
-    now: u64,
-) -> Result<&'i KeyEntry, FilterError> {
+    now: impl FnOnce() -> u64,
+) -> Result<(&'i KeyEntry, [u8; 32]), FilterError> {
     let secret = presented.ok_or_else(FilterError::missing_key)?;
     if secret.len() > MAX_KEY_LEN {
         return Err(FilterError::invalid_key());
@@ -82,10 +84,10 @@ pub fn authenticate<'i>(
         .keys
         .get(&digest)
         .ok_or_else(FilterError::invalid_key)?;
-    if entry.expires_at.is_some_and(|t| now >= t) {
+    if entry.expires_at.is_some_and(|t| now() >= t) {
         return Err(FilterError::expired_key());
     }
-    Ok(entry)
+    Ok((entry, digest))
 }
 
 #[cfg(test)]
@@ -133,36 +135,49 @@ mod tests {
     }
 
     #[test]
+    fn the_clock_is_read_only_for_expiring_keys() {
+        let idx = index();
+        let never = || -> u64 { panic!("clock read for a key without expiry") };
+        assert!(authenticate(&idx, Some("sk-good"), never).is_ok());
+    }
+
+    #[test]
     fn keys_are_found_by_digest_and_checked() {
         let idx = index();
-        let k = authenticate(&idx, Some("sk-good"), 5).expect("valid");
+        let (k, digest) = authenticate(&idx, Some("sk-good"), || 5).expect("valid");
         assert_eq!(k.id, "k1");
+        assert_eq!(hex::encode(digest), super::tests::digest("sk-good"));
         assert_eq!(
-            authenticate(&idx, None, 5).unwrap_err().code,
+            authenticate(&idx, None, || 5).unwrap_err().code,
             "missing_api_key"
         );
         assert_eq!(
-            authenticate(&idx, Some("sk-bad"), 5).unwrap_err().code,
+            authenticate(&idx, Some("sk-bad"), || 5).unwrap_err().code,
             "invalid_api_key"
         );
-        assert!(authenticate(&idx, Some("sk-old"), 999).is_ok());
+        assert!(authenticate(&idx, Some("sk-old"), || 999).is_ok());
         assert_eq!(
-            authenticate(&idx, Some("sk-old"), 1_000).unwrap_err().code,
+            authenticate(&idx, Some("sk-old"), || 1_000)
+                .unwrap_err()
+                .code,
             "expired_api_key"
         );
         let long = "k".repeat(MAX_KEY_LEN + 1);
-        assert_eq!(authenticate(&idx, Some(&long), 5).unwrap_err().status, 401);
+        assert_eq!(
+            authenticate(&idx, Some(&long), || 5).unwrap_err().status,
+            401
+        );
     }
 
     #[test]
     fn model_scope_matches_exact_star_and_prefix() {
         let idx = index();
-        let k = authenticate(&idx, Some("sk-good"), 0).expect("valid");
+        let (k, _) = authenticate(&idx, Some("sk-good"), || 0).expect("valid");
         assert!(k.allows("gpt-4o"));
         assert!(k.allows("openai/gpt-4o-mini"));
         assert!(!k.allows("gpt-4o-mini"));
         assert!(!k.allows("anthropic/claude"));
-        let any = authenticate(&idx, Some("sk-old"), 0).expect("valid");
+        let (any, _) = authenticate(&idx, Some("sk-old"), || 0).expect("valid");
         assert!(any.allows("whatever"));
     }
 }

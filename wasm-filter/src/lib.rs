@@ -3,6 +3,7 @@
 pub mod auth;
 pub mod config;
 pub mod error;
+pub mod headers;
 pub mod request;
 pub mod route;
 pub mod sse;

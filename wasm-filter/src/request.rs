@@ -175,6 +175,21 @@ impl<'a> TopLevel<'a> {
         }
     }
 
+    /// The body to send upstream, or `None` when the client's body can be sent as it is (same
+    /// model, and stream usage already asked for or not needed): no copy, no re-serialisation.
+    pub fn rewrite_if_needed(
+        &self,
+        client_model: &str,
+        upstream_model: &str,
+        force_stream_usage: bool,
+    ) -> Result<Option<Vec<u8>>, FilterError> {
+        let usage_missing = force_stream_usage && !self.stream_usage_requested()?;
+        if client_model == upstream_model && !usage_missing {
+            return Ok(None);
+        }
+        Ok(Some(self.rewrite(upstream_model, force_stream_usage)))
+    }
+
     /// Writes the object back with `model` replaced and, when `force_stream_usage`, with
     /// `stream_options.include_usage` set to true (other stream options kept).
     pub fn rewrite(&self, upstream_model: &str, force_stream_usage: bool) -> Vec<u8> {
@@ -286,6 +301,34 @@ mod tests {
         );
         let v = rewrite(r#"{"model":"m","stream_options":null}"#, "u", true);
         assert_eq!(v["stream_options"], json!({"include_usage": true}));
+    }
+
+    #[test]
+    fn unchanged_bodies_are_not_rewritten() {
+        let top = TopLevel::parse(br#"{"model":"gpt-4o","messages":[]}"#).expect("parses");
+        assert_eq!(
+            top.rewrite_if_needed("gpt-4o", "gpt-4o", false)
+                .expect("ok"),
+            None
+        );
+        assert!(top
+            .rewrite_if_needed("smart", "gpt-4o", false)
+            .expect("ok")
+            .is_some());
+        assert!(top
+            .rewrite_if_needed("gpt-4o", "gpt-4o", true)
+            .expect("ok")
+            .is_some());
+        let asked = TopLevel::parse(
+            br#"{"model":"gpt-4o","stream":true,"stream_options":{"include_usage":true}}"#,
+        )
+        .expect("parses");
+        assert_eq!(
+            asked
+                .rewrite_if_needed("gpt-4o", "gpt-4o", true)
+                .expect("ok"),
+            None
+        );
     }
 
     #[test]

@@ -9,10 +9,11 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, BufferType, MapType};
 
-use super::Metrics;
+use super::abi;
 use crate::auth;
 use crate::config::{CLUSTER_HEADER, USAGE_FILTER_STATE};
 use crate::error::{push_json_string, FilterError};
+use crate::headers::{self, HeaderBlock};
 use crate::request::{Endpoint, TopLevel};
 use crate::route::Index;
 use crate::stream::{ChunkOutcome, OpenAiStream};
@@ -33,8 +34,9 @@ enum Response {
 
 pub(crate) struct Request {
     index: Option<Rc<Index>>,
-    metrics: Metrics,
     endpoint: Option<Endpoint>,
+    /// The client's request headers, read once.
+    headers: HeaderBlock,
     key_digest: Option<[u8; 32]>,
     key_id: String,
     user: String,
@@ -44,6 +46,8 @@ pub(crate) struct Request {
     stream: bool,
     client_wants_usage: bool,
     local_error: Option<u32>,
+    /// The filter answered itself (an error or the model list).
+    local_reply: bool,
     status: u32,
     response: Response,
     usage: Option<Usage>,
@@ -51,11 +55,11 @@ pub(crate) struct Request {
 }
 
 impl Request {
-    pub(crate) fn new(index: Option<Rc<Index>>, metrics: Metrics) -> Self {
+    pub(crate) fn new(index: Option<Rc<Index>>) -> Self {
         Request {
             index,
-            metrics,
             endpoint: None,
+            headers: HeaderBlock::default(),
             key_digest: None,
             key_id: String::new(),
             user: String::new(),
@@ -65,6 +69,7 @@ impl Request {
             stream: false,
             client_wants_usage: false,
             local_error: None,
+            local_reply: false,
             status: 0,
             response: Response::Pass,
             usage: None,
@@ -75,6 +80,7 @@ impl Request {
     /// The one place a gateway error becomes a local reply.
     fn reject(&mut self, error: FilterError) -> Action {
         self.local_error = Some(error.status);
+        self.local_reply = true;
         self.status = error.status;
         let body = error.body();
         let _ = hostcalls::send_http_response(
@@ -86,24 +92,22 @@ impl Request {
     }
 
     fn on_request_headers(&mut self, end_of_stream: bool) -> Result<Action, FilterError> {
-        // A client-sent routing header is never trusted.
-        let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, CLUSTER_HEADER, None);
-        let path = request_header(":path").unwrap_or_default();
-        let endpoint = Endpoint::from_path(&path).ok_or_else(FilterError::unknown_path)?;
-        let method = request_header(":method").unwrap_or_default();
-        if method != endpoint.method() {
+        // One host call for every header (see `headers`).
+        self.headers = abi::header_block(MapType::HttpRequestHeaders);
+        let h = &self.headers;
+        let path = h.find_str(":path").unwrap_or_default();
+        let endpoint = Endpoint::from_path(path).ok_or_else(FilterError::unknown_path)?;
+        if h.find(":method") != Some(endpoint.method().as_bytes()) {
             return Err(FilterError::method_not_allowed());
         }
         self.endpoint = Some(endpoint);
         let index = self.index.clone().ok_or_else(not_configured)?;
 
-        let authorization = request_header("authorization");
-        let x_api_key = request_header("x-api-key");
-        let presented = auth::presented_key(authorization.as_deref(), x_api_key.as_deref());
-        let key = auth::authenticate(&index, presented, now())?;
+        let presented = auth::presented_key(h.find_str("authorization"), h.find_str("x-api-key"));
+        let (key, digest) = auth::authenticate(&index, presented, now)?;
         self.key_id.clone_from(&key.id);
         self.user.clone_from(&key.user);
-        self.key_digest = presented.map(digest);
+        self.key_digest = Some(digest);
 
         if endpoint == Endpoint::Models {
             let body = models_body(&index, key);
@@ -113,6 +117,7 @@ impl Request {
                 Some(&body),
             );
             self.status = 200;
+            self.local_reply = true;
             return Ok(Action::Pause);
         }
         if end_of_stream {
@@ -121,11 +126,14 @@ impl Request {
                 "The request has no body; a JSON object is required.",
             ));
         }
-        let declared = request_header("content-length").and_then(|v| v.parse::<usize>().ok());
+        let declared = h
+            .find_str("content-length")
+            .and_then(|v| v.parse::<usize>().ok());
         if declared.is_some_and(|n| n > index.max_body_bytes) {
             return Err(FilterError::body_too_large(index.max_body_bytes));
         }
-        // Wait for the whole body: the route depends on its `model`.
+        // Wait for the whole body: the route depends on its `model`. The client's routing
+        // header cannot leak through: every path that continues rewrites the headers.
         Ok(Action::Pause)
     }
 
@@ -174,24 +182,34 @@ impl Request {
             .choose_key(provider)
             .ok_or_else(|| FilterError::no_provider_key(&provider.name))?;
 
-        let new_body = top.rewrite(&target.model, stream);
-        set_request_body(size, &new_body);
-        // The body changed size: Envoy forwards a stale content-length unless it is replaced
-        // (the request headers are still paused, so this is allowed).
-        set_request_header("content-length", &new_body.len().to_string());
+        let length = match top.rewrite_if_needed(&model, &target.model, stream)? {
+            Some(new_body) => {
+                let _ = hostcalls::set_buffer(BufferType::HttpRequestBody, 0, size, &new_body);
+                new_body.len()
+            }
+            None => size,
+        }
+        .to_string();
         let mut upstream_path = String::with_capacity(provider.path_prefix.len() + 20);
         upstream_path.push_str(&provider.path_prefix);
         upstream_path.push_str(endpoint.upstream_suffix());
-        set_request_header(":path", &upstream_path);
-        set_request_header(":authority", &provider.authority);
-        // The gateway key never reaches the provider.
-        let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, "authorization", None);
-        let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, "x-api-key", None);
         let mut credential = String::with_capacity(provider.auth_prefix.len() + key.secret.len());
         credential.push_str(&provider.auth_prefix);
         credential.push_str(&key.secret);
-        set_request_header(&provider.auth_header, &credential);
-        set_request_header(CLUSTER_HEADER, &provider.cluster);
+        // content-length always matches the body sent (Envoy does not fix it, and a chunked
+        // request arrives without one); the gateway key never reaches the provider; the
+        // headers are still paused, and one host call writes them all.
+        let upstream = headers::upstream(
+            &self.headers,
+            &[
+                (":path", upstream_path.as_bytes()),
+                (":authority", provider.authority.as_bytes()),
+                ("content-length", length.as_bytes()),
+                (provider.auth_header.as_str(), credential.as_bytes()),
+                (CLUSTER_HEADER, provider.cluster.as_bytes()),
+            ],
+        );
+        abi::set_header_block(MapType::HttpRequestHeaders, &upstream);
 
         self.model = model.into_owned();
         self.provider = Some(target.provider);
@@ -248,24 +266,32 @@ impl HttpContext for Request {
     }
 
     fn on_http_response_headers(&mut self, _n: usize, _end_of_stream: bool) -> Action {
-        if self.local_error.is_some() || self.provider.is_none() {
+        if self.local_reply {
             return Action::Continue;
         }
         self.status = response_header(":status")
             .and_then(|s| s.parse().ok())
             .unwrap_or(0);
-        let from_upstream = hostcalls::get_property(vec!["response", "code_details"])
-            .ok()
-            .flatten()
-            .is_some_and(|d| d == b"via_upstream");
-        self.response = if !from_upstream {
-            // Envoy's own reply (e.g. "upstream connect error ..." as text/plain).
-            let error = FilterError::provider_unreachable(self.status);
+        // Envoy's own replies (connect failure, reset, timeout, its buffer limit) are errors;
+        // only those statuses need the (host-call) check of who answered.
+        let envoy_reply = self.status >= 400
+            && hostcalls::get_property(vec!["response", "code_details"])
+                .ok()
+                .flatten()
+                .is_none_or(|d| d != b"via_upstream");
+        self.response = if envoy_reply {
+            let error = if self.status == 413 {
+                FilterError::body_too_large(self.index.as_ref().map_or(0, |i| i.max_body_bytes))
+            } else {
+                FilterError::provider_unreachable(self.status)
+            };
             self.status = error.status;
             set_response_header(":status", &error.status.to_string());
             set_response_header("content-type", "application/json");
             let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, "content-length", None);
             Response::GatewayError(error)
+        } else if self.provider.is_none() {
+            Response::Pass
         } else if self.stream
             && response_header("content-type").is_some_and(|t| t.starts_with("text/event-stream"))
         {
@@ -328,20 +354,22 @@ impl HttpContext for Request {
     fn on_log(&mut self) {
         let record = self.record();
         let _ = hostcalls::set_property(vec![USAGE_FILTER_STATE], Some(record.as_bytes()));
-        let m = self.metrics;
-        Metrics::add(m.requests, 1);
-        if self.local_error.is_some() {
-            Metrics::add(m.local_errors, 1);
-        } else if self.provider.is_some() && self.status >= 500 {
-            Metrics::add(m.upstream_errors, 1);
-        }
-        if self.stream && self.provider.is_some() && !self.complete {
-            Metrics::add(m.incomplete_streams, 1);
-        }
-        if let Some(u) = self.usage {
-            Metrics::add(m.prompt_tokens, u.prompt);
-            Metrics::add(m.completion_tokens, u.completion);
-        }
+        // Counted in the VM, flushed to Envoy's stats on the root context's tick.
+        super::metrics::count(|m| {
+            m.requests += 1;
+            if self.local_error.is_some() {
+                m.gateway_errors += 1;
+            } else if self.provider.is_some() && self.status >= 500 {
+                m.upstream_errors += 1;
+            }
+            if self.stream && self.provider.is_some() && !self.complete {
+                m.incomplete_streams += 1;
+            }
+            if let Some(u) = self.usage {
+                m.prompt_tokens += u.prompt;
+                m.completion_tokens += u.completion;
+            }
+        });
     }
 }
 
@@ -359,37 +387,16 @@ fn now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-fn digest(secret: &str) -> [u8; 32] {
-    use sha2::{Digest, Sha256};
-    Sha256::digest(secret.as_bytes()).into()
-}
-
-/// A header as text; values that are not UTF-8 read as absent (they cannot be ours).
-fn header(map: MapType, name: &str) -> Option<String> {
-    hostcalls::get_map_value_bytes(map, name)
+/// A response header as text (read as bytes: `get_map_value` panics on non-UTF-8 values).
+fn response_header(name: &str) -> Option<String> {
+    hostcalls::get_map_value_bytes(MapType::HttpResponseHeaders, name)
         .ok()
         .flatten()
         .and_then(|v| String::from_utf8(v).ok())
 }
 
-fn request_header(name: &str) -> Option<String> {
-    header(MapType::HttpRequestHeaders, name)
-}
-
-fn response_header(name: &str) -> Option<String> {
-    header(MapType::HttpResponseHeaders, name)
-}
-
-fn set_request_header(name: &str, value: &str) {
-    let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, Some(value));
-}
-
 fn set_response_header(name: &str, value: &str) {
     let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, name, Some(value));
-}
-
-fn set_request_body(old_size: usize, body: &[u8]) {
-    let _ = hostcalls::set_buffer(BufferType::HttpRequestBody, 0, old_size, body);
 }
 
 /// `GET /v1/models`: the models this key may use, in OpenAI's list format.

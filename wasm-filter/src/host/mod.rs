@@ -5,13 +5,14 @@
 //! bytes (`get_map_value` panics on non-UTF-8 values), and keep the last good configuration when
 //! a new one does not parse.
 
+mod abi;
 mod http;
 
 use std::rc::Rc;
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{BufferType, ContextType, LogLevel, MetricType};
+use proxy_wasm::types::{BufferType, ContextType, LogLevel};
 
 use crate::route::Index;
 
@@ -20,59 +21,97 @@ proxy_wasm::main! {{
     proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root::default()) });
 }}
 
-/// Counters exported at Envoy's `/stats/prometheus` (names without prefix).
-#[derive(Debug, Default, Clone, Copy)]
-pub(crate) struct Metrics {
-    requests: Option<u32>,
-    local_errors: Option<u32>,
-    upstream_errors: Option<u32>,
-    prompt_tokens: Option<u32>,
-    completion_tokens: Option<u32>,
-    incomplete_streams: Option<u32>,
-}
+/// Counters exported at Envoy's `/stats/prometheus` (names without prefix). Requests add to
+/// VM-local totals; the root context's tick flushes them, so a request costs no metric host
+/// calls (each costs about as much as the rest of the request's work together).
+pub(crate) mod metrics {
+    use std::cell::{Cell, RefCell};
 
-impl Metrics {
-    fn define() -> Metrics {
-        let counter = |name: &str| match hostcalls::define_metric(MetricType::Counter, name) {
-            Ok(id) => Some(id),
-            Err(e) => {
-                log::warn!("switchyard: metric {name} not defined: {e:?}");
-                None
-            }
-        };
-        Metrics {
-            requests: counter("switchyard_requests_total"),
-            local_errors: counter("switchyard_gateway_errors_total"),
-            upstream_errors: counter("switchyard_upstream_errors_total"),
-            prompt_tokens: counter("switchyard_prompt_tokens_total"),
-            completion_tokens: counter("switchyard_completion_tokens_total"),
-            incomplete_streams: counter("switchyard_incomplete_streams_total"),
-        }
+    use proxy_wasm::hostcalls;
+    use proxy_wasm::types::MetricType;
+
+    #[derive(Debug, Default)]
+    pub(crate) struct Pending {
+        pub requests: u64,
+        pub gateway_errors: u64,
+        pub upstream_errors: u64,
+        pub prompt_tokens: u64,
+        pub completion_tokens: u64,
+        pub incomplete_streams: u64,
     }
 
-    fn add(id: Option<u32>, n: u64) {
-        // Counters reject offsets <= 0; a failed increment is not worth a trap.
-        if let (Some(id), Ok(n @ 1..)) = (id, i64::try_from(n)) {
-            if let Err(e) = hostcalls::increment_metric(id, n) {
-                log::warn!("switchyard: metric {id} increment failed: {e:?}");
+    const NAMES: [&str; 6] = [
+        "switchyard_requests_total",
+        "switchyard_gateway_errors_total",
+        "switchyard_upstream_errors_total",
+        "switchyard_prompt_tokens_total",
+        "switchyard_completion_tokens_total",
+        "switchyard_incomplete_streams_total",
+    ];
+
+    thread_local! {
+        // One VM per worker thread: these are that worker's.
+        static PENDING: RefCell<Pending> = RefCell::default();
+        static IDS: Cell<Option<[u32; 6]>> = const { Cell::new(None) };
+    }
+
+    pub(crate) fn count(f: impl FnOnce(&mut Pending)) {
+        PENDING.with(|p| f(&mut p.borrow_mut()));
+    }
+
+    /// Defines the counters once per VM.
+    pub(crate) fn define() {
+        if IDS.get().is_some() {
+            return;
+        }
+        let mut ids = [0u32; 6];
+        for (id, name) in ids.iter_mut().zip(NAMES) {
+            match hostcalls::define_metric(MetricType::Counter, name) {
+                Ok(v) => *id = v,
+                Err(e) => {
+                    log::warn!("switchyard: metric {name} not defined: {e:?}");
+                    return;
+                }
+            }
+        }
+        IDS.set(Some(ids));
+    }
+
+    /// Adds the pending totals to Envoy's counters.
+    pub(crate) fn flush() {
+        let Some(ids) = IDS.get() else { return };
+        let p = PENDING.with(|p| std::mem::take(&mut *p.borrow_mut()));
+        let values = [
+            p.requests,
+            p.gateway_errors,
+            p.upstream_errors,
+            p.prompt_tokens,
+            p.completion_tokens,
+            p.incomplete_streams,
+        ];
+        for (id, n) in ids.into_iter().zip(values) {
+            // Counters reject offsets <= 0.
+            if let Ok(n @ 1..) = i64::try_from(n) {
+                let _ = hostcalls::increment_metric(id, n);
             }
         }
     }
 }
+
+/// How often counted metrics reach Envoy's stats.
+const METRICS_FLUSH: std::time::Duration = std::time::Duration::from_secs(1);
 
 #[derive(Default)]
 struct Root {
     index: Option<Rc<Index>>,
-    metrics: Option<Metrics>,
 }
 
 impl Context for Root {}
 
 impl RootContext for Root {
     fn on_configure(&mut self, _size: usize) -> bool {
-        if self.metrics.is_none() {
-            self.metrics = Some(Metrics::define());
-        }
+        metrics::define();
+        let _ = hostcalls::set_tick_period(METRICS_FLUSH);
         let bytes = match hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX) {
             Ok(Some(bytes)) => bytes,
             Ok(None) | Err(_) => {
@@ -95,10 +134,11 @@ impl RootContext for Root {
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(http::Request::new(
-            self.index.clone(),
-            self.metrics.unwrap_or_default(),
-        )))
+        Some(Box::new(http::Request::new(self.index.clone())))
+    }
+
+    fn on_tick(&mut self) {
+        metrics::flush();
     }
 
     fn get_type(&self) -> Option<ContextType> {

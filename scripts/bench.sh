@@ -1,0 +1,180 @@
+#!/usr/bin/env bash
+# `make bench`: bounded load test (about a minute and a half, loopback only).
+# One fast upstream (an Envoy answering the chat-completion fixture with a direct response), then
+# the same 1 KB chat request through (a) bare Envoy proxying to it and (b) Switchyard's full path:
+# auth, body parse, routing, model rewrite, provider key, usage extraction, access-log record.
+# Both gateways run one Envoy worker. Prints requests/s, p50 and p99, the ratio, and the CPU time
+# each gateway process spent per request (from /proc), which does not depend on how the 2 cores
+# are shared between wrk, the upstream and the gateway.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DURATION=${BENCH_DURATION:-10}   # seconds per measured run
+CONNECTIONS=${BENCH_CONNECTIONS:-32}
+ROUNDS=${BENCH_ROUNDS:-2}
+ENVOY=.venv/bin/envoy
+BIN=target/release/switchyard
+WASM=${BENCH_WASM:-$PWD/target/wasm32-wasip1/release/switchyard_filter.wasm}
+
+if ! command -v wrk >/dev/null; then
+  echo "bench: installing wrk (Debian package)" >&2
+  if [[ $(id -u) -eq 0 ]]; then apt-get update -qq && apt-get install -y -qq wrk >/dev/null
+  else sudo apt-get update -qq && sudo apt-get install -y -qq wrk >/dev/null; fi
+fi
+
+work=$(mktemp -d /tmp/switchyard-bench.XXXXXX)
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT INT TERM
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_http() { # url expected-code
+  for _ in $(seq 200); do
+    [[ $(curl -s -o /dev/null -w '%{http_code}' -X POST "$1" || true) == "$2" ]] && return 0
+    sleep 0.05
+  done
+  echo "bench: $1 did not answer $2" >&2; exit 1
+}
+
+UP=$(free_port); BARE=$(free_port); GW=$(free_port); GW_ADMIN=$(free_port); ADMIN=$(free_port); XDS=$(free_port)
+KEY=sk-bench-key-0123456789
+
+# Upstream: a direct response with the fixture; the buffer filter keeps POST connections alive.
+cat > "$work/upstream.yaml" <<YAML
+static_resources:
+  listeners:
+  - name: upstream
+    address: {socket_address: {address: 127.0.0.1, port_value: $UP}}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: upstream
+          route_config:
+            virtual_hosts:
+            - name: upstream
+              domains: ["*"]
+              routes:
+              - match: {prefix: "/"}
+                direct_response: {status: 200, body: {filename: "$PWD/tests/fixtures/openai/chat_completion.json"}}
+                response_headers_to_add: [{header: {key: content-type, value: application/json}}]
+          http_filters:
+          - name: envoy.filters.http.buffer
+            typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer, max_request_bytes: 1048576}
+          - name: envoy.filters.http.router
+            typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}
+YAML
+
+# Bare Envoy: the same listener shape, router only, straight to the upstream.
+cat > "$work/bare.yaml" <<YAML
+static_resources:
+  listeners:
+  - name: bare
+    address: {socket_address: {address: 127.0.0.1, port_value: $BARE}}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: bare
+          route_config:
+            virtual_hosts:
+            - name: bare
+              domains: ["*"]
+              routes: [{match: {prefix: "/"}, route: {cluster: upstream}}]
+          http_filters:
+          - name: envoy.filters.http.router
+            typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}
+  clusters:
+  - name: upstream
+    type: STATIC
+    load_assignment:
+      cluster_name: upstream
+      endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: $UP}}}}]}]
+YAML
+
+cat > "$work/switchyard.yaml" <<YAML
+listen: {admin: "127.0.0.1:$ADMIN", xds: "127.0.0.1:$XDS"}
+gateway: {listen: "127.0.0.1:$GW", admin: "127.0.0.1:$GW_ADMIN", wasm: "$WASM", access_log: ${BENCH_ACCESS_LOG:-true}}
+database: "sqlite://$work/bench.db"
+master_key_file: "$work/master.key"
+providers:
+  - {name: upstream, kind: openai_compatible, base_url: "http://127.0.0.1:$UP/v1", keys: [{secret: sk-upstream}], models: [gpt-4o-mini]}
+models:
+  - {name: fast, targets: [{provider: upstream, model: gpt-4o-mini}]}
+api_keys:
+  - {name: bench, key: "$KEY"}
+YAML
+
+"$ENVOY" -c "$work/upstream.yaml" --concurrency 1 --use-dynamic-base-id -l error > "$work/upstream.log" 2>&1 & pids+=($!)
+"$ENVOY" -c "$work/bare.yaml" --concurrency 1 --use-dynamic-base-id -l error > "$work/bare.log" 2>&1 & pids+=($!); BARE_PID=$!
+SWITCHYARD_ADMIN_TOKEN=bench SWITCHYARD_LOG=warn "$BIN" serve --config "$work/switchyard.yaml" > "$work/cp.log" 2>&1 & pids+=($!)
+for _ in $(seq 100); do curl -fsS "http://127.0.0.1:$ADMIN/healthz" >/dev/null 2>&1 && break; sleep 0.05; done
+"$BIN" bootstrap --config "$work/switchyard.yaml" > "$work/bootstrap.yaml"
+# The access log (with the usage record) is written, to /dev/null: its formatting is part of the path.
+"$ENVOY" -c "$work/bootstrap.yaml" --concurrency 1 --use-dynamic-base-id -l error > /dev/null 2>&1 & pids+=($!); GW_PID=$!
+
+wait_http "http://127.0.0.1:$UP/v1/chat/completions" 200
+wait_http "http://127.0.0.1:$BARE/v1/chat/completions" 200
+wait_http "http://127.0.0.1:$GW/v1/chat/completions" "${BENCH_READY_CODE:-401}"
+
+# A 1 KB chat request.
+content=$(python3 -c 'print("Summarise the following text in one sentence. " * 19)')
+body=$(printf '{"model":"fast","messages":[{"role":"system","content":"You are terse."},{"role":"user","content":"%s"}],"temperature":0.2}' "$content")
+cat > "$work/post.lua" <<LUA
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer $KEY"
+wrk.body = '$body'
+LUA
+echo "bench: request body ${#body} bytes, $CONNECTIONS connections, ${DURATION}s per run, $ROUNDS rounds, one Envoy worker" >&2
+check=$(curl -s -w '\n%{http_code}' "http://127.0.0.1:$GW/v1/chat/completions" -H "Authorization: Bearer $KEY" -H 'Content-Type: application/json' -d "$body")
+[[ "${check##*$'\n'}" == 200 ]] || { echo "bench: Switchyard did not answer 200: $check" >&2; exit 1; }
+
+# CPU time (user + system, in clock ticks) the process has used so far.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+TICK=$(getconf CLK_TCK)
+
+run() { # name port pid -> "rps p50_ms p99_ms cpu_us_per_request"
+  wrk -t1 -c"$CONNECTIONS" -d2s -s "$work/post.lua" "http://127.0.0.1:$2/v1/chat/completions" > /dev/null
+  local out before after
+  before=$(cpu_ticks "$3")
+  out=$(wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency -s "$work/post.lua" "http://127.0.0.1:$2/v1/chat/completions")
+  after=$(cpu_ticks "$3")
+  if grep -q "Non-2xx" <<<"$out"; then echo "bench: $1 had non-2xx responses:" >&2; echo "$out" >&2; exit 1; fi
+  local rps p50 p99 requests
+  rps=$(awk '/^Requests\/sec/ {print $2}' <<<"$out")
+  p50=$(awk '$1=="50%" {print $2}' <<<"$out")
+  p99=$(awk '$1=="99%" {print $2}' <<<"$out")
+  requests=$(awk '/requests in/ {print $1}' <<<"$out")
+  echo "$rps $(to_ms "$p50") $(to_ms "$p99") $(python3 -c "print(($after - $before) / $TICK / $requests * 1e6)")"
+}
+to_ms() { python3 -c 'import sys,re; v,u=re.match(r"([\d.]+)(\w+)",sys.argv[1]).groups(); print(round(float(v)*{"us":0.001,"ms":1,"s":1000}[u],3))' "$1"; }
+
+bare_results=(); sy_results=()
+for round in $(seq "$ROUNDS"); do
+  bare_results+=("$(run bare "$BARE" "$BARE_PID")")
+  sy_results+=("$(run switchyard "$GW" "$GW_PID")")
+  echo "bench: round $round: bare ${bare_results[-1]} | switchyard ${sy_results[-1]}" >&2
+done
+
+python3 - "${bare_results[@]}" -- "${sy_results[@]}" <<'PY'
+import sys, statistics
+args = sys.argv[1:]
+sep = args.index("--")
+def parse(rows): return [tuple(float(x) for x in r.split()) for r in rows]
+bare, sy = parse(args[:sep]), parse(args[sep+1:])
+def med(rows, i): return statistics.median(r[i] for r in rows)
+b, s = [med(bare, i) for i in range(4)], [med(sy, i) for i in range(4)]
+print()
+print(f"{'':24}{'requests/s':>12}{'p50 (ms)':>11}{'p99 (ms)':>11}{'CPU us/req':>12}")
+print(f"{'bare Envoy':24}{b[0]:>12.0f}{b[1]:>11.3f}{b[2]:>11.3f}{b[3]:>12.1f}")
+print(f"{'Switchyard full path':24}{s[0]:>12.0f}{s[1]:>11.3f}{s[2]:>11.3f}{s[3]:>12.1f}")
+print(f"\nratio (Switchyard / bare): {s[0] / b[0]:.2f}x of bare Envoy's requests/s  (target >= 0.70x)")
+print(f"gateway CPU per request: {s[3]:.1f} us vs {b[3]:.1f} us bare, {s[3] - b[3]:.1f} us added (budget ~20 us)")
+PY

@@ -1,0 +1,204 @@
+//! Pure header handling: the client's headers read once, the upstream's written once.
+//!
+//! Each proxy-wasm host call costs about 0.65 µs in Envoy 1.40 (measured with `make bench`), far
+//! more than the work around it, so the filter reads all request headers with one call and
+//! replaces them with one call instead of getting and setting them one by one; and it keeps the
+//! host's serialised block as is instead of allocating a string per header.
+
+use crate::config::CLUSTER_HEADER;
+
+/// A header map in proxy-wasm's serialised form, kept as the one buffer the host wrote:
+/// `count: u32le`, then `name_len: u32le, value_len: u32le` per pair, then each name and value
+/// followed by a NUL. Lookups scan it in place, so reading headers allocates nothing per header.
+#[derive(Debug, Default)]
+pub struct HeaderBlock {
+    data: Vec<u8>,
+}
+
+impl HeaderBlock {
+    /// Takes a serialised map; a malformed one reads as empty rather than trapping.
+    pub fn new(data: Vec<u8>) -> HeaderBlock {
+        let block = HeaderBlock { data };
+        if block.check() {
+            block
+        } else {
+            HeaderBlock::default()
+        }
+    }
+
+    fn u32_at(&self, at: usize) -> Option<usize> {
+        let b = self.data.get(at..at + 4)?;
+        Some(u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+    }
+
+    fn check(&self) -> bool {
+        let Some(count) = self.u32_at(0) else {
+            return self.data.is_empty();
+        };
+        let mut p = 4usize.saturating_add(count.saturating_mul(8));
+        for i in 0..count {
+            let (Some(n), Some(v)) = (self.u32_at(4 + i * 8), self.u32_at(8 + i * 8)) else {
+                return false;
+            };
+            p = p.saturating_add(n).saturating_add(v).saturating_add(2);
+        }
+        p <= self.data.len()
+    }
+
+    /// Every (name, value) pair, in order.
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        let count = self.u32_at(0).unwrap_or(0);
+        let mut p = 4 + count * 8;
+        (0..count).map(move |i| {
+            let n = self.u32_at(4 + i * 8).unwrap_or(0);
+            let v = self.u32_at(8 + i * 8).unwrap_or(0);
+            let name = &self.data[p..p + n];
+            let value = &self.data[p + n + 1..p + n + 1 + v];
+            p += n + v + 2;
+            (name, value)
+        })
+    }
+
+    /// The value of `name` (lower case), if present.
+    pub fn find(&self, name: &str) -> Option<&[u8]> {
+        self.iter()
+            .find(|(k, _)| *k == name.as_bytes())
+            .map(|(_, v)| v)
+    }
+
+    /// The value of `name` as text; values that are not UTF-8 read as absent.
+    pub fn find_str(&self, name: &str) -> Option<&str> {
+        self.find(name).and_then(|v| std::str::from_utf8(v).ok())
+    }
+}
+
+/// Serialises pairs into proxy-wasm's map form (for writing a whole header map at once).
+pub fn serialize(pairs: &[(&[u8], &[u8])]) -> Vec<u8> {
+    let size: usize = 4 + pairs
+        .iter()
+        .map(|(k, v)| k.len() + v.len() + 10)
+        .sum::<usize>();
+    let mut out = Vec::with_capacity(size);
+    out.extend_from_slice(&(pairs.len() as u32).to_le_bytes());
+    for (k, v) in pairs {
+        out.extend_from_slice(&(k.len() as u32).to_le_bytes());
+        out.extend_from_slice(&(v.len() as u32).to_le_bytes());
+    }
+    for (k, v) in pairs {
+        out.extend_from_slice(k);
+        out.push(0);
+        out.extend_from_slice(v);
+        out.push(0);
+    }
+    out
+}
+
+/// Client headers never forwarded: its credentials (the provider gets its own), the routing
+/// header (only the filter writes it), and the framing the rewritten body replaces.
+const DROPPED: &[&str] = &[
+    "authorization",
+    "x-api-key",
+    "content-length",
+    "transfer-encoding",
+    CLUSTER_HEADER,
+];
+
+/// The upstream request's headers, serialised: the client's, minus [`DROPPED`] and anything in
+/// `set`, then `set` itself.
+pub fn upstream(client: &HeaderBlock, set: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut pairs: Vec<(&[u8], &[u8])> = Vec::with_capacity(24);
+    for (name, value) in client.iter() {
+        let dropped = DROPPED.iter().any(|d| d.as_bytes() == name)
+            || set.iter().any(|(n, _)| n.as_bytes() == name);
+        if !dropped {
+            pairs.push((name, value));
+        }
+    }
+    pairs.extend(set.iter().map(|(n, v)| (n.as_bytes(), *v)));
+    serialize(&pairs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn block(list: &[(&str, &[u8])]) -> HeaderBlock {
+        let pairs: Vec<(&[u8], &[u8])> = list.iter().map(|(k, v)| (k.as_bytes(), *v)).collect();
+        HeaderBlock::new(serialize(&pairs))
+    }
+
+    fn text(b: &HeaderBlock) -> Vec<(String, String)> {
+        b.iter()
+            .map(|(k, v)| {
+                (
+                    String::from_utf8_lossy(k).into_owned(),
+                    String::from_utf8_lossy(v).into_owned(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn credentials_routing_and_framing_are_replaced() {
+        let client = block(&[
+            (":method", b"POST"),
+            (":path", b"/v1/chat/completions"),
+            (":authority", b"gateway"),
+            ("authorization", b"Bearer sk-gateway"),
+            ("x-api-key", b"sk-gateway"),
+            ("x-switchyard-cluster", b"evil"),
+            ("transfer-encoding", b"chunked"),
+            ("content-type", b"application/json"),
+            ("x-request-id", b"abc"),
+        ]);
+        let out = upstream(
+            &client,
+            &[
+                (":path", b"/v1/chat/completions"),
+                (":authority", b"api.example.com"),
+                ("content-length", b"42"),
+                ("authorization", b"Bearer sk-provider"),
+                ("x-switchyard-cluster", b"provider-x"),
+            ],
+        );
+        let out = HeaderBlock::new(out);
+        let got = text(&out);
+        let got: Vec<(&str, &str)> = got.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        assert_eq!(
+            got,
+            vec![
+                (":method", "POST"),
+                ("content-type", "application/json"),
+                ("x-request-id", "abc"),
+                (":path", "/v1/chat/completions"),
+                (":authority", "api.example.com"),
+                ("content-length", "42"),
+                ("authorization", "Bearer sk-provider"),
+                ("x-switchyard-cluster", "provider-x"),
+            ]
+        );
+    }
+
+    #[test]
+    fn lookups() {
+        let h = block(&[("a", b"1"), ("b", b"\xff"), ("empty", b"")]);
+        assert_eq!(h.find("a"), Some(&b"1"[..]));
+        assert_eq!(h.find("empty"), Some(&b""[..]));
+        assert_eq!(h.find_str("b"), None);
+        assert_eq!(h.find_str("c"), None);
+    }
+
+    #[test]
+    fn malformed_blocks_read_as_empty() {
+        let good = serialize(&[(b"name", b"value")]);
+        for cut in 1..good.len() {
+            let h = HeaderBlock::new(good[..cut].to_vec());
+            assert_eq!(h.iter().count(), 0, "cut at {cut}");
+        }
+        let mut lying = good.clone();
+        lying[0] = 200; // claims 200 pairs
+        assert_eq!(HeaderBlock::new(lying).iter().count(), 0);
+        assert_eq!(HeaderBlock::new(Vec::new()).iter().count(), 0);
+        assert_eq!(HeaderBlock::new(good).iter().count(), 1);
+    }
+}
