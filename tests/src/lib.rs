@@ -459,11 +459,18 @@ where
     }
 }
 
-/// The usage records the filter published, as Envoy's access log printed them.
+/// The usage records the filter published, as Envoy's access log printed them, each with the
+/// response code Envoy logged on the same line added as `status`.
 pub fn usage_records(envoy_log: &str) -> Vec<serde_json::Value> {
     envoy_log
         .lines()
-        .filter_map(|l| l.split_once(" usage=").map(|(_, u)| u))
-        .filter_map(|u| serde_json::from_str(u.trim()).ok())
+        .filter_map(|line| {
+            let (head, usage) = line.split_once(" usage=")?;
+            let mut record: serde_json::Value = serde_json::from_str(usage.trim()).ok()?;
+            // `[time] "METHOD PATH" STATUS FLAGS ...`
+            let status: u64 = head.split("\" ").nth(1)?.split(' ').next()?.parse().ok()?;
+            record["status"] = status.into();
+            Some(record)
+        })
         .collect()
 }

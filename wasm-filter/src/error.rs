@@ -126,21 +126,6 @@ impl FilterError {
         e
     }
 
-    /// Envoy could not get an answer from the provider (connect failure, reset, timeout).
-    pub fn provider_unreachable(status: u32) -> Self {
-        let status = if status == 504 || status == 502 || status == 503 {
-            status
-        } else {
-            502
-        };
-        Self::new(
-            status,
-            "api_error",
-            "provider_unreachable",
-            "The provider could not be reached.".into(),
-        )
-    }
-
     /// The OpenAI-style body: `{"error":{"message","type","param","code"}}`.
     pub fn body(&self) -> Vec<u8> {
         let mut out = String::with_capacity(96 + self.message.len());
@@ -190,13 +175,6 @@ mod tests {
         );
         assert!(v["error"]["param"].is_null());
         assert_eq!(e.status, 404);
-    }
-
-    #[test]
-    fn unreachable_keeps_gateway_statuses_only() {
-        assert_eq!(FilterError::provider_unreachable(503).status, 503);
-        assert_eq!(FilterError::provider_unreachable(504).status, 504);
-        assert_eq!(FilterError::provider_unreachable(500).status, 502);
     }
 
     #[test]

@@ -3,7 +3,9 @@
 
 use std::path::Path;
 
-use envoy_types::pb::envoy::config::accesslog::v3::{access_log, AccessLog};
+use envoy_types::pb::envoy::config::accesslog::v3::{
+    access_log, access_log_filter, AccessLog, AccessLogFilter, ResponseFlagFilter,
+};
 use envoy_types::pb::envoy::config::bootstrap::v3::{bootstrap, Bootstrap};
 use envoy_types::pb::envoy::config::cluster::v3::{cluster, Cluster};
 use envoy_types::pb::envoy::config::core::v3::{
@@ -26,7 +28,8 @@ use envoy_types::pb::envoy::extensions::access_loggers::stream::v3::{
 use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
 use envoy_types::pb::envoy::extensions::filters::http::wasm::v3::Wasm;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
-    http_connection_manager, http_filter, HttpConnectionManager, HttpFilter, Rds,
+    http_connection_manager, http_filter, HttpConnectionManager, HttpFilter, LocalReplyConfig, Rds,
+    ResponseMapper,
 };
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
     common_tls_context, CertificateValidationContext, CommonTlsContext, UpstreamTlsContext,
@@ -34,7 +37,9 @@ use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
 use envoy_types::pb::envoy::extensions::wasm::v3::{
     plugin_config, FailurePolicy, PluginConfig, VmConfig,
 };
-use envoy_types::pb::google::protobuf::{Any, BoolValue, Duration, StringValue, UInt32Value};
+use envoy_types::pb::google::protobuf::{
+    value, Any, BoolValue, Duration, StringValue, Struct, UInt32Value, Value,
+};
 use envoy_types::util::pack_any;
 use switchyard_filter::config::CLUSTER_HEADER;
 
@@ -178,6 +183,7 @@ fn listener(gw: &Gateway, source: FilterSource) -> Listener {
             },
         ],
         access_log,
+        local_reply_config: Some(upstream_failure_replies()),
         // LLM answers stream for minutes; the route's timeout bounds a request instead.
         stream_idle_timeout: Some(seconds(gw.request_timeout_secs.max(300))),
         ..Default::default()
@@ -197,6 +203,80 @@ fn listener(gw: &Gateway, source: FilterSource) -> Listener {
             }],
             ..Default::default()
         }],
+        ..Default::default()
+    }
+}
+
+/// Envoy's own replies when a provider cannot be reached (connect failure, reset, timeout, no
+/// cluster) become OpenAI-style JSON errors. Only replies carrying an upstream-failure response
+/// flag are mapped: the filter's own local replies carry none and pass untouched.
+fn upstream_failure_replies() -> LocalReplyConfig {
+    fn text(s: &str) -> Value {
+        Value {
+            kind: Some(value::Kind::StringValue(s.into())),
+        }
+    }
+    fn error_body(message: &str, code: &str) -> SubstitutionFormatString {
+        let error = Struct {
+            fields: [
+                ("message".to_owned(), text(message)),
+                ("type".to_owned(), text("api_error")),
+                (
+                    "param".to_owned(),
+                    Value {
+                        kind: Some(value::Kind::NullValue(0)),
+                    },
+                ),
+                ("code".to_owned(), text(code)),
+            ]
+            .into_iter()
+            .collect(),
+        };
+        SubstitutionFormatString {
+            format: Some(
+                envoy_types::pb::envoy::config::core::v3::substitution_format_string::Format::JsonFormat(
+                    Struct {
+                        fields: [(
+                            "error".to_owned(),
+                            Value { kind: Some(value::Kind::StructValue(error)) },
+                        )]
+                        .into_iter()
+                        .collect(),
+                    },
+                ),
+            ),
+            content_type: "application/json".into(),
+            ..Default::default()
+        }
+    }
+    fn on_flags(flags: &[&str]) -> Option<AccessLogFilter> {
+        Some(AccessLogFilter {
+            filter_specifier: Some(access_log_filter::FilterSpecifier::ResponseFlagFilter(
+                ResponseFlagFilter {
+                    flags: flags.iter().map(|f| (*f).to_owned()).collect(),
+                },
+            )),
+        })
+    }
+    LocalReplyConfig {
+        mappers: vec![
+            ResponseMapper {
+                filter: on_flags(&["UT"]),
+                body_format_override: Some(error_body(
+                    "The provider did not answer in time.",
+                    "provider_timeout",
+                )),
+                ..Default::default()
+            },
+            ResponseMapper {
+                filter: on_flags(&["UF", "UH", "UO", "URX", "UC", "NR", "NC"]),
+                body_format_override: Some(error_body(
+                    "The provider could not be reached.",
+                    "provider_unreachable",
+                )),
+                ..Default::default()
+            },
+        ],
         ..Default::default()
     }
 }

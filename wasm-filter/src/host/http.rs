@@ -27,9 +27,6 @@ enum Response {
     Json(Vec<u8>),
     /// An SSE stream handled event by event.
     Stream(Box<OpenAiStream>),
-    /// Envoy answered instead of the provider (connect failure, reset, timeout): the text body
-    /// is replaced with an OpenAI-style error.
-    GatewayError(FilterError),
 }
 
 pub(crate) struct Request {
@@ -48,7 +45,6 @@ pub(crate) struct Request {
     local_error: Option<u32>,
     /// The filter answered itself (an error or the model list).
     local_reply: bool,
-    status: u32,
     response: Response,
     usage: Option<Usage>,
     complete: bool,
@@ -70,7 +66,6 @@ impl Request {
             client_wants_usage: false,
             local_error: None,
             local_reply: false,
-            status: 0,
             response: Response::Pass,
             usage: None,
             complete: false,
@@ -81,7 +76,6 @@ impl Request {
     fn reject(&mut self, error: FilterError) -> Action {
         self.local_error = Some(error.status);
         self.local_reply = true;
-        self.status = error.status;
         let body = error.body();
         let _ = hostcalls::send_http_response(
             error.status,
@@ -116,7 +110,6 @@ impl Request {
                 vec![("content-type", "application/json")],
                 Some(&body),
             );
-            self.status = 200;
             self.local_reply = true;
             return Ok(Action::Pause);
         }
@@ -238,8 +231,8 @@ impl Request {
         push_json_string(&mut out, &self.upstream_model);
         let _ = write!(
             out,
-            ",\"status\":{},\"stream\":{},\"complete\":{},\"prompt_tokens\":{},\"completion_tokens\":{},\"total_tokens\":{},\"cached_tokens\":{},\"reasoning_tokens\":{}}}",
-            self.status, self.stream, self.complete, u.prompt, u.completion, u.total, u.cached, u.reasoning
+            ",\"stream\":{},\"complete\":{},\"prompt_tokens\":{},\"completion_tokens\":{},\"total_tokens\":{},\"cached_tokens\":{},\"reasoning_tokens\":{}}}",
+            self.stream, self.complete, u.prompt, u.completion, u.total, u.cached, u.reasoning
         );
         out
     }
@@ -266,33 +259,12 @@ impl HttpContext for Request {
     }
 
     fn on_http_response_headers(&mut self, _n: usize, _end_of_stream: bool) -> Action {
-        if self.local_reply {
+        // Nothing here reads the status: Envoy formats its own upstream-failure replies
+        // (`local_reply_config`) and logs the status itself, and every host call costs.
+        if self.local_reply || self.provider.is_none() {
             return Action::Continue;
         }
-        self.status = response_header(":status")
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
-        // Envoy's own replies (connect failure, reset, timeout, its buffer limit) are errors;
-        // only those statuses need the (host-call) check of who answered.
-        let envoy_reply = self.status >= 400
-            && hostcalls::get_property(vec!["response", "code_details"])
-                .ok()
-                .flatten()
-                .is_none_or(|d| d != b"via_upstream");
-        self.response = if envoy_reply {
-            let error = if self.status == 413 {
-                FilterError::body_too_large(self.index.as_ref().map_or(0, |i| i.max_body_bytes))
-            } else {
-                FilterError::provider_unreachable(self.status)
-            };
-            self.status = error.status;
-            set_response_header(":status", &error.status.to_string());
-            set_response_header("content-type", "application/json");
-            let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, "content-length", None);
-            Response::GatewayError(error)
-        } else if self.provider.is_none() {
-            Response::Pass
-        } else if self.stream
+        self.response = if self.stream
             && response_header("content-type").is_some_and(|t| t.starts_with("text/event-stream"))
         {
             // The body may change (usage chunk dropped, error appended): the length is unknown.
@@ -338,15 +310,6 @@ impl HttpContext for Request {
                     self.complete = stream.completed();
                 }
             }
-            Response::GatewayError(error) => {
-                // Swallow Envoy's text and answer with the JSON error once, at the end.
-                let replacement = if end_of_stream {
-                    error.body()
-                } else {
-                    Vec::new()
-                };
-                let _ = hostcalls::set_buffer(BufferType::HttpResponseBody, 0, size, &replacement);
-            }
         }
         Action::Continue
     }
@@ -359,8 +322,6 @@ impl HttpContext for Request {
             m.requests += 1;
             if self.local_error.is_some() {
                 m.gateway_errors += 1;
-            } else if self.provider.is_some() && self.status >= 500 {
-                m.upstream_errors += 1;
             }
             if self.stream && self.provider.is_some() && !self.complete {
                 m.incomplete_streams += 1;
@@ -393,10 +354,6 @@ fn response_header(name: &str) -> Option<String> {
         .ok()
         .flatten()
         .and_then(|v| String::from_utf8(v).ok())
-}
-
-fn set_response_header(name: &str, value: &str) {
-    let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, name, Some(value));
 }
 
 /// `GET /v1/models`: the models this key may use, in OpenAI's list format.

@@ -21,7 +21,8 @@ proxy_wasm::main! {{
     proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root::default()) });
 }}
 
-/// Counters exported at Envoy's `/stats/prometheus` (names without prefix). Requests add to
+/// Counters exported at Envoy's `/stats/prometheus` (names without prefix); upstream errors are
+/// Envoy's own per-cluster `upstream_rq_xx` stats. Requests add to
 /// VM-local totals; the root context's tick flushes them, so a request costs no metric host
 /// calls (each costs about as much as the rest of the request's work together).
 pub(crate) mod metrics {
@@ -34,16 +35,14 @@ pub(crate) mod metrics {
     pub(crate) struct Pending {
         pub requests: u64,
         pub gateway_errors: u64,
-        pub upstream_errors: u64,
         pub prompt_tokens: u64,
         pub completion_tokens: u64,
         pub incomplete_streams: u64,
     }
 
-    const NAMES: [&str; 6] = [
+    const NAMES: [&str; 5] = [
         "switchyard_requests_total",
         "switchyard_gateway_errors_total",
-        "switchyard_upstream_errors_total",
         "switchyard_prompt_tokens_total",
         "switchyard_completion_tokens_total",
         "switchyard_incomplete_streams_total",
@@ -52,7 +51,7 @@ pub(crate) mod metrics {
     thread_local! {
         // One VM per worker thread: these are that worker's.
         static PENDING: RefCell<Pending> = RefCell::default();
-        static IDS: Cell<Option<[u32; 6]>> = const { Cell::new(None) };
+        static IDS: Cell<Option<[u32; 5]>> = const { Cell::new(None) };
     }
 
     pub(crate) fn count(f: impl FnOnce(&mut Pending)) {
@@ -64,7 +63,7 @@ pub(crate) mod metrics {
         if IDS.get().is_some() {
             return;
         }
-        let mut ids = [0u32; 6];
+        let mut ids = [0u32; 5];
         for (id, name) in ids.iter_mut().zip(NAMES) {
             match hostcalls::define_metric(MetricType::Counter, name) {
                 Ok(v) => *id = v,
@@ -84,7 +83,6 @@ pub(crate) mod metrics {
         let values = [
             p.requests,
             p.gateway_errors,
-            p.upstream_errors,
             p.prompt_tokens,
             p.completion_tokens,
             p.incomplete_streams,
