@@ -1,5 +1,7 @@
-//! Pure OpenAI stream handling: usage taken from the stream, the usage-only chunk dropped when the
-//! client did not ask for it, and a stream the provider cut short marked as failed.
+//! Pure OpenAI stream handling: usage taken from the stream; when the client did not ask for
+//! usage, what the gateway's own `include_usage` added is taken out again (the usage-only chunk
+//! and the `"usage":null` field of every other chunk); a stream the provider cut short is marked
+//! as failed.
 //!
 //! Chat Completions streams end with `data: [DONE]`; with `stream_options.include_usage` the last
 //! chunk before it has `"choices": []` and the usage.
@@ -64,10 +66,14 @@ impl OpenAiStream {
             &mut self.usage,
         );
         let aligned = self.splitter.feed(chunk, |event| {
-            if inspect(event, client_wants_usage, done, saw_error, usage) {
-                out.extend_from_slice(event);
-            } else {
-                dropped = true;
+            match inspect(event, client_wants_usage, done, saw_error, usage) {
+                Verdict::Keep => out.extend_from_slice(event),
+                Verdict::Drop => dropped = true,
+                Verdict::StripNullUsage(at, len) => {
+                    out.extend_from_slice(&event[..at]);
+                    out.extend_from_slice(&event[at + len..]);
+                    dropped = true;
+                }
             }
         });
         if end_of_stream {
@@ -96,25 +102,49 @@ impl OpenAiStream {
     }
 }
 
-/// Looks at one whole event; returns whether to forward it.
+/// What to do with one event.
+enum Verdict {
+    Keep,
+    Drop,
+    /// Forward it without the bytes at `(offset, len)`: the `"usage":null` the client did not
+    /// ask for.
+    StripNullUsage(usize, usize),
+}
+
+/// Where `"usage":null` (with the comma that joins it) sits in an event, if it does. As raw
+/// bytes this cannot occur inside a JSON string, whose quotes are escaped.
+fn null_usage(event: &[u8]) -> Option<(usize, usize)> {
+    const TRAILING: &[u8] = b",\"usage\":null";
+    const LEADING: &[u8] = b"\"usage\":null,";
+    memchr::memmem::find(event, TRAILING)
+        .map(|at| (at, TRAILING.len()))
+        .or_else(|| memchr::memmem::find(event, LEADING).map(|at| (at, LEADING.len())))
+}
+
+/// Looks at one whole event and decides what reaches the client.
 fn inspect(
     event: &[u8],
     client_wants_usage: bool,
     done: &mut bool,
     saw_error: &mut bool,
     usage: &mut Option<Usage>,
-) -> bool {
+) -> Verdict {
     let Some(data) = event_data(event) else {
-        return true;
+        return Verdict::Keep;
     };
     if data.as_ref() == b"[DONE]" {
         *done = true;
-        return true;
+        return Verdict::Keep;
+    }
+    if !client_wants_usage {
+        if let Some((at, len)) = null_usage(event) {
+            return Verdict::StripNullUsage(at, len);
+        }
     }
     let has_usage = memchr::memmem::find(&data, b"\"usage\"").is_some();
     let has_error = memchr::memmem::find(&data, b"\"error\"").is_some();
     if !has_usage && !has_error {
-        return true;
+        return Verdict::Keep;
     }
     #[derive(Deserialize)]
     struct Chunk {
@@ -126,7 +156,7 @@ fn inspect(
         error: Option<IgnoredAny>,
     }
     let Ok(chunk) = serde_json::from_slice::<Chunk>(&data) else {
-        return true;
+        return Verdict::Keep;
     };
     if chunk.error.is_some() {
         *saw_error = true;
@@ -135,9 +165,13 @@ fn inspect(
         Some(u) => {
             *usage = Some(u.into());
             let usage_only = chunk.choices.as_ref().is_none_or(Vec::is_empty);
-            client_wants_usage || !usage_only
+            if client_wants_usage || !usage_only {
+                Verdict::Keep
+            } else {
+                Verdict::Drop
+            }
         }
-        None => true,
+        None => Verdict::Keep,
     }
 }
 
@@ -181,10 +215,21 @@ mod tests {
         assert!(s.completed());
     }
 
+    fn without_null_usage(event: &[u8]) -> Vec<u8> {
+        String::from_utf8_lossy(event)
+            .replace(",\"usage\":null", "")
+            .into_bytes()
+    }
+
     #[test]
     fn usage_chunk_dropped_when_not_asked_at_every_split() {
         let stream = whole();
-        let expected = [CONTENT, FINISH, DONE].concat();
+        let expected = [
+            without_null_usage(CONTENT),
+            without_null_usage(FINISH),
+            DONE.to_vec(),
+        ]
+        .concat();
         for i in 0..=stream.len() {
             let (out, s) = run(&stream, &[i], false);
             assert_eq!(out, expected, "split at {i}");
@@ -195,7 +240,7 @@ mod tests {
     #[test]
     fn cut_stream_ends_with_an_error_event() {
         let stream = [CONTENT, &FINISH[..20]].concat();
-        let (out, s) = run(&stream, &[CONTENT.len()], false);
+        let (out, s) = run(&stream, &[CONTENT.len()], true);
         assert_eq!(out, [CONTENT, INCOMPLETE_EVENT].concat());
         assert!(!s.completed());
     }
@@ -204,7 +249,7 @@ mod tests {
     fn provider_error_event_is_not_doubled() {
         let err = b"data: {\"error\":{\"message\":\"overloaded\",\"type\":\"server_error\"}}\n\n";
         let stream = [CONTENT, &err[..]].concat();
-        let (out, _) = run(&stream, &[], false);
+        let (out, _) = run(&stream, &[], true);
         assert_eq!(out, stream);
     }
 
