@@ -28,11 +28,44 @@ pub async fn pg_url_for_schema() -> Option<String> {
             return None;
         }
     };
-    let schema = crate::crypto::new_id("sy_test_");
+    drop_stale_schemas(&mut conn).await;
+    let schema = format!(
+        "{SCHEMA_PREFIX}{}_{}",
+        crate::store::now(),
+        crate::crypto::new_id("")
+    );
     sqlx::query(&format!("CREATE SCHEMA {schema}"))
         .execute(&mut conn)
         .await
         .expect("create schema");
     let sep = if base.contains('?') { '&' } else { '?' };
     Some(format!("{base}{sep}options=-c%20search_path%3D{schema}"))
+}
+
+const SCHEMA_PREFIX: &str = "sy_test_";
+
+/// Test schemas are named `sy_test_<unix seconds>_<random>`; those older than an hour are left
+/// over from earlier runs (a test cannot drop its own schema while its pool is open).
+async fn drop_stale_schemas(conn: &mut sqlx::PgConnection) {
+    use sqlx::Row as _;
+    let rows = sqlx::query("SELECT schema_name FROM information_schema.schemata WHERE schema_name LIKE 'sy\\_test\\_%'")
+        .fetch_all(&mut *conn)
+        .await
+        .unwrap_or_default();
+    let cutoff = crate::store::now() - 3600;
+    for row in rows {
+        let Ok(name) = row.try_get::<String, _>("schema_name") else {
+            continue;
+        };
+        let created = name
+            .strip_prefix(SCHEMA_PREFIX)
+            .and_then(|rest| rest.split('_').next())
+            .and_then(|t| t.parse::<i64>().ok())
+            .unwrap_or(0);
+        if created < cutoff {
+            let _ = sqlx::query(&format!("DROP SCHEMA IF EXISTS \"{name}\" CASCADE"))
+                .execute(&mut *conn)
+                .await;
+        }
+    }
 }

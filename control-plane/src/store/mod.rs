@@ -429,10 +429,13 @@ impl Store {
     }
 
     pub async fn delete_model(&self, name: &str) -> Result<()> {
-        let done = sqlx::query("DELETE FROM models WHERE name = $1")
-            .bind(name)
-            .execute(&self.pool)
-            .await?;
+        self.delete_one("DELETE FROM models WHERE name = $1", name)
+            .await
+    }
+
+    /// Runs a DELETE of one row by key; `NotFound` when nothing matched.
+    async fn delete_one(&self, sql: &str, key: &str) -> Result<()> {
+        let done = sqlx::query(sql).bind(key).execute(&self.pool).await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound);
         }
@@ -526,14 +529,8 @@ impl Store {
     }
 
     pub async fn delete_api_key(&self, id: &str) -> Result<()> {
-        let done = sqlx::query("DELETE FROM api_keys WHERE id = $1")
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound);
-        }
-        Ok(())
+        self.delete_one("DELETE FROM api_keys WHERE id = $1", id)
+            .await
     }
 
     // ---- settings --------------------------------------------------------------------------
