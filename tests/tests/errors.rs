@@ -143,6 +143,12 @@ async fn client_errors_are_json_and_never_reach_the_provider() {
         "nothing may reach the provider"
     );
 
+    // A refused request still leaves a record naming the key and the model it asked for.
+    let record = stack.usage_record("no-such-model").await;
+    assert_eq!(record["status"], 404);
+    assert_eq!(record["user"], "test");
+    assert_eq!(record["provider"], "");
+
     // 17 refused requests above, plus the harness's readiness probe (401).
     assert_eq!(
         stack

@@ -220,3 +220,131 @@ impl StreamState {
         self.tx.send(Ok(response)).await.map_err(|_| Closed)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use envoy_types::pb::envoy::config::core::v3::Node;
+    use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
+    use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::AggregatedDiscoveryServiceServer;
+    use envoy_types::pb::google::protobuf::Any;
+    use envoy_types::pb::google::rpc::Status as RpcStatus;
+    use tokio::sync::mpsc;
+    use tokio_stream::wrappers::ReceiverStream;
+    use tokio_stream::StreamExt as _;
+
+    use super::*;
+    use crate::xds::build::{self, Resources};
+
+    fn resources(cluster_payload: &[u8]) -> Resources {
+        let any = |v: &[u8]| Any {
+            type_url: "t".into(),
+            value: v.to_vec(),
+        };
+        Resources {
+            listeners: vec![(build::LISTENER_NAME.into(), any(b"l"))],
+            routes: vec![(build::ROUTE_NAME.into(), any(b"r"))],
+            clusters: vec![("c".into(), any(cluster_payload))],
+            extension_configs: vec![(build::FILTER_NAME.into(), any(b"f"))],
+        }
+    }
+
+    fn request(nonce: &str, version: &str, error: Option<&str>) -> DiscoveryRequest {
+        DiscoveryRequest {
+            node: Some(Node {
+                id: "node-a".into(),
+                ..Default::default()
+            }),
+            type_url: build::CLUSTER_TYPE.into(),
+            response_nonce: nonce.into(),
+            version_info: version.into(),
+            error_detail: error.map(|m| RpcStatus {
+                code: 3,
+                message: m.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    /// A real gRPC client against the server: first response, NACK (recorded, not resent),
+    /// a new version (sent), ACK (recorded).
+    #[tokio::test]
+    async fn nack_is_recorded_and_not_retried_and_a_new_version_is_sent() {
+        let cache = Arc::new(SnapshotCache::default());
+        cache.set(resources(b"v1")).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tonic::transport::Server::builder()
+            .add_service(AggregatedDiscoveryServiceServer::new(AdsServer::new(
+                cache.clone(),
+            )))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener));
+        tokio::spawn(server);
+
+        let mut client = AggregatedDiscoveryServiceClient::connect(format!("http://{addr}"))
+            .await
+            .unwrap();
+        let (tx, rx) = mpsc::channel(8);
+        let mut responses = client
+            .stream_aggregated_resources(ReceiverStream::new(rx))
+            .await
+            .unwrap()
+            .into_inner();
+        async fn next(
+            r: &mut Streaming<DiscoveryResponse>,
+        ) -> Result<Option<Result<DiscoveryResponse, Status>>, tokio::time::error::Elapsed>
+        {
+            // Long enough for a response on loopback; a response that must not come times out.
+            tokio::time::timeout(Duration::from_millis(500), r.next()).await
+        }
+
+        tx.send(request("", "", None)).await.unwrap();
+        let first = next(&mut responses)
+            .await
+            .expect("first response")
+            .unwrap()
+            .unwrap();
+        assert_eq!(first.resources.len(), 1);
+        let v1 = first.version_info.clone();
+
+        tx.send(request(&first.nonce, "", Some("cluster c: bad config")))
+            .await
+            .unwrap();
+        assert!(
+            next(&mut responses).await.is_err(),
+            "a NACKed version is not sent again"
+        );
+        let status = &cache.nodes()["node-a"];
+        assert_eq!(status.nacked[build::CLUSTER_TYPE].version, v1);
+        assert!(status.nacked[build::CLUSTER_TYPE]
+            .message
+            .contains("bad config"));
+
+        // Republishing the same content changes nothing; new content is sent.
+        cache.set(resources(b"v1")).unwrap();
+        assert!(next(&mut responses).await.is_err());
+        cache.set(resources(b"v2")).unwrap();
+        let second = next(&mut responses)
+            .await
+            .expect("new version")
+            .unwrap()
+            .unwrap();
+        assert_ne!(second.version_info, v1);
+
+        tx.send(request(&second.nonce, &second.version_info, None))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let status = &cache.nodes()["node-a"];
+        assert_eq!(status.acked[build::CLUSTER_TYPE], second.version_info);
+        assert!(status.nacked.is_empty());
+        assert!(status.connected);
+
+        // A request carrying a stale nonce is ignored.
+        tx.send(request("stale", "", Some("old"))).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(cache.nodes()["node-a"].nacked.is_empty());
+    }
+}

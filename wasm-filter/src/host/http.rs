@@ -42,7 +42,8 @@ pub(crate) struct Request {
     upstream_model: String,
     stream: bool,
     client_wants_usage: bool,
-    local_error: Option<u32>,
+    /// The filter refused the request with an error.
+    local_error: bool,
     /// The filter answered itself (an error or the model list).
     local_reply: bool,
     response: Response,
@@ -64,7 +65,7 @@ impl Request {
             upstream_model: String::new(),
             stream: false,
             client_wants_usage: false,
-            local_error: None,
+            local_error: false,
             local_reply: false,
             response: Response::Pass,
             usage: None,
@@ -74,7 +75,7 @@ impl Request {
 
     /// The one place a gateway error becomes a local reply.
     fn reject(&mut self, error: FilterError) -> Action {
-        self.local_error = Some(error.status);
+        self.local_error = true;
         self.local_reply = true;
         let body = error.body();
         let _ = hostcalls::send_http_response(
@@ -144,23 +145,25 @@ impl Request {
             .unwrap_or_default();
         let endpoint = self.endpoint.unwrap_or(Endpoint::ChatCompletions);
         let top = TopLevel::parse(&body)?;
-        let model = top.model()?;
+        // Kept from here on so that the record names the model even when it is refused.
+        self.model = top.model()?.into_owned();
+        let model = self.model.as_str();
         let stream = endpoint == Endpoint::ChatCompletions && top.flag("stream")?.unwrap_or(false);
         let client_wants_usage = stream && top.stream_usage_requested()?;
 
         let targets = index
-            .targets(&model)
-            .ok_or_else(|| FilterError::unknown_model(&model))?;
+            .targets(model)
+            .ok_or_else(|| FilterError::unknown_model(model))?;
         let allowed = self
             .key_digest
             .and_then(|d| index.keys.get(&d))
-            .is_some_and(|k| k.allows(&model));
+            .is_some_and(|k| k.allows(model));
         if !allowed {
-            return Err(FilterError::model_not_allowed(&model));
+            return Err(FilterError::model_not_allowed(model));
         }
         let target = index
             .choose_target(targets)
-            .ok_or_else(|| FilterError::unknown_model(&model))?;
+            .ok_or_else(|| FilterError::unknown_model(model))?;
         let provider = index.provider(target.provider);
         if !provider.kind.speaks_openai() {
             return Err(FilterError::invalid_request(
@@ -175,7 +178,7 @@ impl Request {
             .choose_key(provider)
             .ok_or_else(|| FilterError::no_provider_key(&provider.name))?;
 
-        let length = match top.rewrite_if_needed(&model, &target.model, stream)? {
+        let length = match top.rewrite_if_needed(model, &target.model, stream)? {
             Some(new_body) => {
                 let _ = hostcalls::set_buffer(BufferType::HttpRequestBody, 0, size, &new_body);
                 new_body.len()
@@ -203,8 +206,9 @@ impl Request {
             ],
         );
         abi::set_header_block(MapType::HttpRequestHeaders, &upstream);
+        // Not needed any more; a stream may live for minutes.
+        self.headers = HeaderBlock::default();
 
-        self.model = model.into_owned();
         self.provider = Some(target.provider);
         self.upstream_model.clone_from(&target.model);
         self.stream = stream;
@@ -249,7 +253,7 @@ impl HttpContext for Request {
     }
 
     fn on_http_request_body(&mut self, size: usize, end_of_stream: bool) -> Action {
-        if self.local_error.is_some() {
+        if self.local_reply {
             return Action::Pause;
         }
         match self.on_request_body(size, end_of_stream) {
@@ -320,7 +324,7 @@ impl HttpContext for Request {
         // Counted in the VM, flushed to Envoy's stats on the root context's tick.
         super::metrics::count(|m| {
             m.requests += 1;
-            if self.local_error.is_some() {
+            if self.local_error {
                 m.gateway_errors += 1;
             }
             if self.stream && self.provider.is_some() && !self.complete {
