@@ -6,6 +6,9 @@
 # Both gateways run one Envoy worker. Prints requests/s, p50 and p99, the ratio, and the CPU time
 # each gateway process spent per request (from /proc), which does not depend on how the 2 cores
 # are shared between wrk, the upstream and the gateway.
+#
+# Knobs: BENCH_DURATION (s per run, 10), BENCH_CONNECTIONS (32), BENCH_ROUNDS (2),
+# BENCH_WASM (another build of the filter, to compare), BENCH_ACCESS_LOG (true|false).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -121,7 +124,7 @@ for _ in $(seq 100); do curl -fsS "http://127.0.0.1:$ADMIN/healthz" >/dev/null 2
 
 wait_http "http://127.0.0.1:$UP/v1/chat/completions" 200
 wait_http "http://127.0.0.1:$BARE/v1/chat/completions" 200
-wait_http "http://127.0.0.1:$GW/v1/chat/completions" "${BENCH_READY_CODE:-401}"
+wait_http "http://127.0.0.1:$GW/v1/chat/completions" 401
 
 # A 1 KB chat request.
 content=$(python3 -c 'print("Summarise the following text in one sentence. " * 19)')
