@@ -27,6 +27,8 @@ async fn chat_non_stream_reaches_the_provider_rewritten_and_comes_back_with_usag
     assert_eq!(reqs.len(), 1);
     let r = &reqs[0];
     assert_eq!(r.path, "/v1/chat/completions");
+    // The provider sees its own authority as Host (the route's auto_host_rewrite).
+    assert_eq!(r.header("host"), Some(stack.mock.addr.to_string().as_str()));
     assert_eq!(
         r.header("authorization"),
         Some(format!("Bearer {PROVIDER_KEY}").as_str())

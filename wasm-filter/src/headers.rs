@@ -1,9 +1,8 @@
 //! Pure header handling: the client's headers read once, the upstream's written once.
 //!
 //! Each proxy-wasm host call costs about 0.65 µs in Envoy 1.40 (measured with `make bench`), far
-//! more than the work around it, so the filter reads all request headers with one call and
-//! replaces them with one call instead of getting and setting them one by one; and it keeps the
-//! host's serialised block as is instead of allocating a string per header.
+//! more than the work around it, so the filter reads all request headers with one call, keeps the
+//! host's serialised block as is (no string per header), and writes back only what changes.
 
 use crate::config::CLUSTER_HEADER;
 
@@ -72,27 +71,6 @@ impl HeaderBlock {
     }
 }
 
-/// Serialises pairs into proxy-wasm's map form (for writing a whole header map at once).
-pub fn serialize(pairs: &[(&[u8], &[u8])]) -> Vec<u8> {
-    let size: usize = 4 + pairs
-        .iter()
-        .map(|(k, v)| k.len() + v.len() + 10)
-        .sum::<usize>();
-    let mut out = Vec::with_capacity(size);
-    out.extend_from_slice(&(pairs.len() as u32).to_le_bytes());
-    for (k, v) in pairs {
-        out.extend_from_slice(&(k.len() as u32).to_le_bytes());
-        out.extend_from_slice(&(v.len() as u32).to_le_bytes());
-    }
-    for (k, v) in pairs {
-        out.extend_from_slice(k);
-        out.push(0);
-        out.extend_from_slice(v);
-        out.push(0);
-    }
-    out
-}
-
 /// Client headers never forwarded: its credentials (the provider gets its own), the routing
 /// header (only the filter writes it), and the framing the rewritten body replaces.
 const DROPPED: &[&str] = &[
@@ -103,43 +81,64 @@ const DROPPED: &[&str] = &[
     CLUSTER_HEADER,
 ];
 
-/// The upstream request's headers, serialised: the client's, minus [`DROPPED`] and anything in
-/// `set`, then `set` itself.
-pub fn upstream(client: &HeaderBlock, set: &[(&str, &[u8])]) -> Vec<u8> {
-    let mut pairs: Vec<(&[u8], &[u8])> = Vec::with_capacity(24);
-    for (name, value) in client.iter() {
-        let dropped = DROPPED.iter().any(|d| d.as_bytes() == name)
-            || set.iter().any(|(n, _)| n.as_bytes() == name);
-        if !dropped {
-            pairs.push((name, value));
+/// One change to the request headers.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Change<'a> {
+    Set(&'a str, &'a [u8]),
+    Remove(&'static str),
+}
+
+/// The fewest changes that turn the client's headers into the upstream request's: each `set`
+/// entry whose value differs or is missing, and the removal of each [`DROPPED`] header present
+/// and not set. Writing only these is cheaper than replacing the whole map (Envoy removes and
+/// re-adds every header then).
+pub fn changes<'a>(client: &HeaderBlock, set: &[(&'a str, &'a [u8])]) -> Vec<Change<'a>> {
+    let mut out = Vec::with_capacity(set.len() + 2);
+    for (name, value) in set {
+        if client.find(name) != Some(*value) {
+            out.push(Change::Set(name, value));
         }
     }
-    pairs.extend(set.iter().map(|(n, v)| (n.as_bytes(), *v)));
-    serialize(&pairs)
+    for dropped in DROPPED {
+        if !set.iter().any(|(n, _)| n == dropped) && client.find(dropped).is_some() {
+            out.push(Change::Remove(dropped));
+        }
+    }
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// Serialises pairs into proxy-wasm's map form (for writing a whole header map at once).
+    fn serialize(pairs: &[(&[u8], &[u8])]) -> Vec<u8> {
+        let size: usize = 4 + pairs
+            .iter()
+            .map(|(k, v)| k.len() + v.len() + 10)
+            .sum::<usize>();
+        let mut out = Vec::with_capacity(size);
+        out.extend_from_slice(&(pairs.len() as u32).to_le_bytes());
+        for (k, v) in pairs {
+            out.extend_from_slice(&(k.len() as u32).to_le_bytes());
+            out.extend_from_slice(&(v.len() as u32).to_le_bytes());
+        }
+        for (k, v) in pairs {
+            out.extend_from_slice(k);
+            out.push(0);
+            out.extend_from_slice(v);
+            out.push(0);
+        }
+        out
+    }
+
     fn block(list: &[(&str, &[u8])]) -> HeaderBlock {
         let pairs: Vec<(&[u8], &[u8])> = list.iter().map(|(k, v)| (k.as_bytes(), *v)).collect();
         HeaderBlock::new(serialize(&pairs))
     }
 
-    fn text(b: &HeaderBlock) -> Vec<(String, String)> {
-        b.iter()
-            .map(|(k, v)| {
-                (
-                    String::from_utf8_lossy(k).into_owned(),
-                    String::from_utf8_lossy(v).into_owned(),
-                )
-            })
-            .collect()
-    }
-
     #[test]
-    fn credentials_routing_and_framing_are_replaced() {
+    fn only_what_differs_is_written_and_client_credentials_go() {
         let client = block(&[
             (":method", b"POST"),
             (":path", b"/v1/chat/completions"),
@@ -148,35 +147,32 @@ mod tests {
             ("x-api-key", b"sk-gateway"),
             ("x-switchyard-cluster", b"evil"),
             ("transfer-encoding", b"chunked"),
+            ("content-length", b"42"),
             ("content-type", b"application/json"),
-            ("x-request-id", b"abc"),
         ]);
-        let out = upstream(
+        let got = changes(
             &client,
             &[
                 (":path", b"/v1/chat/completions"),
-                (":authority", b"api.example.com"),
                 ("content-length", b"42"),
                 ("authorization", b"Bearer sk-provider"),
                 ("x-switchyard-cluster", b"provider-x"),
             ],
         );
-        let out = HeaderBlock::new(out);
-        let got = text(&out);
-        let got: Vec<(&str, &str)> = got.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         assert_eq!(
             got,
             vec![
-                (":method", "POST"),
-                ("content-type", "application/json"),
-                ("x-request-id", "abc"),
-                (":path", "/v1/chat/completions"),
-                (":authority", "api.example.com"),
-                ("content-length", "42"),
-                ("authorization", "Bearer sk-provider"),
-                ("x-switchyard-cluster", "provider-x"),
+                Change::Set("authorization", b"Bearer sk-provider"),
+                Change::Set("x-switchyard-cluster", b"provider-x"),
+                Change::Remove("x-api-key"),
+                Change::Remove("transfer-encoding"),
             ]
         );
+        // A provider taking its key elsewhere: the client's Authorization is removed.
+        let got = changes(&client, &[("x-goog-api-key", b"k")]);
+        assert!(got.contains(&Change::Remove("authorization")));
+        assert!(got.contains(&Change::Remove("content-length")));
+        assert!(got.contains(&Change::Remove("x-switchyard-cluster")));
     }
 
     #[test]

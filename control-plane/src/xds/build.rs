@@ -299,6 +299,13 @@ fn route_config(gw: &Gateway) -> RouteConfiguration {
                         CLUSTER_HEADER.into(),
                     )),
                     timeout: Some(seconds(gw.request_timeout_secs)),
+                    // `Host` comes from the chosen endpoint's hostname (the provider's authority),
+                    // so the filter does not have to write `:authority` on every request.
+                    host_rewrite_specifier: Some(
+                        route_action::HostRewriteSpecifier::AutoHostRewrite(BoolValue {
+                            value: true,
+                        }),
+                    ),
                     ..Default::default()
                 })),
                 request_headers_to_remove: vec![CLUSTER_HEADER.into()],
@@ -354,7 +361,8 @@ fn provider_cluster(gw: &Gateway, c: &ProviderCluster) -> Cluster {
                 lb_endpoints: vec![LbEndpoint {
                     host_identifier: Some(lb_endpoint::HostIdentifier::Endpoint(Endpoint {
                         address: Some(socket(&u.host, u.port)),
-                        hostname: u.host.clone(),
+                        // Used as `Host` by the route's auto_host_rewrite.
+                        hostname: u.authority(),
                         ..Default::default()
                     })),
                     ..Default::default()

@@ -1,5 +1,5 @@
-//! Raw proxy-wasm ABI calls the SDK wraps too expensively for the hot path: header maps moved as
-//! one serialised block (the SDK's `get_map_bytes` allocates a string and a vector per header).
+//! Raw proxy-wasm ABI calls the SDK wraps too expensively for the hot path: the header map read
+//! as one serialised block (the SDK's `get_map_bytes` allocates a string and a vector per header).
 
 use proxy_wasm::types::{MapType, Status};
 
@@ -11,11 +11,6 @@ extern "C" {
         map_type: MapType,
         return_map_data: *mut *mut u8,
         return_map_size: *mut usize,
-    ) -> Status;
-    fn proxy_set_header_map_pairs(
-        map_type: MapType,
-        map_data: *const u8,
-        map_size: usize,
     ) -> Status;
 }
 
@@ -33,16 +28,5 @@ pub fn header_block(map: MapType) -> HeaderBlock {
             }
             _ => HeaderBlock::default(),
         }
-    }
-}
-
-/// Replaces the whole header map with a serialised block in one host call.
-pub fn set_header_block(map: MapType, block: &[u8]) -> bool {
-    // SAFETY: the host only reads `block` for the duration of the call.
-    unsafe {
-        matches!(
-            proxy_set_header_map_pairs(map, block.as_ptr(), block.len()),
-            Status::Ok
-        )
     }
 }

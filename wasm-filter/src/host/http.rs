@@ -13,7 +13,7 @@ use super::abi;
 use crate::auth;
 use crate::config::{CLUSTER_HEADER, USAGE_FILTER_STATE};
 use crate::error::{push_json_string, FilterError};
-use crate::headers::{self, HeaderBlock};
+use crate::headers::{self, Change, HeaderBlock};
 use crate::request::{Endpoint, TopLevel};
 use crate::route::Index;
 use crate::stream::{ChunkOutcome, OpenAiStream};
@@ -193,19 +193,25 @@ impl Request {
         credential.push_str(&provider.auth_prefix);
         credential.push_str(&key.secret);
         // content-length always matches the body sent (Envoy does not fix it, and a chunked
-        // request arrives without one); the gateway key never reaches the provider; the
-        // headers are still paused, and one host call writes them all.
-        let upstream = headers::upstream(
-            &self.headers,
-            &[
-                (":path", upstream_path.as_bytes()),
-                (":authority", provider.authority.as_bytes()),
-                ("content-length", length.as_bytes()),
-                (provider.auth_header.as_str(), credential.as_bytes()),
-                (CLUSTER_HEADER, provider.cluster.as_bytes()),
-            ],
-        );
-        abi::set_header_block(MapType::HttpRequestHeaders, &upstream);
+        // request arrives without one); the gateway key never reaches the provider; `Host`
+        // comes from the route (auto_host_rewrite). The headers are still paused, and only
+        // what differs from the client's is written (each host call costs).
+        let wanted: [(&str, &[u8]); 4] = [
+            (":path", upstream_path.as_bytes()),
+            ("content-length", length.as_bytes()),
+            (provider.auth_header.as_str(), credential.as_bytes()),
+            (CLUSTER_HEADER, provider.cluster.as_bytes()),
+        ];
+        for change in headers::changes(&self.headers, &wanted) {
+            let _ = match change {
+                Change::Set(name, value) => {
+                    hostcalls::set_map_value_bytes(MapType::HttpRequestHeaders, name, Some(value))
+                }
+                Change::Remove(name) => {
+                    hostcalls::set_map_value_bytes(MapType::HttpRequestHeaders, name, None)
+                }
+            };
+        }
         // Not needed any more; a stream may live for minutes.
         self.headers = HeaderBlock::default();
 
