@@ -27,6 +27,22 @@ fn validate(path: &std::path::Path) {
     );
 }
 
+/// Runs the control plane binary with `args` (in `dir` when given) and returns its stdout.
+fn switchyard(args: &[&std::ffi::OsStr], dir: Option<&std::path::Path>) -> Vec<u8> {
+    let mut cmd = Command::new(switchyard_bin());
+    cmd.args(args).env("SWITCHYARD_ADMIN_TOKEN", "validate");
+    if let Some(dir) = dir {
+        cmd.current_dir(dir);
+    }
+    let out = cmd.output().expect("switchyard runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
 #[test]
 fn bootstrap_and_pushed_config_pass_envoy_validation() {
     let dir = TempDir::new("validate");
@@ -39,29 +55,28 @@ fn bootstrap_and_pushed_config_pass_envoy_validation() {
     let config_path = dir.0.join("switchyard.yaml");
     std::fs::write(&config_path, config).unwrap();
 
-    let out = Command::new(switchyard_bin())
-        .args(["bootstrap", "--config"])
-        .arg(&config_path)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
     let bootstrap = dir.0.join("bootstrap.yaml");
-    std::fs::write(&bootstrap, &out.stdout).unwrap();
+    let yaml = switchyard(
+        &[
+            "bootstrap".as_ref(),
+            "--config".as_ref(),
+            config_path.as_os_str(),
+        ],
+        None,
+    );
+    std::fs::write(&bootstrap, yaml).unwrap();
     validate(&bootstrap);
 
     let rendered = dir.0.join("gateway.pb");
-    let out = Command::new(switchyard_bin())
-        .args(["render-static", "--config"])
-        .arg(&config_path)
-        .arg("--out")
-        .arg(&rendered)
-        .env("SWITCHYARD_ADMIN_TOKEN", "validate")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    switchyard(
+        &[
+            "render-static".as_ref(),
+            "--config".as_ref(),
+            config_path.as_os_str(),
+            "--out".as_ref(),
+            rendered.as_os_str(),
+        ],
+        None,
     );
     validate(&rendered);
 }
@@ -69,19 +84,17 @@ fn bootstrap_and_pushed_config_pass_envoy_validation() {
 #[test]
 fn committed_bootstrap_matches_the_example_config() {
     let root = workspace_root();
-    let out = Command::new(switchyard_bin())
-        .current_dir(&root)
-        .args(["bootstrap", "--config", "switchyard.example.yaml"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let generated = switchyard(
+        &[
+            "bootstrap".as_ref(),
+            "--config".as_ref(),
+            "switchyard.example.yaml".as_ref(),
+        ],
+        Some(&root),
     );
     let committed = std::fs::read_to_string(root.join("envoy/bootstrap-xds.yaml")).unwrap();
     assert_eq!(
-        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&generated),
         committed,
         "regenerate with `make bootstrap`"
     );
