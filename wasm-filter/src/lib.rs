@@ -8,6 +8,7 @@ pub mod request;
 pub mod route;
 pub mod sse;
 pub mod stream;
+pub mod translate;
 pub mod usage;
 
 #[cfg(target_arch = "wasm32")]

@@ -1,0 +1,24 @@
+//! Translators between a client API and a provider API: pure code, one instance per request,
+//! holding that request's stream state. Not yet wired into the filter (issue 3 in progress).
+
+pub mod openai_anthropic;
+pub mod schema;
+
+use crate::error::FilterError;
+use crate::stream::ChunkOutcome;
+use crate::usage::Usage;
+
+/// One (client API, provider API) pair for one request.
+pub trait Translator {
+    /// Called once with the client's whole request body; returns the provider's body.
+    fn request_body(&mut self, body: &[u8], upstream_model: &str) -> Result<Vec<u8>, FilterError>;
+
+    /// Called once with the provider's response status and whether the body is an event stream.
+    fn response_headers(&mut self, status: u32, event_stream: bool);
+
+    /// Called for every response chunk as it arrives; returns what the client receives.
+    fn response_body(&mut self, chunk: &[u8], end_of_stream: bool) -> ChunkOutcome;
+
+    /// The request's usage, once known, with OpenAI semantics.
+    fn usage(&self) -> Option<Usage>;
+}

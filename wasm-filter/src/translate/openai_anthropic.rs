@@ -1,0 +1,543 @@
+//! OpenAI Chat Completions (client) <-> Anthropic Messages (provider).
+//!
+//! Request: <https://docs.anthropic.com/en/api/messages>; response and stream:
+//! <https://docs.anthropic.com/en/docs/build-with-claude/streaming>; errors:
+//! <https://docs.anthropic.com/en/api/errors>. Client side:
+//! <https://platform.openai.com/docs/api-reference/chat>.
+
+use serde_json::{json, Value};
+
+use super::schema::anthropic::*;
+use super::schema::openai::*;
+use super::Translator;
+use crate::error::FilterError;
+use crate::sse::{event_data, EventSplitter};
+use crate::stream::{ChunkOutcome, INCOMPLETE_EVENT};
+use crate::usage::Usage;
+
+/// `max_tokens` is required by Anthropic; used when the client sets none.
+pub const DEFAULT_MAX_TOKENS: u64 = 4096;
+
+/// One request from an OpenAI client to an Anthropic provider.
+#[derive(Debug, Default)]
+pub struct OpenAiToAnthropic {
+    /// Unix time for the `created` field of the answers.
+    created: u64,
+    stream: bool,
+    client_wants_usage: bool,
+    status: u32,
+    event_stream: bool,
+    body: Vec<u8>,
+    splitter: EventSplitter,
+    id: String,
+    model: String,
+    usage: Option<Usage>,
+    /// The stream's usage as Anthropic reports it (message_start, then message_delta).
+    raw_usage: AnthropicUsage,
+    /// Anthropic content block index -> OpenAI tool call index.
+    tool_index: Vec<(usize, usize)>,
+    finish_reason: Option<&'static str>,
+    done: bool,
+    saw_error: bool,
+}
+
+impl OpenAiToAnthropic {
+    pub fn new(created: u64) -> Self {
+        OpenAiToAnthropic {
+            created,
+            ..Default::default()
+        }
+    }
+}
+
+fn invalid(message: impl Into<String>) -> FilterError {
+    FilterError::invalid_request("invalid_request", message)
+}
+
+/// Text of a content value; image parts are refused where only text is allowed.
+fn text_of(content: OpenAiContent, role: &str) -> Result<String, FilterError> {
+    match content {
+        OpenAiContent::Text(t) => Ok(t),
+        OpenAiContent::Parts(parts) => {
+            let mut out = String::new();
+            for part in parts {
+                match part {
+                    OpenAiContentPart::Text { text } => {
+                        if !out.is_empty() {
+                            out.push('\n');
+                        }
+                        out.push_str(&text);
+                    }
+                    _ => return Err(invalid(format!("{role} messages may only contain text"))),
+                }
+            }
+            Ok(out)
+        }
+    }
+}
+
+/// `data:<media type>;base64,<data>` or an http(s) URL.
+fn image_source(url: String) -> Result<AnthropicImageSource, FilterError> {
+    if let Some(rest) = url.strip_prefix("data:") {
+        let (meta, data) = rest
+            .split_once(',')
+            .ok_or_else(|| invalid("image data URL has no data"))?;
+        let media_type = meta
+            .strip_suffix(";base64")
+            .ok_or_else(|| invalid("image data URLs must be base64"))?;
+        return Ok(AnthropicImageSource::Base64 {
+            media_type: media_type.to_owned(),
+            data: data.to_owned(),
+        });
+    }
+    if url.starts_with("https://") || url.starts_with("http://") {
+        return Ok(AnthropicImageSource::Url { url });
+    }
+    Err(invalid("image_url must be a data URL or an http(s) URL"))
+}
+
+fn user_blocks(content: OpenAiContent) -> Result<Vec<AnthropicBlock>, FilterError> {
+    match content {
+        OpenAiContent::Text(text) => Ok(vec![AnthropicBlock::Text { text }]),
+        OpenAiContent::Parts(parts) => parts
+            .into_iter()
+            .map(|p| match p {
+                OpenAiContentPart::Text { text } => Ok(AnthropicBlock::Text { text }),
+                OpenAiContentPart::ImageUrl { image_url } => Ok(AnthropicBlock::Image {
+                    source: image_source(image_url.url)?,
+                }),
+                OpenAiContentPart::Unsupported => {
+                    Err(invalid("unsupported content part for this model"))
+                }
+            })
+            .collect(),
+    }
+}
+
+/// Appends blocks to the conversation, merging consecutive turns of the same role (tool results
+/// arrive as several OpenAI messages but must form one Anthropic user turn).
+fn push(messages: &mut Vec<AnthropicMessage>, role: AnthropicRole, blocks: Vec<AnthropicBlock>) {
+    if blocks.is_empty() {
+        return;
+    }
+    match messages.last_mut() {
+        Some(last) if last.role == role => last.content.extend(blocks),
+        _ => messages.push(AnthropicMessage {
+            role,
+            content: blocks,
+        }),
+    }
+}
+
+/// The Anthropic request for an OpenAI chat request.
+pub fn request(req: OpenAiChatRequest, model: &str) -> Result<AnthropicRequest, FilterError> {
+    if req.n.is_some_and(|n| n != 1) {
+        return Err(invalid("`n` other than 1 is not supported by this model"));
+    }
+    let mut system = Vec::new();
+    let mut messages = Vec::new();
+    let mut called_tools: Vec<String> = Vec::new();
+    for message in req.messages {
+        match message {
+            OpenAiMessage::System { content } | OpenAiMessage::Developer { content } => {
+                system.push(text_of(content, "system")?);
+            }
+            OpenAiMessage::User { content } => {
+                push(&mut messages, AnthropicRole::User, user_blocks(content)?);
+            }
+            OpenAiMessage::Assistant {
+                content,
+                tool_calls,
+            } => {
+                let mut blocks = Vec::new();
+                if let Some(content) = content {
+                    let text = text_of(content, "assistant")?;
+                    if !text.is_empty() {
+                        blocks.push(AnthropicBlock::Text { text });
+                    }
+                }
+                for call in tool_calls.unwrap_or_default() {
+                    let input: Value = if call.function.arguments.trim().is_empty() {
+                        json!({})
+                    } else {
+                        serde_json::from_str(&call.function.arguments).map_err(|_| {
+                            invalid(format!(
+                                "arguments of tool call {} are not valid JSON",
+                                call.id
+                            ))
+                        })?
+                    };
+                    if !called_tools.contains(&call.function.name) {
+                        called_tools.push(call.function.name.clone());
+                    }
+                    blocks.push(AnthropicBlock::ToolUse {
+                        id: call.id,
+                        name: call.function.name,
+                        input,
+                    });
+                }
+                push(&mut messages, AnthropicRole::Assistant, blocks);
+            }
+            OpenAiMessage::Tool {
+                tool_call_id,
+                content,
+            } => {
+                let content = text_of(content, "tool")?;
+                push(
+                    &mut messages,
+                    AnthropicRole::User,
+                    vec![AnthropicBlock::ToolResult {
+                        tool_use_id: tool_call_id,
+                        content,
+                    }],
+                );
+            }
+        }
+    }
+    if messages.is_empty() {
+        return Err(invalid(
+            "`messages` must contain a user or assistant message",
+        ));
+    }
+
+    let mut tools: Vec<AnthropicTool> = req
+        .tools
+        .unwrap_or_default()
+        .into_iter()
+        .map(|t| AnthropicTool {
+            name: t.function.name,
+            description: t.function.description,
+            input_schema: t
+                .function
+                .parameters
+                .unwrap_or_else(|| json!({"type": "object", "properties": {}})),
+        })
+        .collect();
+    // Anthropic requires a definition for every tool that appears in the conversation, even
+    // when the client sends none this turn: define the ones called, with an open schema.
+    for name in called_tools {
+        if !tools.iter().any(|t| t.name == name) {
+            tools.push(AnthropicTool {
+                name,
+                description: None,
+                input_schema: json!({"type": "object"}),
+            });
+        }
+    }
+
+    let no_parallel = req.parallel_tool_calls == Some(false);
+    let tool_choice = match req.tool_choice {
+        Some(OpenAiToolChoice::Mode(mode)) => Some(match mode.as_str() {
+            "none" => AnthropicToolChoice::None,
+            "required" => AnthropicToolChoice::Any {
+                disable_parallel_tool_use: no_parallel,
+            },
+            "auto" => AnthropicToolChoice::Auto {
+                disable_parallel_tool_use: no_parallel,
+            },
+            other => return Err(invalid(format!("unknown tool_choice {other:?}"))),
+        }),
+        Some(OpenAiToolChoice::Named { function }) => Some(AnthropicToolChoice::Tool {
+            name: function.name,
+            disable_parallel_tool_use: no_parallel,
+        }),
+        None if no_parallel && !tools.is_empty() => Some(AnthropicToolChoice::Auto {
+            disable_parallel_tool_use: true,
+        }),
+        None => None,
+    };
+
+    Ok(AnthropicRequest {
+        model: model.to_owned(),
+        max_tokens: req
+            .max_completion_tokens
+            .or(req.max_tokens)
+            .unwrap_or(DEFAULT_MAX_TOKENS),
+        messages,
+        system: (!system.is_empty()).then(|| system.join("\n\n")),
+        // OpenAI allows 0..2, Anthropic 0..1.
+        temperature: req.temperature.map(|t| t.clamp(0.0, 1.0)),
+        top_p: req.top_p,
+        stop_sequences: match req.stop {
+            Some(OpenAiStop::One(s)) => vec![s],
+            Some(OpenAiStop::Many(v)) => v,
+            None => Vec::new(),
+        },
+        stream: req.stream.unwrap_or(false),
+        tools,
+        tool_choice,
+        metadata: req.user.map(|user_id| AnthropicMetadata { user_id }),
+    })
+}
+
+/// Anthropic stop reasons as OpenAI finish reasons.
+pub fn finish_reason(stop_reason: Option<&str>) -> &'static str {
+    match stop_reason {
+        Some("max_tokens") => "length",
+        Some("tool_use") => "tool_calls",
+        Some("refusal") => "content_filter",
+        _ => "stop", // end_turn, stop_sequence, pause_turn
+    }
+}
+
+/// Usage with OpenAI semantics: Anthropic's `input_tokens` excludes cache reads and writes,
+/// OpenAI's `prompt_tokens` includes them.
+fn usage_from(u: AnthropicUsage) -> Usage {
+    let cached = u.cache_read_input_tokens.unwrap_or(0);
+    let prompt = u.input_tokens + cached + u.cache_creation_input_tokens.unwrap_or(0);
+    Usage {
+        prompt,
+        completion: u.output_tokens,
+        total: prompt + u.output_tokens,
+        cached,
+        reasoning: 0,
+    }
+}
+
+fn usage_json(u: Usage) -> Value {
+    json!({
+        "prompt_tokens": u.prompt,
+        "completion_tokens": u.completion,
+        "total_tokens": u.total,
+        "prompt_tokens_details": {"cached_tokens": u.cached},
+        "completion_tokens_details": {"reasoning_tokens": u.reasoning},
+    })
+}
+
+/// The OpenAI `chat.completion` for an Anthropic message.
+pub fn response(resp: AnthropicResponse, created: u64) -> (Value, Usage) {
+    let mut text = String::new();
+    let mut tool_calls = Vec::new();
+    for block in resp.content {
+        match block {
+            AnthropicResponseBlock::Text { text: t } => text.push_str(&t),
+            AnthropicResponseBlock::ToolUse { id, name, input } => tool_calls.push(json!({
+                "id": id,
+                "type": "function",
+                "function": {"name": name, "arguments": input.to_string()},
+            })),
+            AnthropicResponseBlock::Other => {}
+        }
+    }
+    let mut message = json!({
+        "role": "assistant",
+        "content": if text.is_empty() && !tool_calls.is_empty() { Value::Null } else { Value::String(text) },
+        "refusal": null,
+    });
+    if !tool_calls.is_empty() {
+        message["tool_calls"] = Value::Array(tool_calls);
+    }
+    let usage = usage_from(resp.usage);
+    let body = json!({
+        "id": resp.id,
+        "object": "chat.completion",
+        "created": created,
+        "model": resp.model,
+        "choices": [{
+            "index": 0,
+            "message": message,
+            "logprobs": null,
+            "finish_reason": finish_reason(resp.stop_reason.as_deref()),
+        }],
+        "usage": usage_json(usage),
+    });
+    (body, usage)
+}
+
+/// An Anthropic error body as the OpenAI error a client expects, with its status.
+pub fn error(status: u32, body: &[u8]) -> (u32, Value) {
+    match serde_json::from_slice::<AnthropicErrorBody>(body) {
+        Ok(b) => openai_error(status, &b.error.kind, b.error.message),
+        Err(_) => openai_error(
+            status,
+            "api_error",
+            "The provider answered with an unreadable error.".into(),
+        ),
+    }
+}
+
+/// One Anthropic error type as OpenAI's status, type and code.
+fn openai_error(status: u32, kind: &str, message: String) -> (u32, Value) {
+    let (status, openai_type, code) = match kind {
+        "invalid_request_error" => (status, "invalid_request_error", Value::Null),
+        "authentication_error" => (status, "authentication_error", json!("invalid_api_key")),
+        "permission_error" => (status, "permission_error", Value::Null),
+        "not_found_error" => (status, "not_found_error", Value::Null),
+        "request_too_large" => (status, "invalid_request_error", json!("request_too_large")),
+        "rate_limit_error" => (status, "rate_limit_error", json!("rate_limit_exceeded")),
+        // Anthropic's 529 is not an HTTP status clients retry on; 503 is.
+        "overloaded_error" => (503, "server_error", json!("overloaded")),
+        _ => (status, "server_error", Value::Null),
+    };
+    (
+        status,
+        json!({"error": {"message": message, "type": openai_type, "param": null, "code": code}}),
+    )
+}
+
+impl OpenAiToAnthropic {
+    fn chunk(&self, delta: Value, finish_reason: Option<&str>) -> Value {
+        json!({
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish_reason}],
+        })
+    }
+
+    /// OpenAI events for one Anthropic stream event, appended to `out`.
+    fn on_event(&mut self, event: AnthropicStreamEvent, out: &mut Vec<u8>) {
+        let mut emit = |v: Value| {
+            out.extend_from_slice(b"data: ");
+            out.extend_from_slice(v.to_string().as_bytes());
+            out.extend_from_slice(b"\n\n");
+        };
+        match event {
+            AnthropicStreamEvent::MessageStart { message } => {
+                self.id = message.id;
+                self.model = message.model;
+                self.raw_usage = message.usage;
+                self.usage = Some(usage_from(message.usage));
+                emit(self.chunk(json!({"role": "assistant", "content": ""}), None));
+            }
+            AnthropicStreamEvent::ContentBlockStart {
+                index,
+                content_block,
+            } => match content_block {
+                AnthropicStreamBlock::Text { text } if !text.is_empty() => {
+                    emit(self.chunk(json!({"content": text}), None));
+                }
+                AnthropicStreamBlock::ToolUse { id, name } => {
+                    let i = self.tool_index.len();
+                    self.tool_index.push((index, i));
+                    emit(self.chunk(
+                        json!({"tool_calls": [{"index": i, "id": id, "type": "function",
+                                               "function": {"name": name, "arguments": ""}}]}),
+                        None,
+                    ));
+                }
+                _ => {}
+            },
+            AnthropicStreamEvent::ContentBlockDelta { index, delta } => match delta {
+                AnthropicDelta::TextDelta { text } => {
+                    emit(self.chunk(json!({"content": text}), None));
+                }
+                AnthropicDelta::InputJsonDelta { partial_json } => {
+                    if let Some(&(_, i)) = self.tool_index.iter().find(|(b, _)| *b == index) {
+                        emit(self.chunk(
+                            json!({"tool_calls": [{"index": i, "function": {"arguments": partial_json}}]}),
+                            None,
+                        ));
+                    }
+                }
+                AnthropicDelta::Other => {}
+            },
+            AnthropicStreamEvent::MessageDelta { delta, usage } => {
+                let reason = finish_reason(delta.stop_reason.as_deref());
+                self.finish_reason = Some(reason);
+                if let Some(d) = usage {
+                    // Cumulative figures: they replace message_start's, never add to them.
+                    let u = &mut self.raw_usage;
+                    u.output_tokens = d.output_tokens.unwrap_or(u.output_tokens);
+                    u.input_tokens = d.input_tokens.unwrap_or(u.input_tokens);
+                    u.cache_creation_input_tokens = d
+                        .cache_creation_input_tokens
+                        .or(u.cache_creation_input_tokens);
+                    u.cache_read_input_tokens =
+                        d.cache_read_input_tokens.or(u.cache_read_input_tokens);
+                    self.usage = Some(usage_from(*u));
+                }
+                emit(self.chunk(json!({}), Some(reason)));
+            }
+            AnthropicStreamEvent::MessageStop => {
+                if self.client_wants_usage {
+                    if let Some(u) = self.usage {
+                        emit(json!({
+                            "id": self.id, "object": "chat.completion.chunk", "created": self.created,
+                            "model": self.model, "choices": [], "usage": usage_json(u),
+                        }));
+                    }
+                }
+                out.extend_from_slice(b"data: [DONE]\n\n");
+                self.done = true;
+            }
+            AnthropicStreamEvent::Error { error } => {
+                emit(openai_error(500, &error.kind, error.message).1);
+                self.saw_error = true;
+            }
+            AnthropicStreamEvent::ContentBlockStop { .. }
+            | AnthropicStreamEvent::Ping
+            | AnthropicStreamEvent::Unknown => {}
+        }
+    }
+}
+
+impl Translator for OpenAiToAnthropic {
+    fn request_body(&mut self, body: &[u8], upstream_model: &str) -> Result<Vec<u8>, FilterError> {
+        let req: OpenAiChatRequest = serde_json::from_slice(body).map_err(|e| {
+            FilterError::invalid_request("invalid_json", format!("Invalid request: {e}."))
+        })?;
+        self.stream = req.stream.unwrap_or(false);
+        self.client_wants_usage = req
+            .stream_options
+            .as_ref()
+            .and_then(|o| o.include_usage)
+            .unwrap_or(false);
+        let anthropic = request(req, upstream_model)?;
+        serde_json::to_vec(&anthropic)
+            .map_err(|e| FilterError::invalid_request("invalid_request", e.to_string()))
+    }
+
+    fn response_headers(&mut self, status: u32, event_stream: bool) {
+        self.status = status;
+        self.event_stream = event_stream;
+    }
+
+    fn response_body(&mut self, chunk: &[u8], end_of_stream: bool) -> ChunkOutcome {
+        if !self.event_stream || self.status >= 400 {
+            // Whole JSON bodies are translated once complete.
+            self.body.extend_from_slice(chunk);
+            if !end_of_stream {
+                return ChunkOutcome::Replace(Vec::new());
+            }
+            let body = std::mem::take(&mut self.body);
+            let out = if self.status >= 400 {
+                error(self.status, &body).1
+            } else {
+                match serde_json::from_slice::<AnthropicResponse>(&body) {
+                    Ok(resp) => {
+                        let (v, usage) = response(resp, self.created);
+                        self.usage = Some(usage);
+                        v
+                    }
+                    Err(_) => error(502, b"").1, // not a Messages response: a provider fault
+                }
+            };
+            return ChunkOutcome::Replace(out.to_string().into_bytes());
+        }
+        let mut events = Vec::new();
+        self.splitter.feed(chunk, |e| events.push(e.to_vec()));
+        let mut out = Vec::with_capacity(chunk.len() * 2);
+        for event in events {
+            let Some(data) = event_data(&event) else {
+                continue;
+            };
+            // Unknown event types are skipped, never fatal.
+            if let Ok(ev) = serde_json::from_slice::<AnthropicStreamEvent>(&data) {
+                self.on_event(ev, &mut out);
+            }
+        }
+        if end_of_stream && !self.done && !self.saw_error {
+            out.extend_from_slice(INCOMPLETE_EVENT);
+        }
+        ChunkOutcome::Replace(out)
+    }
+
+    fn usage(&self) -> Option<Usage> {
+        self.usage
+    }
+}
+
+#[cfg(test)]
+mod tests;
