@@ -163,6 +163,15 @@ pub fn auth_header(kind: ProviderKind) -> (&'static str, &'static str) {
     }
 }
 
+/// Headers a provider kind's API requires on every request.
+/// Anthropic: <https://docs.anthropic.com/en/api/versioning>
+pub fn required_headers(kind: ProviderKind) -> Vec<(String, String)> {
+    match kind {
+        ProviderKind::Anthropic => vec![("anthropic-version".into(), "2023-06-01".into())],
+        _ => Vec::new(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

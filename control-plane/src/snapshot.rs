@@ -93,6 +93,7 @@ pub fn compute(
                     weight: k.weight,
                 })
                 .collect(),
+            headers: domain::required_headers(p.kind),
         });
         clusters.push(ProviderCluster {
             name: cluster,

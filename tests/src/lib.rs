@@ -195,6 +195,11 @@ providers:
     base_url: "{mock_base_url}"
     keys: [{{secret: "{PROVIDER_KEY}"}}]
     models: [gpt-4o-mini, text-embedding-3-small, mock-gated, mock-cut, mock-truncated]
+  - name: claude
+    kind: anthropic
+    base_url: "{anthropic_base_url}"
+    keys: [{{secret: "{PROVIDER_KEY}"}}]
+    models: [claude-sonnet-4-5, claude-overloaded]
   - name: dead
     kind: openai_compatible
     base_url: "http://127.0.0.1:{dead}/v1"
@@ -214,6 +219,7 @@ api_keys:
         wasm = wasm_path().display(),
         dir = dir.display(),
         dead = free_port(),
+        anthropic_base_url = mock_base_url.trim_end_matches("/v1"),
     )
 }
 

@@ -5,6 +5,10 @@
 //! Special model names drive failure cases: `mock-gated` holds the stream after its first chunk
 //! until [`MockOpenAi::open_gate`]; `mock-cut` drops the connection mid-stream; `mock-truncated`
 //! ends the stream cleanly but without `[DONE]`.
+//!
+//! The same server also speaks Anthropic Messages at `POST /v1/messages` (the Anthropic SDK's
+//! base URL is the origin), checked as Anthropic checks it: `x-api-key`, `anthropic-version`,
+//! required fields, no unknown fields; models `claude-sonnet-4-5` and `claude-overloaded` (529).
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -23,6 +27,29 @@ pub const CHAT_STREAM: &str = include_str!("../fixtures/openai/chat_stream_usage
 pub const EMBEDDINGS: &str = include_str!("../fixtures/openai/embeddings.json");
 const ERROR_INVALID_KEY: &str = include_str!("../fixtures/openai/error_invalid_api_key.json");
 const ERROR_MODEL_NOT_FOUND: &str = include_str!("../fixtures/openai/error_model_not_found.json");
+pub const ANTHROPIC_MESSAGE: &str =
+    include_str!("../fixtures/openai_anthropic/simple/upstream_response.json");
+pub const ANTHROPIC_STREAM: &str =
+    include_str!("../fixtures/openai_anthropic/stream/upstream_response.sse");
+const ANTHROPIC_MODELS: &[&str] = &["claude-sonnet-4-5", "claude-overloaded"];
+
+/// Request fields of the Messages API; anything else is refused.
+const ANTHROPIC_FIELDS: &[&str] = &[
+    "model",
+    "max_tokens",
+    "messages",
+    "system",
+    "temperature",
+    "top_p",
+    "top_k",
+    "stop_sequences",
+    "stream",
+    "tools",
+    "tool_choice",
+    "metadata",
+    "thinking",
+    "service_tier",
+];
 
 /// Request arguments of Chat Completions (OpenAI API reference); anything else is refused the
 /// way OpenAI refuses it.
@@ -130,6 +157,7 @@ impl MockOpenAi {
         let app = Router::new()
             .route("/v1/chat/completions", post(chat))
             .route("/v1/embeddings", post(embeddings))
+            .route("/v1/messages", post(messages))
             .fallback(|| async { (StatusCode::NOT_FOUND, "not found") })
             .with_state(state.clone());
         let listener = tokio::net::TcpListener::bind(addr).await?;
@@ -151,6 +179,11 @@ impl MockOpenAi {
 
     pub fn base_url(&self) -> String {
         format!("http://{}/v1", self.addr)
+    }
+
+    /// The base URL as the Anthropic SDK takes it (the origin).
+    pub fn anthropic_base_url(&self) -> String {
+        format!("http://{}", self.addr)
     }
 
     pub fn requests(&self) -> Vec<Recorded> {
@@ -194,20 +227,9 @@ fn fixture_error(status: StatusCode, fixture: &str) -> Response {
         .into_response()
 }
 
-/// Records the request and checks what every OpenAI endpoint checks; returns the JSON body.
-fn admit(
-    state: &MockState,
-    method: Method,
-    uri: &Uri,
-    headers: &HeaderMap,
-    body: &Bytes,
-    fields: &[&str],
-) -> Result<serde_json::Map<String, Value>, Box<Response>> {
-    state
-        .requests
-        .lock()
-        .map_err(|_| Box::new(error(StatusCode::INTERNAL_SERVER_ERROR, "lock", None)))?
-        .push(Recorded {
+fn record(state: &MockState, method: Method, uri: &Uri, headers: &HeaderMap, body: &Bytes) {
+    if let Ok(mut requests) = state.requests.lock() {
+        requests.push(Recorded {
             method: method.to_string(),
             path: uri.path().to_owned(),
             headers: headers
@@ -221,6 +243,19 @@ fn admit(
                 .collect(),
             body: body.to_vec(),
         });
+    }
+}
+
+/// Records the request and checks what every OpenAI endpoint checks; returns the JSON body.
+fn admit(
+    state: &MockState,
+    method: Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &Bytes,
+    fields: &[&str],
+) -> Result<serde_json::Map<String, Value>, Box<Response>> {
+    record(state, method, uri, headers, body);
     let auth = headers.get("authorization").and_then(|v| v.to_str().ok());
     if auth != Some(&format!("Bearer {}", state.key)) {
         return Err(Box::new(fixture_error(
@@ -359,4 +394,86 @@ async fn embeddings(
     }
     let text = EMBEDDINGS.replace("text-embedding-3-small", model);
     (StatusCode::OK, [("content-type", "application/json")], text).into_response()
+}
+
+/// An Anthropic error: `{"type":"error","error":{"type","message"}}`.
+fn anthropic_error(status: u16, kind: &str, message: &str) -> Response {
+    let body = json!({"type": "error", "error": {"type": kind, "message": message}});
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (
+        status,
+        [("content-type", "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+/// `POST /v1/messages`, checked the way the Anthropic API checks it.
+async fn messages(
+    State(state): State<Arc<MockState>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    record(&state, method, &uri, &headers, &body);
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    if header("x-api-key") != Some(state.key.as_str()) {
+        return anthropic_error(401, "authentication_error", "invalid x-api-key");
+    }
+    if header("anthropic-version") != Some("2023-06-01") {
+        return anthropic_error(
+            400,
+            "invalid_request_error",
+            "anthropic-version header is required",
+        );
+    }
+    let Ok(Value::Object(obj)) = serde_json::from_slice::<Value>(&body) else {
+        return anthropic_error(400, "invalid_request_error", "invalid JSON body");
+    };
+    if let Some(extra) = obj.keys().find(|k| !ANTHROPIC_FIELDS.contains(&k.as_str())) {
+        return anthropic_error(
+            400,
+            "invalid_request_error",
+            &format!("{extra}: Extra inputs are not permitted"),
+        );
+    }
+    if !obj.get("max_tokens").is_some_and(Value::is_u64) {
+        return anthropic_error(400, "invalid_request_error", "max_tokens: Field required");
+    }
+    let messages_ok = obj
+        .get("messages")
+        .and_then(Value::as_array)
+        .is_some_and(|m| {
+            !m.is_empty()
+                && m.iter().all(|m| {
+                    matches!(
+                        m.get("role").and_then(Value::as_str),
+                        Some("user" | "assistant")
+                    ) && m.get("content").is_some()
+                })
+        });
+    if !messages_ok {
+        return anthropic_error(400, "invalid_request_error", "messages: invalid");
+    }
+    let model = obj.get("model").and_then(Value::as_str).unwrap_or_default();
+    if !ANTHROPIC_MODELS.contains(&model) {
+        return anthropic_error(404, "not_found_error", &format!("model: {model}"));
+    }
+    if model == "claude-overloaded" {
+        return anthropic_error(529, "overloaded_error", "Overloaded");
+    }
+    if obj.get("stream").and_then(Value::as_bool) == Some(true) {
+        return Response::builder()
+            .status(StatusCode::OK)
+            .header("content-type", "text/event-stream; charset=utf-8")
+            .body(Body::from(ANTHROPIC_STREAM))
+            .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response());
+    }
+    (
+        StatusCode::OK,
+        [("content-type", "application/json")],
+        ANTHROPIC_MESSAGE,
+    )
+        .into_response()
 }

@@ -82,6 +82,9 @@ pub struct Provider {
     /// Provider keys, used in turn by weight.
     #[serde(default)]
     pub keys: Vec<ProviderKey>,
+    /// Headers the provider's API requires on every request (e.g. `anthropic-version`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<(String, String)>,
 }
 
 /// One provider key as the data plane needs it (the control plane keeps it encrypted at rest).

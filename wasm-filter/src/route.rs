@@ -196,6 +196,7 @@ mod tests {
                     weight: *w,
                 })
                 .collect(),
+            headers: Vec::new(),
         }
     }
 

@@ -11,12 +11,15 @@ use proxy_wasm::types::{Action, BufferType, MapType};
 
 use super::abi;
 use crate::auth;
+use crate::config::ProviderKind;
 use crate::config::{CLUSTER_HEADER, USAGE_FILTER_STATE};
 use crate::error::{push_json_string, FilterError};
 use crate::headers::{self, Change, HeaderBlock};
 use crate::request::{Endpoint, TopLevel};
 use crate::route::Index;
 use crate::stream::{ChunkOutcome, OpenAiStream};
+use crate::translate::openai_anthropic::OpenAiToAnthropic;
+use crate::translate::Translator;
 use crate::usage::{self, Usage};
 
 /// How the response is being handled.
@@ -27,6 +30,8 @@ enum Response {
     Json(Vec<u8>),
     /// An SSE stream handled event by event.
     Stream(Box<OpenAiStream>),
+    /// A provider with another API: every chunk goes through its translator.
+    Translated(Box<dyn Translator>),
 }
 
 pub(crate) struct Request {
@@ -46,6 +51,8 @@ pub(crate) struct Request {
     local_error: bool,
     /// The filter answered itself (an error or the model list).
     local_reply: bool,
+    /// Set for providers whose API is not OpenAI's; moves into `response` with the headers.
+    translator: Option<Box<dyn Translator>>,
     response: Response,
     usage: Option<Usage>,
     complete: bool,
@@ -67,6 +74,7 @@ impl Request {
             client_wants_usage: false,
             local_error: false,
             local_reply: false,
+            translator: None,
             response: Response::Pass,
             usage: None,
             complete: false,
@@ -165,20 +173,30 @@ impl Request {
             .choose_target(targets)
             .ok_or_else(|| FilterError::unknown_model(model))?;
         let provider = index.provider(target.provider);
-        if !provider.kind.speaks_openai() {
-            return Err(FilterError::invalid_request(
-                "provider_not_supported",
-                format!(
-                    "Provider `{}` is not reachable from this endpoint yet.",
-                    provider.name
-                ),
-            ));
-        }
+        let mut translator: Option<Box<dyn Translator>> = match provider.kind {
+            kind if kind.speaks_openai() => None,
+            ProviderKind::Anthropic if endpoint == Endpoint::ChatCompletions => {
+                Some(Box::new(OpenAiToAnthropic::new(now())))
+            }
+            _ => {
+                return Err(FilterError::invalid_request(
+                    "provider_not_supported",
+                    format!(
+                        "Provider `{}` is not reachable from this endpoint yet.",
+                        provider.name
+                    ),
+                ))
+            }
+        };
         let key = index
             .choose_key(provider)
             .ok_or_else(|| FilterError::no_provider_key(&provider.name))?;
 
-        let length = match top.rewrite_if_needed(model, &target.model, stream)? {
+        let new_body = match translator.as_mut() {
+            Some(t) => Some(t.request_body(&body, &target.model)?),
+            None => top.rewrite_if_needed(model, &target.model, stream)?,
+        };
+        let length = match new_body {
             Some(new_body) => {
                 let _ = hostcalls::set_buffer(BufferType::HttpRequestBody, 0, size, &new_body);
                 new_body.len()
@@ -186,9 +204,12 @@ impl Request {
             None => size,
         }
         .to_string();
+        let suffix = translator
+            .as_ref()
+            .map_or(endpoint.upstream_suffix(), |t| t.upstream_path());
         let mut upstream_path = String::with_capacity(provider.path_prefix.len() + 20);
         upstream_path.push_str(&provider.path_prefix);
-        upstream_path.push_str(endpoint.upstream_suffix());
+        upstream_path.push_str(suffix);
         let mut credential = String::with_capacity(provider.auth_prefix.len() + key.secret.len());
         credential.push_str(&provider.auth_prefix);
         credential.push_str(&key.secret);
@@ -196,12 +217,19 @@ impl Request {
         // request arrives without one); the gateway key never reaches the provider; `Host`
         // comes from the route (auto_host_rewrite). The headers are still paused, and only
         // what differs from the client's is written (each host call costs).
-        let wanted: [(&str, &[u8]); 4] = [
+        let mut wanted: Vec<(&str, &[u8])> = Vec::with_capacity(4 + provider.headers.len());
+        wanted.extend([
             (":path", upstream_path.as_bytes()),
             ("content-length", length.as_bytes()),
             (provider.auth_header.as_str(), credential.as_bytes()),
             (CLUSTER_HEADER, provider.cluster.as_bytes()),
-        ];
+        ]);
+        wanted.extend(
+            provider
+                .headers
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_bytes())),
+        );
         for change in headers::changes(&self.headers, &wanted) {
             let _ = match change {
                 Change::Set(name, value) => {
@@ -219,6 +247,7 @@ impl Request {
         self.upstream_model.clone_from(&target.model);
         self.stream = stream;
         self.client_wants_usage = client_wants_usage;
+        self.translator = translator;
         Ok(Action::Continue)
     }
 
@@ -274,6 +303,42 @@ impl HttpContext for Request {
         if self.local_reply || self.provider.is_none() {
             return Action::Continue;
         }
+        if let Some(mut translator) = self.translator.take() {
+            let status: u32 = response_header(":status")
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0);
+            // Envoy's own replies (already OpenAI-style JSON) are not the provider's to translate.
+            let envoy_reply = status >= 400
+                && hostcalls::get_property(vec!["response", "code_details"])
+                    .ok()
+                    .flatten()
+                    .is_none_or(|d| d != b"via_upstream");
+            if !envoy_reply {
+                let event_stream = response_header("content-type")
+                    .is_some_and(|t| t.starts_with("text/event-stream"));
+                translator.response_headers(status, event_stream);
+                // The translated body has another length.
+                let _ =
+                    hostcalls::set_map_value(MapType::HttpResponseHeaders, "content-length", None);
+                if !event_stream {
+                    let _ = hostcalls::set_map_value(
+                        MapType::HttpResponseHeaders,
+                        "content-type",
+                        Some("application/json"),
+                    );
+                }
+                if status == 529 {
+                    // Anthropic's "overloaded" becomes the 503 OpenAI clients retry on.
+                    let _ = hostcalls::set_map_value(
+                        MapType::HttpResponseHeaders,
+                        ":status",
+                        Some("503"),
+                    );
+                }
+                self.response = Response::Translated(translator);
+            }
+            return Action::Continue;
+        }
         self.response = if self.stream
             && response_header("content-type").is_some_and(|t| t.starts_with("text/event-stream"))
         {
@@ -303,15 +368,20 @@ impl HttpContext for Request {
                     *copy = Vec::new();
                 }
             }
+            Response::Translated(translator) => {
+                let chunk = response_chunk(size);
+                if let ChunkOutcome::Replace(bytes) =
+                    translator.response_body(&chunk, end_of_stream)
+                {
+                    let _ = hostcalls::set_buffer(BufferType::HttpResponseBody, 0, size, &bytes);
+                }
+                if end_of_stream {
+                    self.usage = translator.usage();
+                    self.complete = translator.completed();
+                }
+            }
             Response::Stream(stream) => {
-                let chunk = if size > 0 {
-                    hostcalls::get_buffer(BufferType::HttpResponseBody, 0, size)
-                        .ok()
-                        .flatten()
-                        .unwrap_or_default()
-                } else {
-                    Vec::new()
-                };
+                let chunk = response_chunk(size);
                 if let ChunkOutcome::Replace(bytes) = stream.on_chunk(&chunk, end_of_stream) {
                     let _ = hostcalls::set_buffer(BufferType::HttpResponseBody, 0, size, &bytes);
                 }
@@ -349,6 +419,17 @@ fn not_configured() -> FilterError {
     e.message = "The gateway has no configuration yet.".into();
     e.code = "not_configured";
     e
+}
+
+/// The response chunk being processed (the last callback of a stream may be empty).
+fn response_chunk(size: usize) -> Vec<u8> {
+    if size == 0 {
+        return Vec::new();
+    }
+    hostcalls::get_buffer(BufferType::HttpResponseBody, 0, size)
+        .ok()
+        .flatten()
+        .unwrap_or_default()
 }
 
 fn now() -> u64 {

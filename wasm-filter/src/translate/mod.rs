@@ -1,5 +1,5 @@
 //! Translators between a client API and a provider API: pure code, one instance per request,
-//! holding that request's stream state. Not yet wired into the filter (issue 3 in progress).
+//! holding that request's stream state.
 
 pub mod openai_anthropic;
 pub mod schema;
@@ -21,4 +21,10 @@ pub trait Translator {
 
     /// The request's usage, once known, with OpenAI semantics.
     fn usage(&self) -> Option<Usage>;
+
+    /// Whether the provider's answer arrived whole (a stream reached its end event).
+    fn completed(&self) -> bool;
+
+    /// Path below the provider's base URL for this request.
+    fn upstream_path(&self) -> &'static str;
 }

@@ -502,6 +502,7 @@ impl Translator for OpenAiToAnthropic {
                 return ChunkOutcome::Replace(Vec::new());
             }
             let body = std::mem::take(&mut self.body);
+            self.done = true;
             let out = if self.status >= 400 {
                 error(self.status, &body).1
             } else {
@@ -536,6 +537,14 @@ impl Translator for OpenAiToAnthropic {
 
     fn usage(&self) -> Option<Usage> {
         self.usage
+    }
+
+    fn completed(&self) -> bool {
+        self.done
+    }
+
+    fn upstream_path(&self) -> &'static str {
+        "/v1/messages"
     }
 }
 
