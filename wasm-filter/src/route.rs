@@ -2,6 +2,7 @@
 
 use std::cell::Cell;
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 
 use crate::auth::KeyEntry;
 use crate::config::{FilterConfig, ModelRoute, Provider, ProviderKey, Target};
@@ -11,7 +12,8 @@ use crate::config::{FilterConfig, ModelRoute, Provider, ProviderKey, Target};
 pub struct Index {
     pub version: String,
     pub max_body_bytes: usize,
-    pub(crate) keys: HashMap<[u8; 32], KeyEntry>,
+    keys: Vec<KeyEntry>,
+    key_by_digest: HashMap<[u8; 32], usize, BuildHasherDefault<DigestHasher>>,
     providers: Vec<Provider>,
     models: HashMap<String, Vec<ResolvedTarget>>,
     /// Model names in config order, for `/v1/models`.
@@ -48,12 +50,15 @@ impl Index {
     }
 
     pub fn new(cfg: FilterConfig) -> Result<Index, ConfigError> {
-        let mut keys = HashMap::with_capacity(cfg.keys.len());
+        let mut keys = Vec::with_capacity(cfg.keys.len());
+        let mut key_by_digest =
+            HashMap::with_capacity_and_hasher(cfg.keys.len(), Default::default());
         for key in cfg.keys {
             let mut digest = [0u8; 32];
             hex::decode_to_slice(&key.digest, &mut digest)
                 .map_err(|_| ConfigError(format!("key {}: digest is not 64 hex digits", key.id)))?;
-            keys.insert(digest, KeyEntry::new(key));
+            key_by_digest.insert(digest, keys.len());
+            keys.push(KeyEntry::new(key));
         }
         let provider_pos: HashMap<&str, usize> = cfg
             .providers
@@ -94,11 +99,21 @@ impl Index {
             version: cfg.version,
             max_body_bytes: cfg.max_body_bytes,
             keys,
+            key_by_digest,
             providers: cfg.providers,
             models,
             model_names,
             cursor: Cell::new(0),
         })
+    }
+
+    /// Position of the gateway key with this SHA-256 digest.
+    pub fn key_position(&self, digest: &[u8; 32]) -> Option<usize> {
+        self.key_by_digest.get(digest).copied()
+    }
+
+    pub fn key(&self, position: usize) -> &KeyEntry {
+        &self.keys[position]
     }
 
     pub fn model_names(&self) -> &[String] {
@@ -134,6 +149,28 @@ impl Index {
     pub fn choose_key<'a>(&self, provider: &'a Provider) -> Option<&'a ProviderKey> {
         let tick = self.next_tick();
         weighted_pick(provider.keys.iter(), |k| k.weight, tick)
+    }
+}
+
+/// Hashes a SHA-256 digest by its first 8 bytes: digests are already uniform, so SipHash over
+/// 32 bytes per request buys nothing. Not a flooding risk: the map holds only our own keys, and
+/// a lookup of an attacker's digest costs one probe sequence like any other.
+#[derive(Default)]
+pub struct DigestHasher(u64);
+
+impl Hasher for DigestHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8).take(1) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.0 ^= u64::from_le_bytes(word);
+        }
+    }
+
+    fn write_usize(&mut self, _length_prefix: usize) {}
+
+    fn finish(&self) -> u64 {
+        self.0
     }
 }
 

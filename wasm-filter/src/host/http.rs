@@ -39,9 +39,8 @@ pub(crate) struct Request {
     endpoint: Option<Endpoint>,
     /// The client's request headers, read once.
     headers: HeaderBlock,
-    key_digest: Option<[u8; 32]>,
-    key_id: String,
-    user: String,
+    /// The authenticated key's position in the index.
+    key: Option<usize>,
     model: String,
     provider: Option<usize>,
     upstream_model: String,
@@ -64,9 +63,7 @@ impl Request {
             index,
             endpoint: None,
             headers: HeaderBlock::default(),
-            key_digest: None,
-            key_id: String::new(),
-            user: String::new(),
+            key: None,
             model: String::new(),
             provider: None,
             upstream_model: String::new(),
@@ -107,10 +104,8 @@ impl Request {
         let index = self.index.clone().ok_or_else(not_configured)?;
 
         let presented = auth::presented_key(h.find_str("authorization"), h.find_str("x-api-key"));
-        let (key, digest) = auth::authenticate(&index, presented, now)?;
-        self.key_id.clone_from(&key.id);
-        self.user.clone_from(&key.user);
-        self.key_digest = Some(digest);
+        let (key, position) = auth::authenticate(&index, presented, now)?;
+        self.key = Some(position);
 
         if endpoint == Endpoint::Models {
             let body = models_body(&index, key);
@@ -162,10 +157,7 @@ impl Request {
         let targets = index
             .targets(model)
             .ok_or_else(|| FilterError::unknown_model(model))?;
-        let allowed = self
-            .key_digest
-            .and_then(|d| index.keys.get(&d))
-            .is_some_and(|k| k.allows(model));
+        let allowed = self.key.is_some_and(|k| index.key(k).allows(model));
         if !allowed {
             return Err(FilterError::model_not_allowed(model));
         }
@@ -256,12 +248,16 @@ impl Request {
             (Some(index), Some(i)) => index.provider(i).name.as_str(),
             _ => "",
         };
+        let (key_id, user) = match (&self.index, self.key) {
+            (Some(index), Some(k)) => (index.key(k).id.as_str(), index.key(k).user.as_str()),
+            _ => ("", ""),
+        };
         let u = self.usage.unwrap_or_default();
         let mut out = String::with_capacity(256);
         out.push_str("{\"key\":");
-        push_json_string(&mut out, &self.key_id);
+        push_json_string(&mut out, key_id);
         out.push_str(",\"user\":");
-        push_json_string(&mut out, &self.user);
+        push_json_string(&mut out, user);
         out.push_str(",\"model\":");
         push_json_string(&mut out, &self.model);
         out.push_str(",\"provider\":");
