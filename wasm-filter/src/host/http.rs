@@ -294,8 +294,9 @@ impl HttpContext for Request {
     }
 
     fn on_http_response_headers(&mut self, _n: usize, _end_of_stream: bool) -> Action {
-        // Nothing here reads the status: Envoy formats its own upstream-failure replies
-        // (`local_reply_config`) and logs the status itself, and every host call costs.
+        // For OpenAI-style providers nothing here reads the status (every host call costs):
+        // Envoy formats its own upstream-failure replies (`local_reply_config`) and logs the
+        // status itself. Translated answers need it.
         if self.local_reply || self.provider.is_none() {
             return Action::Continue;
         }
@@ -312,7 +313,7 @@ impl HttpContext for Request {
             if !envoy_reply {
                 let event_stream = response_header("content-type")
                     .is_some_and(|t| t.starts_with("text/event-stream"));
-                translator.response_headers(status, event_stream);
+                let client_status = translator.response_headers(status, event_stream);
                 // The translated body has another length.
                 let _ =
                     hostcalls::set_map_value(MapType::HttpResponseHeaders, "content-length", None);
@@ -323,12 +324,11 @@ impl HttpContext for Request {
                         Some("application/json"),
                     );
                 }
-                if status == 529 {
-                    // Anthropic's "overloaded" becomes the 503 OpenAI clients retry on.
+                if let Some(client_status) = client_status {
                     let _ = hostcalls::set_map_value(
                         MapType::HttpResponseHeaders,
                         ":status",
-                        Some("503"),
+                        Some(&client_status.to_string()),
                     );
                 }
                 self.response = Response::Translated(translator);

@@ -13,8 +13,9 @@ pub trait Translator {
     /// Called once with the client's whole request body; returns the provider's body.
     fn request_body(&mut self, body: &[u8], upstream_model: &str) -> Result<Vec<u8>, FilterError>;
 
-    /// Called once with the provider's response status and whether the body is an event stream.
-    fn response_headers(&mut self, status: u32, event_stream: bool);
+    /// Called once with the provider's response status and whether the body is an event stream;
+    /// returns the status the client should see instead, if it differs.
+    fn response_headers(&mut self, status: u32, event_stream: bool) -> Option<u32>;
 
     /// Called for every response chunk as it arrives; returns what the client receives.
     fn response_body(&mut self, chunk: &[u8], end_of_stream: bool) -> ChunkOutcome;

@@ -489,9 +489,11 @@ impl Translator for OpenAiToAnthropic {
             .map_err(|e| FilterError::invalid_request("invalid_request", e.to_string()))
     }
 
-    fn response_headers(&mut self, status: u32, event_stream: bool) {
+    fn response_headers(&mut self, status: u32, event_stream: bool) -> Option<u32> {
         self.status = status;
         self.event_stream = event_stream;
+        // Anthropic's 529 "overloaded" is not a status OpenAI clients retry on; 503 is.
+        (status == 529).then_some(503)
     }
 
     fn response_body(&mut self, chunk: &[u8], end_of_stream: bool) -> ChunkOutcome {

@@ -85,7 +85,12 @@ fn golden_cases() {
             .unwrap_or(200);
         let json_response = case.join("upstream_response.json");
         if json_response.exists() {
-            t.response_headers(status, false);
+            let client_status = t.response_headers(status, false);
+            assert_eq!(
+                client_status,
+                (status == 529).then_some(503),
+                "{name}: status"
+            );
             let body = read(&json_response);
             let out = feed(&mut t, &body, &[body.len() / 2]);
             assert_eq!(
