@@ -67,21 +67,18 @@ pub struct Resources {
     pub extension_configs: Vec<(String, Any)>,
 }
 
-/// How the listener gets the filter's configuration.
-enum FilterSource {
-    /// Over ADS, by name (the running gateway).
-    Ecds,
-    /// Inline (a static config for `envoy --mode validate`).
+/// How the listener gets the filter's configuration and the route.
+enum Delivery {
+    /// Over ADS, by name: ECDS and RDS (the running gateway).
+    Ads,
+    /// Inline, with this filter config (a static config for `envoy --mode validate`).
     Inline(Box<Wasm>),
 }
 
 pub fn resources(gw: &Gateway, state: &GatewayState, wasm_path: &Path) -> Resources {
     let wasm = wasm_filter(gw, state, wasm_path);
     Resources {
-        listeners: vec![(
-            LISTENER_NAME.into(),
-            pack_any(listener(gw, FilterSource::Ecds)),
-        )],
+        listeners: vec![(LISTENER_NAME.into(), pack_any(listener(gw, Delivery::Ads)))],
         routes: vec![(ROUTE_NAME.into(), pack_any(route_config(gw)))],
         clusters: state
             .clusters
@@ -128,14 +125,23 @@ fn seconds(s: u64) -> Duration {
 /// The access-log line: Envoy's view of the request plus the filter's usage record.
 const ACCESS_LOG_FORMAT: &str = "[%START_TIME%] \"%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%\" %RESPONSE_CODE% %RESPONSE_FLAGS% cluster=%UPSTREAM_CLUSTER% dur=%DURATION%ms ttfb=%RESPONSE_DURATION%ms usage=%FILTER_STATE(wasm.switchyard_usage:PLAIN)%\n";
 
-fn listener(gw: &Gateway, source: FilterSource) -> Listener {
-    let filter_config = match source {
-        FilterSource::Ecds => http_filter::ConfigType::ConfigDiscovery(ExtensionConfigSource {
-            config_source: Some(ads()),
-            type_urls: vec![WASM_TYPE.into()],
-            ..Default::default()
-        }),
-        FilterSource::Inline(wasm) => http_filter::ConfigType::TypedConfig(pack_any(*wasm)),
+fn listener(gw: &Gateway, delivery: Delivery) -> Listener {
+    let (filter_config, route_specifier) = match delivery {
+        Delivery::Ads => (
+            http_filter::ConfigType::ConfigDiscovery(ExtensionConfigSource {
+                config_source: Some(ads()),
+                type_urls: vec![WASM_TYPE.into()],
+                ..Default::default()
+            }),
+            http_connection_manager::RouteSpecifier::Rds(Rds {
+                config_source: Some(ads()),
+                route_config_name: ROUTE_NAME.into(),
+            }),
+        ),
+        Delivery::Inline(wasm) => (
+            http_filter::ConfigType::TypedConfig(pack_any(*wasm)),
+            http_connection_manager::RouteSpecifier::RouteConfig(route_config(gw)),
+        ),
     };
     let access_log = if gw.access_log {
         vec![AccessLog {
@@ -164,10 +170,7 @@ fn listener(gw: &Gateway, source: FilterSource) -> Listener {
     };
     let hcm = HttpConnectionManager {
         stat_prefix: "switchyard".into(),
-        route_specifier: Some(http_connection_manager::RouteSpecifier::Rds(Rds {
-            config_source: Some(ads()),
-            route_config_name: ROUTE_NAME.into(),
-        })),
+        route_specifier: Some(route_specifier),
         http_filters: vec![
             HttpFilter {
                 name: FILTER_NAME.into(),
@@ -459,25 +462,10 @@ static_resources:
 pub fn static_bootstrap(gw: &Gateway, state: &GatewayState, wasm_path: &Path) -> Bootstrap {
     use envoy_types::pb::envoy::config::bootstrap::v3::Admin;
     use envoy_types::pb::envoy::config::core::v3::Node;
-    let mut hcm_listener = listener(
+    let hcm_listener = listener(
         gw,
-        FilterSource::Inline(Box::new(wasm_filter(gw, state, wasm_path))),
+        Delivery::Inline(Box::new(wasm_filter(gw, state, wasm_path))),
     );
-    // Static config: the route is inline rather than from RDS.
-    if let Some(chain) = hcm_listener.filter_chains.first_mut() {
-        if let Some(f) = chain.filters.first_mut() {
-            if let Some(filter::ConfigType::TypedConfig(any)) = &f.config_type {
-                if let Ok(mut hcm) =
-                    <HttpConnectionManager as prost::Message>::decode(any.value.as_slice())
-                {
-                    hcm.route_specifier = Some(
-                        http_connection_manager::RouteSpecifier::RouteConfig(route_config(gw)),
-                    );
-                    f.config_type = Some(filter::ConfigType::TypedConfig(pack_any(hcm)));
-                }
-            }
-        }
-    }
     Bootstrap {
         node: Some(Node {
             id: "validate".into(),
