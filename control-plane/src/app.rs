@@ -8,7 +8,7 @@ use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service
 
 use crate::config::{Config, Gateway};
 use crate::crypto::{self, MasterKey};
-use crate::domain::{self, Upstream};
+use crate::domain;
 use crate::store::{ModelRow, NewApiKey, NewProviderKey, Store};
 use crate::xds::{build, cache::SnapshotCache, server::AdsServer};
 
@@ -196,32 +196,20 @@ pub async fn apply_config(
     for (i, p) in config.providers.iter().enumerate() {
         let at = format!("providers[{i}]");
         domain::check_name("provider", &p.name).map_err(|e| anyhow::anyhow!("{at}: {e}"))?;
-        let base_url = match &p.base_url {
-            Some(u) => u.clone(),
-            None => domain::default_base_url(p.kind)
-                .ok_or_else(|| {
-                    anyhow::anyhow!(
-                        "{at}: base_url is required for kind {}",
-                        domain::kind_str(p.kind)
-                    )
-                })?
-                .to_owned(),
-        };
-        Upstream::parse(&base_url).map_err(|e| anyhow::anyhow!("{at}: {e}"))?;
-        for m in &p.models {
-            domain::check_model_name(m).map_err(|e| anyhow::anyhow!("{at}.models: {e}"))?;
-        }
-        let keys: Vec<NewProviderKey> = p
+        let base_url = domain::resolve_base_url(p.kind, p.base_url.as_deref())
+            .map_err(|e| anyhow::anyhow!("{at}: {e}"))?;
+        domain::check_model_names(&p.models).map_err(|e| anyhow::anyhow!("{at}.models: {e}"))?;
+        // Keys that expanded to nothing (unset variables) are left out; the rest are sealed.
+        let keys = p
             .keys
             .iter()
-            .filter(|k| !k.secret.trim().is_empty())
-            .map(|k| NewProviderKey {
-                digest: crypto::digest(k.secret.trim()),
-                secret_sealed: master.seal(k.secret.trim()),
-                weight: k.weight,
-                qps: k.qps,
+            .enumerate()
+            .filter(|(_, k)| !k.secret.trim().is_empty())
+            .map(|(j, k)| {
+                NewProviderKey::seal(master, &k.secret, k.weight, k.qps)
+                    .map_err(|e| anyhow::anyhow!("{at}.keys[{j}]: {e}"))
             })
-            .collect();
+            .collect::<anyhow::Result<Vec<_>>>()?;
         if !p.keys.is_empty() && keys.is_empty() {
             tracing::warn!(provider = %p.name, "provider skipped: its key is missing (unset environment variable?)");
             continue;
@@ -308,4 +296,53 @@ pub async fn render_static(config_path: &Path, out: &Path) -> anyhow::Result<()>
         .with_context(|| format!("writing {}", out.display()))?;
     app.store.close().await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn apply(text: &str) -> (Store, anyhow::Result<()>) {
+        let store = Store::connect(&crate::test_support::sqlite_url())
+            .await
+            .unwrap();
+        let master = MasterKey::from_bytes(&[1; 32]);
+        let config = Config::parse(text, &|_| None).unwrap().config;
+        let result = apply_config(&store, &master, &config).await;
+        (store, result)
+    }
+
+    #[tokio::test]
+    async fn provider_keys_from_config_must_be_printable() {
+        let text = "providers:\n  - {name: p, kind: openai, keys: [{secret: \"sk-a\\nb\"}]}\n";
+        let (_, result) = apply(text).await;
+        let err = result.expect_err("refused").to_string();
+        assert!(err.contains("providers[0].keys[0]"), "{err}");
+        assert!(err.contains("printable"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn unset_keys_skip_the_provider_and_applying_twice_changes_nothing() {
+        let text = "providers:\n  - {name: gone, kind: openai, keys: [{secret: \"${UNSET}\"}]}\n  - {name: here, kind: openai, keys: [{secret: sk-here}]}\n";
+        let (store, result) = apply(text).await;
+        result.unwrap();
+        let names: Vec<String> = store
+            .list_providers()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|p| p.name)
+            .collect();
+        assert_eq!(names, vec!["here".to_string()]);
+        let keys = store.list_provider_keys().await.unwrap();
+        let master = MasterKey::from_bytes(&[1; 32]);
+        let config = Config::parse(text, &|_| None).unwrap().config;
+        apply_config(&store, &master, &config).await.unwrap();
+        let again = store.list_provider_keys().await.unwrap();
+        assert_eq!(keys.len(), 1);
+        assert_eq!(
+            again.iter().map(|k| &k.id).collect::<Vec<_>>(),
+            keys.iter().map(|k| &k.id).collect::<Vec<_>>()
+        );
+    }
 }

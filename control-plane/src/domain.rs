@@ -56,6 +56,23 @@ pub fn default_base_url(kind: ProviderKind) -> Option<&'static str> {
     }
 }
 
+/// The base URL a provider uses: the one given, or its kind's public endpoint; checked.
+pub fn resolve_base_url(kind: ProviderKind, base_url: Option<&str>) -> Result<String, String> {
+    let url = match base_url {
+        Some(u) => u.to_owned(),
+        None => default_base_url(kind)
+            .ok_or_else(|| format!("base_url is required for kind {}", kind_str(kind)))?
+            .to_owned(),
+    };
+    Upstream::parse(&url)?;
+    Ok(url)
+}
+
+/// Every name in a provider's model list must be one a client can send.
+pub fn check_model_names(models: &[String]) -> Result<(), String> {
+    models.iter().try_for_each(|m| check_model_name(m))
+}
+
 /// Names of providers, models and keys: they end up in cluster names and URLs, so they are
 /// kept to a safe alphabet.
 pub fn check_name(what: &str, name: &str) -> Result<(), String> {
@@ -197,6 +214,17 @@ mod tests {
         assert!(Upstream::parse("ftp://x").is_err());
         assert!(Upstream::parse("https://user:pw@x.com").is_err());
         assert!(Upstream::parse("not a url").is_err());
+    }
+
+    #[test]
+    fn base_urls_default_by_kind_and_are_checked() {
+        assert_eq!(
+            resolve_base_url(ProviderKind::Anthropic, None).as_deref(),
+            Ok("https://api.anthropic.com")
+        );
+        assert!(resolve_base_url(ProviderKind::OpenaiCompatible, None).is_err());
+        assert!(resolve_base_url(ProviderKind::Openai, Some("ftp://x")).is_err());
+        assert!(check_model_names(&["a".into(), "b c".into()]).is_err());
     }
 
     #[test]

@@ -7,8 +7,7 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
 use super::{publish, ApiError, ApiJson, AppState};
-use crate::crypto;
-use crate::domain::{self, ProviderKind, Upstream};
+use crate::domain::{self, ProviderKind};
 use crate::store::{NewProviderKey, ProviderKeyRow, ProviderRow};
 
 pub fn router() -> Router<AppState> {
@@ -98,46 +97,11 @@ fn view(p: ProviderRow, keys: &[ProviderKeyRow]) -> ProviderView {
     }
 }
 
-fn check_base_url(kind: ProviderKind, base_url: Option<String>) -> Result<String, ApiError> {
-    let url = match base_url {
-        Some(u) => u,
-        None => domain::default_base_url(kind)
-            .ok_or_else(|| {
-                ApiError::BadRequest(format!(
-                    "base_url is required for kind {}",
-                    domain::kind_str(kind)
-                ))
-            })?
-            .to_owned(),
-    };
-    Upstream::parse(&url).map_err(ApiError::BadRequest)?;
-    Ok(url)
-}
-
-fn check_models(models: &[String]) -> Result<(), ApiError> {
-    models
-        .iter()
-        .try_for_each(|m| domain::check_model_name(m))
-        .map_err(ApiError::BadRequest)
-}
-
 fn seal_keys(app: &crate::app::App, keys: &[KeyInput]) -> Result<Vec<NewProviderKey>, ApiError> {
     keys.iter()
-        .map(|k| {
-            let secret = k.secret.trim();
-            if secret.is_empty() || secret.chars().any(char::is_control) {
-                return Err(ApiError::BadRequest(
-                    "a provider key must be non-empty and printable".into(),
-                ));
-            }
-            Ok(NewProviderKey {
-                digest: crypto::digest(secret),
-                secret_sealed: app.master.seal(secret),
-                weight: k.weight,
-                qps: k.qps,
-            })
-        })
-        .collect()
+        .map(|k| NewProviderKey::seal(&app.master, &k.secret, k.weight, k.qps))
+        .collect::<Result<_, _>>()
+        .map_err(ApiError::BadRequest)
 }
 
 async fn list(State(app): State<AppState>) -> Result<Json<Vec<ProviderView>>, ApiError> {
@@ -162,8 +126,9 @@ async fn create(
     ApiJson(input): ApiJson<CreateProvider>,
 ) -> Result<(StatusCode, Json<ProviderView>), ApiError> {
     domain::check_name("provider", &input.name).map_err(ApiError::BadRequest)?;
-    let base_url = check_base_url(input.kind, input.base_url)?;
-    check_models(&input.models)?;
+    let base_url = domain::resolve_base_url(input.kind, input.base_url.as_deref())
+        .map_err(ApiError::BadRequest)?;
+    domain::check_model_names(&input.models).map_err(ApiError::BadRequest)?;
     let keys = seal_keys(&app, &input.keys)?;
     let id = app
         .store
@@ -184,11 +149,11 @@ async fn update(
     let current = app.store.get_provider(&name).await?;
     let kind = input.kind.unwrap_or(current.kind);
     let base_url = match input.base_url {
-        Some(u) => check_base_url(kind, Some(u))?,
+        Some(u) => domain::resolve_base_url(kind, Some(&u)).map_err(ApiError::BadRequest)?,
         None => current.base_url.clone(),
     };
     let models = input.models.unwrap_or(current.models);
-    check_models(&models)?;
+    domain::check_model_names(&models).map_err(ApiError::BadRequest)?;
     let keys = input.keys.map(|k| seal_keys(&app, &k)).transpose()?;
     app.store
         .update_provider(

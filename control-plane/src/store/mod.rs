@@ -80,6 +80,28 @@ pub struct NewProviderKey {
     pub qps: Option<u32>,
 }
 
+impl NewProviderKey {
+    /// Seals a provider key's secret (trimmed) under the master key. A secret must be
+    /// non-empty and printable: it ends up in a request header.
+    pub fn seal(
+        master: &crate::crypto::MasterKey,
+        secret: &str,
+        weight: u32,
+        qps: Option<u32>,
+    ) -> std::result::Result<NewProviderKey, String> {
+        let secret = secret.trim();
+        if secret.is_empty() || secret.chars().any(char::is_control) {
+            return Err("a provider key must be non-empty and printable".into());
+        }
+        Ok(NewProviderKey {
+            digest: crate::crypto::digest(secret),
+            secret_sealed: master.seal(secret),
+            weight,
+            qps,
+        })
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModelRow {
     pub name: String,
