@@ -19,6 +19,7 @@ use crate::request::{Endpoint, TopLevel};
 use crate::route::Index;
 use crate::stream::{ChunkOutcome, OpenAiStream};
 use crate::translate::openai_anthropic::OpenAiToAnthropic;
+use crate::translate::openai_gemini::OpenAiToGemini;
 use crate::translate::Translator;
 use crate::usage::{self, Usage};
 
@@ -170,6 +171,9 @@ impl Request {
             ProviderKind::Anthropic if endpoint == Endpoint::ChatCompletions => {
                 Some(Box::new(OpenAiToAnthropic::new(now())))
             }
+            ProviderKind::Gemini if endpoint == Endpoint::ChatCompletions => {
+                Some(Box::new(OpenAiToGemini::new(now())))
+            }
             _ => {
                 return Err(FilterError::invalid_request(
                     "provider_not_supported",
@@ -196,12 +200,12 @@ impl Request {
             None => size,
         }
         .to_string();
-        let suffix = translator
-            .as_ref()
-            .map_or(endpoint.upstream_suffix(), |t| t.upstream_path());
-        let mut upstream_path = String::with_capacity(provider.path_prefix.len() + 20);
+        let mut upstream_path = String::with_capacity(provider.path_prefix.len() + 64);
         upstream_path.push_str(&provider.path_prefix);
-        upstream_path.push_str(suffix);
+        match translator.as_ref() {
+            Some(t) => t.upstream_path(&mut upstream_path),
+            None => upstream_path.push_str(endpoint.upstream_suffix()),
+        }
         let mut credential = String::with_capacity(provider.auth_prefix.len() + key.secret.len());
         credential.push_str(&provider.auth_prefix);
         credential.push_str(&key.secret);

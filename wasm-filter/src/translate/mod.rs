@@ -1,7 +1,11 @@
 //! Translators between a client API and a provider API: pure code, one instance per request,
 //! holding that request's stream state.
 
+pub mod common;
+#[cfg(test)]
+mod golden;
 pub mod openai_anthropic;
+pub mod openai_gemini;
 pub mod schema;
 
 use crate::error::FilterError;
@@ -26,6 +30,6 @@ pub trait Translator {
     /// Whether the provider's answer arrived whole (a stream reached its end event).
     fn completed(&self) -> bool;
 
-    /// Path below the provider's base URL for this request.
-    fn upstream_path(&self) -> &'static str;
+    /// Appends the path below the provider's base URL for this request (query included).
+    fn upstream_path(&self, out: &mut String);
 }

@@ -7,6 +7,7 @@
 
 use serde_json::{json, Value};
 
+use super::common::*;
 use super::schema::anthropic::*;
 use super::schema::openai::*;
 use super::Translator;
@@ -18,19 +19,20 @@ use crate::usage::Usage;
 /// `max_tokens` is required by Anthropic; used when the client sets none.
 pub const DEFAULT_MAX_TOKENS: u64 = 4096;
 
+/// Anthropic's smallest thinking budget.
+const MIN_THINKING_BUDGET: u64 = 1024;
+
 /// One request from an OpenAI client to an Anthropic provider.
 #[derive(Debug, Default)]
 pub struct OpenAiToAnthropic {
-    /// Unix time for the `created` field of the answers.
-    created: u64,
+    /// `id`, `model` and `created` of the answers.
+    header: ChunkHeader,
     stream: bool,
     client_wants_usage: bool,
     status: u32,
     event_stream: bool,
     body: Vec<u8>,
     splitter: EventSplitter,
-    id: String,
-    model: String,
     usage: Option<Usage>,
     /// The stream's usage as Anthropic reports it (message_start, then message_delta).
     raw_usage: AnthropicUsage,
@@ -44,56 +46,20 @@ pub struct OpenAiToAnthropic {
 impl OpenAiToAnthropic {
     pub fn new(created: u64) -> Self {
         OpenAiToAnthropic {
-            created,
+            header: ChunkHeader {
+                created,
+                ..Default::default()
+            },
             ..Default::default()
         }
     }
 }
 
-fn invalid(message: impl Into<String>) -> FilterError {
-    FilterError::invalid_request("invalid_request", message)
-}
-
-/// Text of a content value; image parts are refused where only text is allowed.
-fn text_of(content: OpenAiContent, role: &str) -> Result<String, FilterError> {
-    match content {
-        OpenAiContent::Text(t) => Ok(t),
-        OpenAiContent::Parts(parts) => {
-            let mut out = String::new();
-            for part in parts {
-                match part {
-                    OpenAiContentPart::Text { text } => {
-                        if !out.is_empty() {
-                            out.push('\n');
-                        }
-                        out.push_str(&text);
-                    }
-                    _ => return Err(invalid(format!("{role} messages may only contain text"))),
-                }
-            }
-            Ok(out)
-        }
-    }
-}
-
-/// `data:<media type>;base64,<data>` or an http(s) URL.
 fn image_source(url: String) -> Result<AnthropicImageSource, FilterError> {
-    if let Some(rest) = url.strip_prefix("data:") {
-        let (meta, data) = rest
-            .split_once(',')
-            .ok_or_else(|| invalid("image data URL has no data"))?;
-        let media_type = meta
-            .strip_suffix(";base64")
-            .ok_or_else(|| invalid("image data URLs must be base64"))?;
-        return Ok(AnthropicImageSource::Base64 {
-            media_type: media_type.to_owned(),
-            data: data.to_owned(),
-        });
-    }
-    if url.starts_with("https://") || url.starts_with("http://") {
-        return Ok(AnthropicImageSource::Url { url });
-    }
-    Err(invalid("image_url must be a data URL or an http(s) URL"))
+    Ok(match image(url)? {
+        Image::Base64 { media_type, data } => AnthropicImageSource::Base64 { media_type, data },
+        Image::Url(url) => AnthropicImageSource::Url { url },
+    })
 }
 
 fn user_blocks(content: OpenAiContent) -> Result<Vec<AnthropicBlock>, FilterError> {
@@ -247,17 +213,36 @@ pub fn request(req: OpenAiChatRequest, model: &str) -> Result<AnthropicRequest, 
         None => None,
     };
 
+    let asked_max = req.max_completion_tokens.or(req.max_tokens);
+    let budget = match req.reasoning_effort.as_deref() {
+        Some(effort) => thinking_budget(effort)?,
+        None => None,
+    };
+    // Thinking counts against max_tokens (as reasoning counts against OpenAI's
+    // max_completion_tokens) and its budget must stay below it, and at least 1024.
+    let (max_tokens, thinking) = match (budget, asked_max) {
+        (None, max) => (max.unwrap_or(DEFAULT_MAX_TOKENS), None),
+        (Some(budget), None) => (budget + DEFAULT_MAX_TOKENS, Some(budget)),
+        (Some(budget), Some(max)) if max > MIN_THINKING_BUDGET => (max, Some(budget.min(max - 1))),
+        (Some(_), Some(_)) => {
+            return Err(invalid(format!(
+                "reasoning_effort needs max_tokens above {MIN_THINKING_BUDGET} on this model"
+            )))
+        }
+    };
+
     Ok(AnthropicRequest {
         model: model.to_owned(),
-        max_tokens: req
-            .max_completion_tokens
-            .or(req.max_tokens)
-            .unwrap_or(DEFAULT_MAX_TOKENS),
+        max_tokens,
         messages,
         system: (!system.is_empty()).then(|| system.join("\n\n")),
-        // OpenAI allows 0..2, Anthropic 0..1.
-        temperature: req.temperature.map(|t| t.clamp(0.0, 1.0)),
-        top_p: req.top_p,
+        // OpenAI allows 0..2, Anthropic 0..1; with thinking on, Anthropic takes neither.
+        temperature: req
+            .temperature
+            .filter(|_| thinking.is_none())
+            .map(|t| t.clamp(0.0, 1.0)),
+        top_p: req.top_p.filter(|_| thinking.is_none()),
+        thinking: thinking.map(|budget_tokens| AnthropicThinking::Enabled { budget_tokens }),
         stop_sequences: match req.stop {
             Some(OpenAiStop::One(s)) => vec![s],
             Some(OpenAiStop::Many(v)) => v,
@@ -294,23 +279,15 @@ fn usage_from(u: AnthropicUsage) -> Usage {
     }
 }
 
-fn usage_json(u: Usage) -> Value {
-    json!({
-        "prompt_tokens": u.prompt,
-        "completion_tokens": u.completion,
-        "total_tokens": u.total,
-        "prompt_tokens_details": {"cached_tokens": u.cached},
-        "completion_tokens_details": {"reasoning_tokens": u.reasoning},
-    })
-}
-
 /// The OpenAI `chat.completion` for an Anthropic message.
 pub fn response(resp: AnthropicResponse, created: u64) -> (Value, Usage) {
     let mut text = String::new();
+    let mut reasoning = String::new();
     let mut tool_calls = Vec::new();
     for block in resp.content {
         match block {
             AnthropicResponseBlock::Text { text: t } => text.push_str(&t),
+            AnthropicResponseBlock::Thinking { thinking } => reasoning.push_str(&thinking),
             AnthropicResponseBlock::ToolUse { id, name, input } => tool_calls.push(json!({
                 "id": id,
                 "type": "function",
@@ -319,29 +296,18 @@ pub fn response(resp: AnthropicResponse, created: u64) -> (Value, Usage) {
             AnthropicResponseBlock::Other => {}
         }
     }
-    let mut message = json!({
-        "role": "assistant",
-        "content": if text.is_empty() && !tool_calls.is_empty() { Value::Null } else { Value::String(text) },
-        "refusal": null,
-    });
-    if !tool_calls.is_empty() {
-        message["tool_calls"] = Value::Array(tool_calls);
+    let mut message = message(text, tool_calls);
+    if !reasoning.is_empty() {
+        message["reasoning_content"] = Value::String(reasoning);
     }
     let usage = usage_from(resp.usage);
-    let body = json!({
-        "id": resp.id,
-        "object": "chat.completion",
-        "created": created,
-        "model": resp.model,
-        "choices": [{
-            "index": 0,
-            "message": message,
-            "logprobs": null,
-            "finish_reason": finish_reason(resp.stop_reason.as_deref()),
-        }],
-        "usage": usage_json(usage),
-    });
-    (body, usage)
+    let header = ChunkHeader {
+        id: resp.id,
+        model: resp.model,
+        created,
+    };
+    let finish = finish_reason(resp.stop_reason.as_deref());
+    (completion(&header, message, finish, usage), usage)
 }
 
 /// An Anthropic error body as the OpenAI error a client expects, with its status.
@@ -359,77 +325,73 @@ pub fn error(status: u32, body: &[u8]) -> (u32, Value) {
 /// One Anthropic error type as OpenAI's status, type and code.
 fn openai_error(status: u32, kind: &str, message: String) -> (u32, Value) {
     let (status, openai_type, code) = match kind {
-        "invalid_request_error" => (status, "invalid_request_error", Value::Null),
-        "authentication_error" => (status, "authentication_error", json!("invalid_api_key")),
-        "permission_error" => (status, "permission_error", Value::Null),
-        "not_found_error" => (status, "not_found_error", Value::Null),
-        "request_too_large" => (status, "invalid_request_error", json!("request_too_large")),
-        "rate_limit_error" => (status, "rate_limit_error", json!("rate_limit_exceeded")),
+        "invalid_request_error" => (status, "invalid_request_error", None),
+        "authentication_error" => (status, "authentication_error", Some("invalid_api_key")),
+        "permission_error" => (status, "permission_error", None),
+        "not_found_error" => (status, "not_found_error", None),
+        "request_too_large" => (status, "invalid_request_error", Some("request_too_large")),
+        "rate_limit_error" => (status, "rate_limit_error", Some("rate_limit_exceeded")),
         // Anthropic's 529 is not an HTTP status clients retry on; 503 is.
-        "overloaded_error" => (503, "server_error", json!("overloaded")),
-        _ => (status, "server_error", Value::Null),
+        "overloaded_error" => (503, "server_error", Some("overloaded")),
+        _ => (status, "server_error", None),
     };
-    (
-        status,
-        json!({"error": {"message": message, "type": openai_type, "param": null, "code": code}}),
-    )
+    let code = match code {
+        None if message.contains("prompt is too long") => Some("context_length_exceeded"),
+        code => code,
+    };
+    (status, error_json(&message, openai_type, code))
 }
 
 impl OpenAiToAnthropic {
-    fn chunk(&self, delta: Value, finish_reason: Option<&str>) -> Value {
-        json!({
-            "id": self.id,
-            "object": "chat.completion.chunk",
-            "created": self.created,
-            "model": self.model,
-            "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish_reason}],
-        })
-    }
-
     /// OpenAI events for one Anthropic stream event, appended to `out`.
     fn on_event(&mut self, event: AnthropicStreamEvent, out: &mut Vec<u8>) {
-        let mut emit = |v: Value| {
-            out.extend_from_slice(b"data: ");
-            out.extend_from_slice(v.to_string().as_bytes());
-            out.extend_from_slice(b"\n\n");
-        };
+        let h = &mut self.header;
         match event {
             AnthropicStreamEvent::MessageStart { message } => {
-                self.id = message.id;
-                self.model = message.model;
+                h.id = message.id;
+                h.model = message.model;
                 self.raw_usage = message.usage;
                 self.usage = Some(usage_from(message.usage));
-                emit(self.chunk(json!({"role": "assistant", "content": ""}), None));
+                emit(
+                    out,
+                    &h.chunk(json!({"role": "assistant", "content": ""}), None),
+                );
             }
             AnthropicStreamEvent::ContentBlockStart {
                 index,
                 content_block,
             } => match content_block {
                 AnthropicStreamBlock::Text { text } if !text.is_empty() => {
-                    emit(self.chunk(json!({"content": text}), None));
+                    emit(out, &h.chunk(json!({"content": text}), None));
                 }
                 AnthropicStreamBlock::ToolUse { id, name } => {
                     let i = self.tool_index.len();
                     self.tool_index.push((index, i));
-                    emit(self.chunk(
-                        json!({"tool_calls": [{"index": i, "id": id, "type": "function",
+                    emit(
+                        out,
+                        &h.chunk(
+                            json!({"tool_calls": [{"index": i, "id": id, "type": "function",
                                                "function": {"name": name, "arguments": ""}}]}),
-                        None,
-                    ));
+                            None,
+                        ),
+                    );
                 }
                 _ => {}
             },
             AnthropicStreamEvent::ContentBlockDelta { index, delta } => match delta {
                 AnthropicDelta::TextDelta { text } => {
-                    emit(self.chunk(json!({"content": text}), None));
+                    emit(out, &h.chunk(json!({"content": text}), None));
                 }
                 AnthropicDelta::InputJsonDelta { partial_json } => {
                     if let Some(&(_, i)) = self.tool_index.iter().find(|(b, _)| *b == index) {
-                        emit(self.chunk(
+                        emit(out, &h.chunk(
                             json!({"tool_calls": [{"index": i, "function": {"arguments": partial_json}}]}),
                             None,
                         ));
                     }
+                }
+                AnthropicDelta::ThinkingDelta { thinking } => {
+                    emit(out, &h.chunk(json!({"reasoning_content": thinking}), None));
                 }
                 AnthropicDelta::Other => {}
             },
@@ -448,22 +410,19 @@ impl OpenAiToAnthropic {
                         d.cache_read_input_tokens.or(u.cache_read_input_tokens);
                     self.usage = Some(usage_from(*u));
                 }
-                emit(self.chunk(json!({}), Some(reason)));
+                emit(out, &h.chunk(json!({}), Some(reason)));
             }
             AnthropicStreamEvent::MessageStop => {
                 if self.client_wants_usage {
                     if let Some(u) = self.usage {
-                        emit(json!({
-                            "id": self.id, "object": "chat.completion.chunk", "created": self.created,
-                            "model": self.model, "choices": [], "usage": usage_json(u),
-                        }));
+                        emit(out, &h.usage_chunk(u));
                     }
                 }
                 out.extend_from_slice(b"data: [DONE]\n\n");
                 self.done = true;
             }
             AnthropicStreamEvent::Error { error } => {
-                emit(openai_error(500, &error.kind, error.message).1);
+                emit(out, &openai_error(500, &error.kind, error.message).1);
                 self.saw_error = true;
             }
             AnthropicStreamEvent::ContentBlockStop { .. }
@@ -510,7 +469,7 @@ impl Translator for OpenAiToAnthropic {
             } else {
                 match serde_json::from_slice::<AnthropicResponse>(&body) {
                     Ok(resp) => {
-                        let (v, usage) = response(resp, self.created);
+                        let (v, usage) = response(resp, self.header.created);
                         self.usage = Some(usage);
                         v
                     }
@@ -545,8 +504,8 @@ impl Translator for OpenAiToAnthropic {
         self.done
     }
 
-    fn upstream_path(&self) -> &'static str {
-        "/v1/messages"
+    fn upstream_path(&self, out: &mut String) {
+        out.push_str("/v1/messages");
     }
 }
 

@@ -1,114 +1,27 @@
 //! Golden fixtures (`tests/fixtures/openai_anthropic/<case>/`), one table-driven test over the
 //! folders; every stream is also fed split at every byte boundary.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use super::*;
+use crate::translate::golden::{self, events, feed, read, CREATED};
 
-const CREATED: u64 = 1_700_000_000;
 const MODEL: &str = "claude-sonnet-4-5";
 
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/openai_anthropic")
-}
-
-fn read(p: &Path) -> Vec<u8> {
-    std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
-}
-
-fn json(bytes: &[u8]) -> Value {
-    serde_json::from_slice(bytes)
-        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(bytes)))
-}
-
-/// The `data` of each event, parsed (`[DONE]` kept as a string).
-fn events(bytes: &[u8]) -> Vec<Value> {
-    String::from_utf8_lossy(bytes)
-        .split("\n\n")
-        .filter_map(|e| e.trim().strip_prefix("data: ").map(str::to_owned))
-        .map(|d| {
-            if d == "[DONE]" {
-                Value::String(d)
-            } else {
-                json(d.as_bytes())
-            }
-        })
-        .collect()
+fn fixtures() -> std::path::PathBuf {
+    golden::fixtures("openai_anthropic")
 }
 
 fn translator(case: &Path) -> OpenAiToAnthropic {
-    let mut t = OpenAiToAnthropic::new(CREATED);
-    t.request_body(&read(&case.join("client_request.json")), MODEL)
-        .expect("request translates");
-    t
-}
-
-/// Feeds `body` cut at `cuts`, returning what the client receives.
-fn feed(t: &mut OpenAiToAnthropic, body: &[u8], cuts: &[usize]) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut bounds = cuts.to_vec();
-    bounds.push(body.len());
-    let mut prev = 0;
-    for (i, &b) in bounds.iter().enumerate() {
-        let chunk = &body[prev..b];
-        match t.response_body(chunk, i == bounds.len() - 1) {
-            ChunkOutcome::Unchanged => out.extend_from_slice(chunk),
-            ChunkOutcome::Replace(bytes) => out.extend_from_slice(&bytes),
-        }
-        prev = b;
-    }
-    out
+    golden::prepared(case, &|| OpenAiToAnthropic::new(CREATED), MODEL)
 }
 
 #[test]
 fn golden_cases() {
-    let mut cases: Vec<PathBuf> = std::fs::read_dir(fixtures())
-        .expect("fixtures")
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_dir())
-        .collect();
-    cases.sort();
-    assert!(cases.len() >= 9, "fixture folders missing");
-    for case in cases {
-        let name = case.file_name().unwrap().to_string_lossy().into_owned();
-        let mut t = OpenAiToAnthropic::new(CREATED);
-        let upstream = t
-            .request_body(&read(&case.join("client_request.json")), MODEL)
-            .unwrap_or_else(|e| panic!("{name}: {e:?}"));
-        assert_eq!(
-            json(&upstream),
-            json(&read(&case.join("upstream_request.json"))),
-            "{name}: upstream request"
-        );
-        let status: u32 = std::fs::read_to_string(case.join("status"))
-            .map(|s| s.trim().parse().expect("status"))
-            .unwrap_or(200);
-        let json_response = case.join("upstream_response.json");
-        if json_response.exists() {
-            let client_status = t.response_headers(status, false);
-            assert_eq!(
-                client_status,
-                (status == 529).then_some(503),
-                "{name}: status"
-            );
-            let body = read(&json_response);
-            let out = feed(&mut t, &body, &[body.len() / 2]);
-            assert_eq!(
-                json(&out),
-                json(&read(&case.join("client_response.json"))),
-                "{name}: client response"
-            );
-        } else {
-            let body = read(&case.join("upstream_response.sse"));
-            let expected = events(&read(&case.join("client_response.sse")));
-            for cut in 0..=body.len() {
-                let mut t = translator(&case);
-                t.response_headers(status, true);
-                let out = feed(&mut t, &body, &[cut]);
-                assert_eq!(events(&out), expected, "{name}: stream split at {cut}");
-            }
-        }
-    }
+    let n = golden::run("openai_anthropic", MODEL, || {
+        OpenAiToAnthropic::new(CREATED)
+    });
+    assert!(n >= 9, "fixture folders missing");
 }
 
 #[test]

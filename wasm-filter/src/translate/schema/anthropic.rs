@@ -25,6 +25,15 @@ pub struct AnthropicRequest {
     pub tool_choice: Option<AnthropicToolChoice>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub metadata: Option<AnthropicMetadata>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub thinking: Option<AnthropicThinking>,
+}
+
+/// Extended thinking. <https://docs.anthropic.com/en/docs/build-with-claude/extended-thinking>
+#[derive(Debug, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum AnthropicThinking {
+    Enabled { budget_tokens: u64 },
 }
 
 #[derive(Debug, Serialize)]
@@ -120,7 +129,11 @@ pub enum AnthropicResponseBlock {
         name: String,
         input: Value,
     },
-    /// Thinking, redacted thinking and block types added later: not part of an OpenAI answer.
+    /// Extended thinking: OpenAI clients get it as `reasoning_content`.
+    Thinking {
+        thinking: String,
+    },
+    /// Redacted thinking and block types added later: not part of an OpenAI answer.
     #[serde(other)]
     Other,
 }
@@ -201,6 +214,9 @@ pub enum AnthropicDelta {
     },
     InputJsonDelta {
         partial_json: String,
+    },
+    ThinkingDelta {
+        thinking: String,
     },
     #[serde(other)]
     Other,

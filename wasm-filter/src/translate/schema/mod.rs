@@ -2,4 +2,5 @@
 //! translator passes them on); only what a translation needs is typed.
 
 pub mod anthropic;
+pub mod gemini;
 pub mod openai;

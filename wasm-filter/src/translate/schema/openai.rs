@@ -32,6 +32,30 @@ pub struct OpenAiChatRequest {
     pub user: Option<String>,
     #[serde(default)]
     pub n: Option<u32>,
+    #[serde(default)]
+    pub reasoning_effort: Option<String>,
+    #[serde(default)]
+    pub response_format: Option<OpenAiResponseFormat>,
+    #[serde(default)]
+    pub seed: Option<i64>,
+    #[serde(default)]
+    pub presence_penalty: Option<f64>,
+    #[serde(default)]
+    pub frequency_penalty: Option<f64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum OpenAiResponseFormat {
+    Text,
+    JsonObject,
+    JsonSchema { json_schema: OpenAiJsonSchema },
+}
+
+#[derive(Debug, Deserialize)]
+pub struct OpenAiJsonSchema {
+    #[serde(default)]
+    pub schema: Option<Value>,
 }
 
 #[derive(Debug, Deserialize)]

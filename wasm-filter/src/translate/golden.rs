@@ -1,0 +1,137 @@
+//! The golden-fixture runner every translator's tests share.
+//!
+//! A fixture folder (`tests/fixtures/<pair>/<case>/`) holds `client_request.json`,
+//! `upstream_request.json`, optionally `upstream_path` (path and query the provider must get),
+//! `status` (the provider's HTTP status, 200 when absent) and `client_status` (the status the
+//! client must see when it differs), then either `upstream_response.json` and
+//! `client_response.json`, or `upstream_response.sse` and `client_response.sse`. Every stream is
+//! also fed split at every byte boundary.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use super::Translator;
+use crate::stream::ChunkOutcome;
+
+pub const CREATED: u64 = 1_700_000_000;
+
+pub fn fixtures(pair: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures")
+        .join(pair)
+}
+
+pub fn read(p: &Path) -> Vec<u8> {
+    std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+fn read_opt(p: &Path) -> Option<String> {
+    std::fs::read_to_string(p).ok().map(|s| s.trim().to_owned())
+}
+
+pub fn json(bytes: &[u8]) -> Value {
+    serde_json::from_slice(bytes)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(bytes)))
+}
+
+/// The `data` of each event, parsed (`[DONE]` kept as a string).
+pub fn events(bytes: &[u8]) -> Vec<Value> {
+    String::from_utf8_lossy(bytes)
+        .split("\n\n")
+        .filter_map(|e| e.trim().strip_prefix("data: ").map(str::to_owned))
+        .map(|d| {
+            if d == "[DONE]" {
+                Value::String(d)
+            } else {
+                json(d.as_bytes())
+            }
+        })
+        .collect()
+}
+
+/// A translator that has seen the case's client request.
+pub fn prepared<T: Translator>(case: &Path, make: &impl Fn() -> T, model: &str) -> T {
+    let mut t = make();
+    t.request_body(&read(&case.join("client_request.json")), model)
+        .expect("request translates");
+    t
+}
+
+/// Feeds `body` cut at `cuts`, returning what the client receives.
+pub fn feed(t: &mut impl Translator, body: &[u8], cuts: &[usize]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut bounds = cuts.to_vec();
+    bounds.push(body.len());
+    let mut prev = 0;
+    for (i, &b) in bounds.iter().enumerate() {
+        let chunk = &body[prev..b];
+        match t.response_body(chunk, i == bounds.len() - 1) {
+            ChunkOutcome::Unchanged => out.extend_from_slice(chunk),
+            ChunkOutcome::Replace(bytes) => out.extend_from_slice(&bytes),
+        }
+        prev = b;
+    }
+    out
+}
+
+/// Runs every case of `pair`; returns how many ran.
+pub fn run<T: Translator>(pair: &str, model: &str, make: impl Fn() -> T) -> usize {
+    let mut cases: Vec<PathBuf> = std::fs::read_dir(fixtures(pair))
+        .expect("fixtures")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_dir())
+        .collect();
+    cases.sort();
+    for case in &cases {
+        let name = case.file_name().unwrap().to_string_lossy().into_owned();
+        let mut t = make();
+        let upstream = t
+            .request_body(&read(&case.join("client_request.json")), model)
+            .unwrap_or_else(|e| panic!("{name}: {e:?}"));
+        assert_eq!(
+            json(&upstream),
+            json(&read(&case.join("upstream_request.json"))),
+            "{name}: upstream request"
+        );
+        if let Some(path) = read_opt(&case.join("upstream_path")) {
+            let mut got = String::new();
+            t.upstream_path(&mut got);
+            assert_eq!(got, path, "{name}: upstream path");
+        }
+        let status: u32 =
+            read_opt(&case.join("status")).map_or(200, |s| s.parse().expect("status"));
+        let client_status: Option<u32> =
+            read_opt(&case.join("client_status")).map(|s| s.parse().expect("client_status"));
+        let json_response = case.join("upstream_response.json");
+        if json_response.exists() {
+            assert_eq!(
+                t.response_headers(status, false),
+                client_status,
+                "{name}: status"
+            );
+            let body = read(&json_response);
+            let out = feed(&mut t, &body, &[body.len() / 2]);
+            assert_eq!(
+                json(&out),
+                json(&read(&case.join("client_response.json"))),
+                "{name}: client response"
+            );
+            assert!(t.completed(), "{name}: complete");
+        } else {
+            let body = read(&case.join("upstream_response.sse"));
+            let expected = events(&read(&case.join("client_response.sse")));
+            for cut in 0..=body.len() {
+                let mut t = prepared(case, &make, model);
+                assert_eq!(
+                    t.response_headers(status, true),
+                    client_status,
+                    "{name}: status"
+                );
+                let out = feed(&mut t, &body, &[cut]);
+                assert_eq!(events(&out), expected, "{name}: stream split at {cut}");
+            }
+        }
+    }
+    cases.len()
+}
