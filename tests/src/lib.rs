@@ -197,9 +197,14 @@ providers:
     models: [gpt-4o-mini, text-embedding-3-small, mock-gated, mock-cut, mock-truncated]
   - name: claude
     kind: anthropic
-    base_url: "{anthropic_base_url}"
+    base_url: "{origin}"
     keys: [{{secret: "{PROVIDER_KEY}"}}]
     models: [claude-sonnet-4-5, claude-overloaded]
+  - name: gem
+    kind: gemini
+    base_url: "{origin}"
+    keys: [{{secret: "{PROVIDER_KEY}"}}]
+    models: [gemini-2.5-flash, gemini-overloaded]
   - name: dead
     kind: openai_compatible
     base_url: "http://127.0.0.1:{dead}/v1"
@@ -219,7 +224,7 @@ api_keys:
         wasm = wasm_path().display(),
         dir = dir.display(),
         dead = free_port(),
-        anthropic_base_url = mock_base_url.trim_end_matches("/v1"),
+        origin = mock_base_url.trim_end_matches("/v1"),
     )
 }
 
@@ -477,6 +482,41 @@ pub fn usage_records(envoy_log: &str) -> Vec<serde_json::Value> {
             let status: u64 = head.split("\" ").nth(1)?.split(' ').next()?.parse().ok()?;
             record["status"] = status.into();
             Some(record)
+        })
+        .collect()
+}
+
+/// A fixture file, by its path below `tests/fixtures/`.
+pub fn fixture(path: &str) -> String {
+    let full = workspace_root().join("tests/fixtures").join(path);
+    std::fs::read_to_string(&full).unwrap_or_else(|e| panic!("{}: {e}", full.display()))
+}
+
+/// A fixture file parsed as JSON.
+pub fn fixture_json(path: &str) -> serde_json::Value {
+    serde_json::from_str(&fixture(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// `created` is the gateway's clock; everything else of an answer must match its fixture.
+pub fn without_created(mut v: serde_json::Value) -> serde_json::Value {
+    if let Some(o) = v.as_object_mut() {
+        o.remove("created");
+    }
+    v
+}
+
+/// The `data` of each SSE event, parsed and without `created` (`[DONE]` kept as a string).
+pub fn sse_events(body: &str) -> Vec<serde_json::Value> {
+    body.split("\n\n")
+        .filter_map(|e| e.trim().strip_prefix("data: "))
+        .map(|d| {
+            if d == "[DONE]" {
+                serde_json::Value::String(d.into())
+            } else {
+                without_created(
+                    serde_json::from_str(d).unwrap_or_else(|e| panic!("event {d:?}: {e}")),
+                )
+            }
         })
         .collect()
 }

@@ -2,36 +2,10 @@
 //! a Messages request the strict mock accepts, the answer comes back in OpenAI's format.
 
 use serde_json::{json, Value};
-use switchyard_tests::{Stack, GATEWAY_KEY, PROVIDER_KEY};
+use switchyard_tests::{sse_events as events, without_created, Stack, GATEWAY_KEY, PROVIDER_KEY};
 
 fn fixture(path: &str) -> String {
-    std::fs::read_to_string(
-        switchyard_tests::workspace_root()
-            .join("tests/fixtures/openai_anthropic")
-            .join(path),
-    )
-    .expect("fixture")
-}
-
-/// `created` is the gateway's clock; everything else must match the fixture.
-fn without_created(mut v: Value) -> Value {
-    if let Some(o) = v.as_object_mut() {
-        o.remove("created");
-    }
-    v
-}
-
-fn events(body: &str) -> Vec<Value> {
-    body.split("\n\n")
-        .filter_map(|e| e.trim().strip_prefix("data: "))
-        .map(|d| {
-            if d == "[DONE]" {
-                Value::String(d.into())
-            } else {
-                without_created(serde_json::from_str(d).unwrap())
-            }
-        })
-        .collect()
+    switchyard_tests::fixture(&format!("openai_anthropic/{path}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,6 +9,8 @@
 //! The same server also speaks Anthropic Messages at `POST /v1/messages` (the Anthropic SDK's
 //! base URL is the origin), checked as Anthropic checks it: `x-api-key`, `anthropic-version`,
 //! required fields, no unknown fields; models `claude-sonnet-4-5` and `claude-overloaded` (529).
+//! And Gemini at `POST /v1beta/models/{model}:generateContent` (and `:streamGenerateContent`),
+//! see [`gemini`].
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -22,15 +24,18 @@ use axum::Router;
 use serde_json::{json, Value};
 use tokio::sync::Notify;
 
-pub const CHAT_COMPLETION: &str = include_str!("../fixtures/openai/chat_completion.json");
-pub const CHAT_STREAM: &str = include_str!("../fixtures/openai/chat_stream_usage.sse");
-pub const EMBEDDINGS: &str = include_str!("../fixtures/openai/embeddings.json");
-const ERROR_INVALID_KEY: &str = include_str!("../fixtures/openai/error_invalid_api_key.json");
-const ERROR_MODEL_NOT_FOUND: &str = include_str!("../fixtures/openai/error_model_not_found.json");
+mod gemini;
+
+pub const CHAT_COMPLETION: &str = include_str!("../../fixtures/openai/chat_completion.json");
+pub const CHAT_STREAM: &str = include_str!("../../fixtures/openai/chat_stream_usage.sse");
+pub const EMBEDDINGS: &str = include_str!("../../fixtures/openai/embeddings.json");
+const ERROR_INVALID_KEY: &str = include_str!("../../fixtures/openai/error_invalid_api_key.json");
+const ERROR_MODEL_NOT_FOUND: &str =
+    include_str!("../../fixtures/openai/error_model_not_found.json");
 pub const ANTHROPIC_MESSAGE: &str =
-    include_str!("../fixtures/openai_anthropic/simple/upstream_response.json");
+    include_str!("../../fixtures/openai_anthropic/simple/upstream_response.json");
 pub const ANTHROPIC_STREAM: &str =
-    include_str!("../fixtures/openai_anthropic/stream/upstream_response.sse");
+    include_str!("../../fixtures/openai_anthropic/stream/upstream_response.sse");
 const ANTHROPIC_MODELS: &[&str] = &["claude-sonnet-4-5", "claude-overloaded"];
 
 /// Request fields of the Messages API; anything else is refused.
@@ -95,6 +100,7 @@ const EMBEDDING_FIELDS: &[&str] = &["input", "model", "dimensions", "encoding_fo
 #[derive(Debug, Clone)]
 pub struct Recorded {
     pub method: String,
+    /// Path and query.
     pub path: String,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
@@ -114,7 +120,7 @@ impl Recorded {
 }
 
 pub struct MockState {
-    key: String,
+    pub(crate) key: String,
     chat_models: Vec<String>,
     embedding_models: Vec<String>,
     requests: Mutex<Vec<Recorded>>,
@@ -158,6 +164,7 @@ impl MockOpenAi {
             .route("/v1/chat/completions", post(chat))
             .route("/v1/embeddings", post(embeddings))
             .route("/v1/messages", post(messages))
+            .route("/v1beta/models/{target}", post(gemini::generate))
             .fallback(|| async { (StatusCode::NOT_FOUND, "not found") })
             .with_state(state.clone());
         let listener = tokio::net::TcpListener::bind(addr).await?;
@@ -227,11 +234,19 @@ fn fixture_error(status: StatusCode, fixture: &str) -> Response {
         .into_response()
 }
 
-fn record(state: &MockState, method: Method, uri: &Uri, headers: &HeaderMap, body: &Bytes) {
+pub(crate) fn record(
+    state: &MockState,
+    method: Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &Bytes,
+) {
     if let Ok(mut requests) = state.requests.lock() {
         requests.push(Recorded {
             method: method.to_string(),
-            path: uri.path().to_owned(),
+            path: uri
+                .path_and_query()
+                .map_or_else(|| uri.path().to_owned(), |p| p.as_str().to_owned()),
             headers: headers
                 .iter()
                 .map(|(k, v)| {
