@@ -196,9 +196,16 @@ pub async fn apply_config(
     for (i, p) in config.providers.iter().enumerate() {
         let at = format!("providers[{i}]");
         domain::check_name("provider", &p.name).map_err(|e| anyhow::anyhow!("{at}: {e}"))?;
-        let base_url = domain::resolve_base_url(p.kind, p.base_url.as_deref())
-            .map_err(|e| anyhow::anyhow!("{at}: {e}"))?;
-        domain::check_model_names(&p.models).map_err(|e| anyhow::anyhow!("{at}.models: {e}"))?;
+        let def = domain::ProviderDef::resolve(
+            p.kind,
+            p.base_url.as_deref(),
+            p.models.clone(),
+            domain::ProviderSettings {
+                preset: p.preset.clone(),
+                api_version: p.api_version.clone(),
+            },
+        )
+        .map_err(|e| anyhow::anyhow!("{at}: {e}"))?;
         // Keys that expanded to nothing (unset variables) are left out; the rest are sealed.
         let keys = p
             .keys
@@ -214,9 +221,7 @@ pub async fn apply_config(
             tracing::warn!(provider = %p.name, "provider skipped: its key is missing (unset environment variable?)");
             continue;
         }
-        let id = store
-            .upsert_provider(&p.name, p.kind, &base_url, &p.models)
-            .await?;
+        let id = store.upsert_provider(&p.name, &def).await?;
         store.replace_provider_keys(&id, &keys).await?;
     }
     for (i, m) in config.models.iter().enumerate() {

@@ -96,6 +96,12 @@ pub struct ProviderSpec {
     pub kind: ProviderKind,
     #[serde(default)]
     pub base_url: Option<String>,
+    /// `openai_compatible` only: a known provider's defaults and quirks.
+    #[serde(default)]
+    pub preset: Option<String>,
+    /// `azure_openai` only: `api-version` of deployment URLs.
+    #[serde(default)]
+    pub api_version: Option<String>,
     #[serde(default)]
     pub keys: Vec<ProviderKeySpec>,
     #[serde(default)]

@@ -56,16 +56,189 @@ pub fn default_base_url(kind: ProviderKind) -> Option<&'static str> {
     }
 }
 
+/// Azure OpenAI's `api-version` for deployment URLs when none is configured (the latest GA).
+pub const AZURE_API_VERSION: &str = "2024-10-21";
+
+/// What a provider is besides its name, keys and state: checked, with defaults applied.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProviderDef {
+    pub kind: ProviderKind,
+    pub base_url: String,
+    pub models: Vec<String>,
+    pub settings: ProviderSettings,
+}
+
+/// Settings only some kinds take, stored as one JSON column.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderSettings {
+    /// `openai_compatible`: the provider's preset (see [`PRESETS`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preset: Option<String>,
+    /// `azure_openai`: `api-version` of deployment URLs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_version: Option<String>,
+}
+
+impl ProviderDef {
+    /// Checks a provider as given (config file or admin API) and applies the defaults: the base
+    /// URL from the kind or preset, Azure's API version for deployment URLs.
+    pub fn resolve(
+        kind: ProviderKind,
+        base_url: Option<&str>,
+        models: Vec<String>,
+        mut settings: ProviderSettings,
+    ) -> Result<ProviderDef, String> {
+        check_model_names(&models)?;
+        let preset = match settings.preset.as_deref() {
+            None => None,
+            Some(name) if kind == ProviderKind::OpenaiCompatible => {
+                Some(preset(name).ok_or_else(|| {
+                    let names: Vec<&str> = PRESETS.iter().map(|p| p.name).collect();
+                    format!("unknown preset {name:?}; known: {}", names.join(", "))
+                })?)
+            }
+            Some(_) => return Err("preset is only for kind openai_compatible".into()),
+        };
+        let url = match (base_url, preset.and_then(|p| p.base_url)) {
+            (Some(u), _) => u.to_owned(),
+            (None, Some(u)) => u.to_owned(),
+            (None, None) => default_base_url(kind)
+                .ok_or_else(|| format!("base_url is required for kind {}", kind_str(kind)))?
+                .to_owned(),
+        };
+        let upstream = Upstream::parse(&url)?;
+        match (kind, &settings.api_version) {
+            (ProviderKind::AzureOpenai, Some(v)) => check_api_version(v)?,
+            // The v1 API (`.../openai/v1`) takes no version; deployment URLs need one.
+            (ProviderKind::AzureOpenai, None) if !upstream.path_prefix.ends_with("/openai/v1") => {
+                settings.api_version = Some(AZURE_API_VERSION.into());
+            }
+            (ProviderKind::AzureOpenai, None) => {}
+            (_, Some(_)) => return Err("api_version is only for kind azure_openai".into()),
+            (_, None) => {}
+        }
+        Ok(ProviderDef {
+            kind,
+            base_url: url,
+            models,
+            settings,
+        })
+    }
+}
+
+fn check_api_version(v: &str) -> Result<(), String> {
+    let ok =
+        !v.is_empty() && v.len() <= 32 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("api_version {v:?} must look like 2024-10-21"))
+    }
+}
+
 /// The base URL a provider uses: the one given, or its kind's public endpoint; checked.
 pub fn resolve_base_url(kind: ProviderKind, base_url: Option<&str>) -> Result<String, String> {
-    let url = match base_url {
-        Some(u) => u.to_owned(),
-        None => default_base_url(kind)
-            .ok_or_else(|| format!("base_url is required for kind {}", kind_str(kind)))?
-            .to_owned(),
+    ProviderDef::resolve(kind, base_url, Vec::new(), ProviderSettings::default())
+        .map(|d| d.base_url)
+}
+
+/// An OpenAI-compatible provider's defaults and its differences from OpenAI, as data.
+#[derive(Debug)]
+pub struct Preset {
+    pub name: &'static str,
+    pub base_url: Option<&'static str>,
+    /// Top-level request fields the provider refuses or ignores.
+    pub drop: &'static [&'static str],
+    /// Fields it names differently: (OpenAI's name, the provider's).
+    pub rename: &'static [(&'static str, &'static str)],
+    /// Whether it takes `stream_options.include_usage`.
+    pub stream_usage: bool,
+}
+
+/// OpenAI platform features no compatible provider has; dropped for all of them (the strict
+/// ones refuse unknown fields).
+const OPENAI_ONLY: &[&str] = &[
+    "store",
+    "metadata",
+    "service_tier",
+    "modalities",
+    "audio",
+    "verbosity",
+    "web_search_options",
+    "safety_identifier",
+    "prompt_cache_key",
+];
+
+macro_rules! presets {
+    ($($name:literal => $url:expr, drop: [$($d:literal),*], rename: [$($from:literal => $to:literal),*], stream_usage: $su:expr;)*) => {
+        /// Every OpenAI-compatible preset. Sources: each provider's API reference.
+        pub const PRESETS: &[Preset] = &[$(Preset {
+            name: $name,
+            base_url: $url,
+            drop: &[$($d),*],
+            rename: &[$(($from, $to)),*],
+            stream_usage: $su,
+        }),*];
     };
-    Upstream::parse(&url)?;
-    Ok(url)
+}
+
+presets! {
+    "openai" => Some("https://api.openai.com/v1"), drop: [], rename: [], stream_usage: true;
+    "deepseek" => Some("https://api.deepseek.com/v1"), drop: [], rename: [], stream_usage: true;
+    // Mistral refuses unknown fields (422), names the seed `random_seed`, always sends usage
+    // with the last chunk and takes no stream_options.
+    "mistral" => Some("https://api.mistral.ai/v1"),
+        drop: ["stream_options", "user", "logprobs", "top_logprobs", "logit_bias", "reasoning_effort"],
+        rename: ["seed" => "random_seed", "max_completion_tokens" => "max_tokens"], stream_usage: false;
+    // Groq refuses logprobs, logit_bias and top_logprobs.
+    "groq" => Some("https://api.groq.com/openai/v1"),
+        drop: ["logprobs", "top_logprobs", "logit_bias"], rename: [], stream_usage: true;
+    "xai" => Some("https://api.x.ai/v1"), drop: [], rename: [], stream_usage: true;
+    "openrouter" => Some("https://openrouter.ai/api/v1"), drop: [], rename: [], stream_usage: true;
+    "together" => Some("https://api.together.xyz/v1"), drop: [], rename: [], stream_usage: true;
+    "fireworks" => Some("https://api.fireworks.ai/inference/v1"), drop: [], rename: [], stream_usage: true;
+    "dashscope" => Some("https://dashscope-intl.aliyuncs.com/compatible-mode/v1"),
+        drop: [], rename: [], stream_usage: true;
+    "moonshot" => Some("https://api.moonshot.ai/v1"), drop: [], rename: [], stream_usage: true;
+    // Zhipu takes `max_tokens` only and puts usage in the last chunk by itself.
+    "zhipu" => Some("https://open.bigmodel.cn/api/paas/v4"),
+        drop: ["stream_options"], rename: ["max_completion_tokens" => "max_tokens"], stream_usage: false;
+    "baichuan" => Some("https://api.baichuan-ai.com/v1"),
+        drop: ["stream_options"], rename: ["max_completion_tokens" => "max_tokens"], stream_usage: false;
+    "ollama" => Some("http://127.0.0.1:11434/v1"), drop: [], rename: [], stream_usage: true;
+    "vllm" => None, drop: [], rename: [], stream_usage: true;
+}
+
+pub fn preset(name: &str) -> Option<&'static Preset> {
+    PRESETS.iter().find(|p| p.name == name)
+}
+
+/// The filter's quirks for a provider (none for OpenAI itself and for unknown presets).
+pub fn quirks(
+    def_kind: ProviderKind,
+    settings: &ProviderSettings,
+) -> switchyard_filter::config::Quirks {
+    use switchyard_filter::config::Quirks;
+    let Some(p) = settings.preset.as_deref().and_then(preset) else {
+        return Quirks::default();
+    };
+    if def_kind != ProviderKind::OpenaiCompatible || p.name == "openai" {
+        return Quirks::default();
+    }
+    Quirks {
+        drop: OPENAI_ONLY
+            .iter()
+            .chain(p.drop)
+            .map(|s| (*s).to_owned())
+            .collect(),
+        rename: p
+            .rename
+            .iter()
+            .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+            .collect(),
+        stream_usage: p.stream_usage,
+    }
 }
 
 /// Every name in a provider's model list must be one a client can send.
@@ -225,6 +398,62 @@ mod tests {
         assert!(resolve_base_url(ProviderKind::OpenaiCompatible, None).is_err());
         assert!(resolve_base_url(ProviderKind::Openai, Some("ftp://x")).is_err());
         assert!(check_model_names(&["a".into(), "b c".into()]).is_err());
+    }
+
+    #[test]
+    fn presets_and_azure_settings_resolve() {
+        let mistral = ProviderSettings {
+            preset: Some("mistral".into()),
+            ..Default::default()
+        };
+        let def = ProviderDef::resolve(ProviderKind::OpenaiCompatible, None, vec![], mistral)
+            .expect("resolves");
+        assert_eq!(def.base_url, "https://api.mistral.ai/v1");
+        let q = quirks(def.kind, &def.settings);
+        assert!(q.drop.iter().any(|d| d == "store"));
+        assert!(q.rename.contains(&("seed".into(), "random_seed".into())));
+        assert!(!q.stream_usage);
+
+        let unknown = ProviderSettings {
+            preset: Some("nope".into()),
+            ..Default::default()
+        };
+        let err = ProviderDef::resolve(ProviderKind::OpenaiCompatible, None, vec![], unknown)
+            .expect_err("unknown preset");
+        assert!(err.contains("mistral"), "{err}");
+        let vllm = ProviderSettings {
+            preset: Some("vllm".into()),
+            ..Default::default()
+        };
+        assert!(ProviderDef::resolve(ProviderKind::OpenaiCompatible, None, vec![], vllm).is_err());
+
+        let azure = |url: &str, version: Option<&str>| {
+            ProviderDef::resolve(
+                ProviderKind::AzureOpenai,
+                Some(url),
+                vec![],
+                ProviderSettings {
+                    api_version: version.map(Into::into),
+                    ..Default::default()
+                },
+            )
+        };
+        let d = azure("https://res.openai.azure.com", None).expect("resolves");
+        assert_eq!(d.settings.api_version.as_deref(), Some(AZURE_API_VERSION));
+        let v1 = azure("https://res.openai.azure.com/openai/v1", None).expect("resolves");
+        assert_eq!(v1.settings.api_version, None);
+        assert!(azure("https://res.openai.azure.com", Some("2024-10-21&x=1")).is_err());
+        assert!(azure("https://res.openai.azure.com", None).is_ok());
+        assert!(ProviderDef::resolve(
+            ProviderKind::Openai,
+            None,
+            vec![],
+            ProviderSettings {
+                api_version: Some("2024-10-21".into()),
+                ..Default::default()
+            }
+        )
+        .is_err());
     }
 
     #[test]

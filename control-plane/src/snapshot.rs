@@ -5,11 +5,12 @@ use std::collections::{BTreeMap, HashMap};
 
 use sha2::{Digest as _, Sha256};
 use switchyard_filter::config::{
-    FilterConfig, GatewayKey, ModelRoute, Provider as FilterProvider, ProviderKey, Target,
+    FilterConfig, GatewayKey, ModelRoute, PathStyle, Provider as FilterProvider, ProviderKey,
+    Target,
 };
 
 use crate::crypto::MasterKey;
-use crate::domain::{self, Upstream};
+use crate::domain::{self, ProviderKind, Upstream};
 use crate::store::{ApiKeyRow, ModelRow, ProviderKeyRow, ProviderRow, Store, StoreError};
 
 /// One Envoy cluster per provider endpoint.
@@ -94,6 +95,16 @@ pub fn compute(
                 })
                 .collect(),
             headers: domain::required_headers(p.kind),
+            // Azure deployment URLs carry the model and an `api-version`; its v1 API has neither.
+            path_style: match (p.kind, &p.settings.api_version) {
+                (ProviderKind::AzureOpenai, Some(_)) => PathStyle::AzureDeployment,
+                _ => PathStyle::Openai,
+            },
+            query: match (p.kind, &p.settings.api_version) {
+                (ProviderKind::AzureOpenai, Some(v)) => format!("api-version={v}"),
+                _ => String::new(),
+            },
+            quirks: domain::quirks(p.kind, &p.settings),
         });
         clusters.push(ProviderCluster {
             name: cluster,
@@ -206,6 +217,7 @@ mod tests {
             kind: ProviderKind::OpenaiCompatible,
             base_url: base.into(),
             models: models.iter().map(|m| (*m).to_string()).collect(),
+            settings: Default::default(),
             enabled,
         }
     }

@@ -205,6 +205,17 @@ providers:
     base_url: "{origin}"
     keys: [{{secret: "{PROVIDER_KEY}"}}]
     models: [gemini-2.5-flash, gemini-overloaded]
+  - name: azure
+    kind: azure_openai
+    base_url: "{origin}"
+    keys: [{{secret: "{PROVIDER_KEY}"}}]
+    models: [azure-gpt-4o]
+  - name: mistral
+    kind: openai_compatible
+    preset: mistral
+    base_url: "{origin}/mistral/v1"
+    keys: [{{secret: "{PROVIDER_KEY}"}}]
+    models: [mistral-small-latest]
   - name: dead
     kind: openai_compatible
     base_url: "http://127.0.0.1:{dead}/v1"
@@ -380,7 +391,14 @@ impl Stack {
         let dir = TempDir::new("e2e");
         let mock = MockOpenAi::start(
             PROVIDER_KEY,
-            &["gpt-4o-mini", "mock-gated", "mock-cut", "mock-truncated"],
+            &[
+                "gpt-4o-mini",
+                "mock-gated",
+                "mock-cut",
+                "mock-truncated",
+                "azure-gpt-4o",
+                "mistral-small-latest",
+            ],
             &["text-embedding-3-small"],
         )
         .await;

@@ -56,9 +56,13 @@ pub enum ProviderKind {
 }
 
 impl ProviderKind {
-    /// Kinds whose wire format is OpenAI's own, so requests pass with only `model` rewritten.
+    /// Kinds whose wire format is OpenAI's own, so requests pass with only `model` rewritten
+    /// (and the provider's quirks applied).
     pub fn speaks_openai(self) -> bool {
-        matches!(self, ProviderKind::Openai | ProviderKind::OpenaiCompatible)
+        matches!(
+            self,
+            ProviderKind::Openai | ProviderKind::OpenaiCompatible | ProviderKind::AzureOpenai
+        )
     }
 }
 
@@ -85,6 +89,68 @@ pub struct Provider {
     /// Headers the provider's API requires on every request (e.g. `anthropic-version`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub headers: Vec<(String, String)>,
+    /// How request paths are built below `path_prefix`.
+    #[serde(default, skip_serializing_if = "PathStyle::is_default")]
+    pub path_style: PathStyle,
+    /// Query string for every request path, without `?` (e.g. `api-version=2024-10-21`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub query: String,
+    /// What an OpenAI-style provider does differently from OpenAI (see [`Quirks`]).
+    #[serde(default, skip_serializing_if = "Quirks::is_none")]
+    pub quirks: Quirks,
+}
+
+/// How an OpenAI-style provider builds its paths.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum PathStyle {
+    /// `{prefix}/chat/completions`, `{prefix}/embeddings`.
+    #[default]
+    Openai,
+    /// Azure OpenAI: `{prefix}/openai/deployments/{model}/chat/completions`.
+    AzureDeployment,
+}
+
+impl PathStyle {
+    fn is_default(&self) -> bool {
+        *self == PathStyle::Openai
+    }
+}
+
+/// Request differences of an OpenAI-compatible provider, applied to the top-level JSON fields
+/// (data from the provider's preset; empty for OpenAI itself).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Quirks {
+    /// Fields the provider does not take; dropped.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub drop: Vec<String>,
+    /// Fields the provider names differently: (OpenAI's name, the provider's).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rename: Vec<(String, String)>,
+    /// Whether the provider takes `stream_options.include_usage`; when not, streams are sent
+    /// without it and usage is taken from wherever the provider puts it.
+    #[serde(default = "yes")]
+    pub stream_usage: bool,
+}
+
+impl Default for Quirks {
+    fn default() -> Self {
+        Quirks {
+            drop: Vec::new(),
+            rename: Vec::new(),
+            stream_usage: true,
+        }
+    }
+}
+
+impl Quirks {
+    pub fn is_none(&self) -> bool {
+        *self == Quirks::default()
+    }
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// One provider key as the data plane needs it (the control plane keeps it encrypted at rest).

@@ -8,6 +8,7 @@ use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use crate::config::{PathStyle, Provider, Quirks};
 use crate::error::FilterError;
 
 /// The inbound APIs the filter serves.
@@ -44,6 +45,32 @@ impl Endpoint {
             Endpoint::ChatCompletions => "/chat/completions",
             Endpoint::Embeddings => "/embeddings",
             Endpoint::Models => "/models",
+        }
+    }
+
+    /// Appends the path (and query) of this endpoint at an OpenAI-style provider.
+    pub fn upstream_path(self, provider: &Provider, model: &str, out: &mut String) {
+        out.push_str(&provider.path_prefix);
+        if provider.path_style == PathStyle::AzureDeployment {
+            out.push_str("/openai/deployments/");
+            push_path_segment(out, model);
+        }
+        out.push_str(self.upstream_suffix());
+        if !provider.query.is_empty() {
+            out.push('?');
+            out.push_str(&provider.query);
+        }
+    }
+}
+
+/// Appends `s` percent-encoded as one path segment.
+pub fn push_path_segment(out: &mut String, s: &str) {
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            use std::fmt::Write as _;
+            let _ = write!(out, "%{b:02X}");
         }
     }
 }
@@ -176,23 +203,41 @@ impl<'a> TopLevel<'a> {
     }
 
     /// The body to send upstream, or `None` when the client's body can be sent as it is (same
-    /// model, and stream usage already asked for or not needed): no copy, no re-serialisation.
+    /// model, stream usage already asked for or not needed, nothing the provider's quirks
+    /// change): no copy, no re-serialisation.
     pub fn rewrite_if_needed(
         &self,
         client_model: &str,
         upstream_model: &str,
         force_stream_usage: bool,
+        quirks: &Quirks,
     ) -> Result<Option<Vec<u8>>, FilterError> {
         let usage_missing = force_stream_usage && !self.stream_usage_requested()?;
-        if client_model == upstream_model && !usage_missing {
+        let quirky = !quirks.is_none()
+            && self.fields.iter().any(|(k, _)| {
+                quirks.drop.iter().any(|d| d == k)
+                    || quirks.rename.iter().any(|(from, _)| from == k)
+            });
+        if client_model == upstream_model && !usage_missing && !quirky {
             return Ok(None);
         }
-        Ok(Some(self.rewrite(upstream_model, force_stream_usage)))
+        Ok(Some(self.rewrite(
+            upstream_model,
+            force_stream_usage,
+            quirks,
+        )))
     }
 
-    /// Writes the object back with `model` replaced and, when `force_stream_usage`, with
-    /// `stream_options.include_usage` set to true (other stream options kept).
-    pub fn rewrite(&self, upstream_model: &str, force_stream_usage: bool) -> Vec<u8> {
+    /// Writes the object back with `model` replaced, with `stream_options.include_usage` set
+    /// to true when `force_stream_usage` (other stream options kept), and with the provider's
+    /// quirks applied: fields it does not take dropped, fields it names differently renamed
+    /// (unless the body already has the provider's name, which then wins).
+    pub fn rewrite(
+        &self,
+        upstream_model: &str,
+        force_stream_usage: bool,
+        quirks: &Quirks,
+    ) -> Vec<u8> {
         let size: usize = self
             .fields
             .iter()
@@ -209,8 +254,16 @@ impl<'a> TopLevel<'a> {
         };
         let mut wrote_options = false;
         for (key, value) in &self.fields {
+            if quirks.drop.iter().any(|d| d == key) {
+                continue;
+            }
+            let name = match quirks.rename.iter().find(|(from, _)| from == key) {
+                Some((_, to)) if self.get(to).is_some() => continue,
+                Some((_, to)) => to.as_str(),
+                None => key,
+            };
             sep(&mut out);
-            crate::error::push_json_string(&mut out, key);
+            crate::error::push_json_string(&mut out, name);
             out.push(':');
             if key == "model" {
                 crate::error::push_json_string(&mut out, upstream_model);
@@ -254,7 +307,8 @@ mod tests {
 
     fn rewrite(body: &str, model: &str, force: bool) -> Value {
         let top = TopLevel::parse(body.as_bytes()).expect("parses");
-        serde_json::from_slice(&top.rewrite(model, force)).expect("valid json out")
+        serde_json::from_slice(&top.rewrite(model, force, &Quirks::default()))
+            .expect("valid json out")
     }
 
     #[test]
@@ -279,7 +333,8 @@ mod tests {
     fn model_is_replaced_and_everything_else_kept_verbatim() {
         let body = r#"{"model":"smart","messages":[{"role":"user","content":"h\u00e9 \"x\""}],"temperature":0.25}"#;
         let top = TopLevel::parse(body.as_bytes()).expect("parses");
-        let out = String::from_utf8(top.rewrite("gpt-4o", false)).expect("utf8");
+        let out =
+            String::from_utf8(top.rewrite("gpt-4o", false, &Quirks::default())).expect("utf8");
         assert_eq!(
             out,
             r#"{"model":"gpt-4o","messages":[{"role":"user","content":"h\u00e9 \"x\""}],"temperature":0.25}"#
@@ -307,16 +362,16 @@ mod tests {
     fn unchanged_bodies_are_not_rewritten() {
         let top = TopLevel::parse(br#"{"model":"gpt-4o","messages":[]}"#).expect("parses");
         assert_eq!(
-            top.rewrite_if_needed("gpt-4o", "gpt-4o", false)
+            top.rewrite_if_needed("gpt-4o", "gpt-4o", false, &Quirks::default())
                 .expect("ok"),
             None
         );
         assert!(top
-            .rewrite_if_needed("smart", "gpt-4o", false)
+            .rewrite_if_needed("smart", "gpt-4o", false, &Quirks::default())
             .expect("ok")
             .is_some());
         assert!(top
-            .rewrite_if_needed("gpt-4o", "gpt-4o", true)
+            .rewrite_if_needed("gpt-4o", "gpt-4o", true, &Quirks::default())
             .expect("ok")
             .is_some());
         let asked = TopLevel::parse(
@@ -325,7 +380,64 @@ mod tests {
         .expect("parses");
         assert_eq!(
             asked
-                .rewrite_if_needed("gpt-4o", "gpt-4o", true)
+                .rewrite_if_needed("gpt-4o", "gpt-4o", true, &Quirks::default())
+                .expect("ok"),
+            None
+        );
+    }
+
+    #[test]
+    fn upstream_paths_follow_the_provider_style() {
+        let mut p: Provider = serde_json::from_value(json!({
+            "name": "az", "kind": "azure_openai", "cluster": "c", "authority": "a",
+            "path_prefix": "", "auth_header": "api-key",
+            "path_style": "azure_deployment", "query": "api-version=2024-10-21"
+        }))
+        .expect("provider");
+        let path = |p: &Provider, e: Endpoint, m: &str| {
+            let mut out = String::new();
+            e.upstream_path(p, m, &mut out);
+            out
+        };
+        assert_eq!(
+            path(&p, Endpoint::ChatCompletions, "my gpt/4o"),
+            "/openai/deployments/my%20gpt%2F4o/chat/completions?api-version=2024-10-21"
+        );
+        p.path_style = PathStyle::Openai;
+        p.query.clear();
+        p.path_prefix = "/openai/v1".into();
+        assert_eq!(path(&p, Endpoint::Embeddings, "m"), "/openai/v1/embeddings");
+    }
+
+    #[test]
+    fn quirks_drop_and_rename_fields() {
+        let quirks = Quirks {
+            drop: vec!["store".into(), "stream_options".into()],
+            rename: vec![("seed".into(), "random_seed".into())],
+            stream_usage: false,
+        };
+        let top = TopLevel::parse(
+            br#"{"model":"m","seed":7,"store":true,"stream":true,"stream_options":{"include_usage":true}}"#,
+        )
+        .expect("parses");
+        let out = top
+            .rewrite_if_needed("m", "m", false, &quirks)
+            .expect("ok")
+            .expect("rewritten: the quirks apply");
+        assert_eq!(
+            String::from_utf8(out).expect("utf8"),
+            r#"{"model":"m","random_seed":7,"stream":true}"#
+        );
+        // The provider's own name, when the client already used it, wins over the renamed one.
+        let both = TopLevel::parse(br#"{"model":"m","seed":1,"random_seed":2}"#).expect("parses");
+        let v: Value =
+            serde_json::from_slice(&both.rewrite("m", false, &quirks)).expect("valid json out");
+        assert_eq!(v, json!({"model": "m", "random_seed": 2}));
+        // A body the quirks do not touch is still sent as it came.
+        let plain = TopLevel::parse(br#"{"model":"m","messages":[]}"#).expect("parses");
+        assert_eq!(
+            plain
+                .rewrite_if_needed("m", "m", false, &quirks)
                 .expect("ok"),
             None
         );

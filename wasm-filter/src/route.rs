@@ -233,6 +233,9 @@ mod tests {
                 })
                 .collect(),
             headers: Vec::new(),
+            path_style: Default::default(),
+            query: String::new(),
+            quirks: Default::default(),
         }
     }
 

@@ -7,7 +7,7 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
 use super::{publish, ApiError, ApiJson, AppState};
-use crate::domain::{self, ProviderKind};
+use crate::domain::{self, ProviderDef, ProviderKind, ProviderSettings};
 use crate::store::{NewProviderKey, ProviderKeyRow, ProviderRow};
 
 pub fn router() -> Router<AppState> {
@@ -41,6 +41,10 @@ struct CreateProvider {
     keys: Vec<KeyInput>,
     #[serde(default)]
     models: Vec<String>,
+    #[serde(default)]
+    preset: Option<String>,
+    #[serde(default)]
+    api_version: Option<String>,
 }
 
 /// Fields absent from an update keep their value; `keys`, when present, replaces the key set.
@@ -57,6 +61,10 @@ struct UpdateProvider {
     models: Option<Vec<String>>,
     #[serde(default)]
     enabled: Option<bool>,
+    #[serde(default)]
+    preset: Option<String>,
+    #[serde(default)]
+    api_version: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -73,6 +81,8 @@ struct ProviderView {
     kind: ProviderKind,
     base_url: String,
     models: Vec<String>,
+    #[serde(flatten)]
+    settings: ProviderSettings,
     enabled: bool,
     keys: Vec<KeyView>,
 }
@@ -93,6 +103,7 @@ fn view(p: ProviderRow, keys: &[ProviderKeyRow]) -> ProviderView {
         kind: p.kind,
         base_url: p.base_url,
         models: p.models,
+        settings: p.settings,
         enabled: p.enabled,
     }
 }
@@ -126,14 +137,18 @@ async fn create(
     ApiJson(input): ApiJson<CreateProvider>,
 ) -> Result<(StatusCode, Json<ProviderView>), ApiError> {
     domain::check_name("provider", &input.name).map_err(ApiError::BadRequest)?;
-    let base_url = domain::resolve_base_url(input.kind, input.base_url.as_deref())
-        .map_err(ApiError::BadRequest)?;
-    domain::check_model_names(&input.models).map_err(ApiError::BadRequest)?;
+    let def = ProviderDef::resolve(
+        input.kind,
+        input.base_url.as_deref(),
+        input.models,
+        ProviderSettings {
+            preset: input.preset,
+            api_version: input.api_version,
+        },
+    )
+    .map_err(ApiError::BadRequest)?;
     let keys = seal_keys(&app, &input.keys)?;
-    let id = app
-        .store
-        .insert_provider(&input.name, input.kind, &base_url, &input.models)
-        .await?;
+    let id = app.store.insert_provider(&input.name, &def).await?;
     app.store.replace_provider_keys(&id, &keys).await?;
     publish(&app).await?;
     let p = app.store.get_provider(&input.name).await?;
@@ -147,22 +162,19 @@ async fn update(
     ApiJson(input): ApiJson<UpdateProvider>,
 ) -> Result<Json<ProviderView>, ApiError> {
     let current = app.store.get_provider(&name).await?;
-    let kind = input.kind.unwrap_or(current.kind);
-    let base_url = match input.base_url {
-        Some(u) => domain::resolve_base_url(kind, Some(&u)).map_err(ApiError::BadRequest)?,
-        None => current.base_url.clone(),
-    };
-    let models = input.models.unwrap_or(current.models);
-    domain::check_model_names(&models).map_err(ApiError::BadRequest)?;
+    let def = ProviderDef::resolve(
+        input.kind.unwrap_or(current.kind),
+        Some(input.base_url.as_deref().unwrap_or(&current.base_url)),
+        input.models.unwrap_or(current.models),
+        ProviderSettings {
+            preset: input.preset.or(current.settings.preset),
+            api_version: input.api_version.or(current.settings.api_version),
+        },
+    )
+    .map_err(ApiError::BadRequest)?;
     let keys = input.keys.map(|k| seal_keys(&app, &k)).transpose()?;
     app.store
-        .update_provider(
-            &name,
-            kind,
-            &base_url,
-            &models,
-            input.enabled.unwrap_or(current.enabled),
-        )
+        .update_provider(&name, &def, input.enabled.unwrap_or(current.enabled))
         .await?;
     if let Some(keys) = keys {
         app.store.replace_provider_keys(&current.id, &keys).await?;

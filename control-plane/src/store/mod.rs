@@ -10,7 +10,7 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row as _};
 
 use crate::config::TargetSpec;
-use crate::domain::{self, ProviderKind, Strategy};
+use crate::domain::{self, ProviderDef, ProviderKind, ProviderSettings, Strategy};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -47,6 +47,7 @@ pub struct ProviderRow {
     pub kind: ProviderKind,
     pub base_url: String,
     pub models: Vec<String>,
+    pub settings: ProviderSettings,
     pub enabled: bool,
 }
 
@@ -148,6 +149,10 @@ fn json_list(v: &[String]) -> String {
     serde_json::to_string(v).unwrap_or_else(|_| "[]".into())
 }
 
+fn settings_json(s: &ProviderSettings) -> String {
+    serde_json::to_string(s).unwrap_or_else(|_| "{}".into())
+}
+
 fn parse_json<T: serde::de::DeserializeOwned>(what: &str, text: &str) -> Result<T> {
     serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
 }
@@ -214,26 +219,22 @@ impl Store {
     // ---- providers -------------------------------------------------------------------------
 
     /// Creates or updates the provider called `name`; returns its id.
-    pub async fn upsert_provider(
-        &self,
-        name: &str,
-        kind: ProviderKind,
-        base_url: &str,
-        models: &[String],
-    ) -> Result<String> {
+    pub async fn upsert_provider(&self, name: &str, def: &ProviderDef) -> Result<String> {
         let t = now();
         let row = sqlx::query(
-            "INSERT INTO providers (id, name, kind, base_url, models, enabled, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, 1, $6, $6)
+            "INSERT INTO providers (id, name, kind, base_url, models, settings, enabled, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, 1, $7, $7)
              ON CONFLICT (name) DO UPDATE SET kind = excluded.kind, base_url = excluded.base_url,
-                 models = excluded.models, updated_at = excluded.updated_at
+                 models = excluded.models, settings = excluded.settings,
+                 updated_at = excluded.updated_at
              RETURNING id",
         )
         .bind(crate::crypto::new_id("prov_"))
         .bind(name)
-        .bind(domain::kind_str(kind))
-        .bind(base_url)
-        .bind(json_list(models))
+        .bind(domain::kind_str(def.kind))
+        .bind(&def.base_url)
+        .bind(json_list(&def.models))
+        .bind(settings_json(&def.settings))
         .bind(t)
         .fetch_one(&self.pool)
         .await?;
@@ -241,24 +242,19 @@ impl Store {
     }
 
     /// Creates a provider; fails with `Conflict` when the name is taken.
-    pub async fn insert_provider(
-        &self,
-        name: &str,
-        kind: ProviderKind,
-        base_url: &str,
-        models: &[String],
-    ) -> Result<String> {
+    pub async fn insert_provider(&self, name: &str, def: &ProviderDef) -> Result<String> {
         let id = crate::crypto::new_id("prov_");
         let t = now();
         sqlx::query(
-            "INSERT INTO providers (id, name, kind, base_url, models, enabled, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, 1, $6, $6)",
+            "INSERT INTO providers (id, name, kind, base_url, models, settings, enabled, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, 1, $7, $7)",
         )
         .bind(&id)
         .bind(name)
-        .bind(domain::kind_str(kind))
-        .bind(base_url)
-        .bind(json_list(models))
+        .bind(domain::kind_str(def.kind))
+        .bind(&def.base_url)
+        .bind(json_list(&def.models))
+        .bind(settings_json(&def.settings))
         .bind(t)
         .execute(&self.pool)
         .await
@@ -275,13 +271,14 @@ impl Store {
                 .ok_or_else(|| StoreError::Corrupt(format!("provider kind {kind}")))?,
             base_url: row.try_get("base_url")?,
             models: parse_json("provider models", &row.try_get::<String, _>("models")?)?,
+            settings: parse_json("provider settings", &row.try_get::<String, _>("settings")?)?,
             enabled: row.try_get::<i64, _>("enabled")? != 0,
         })
     }
 
     pub async fn list_providers(&self) -> Result<Vec<ProviderRow>> {
         let rows = sqlx::query(
-            "SELECT id, name, kind, base_url, models, enabled FROM providers ORDER BY name",
+            "SELECT id, name, kind, base_url, models, settings, enabled FROM providers ORDER BY name",
         )
         .fetch_all(&self.pool)
         .await?;
@@ -290,7 +287,7 @@ impl Store {
 
     pub async fn get_provider(&self, name: &str) -> Result<ProviderRow> {
         let row = sqlx::query(
-            "SELECT id, name, kind, base_url, models, enabled FROM providers WHERE name = $1",
+            "SELECT id, name, kind, base_url, models, settings, enabled FROM providers WHERE name = $1",
         )
         .bind(name)
         .fetch_optional(&self.pool)
@@ -302,18 +299,18 @@ impl Store {
     pub async fn update_provider(
         &self,
         name: &str,
-        kind: ProviderKind,
-        base_url: &str,
-        models: &[String],
+        def: &ProviderDef,
         enabled: bool,
     ) -> Result<()> {
         let done = sqlx::query(
-            "UPDATE providers SET kind = $1, base_url = $2, models = $3, enabled = $4, updated_at = $5
-             WHERE name = $6",
+            "UPDATE providers SET kind = $1, base_url = $2, models = $3, settings = $4, enabled = $5,
+                 updated_at = $6
+             WHERE name = $7",
         )
-        .bind(domain::kind_str(kind))
-        .bind(base_url)
-        .bind(json_list(models))
+        .bind(domain::kind_str(def.kind))
+        .bind(&def.base_url)
+        .bind(json_list(&def.models))
+        .bind(settings_json(&def.settings))
         .bind(i64::from(enabled))
         .bind(now())
         .bind(name)

@@ -52,24 +52,33 @@ fn api_key(name: &str, secret: &str) -> NewApiKey {
     }
 }
 
+fn def(kind: ProviderKind, base_url: &str, models: &[String]) -> ProviderDef {
+    ProviderDef {
+        kind,
+        base_url: base_url.into(),
+        models: models.to_vec(),
+        settings: ProviderSettings::default(),
+    }
+}
+
 on_both_backends! {
     providers_upsert_is_idempotent => |s: Store| async move {
         let models = vec!["gpt-4o".to_string()];
-        let a = s.upsert_provider("openai", ProviderKind::Openai, "https://api.openai.com/v1", &models).await.unwrap();
-        let b = s.upsert_provider("openai", ProviderKind::Openai, "https://api.openai.com/v1", &models).await.unwrap();
+        let a = s.upsert_provider("openai", &def(ProviderKind::Openai, "https://api.openai.com/v1", &models)).await.unwrap();
+        let b = s.upsert_provider("openai", &def(ProviderKind::Openai, "https://api.openai.com/v1", &models)).await.unwrap();
         assert_eq!(a, b);
         let all = s.list_providers().await.unwrap();
         assert_eq!(all.len(), 1);
         assert_eq!(all[0].models, models);
         assert!(all[0].enabled);
         assert!(matches!(
-            s.insert_provider("openai", ProviderKind::Openai, "https://x/v1", &[]).await,
+            s.insert_provider("openai", &def(ProviderKind::Openai, "https://x/v1", &[])).await,
             Err(StoreError::Conflict(_))
         ));
     };
 
     provider_keys_are_replaced_by_digest => |s: Store| async move {
-        let p = s.upsert_provider("p", ProviderKind::OpenaiCompatible, "http://127.0.0.1:1/v1", &[]).await.unwrap();
+        let p = s.upsert_provider("p", &def(ProviderKind::OpenaiCompatible, "http://127.0.0.1:1/v1", &[])).await.unwrap();
         s.replace_provider_keys(&p, &[key("one", 1), key("two", 2)]).await.unwrap();
         let first = s.list_provider_keys().await.unwrap();
         assert_eq!(first.len(), 2);
@@ -88,14 +97,18 @@ on_both_backends! {
     };
 
     provider_update => |s: Store| async move {
-        s.upsert_provider("p", ProviderKind::Openai, "https://a/v1", &[]).await.unwrap();
-        s.update_provider("p", ProviderKind::OpenaiCompatible, "http://b/v1", &["m".into()], false).await.unwrap();
+        s.upsert_provider("p", &def(ProviderKind::Openai, "https://a/v1", &[])).await.unwrap();
+        s.update_provider("p", &def(ProviderKind::OpenaiCompatible, "http://b/v1", &["m".into()]), false).await.unwrap();
         let p = s.get_provider("p").await.unwrap();
         assert_eq!(p.kind, ProviderKind::OpenaiCompatible);
         assert_eq!(p.base_url, "http://b/v1");
         assert!(!p.enabled);
+        let mut azure = def(ProviderKind::AzureOpenai, "https://r.openai.azure.com", &[]);
+        azure.settings.api_version = Some("2024-10-21".into());
+        s.update_provider("p", &azure, true).await.unwrap();
+        assert_eq!(s.get_provider("p").await.unwrap().settings, azure.settings);
         assert!(matches!(
-            s.update_provider("ghost", ProviderKind::Openai, "x", &[], true).await,
+            s.update_provider("ghost", &def(ProviderKind::Openai, "x", &[]), true).await,
             Err(StoreError::NotFound)
         ));
     };

@@ -24,6 +24,7 @@ use axum::Router;
 use serde_json::{json, Value};
 use tokio::sync::Notify;
 
+mod compat;
 mod gemini;
 
 pub const CHAT_COMPLETION: &str = include_str!("../../fixtures/openai/chat_completion.json");
@@ -58,7 +59,7 @@ const ANTHROPIC_FIELDS: &[&str] = &[
 
 /// Request arguments of Chat Completions (OpenAI API reference); anything else is refused the
 /// way OpenAI refuses it.
-const CHAT_FIELDS: &[&str] = &[
+pub(crate) const CHAT_FIELDS: &[&str] = &[
     "messages",
     "model",
     "audio",
@@ -121,7 +122,7 @@ impl Recorded {
 
 pub struct MockState {
     pub(crate) key: String,
-    chat_models: Vec<String>,
+    pub(crate) chat_models: Vec<String>,
     embedding_models: Vec<String>,
     requests: Mutex<Vec<Recorded>>,
     gate: Notify,
@@ -165,6 +166,11 @@ impl MockOpenAi {
             .route("/v1/embeddings", post(embeddings))
             .route("/v1/messages", post(messages))
             .route("/v1beta/models/{target}", post(gemini::generate))
+            .route(
+                "/openai/deployments/{deployment}/chat/completions",
+                post(compat::azure_chat),
+            )
+            .route("/mistral/v1/chat/completions", post(compat::mistral_chat))
             .fallback(|| async { (StatusCode::NOT_FOUND, "not found") })
             .with_state(state.clone());
         let listener = tokio::net::TcpListener::bind(addr).await?;
@@ -225,7 +231,7 @@ fn error(status: StatusCode, message: &str, code: Option<&str>) -> Response {
         .into_response()
 }
 
-fn fixture_error(status: StatusCode, fixture: &str) -> Response {
+pub(crate) fn fixture_error(status: StatusCode, fixture: &str) -> Response {
     (
         status,
         [("content-type", "application/json")],
@@ -261,22 +267,33 @@ pub(crate) fn record(
     }
 }
 
+/// How a provider wants its key.
+#[derive(Clone, Copy, PartialEq)]
+pub(crate) enum Auth {
+    /// `Authorization: Bearer <key>` (OpenAI and the compatible family).
+    Bearer,
+    /// `api-key: <key>` (Azure OpenAI).
+    AzureKey,
+}
+
 /// Records the request and checks what every OpenAI endpoint checks; returns the JSON body.
-fn admit(
+pub(crate) fn admit(
     state: &MockState,
-    method: Method,
-    uri: &Uri,
-    headers: &HeaderMap,
-    body: &Bytes,
+    (method, uri, headers, body): (Method, &Uri, &HeaderMap, &Bytes),
     fields: &[&str],
+    auth: Auth,
 ) -> Result<serde_json::Map<String, Value>, Box<Response>> {
     record(state, method, uri, headers, body);
-    let auth = headers.get("authorization").and_then(|v| v.to_str().ok());
-    if auth != Some(&format!("Bearer {}", state.key)) {
-        return Err(Box::new(fixture_error(
-            StatusCode::UNAUTHORIZED,
-            ERROR_INVALID_KEY,
-        )));
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let authorised = match auth {
+        Auth::Bearer => header("authorization") == Some(&format!("Bearer {}", state.key)),
+        Auth::AzureKey => header("api-key") == Some(state.key.as_str()),
+    };
+    if !authorised {
+        return Err(Box::new(match auth {
+            Auth::Bearer => fixture_error(StatusCode::UNAUTHORIZED, ERROR_INVALID_KEY),
+            Auth::AzureKey => fixture_error(StatusCode::UNAUTHORIZED, compat::AZURE_ERROR_KEY),
+        }));
     }
     let declared = headers
         .get("content-length")
@@ -313,10 +330,19 @@ async fn chat(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let obj = match admit(&state, method, &uri, &headers, &body, CHAT_FIELDS) {
-        Ok(o) => o,
-        Err(r) => return *r,
-    };
+    match admit(
+        &state,
+        (method, &uri, &headers, &body),
+        CHAT_FIELDS,
+        Auth::Bearer,
+    ) {
+        Ok(obj) => chat_answer(state, obj),
+        Err(r) => *r,
+    }
+}
+
+/// The answer to an admitted chat request, streamed or not (see the module's special models).
+pub(crate) fn chat_answer(state: Arc<MockState>, obj: serde_json::Map<String, Value>) -> Response {
     let model = obj
         .get("model")
         .and_then(Value::as_str)
@@ -389,7 +415,12 @@ async fn embeddings(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let obj = match admit(&state, method, &uri, &headers, &body, EMBEDDING_FIELDS) {
+    let obj = match admit(
+        &state,
+        (method, &uri, &headers, &body),
+        EMBEDDING_FIELDS,
+        Auth::Bearer,
+    ) {
         Ok(o) => o,
         Err(r) => return *r,
     };

@@ -190,7 +190,12 @@ impl Request {
 
         let new_body = match translator.as_mut() {
             Some(t) => Some(t.request_body(&body, &target.model)?),
-            None => top.rewrite_if_needed(model, &target.model, stream)?,
+            None => top.rewrite_if_needed(
+                model,
+                &target.model,
+                stream && provider.quirks.stream_usage,
+                &provider.quirks,
+            )?,
         };
         let length = match new_body {
             Some(new_body) => {
@@ -201,10 +206,12 @@ impl Request {
         }
         .to_string();
         let mut upstream_path = String::with_capacity(provider.path_prefix.len() + 64);
-        upstream_path.push_str(&provider.path_prefix);
         match translator.as_ref() {
-            Some(t) => t.upstream_path(&mut upstream_path),
-            None => upstream_path.push_str(endpoint.upstream_suffix()),
+            Some(t) => {
+                upstream_path.push_str(&provider.path_prefix);
+                t.upstream_path(&mut upstream_path);
+            }
+            None => endpoint.upstream_path(provider, &target.model, &mut upstream_path),
         }
         let mut credential = String::with_capacity(provider.auth_prefix.len() + key.secret.len());
         credential.push_str(&provider.auth_prefix);

@@ -13,6 +13,7 @@ use super::schema::gemini::*;
 use super::schema::openai::*;
 use super::Translator;
 use crate::error::FilterError;
+use crate::request::push_path_segment;
 use crate::sse::{event_data, EventSplitter};
 use crate::stream::{ChunkOutcome, INCOMPLETE_EVENT};
 use crate::usage::Usage;
@@ -614,18 +615,6 @@ impl Translator for OpenAiToGemini {
         } else {
             ":generateContent"
         });
-    }
-}
-
-/// Appends `s` percent-encoded as one path segment.
-fn push_path_segment(out: &mut String, s: &str) {
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            use std::fmt::Write as _;
-            let _ = write!(out, "%{b:02X}");
-        }
     }
 }
 
