@@ -140,6 +140,32 @@ impl FilterError {
     }
 }
 
+impl FilterError {
+    /// The Anthropic-style body for the Messages API:
+    /// `{"type":"error","error":{"type","message"}}`.
+    /// <https://docs.anthropic.com/en/api/errors>
+    pub fn anthropic_body(&self) -> Vec<u8> {
+        let kind = match self.status {
+            400 | 405 => "invalid_request_error",
+            401 => "authentication_error",
+            402 | 403 => "permission_error",
+            404 => "not_found_error",
+            413 => "request_too_large",
+            429 => "rate_limit_error",
+            529 => "overloaded_error",
+            _ => "api_error",
+        };
+        let mut out = String::with_capacity(64 + self.message.len());
+        let _ = write!(
+            out,
+            "{{\"type\":\"error\",\"error\":{{\"type\":\"{kind}\",\"message\":"
+        );
+        push_json_string(&mut out, &self.message);
+        out.push_str("}}");
+        out.into_bytes()
+    }
+}
+
 /// Appends `s` as a JSON string literal (quotes included).
 pub fn push_json_string(out: &mut String, s: &str) {
     out.push('"');
@@ -175,6 +201,18 @@ mod tests {
         );
         assert!(v["error"]["param"].is_null());
         assert_eq!(e.status, 404);
+    }
+
+    #[test]
+    fn anthropic_body_is_anthropic_shaped_json() {
+        let v: serde_json::Value =
+            serde_json::from_slice(&FilterError::invalid_key().anthropic_body()).expect("json");
+        assert_eq!(v["type"], "error");
+        assert_eq!(v["error"]["type"], "authentication_error");
+        assert_eq!(v["error"]["message"], "Incorrect API key provided.");
+        let v: serde_json::Value =
+            serde_json::from_slice(&FilterError::body_too_large(5).anthropic_body()).expect("json");
+        assert_eq!(v["error"]["type"], "request_too_large");
     }
 
     #[test]

@@ -17,6 +17,8 @@ pub enum Endpoint {
     ChatCompletions,
     Embeddings,
     Models,
+    /// Anthropic's Messages API.
+    Messages,
 }
 
 impl Endpoint {
@@ -28,6 +30,7 @@ impl Endpoint {
             "/v1/chat/completions" => Some(Endpoint::ChatCompletions),
             "/v1/embeddings" => Some(Endpoint::Embeddings),
             "/v1/models" => Some(Endpoint::Models),
+            "/v1/messages" => Some(Endpoint::Messages),
             _ => None,
         }
     }
@@ -39,10 +42,16 @@ impl Endpoint {
         }
     }
 
-    /// Path below the provider's base URL.
+    /// Whether errors on this endpoint take Anthropic's shape.
+    pub fn anthropic(self) -> bool {
+        self == Endpoint::Messages
+    }
+
+    /// Path below an OpenAI-style provider's base URL (Messages requests reach such providers
+    /// as chat completions).
     pub fn upstream_suffix(self) -> &'static str {
         match self {
-            Endpoint::ChatCompletions => "/chat/completions",
+            Endpoint::ChatCompletions | Endpoint::Messages => "/chat/completions",
             Endpoint::Embeddings => "/embeddings",
             Endpoint::Models => "/models",
         }

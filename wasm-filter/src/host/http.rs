@@ -11,16 +11,18 @@ use proxy_wasm::types::{Action, BufferType, MapType};
 
 use super::abi;
 use crate::auth;
-use crate::config::ProviderKind;
+use crate::config::{Provider, ProviderKind};
 use crate::config::{CLUSTER_HEADER, USAGE_FILTER_STATE};
 use crate::error::{push_json_string, FilterError};
 use crate::headers::{self, Change, HeaderBlock};
 use crate::request::{Endpoint, TopLevel};
 use crate::route::Index;
 use crate::stream::{ChunkOutcome, OpenAiStream};
+use crate::translate::anthropic_openai::AnthropicToOpenAi;
+use crate::translate::anthropic_passthrough::AnthropicPassthrough;
 use crate::translate::openai_anthropic::OpenAiToAnthropic;
 use crate::translate::openai_gemini::OpenAiToGemini;
-use crate::translate::Translator;
+use crate::translate::{Chain, Translator};
 use crate::usage::{self, Usage};
 
 /// How the response is being handled.
@@ -83,7 +85,11 @@ impl Request {
     fn reject(&mut self, error: FilterError) -> Action {
         self.local_error = true;
         self.local_reply = true;
-        let body = error.body();
+        let body = if self.endpoint.is_some_and(Endpoint::anthropic) {
+            error.anthropic_body()
+        } else {
+            error.body()
+        };
         let _ = hostcalls::send_http_response(
             error.status,
             vec![("content-type", "application/json")],
@@ -152,7 +158,8 @@ impl Request {
         // Kept from here on so that the record names the model even when it is refused.
         self.model = top.model()?.into_owned();
         let model = self.model.as_str();
-        let stream = endpoint == Endpoint::ChatCompletions && top.flag("stream")?.unwrap_or(false);
+        let stream = matches!(endpoint, Endpoint::ChatCompletions | Endpoint::Messages)
+            && top.flag("stream")?.unwrap_or(false);
         let client_wants_usage = stream && top.stream_usage_requested()?;
 
         let targets = index
@@ -166,30 +173,30 @@ impl Request {
             .choose_target(targets)
             .ok_or_else(|| FilterError::unknown_model(model))?;
         let provider = index.provider(target.provider);
-        let mut translator: Option<Box<dyn Translator>> = match provider.kind {
-            kind if kind.speaks_openai() => None,
-            ProviderKind::Anthropic if endpoint == Endpoint::ChatCompletions => {
-                Some(Box::new(OpenAiToAnthropic::new(now())))
-            }
-            ProviderKind::Gemini if endpoint == Endpoint::ChatCompletions => {
-                Some(Box::new(OpenAiToGemini::new(now())))
-            }
-            _ => {
-                return Err(FilterError::invalid_request(
-                    "provider_not_supported",
-                    format!(
-                        "Provider `{}` is not reachable from this endpoint yet.",
-                        provider.name
-                    ),
-                ))
-            }
-        };
+        let mut translator = translator_for(endpoint, provider)?;
         let key = index
             .choose_key(provider)
             .ok_or_else(|| FilterError::no_provider_key(&provider.name))?;
 
         let new_body = match translator.as_mut() {
-            Some(t) => Some(t.request_body(&body, &target.model)?),
+            Some(t) => {
+                let translated = t.request_body(&body, &target.model)?;
+                // An OpenAI-style provider's quirks apply to translated requests too.
+                if provider.kind.speaks_openai() && !provider.quirks.is_none() {
+                    let top = TopLevel::parse(&translated)?;
+                    Some(
+                        top.rewrite_if_needed(
+                            &target.model,
+                            &target.model,
+                            false,
+                            &provider.quirks,
+                        )?
+                        .unwrap_or(translated),
+                    )
+                } else {
+                    Some(translated)
+                }
+            }
             None => top.rewrite_if_needed(
                 model,
                 &target.model,
@@ -207,11 +214,11 @@ impl Request {
         .to_string();
         let mut upstream_path = String::with_capacity(provider.path_prefix.len() + 64);
         match translator.as_ref() {
-            Some(t) => {
+            Some(t) if !provider.kind.speaks_openai() => {
                 upstream_path.push_str(&provider.path_prefix);
                 t.upstream_path(&mut upstream_path);
             }
-            None => endpoint.upstream_path(provider, &target.model, &mut upstream_path),
+            _ => endpoint.upstream_path(provider, &target.model, &mut upstream_path),
         }
         let mut credential = String::with_capacity(provider.auth_prefix.len() + key.secret.len());
         credential.push_str(&provider.auth_prefix);
@@ -419,6 +426,46 @@ impl HttpContext for Request {
             }
         });
     }
+}
+
+/// The translator between the client's API and the provider's; `None` when they are the same
+/// OpenAI API and the request passes with only `model` (and the provider's quirks) changed.
+fn translator_for(
+    endpoint: Endpoint,
+    provider: &Provider,
+) -> Result<Option<Box<dyn Translator>>, FilterError> {
+    let kind = provider.kind;
+    Ok(Some(match endpoint {
+        Endpoint::ChatCompletions | Endpoint::Embeddings if kind.speaks_openai() => {
+            return Ok(None)
+        }
+        Endpoint::ChatCompletions if kind == ProviderKind::Anthropic => {
+            Box::new(OpenAiToAnthropic::new(now()))
+        }
+        Endpoint::ChatCompletions if kind == ProviderKind::Gemini => {
+            Box::new(OpenAiToGemini::new(now()))
+        }
+        Endpoint::Messages if kind == ProviderKind::Anthropic => {
+            Box::new(AnthropicPassthrough::default())
+        }
+        // OpenAI's own API (and Azure's) wants max_completion_tokens; compatible ones max_tokens.
+        Endpoint::Messages if kind.speaks_openai() => Box::new(AnthropicToOpenAi::new(
+            kind != ProviderKind::OpenaiCompatible,
+        )),
+        Endpoint::Messages if kind == ProviderKind::Gemini => Box::new(Chain {
+            outer: Box::new(AnthropicToOpenAi::new(true)),
+            inner: Box::new(OpenAiToGemini::new(now())),
+        }),
+        _ => {
+            return Err(FilterError::invalid_request(
+                "provider_not_supported",
+                format!(
+                    "Provider `{}` is not reachable from this endpoint yet.",
+                    provider.name
+                ),
+            ))
+        }
+    }))
 }
 
 fn not_configured() -> FilterError {

@@ -35,19 +35,31 @@ pub fn json(bytes: &[u8]) -> Value {
         .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(bytes)))
 }
 
-/// The `data` of each event, parsed (`[DONE]` kept as a string).
+/// The `data` of each event, parsed (`[DONE]` kept as a string). An event that names itself
+/// (`event: x`, as Anthropic's do) must carry the same name as its data's `type`.
 pub fn events(bytes: &[u8]) -> Vec<Value> {
-    String::from_utf8_lossy(bytes)
-        .split("\n\n")
-        .filter_map(|e| e.trim().strip_prefix("data: ").map(str::to_owned))
-        .map(|d| {
-            if d == "[DONE]" {
-                Value::String(d)
-            } else {
-                json(d.as_bytes())
-            }
-        })
-        .collect()
+    let text = String::from_utf8_lossy(bytes);
+    let mut out = Vec::new();
+    for event in text.split("\n\n").filter(|e| !e.trim().is_empty()) {
+        let field = |name: &str| {
+            event
+                .lines()
+                .find_map(|l| l.strip_prefix(name).map(str::to_owned))
+        };
+        let Some(data) = field("data: ") else {
+            panic!("event without data: {event:?}");
+        };
+        let value = if data == "[DONE]" {
+            Value::String(data)
+        } else {
+            json(data.as_bytes())
+        };
+        if let Some(name) = field("event: ") {
+            assert_eq!(value["type"], name.as_str(), "event name and type differ");
+        }
+        out.push(value);
+    }
+    out
 }
 
 /// A translator that has seen the case's client request.

@@ -1,6 +1,8 @@
 //! Translators between a client API and a provider API: pure code, one instance per request,
 //! holding that request's stream state.
 
+pub mod anthropic_openai;
+pub mod anthropic_passthrough;
 pub mod common;
 #[cfg(test)]
 mod golden;
@@ -32,4 +34,44 @@ pub trait Translator {
 
     /// Appends the path below the provider's base URL for this request (query included).
     fn upstream_path(&self, out: &mut String);
+}
+
+/// Two translators in a row: the client's API to OpenAI's (`outer`), then OpenAI's to the
+/// provider's (`inner`); answers go back the other way. Any client API reaches any provider.
+pub struct Chain {
+    pub outer: Box<dyn Translator>,
+    pub inner: Box<dyn Translator>,
+}
+
+impl Translator for Chain {
+    fn request_body(&mut self, body: &[u8], upstream_model: &str) -> Result<Vec<u8>, FilterError> {
+        let openai = self.outer.request_body(body, upstream_model)?;
+        self.inner.request_body(&openai, upstream_model)
+    }
+
+    fn response_headers(&mut self, status: u32, event_stream: bool) -> Option<u32> {
+        let inner = self.inner.response_headers(status, event_stream);
+        self.outer
+            .response_headers(inner.unwrap_or(status), event_stream)
+            .or(inner)
+    }
+
+    fn response_body(&mut self, chunk: &[u8], end_of_stream: bool) -> ChunkOutcome {
+        match self.inner.response_body(chunk, end_of_stream) {
+            ChunkOutcome::Unchanged => self.outer.response_body(chunk, end_of_stream),
+            ChunkOutcome::Replace(openai) => self.outer.response_body(&openai, end_of_stream),
+        }
+    }
+
+    fn usage(&self) -> Option<Usage> {
+        self.inner.usage()
+    }
+
+    fn completed(&self) -> bool {
+        self.outer.completed() && self.inner.completed()
+    }
+
+    fn upstream_path(&self, out: &mut String) {
+        self.inner.upstream_path(out);
+    }
 }

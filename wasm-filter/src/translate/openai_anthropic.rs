@@ -267,7 +267,7 @@ pub fn finish_reason(stop_reason: Option<&str>) -> &'static str {
 
 /// Usage with OpenAI semantics: Anthropic's `input_tokens` excludes cache reads and writes,
 /// OpenAI's `prompt_tokens` includes them.
-fn usage_from(u: AnthropicUsage) -> Usage {
+pub(crate) fn usage_from(u: AnthropicUsage) -> Usage {
     let cached = u.cache_read_input_tokens.unwrap_or(0);
     let prompt = u.input_tokens + cached + u.cache_creation_input_tokens.unwrap_or(0);
     Usage {

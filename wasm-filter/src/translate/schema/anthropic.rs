@@ -254,3 +254,129 @@ pub struct AnthropicError {
 pub struct AnthropicErrorBody {
     pub error: AnthropicError,
 }
+
+// ---- The client side: a Messages request as Anthropic SDKs and coding agents send it. ----------
+
+#[derive(Debug, Deserialize)]
+pub struct AnthropicInRequest {
+    pub model: String,
+    pub max_tokens: u64,
+    pub messages: Vec<AnthropicInMessage>,
+    #[serde(default)]
+    pub system: Option<AnthropicInContent>,
+    #[serde(default)]
+    pub temperature: Option<f64>,
+    #[serde(default)]
+    pub top_p: Option<f64>,
+    #[serde(default)]
+    pub stop_sequences: Vec<String>,
+    #[serde(default)]
+    pub stream: bool,
+    #[serde(default)]
+    pub tools: Vec<AnthropicInTool>,
+    #[serde(default)]
+    pub tool_choice: Option<AnthropicInToolChoice>,
+    #[serde(default)]
+    pub metadata: Option<AnthropicInMetadata>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct AnthropicInMetadata {
+    #[serde(default)]
+    pub user_id: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct AnthropicInMessage {
+    pub role: AnthropicInRole,
+    pub content: AnthropicInContent,
+}
+
+#[derive(Debug, Deserialize, PartialEq, Eq, Clone, Copy)]
+#[serde(rename_all = "snake_case")]
+pub enum AnthropicInRole {
+    User,
+    Assistant,
+}
+
+/// Content: a string, or an array of blocks.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum AnthropicInContent {
+    Text(String),
+    Blocks(Vec<AnthropicInBlock>),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum AnthropicInBlock {
+    Text {
+        text: String,
+    },
+    Image {
+        source: AnthropicInImageSource,
+    },
+    ToolUse {
+        id: String,
+        name: String,
+        #[serde(default)]
+        input: Value,
+    },
+    ToolResult {
+        tool_use_id: String,
+        #[serde(default)]
+        content: Option<AnthropicInContent>,
+        #[serde(default)]
+        is_error: Option<bool>,
+    },
+    /// Thinking from an earlier Anthropic turn: meaningless to another provider.
+    Thinking {},
+    RedactedThinking {},
+    #[serde(other)]
+    Unsupported,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum AnthropicInImageSource {
+    Base64 {
+        media_type: String,
+        data: String,
+    },
+    Url {
+        url: String,
+    },
+    #[serde(other)]
+    Unsupported,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct AnthropicInTool {
+    /// Absent for client tools; server tools (web search, code execution) name their type.
+    #[serde(default, rename = "type")]
+    pub kind: Option<String>,
+    pub name: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub input_schema: Option<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum AnthropicInToolChoice {
+    Auto {
+        #[serde(default)]
+        disable_parallel_tool_use: Option<bool>,
+    },
+    Any {
+        #[serde(default)]
+        disable_parallel_tool_use: Option<bool>,
+    },
+    Tool {
+        name: String,
+        #[serde(default)]
+        disable_parallel_tool_use: Option<bool>,
+    },
+    None,
+}

@@ -168,3 +168,101 @@ pub enum OpenAiToolChoice {
 pub struct OpenAiNamedFunction {
     pub name: String,
 }
+
+// ---- The provider side: what an OpenAI-style provider answers. ---------------------------------
+
+#[derive(Debug, Deserialize)]
+pub struct OpenAiCompletion {
+    #[serde(default)]
+    pub id: String,
+    #[serde(default)]
+    pub model: String,
+    #[serde(default)]
+    pub choices: Vec<OpenAiChoice>,
+    #[serde(default)]
+    pub usage: Option<crate::usage::OpenAiUsage>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct OpenAiChoice {
+    pub message: OpenAiResponseMessage,
+    #[serde(default)]
+    pub finish_reason: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct OpenAiResponseMessage {
+    #[serde(default)]
+    pub content: Option<String>,
+    #[serde(default)]
+    pub refusal: Option<String>,
+    #[serde(default)]
+    pub tool_calls: Option<Vec<OpenAiToolCall>>,
+}
+
+/// One `chat.completion.chunk`, or an error event inside a stream.
+#[derive(Debug, Deserialize)]
+pub struct OpenAiChunk {
+    #[serde(default)]
+    pub id: String,
+    #[serde(default)]
+    pub model: String,
+    #[serde(default)]
+    pub choices: Vec<OpenAiChunkChoice>,
+    #[serde(default)]
+    pub usage: Option<crate::usage::OpenAiUsage>,
+    #[serde(default)]
+    pub error: Option<OpenAiError>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct OpenAiChunkChoice {
+    #[serde(default)]
+    pub delta: OpenAiDelta,
+    #[serde(default)]
+    pub finish_reason: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+pub struct OpenAiDelta {
+    #[serde(default)]
+    pub content: Option<String>,
+    #[serde(default)]
+    pub refusal: Option<String>,
+    #[serde(default)]
+    pub tool_calls: Option<Vec<OpenAiToolCallDelta>>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct OpenAiToolCallDelta {
+    #[serde(default)]
+    pub index: usize,
+    #[serde(default)]
+    pub id: Option<String>,
+    #[serde(default)]
+    pub function: Option<OpenAiFunctionDelta>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct OpenAiFunctionDelta {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub arguments: Option<String>,
+}
+
+/// `{"error":{"message","type","code"}}`, the body of every OpenAI error.
+#[derive(Debug, Deserialize)]
+pub struct OpenAiErrorBody {
+    pub error: OpenAiError,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct OpenAiError {
+    #[serde(default)]
+    pub message: String,
+    #[serde(default, rename = "type")]
+    pub kind: Option<String>,
+    #[serde(default)]
+    pub code: Option<Value>,
+}
