@@ -6,11 +6,12 @@ ENVOY_VERSION := $(shell cat .envoy-version)
 VENV := .venv
 ENVOY := $(VENV)/bin/envoy
 ENVOY_STAMP := $(VENV)/.envoy-$(ENVOY_VERSION)
+SDK_STAMP := $(VENV)/.sdk-stamp
 WASM := target/wasm32-wasip1/release/switchyard_filter.wasm
 CONFIG ?= switchyard.example.yaml
 CARGO ?= cargo
 
-.PHONY: all run test unit e2e bench lint fmt wasm build toolchain envoy bootstrap clean
+.PHONY: all run test unit e2e bench lint fmt wasm build toolchain envoy sdk bootstrap clean
 
 all: build wasm
 
@@ -27,6 +28,12 @@ $(ENVOY_STAMP): .envoy-version
 	@$(ENVOY) --version >/dev/null
 	@touch $@
 
+## The OpenAI and Anthropic Python SDKs the end-to-end tests converse with (same venv).
+sdk: $(SDK_STAMP)
+$(SDK_STAMP): tests/sdk/requirements.txt $(ENVOY_STAMP)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r tests/sdk/requirements.txt
+	@touch $@
+
 wasm: toolchain
 	$(CARGO) build -p switchyard-filter --target wasm32-wasip1 --release
 
@@ -39,13 +46,13 @@ run: toolchain envoy wasm
 	scripts/run.sh "$(CONFIG)"
 
 ## Everything: unit tests, store tests on SQLite and PostgreSQL, end-to-end tests through Envoy.
-test: toolchain envoy wasm build
+test: toolchain envoy sdk wasm build
 	eval "$$(scripts/test-services.sh)" && $(CARGO) test --workspace
 
 unit:
 	$(CARGO) test -p switchyard-filter -p switchyard
 
-e2e: toolchain envoy wasm build
+e2e: toolchain envoy sdk wasm build
 	$(CARGO) test -p switchyard-tests
 
 ## Bounded load test: bare Envoy vs. Switchyard's full path against the same fast upstream.

@@ -15,7 +15,7 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 
-use super::{admit, chat_answer, fixture_error, Auth, MockState, CHAT_FIELDS};
+use super::{admit, chat_answer, fixture_error, wants_tool_call, Auth, MockState, CHAT_FIELDS};
 
 pub(crate) const AZURE_ERROR_KEY: &str =
     include_str!("../../fixtures/azure/error_invalid_key.json");
@@ -76,7 +76,7 @@ pub async fn azure_chat(
     }
     // The deployment decides the model, whatever the body says.
     obj.insert("model".into(), Value::String(deployment));
-    if obj.get("stream").and_then(Value::as_bool) == Some(true) {
+    if obj.get("stream").and_then(Value::as_bool) == Some(true) || wants_tool_call(&obj) {
         return chat_answer(state, obj);
     }
     (

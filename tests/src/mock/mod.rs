@@ -29,6 +29,7 @@ mod gemini;
 
 pub const CHAT_COMPLETION: &str = include_str!("../../fixtures/openai/chat_completion.json");
 pub const CHAT_STREAM: &str = include_str!("../../fixtures/openai/chat_stream_usage.sse");
+const CHAT_TOOL_CALL: &str = include_str!("../../fixtures/openai/chat_tool_call.json");
 pub const EMBEDDINGS: &str = include_str!("../../fixtures/openai/embeddings.json");
 const ERROR_INVALID_KEY: &str = include_str!("../../fixtures/openai/error_invalid_api_key.json");
 const ERROR_MODEL_NOT_FOUND: &str =
@@ -37,6 +38,8 @@ pub const ANTHROPIC_MESSAGE: &str =
     include_str!("../../fixtures/openai_anthropic/simple/upstream_response.json");
 pub const ANTHROPIC_STREAM: &str =
     include_str!("../../fixtures/openai_anthropic/stream/upstream_response.sse");
+const ANTHROPIC_TOOL_USE: &str =
+    include_str!("../../fixtures/openai_anthropic/tools/upstream_response.json");
 const ANTHROPIC_MODELS: &[&str] = &["claude-sonnet-4-5", "claude-overloaded"];
 
 /// Request fields of the Messages API; anything else is refused.
@@ -341,6 +344,20 @@ async fn chat(
     }
 }
 
+/// Whether a (non-streamed) chat request should be answered with a tool call: tools are offered
+/// and the conversation does not end with a tool's result.
+pub(crate) fn wants_tool_call(obj: &serde_json::Map<String, Value>) -> bool {
+    let last_role = obj
+        .get("messages")
+        .and_then(Value::as_array)
+        .and_then(|m| m.last())
+        .and_then(|m| m.get("role"))
+        .and_then(Value::as_str);
+    obj.get("tools")
+        .is_some_and(|t| t.as_array().is_some_and(|t| !t.is_empty()))
+        && last_role != Some("tool")
+}
+
 /// The answer to an admitted chat request, streamed or not (see the module's special models).
 pub(crate) fn chat_answer(state: Arc<MockState>, obj: serde_json::Map<String, Value>) -> Response {
     let model = obj
@@ -364,7 +381,12 @@ pub(crate) fn chat_answer(state: Arc<MockState>, obj: serde_json::Map<String, Va
     }
     let stream = obj.get("stream").and_then(Value::as_bool).unwrap_or(false);
     if !stream {
-        let text = CHAT_COMPLETION.replace("gpt-4o-mini-2024-07-18", &model);
+        let fixture = if wants_tool_call(&obj) {
+            CHAT_TOOL_CALL
+        } else {
+            CHAT_COMPLETION
+        };
+        let text = fixture.replace("gpt-4o-mini-2024-07-18", &model);
         return (StatusCode::OK, [("content-type", "application/json")], text).into_response();
     }
     let include_usage = obj
@@ -516,10 +538,23 @@ async fn messages(
             .body(Body::from(ANTHROPIC_STREAM))
             .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response());
     }
+    // Tools offered and no tool result in the last turn: the model calls one.
+    let answered = obj
+        .get("messages")
+        .and_then(Value::as_array)
+        .and_then(|m| m.last())
+        .and_then(|m| m.get("content"))
+        .and_then(Value::as_array)
+        .is_some_and(|blocks| blocks.iter().any(|b| b["type"] == "tool_result"));
+    let answer = if obj.contains_key("tools") && !answered {
+        ANTHROPIC_TOOL_USE
+    } else {
+        ANTHROPIC_MESSAGE
+    };
     (
         StatusCode::OK,
         [("content-type", "application/json")],
-        ANTHROPIC_MESSAGE,
+        answer,
     )
         .into_response()
 }

@@ -1,0 +1,169 @@
+"""A scripted conversation through the gateway with an official SDK, as an application would hold
+it: plain, streamed, with tools, with a tool result turn, with an image. Prints what each step
+saw (text, tool calls, usage) as one JSON object; exits non-zero when a step fails.
+
+usage: conversation.py --api openai|anthropic --base-url URL --key KEY --model MODEL
+"""
+
+import argparse
+import json
+import sys
+
+# A 1x1 PNG.
+PIXEL = (
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
+)
+WEATHER = {
+    "name": "get_weather",
+    "description": "Current weather for a city",
+    "parameters": {
+        "type": "object",
+        "properties": {"location": {"type": "string"}},
+        "required": ["location"],
+    },
+}
+QUESTION = "What's the weather in Boston?"
+
+
+def check(condition, what):
+    if not condition:
+        raise AssertionError(what)
+
+
+def openai_usage(u):
+    details = getattr(u, "prompt_tokens_details", None)
+    return {
+        "prompt": u.prompt_tokens,
+        "completion": u.completion_tokens,
+        "cached": (details.cached_tokens or 0) if details else 0,
+    }
+
+
+def run_openai(args):
+    from openai import OpenAI
+
+    client = OpenAI(base_url=args.base_url, api_key=args.key, max_retries=0, timeout=20)
+    out = {}
+    say = [{"role": "user", "content": "Hello"}]
+
+    r = client.chat.completions.create(model=args.model, messages=say)
+    check(r.choices[0].message.content, "plain: no text")
+    out["plain"] = {"text": r.choices[0].message.content, "usage": openai_usage(r.usage)}
+
+    text, usage = "", None
+    for chunk in client.chat.completions.create(
+        model=args.model, messages=say, stream=True, stream_options={"include_usage": True}
+    ):
+        for c in chunk.choices:
+            text += c.delta.content or ""
+        if chunk.usage:
+            usage = openai_usage(chunk.usage)
+    check(text, "stream: no text")
+    check(usage, "stream: no usage")
+    out["stream"] = {"text": text, "usage": usage}
+
+    tools = [{"type": "function", "function": WEATHER}]
+    ask = [{"role": "user", "content": QUESTION}]
+    r = client.chat.completions.create(model=args.model, messages=ask, tools=tools)
+    calls = r.choices[0].message.tool_calls
+    check(calls, "tools: no tool call")
+    check(r.choices[0].finish_reason == "tool_calls", "tools: finish_reason")
+    call = calls[0]
+    json.loads(call.function.arguments)
+    out["tools"] = {"tool": call.function.name, "usage": openai_usage(r.usage)}
+
+    turn = ask + [
+        {"role": "assistant", "content": None, "tool_calls": [call.model_dump(exclude_none=True)]},
+        {"role": "tool", "tool_call_id": call.id, "content": json.dumps({"temperature": 22})},
+    ]
+    r = client.chat.completions.create(model=args.model, messages=turn, tools=tools)
+    check(r.choices[0].message.content, "tool result: no text")
+    out["tool_result"] = {"text": r.choices[0].message.content, "usage": openai_usage(r.usage)}
+
+    image = [{"role": "user", "content": [
+        {"type": "text", "text": "What is in this image?"},
+        {"type": "image_url", "image_url": {"url": "data:image/png;base64," + PIXEL}},
+    ]}]
+    r = client.chat.completions.create(model=args.model, messages=image)
+    check(r.choices[0].message.content, "image: no text")
+    out["image"] = {"text": r.choices[0].message.content, "usage": openai_usage(r.usage)}
+    return out
+
+
+def anthropic_usage(u):
+    return {
+        "input": u.input_tokens,
+        "output": u.output_tokens,
+        "cache_read": u.cache_read_input_tokens or 0,
+        "cache_write": u.cache_creation_input_tokens or 0,
+    }
+
+
+def text_of(message):
+    return "".join(b.text for b in message.content if b.type == "text")
+
+
+def run_anthropic(args):
+    from anthropic import Anthropic
+
+    client = Anthropic(base_url=args.base_url, api_key=args.key, max_retries=0, timeout=20)
+    out = {}
+    say = [{"role": "user", "content": "Hello"}]
+
+    m = client.messages.create(model=args.model, max_tokens=256, messages=say)
+    check(text_of(m), "plain: no text")
+    out["plain"] = {"text": text_of(m), "usage": anthropic_usage(m.usage)}
+
+    with client.messages.stream(model=args.model, max_tokens=256, messages=say) as stream:
+        text = "".join(stream.text_stream)
+        final = stream.get_final_message()
+    check(text, "stream: no text")
+    out["stream"] = {"text": text, "usage": anthropic_usage(final.usage)}
+
+    tools = [{"name": WEATHER["name"], "description": WEATHER["description"],
+              "input_schema": WEATHER["parameters"]}]
+    ask = [{"role": "user", "content": QUESTION}]
+    m = client.messages.create(model=args.model, max_tokens=256, messages=ask, tools=tools)
+    uses = [b for b in m.content if b.type == "tool_use"]
+    check(uses, "tools: no tool_use")
+    check(m.stop_reason == "tool_use", "tools: stop_reason")
+    out["tools"] = {"tool": uses[0].name, "usage": anthropic_usage(m.usage)}
+
+    turn = ask + [
+        {"role": "assistant", "content": [b.model_dump(exclude_none=True) for b in m.content]},
+        {"role": "user", "content": [
+            {"type": "tool_result", "tool_use_id": uses[0].id, "content": json.dumps({"temperature": 22})},
+        ]},
+    ]
+    m = client.messages.create(model=args.model, max_tokens=256, messages=turn, tools=tools)
+    check(text_of(m), "tool result: no text")
+    out["tool_result"] = {"text": text_of(m), "usage": anthropic_usage(m.usage)}
+
+    image = [{"role": "user", "content": [
+        {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": PIXEL}},
+        {"type": "text", "text": "What is in this image?"},
+    ]}]
+    m = client.messages.create(model=args.model, max_tokens=256, messages=image)
+    check(text_of(m), "image: no text")
+    out["image"] = {"text": text_of(m), "usage": anthropic_usage(m.usage)}
+    return out
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--api", choices=["openai", "anthropic"], required=True)
+    p.add_argument("--base-url", required=True)
+    p.add_argument("--key", required=True)
+    p.add_argument("--model", required=True)
+    args = p.parse_args()
+    try:
+        report = run_openai(args) if args.api == "openai" else run_anthropic(args)
+    except Exception as e:  # every failure is reported the same way: type and message
+        print(json.dumps({"error": f"{type(e).__name__}: {e}"}))
+        return 1
+    print(json.dumps(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
