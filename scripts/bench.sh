@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# `make bench`: bounded load test (about a minute and a half, loopback only).
-# One fast upstream (an Envoy answering the chat-completion fixture with a direct response), then
-# the same 1 KB chat request through (a) bare Envoy proxying to it and (b) Switchyard's full path:
-# auth, body parse, routing, model rewrite, provider key, usage extraction, access-log record.
+# `make bench`: bounded load test (about two and a half minutes, loopback only).
+# One fast upstream (an Envoy answering provider fixtures with direct responses: an OpenAI chat
+# completion, an OpenAI stream, an Anthropic message), then the same 1 KB chat request through
+# (a) bare Envoy proxying to it and (b) Switchyard's full path (auth, body parse, routing, model
+# rewrite, provider key, usage extraction, access-log record), in three cases: OpenAI pass-through,
+# translated to Anthropic Messages and back, and streamed (SSE, usage taken out on the way).
 # Both gateways run one Envoy worker. Prints requests/s, p50 and p99, the ratio, and the CPU time
 # each gateway process spent per request (from /proc), which does not depend on how the 2 cores
-# are shared between wrk, the upstream and the gateway.
+# are shared between wrk, the upstream and the gateway; then the time to first byte of a stream,
+# sequential requests, through each.
 #
 # Knobs: BENCH_DURATION (s per run, 10), BENCH_CONNECTIONS (32), BENCH_ROUNDS (2),
 # BENCH_WASM (another build of the filter, to compare), BENCH_ACCESS_LOG (true|false).
@@ -63,6 +66,12 @@ static_resources:
             - name: upstream
               domains: ["*"]
               routes:
+              - match: {prefix: "/stream/"}
+                direct_response: {status: 200, body: {filename: "$PWD/tests/fixtures/openai/chat_stream_usage.sse"}}
+                response_headers_to_add: [{header: {key: content-type, value: text/event-stream}}]
+              - match: {path: "/v1/messages"}
+                direct_response: {status: 200, body: {filename: "$PWD/tests/fixtures/openai_anthropic/simple/upstream_response.json"}}
+                response_headers_to_add: [{header: {key: content-type, value: application/json}}]
               - match: {prefix: "/"}
                 direct_response: {status: 200, body: {filename: "$PWD/tests/fixtures/openai/chat_completion.json"}}
                 response_headers_to_add: [{header: {key: content-type, value: application/json}}]
@@ -108,8 +117,12 @@ database: "sqlite://$work/bench.db"
 master_key_file: "$work/master.key"
 providers:
   - {name: upstream, kind: openai_compatible, base_url: "http://127.0.0.1:$UP/v1", keys: [{secret: sk-upstream}], models: [gpt-4o-mini]}
+  - {name: streamer, kind: openai_compatible, base_url: "http://127.0.0.1:$UP/stream/v1", keys: [{secret: sk-upstream}], models: [gpt-4o-mini]}
+  - {name: claude, kind: anthropic, base_url: "http://127.0.0.1:$UP", keys: [{secret: sk-upstream}], models: [claude-sonnet-4-5]}
 models:
   - {name: fast, targets: [{provider: upstream, model: gpt-4o-mini}]}
+  - {name: fast-stream, targets: [{provider: streamer, model: gpt-4o-mini}]}
+  - {name: fast-claude, targets: [{provider: claude, model: claude-sonnet-4-5}]}
 api_keys:
   - {name: bench, key: "$KEY"}
 YAML
@@ -126,28 +139,39 @@ wait_http "http://127.0.0.1:$UP/v1/chat/completions" 200
 wait_http "http://127.0.0.1:$BARE/v1/chat/completions" 200
 wait_http "http://127.0.0.1:$GW/v1/chat/completions" 401
 
-# A 1 KB chat request.
+# A 1 KB chat request, per case: the logical model and whether it streams.
 content=$(python3 -c 'print("Summarise the following text in one sentence. " * 19)')
-body=$(printf '{"model":"fast","messages":[{"role":"system","content":"You are terse."},{"role":"user","content":"%s"}],"temperature":0.2}' "$content")
-cat > "$work/post.lua" <<LUA
+request() { # model extra-fields
+  printf '{"model":"%s","messages":[{"role":"system","content":"You are terse."},{"role":"user","content":"%s"}],"temperature":0.2%s}' "$1" "$content" "$2"
+}
+declare -A MODEL=([chat]=fast [anthropic]=fast-claude [stream]=fast-stream)
+declare -A EXTRA=([chat]="" [anthropic]="" [stream]=',"stream":true')
+# Bare Envoy proxies the same request to the same upstream response (pass-through baseline).
+declare -A BARE_PATH=([chat]=/v1/chat/completions [anthropic]=/v1/chat/completions [stream]=/stream/v1/chat/completions)
+CASES=(chat anthropic stream)
+for c in "${CASES[@]}"; do
+  body=$(request "${MODEL[$c]}" "${EXTRA[$c]}")
+  cat > "$work/$c.lua" <<LUA
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = "Bearer $KEY"
 wrk.body = '$body'
 LUA
+  echo "$body" > "$work/$c.json"
+  check=$(curl -s -w '\n%{http_code}' "http://127.0.0.1:$GW/v1/chat/completions" -H "Authorization: Bearer $KEY" -H 'Content-Type: application/json' -d "$body")
+  [[ "${check##*$'\n'}" == 200 ]] || { echo "bench: Switchyard did not answer 200 for $c: $check" >&2; exit 1; }
+done
 echo "bench: request body ${#body} bytes, $CONNECTIONS connections, ${DURATION}s per run, $ROUNDS rounds, one Envoy worker" >&2
-check=$(curl -s -w '\n%{http_code}' "http://127.0.0.1:$GW/v1/chat/completions" -H "Authorization: Bearer $KEY" -H 'Content-Type: application/json' -d "$body")
-[[ "${check##*$'\n'}" == 200 ]] || { echo "bench: Switchyard did not answer 200: $check" >&2; exit 1; }
 
 # CPU time (user + system, in clock ticks) the process has used so far.
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 TICK=$(getconf CLK_TCK)
 
-run() { # name port pid -> "rps p50_ms p99_ms cpu_us_per_request"
-  wrk -t1 -c"$CONNECTIONS" -d2s -s "$work/post.lua" "http://127.0.0.1:$2/v1/chat/completions" > /dev/null
+run() { # name port pid case path -> "rps p50_ms p99_ms cpu_us_per_request"
+  wrk -t1 -c"$CONNECTIONS" -d2s -s "$work/$4.lua" "http://127.0.0.1:$2$5" > /dev/null
   local out before after
   before=$(cpu_ticks "$3")
-  out=$(wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency -s "$work/post.lua" "http://127.0.0.1:$2/v1/chat/completions")
+  out=$(wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency -s "$work/$4.lua" "http://127.0.0.1:$2$5")
   after=$(cpu_ticks "$3")
   if grep -q "Non-2xx" <<<"$out"; then echo "bench: $1 had non-2xx responses:" >&2; echo "$out" >&2; exit 1; fi
   local rps p50 p99 requests
@@ -159,25 +183,48 @@ run() { # name port pid -> "rps p50_ms p99_ms cpu_us_per_request"
 }
 to_ms() { python3 -c 'import sys,re; v,u=re.match(r"([\d.]+)(\w+)",sys.argv[1]).groups(); print(round(float(v)*{"us":0.001,"ms":1,"s":1000}[u],3))' "$1"; }
 
-bare_results=(); sy_results=()
-for round in $(seq "$ROUNDS"); do
-  bare_results+=("$(run bare "$BARE" "$BARE_PID")")
-  sy_results+=("$(run switchyard "$GW" "$GW_PID")")
-  echo "bench: round $round: bare ${bare_results[-1]} | switchyard ${sy_results[-1]}" >&2
+rows=()
+for c in "${CASES[@]}"; do
+  for round in $(seq "$ROUNDS"); do
+    b=$(run bare "$BARE" "$BARE_PID" "$c" "${BARE_PATH[$c]}")
+    g=$(run switchyard "$GW" "$GW_PID" "$c" /v1/chat/completions)
+    rows+=("$c bare $b" "$c switchyard $g")
+    echo "bench: $c round $round: bare $b | switchyard $g" >&2
+  done
 done
 
-python3 - "${bare_results[@]}" -- "${sy_results[@]}" <<'PY'
+# Time to first byte of a stream, 200 sequential requests each (no load).
+ttfb() { # port path
+  for _ in $(seq 200); do
+    curl -s -o /dev/null -w '%{time_starttransfer}\n' "http://127.0.0.1:$1$2" \
+      -H "Authorization: Bearer $KEY" -H 'Content-Type: application/json' --data-binary "@$work/stream.json"
+  done | python3 -c 'import sys, statistics; print(statistics.median(float(l) for l in sys.stdin) * 1000)'
+}
+ttfb_up=$(ttfb "$UP" /stream/v1/chat/completions)
+ttfb_bare=$(ttfb "$BARE" /stream/v1/chat/completions)
+ttfb_gw=$(ttfb "$GW" /v1/chat/completions)
+
+python3 - "$ttfb_up" "$ttfb_bare" "$ttfb_gw" "${rows[@]}" <<'PY'
 import sys, statistics
-args = sys.argv[1:]
-sep = args.index("--")
-def parse(rows): return [tuple(float(x) for x in r.split()) for r in rows]
-bare, sy = parse(args[:sep]), parse(args[sep+1:])
-def med(rows, i): return statistics.median(r[i] for r in rows)
-b, s = [med(bare, i) for i in range(4)], [med(sy, i) for i in range(4)]
+up, bare_ttfb, gw_ttfb = (float(x) for x in sys.argv[1:4])
+rows = {}
+for r in sys.argv[4:]:
+    case, gw, *vals = r.split()
+    rows.setdefault((case, gw), []).append([float(v) for v in vals])
+def med(case, gw): return [statistics.median(v[i] for v in rows[(case, gw)]) for i in range(4)]
+names = {"chat": "OpenAI pass-through", "anthropic": "to Anthropic (translated)", "stream": "streamed (SSE)"}
 print()
-print(f"{'':24}{'requests/s':>12}{'p50 (ms)':>11}{'p99 (ms)':>11}{'CPU us/req':>12}")
-print(f"{'bare Envoy':24}{b[0]:>12.0f}{b[1]:>11.3f}{b[2]:>11.3f}{b[3]:>12.1f}")
-print(f"{'Switchyard full path':24}{s[0]:>12.0f}{s[1]:>11.3f}{s[2]:>11.3f}{s[3]:>12.1f}")
-print(f"\nratio (Switchyard / bare): {s[0] / b[0]:.2f}x of bare Envoy's requests/s  (target >= 0.70x)")
-print(f"gateway CPU per request: {s[3]:.1f} us vs {b[3]:.1f} us bare, {s[3] - b[3]:.1f} us added (budget ~20 us)")
+print(f"{'':36}{'requests/s':>12}{'p50 (ms)':>11}{'p99 (ms)':>11}{'CPU us/req':>12}")
+summary = []
+for case in ("chat", "anthropic", "stream"):
+    b, s = med(case, "bare"), med(case, "switchyard")
+    print(f"{names[case] + ', bare Envoy':36}{b[0]:>12.0f}{b[1]:>11.3f}{b[2]:>11.3f}{b[3]:>12.1f}")
+    print(f"{names[case] + ', Switchyard':36}{s[0]:>12.0f}{s[1]:>11.3f}{s[2]:>11.3f}{s[3]:>12.1f}")
+    summary.append((names[case], s[0] / b[0], s[3] - b[3]))
+print()
+for name, ratio, added in summary:
+    print(f"{name:28} {ratio:.2f}x of bare Envoy's requests/s, {added:.1f} us CPU added per request")
+print("(targets: pass-through >= 0.70x; ~20 us added)")
+print(f"\nstream time to first byte (median of 200): upstream {up:.3f} ms, bare Envoy {bare_ttfb:.3f} ms, "
+      f"Switchyard {gw_ttfb:.3f} ms ({gw_ttfb - up:+.3f} ms over the upstream's own; budget 1 ms)")
 PY

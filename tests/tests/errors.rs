@@ -264,4 +264,26 @@ async fn unreachable_provider_is_a_json_5xx() {
     let record = stack.usage_record("dead-model").await;
     assert_eq!(record["provider"], "dead");
     assert_eq!(record["status"], status);
+
+    // For an Anthropic client (its SDK sends `anthropic-version`) the same failure is
+    // Anthropic-shaped.
+    let resp = stack
+        .client()
+        .post(stack.envoy.url("/v1/messages"))
+        .header("x-api-key", switchyard_tests::GATEWAY_KEY)
+        .header("anthropic-version", "2023-06-01")
+        .json(&json!({"model": "dead-model", "max_tokens": 5,
+                      "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    assert!(status == 502 || status == 503, "{status}");
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["type"], "error", "{body}");
+    assert_eq!(body["error"]["type"], "api_error");
+    assert_eq!(
+        body["error"]["message"],
+        "The provider could not be reached."
+    );
 }

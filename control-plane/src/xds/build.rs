@@ -4,7 +4,8 @@
 use std::path::Path;
 
 use envoy_types::pb::envoy::config::accesslog::v3::{
-    access_log, access_log_filter, AccessLog, AccessLogFilter, ResponseFlagFilter,
+    access_log, access_log_filter, AccessLog, AccessLogFilter, AndFilter, HeaderFilter,
+    ResponseFlagFilter,
 };
 use envoy_types::pb::envoy::config::bootstrap::v3::{bootstrap, Bootstrap};
 use envoy_types::pb::envoy::config::cluster::v3::{cluster, Cluster};
@@ -19,8 +20,8 @@ use envoy_types::pb::envoy::config::endpoint::v3::{
 };
 use envoy_types::pb::envoy::config::listener::v3::{filter, Filter, FilterChain, Listener};
 use envoy_types::pb::envoy::config::route::v3::{
-    route, route_action, route_match, Route, RouteAction, RouteConfiguration, RouteMatch,
-    VirtualHost,
+    header_matcher, route, route_action, route_match, HeaderMatcher, Route, RouteAction,
+    RouteConfiguration, RouteMatch, VirtualHost,
 };
 use envoy_types::pb::envoy::extensions::access_loggers::stream::v3::{
     stdout_access_log, StdoutAccessLog,
@@ -211,74 +212,121 @@ fn listener(gw: &Gateway, delivery: Delivery) -> Listener {
 }
 
 /// Envoy's own replies when a provider cannot be reached (connect failure, reset, timeout, no
-/// cluster) become OpenAI-style JSON errors. Only replies carrying an upstream-failure response
-/// flag are mapped: the filter's own local replies carry none and pass untouched.
+/// cluster) become JSON errors: Anthropic-shaped for Anthropic clients, OpenAI-shaped otherwise.
+/// Only replies carrying an upstream-failure response flag are mapped: the filter's own local
+/// replies carry none and pass untouched. The first mapper that matches wins.
 fn upstream_failure_replies() -> LocalReplyConfig {
     fn text(s: &str) -> Value {
         Value {
             kind: Some(value::Kind::StringValue(s.into())),
         }
     }
-    fn error_body(message: &str, code: &str) -> SubstitutionFormatString {
-        let error = Struct {
-            fields: [
-                ("message".to_owned(), text(message)),
-                ("type".to_owned(), text("api_error")),
-                (
-                    "param".to_owned(),
-                    Value {
-                        kind: Some(value::Kind::NullValue(0)),
-                    },
-                ),
-                ("code".to_owned(), text(code)),
-            ]
-            .into_iter()
-            .collect(),
-        };
+    fn object(fields: Vec<(&str, Value)>) -> Struct {
+        Struct {
+            fields: fields.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
+        }
+    }
+    fn json_body(body: Struct) -> SubstitutionFormatString {
         SubstitutionFormatString {
             format: Some(
-                envoy_types::pb::envoy::config::core::v3::substitution_format_string::Format::JsonFormat(
-                    Struct {
-                        fields: [(
-                            "error".to_owned(),
-                            Value { kind: Some(value::Kind::StructValue(error)) },
-                        )]
-                        .into_iter()
-                        .collect(),
-                    },
-                ),
+                envoy_types::pb::envoy::config::core::v3::substitution_format_string::Format::JsonFormat(body),
             ),
             content_type: "application/json".into(),
             ..Default::default()
         }
     }
-    fn on_flags(flags: &[&str]) -> Option<AccessLogFilter> {
-        Some(AccessLogFilter {
+    /// `{"error":{"message","type","param","code"}}`
+    fn openai_body(message: &str, code: &str) -> SubstitutionFormatString {
+        let error = object(vec![
+            ("message", text(message)),
+            ("type", text("api_error")),
+            (
+                "param",
+                Value {
+                    kind: Some(value::Kind::NullValue(0)),
+                },
+            ),
+            ("code", text(code)),
+        ]);
+        json_body(object(vec![(
+            "error",
+            Value {
+                kind: Some(value::Kind::StructValue(error)),
+            },
+        )]))
+    }
+    /// `{"type":"error","error":{"type","message"}}`
+    fn anthropic_body(message: &str) -> SubstitutionFormatString {
+        let error = object(vec![
+            ("type", text("api_error")),
+            ("message", text(message)),
+        ]);
+        json_body(object(vec![
+            ("type", text("error")),
+            (
+                "error",
+                Value {
+                    kind: Some(value::Kind::StructValue(error)),
+                },
+            ),
+        ]))
+    }
+    fn on_flags(flags: &[&str]) -> AccessLogFilter {
+        AccessLogFilter {
             filter_specifier: Some(access_log_filter::FilterSpecifier::ResponseFlagFilter(
                 ResponseFlagFilter {
                     flags: flags.iter().map(|f| (*f).to_owned()).collect(),
                 },
             )),
-        })
+        }
     }
+    /// Requests from Anthropic clients. `:path` cannot tell (the filter has rewritten it to the
+    /// provider's by now); `anthropic-version`, which every Anthropic SDK sends and the filter
+    /// keeps, can.
+    fn from_anthropic_client(flags: &[&str]) -> AccessLogFilter {
+        let header = AccessLogFilter {
+            filter_specifier: Some(access_log_filter::FilterSpecifier::HeaderFilter(
+                HeaderFilter {
+                    header: Some(HeaderMatcher {
+                        name: "anthropic-version".into(),
+                        header_match_specifier: Some(
+                            header_matcher::HeaderMatchSpecifier::PresentMatch(true),
+                        ),
+                        ..Default::default()
+                    }),
+                },
+            )),
+        };
+        AccessLogFilter {
+            filter_specifier: Some(access_log_filter::FilterSpecifier::AndFilter(AndFilter {
+                filters: vec![header, on_flags(flags)],
+            })),
+        }
+    }
+    const TIMEOUT: &[&str] = &["UT"];
+    const UNREACHABLE: &[&str] = &["UF", "UH", "UO", "URX", "UC", "NR", "NC"];
+    const TIMEOUT_TEXT: &str = "The provider did not answer in time.";
+    const UNREACHABLE_TEXT: &str = "The provider could not be reached.";
+    let mapper = |filter, body| ResponseMapper {
+        filter: Some(filter),
+        body_format_override: Some(body),
+        ..Default::default()
+    };
     LocalReplyConfig {
         mappers: vec![
-            ResponseMapper {
-                filter: on_flags(&["UT"]),
-                body_format_override: Some(error_body(
-                    "The provider did not answer in time.",
-                    "provider_timeout",
-                )),
-                ..Default::default()
-            },
-            ResponseMapper {
-                filter: on_flags(&["UF", "UH", "UO", "URX", "UC", "NR", "NC"]),
-                body_format_override: Some(error_body(
-                    "The provider could not be reached.",
-                    "provider_unreachable",
-                )),
-                ..Default::default()
-            },
+            mapper(from_anthropic_client(TIMEOUT), anthropic_body(TIMEOUT_TEXT)),
+            mapper(
+                from_anthropic_client(UNREACHABLE),
+                anthropic_body(UNREACHABLE_TEXT),
+            ),
+            mapper(
+                on_flags(TIMEOUT),
+                openai_body(TIMEOUT_TEXT, "provider_timeout"),
+            ),
+            mapper(
+                on_flags(UNREACHABLE),
+                openai_body(UNREACHABLE_TEXT, "provider_unreachable"),
+            ),
         ],
         ..Default::default()
     }
