@@ -203,6 +203,7 @@ pub async fn apply_config(
             domain::ProviderSettings {
                 preset: p.preset.clone(),
                 api_version: p.api_version.clone(),
+                region: p.region.clone(),
             },
         )
         .map_err(|e| anyhow::anyhow!("{at}: {e}"))?;

@@ -102,6 +102,9 @@ pub struct ProviderSpec {
     /// `azure_openai` only: `api-version` of deployment URLs.
     #[serde(default)]
     pub api_version: Option<String>,
+    /// `bedrock` only: the AWS region (else taken from `base_url`).
+    #[serde(default)]
+    pub region: Option<String>,
     #[serde(default)]
     pub keys: Vec<ProviderKeySpec>,
     #[serde(default)]

@@ -78,6 +78,9 @@ pub struct ProviderSettings {
     /// `azure_openai`: `api-version` of deployment URLs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_version: Option<String>,
+    /// `bedrock`: the AWS region requests are signed for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
 }
 
 impl ProviderDef {
@@ -100,14 +103,33 @@ impl ProviderDef {
             }
             Some(_) => return Err("preset is only for kind openai_compatible".into()),
         };
-        let url = match (base_url, preset.and_then(|p| p.base_url)) {
-            (Some(u), _) => u.to_owned(),
-            (None, Some(u)) => u.to_owned(),
-            (None, None) => default_base_url(kind)
+        if let Some(region) = &settings.region {
+            if kind != ProviderKind::Bedrock {
+                return Err("region is only for kind bedrock".into());
+            }
+            check_region(region)?;
+        }
+        let url = match (base_url, preset.and_then(|p| p.base_url), &settings.region) {
+            (Some(u), _, _) => u.to_owned(),
+            (None, Some(u), _) => u.to_owned(),
+            (None, None, Some(region)) if kind == ProviderKind::Bedrock => {
+                format!("https://bedrock-runtime.{region}.amazonaws.com")
+            }
+            (None, None, _) => default_base_url(kind)
                 .ok_or_else(|| format!("base_url is required for kind {}", kind_str(kind)))?
                 .to_owned(),
         };
         let upstream = Upstream::parse(&url)?;
+        if kind == ProviderKind::Bedrock && settings.region.is_none() {
+            // `https://bedrock-runtime.<region>.amazonaws.com` names its region.
+            let region = upstream
+                .host
+                .strip_prefix("bedrock-runtime.")
+                .and_then(|h| h.split('.').next())
+                .filter(|r| !r.is_empty())
+                .ok_or("region is required for kind bedrock when base_url does not name it")?;
+            settings.region = Some(region.to_owned());
+        }
         match (kind, &settings.api_version) {
             (ProviderKind::AzureOpenai, Some(v)) => check_api_version(v)?,
             // The v1 API (`.../openai/v1`) takes no version; deployment URLs need one.
@@ -124,6 +146,18 @@ impl ProviderDef {
             models,
             settings,
         })
+    }
+}
+
+fn check_region(r: &str) -> Result<(), String> {
+    let ok = !r.is_empty()
+        && r.len() <= 32
+        && r.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("region {r:?} must look like us-east-1"))
     }
 }
 
@@ -454,6 +488,35 @@ mod tests {
             }
         )
         .is_err());
+    }
+
+    #[test]
+    fn bedrock_regions_resolve() {
+        let bedrock = |url: Option<&str>, region: Option<&str>| {
+            ProviderDef::resolve(
+                ProviderKind::Bedrock,
+                url,
+                vec![],
+                ProviderSettings {
+                    region: region.map(Into::into),
+                    ..Default::default()
+                },
+            )
+        };
+        let d = bedrock(None, Some("eu-west-1")).expect("resolves");
+        assert_eq!(
+            d.base_url,
+            "https://bedrock-runtime.eu-west-1.amazonaws.com"
+        );
+        let d = bedrock(
+            Some("https://bedrock-runtime.us-west-2.amazonaws.com"),
+            None,
+        )
+        .expect("resolves");
+        assert_eq!(d.settings.region.as_deref(), Some("us-west-2"));
+        assert!(bedrock(Some("http://127.0.0.1:9000"), None).is_err());
+        assert!(bedrock(None, Some("US_EAST")).is_err());
+        assert!(bedrock(None, None).is_err());
     }
 
     #[test]

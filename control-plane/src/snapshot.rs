@@ -104,6 +104,7 @@ pub fn compute(
                 (ProviderKind::AzureOpenai, Some(v)) => format!("api-version={v}"),
                 _ => String::new(),
             },
+            region: p.settings.region.clone().unwrap_or_default(),
             quirks: domain::quirks(p.kind, &p.settings),
         });
         clusters.push(ProviderCluster {

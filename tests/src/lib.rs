@@ -216,6 +216,12 @@ providers:
     base_url: "{origin}/mistral/v1"
     keys: [{{secret: "{PROVIDER_KEY}"}}]
     models: [mistral-small-latest]
+  - name: bedrock
+    kind: bedrock
+    base_url: "{origin}"
+    region: us-east-1
+    keys: [{{secret: "{bedrock_key_id}:{PROVIDER_KEY}"}}]
+    models: ["anthropic.claude-3-5-sonnet-20240620-v1:0", bedrock-throttled]
   - name: dead
     kind: openai_compatible
     base_url: "http://127.0.0.1:{dead}/v1"
@@ -236,6 +242,7 @@ api_keys:
         dir = dir.display(),
         dead = free_port(),
         origin = mock_base_url.trim_end_matches("/v1"),
+        bedrock_key_id = mock::bedrock::ACCESS_KEY_ID,
     )
 }
 

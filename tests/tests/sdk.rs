@@ -41,14 +41,19 @@ fn converse(stack: &Stack, api: &str, model: &str) -> Value {
     report
 }
 
-/// (model, plain (prompt, completion, cached), stream (prompt, completion, cached)) as each
-/// provider's fixture reports them, with OpenAI semantics.
-const PROVIDERS: &[(&str, [u64; 3], [u64; 3])] = &[
-    ("gpt-4o-mini", [19, 10, 0], [19, 2, 0]),
-    ("claude-sonnet-4-5", [3195, 503, 1000], [25, 15, 0]),
-    ("gemini-2.5-flash", [1200, 12, 1024], [9, 7, 0]),
-    ("azure-gpt-4o", [12, 9, 0], [19, 2, 0]),
-    ("mistral-small-latest", [19, 10, 0], [10, 3, 0]),
+/// (model, plain (prompt, completion, cached, cache written), stream (the same)) as each
+/// provider's fixture reports them, with OpenAI semantics (the prompt includes the cache).
+const PROVIDERS: &[(&str, [u64; 4], [u64; 4])] = &[
+    ("gpt-4o-mini", [19, 10, 0, 0], [19, 2, 0, 0]),
+    ("claude-sonnet-4-5", [3195, 503, 1000, 100], [25, 15, 0, 0]),
+    ("gemini-2.5-flash", [1200, 12, 1024, 0], [9, 7, 0, 0]),
+    ("azure-gpt-4o", [12, 9, 0, 0], [19, 2, 0, 0]),
+    ("mistral-small-latest", [19, 10, 0, 0], [10, 3, 0, 0]),
+    (
+        "anthropic.claude-3-5-sonnet-20240620-v1:0",
+        [150, 7, 100, 30],
+        [12, 3, 0, 0],
+    ),
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -56,7 +61,7 @@ async fn the_openai_sdk_converses_with_every_provider_kind() {
     let stack = Stack::start().await;
     for (model, plain, stream) in PROVIDERS {
         let report = tokio::task::block_in_place(|| converse(&stack, "openai", model));
-        let usage = |p: &[u64; 3]| json!({"prompt": p[0], "completion": p[1], "cached": p[2]});
+        let usage = |p: &[u64; 4]| json!({"prompt": p[0], "completion": p[1], "cached": p[2]});
         assert_eq!(
             report["plain"]["usage"],
             usage(plain),
@@ -76,22 +81,16 @@ async fn the_anthropic_sdk_converses_with_every_provider_kind() {
     let stack = Stack::start().await;
     for (model, plain, stream) in PROVIDERS {
         let report = tokio::task::block_in_place(|| converse(&stack, "anthropic", model));
-        // Anthropic semantics: input leaves out cache reads and writes (only Anthropic itself
-        // reports writes: 100 in its fixture).
-        let write = if *model == "claude-sonnet-4-5" {
-            100
-        } else {
-            0
-        };
-        let usage = |p: &[u64; 3], write: u64| json!({"input": p[0] - p[2] - write, "output": p[1], "cache_read": p[2], "cache_write": write});
+        // Anthropic semantics: input leaves out cache reads and writes.
+        let usage = |p: &[u64; 4]| json!({"input": p[0] - p[2] - p[3], "output": p[1], "cache_read": p[2], "cache_write": p[3]});
         assert_eq!(
             report["plain"]["usage"],
-            usage(plain, write),
+            usage(plain),
             "{model} plain: {report}"
         );
         assert_eq!(
             report["stream"]["usage"],
-            usage(stream, 0),
+            usage(stream),
             "{model} stream: {report}"
         );
         assert_eq!(report["tools"]["tool"], "get_weather", "{model}: {report}");

@@ -95,6 +95,9 @@ pub struct Provider {
     /// Query string for every request path, without `?` (e.g. `api-version=2024-10-21`).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub query: String,
+    /// AWS region, for providers whose requests are signed (Bedrock).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub region: String,
     /// What an OpenAI-style provider does differently from OpenAI (see [`Quirks`]).
     #[serde(default, skip_serializing_if = "Quirks::is_none")]
     pub quirks: Quirks,

@@ -3,9 +3,11 @@
 pub mod auth;
 pub mod config;
 pub mod error;
+pub mod eventstream;
 pub mod headers;
 pub mod request;
 pub mod route;
+pub mod sigv4;
 pub mod sse;
 pub mod stream;
 pub mod translate;

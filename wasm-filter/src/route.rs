@@ -235,6 +235,7 @@ mod tests {
             headers: Vec::new(),
             path_style: Default::default(),
             query: String::new(),
+            region: String::new(),
             quirks: Default::default(),
         }
     }

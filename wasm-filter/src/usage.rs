@@ -8,7 +8,11 @@ pub struct Usage {
     pub prompt: u64,
     pub completion: u64,
     pub total: u64,
+    /// Prompt tokens read from the provider's cache (part of `prompt`).
     pub cached: u64,
+    /// Prompt tokens written to the provider's cache (part of `prompt`; Anthropic, Bedrock).
+    pub cache_write: u64,
+    /// Completion tokens spent reasoning (part of `completion`).
     pub reasoning: u64,
 }
 
@@ -52,6 +56,7 @@ impl From<OpenAiUsage> for Usage {
                 .prompt_tokens_details
                 .and_then(|d| d.cached_tokens)
                 .unwrap_or(0),
+            cache_write: 0,
             reasoning: u
                 .completion_tokens_details
                 .and_then(|d| d.reasoning_tokens)
@@ -111,6 +116,7 @@ mod tests {
                 completion: 10,
                 total: 29,
                 cached: 4,
+                cache_write: 0,
                 reasoning: 2
             })
         );

@@ -45,6 +45,8 @@ struct CreateProvider {
     preset: Option<String>,
     #[serde(default)]
     api_version: Option<String>,
+    #[serde(default)]
+    region: Option<String>,
 }
 
 /// Fields absent from an update keep their value; `keys`, when present, replaces the key set.
@@ -65,6 +67,8 @@ struct UpdateProvider {
     preset: Option<String>,
     #[serde(default)]
     api_version: Option<String>,
+    #[serde(default)]
+    region: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -144,6 +148,7 @@ async fn create(
         ProviderSettings {
             preset: input.preset,
             api_version: input.api_version,
+            region: input.region,
         },
     )
     .map_err(ApiError::BadRequest)?;
@@ -169,6 +174,7 @@ async fn update(
         ProviderSettings {
             preset: input.preset.or(current.settings.preset),
             api_version: input.api_version.or(current.settings.api_version),
+            region: input.region.or(current.settings.region),
         },
     )
     .map_err(ApiError::BadRequest)?;

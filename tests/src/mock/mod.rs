@@ -24,6 +24,7 @@ use axum::Router;
 use serde_json::{json, Value};
 use tokio::sync::Notify;
 
+pub mod bedrock;
 mod compat;
 mod gemini;
 
@@ -174,6 +175,7 @@ impl MockOpenAi {
                 post(compat::azure_chat),
             )
             .route("/mistral/v1/chat/completions", post(compat::mistral_chat))
+            .route("/model/{model}/{action}", post(bedrock::converse))
             .fallback(|| async { (StatusCode::NOT_FOUND, "not found") })
             .with_state(state.clone());
         let listener = tokio::net::TcpListener::bind(addr).await?;

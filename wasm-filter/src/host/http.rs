@@ -17,10 +17,12 @@ use crate::error::{push_json_string, FilterError};
 use crate::headers::{self, Change, HeaderBlock};
 use crate::request::{Endpoint, TopLevel};
 use crate::route::Index;
+use crate::sigv4;
 use crate::stream::{ChunkOutcome, OpenAiStream};
 use crate::translate::anthropic_openai::AnthropicToOpenAi;
 use crate::translate::anthropic_passthrough::AnthropicPassthrough;
 use crate::translate::openai_anthropic::OpenAiToAnthropic;
+use crate::translate::openai_bedrock::OpenAiToBedrock;
 use crate::translate::openai_gemini::OpenAiToGemini;
 use crate::translate::{Chain, Translator};
 use crate::usage::{self, Usage};
@@ -173,7 +175,8 @@ impl Request {
             .choose_target(targets)
             .ok_or_else(|| FilterError::unknown_model(model))?;
         let provider = index.provider(target.provider);
-        let mut translator = translator_for(endpoint, provider)?;
+        let request_id = self.headers.find_str("x-request-id").unwrap_or_default();
+        let mut translator = translator_for(endpoint, provider, request_id)?;
         let key = index
             .choose_key(provider)
             .ok_or_else(|| FilterError::no_provider_key(&provider.name))?;
@@ -204,11 +207,8 @@ impl Request {
                 &provider.quirks,
             )?,
         };
-        let length = match new_body {
-            Some(new_body) => {
-                let _ = hostcalls::set_buffer(BufferType::HttpRequestBody, 0, size, &new_body);
-                new_body.len()
-            }
+        let length = match &new_body {
+            Some(new_body) => new_body.len(),
             None => size,
         }
         .to_string();
@@ -220,14 +220,42 @@ impl Request {
             }
             _ => endpoint.upstream_path(provider, &target.model, &mut upstream_path),
         }
-        let mut credential = String::with_capacity(provider.auth_prefix.len() + key.secret.len());
-        credential.push_str(&provider.auth_prefix);
-        credential.push_str(&key.secret);
+        // Bedrock with an access key pair: SigV4 over the request as it will be sent (with a
+        // Bedrock API key it is a plain bearer token, below).
+        let signed = match (provider.kind, sigv4::Credentials::parse(&key.secret)) {
+            (ProviderKind::Bedrock, Some(creds)) => Some(sigv4::sign(
+                &sigv4::Request {
+                    method: "POST",
+                    host: &provider.authority,
+                    path: &upstream_path,
+                    query: "",
+                    content_type: "application/json",
+                    body: new_body.as_deref().unwrap_or(&body),
+                },
+                &creds,
+                &provider.region,
+                "bedrock",
+                &sigv4::amz_date(now()),
+            )),
+            _ => None,
+        };
+        if let Some(new_body) = &new_body {
+            let _ = hostcalls::set_buffer(BufferType::HttpRequestBody, 0, size, new_body);
+        }
+        let credential = match &signed {
+            Some(s) => s.authorization.clone(),
+            None => {
+                let mut c = String::with_capacity(provider.auth_prefix.len() + key.secret.len());
+                c.push_str(&provider.auth_prefix);
+                c.push_str(&key.secret);
+                c
+            }
+        };
         // content-length always matches the body sent (Envoy does not fix it, and a chunked
         // request arrives without one); the gateway key never reaches the provider; `Host`
         // comes from the route (auto_host_rewrite). The headers are still paused, and only
         // what differs from the client's is written (each host call costs).
-        let mut wanted: Vec<(&str, &[u8])> = Vec::with_capacity(4 + provider.headers.len());
+        let mut wanted: Vec<(&str, &[u8])> = Vec::with_capacity(7 + provider.headers.len());
         wanted.extend([
             (":path", upstream_path.as_bytes()),
             ("content-length", length.as_bytes()),
@@ -240,6 +268,13 @@ impl Request {
                 .iter()
                 .map(|(k, v)| (k.as_str(), v.as_bytes())),
         );
+        if let Some(s) = &signed {
+            wanted.push(("content-type", b"application/json"));
+            wanted.push(("x-amz-date", s.amz_date.as_bytes()));
+            if let Some(token) = &s.security_token {
+                wanted.push(("x-amz-security-token", token.as_bytes()));
+            }
+        }
         for change in headers::changes(&self.headers, &wanted) {
             let _ = match change {
                 Change::Set(name, value) => {
@@ -284,8 +319,8 @@ impl Request {
         push_json_string(&mut out, &self.upstream_model);
         let _ = write!(
             out,
-            ",\"stream\":{},\"complete\":{},\"prompt_tokens\":{},\"completion_tokens\":{},\"total_tokens\":{},\"cached_tokens\":{},\"reasoning_tokens\":{}}}",
-            self.stream, self.complete, u.prompt, u.completion, u.total, u.cached, u.reasoning
+            ",\"stream\":{},\"complete\":{},\"prompt_tokens\":{},\"completion_tokens\":{},\"total_tokens\":{},\"cached_tokens\":{},\"cache_write_tokens\":{},\"reasoning_tokens\":{}}}",
+            self.stream, self.complete, u.prompt, u.completion, u.total, u.cached, u.cache_write, u.reasoning
         );
         out
     }
@@ -329,17 +364,25 @@ impl HttpContext for Request {
                     .flatten()
                     .is_none_or(|d| d != b"via_upstream");
             if !envoy_reply {
-                let event_stream = response_header("content-type")
-                    .is_some_and(|t| t.starts_with("text/event-stream"));
+                let content_type = response_header("content-type").unwrap_or_default();
+                let event_stream = content_type.starts_with("text/event-stream")
+                    || content_type.starts_with("application/vnd.amazon.eventstream");
                 let client_status = translator.response_headers(status, event_stream);
                 // The translated body has another length.
                 let _ =
                     hostcalls::set_map_value(MapType::HttpResponseHeaders, "content-length", None);
-                if !event_stream {
+                let client_type = if !event_stream {
+                    Some("application/json")
+                } else if !content_type.starts_with("text/event-stream") {
+                    Some("text/event-stream")
+                } else {
+                    None
+                };
+                if let Some(t) = client_type {
                     let _ = hostcalls::set_map_value(
                         MapType::HttpResponseHeaders,
                         "content-type",
-                        Some("application/json"),
+                        Some(t),
                     );
                 }
                 if let Some(client_status) = client_status {
@@ -433,6 +476,7 @@ impl HttpContext for Request {
 fn translator_for(
     endpoint: Endpoint,
     provider: &Provider,
+    request_id: &str,
 ) -> Result<Option<Box<dyn Translator>>, FilterError> {
     let kind = provider.kind;
     Ok(Some(match endpoint {
@@ -445,6 +489,9 @@ fn translator_for(
         Endpoint::ChatCompletions if kind == ProviderKind::Gemini => {
             Box::new(OpenAiToGemini::new(now()))
         }
+        Endpoint::ChatCompletions if kind == ProviderKind::Bedrock => {
+            Box::new(OpenAiToBedrock::new(now(), request_id))
+        }
         Endpoint::Messages if kind == ProviderKind::Anthropic => {
             Box::new(AnthropicPassthrough::default())
         }
@@ -455,6 +502,10 @@ fn translator_for(
         Endpoint::Messages if kind == ProviderKind::Gemini => Box::new(Chain {
             outer: Box::new(AnthropicToOpenAi::new(true)),
             inner: Box::new(OpenAiToGemini::new(now())),
+        }),
+        Endpoint::Messages if kind == ProviderKind::Bedrock => Box::new(Chain {
+            outer: Box::new(AnthropicToOpenAi::new(true)),
+            inner: Box::new(OpenAiToBedrock::new(now(), request_id)),
         }),
         _ => {
             return Err(FilterError::invalid_request(

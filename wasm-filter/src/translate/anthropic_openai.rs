@@ -42,6 +42,8 @@ pub struct AnthropicToOpenAi {
     stop_reason: Option<&'static str>,
     done: bool,
     saw_error: bool,
+    /// Cache writes the provider reported beyond OpenAI's format (set in a chain).
+    cache_write: u64,
 }
 
 impl AnthropicToOpenAi {
@@ -268,9 +270,9 @@ pub fn stop_reason(finish: Option<&str>) -> &'static str {
 /// Usage with Anthropic semantics.
 fn usage_json(u: Usage) -> Value {
     json!({
-        "input_tokens": u.prompt.saturating_sub(u.cached),
+        "input_tokens": u.prompt.saturating_sub(u.cached + u.cache_write),
         "output_tokens": u.completion,
-        "cache_creation_input_tokens": 0,
+        "cache_creation_input_tokens": u.cache_write,
         "cache_read_input_tokens": u.cached,
     })
 }
@@ -283,9 +285,11 @@ fn message_id(openai_id: &str) -> String {
     }
 }
 
-/// The Anthropic message for an OpenAI chat completion.
-pub fn response(resp: OpenAiCompletion) -> (Value, Usage) {
-    let usage: Usage = resp.usage.map(Usage::from).unwrap_or_default();
+/// The Anthropic message for an OpenAI chat completion (`cache_write`: what the provider wrote
+/// to its cache, when known from beyond OpenAI's format).
+pub fn response(resp: OpenAiCompletion, cache_write: u64) -> (Value, Usage) {
+    let mut usage: Usage = resp.usage.map(Usage::from).unwrap_or_default();
+    usage.cache_write = cache_write;
     let mut content = Vec::new();
     let mut finish = None;
     if let Some(choice) = resp.choices.into_iter().next() {
@@ -483,7 +487,9 @@ impl AnthropicToOpenAi {
         }
         self.start(&chunk.id, &chunk.model, out);
         if let Some(u) = chunk.usage {
-            self.usage = Some(u.into());
+            let mut u: Usage = u.into();
+            u.cache_write = self.cache_write;
+            self.usage = Some(u);
         }
         for choice in chunk.choices {
             if let Some(text) = choice.delta.content.or(choice.delta.refusal) {
@@ -526,7 +532,7 @@ impl Translator for AnthropicToOpenAi {
             } else {
                 match serde_json::from_slice::<OpenAiCompletion>(&body) {
                     Ok(resp) => {
-                        let (v, usage) = response(resp);
+                        let (v, usage) = response(resp, self.cache_write);
                         self.usage = Some(usage);
                         v
                     }
@@ -551,6 +557,10 @@ impl Translator for AnthropicToOpenAi {
 
     fn usage(&self) -> Option<Usage> {
         self.usage
+    }
+
+    fn provider_usage(&mut self, usage: Usage) {
+        self.cache_write = usage.cache_write;
     }
 
     fn completed(&self) -> bool {

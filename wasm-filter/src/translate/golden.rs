@@ -4,8 +4,9 @@
 //! `upstream_request.json`, optionally `upstream_path` (path and query the provider must get),
 //! `status` (the provider's HTTP status, 200 when absent) and `client_status` (the status the
 //! client must see when it differs), then either `upstream_response.json` and
-//! `client_response.json`, or `upstream_response.sse` and `client_response.sse`. Every stream is
-//! also fed split at every byte boundary.
+//! `client_response.json`, or `upstream_response.sse` (or `upstream_response.events.json`, an
+//! AWS event stream written as JSON) and `client_response.sse`. Every stream is also fed split
+//! at every byte boundary.
 
 use std::path::{Path, PathBuf};
 
@@ -87,6 +88,28 @@ pub fn feed(t: &mut impl Translator, body: &[u8], cuts: &[usize]) -> Vec<u8> {
     out
 }
 
+/// The provider's stream: `upstream_response.sse` as it is, or `upstream_response.events.json`
+/// (`[{"headers": {...}, "payload": {...}}]`) framed as an AWS event stream.
+pub fn stream_body(case: &Path) -> Vec<u8> {
+    let sse = case.join("upstream_response.sse");
+    if sse.exists() {
+        return read(&sse);
+    }
+    let events = json(&read(&case.join("upstream_response.events.json")));
+    let mut out = Vec::new();
+    for e in events.as_array().expect("an array of events") {
+        let headers: Vec<(&str, &str)> = e["headers"]
+            .as_object()
+            .expect("headers")
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str().expect("string header")))
+            .collect();
+        let payload = serde_json::to_vec(&e["payload"]).expect("payload");
+        out.extend(crate::eventstream::encode(&headers, &payload));
+    }
+    out
+}
+
 /// Runs every case of `pair`; returns how many ran.
 pub fn run<T: Translator>(pair: &str, model: &str, make: impl Fn() -> T) -> usize {
     let mut cases: Vec<PathBuf> = std::fs::read_dir(fixtures(pair))
@@ -131,7 +154,7 @@ pub fn run<T: Translator>(pair: &str, model: &str, make: impl Fn() -> T) -> usiz
             );
             assert!(t.completed(), "{name}: complete");
         } else {
-            let body = read(&case.join("upstream_response.sse"));
+            let body = stream_body(case);
             let expected = events(&read(&case.join("client_response.sse")));
             for cut in 0..=body.len() {
                 let mut t = prepared(case, &make, model);

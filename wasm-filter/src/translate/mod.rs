@@ -7,6 +7,7 @@ pub mod common;
 #[cfg(test)]
 mod golden;
 pub mod openai_anthropic;
+pub mod openai_bedrock;
 pub mod openai_gemini;
 pub mod schema;
 
@@ -28,6 +29,10 @@ pub trait Translator {
 
     /// The request's usage, once known, with OpenAI semantics.
     fn usage(&self) -> Option<Usage>;
+
+    /// In a [`Chain`], the provider's own usage as the inner translator read it: what OpenAI's
+    /// format in between cannot carry (cache writes) is taken from here.
+    fn provider_usage(&mut self, _usage: Usage) {}
 
     /// Whether the provider's answer arrived whole (a stream reached its end event).
     fn completed(&self) -> bool;
@@ -57,7 +62,11 @@ impl Translator for Chain {
     }
 
     fn response_body(&mut self, chunk: &[u8], end_of_stream: bool) -> ChunkOutcome {
-        match self.inner.response_body(chunk, end_of_stream) {
+        let inner = self.inner.response_body(chunk, end_of_stream);
+        if let Some(u) = self.inner.usage() {
+            self.outer.provider_usage(u);
+        }
+        match inner {
             ChunkOutcome::Unchanged => self.outer.response_body(chunk, end_of_stream),
             ChunkOutcome::Replace(openai) => self.outer.response_body(&openai, end_of_stream),
         }

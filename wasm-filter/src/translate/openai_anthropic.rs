@@ -269,12 +269,14 @@ pub fn finish_reason(stop_reason: Option<&str>) -> &'static str {
 /// OpenAI's `prompt_tokens` includes them.
 pub(crate) fn usage_from(u: AnthropicUsage) -> Usage {
     let cached = u.cache_read_input_tokens.unwrap_or(0);
-    let prompt = u.input_tokens + cached + u.cache_creation_input_tokens.unwrap_or(0);
+    let cache_write = u.cache_creation_input_tokens.unwrap_or(0);
+    let prompt = u.input_tokens + cached + cache_write;
     Usage {
         prompt,
         completion: u.output_tokens,
         total: prompt + u.output_tokens,
         cached,
+        cache_write,
         reasoning: 0,
     }
 }

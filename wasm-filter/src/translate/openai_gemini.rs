@@ -346,6 +346,7 @@ fn usage_from(u: GeminiUsage) -> Usage {
         completion,
         total: prompt + completion,
         cached: u.cached_content_token_count,
+        cache_write: 0,
         reasoning: u.thoughts_token_count,
     }
 }

@@ -38,6 +38,7 @@ fn usage_follows_openai_semantics_and_message_delta_replaces() {
             completion: 15,
             total: 40,
             cached: 0,
+            cache_write: 0,
             reasoning: 0
         })
     );

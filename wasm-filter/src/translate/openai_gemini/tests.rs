@@ -29,6 +29,7 @@ fn stream_usage_is_the_last_report_not_a_sum() {
             completion: 7,
             total: 16,
             cached: 0,
+            cache_write: 0,
             reasoning: 0
         })
     );

@@ -2,5 +2,6 @@
 //! translator passes them on); only what a translation needs is typed.
 
 pub mod anthropic;
+pub mod bedrock;
 pub mod gemini;
 pub mod openai;
