@@ -21,6 +21,10 @@ pub struct App {
     pub wasm_path: PathBuf,
     admin_token_digest: String,
     publish_lock: tokio::sync::Mutex<()>,
+    /// Vertex AI access tokens minted from service account keys (see [`crate::gcp`]).
+    pub tokens: crate::gcp::Tokens,
+    /// Wakes the token refresher when the configuration changes.
+    pub refresh: Arc<tokio::sync::Notify>,
 }
 
 impl App {
@@ -39,14 +43,23 @@ impl App {
             wasm_path,
             admin_token_digest,
             publish_lock: tokio::sync::Mutex::new(()),
+            tokens: crate::gcp::Tokens::default(),
+            refresh: Arc::new(tokio::sync::Notify::new()),
         }
     }
 
     /// Recomputes the gateway state from the store and publishes it to every Envoy.
     pub async fn publish(&self) -> anyhow::Result<u64> {
         let _guard = self.publish_lock.lock().await;
-        let state =
-            crate::snapshot::load(&self.store, &self.master, self.gateway.max_body_bytes).await?;
+        let state = crate::snapshot::load(
+            &self.store,
+            &self.master,
+            self.gateway.max_body_bytes,
+            &self.tokens,
+        )
+        .await?;
+        // A new or changed Vertex key needs a token: let the refresher look.
+        self.refresh.notify_one();
         let resources = build::resources(&self.gateway, &state, &self.wasm_path);
         let serial = self
             .cache
@@ -121,6 +134,7 @@ pub async fn serve(config_path: &Path) -> anyhow::Result<()> {
             stopped(stop_rx.clone()),
         );
     let admin = tokio::spawn(async move { admin.await.context("admin API") });
+    tokio::spawn(refresh_tokens(app.clone()));
     let ads = tokio::spawn(async move { ads.await.context("xDS server") });
 
     shutdown_signal().await;
@@ -134,6 +148,36 @@ pub async fn serve(config_path: &Path) -> anyhow::Result<()> {
     let _ = tokio::time::timeout(std::time::Duration::from_secs(3), wait).await;
     app.store.close().await;
     Ok(())
+}
+
+/// Keeps every Vertex key's access token fresh; publishes when one changes.
+async fn refresh_tokens(app: Arc<App>) {
+    let http = match reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(15))
+        .build()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!("no HTTP client for token requests: {e}");
+            return;
+        }
+    };
+    loop {
+        let keys = crate::snapshot::vertex_keys(&app.store, &app.master)
+            .await
+            .unwrap_or_else(|e| {
+                tracing::warn!("listing Vertex keys: {e}");
+                Vec::new()
+            });
+        let (changed, sleep) = crate::gcp::refresh(&http, &app.tokens, &keys).await;
+        if changed {
+            if let Err(e) = app.publish().await {
+                tracing::error!("publishing new Vertex tokens: {e:#}");
+            }
+        }
+        // Woken early by configuration changes (publish), else when the next token is due.
+        let _ = tokio::time::timeout(sleep, app.refresh.notified()).await;
+    }
 }
 
 async fn shutdown_signal() {
@@ -204,6 +248,8 @@ pub async fn apply_config(
                 preset: p.preset.clone(),
                 api_version: p.api_version.clone(),
                 region: p.region.clone(),
+                project: p.project.clone(),
+                location: p.location.clone(),
             },
         )
         .map_err(|e| anyhow::anyhow!("{at}: {e}"))?;
@@ -296,7 +342,13 @@ pub fn redact_url(url: &str) -> String {
 pub async fn render_static(config_path: &Path, out: &Path) -> anyhow::Result<()> {
     use prost::Message as _;
     let (app, _) = init(config_path).await?;
-    let state = crate::snapshot::load(&app.store, &app.master, app.gateway.max_body_bytes).await?;
+    let state = crate::snapshot::load(
+        &app.store,
+        &app.master,
+        app.gateway.max_body_bytes,
+        &app.tokens,
+    )
+    .await?;
     let bootstrap = build::static_bootstrap(&app.gateway, &state, &app.wasm_path);
     std::fs::write(out, bootstrap.encode_to_vec())
         .with_context(|| format!("writing {}", out.display()))?;

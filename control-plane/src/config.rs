@@ -105,6 +105,11 @@ pub struct ProviderSpec {
     /// `bedrock` only: the AWS region (else taken from `base_url`).
     #[serde(default)]
     pub region: Option<String>,
+    /// `vertex` only: the Google Cloud project and location (default `global`).
+    #[serde(default)]
+    pub project: Option<String>,
+    #[serde(default)]
+    pub location: Option<String>,
     #[serde(default)]
     pub keys: Vec<ProviderKeySpec>,
     #[serde(default)]

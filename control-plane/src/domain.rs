@@ -81,6 +81,12 @@ pub struct ProviderSettings {
     /// `bedrock`: the AWS region requests are signed for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub region: Option<String>,
+    /// `vertex`: the Google Cloud project.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project: Option<String>,
+    /// `vertex`: the location (region such as `us-east5`, or `global`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
 }
 
 impl ProviderDef {
@@ -109,12 +115,31 @@ impl ProviderDef {
             }
             check_region(region)?;
         }
+        if kind == ProviderKind::Vertex {
+            let project = settings
+                .project
+                .as_deref()
+                .ok_or("project is required for kind vertex")?;
+            check_gcp_name("project", project)?;
+            let location = settings.location.get_or_insert_with(|| "global".into());
+            check_gcp_name("location", location)?;
+        } else if settings.project.is_some() || settings.location.is_some() {
+            return Err("project and location are only for kind vertex".into());
+        }
+        let vertex_url = settings.location.as_deref().map(|l| {
+            if l == "global" {
+                "https://aiplatform.googleapis.com".to_owned()
+            } else {
+                format!("https://{l}-aiplatform.googleapis.com")
+            }
+        });
         let url = match (base_url, preset.and_then(|p| p.base_url), &settings.region) {
             (Some(u), _, _) => u.to_owned(),
             (None, Some(u), _) => u.to_owned(),
             (None, None, Some(region)) if kind == ProviderKind::Bedrock => {
                 format!("https://bedrock-runtime.{region}.amazonaws.com")
             }
+            (None, None, _) if kind == ProviderKind::Vertex => vertex_url.unwrap_or_default(),
             (None, None, _) => default_base_url(kind)
                 .ok_or_else(|| format!("base_url is required for kind {}", kind_str(kind)))?
                 .to_owned(),
@@ -146,6 +171,17 @@ impl ProviderDef {
             models,
             settings,
         })
+    }
+}
+
+fn check_gcp_name(what: &str, v: &str) -> Result<(), String> {
+    let ok = !v.is_empty()
+        && v.len() <= 64
+        && v.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("{what} {v:?} must be lower-case letters, digits and '-'"))
     }
 }
 
@@ -488,6 +524,29 @@ mod tests {
             }
         )
         .is_err());
+    }
+
+    #[test]
+    fn vertex_needs_a_project_and_defaults_to_global() {
+        let vertex = |project: Option<&str>, location: Option<&str>| {
+            ProviderDef::resolve(
+                ProviderKind::Vertex,
+                None,
+                vec![],
+                ProviderSettings {
+                    project: project.map(Into::into),
+                    location: location.map(Into::into),
+                    ..Default::default()
+                },
+            )
+        };
+        let d = vertex(Some("my-proj"), None).expect("resolves");
+        assert_eq!(d.base_url, "https://aiplatform.googleapis.com");
+        assert_eq!(d.settings.location.as_deref(), Some("global"));
+        let d = vertex(Some("my-proj"), Some("us-east5")).expect("resolves");
+        assert_eq!(d.base_url, "https://us-east5-aiplatform.googleapis.com");
+        assert!(vertex(None, None).is_err());
+        assert!(vertex(Some("My Project"), None).is_err());
     }
 
     #[test]

@@ -6,6 +6,7 @@ pub mod app;
 pub mod config;
 pub mod crypto;
 pub mod domain;
+pub mod gcp;
 pub mod snapshot;
 pub mod store;
 pub mod xds;

@@ -36,13 +36,27 @@ pub async fn load(
     store: &Store,
     master: &MasterKey,
     max_body_bytes: usize,
+    tokens: &crate::gcp::Tokens,
 ) -> Result<GatewayState, StoreError> {
     let providers = store.list_providers().await?;
     let keys = store.list_provider_keys().await?;
     let models = store.list_models().await?;
     let api_keys = store.list_api_keys().await?;
+    let vertex: Vec<&str> = providers
+        .iter()
+        .filter(|p| p.kind == ProviderKind::Vertex)
+        .map(|p| p.id.as_str())
+        .collect();
     let mut secrets = Vec::with_capacity(keys.len());
     for key in keys {
+        if vertex.contains(&key.provider_id.as_str()) {
+            // The data plane gets the access token, never the service account key.
+            match tokens.get(&key.id) {
+                Some(token) => secrets.push((key, token)),
+                None => tracing::info!(key = %key.id, "Vertex key waits for its first token"),
+            }
+            continue;
+        }
         match master.open(&key.secret_sealed) {
             Ok(secret) => secrets.push((key, secret)),
             Err(e) => tracing::error!(key = %key.id, "provider key skipped: {e}"),
@@ -55,6 +69,29 @@ pub async fn load(
         &api_keys,
         max_body_bytes,
     ))
+}
+
+/// The service account keys of enabled Vertex providers: (key id, key file).
+pub async fn vertex_keys(
+    store: &Store,
+    master: &MasterKey,
+) -> Result<Vec<(String, String)>, StoreError> {
+    let providers = store.list_providers().await?;
+    let vertex: Vec<&str> = providers
+        .iter()
+        .filter(|p| p.kind == ProviderKind::Vertex && p.enabled)
+        .map(|p| p.id.as_str())
+        .collect();
+    let mut out = Vec::new();
+    for key in store.list_provider_keys().await? {
+        if vertex.contains(&key.provider_id.as_str()) {
+            match master.open(&key.secret_sealed) {
+                Ok(secret) => out.push((key.id, secret)),
+                Err(e) => tracing::error!(key = %key.id, "Vertex key skipped: {e}"),
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// The pure part of [`load`].
@@ -82,7 +119,14 @@ pub fn compute(
             kind: p.kind,
             cluster: cluster.clone(),
             authority: upstream.authority(),
-            path_prefix: upstream.path_prefix.clone(),
+            path_prefix: match (&p.settings.project, &p.settings.location) {
+                // Vertex paths name the project and location; models sit below.
+                (Some(project), Some(location)) if p.kind == ProviderKind::Vertex => format!(
+                    "{}/v1/projects/{project}/locations/{location}",
+                    upstream.path_prefix
+                ),
+                _ => upstream.path_prefix.clone(),
+            },
             auth_header: auth_header.into(),
             auth_prefix: auth_prefix.into(),
             keys: keys

@@ -69,3 +69,18 @@ async fn drop_stale_schemas(conn: &mut sqlx::PgConnection) {
         }
     }
 }
+
+/// A service account key file around the test-only RSA key in `tests/fixtures/vertex/`.
+pub fn service_account_json(token_uri: &str) -> String {
+    let pem = include_str!("../../tests/fixtures/vertex/service_account_key.pem");
+    serde_json::json!({
+        "type": "service_account",
+        "project_id": "switchyard-test",
+        "private_key_id": "0123456789abcdef",
+        "private_key": pem,
+        "client_email": "gateway@switchyard-test.iam.gserviceaccount.com",
+        "client_id": "100000000000000000000",
+        "token_uri": token_uri,
+    })
+    .to_string()
+}

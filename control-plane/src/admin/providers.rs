@@ -47,6 +47,10 @@ struct CreateProvider {
     api_version: Option<String>,
     #[serde(default)]
     region: Option<String>,
+    #[serde(default)]
+    project: Option<String>,
+    #[serde(default)]
+    location: Option<String>,
 }
 
 /// Fields absent from an update keep their value; `keys`, when present, replaces the key set.
@@ -69,6 +73,10 @@ struct UpdateProvider {
     api_version: Option<String>,
     #[serde(default)]
     region: Option<String>,
+    #[serde(default)]
+    project: Option<String>,
+    #[serde(default)]
+    location: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -149,6 +157,8 @@ async fn create(
             preset: input.preset,
             api_version: input.api_version,
             region: input.region,
+            project: input.project,
+            location: input.location,
         },
     )
     .map_err(ApiError::BadRequest)?;
@@ -175,6 +185,8 @@ async fn update(
             preset: input.preset.or(current.settings.preset),
             api_version: input.api_version.or(current.settings.api_version),
             region: input.region.or(current.settings.region),
+            project: input.project.or(current.settings.project),
+            location: input.location.or(current.settings.location),
         },
     )
     .map_err(ApiError::BadRequest)?;
