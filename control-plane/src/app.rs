@@ -260,7 +260,7 @@ pub async fn apply_config(
             .enumerate()
             .filter(|(_, k)| !k.secret.trim().is_empty())
             .map(|(j, k)| {
-                NewProviderKey::seal(master, &k.secret, k.weight, k.qps)
+                NewProviderKey::seal(master, p.kind, &k.secret, k.weight, k.qps)
                     .map_err(|e| anyhow::anyhow!("{at}.keys[{j}]: {e}"))
             })
             .collect::<anyhow::Result<Vec<_>>>()?;

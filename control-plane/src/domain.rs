@@ -177,11 +177,14 @@ impl ProviderDef {
 fn check_gcp_name(what: &str, v: &str) -> Result<(), String> {
     let ok = !v.is_empty()
         && v.len() <= 64
-        && v.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        && v.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
     if ok {
         Ok(())
     } else {
-        Err(format!("{what} {v:?} must be lower-case letters, digits and '-'"))
+        Err(format!(
+            "{what} {v:?} must be lower-case letters, digits and '-'"
+        ))
     }
 }
 

@@ -236,7 +236,10 @@ pub async fn refresh(
             }
         }
     }
-    (changed, Duration::from_secs(next.saturating_sub(now).max(1)))
+    (
+        changed,
+        Duration::from_secs(next.saturating_sub(now).max(1)),
+    )
 }
 
 #[cfg(test)]

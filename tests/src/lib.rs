@@ -222,6 +222,13 @@ providers:
     region: us-east-1
     keys: [{{secret: "{bedrock_key_id}:{PROVIDER_KEY}"}}]
     models: ["anthropic.claude-3-5-sonnet-20240620-v1:0", bedrock-throttled]
+  - name: vertex
+    kind: vertex
+    base_url: "{origin}"
+    project: switchyard-test
+    location: us-east5
+    keys: [{{secret: '{service_account}'}}]
+    models: [gemini-2.5-pro, "claude-opus-4-1@20250805"]
   - name: dead
     kind: openai_compatible
     base_url: "http://127.0.0.1:{dead}/v1"
@@ -243,6 +250,10 @@ api_keys:
         dead = free_port(),
         origin = mock_base_url.trim_end_matches("/v1"),
         bedrock_key_id = mock::bedrock::ACCESS_KEY_ID,
+        service_account = mock::vertex::service_account_json(&format!(
+            "{}/token",
+            mock_base_url.trim_end_matches("/v1")
+        )),
     )
 }
 
@@ -395,6 +406,11 @@ pub struct Stack {
 
 impl Stack {
     pub async fn start() -> Stack {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Like [`Stack::start`], with the mock set up by `prepare` before anything talks to it.
+    pub async fn start_with(prepare: impl FnOnce(&MockOpenAi)) -> Stack {
         let dir = TempDir::new("e2e");
         let mock = MockOpenAi::start(
             PROVIDER_KEY,
@@ -409,6 +425,7 @@ impl Stack {
             &["text-embedding-3-small"],
         )
         .await;
+        prepare(&mock);
         let ports = Ports::pick();
         let cp = ControlPlane::start(
             &dir.0,
@@ -423,6 +440,18 @@ impl Stack {
             mock,
             dir,
         }
+    }
+
+    /// Waits until `model` is served (a Vertex provider is not until its first token is minted
+    /// and has reached Envoy).
+    pub async fn wait_ready(&self, model: &str) {
+        let body = serde_json::json!({"model": model, "messages": [{"role": "user", "content": "ready?"}]});
+        wait_until(
+            &format!("{model} to be served"),
+            Duration::from_secs(10),
+            || async { self.post("/v1/chat/completions", &body).await.status() != 503 },
+        )
+        .await;
     }
 
     pub fn client(&self) -> reqwest::Client {

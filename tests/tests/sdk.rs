@@ -54,11 +54,19 @@ const PROVIDERS: &[(&str, [u64; 4], [u64; 4])] = &[
         [150, 7, 100, 30],
         [12, 3, 0, 0],
     ),
+    // Vertex AI: the Gemini and Anthropic fixtures again, under Vertex's paths and tokens.
+    ("gemini-2.5-pro", [1200, 12, 1024, 0], [9, 7, 0, 0]),
+    (
+        "claude-opus-4-1@20250805",
+        [3195, 503, 1000, 100],
+        [25, 15, 0, 0],
+    ),
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_openai_sdk_converses_with_every_provider_kind() {
     let stack = Stack::start().await;
+    stack.wait_ready("gemini-2.5-pro").await;
     for (model, plain, stream) in PROVIDERS {
         let report = tokio::task::block_in_place(|| converse(&stack, "openai", model));
         let usage = |p: &[u64; 4]| json!({"prompt": p[0], "completion": p[1], "cached": p[2]});
@@ -79,6 +87,7 @@ async fn the_openai_sdk_converses_with_every_provider_kind() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_anthropic_sdk_converses_with_every_provider_kind() {
     let stack = Stack::start().await;
+    stack.wait_ready("gemini-2.5-pro").await;
     for (model, plain, stream) in PROVIDERS {
         let report = tokio::task::block_in_place(|| converse(&stack, "anthropic", model));
         // Anthropic semantics: input leaves out cache reads and writes.

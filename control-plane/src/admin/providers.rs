@@ -120,9 +120,13 @@ fn view(p: ProviderRow, keys: &[ProviderKeyRow]) -> ProviderView {
     }
 }
 
-fn seal_keys(app: &crate::app::App, keys: &[KeyInput]) -> Result<Vec<NewProviderKey>, ApiError> {
+fn seal_keys(
+    app: &crate::app::App,
+    kind: ProviderKind,
+    keys: &[KeyInput],
+) -> Result<Vec<NewProviderKey>, ApiError> {
     keys.iter()
-        .map(|k| NewProviderKey::seal(&app.master, &k.secret, k.weight, k.qps))
+        .map(|k| NewProviderKey::seal(&app.master, kind, &k.secret, k.weight, k.qps))
         .collect::<Result<_, _>>()
         .map_err(ApiError::BadRequest)
 }
@@ -162,7 +166,7 @@ async fn create(
         },
     )
     .map_err(ApiError::BadRequest)?;
-    let keys = seal_keys(&app, &input.keys)?;
+    let keys = seal_keys(&app, def.kind, &input.keys)?;
     let id = app.store.insert_provider(&input.name, &def).await?;
     app.store.replace_provider_keys(&id, &keys).await?;
     publish(&app).await?;
@@ -190,7 +194,10 @@ async fn update(
         },
     )
     .map_err(ApiError::BadRequest)?;
-    let keys = input.keys.map(|k| seal_keys(&app, &k)).transpose()?;
+    let keys = input
+        .keys
+        .map(|k| seal_keys(&app, def.kind, &k))
+        .transpose()?;
     app.store
         .update_provider(&name, &def, input.enabled.unwrap_or(current.enabled))
         .await?;

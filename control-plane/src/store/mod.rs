@@ -84,8 +84,11 @@ pub struct NewProviderKey {
 impl NewProviderKey {
     /// Seals a provider key's secret (trimmed) under the master key. A secret must be
     /// non-empty and printable: it ends up in a request header.
+    /// What a key must be depends on the provider's kind: a Vertex key is a service account
+    /// key file, checked here so that a bad one is refused when given, not when first used.
     pub fn seal(
         master: &crate::crypto::MasterKey,
+        kind: ProviderKind,
         secret: &str,
         weight: u32,
         qps: Option<u32>,
@@ -93,6 +96,9 @@ impl NewProviderKey {
         let secret = secret.trim();
         if secret.is_empty() || secret.chars().any(char::is_control) {
             return Err("a provider key must be non-empty and printable".into());
+        }
+        if kind == ProviderKind::Vertex {
+            crate::gcp::ServiceAccount::parse(secret)?;
         }
         Ok(NewProviderKey {
             digest: crate::crypto::digest(secret),

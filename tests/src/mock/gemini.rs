@@ -17,7 +17,7 @@ use serde_json::{json, Map, Value};
 
 use super::{record, MockState};
 
-pub const MODELS: &[&str] = &["gemini-2.5-flash", "gemini-overloaded"];
+pub const MODELS: &[&str] = &["gemini-2.5-flash", "gemini-2.5-pro", "gemini-overloaded"];
 const TEXT: &str = include_str!("../../fixtures/openai_gemini/simple/upstream_response.json");
 const CALL: &str = include_str!("../../fixtures/openai_gemini/tools/upstream_response.json");
 const TEXT_STREAM: &str = include_str!("../../fixtures/openai_gemini/stream/upstream_response.sse");
@@ -207,7 +207,13 @@ pub async fn generate(
                     "domain": "googleapis.com"}]),
         );
     }
-    let (model, action) = target.split_once(':').unwrap_or((&target, ""));
+    answer(&target, &uri, &body)
+}
+
+/// The answer to a `{model}:{action}` request whose credentials were accepted (also Gemini on
+/// Vertex AI).
+pub(crate) fn answer(target: &str, uri: &Uri, body: &[u8]) -> Response {
+    let (model, action) = target.split_once(':').unwrap_or((target, ""));
     let stream = match action {
         "generateContent" => false,
         "streamGenerateContent" => true,
@@ -221,7 +227,7 @@ pub async fn generate(
             json!([]),
         );
     }
-    let Ok(Value::Object(obj)) = serde_json::from_slice::<Value>(&body) else {
+    let Ok(Value::Object(obj)) = serde_json::from_slice::<Value>(body) else {
         return invalid("Invalid JSON payload received.".into());
     };
     if let Err(message) = check(&obj) {

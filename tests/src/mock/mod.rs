@@ -27,6 +27,7 @@ use tokio::sync::Notify;
 pub mod bedrock;
 mod compat;
 mod gemini;
+pub mod vertex;
 
 pub const CHAT_COMPLETION: &str = include_str!("../../fixtures/openai/chat_completion.json");
 pub const CHAT_STREAM: &str = include_str!("../../fixtures/openai/chat_stream_usage.sse");
@@ -41,7 +42,11 @@ pub const ANTHROPIC_STREAM: &str =
     include_str!("../../fixtures/openai_anthropic/stream/upstream_response.sse");
 const ANTHROPIC_TOOL_USE: &str =
     include_str!("../../fixtures/openai_anthropic/tools/upstream_response.json");
-const ANTHROPIC_MODELS: &[&str] = &["claude-sonnet-4-5", "claude-overloaded"];
+const ANTHROPIC_MODELS: &[&str] = &[
+    "claude-sonnet-4-5",
+    "claude-overloaded",
+    "claude-opus-4-1@20250805",
+];
 
 /// Request fields of the Messages API; anything else is refused.
 const ANTHROPIC_FIELDS: &[&str] = &[
@@ -130,6 +135,10 @@ pub struct MockState {
     embedding_models: Vec<String>,
     requests: Mutex<Vec<Recorded>>,
     gate: Notify,
+    /// Vertex AI access tokens issued by `/token`, and how long the next ones live.
+    pub(crate) tokens: Mutex<Vec<String>>,
+    pub(crate) token_count: std::sync::atomic::AtomicU64,
+    pub(crate) token_lifetime: std::sync::atomic::AtomicU64,
 }
 
 /// A running mock; stops when dropped.
@@ -164,6 +173,9 @@ impl MockOpenAi {
             embedding_models: embedding_models.iter().map(|m| (*m).to_owned()).collect(),
             requests: Mutex::new(Vec::new()),
             gate: Notify::new(),
+            tokens: Mutex::new(Vec::new()),
+            token_count: std::sync::atomic::AtomicU64::new(0),
+            token_lifetime: std::sync::atomic::AtomicU64::new(3599),
         });
         let app = Router::new()
             .route("/v1/chat/completions", post(chat))
@@ -176,6 +188,11 @@ impl MockOpenAi {
             )
             .route("/mistral/v1/chat/completions", post(compat::mistral_chat))
             .route("/model/{model}/{action}", post(bedrock::converse))
+            .route("/token", post(vertex::token))
+            .route(
+                "/v1/projects/{project}/locations/{location}/publishers/{publisher}/models/{target}",
+                post(vertex::predict),
+            )
             .fallback(|| async { (StatusCode::NOT_FOUND, "not found") })
             .with_state(state.clone());
         let listener = tokio::net::TcpListener::bind(addr).await?;
@@ -210,6 +227,20 @@ impl MockOpenAi {
             .lock()
             .map(|r| r.clone())
             .unwrap_or_default()
+    }
+
+    /// How long the Vertex access tokens issued from now on live, in seconds.
+    pub fn set_token_lifetime(&self, secs: u64) {
+        self.state
+            .token_lifetime
+            .store(secs, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// How many Vertex access tokens the mock has issued.
+    pub fn tokens_issued(&self) -> u64 {
+        self.state
+            .token_count
+            .load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Lets a `mock-gated` stream continue past its first chunk.
@@ -467,7 +498,7 @@ async fn embeddings(
 }
 
 /// An Anthropic error: `{"type":"error","error":{"type","message"}}`.
-fn anthropic_error(status: u16, kind: &str, message: &str) -> Response {
+pub(crate) fn anthropic_error(status: u16, kind: &str, message: &str) -> Response {
     let body = json!({"type": "error", "error": {"type": kind, "message": message}});
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     (
@@ -501,6 +532,11 @@ async fn messages(
     let Ok(Value::Object(obj)) = serde_json::from_slice::<Value>(&body) else {
         return anthropic_error(400, "invalid_request_error", "invalid JSON body");
     };
+    messages_answer(obj)
+}
+
+/// The answer to a Messages request whose credentials were accepted (also Claude on Vertex).
+pub(crate) fn messages_answer(obj: serde_json::Map<String, Value>) -> Response {
     if let Some(extra) = obj.keys().find(|k| !ANTHROPIC_FIELDS.contains(&k.as_str())) {
         return anthropic_error(
             400,

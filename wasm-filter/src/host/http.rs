@@ -176,7 +176,7 @@ impl Request {
             .ok_or_else(|| FilterError::unknown_model(model))?;
         let provider = index.provider(target.provider);
         let request_id = self.headers.find_str("x-request-id").unwrap_or_default();
-        let mut translator = translator_for(endpoint, provider, request_id)?;
+        let mut translator = translator_for(endpoint, provider, &target.model, request_id)?;
         let key = index
             .choose_key(provider)
             .ok_or_else(|| FilterError::no_provider_key(&provider.name))?;
@@ -476,9 +476,13 @@ impl HttpContext for Request {
 fn translator_for(
     endpoint: Endpoint,
     provider: &Provider,
+    upstream_model: &str,
     request_id: &str,
 ) -> Result<Option<Box<dyn Translator>>, FilterError> {
     let kind = provider.kind;
+    // Vertex AI serves Google's models and Anthropic's, each in its publisher's format.
+    let vertex_claude = kind == ProviderKind::Vertex && upstream_model.starts_with("claude");
+    let vertex_gemini = kind == ProviderKind::Vertex && !vertex_claude;
     Ok(Some(match endpoint {
         Endpoint::ChatCompletions | Endpoint::Embeddings if kind.speaks_openai() => {
             return Ok(None)
@@ -492,6 +496,13 @@ fn translator_for(
         Endpoint::ChatCompletions if kind == ProviderKind::Bedrock => {
             Box::new(OpenAiToBedrock::new(now(), request_id))
         }
+        Endpoint::ChatCompletions if vertex_gemini => Box::new(OpenAiToGemini::vertex(now())),
+        Endpoint::ChatCompletions if vertex_claude => Box::new(OpenAiToAnthropic::vertex(now())),
+        Endpoint::Messages if vertex_claude => Box::new(AnthropicPassthrough::vertex()),
+        Endpoint::Messages if vertex_gemini => Box::new(Chain {
+            outer: Box::new(AnthropicToOpenAi::new(true)),
+            inner: Box::new(OpenAiToGemini::vertex(now())),
+        }),
         Endpoint::Messages if kind == ProviderKind::Anthropic => {
             Box::new(AnthropicPassthrough::default())
         }

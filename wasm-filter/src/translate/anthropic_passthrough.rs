@@ -2,7 +2,7 @@
 //! `model`; the answer passes untouched while its usage is read from it, and a stream cut short
 //! gets Anthropic's error event instead of passing for complete.
 
-use super::openai_anthropic::usage_from;
+use super::openai_anthropic::{usage_from, vertex_path, VERTEX_ANTHROPIC_VERSION};
 use super::schema::anthropic::{AnthropicStreamEvent, AnthropicUsage};
 use super::Translator;
 use crate::config::Quirks;
@@ -22,6 +22,10 @@ pub struct AnthropicPassthrough {
     usage: Option<Usage>,
     done: bool,
     saw_error: bool,
+    /// Claude on Vertex AI: the model goes in the path, `anthropic_version` in the body.
+    vertex: bool,
+    stream: bool,
+    upstream_model: String,
 }
 
 /// Just the usage of a whole Messages response.
@@ -31,6 +35,14 @@ struct UsageOnly {
 }
 
 impl AnthropicPassthrough {
+    /// Claude models on Vertex AI (below `/v1/projects/{p}/locations/{l}`).
+    pub fn vertex() -> Self {
+        AnthropicPassthrough {
+            vertex: true,
+            ..Default::default()
+        }
+    }
+
     fn on_event(&mut self, data: &[u8]) {
         let Ok(event) = serde_json::from_slice::<AnthropicStreamEvent>(data) else {
             return;
@@ -58,6 +70,24 @@ impl AnthropicPassthrough {
 impl Translator for AnthropicPassthrough {
     fn request_body(&mut self, body: &[u8], upstream_model: &str) -> Result<Vec<u8>, FilterError> {
         let top = TopLevel::parse(body)?;
+        self.stream = top.flag("stream")?.unwrap_or(false);
+        upstream_model.clone_into(&mut self.upstream_model);
+        if self.vertex {
+            // The model moves to the path; Vertex wants its version in the body.
+            let drop_model = Quirks {
+                drop: vec!["model".into(), "anthropic_version".into()],
+                ..Quirks::default()
+            };
+            let mut out = top.rewrite(upstream_model, false, &drop_model);
+            out.pop(); // the closing brace
+            if out.len() > 1 {
+                out.push(b',');
+            }
+            out.extend_from_slice(b"\"anthropic_version\":\"");
+            out.extend_from_slice(VERTEX_ANTHROPIC_VERSION.as_bytes());
+            out.extend_from_slice(b"\"}");
+            return Ok(out);
+        }
         if top.model()? == upstream_model {
             return Ok(body.to_vec());
         }
@@ -108,6 +138,10 @@ impl Translator for AnthropicPassthrough {
     }
 
     fn upstream_path(&self, out: &mut String) {
-        out.push_str("/v1/messages");
+        if self.vertex {
+            vertex_path(out, &self.upstream_model, self.stream);
+        } else {
+            out.push_str("/v1/messages");
+        }
     }
 }

@@ -41,7 +41,13 @@ pub struct OpenAiToAnthropic {
     finish_reason: Option<&'static str>,
     done: bool,
     saw_error: bool,
+    /// Claude on Vertex AI: the model goes in the path, `anthropic_version` in the body.
+    vertex: bool,
+    upstream_model: String,
 }
+
+/// The `anthropic_version` Claude on Vertex AI takes in the body.
+pub const VERTEX_ANTHROPIC_VERSION: &str = "vertex-2023-10-16";
 
 impl OpenAiToAnthropic {
     pub fn new(created: u64) -> Self {
@@ -53,6 +59,25 @@ impl OpenAiToAnthropic {
             ..Default::default()
         }
     }
+
+    /// Claude models on Vertex AI (below `/v1/projects/{p}/locations/{l}`).
+    pub fn vertex(created: u64) -> Self {
+        OpenAiToAnthropic {
+            vertex: true,
+            ..Self::new(created)
+        }
+    }
+}
+
+/// Appends Vertex AI's path for a Claude model: `rawPredict`, or `streamRawPredict`.
+pub fn vertex_path(out: &mut String, model: &str, stream: bool) {
+    out.push_str("/publishers/anthropic/models/");
+    crate::request::push_path_segment(out, model);
+    out.push_str(if stream {
+        ":streamRawPredict"
+    } else {
+        ":rawPredict"
+    });
 }
 
 fn image_source(url: String) -> Result<AnthropicImageSource, FilterError> {
@@ -233,6 +258,7 @@ pub fn request(req: OpenAiChatRequest, model: &str) -> Result<AnthropicRequest, 
 
     Ok(AnthropicRequest {
         model: model.to_owned(),
+        anthropic_version: None,
         max_tokens,
         messages,
         system: (!system.is_empty()).then(|| system.join("\n\n")),
@@ -445,7 +471,12 @@ impl Translator for OpenAiToAnthropic {
             .as_ref()
             .and_then(|o| o.include_usage)
             .unwrap_or(false);
-        let anthropic = request(req, upstream_model)?;
+        upstream_model.clone_into(&mut self.upstream_model);
+        let mut anthropic = request(req, upstream_model)?;
+        if self.vertex {
+            anthropic.model.clear();
+            anthropic.anthropic_version = Some(VERTEX_ANTHROPIC_VERSION);
+        }
         serde_json::to_vec(&anthropic)
             .map_err(|e| FilterError::invalid_request("invalid_request", e.to_string()))
     }
@@ -507,7 +538,11 @@ impl Translator for OpenAiToAnthropic {
     }
 
     fn upstream_path(&self, out: &mut String) {
-        out.push_str("/v1/messages");
+        if self.vertex {
+            vertex_path(out, &self.upstream_model, self.stream);
+        } else {
+            out.push_str("/v1/messages");
+        }
     }
 }
 

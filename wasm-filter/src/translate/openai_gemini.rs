@@ -39,6 +39,8 @@ pub struct OpenAiToGemini {
     finished: bool,
     saw_error: bool,
     done: bool,
+    /// Gemini on Vertex AI: the same bodies under Vertex's model paths.
+    vertex: bool,
 }
 
 impl OpenAiToGemini {
@@ -49,6 +51,14 @@ impl OpenAiToGemini {
                 ..Default::default()
             },
             ..Default::default()
+        }
+    }
+
+    /// Gemini models on Vertex AI (below `/v1/projects/{p}/locations/{l}`).
+    pub fn vertex(created: u64) -> Self {
+        OpenAiToGemini {
+            vertex: true,
+            ..Self::new(created)
         }
     }
 }
@@ -609,7 +619,11 @@ impl Translator for OpenAiToGemini {
     }
 
     fn upstream_path(&self, out: &mut String) {
-        out.push_str("/v1beta/models/");
+        out.push_str(if self.vertex {
+            "/publishers/google/models/"
+        } else {
+            "/v1beta/models/"
+        });
         push_path_segment(out, &self.upstream_model);
         out.push_str(if self.stream {
             ":streamGenerateContent?alt=sse"

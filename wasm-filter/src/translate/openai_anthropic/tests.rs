@@ -95,3 +95,43 @@ fn stop_reasons_map_to_finish_reasons() {
     assert_eq!(finish_reason(Some("refusal")), "content_filter");
     assert_eq!(finish_reason(None), "stop");
 }
+
+#[test]
+fn on_vertex_the_model_moves_to_the_path_and_the_version_to_the_body() {
+    let mut t = OpenAiToAnthropic::vertex(CREATED);
+    let body = t
+        .request_body(
+            br#"{"model":"m","stream":true,"messages":[{"role":"user","content":"x"}]}"#,
+            "claude-sonnet-4-5@20250929",
+        )
+        .expect("translates");
+    let v: Value = serde_json::from_slice(&body).expect("json");
+    assert!(v.get("model").is_none());
+    assert_eq!(v["anthropic_version"], "vertex-2023-10-16");
+    let mut path = String::new();
+    t.upstream_path(&mut path);
+    assert_eq!(
+        path,
+        "/publishers/anthropic/models/claude-sonnet-4-5%4020250929:streamRawPredict"
+    );
+
+    let mut p = crate::translate::anthropic_passthrough::AnthropicPassthrough::vertex();
+    let body = p
+        .request_body(
+            br#"{"model":"claude","max_tokens":5,"messages":[{"role":"user","content":"x"}]}"#,
+            "claude-haiku-4-5",
+        )
+        .expect("passes");
+    let v: Value = serde_json::from_slice(&body).expect("json");
+    assert_eq!(
+        v,
+        json!({"max_tokens": 5, "messages": [{"role": "user", "content": "x"}],
+               "anthropic_version": "vertex-2023-10-16"})
+    );
+    let mut path = String::new();
+    p.upstream_path(&mut path);
+    assert_eq!(
+        path,
+        "/publishers/anthropic/models/claude-haiku-4-5:rawPredict"
+    );
+}

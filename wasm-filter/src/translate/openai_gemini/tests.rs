@@ -94,3 +94,19 @@ fn finish_reasons_map() {
     assert_eq!(finish_reason("RECITATION", false), "content_filter");
     assert_eq!(finish_reason("FINISH_REASON_UNSPECIFIED", false), "stop");
 }
+
+#[test]
+fn on_vertex_the_paths_are_vertex_paths() {
+    let mut t = OpenAiToGemini::vertex(0);
+    t.request_body(
+        br#"{"model":"m","stream":true,"messages":[{"role":"user","content":"x"}]}"#,
+        MODEL,
+    )
+    .expect("translates");
+    let mut path = String::new();
+    t.upstream_path(&mut path);
+    assert_eq!(
+        path,
+        "/publishers/google/models/gemini-2.5-flash:streamGenerateContent?alt=sse"
+    );
+}

@@ -6,7 +6,12 @@ use serde_json::Value;
 
 #[derive(Debug, Serialize)]
 pub struct AnthropicRequest {
+    /// Empty on Vertex AI, where the model is in the path.
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub model: String,
+    /// Vertex AI only: `vertex-2023-10-16`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub anthropic_version: Option<&'static str>,
     pub max_tokens: u64,
     pub messages: Vec<AnthropicMessage>,
     #[serde(skip_serializing_if = "Option::is_none")]
