@@ -2,7 +2,10 @@
 it: plain, streamed, with tools, with a tool result turn, with an image. Prints what each step
 saw (text, tool calls, usage) as one JSON object; exits non-zero when a step fails.
 
-usage: conversation.py --api openai|anthropic --base-url URL --key KEY --model MODEL
+With --api embeddings or images, the OpenAI SDK asks for embeddings (as the SDK does by
+default: base64, decoded by the SDK) or an image instead.
+
+usage: conversation.py --api openai|anthropic|embeddings|images --base-url URL --key KEY --model M
 """
 
 import argparse
@@ -149,15 +152,42 @@ def run_anthropic(args):
     return out
 
 
+def run_embeddings(args):
+    from openai import OpenAI
+
+    client = OpenAI(base_url=args.base_url, api_key=args.key, max_retries=0, timeout=20)
+    inputs = ["The food was delicious.", "The waiter was friendly."]
+    if args.model.startswith("amazon.titan"):
+        inputs = inputs[:1]  # Titan embeds one input per request
+    r = client.embeddings.create(model=args.model, input=inputs)
+    check(len(r.data) == len(inputs), "embeddings: one vector per input")
+    check(all(isinstance(x, float) for x in r.data[0].embedding), "embeddings: floats")
+    return {
+        "vectors": [d.embedding for d in r.data],
+        "usage": {"prompt": r.usage.prompt_tokens, "total": r.usage.total_tokens},
+    }
+
+
+def run_images(args):
+    from openai import OpenAI
+
+    client = OpenAI(base_url=args.base_url, api_key=args.key, max_retries=0, timeout=20)
+    r = client.images.generate(model=args.model, prompt="A lighthouse at dawn", n=1, size="1024x1024")
+    check(r.data and r.data[0].b64_json, "images: no image")
+    return {"images": len(r.data), "usage": r.usage.model_dump() if r.usage else None}
+
+
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("--api", choices=["openai", "anthropic"], required=True)
+    p.add_argument("--api", choices=["openai", "anthropic", "embeddings", "images"], required=True)
     p.add_argument("--base-url", required=True)
     p.add_argument("--key", required=True)
     p.add_argument("--model", required=True)
     args = p.parse_args()
     try:
-        report = run_openai(args) if args.api == "openai" else run_anthropic(args)
+        run = {"openai": run_openai, "anthropic": run_anthropic,
+               "embeddings": run_embeddings, "images": run_images}[args.api]
+        report = run(args)
     except Exception as e:  # every failure is reported the same way: type and message
         print(json.dumps({"error": f"{type(e).__name__}: {e}"}))
         return 1

@@ -194,7 +194,7 @@ providers:
     kind: openai_compatible
     base_url: "{mock_base_url}"
     keys: [{{secret: "{PROVIDER_KEY}"}}]
-    models: [gpt-4o-mini, text-embedding-3-small, mock-gated, mock-cut, mock-truncated]
+    models: [gpt-4o-mini, text-embedding-3-small, gpt-image-1, mock-gated, mock-cut, mock-truncated]
   - name: claude
     kind: anthropic
     base_url: "{origin}"
@@ -204,7 +204,7 @@ providers:
     kind: gemini
     base_url: "{origin}"
     keys: [{{secret: "{PROVIDER_KEY}"}}]
-    models: [gemini-2.5-flash, gemini-overloaded]
+    models: [gemini-2.5-flash, gemini-overloaded, gemini-embedding-001, imagen-4.0-generate-001]
   - name: azure
     kind: azure_openai
     base_url: "{origin}"
@@ -221,7 +221,8 @@ providers:
     base_url: "{origin}"
     region: us-east-1
     keys: [{{secret: "{bedrock_key_id}:{PROVIDER_KEY}"}}]
-    models: ["anthropic.claude-3-5-sonnet-20240620-v1:0", bedrock-throttled]
+    models: ["anthropic.claude-3-5-sonnet-20240620-v1:0", bedrock-throttled,
+             "amazon.titan-embed-text-v2:0", cohere.embed-english-v3]
   - name: vertex
     kind: vertex
     base_url: "{origin}"

@@ -8,8 +8,8 @@ use switchyard_tests::{workspace_root, Stack, GATEWAY_KEY};
 
 fn converse(stack: &Stack, api: &str, model: &str) -> Value {
     let base_url = match api {
-        "openai" => stack.envoy.url("/v1"),
-        _ => stack.envoy.url(""),
+        "anthropic" => stack.envoy.url(""),
+        _ => stack.envoy.url("/v1"),
     };
     let root = workspace_root();
     let out = std::process::Command::new(root.join(".venv/bin/python"))
@@ -104,4 +104,50 @@ async fn the_anthropic_sdk_converses_with_every_provider_kind() {
         );
         assert_eq!(report["tools"]["tool"], "get_weather", "{model}: {report}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openai_sdk_embeds_and_draws_through_every_api() {
+    let stack = Stack::start().await;
+    // The SDK asks for base64 vectors and decodes them: the values must survive the trip.
+    let gemini =
+        tokio::task::block_in_place(|| converse(&stack, "embeddings", "gemini-embedding-001"));
+    assert_eq!(
+        gemini["vectors"],
+        json!([[0.0, 0.1, 0.2], [1.0, 1.1, 1.2]].map(|v| v.map(|x: f64| x as f32 as f64)))
+    );
+    let titan = tokio::task::block_in_place(|| {
+        converse(&stack, "embeddings", "amazon.titan-embed-text-v2:0")
+    });
+    assert_eq!(titan["vectors"], json!([[0.5, 0.5, 0.5, 0.5]]));
+    assert_eq!(titan["usage"], json!({"prompt": 5, "total": 5}));
+    let cohere =
+        tokio::task::block_in_place(|| converse(&stack, "embeddings", "cohere.embed-english-v3"));
+    assert_eq!(
+        cohere["vectors"],
+        json!([[0.25, 0.25, 0.25, 0.25], [0.25, 0.25, 0.25, 0.25]])
+    );
+    let openai =
+        tokio::task::block_in_place(|| converse(&stack, "embeddings", "text-embedding-3-small"));
+    assert_eq!(openai["usage"], json!({"prompt": 8, "total": 8}));
+
+    let imagen =
+        tokio::task::block_in_place(|| converse(&stack, "images", "imagen-4.0-generate-001"));
+    assert_eq!(imagen["images"], 1);
+    let sent = stack
+        .mock
+        .requests()
+        .into_iter()
+        .find(|r| r.path.ends_with(":predict"))
+        .expect("Imagen was asked");
+    assert_eq!(
+        sent.json(),
+        json!({"instances": [{"prompt": "A lighthouse at dawn"}],
+               "parameters": {"sampleCount": 1, "aspectRatio": "1:1"}})
+    );
+    let gpt_image = tokio::task::block_in_place(|| converse(&stack, "images", "gpt-image-1"));
+    assert_eq!(gpt_image["images"], 1);
+    let record = stack.usage_record("gpt-image-1").await;
+    assert_eq!(record["prompt_tokens"], 50);
+    assert_eq!(record["completion_tokens"], 50);
 }

@@ -19,6 +19,7 @@ pub enum Endpoint {
     Models,
     /// Anthropic's Messages API.
     Messages,
+    ImageGenerations,
 }
 
 impl Endpoint {
@@ -31,6 +32,7 @@ impl Endpoint {
             "/v1/embeddings" => Some(Endpoint::Embeddings),
             "/v1/models" => Some(Endpoint::Models),
             "/v1/messages" => Some(Endpoint::Messages),
+            "/v1/images/generations" => Some(Endpoint::ImageGenerations),
             _ => None,
         }
     }
@@ -53,6 +55,7 @@ impl Endpoint {
         match self {
             Endpoint::ChatCompletions | Endpoint::Messages => "/chat/completions",
             Endpoint::Embeddings => "/embeddings",
+            Endpoint::ImageGenerations => "/images/generations",
             Endpoint::Models => "/models",
         }
     }

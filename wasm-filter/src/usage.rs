@@ -20,9 +20,11 @@ pub struct Usage {
 /// <https://platform.openai.com/docs/api-reference/chat/object#chat/object-usage>
 #[derive(Debug, Deserialize)]
 pub struct OpenAiUsage {
-    #[serde(default)]
+    /// `input_tokens` in image generation answers.
+    #[serde(default, alias = "input_tokens")]
     prompt_tokens: u64,
-    #[serde(default)]
+    /// `output_tokens` in image generation answers.
+    #[serde(default, alias = "output_tokens")]
     completion_tokens: u64,
     #[serde(default)]
     total_tokens: Option<u64>,

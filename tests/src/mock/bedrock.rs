@@ -160,6 +160,63 @@ fn authenticate(
     }
 }
 
+/// `InvokeModel` for the embedding models: Titan Text Embeddings v2 (one `inputText`) and
+/// Cohere Embed (`texts` with a required `input_type`), each checked against its own fields.
+fn invoke(model: &str, body: &[u8]) -> Response {
+    let Ok(Value::Object(obj)) = serde_json::from_slice::<Value>(body) else {
+        return error(
+            400,
+            "ValidationException",
+            "Malformed input request, please reformat your input and try again.",
+        );
+    };
+    let (fields, ok): (&[&str], bool) = match model {
+        "amazon.titan-embed-text-v2:0" => (
+            &["inputText", "dimensions", "normalize", "embeddingTypes"],
+            obj.get("inputText").is_some_and(Value::is_string),
+        ),
+        "cohere.embed-english-v3" => (
+            &[
+                "texts",
+                "input_type",
+                "truncate",
+                "embedding_types",
+                "images",
+            ],
+            obj.get("texts").is_some_and(Value::is_array)
+                && obj.get("input_type").is_some_and(Value::is_string),
+        ),
+        _ => {
+            return error(
+                400,
+                "ValidationException",
+                "The provided model identifier is invalid.",
+            )
+        }
+    };
+    if let Some(k) = obj.keys().find(|k| !fields.contains(&k.as_str())) {
+        return error(400, "ValidationException", &format!("Malformed input request: extraneous key [{k}] is not permitted, please reformat your input and try again."));
+    }
+    if !ok {
+        return error(400, "ValidationException", "Malformed input request: required key missing, please reformat your input and try again.");
+    }
+    let answer = if model.starts_with("amazon.titan") {
+        let dims = obj.get("dimensions").and_then(Value::as_u64).unwrap_or(4) as usize;
+        json!({"embedding": vec![0.5; dims], "inputTextTokenCount": 5})
+    } else {
+        let n = obj["texts"].as_array().map_or(0, Vec::len);
+        let texts = obj["texts"].clone();
+        json!({"id": "emb-1", "embeddings": {"float": vec![vec![0.25; 4]; n]}, "texts": texts,
+               "response_type": "embeddings_by_type"})
+    };
+    (
+        StatusCode::OK,
+        [("content-type", "application/json")],
+        answer.to_string(),
+    )
+        .into_response()
+}
+
 fn check(obj: &Map<String, Value>) -> Result<(), String> {
     if let Some(k) = obj.keys().find(|k| !FIELDS.contains(&k.as_str())) {
         return Err(format!("Malformed input request: extraneous key [{k}] is not permitted, please reformat your input and try again."));
@@ -249,6 +306,7 @@ pub async fn converse(
     let stream = match action.as_str() {
         "converse" => false,
         "converse-stream" => true,
+        "invoke" => return invoke(&model, &body),
         _ => return error(404, "UnknownOperationException", "Unknown operation"),
     };
     if !MODELS.contains(&model.as_str()) {

@@ -63,6 +63,93 @@ const PART_DATA: &[&str] = &[
 ];
 const PART_FIELDS: &[&str] = &["thought", "thoughtSignature"];
 
+pub const EMBEDDING_MODEL: &str = "gemini-embedding-001";
+pub const IMAGE_MODEL: &str = "imagen-4.0-generate-001";
+
+/// `batchEmbedContents`: every request names the model and holds text parts; vectors of
+/// `outputDimensionality` (default 3) whose first value is the request's position.
+fn embed(model: &str, body: &[u8]) -> Response {
+    let Ok(Value::Object(obj)) = serde_json::from_slice::<Value>(body) else {
+        return invalid("Invalid JSON payload received.".into());
+    };
+    if let Some(k) = obj.keys().find(|k| *k != "requests") {
+        return invalid(unknown_field(k));
+    }
+    let Some(requests) = obj
+        .get("requests")
+        .and_then(Value::as_array)
+        .filter(|r| !r.is_empty())
+    else {
+        return invalid("* BatchEmbedContentsRequest.requests: requests must not be empty".into());
+    };
+    let mut embeddings = Vec::new();
+    for (i, r) in requests.iter().enumerate() {
+        if r["model"] != format!("models/{model}") {
+            return invalid(
+                "* BatchEmbedContentsRequest.requests[].model: model must match the batch model"
+                    .into(),
+            );
+        }
+        let text_only = r["content"]["parts"]
+            .as_array()
+            .is_some_and(|p| !p.is_empty() && p.iter().all(|p| p["text"].is_string()));
+        if !text_only {
+            return invalid("* content.parts: text parts are required".into());
+        }
+        let dims = r["outputDimensionality"].as_u64().unwrap_or(3) as usize;
+        let values: Vec<f64> = (0..dims).map(|d| i as f64 + d as f64 / 10.0).collect();
+        embeddings.push(json!({ "values": values }));
+    }
+    let body = json!({ "embeddings": embeddings }).to_string();
+    (
+        StatusCode::OK,
+        [("content-type", "application/json; charset=UTF-8")],
+        body,
+    )
+        .into_response()
+}
+
+/// Imagen `predict`: one prompt, `sampleCount` images (tiny PNGs, base64).
+fn predict(body: &[u8]) -> Response {
+    let Ok(Value::Object(obj)) = serde_json::from_slice::<Value>(body) else {
+        return invalid("Invalid JSON payload received.".into());
+    };
+    if let Some(k) = obj
+        .keys()
+        .find(|k| !["instances", "parameters"].contains(&k.as_str()))
+    {
+        return invalid(unknown_field(k));
+    }
+    if !obj["instances"][0]["prompt"].is_string() {
+        return invalid("* instances[0].prompt is required".into());
+    }
+    let params = obj.get("parameters").and_then(Value::as_object);
+    const PARAMS: &[&str] = &[
+        "sampleCount",
+        "aspectRatio",
+        "personGeneration",
+        "imageSize",
+        "outputOptions",
+    ];
+    if let Some(k) = params.and_then(|p| p.keys().find(|k| !PARAMS.contains(&k.as_str()))) {
+        return invalid(unknown_field(k));
+    }
+    let n = params
+        .and_then(|p| p.get("sampleCount"))
+        .and_then(Value::as_u64)
+        .unwrap_or(4);
+    let predictions: Vec<Value> = (0..n)
+        .map(|_| json!({"mimeType": "image/png", "bytesBase64Encoded": "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="}))
+        .collect();
+    let body = json!({ "predictions": predictions }).to_string();
+    (
+        StatusCode::OK,
+        [("content-type", "application/json; charset=UTF-8")],
+        body,
+    )
+        .into_response()
+}
+
 /// Google's error body.
 pub fn error(code: u16, status: &str, message: &str, details: Value) -> Response {
     let body =
@@ -217,6 +304,8 @@ pub(crate) fn answer(target: &str, uri: &Uri, body: &[u8]) -> Response {
     let stream = match action {
         "generateContent" => false,
         "streamGenerateContent" => true,
+        "batchEmbedContents" if model == EMBEDDING_MODEL => return embed(model, body),
+        "predict" if model == IMAGE_MODEL => return predict(body),
         _ => return error(404, "NOT_FOUND", "Method not found.", json!([])),
     };
     if !MODELS.contains(&model) {

@@ -105,6 +105,23 @@ pub(crate) const CHAT_FIELDS: &[&str] = &[
     "web_search_options",
 ];
 const EMBEDDING_FIELDS: &[&str] = &["input", "model", "dimensions", "encoding_format", "user"];
+const IMAGE_FIELDS: &[&str] = &[
+    "prompt",
+    "model",
+    "background",
+    "moderation",
+    "n",
+    "output_compression",
+    "output_format",
+    "partial_images",
+    "quality",
+    "response_format",
+    "size",
+    "stream",
+    "style",
+    "user",
+];
+const IMAGE_GENERATION: &str = include_str!("../../fixtures/openai/image_generation.json");
 
 /// One request as the provider received it.
 #[derive(Debug, Clone)]
@@ -180,6 +197,7 @@ impl MockOpenAi {
         let app = Router::new()
             .route("/v1/chat/completions", post(chat))
             .route("/v1/embeddings", post(embeddings))
+            .route("/v1/images/generations", post(images))
             .route("/v1/messages", post(messages))
             .route("/v1beta/models/{target}", post(gemini::generate))
             .route(
@@ -463,6 +481,40 @@ pub(crate) fn chat_answer(state: Arc<MockState>, obj: serde_json::Map<String, Va
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }
 
+async fn images(
+    State(state): State<Arc<MockState>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let obj = match admit(
+        &state,
+        (method, &uri, &headers, &body),
+        IMAGE_FIELDS,
+        Auth::Bearer,
+    ) {
+        Ok(o) => o,
+        Err(r) => return *r,
+    };
+    if obj.get("model").and_then(Value::as_str) != Some("gpt-image-1") {
+        return fixture_error(StatusCode::NOT_FOUND, ERROR_MODEL_NOT_FOUND);
+    }
+    if !obj.get("prompt").is_some_and(Value::is_string) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "'prompt' is a required property",
+            None,
+        );
+    }
+    (
+        StatusCode::OK,
+        [("content-type", "application/json")],
+        IMAGE_GENERATION,
+    )
+        .into_response()
+}
+
 async fn embeddings(
     State(state): State<Arc<MockState>>,
     method: Method,
@@ -493,8 +545,38 @@ async fn embeddings(
             )
         }
     }
-    let text = EMBEDDINGS.replace("text-embedding-3-small", model);
-    (StatusCode::OK, [("content-type", "application/json")], text).into_response()
+    // One vector per input (the fixture's), as floats or, when asked, base64 of f32 LE.
+    let inputs = match obj.get("input") {
+        Some(Value::Array(a)) => a.len(),
+        _ => 1,
+    };
+    let mut answer: Value = serde_json::from_str(EMBEDDINGS).unwrap_or_default();
+    let vector = answer["data"][0]["embedding"].clone();
+    let base64 = obj.get("encoding_format").and_then(Value::as_str) == Some("base64");
+    let embedding = if base64 {
+        use base64::Engine as _;
+        let bytes: Vec<u8> = vector
+            .as_array()
+            .map(|v| {
+                v.iter()
+                    .flat_map(|x| (x.as_f64().unwrap_or(0.0) as f32).to_le_bytes())
+                    .collect()
+            })
+            .unwrap_or_default();
+        Value::String(base64::engine::general_purpose::STANDARD.encode(bytes))
+    } else {
+        vector
+    };
+    answer["data"] = (0..inputs)
+        .map(|i| json!({"object": "embedding", "index": i, "embedding": embedding}))
+        .collect();
+    answer["model"] = json!(model);
+    (
+        StatusCode::OK,
+        [("content-type", "application/json")],
+        answer.to_string(),
+    )
+        .into_response()
 }
 
 /// An Anthropic error: `{"type":"error","error":{"type","message"}}`.

@@ -21,6 +21,8 @@ use crate::sigv4;
 use crate::stream::{ChunkOutcome, OpenAiStream};
 use crate::translate::anthropic_openai::AnthropicToOpenAi;
 use crate::translate::anthropic_passthrough::AnthropicPassthrough;
+use crate::translate::embeddings::{EmbeddingApi, Embeddings};
+use crate::translate::images::Imagen;
 use crate::translate::openai_anthropic::OpenAiToAnthropic;
 use crate::translate::openai_bedrock::OpenAiToBedrock;
 use crate::translate::openai_gemini::OpenAiToGemini;
@@ -484,9 +486,24 @@ fn translator_for(
     let vertex_claude = kind == ProviderKind::Vertex && upstream_model.starts_with("claude");
     let vertex_gemini = kind == ProviderKind::Vertex && !vertex_claude;
     Ok(Some(match endpoint {
-        Endpoint::ChatCompletions | Endpoint::Embeddings if kind.speaks_openai() => {
+        Endpoint::ChatCompletions | Endpoint::Embeddings | Endpoint::ImageGenerations
+            if kind.speaks_openai() =>
+        {
             return Ok(None)
         }
+        Endpoint::Embeddings if kind == ProviderKind::Gemini => {
+            Box::new(Embeddings::new(EmbeddingApi::Gemini))
+        }
+        Endpoint::Embeddings if kind == ProviderKind::Bedrock => {
+            let api = EmbeddingApi::bedrock(upstream_model).ok_or_else(|| {
+                FilterError::invalid_request(
+                    "provider_not_supported",
+                    format!("`{upstream_model}` is not an embedding model Switchyard can reach on Bedrock."),
+                )
+            })?;
+            Box::new(Embeddings::new(api))
+        }
+        Endpoint::ImageGenerations if kind == ProviderKind::Gemini => Box::new(Imagen::new(now())),
         Endpoint::ChatCompletions if kind == ProviderKind::Anthropic => {
             Box::new(OpenAiToAnthropic::new(now()))
         }

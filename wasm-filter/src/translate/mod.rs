@@ -4,8 +4,10 @@
 pub mod anthropic_openai;
 pub mod anthropic_passthrough;
 pub mod common;
+pub mod embeddings;
 #[cfg(test)]
 mod golden;
+pub mod images;
 pub mod openai_anthropic;
 pub mod openai_bedrock;
 pub mod openai_gemini;
