@@ -94,6 +94,19 @@ async fn anthropic_errors_become_openai_errors() {
     assert_eq!(body["error"]["code"], "overloaded");
     assert_eq!(body["error"]["message"], "Overloaded");
 
+    // A rate limit keeps the provider's retry-after.
+    let resp = stack
+        .post(
+            "/v1/chat/completions",
+            &json!({"model": "claude-rate-limited", "messages": [{"role": "user", "content": "hi"}]}),
+        )
+        .await;
+    assert_eq!(resp.status(), 429);
+    assert_eq!(resp.headers()["retry-after"], "17");
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["type"], "rate_limit_error");
+    assert_eq!(body["error"]["code"], "rate_limit_exceeded");
+
     // Anthropic has no embeddings: refused before anything is sent.
     let resp = stack
         .post(
@@ -104,5 +117,5 @@ async fn anthropic_errors_become_openai_errors() {
     assert_eq!(resp.status(), 400);
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["error"]["code"], "provider_not_supported");
-    assert_eq!(stack.mock.requests().len(), 1);
+    assert_eq!(stack.mock.requests().len(), 2);
 }

@@ -45,6 +45,7 @@ const ANTHROPIC_TOOL_USE: &str =
 const ANTHROPIC_MODELS: &[&str] = &[
     "claude-sonnet-4-5",
     "claude-overloaded",
+    "claude-rate-limited",
     "claude-opus-4-1@20250805",
 ];
 
@@ -650,6 +651,17 @@ pub(crate) fn messages_answer(obj: serde_json::Map<String, Value>) -> Response {
     }
     if model == "claude-overloaded" {
         return anthropic_error(529, "overloaded_error", "Overloaded");
+    }
+    if model == "claude-rate-limited" {
+        // Anthropic's 429 says when to come back, in `retry-after` (seconds).
+        let mut r = anthropic_error(
+            429,
+            "rate_limit_error",
+            "Number of request tokens has exceeded your per-minute rate limit.",
+        );
+        r.headers_mut()
+            .insert("retry-after", axum::http::HeaderValue::from_static("17"));
+        return r;
     }
     if obj.get("stream").and_then(Value::as_bool) == Some(true) {
         return Response::builder()

@@ -7,7 +7,9 @@ use switchyard_filter::translate::openai_anthropic::OpenAiToAnthropic;
 use switchyard_filter::translate::Translator;
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&mode, rest)) = data.split_first() else { return };
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
     let mut t = OpenAiToAnthropic::new(0);
     if mode & 1 == 0 {
         let _ = t.request_body(rest, "claude-sonnet-4-5");

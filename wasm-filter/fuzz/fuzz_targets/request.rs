@@ -7,7 +7,9 @@ use switchyard_filter::usage::from_openai_body;
 
 fuzz_target!(|data: &[u8]| {
     let _ = from_openai_body(data);
-    let Ok(top) = TopLevel::parse(data) else { return };
+    let Ok(top) = TopLevel::parse(data) else {
+        return;
+    };
     let Ok(model) = top.model() else { return };
     for force in [false, true] {
         if let Ok(Some(out)) = top.rewrite_if_needed(&model, "upstream-model", force) {

@@ -6,7 +6,9 @@ use switchyard_filter::sse::EventSplitter;
 use switchyard_filter::stream::{ChunkOutcome, OpenAiStream};
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&cut, body)) = data.split_first() else { return };
+    let Some((&cut, body)) = data.split_first() else {
+        return;
+    };
     let cut = usize::from(cut).min(body.len());
     let (a, b) = body.split_at(cut);
 
