@@ -10,12 +10,12 @@
 
 use serde_json::{json, Map, Value};
 
-use super::common::parse_request;
+use super::common::{held_back, parse_request, sse_data, whole, WholeBody};
 use super::schema::anthropic::*;
 use super::schema::openai::*;
 use super::Translator;
 use crate::error::FilterError;
-use crate::sse::{event_data, EventSplitter};
+use crate::sse::EventSplitter;
 use crate::stream::ChunkOutcome;
 use crate::usage::Usage;
 
@@ -28,7 +28,7 @@ pub struct AnthropicToOpenAi {
     stream: bool,
     status: u32,
     event_stream: bool,
-    body: Vec<u8>,
+    body: WholeBody,
     splitter: EventSplitter,
     usage: Option<Usage>,
     id: String,
@@ -521,11 +521,9 @@ impl Translator for AnthropicToOpenAi {
 
     fn response_body(&mut self, chunk: &[u8], end_of_stream: bool) -> ChunkOutcome {
         if !self.event_stream || self.status >= 400 {
-            self.body.extend_from_slice(chunk);
-            if !end_of_stream {
-                return ChunkOutcome::Replace(Vec::new());
-            }
-            let body = std::mem::take(&mut self.body);
+            let Some(body) = self.body.complete(chunk, end_of_stream) else {
+                return held_back();
+            };
             self.done = true;
             let out = if self.status >= 400 {
                 error(self.status, &body)
@@ -539,15 +537,11 @@ impl Translator for AnthropicToOpenAi {
                     Err(_) => error(502, b""),
                 }
             };
-            return ChunkOutcome::Replace(out.to_string().into_bytes());
+            return whole(&out);
         }
-        let mut events = Vec::new();
-        self.splitter.feed(chunk, |e| events.push(e.to_vec()));
         let mut out = Vec::with_capacity(chunk.len() * 2);
-        for event in events {
-            if let Some(data) = event_data(&event) {
-                self.on_event(&data, &mut out);
-            }
+        for data in sse_data(&mut self.splitter, chunk) {
+            self.on_event(&data, &mut out);
         }
         if end_of_stream && !self.done && !self.saw_error {
             out.extend_from_slice(INCOMPLETE);

@@ -2,13 +2,14 @@
 //! `model`; the answer passes untouched while its usage is read from it, and a stream cut short
 //! gets Anthropic's error event instead of passing for complete.
 
+use super::common::sse_data;
 use super::openai_anthropic::{usage_from, vertex_path, VERTEX_ANTHROPIC_VERSION};
 use super::schema::anthropic::{AnthropicStreamEvent, AnthropicUsage};
 use super::Translator;
 use crate::config::Quirks;
 use crate::error::FilterError;
 use crate::request::TopLevel;
-use crate::sse::{event_data, EventSplitter};
+use crate::sse::EventSplitter;
 use crate::stream::ChunkOutcome;
 use crate::usage::Usage;
 
@@ -114,12 +115,8 @@ impl Translator for AnthropicPassthrough {
             }
             return ChunkOutcome::Unchanged;
         }
-        let mut events = Vec::new();
-        self.splitter.feed(chunk, |e| events.push(e.to_vec()));
-        for event in events {
-            if let Some(data) = event_data(&event) {
-                self.on_event(&data);
-            }
+        for data in sse_data(&mut self.splitter, chunk) {
+            self.on_event(&data);
         }
         if end_of_stream && !self.done && !self.saw_error {
             let mut out = chunk.to_vec();

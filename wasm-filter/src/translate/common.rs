@@ -5,7 +5,68 @@ use serde_json::{json, Value};
 
 use super::schema::openai::{OpenAiContent, OpenAiContentPart};
 use crate::error::FilterError;
+use crate::sse::{event_data, EventSplitter};
+use crate::stream::{ChunkOutcome, INCOMPLETE_EVENT};
 use crate::usage::Usage;
+
+/// A whole answer (JSON, or an error) held back chunk by chunk and translated once complete.
+#[derive(Debug, Default)]
+pub struct WholeBody(Vec<u8>);
+
+impl WholeBody {
+    /// Keeps `chunk`; the whole body once the stream ends, `None` before (the caller forwards
+    /// nothing meanwhile).
+    pub fn complete(&mut self, chunk: &[u8], end_of_stream: bool) -> Option<Vec<u8>> {
+        self.0.extend_from_slice(chunk);
+        end_of_stream.then(|| std::mem::take(&mut self.0))
+    }
+}
+
+/// What the client receives instead of a held-back chunk.
+pub fn held_back() -> ChunkOutcome {
+    ChunkOutcome::Replace(Vec::new())
+}
+
+/// A translated whole answer.
+pub fn whole(v: &Value) -> ChunkOutcome {
+    ChunkOutcome::Replace(v.to_string().into_bytes())
+}
+
+/// The `data` of every whole SSE event in `chunk` (a partial event waits in `splitter`).
+pub fn sse_data(splitter: &mut EventSplitter, chunk: &[u8]) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    splitter.feed(chunk, |e| {
+        if let Some(d) = event_data(e) {
+            out.push(d.into_owned());
+        }
+    });
+    out
+}
+
+/// How an OpenAI stream translated from a provider without an end marker (Gemini, Bedrock)
+/// ends: complete after a finish reason (then the usage chunk, if asked for, and `[DONE]`),
+/// otherwise with the incomplete-stream error, unless an error event was already sent.
+/// Returns whether the stream is complete.
+pub fn end_stream(
+    out: &mut Vec<u8>,
+    header: &ChunkHeader,
+    finished: bool,
+    saw_error: bool,
+    usage_chunk: Option<Usage>,
+) -> bool {
+    if saw_error {
+        return false;
+    }
+    if !finished {
+        out.extend_from_slice(INCOMPLETE_EVENT);
+        return false;
+    }
+    if let Some(u) = usage_chunk {
+        emit(out, &header.usage_chunk(u));
+    }
+    out.extend_from_slice(b"data: [DONE]\n\n");
+    true
+}
 
 pub fn invalid(message: impl Into<String>) -> FilterError {
     FilterError::invalid_request("invalid_request", message)

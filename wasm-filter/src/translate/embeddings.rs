@@ -11,7 +11,7 @@
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::common::{error_json, invalid, parse_request};
+use super::common::{error_json, held_back, invalid, parse_request, whole, WholeBody};
 use super::Translator;
 use crate::error::FilterError;
 use crate::request::push_path_segment;
@@ -81,7 +81,7 @@ pub struct Embeddings {
     model: String,
     base64: bool,
     status: u32,
-    body: Vec<u8>,
+    body: WholeBody,
     usage: Option<Usage>,
     done: bool,
 }
@@ -93,7 +93,7 @@ impl Embeddings {
             model: String::new(),
             base64: false,
             status: 0,
-            body: Vec::new(),
+            body: WholeBody::default(),
             usage: None,
             done: false,
         }
@@ -252,11 +252,9 @@ impl Translator for Embeddings {
     }
 
     fn response_body(&mut self, chunk: &[u8], end_of_stream: bool) -> ChunkOutcome {
-        self.body.extend_from_slice(chunk);
-        if !end_of_stream {
-            return ChunkOutcome::Replace(Vec::new());
-        }
-        let body = std::mem::take(&mut self.body);
+        let Some(body) = self.body.complete(chunk, end_of_stream) else {
+            return held_back();
+        };
         self.done = true;
         let out = if self.status >= 400 {
             match self.api {
@@ -286,7 +284,7 @@ impl Translator for Embeddings {
                 ),
             }
         };
-        ChunkOutcome::Replace(out.to_string().into_bytes())
+        whole(&out)
     }
 
     fn usage(&self) -> Option<Usage> {

@@ -7,7 +7,7 @@
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::common::{error_json, invalid, parse_request};
+use super::common::{error_json, held_back, invalid, parse_request, whole, WholeBody};
 use super::Translator;
 use crate::error::FilterError;
 use crate::request::push_path_segment;
@@ -57,7 +57,7 @@ pub struct Imagen {
     created: u64,
     model: String,
     status: u32,
-    body: Vec<u8>,
+    body: WholeBody,
     done: bool,
 }
 
@@ -129,11 +129,9 @@ impl Translator for Imagen {
     }
 
     fn response_body(&mut self, chunk: &[u8], end_of_stream: bool) -> ChunkOutcome {
-        self.body.extend_from_slice(chunk);
-        if !end_of_stream {
-            return ChunkOutcome::Replace(Vec::new());
-        }
-        let body = std::mem::take(&mut self.body);
+        let Some(body) = self.body.complete(chunk, end_of_stream) else {
+            return held_back();
+        };
         self.done = true;
         let out = if self.status >= 400 {
             super::openai_gemini::error(self.status, &body)
@@ -146,7 +144,7 @@ impl Translator for Imagen {
                 )
             })
         };
-        ChunkOutcome::Replace(out.to_string().into_bytes())
+        whole(&out)
     }
 
     fn usage(&self) -> Option<Usage> {

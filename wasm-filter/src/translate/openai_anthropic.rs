@@ -12,7 +12,7 @@ use super::schema::anthropic::*;
 use super::schema::openai::*;
 use super::Translator;
 use crate::error::FilterError;
-use crate::sse::{event_data, EventSplitter};
+use crate::sse::EventSplitter;
 use crate::stream::{ChunkOutcome, INCOMPLETE_EVENT};
 use crate::usage::Usage;
 
@@ -31,7 +31,7 @@ pub struct OpenAiToAnthropic {
     client_wants_usage: bool,
     status: u32,
     event_stream: bool,
-    body: Vec<u8>,
+    body: WholeBody,
     splitter: EventSplitter,
     usage: Option<Usage>,
     /// The stream's usage as Anthropic reports it (message_start, then message_delta).
@@ -491,11 +491,9 @@ impl Translator for OpenAiToAnthropic {
     fn response_body(&mut self, chunk: &[u8], end_of_stream: bool) -> ChunkOutcome {
         if !self.event_stream || self.status >= 400 {
             // Whole JSON bodies are translated once complete.
-            self.body.extend_from_slice(chunk);
-            if !end_of_stream {
-                return ChunkOutcome::Replace(Vec::new());
-            }
-            let body = std::mem::take(&mut self.body);
+            let Some(body) = self.body.complete(chunk, end_of_stream) else {
+                return held_back();
+            };
             self.done = true;
             let out = if self.status >= 400 {
                 error(self.status, &body).1
@@ -509,15 +507,10 @@ impl Translator for OpenAiToAnthropic {
                     Err(_) => error(502, b"").1, // not a Messages response: a provider fault
                 }
             };
-            return ChunkOutcome::Replace(out.to_string().into_bytes());
+            return whole(&out);
         }
-        let mut events = Vec::new();
-        self.splitter.feed(chunk, |e| events.push(e.to_vec()));
         let mut out = Vec::with_capacity(chunk.len() * 2);
-        for event in events {
-            let Some(data) = event_data(&event) else {
-                continue;
-            };
+        for data in sse_data(&mut self.splitter, chunk) {
             // Unknown event types are skipped, never fatal.
             if let Ok(ev) = serde_json::from_slice::<AnthropicStreamEvent>(&data) {
                 self.on_event(ev, &mut out);

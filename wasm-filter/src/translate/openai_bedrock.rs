@@ -16,7 +16,7 @@ use super::Translator;
 use crate::error::FilterError;
 use crate::eventstream::{Decoder, Message};
 use crate::request::push_path_segment;
-use crate::stream::{ChunkOutcome, INCOMPLETE_EVENT};
+use crate::stream::ChunkOutcome;
 use crate::usage::Usage;
 
 /// One request from an OpenAI client to a Bedrock provider.
@@ -28,7 +28,7 @@ pub struct OpenAiToBedrock {
     client_wants_usage: bool,
     status: u32,
     event_stream: bool,
-    body: Vec<u8>,
+    body: WholeBody,
     decoder: Decoder,
     usage: Option<Usage>,
     /// Bedrock content block index -> OpenAI tool call index.
@@ -407,11 +407,9 @@ impl Translator for OpenAiToBedrock {
 
     fn response_body(&mut self, chunk: &[u8], end_of_stream: bool) -> ChunkOutcome {
         if !self.event_stream || self.status >= 400 {
-            self.body.extend_from_slice(chunk);
-            if !end_of_stream {
-                return ChunkOutcome::Replace(Vec::new());
-            }
-            let body = std::mem::take(&mut self.body);
+            let Some(body) = self.body.complete(chunk, end_of_stream) else {
+                return held_back();
+            };
             self.done = true;
             let out = if self.status >= 400 {
                 let message = serde_json::from_slice::<BedrockErrorBody>(&body)
@@ -433,7 +431,7 @@ impl Translator for OpenAiToBedrock {
                     Err(_) => error(502, None, "The provider's answer could not be read."),
                 }
             };
-            return ChunkOutcome::Replace(out.to_string().into_bytes());
+            return whole(&out);
         }
         let mut messages = Vec::new();
         let framing = self.decoder.feed(chunk, |m| messages.push(m));
@@ -449,17 +447,8 @@ impl Translator for OpenAiToBedrock {
             self.saw_error = true;
         }
         if end_of_stream {
-            if self.finished && !self.saw_error {
-                if self.client_wants_usage {
-                    if let Some(u) = self.usage {
-                        emit(&mut out, &self.header.usage_chunk(u));
-                    }
-                }
-                out.extend_from_slice(b"data: [DONE]\n\n");
-                self.done = true;
-            } else if !self.saw_error {
-                out.extend_from_slice(INCOMPLETE_EVENT);
-            }
+            let usage = self.usage.filter(|_| self.client_wants_usage);
+            self.done = end_stream(&mut out, &self.header, self.finished, self.saw_error, usage);
         }
         ChunkOutcome::Replace(out)
     }

@@ -14,8 +14,8 @@ use super::schema::openai::*;
 use super::Translator;
 use crate::error::FilterError;
 use crate::request::push_path_segment;
-use crate::sse::{event_data, EventSplitter};
-use crate::stream::{ChunkOutcome, INCOMPLETE_EVENT};
+use crate::sse::EventSplitter;
+use crate::stream::ChunkOutcome;
 use crate::usage::Usage;
 
 /// Separates a tool call's id from the thought signature it carries (see [`tool_call_id`]).
@@ -30,7 +30,7 @@ pub struct OpenAiToGemini {
     client_wants_usage: bool,
     status: u32,
     event_stream: bool,
-    body: Vec<u8>,
+    body: WholeBody,
     splitter: EventSplitter,
     usage: Option<Usage>,
     /// Tool calls sent so far in this stream (their OpenAI indexes).
@@ -562,11 +562,9 @@ impl Translator for OpenAiToGemini {
     fn response_body(&mut self, chunk: &[u8], end_of_stream: bool) -> ChunkOutcome {
         if !self.event_stream || self.status >= 400 {
             // Whole JSON bodies are translated once complete.
-            self.body.extend_from_slice(chunk);
-            if !end_of_stream {
-                return ChunkOutcome::Replace(Vec::new());
-            }
-            let body = std::mem::take(&mut self.body);
+            let Some(body) = self.body.complete(chunk, end_of_stream) else {
+                return held_back();
+            };
             self.done = true;
             let out = if self.status >= 400 {
                 error(self.status, &body)
@@ -580,32 +578,18 @@ impl Translator for OpenAiToGemini {
                     Err(_) => error(502, b""),
                 }
             };
-            return ChunkOutcome::Replace(out.to_string().into_bytes());
+            return whole(&out);
         }
-        let mut events = Vec::new();
-        self.splitter.feed(chunk, |e| events.push(e.to_vec()));
         let mut out = Vec::with_capacity(chunk.len() * 2);
-        for event in events {
-            let Some(data) = event_data(&event) else {
-                continue;
-            };
+        for data in sse_data(&mut self.splitter, chunk) {
             if let Ok(ev) = serde_json::from_slice::<GeminiResponse>(&data) {
                 self.on_event(ev, &mut out);
             }
         }
         if end_of_stream {
             // Gemini ends a stream by closing it: complete only after a finish reason.
-            if self.finished && !self.saw_error {
-                if self.client_wants_usage {
-                    if let Some(u) = self.usage {
-                        emit(&mut out, &self.header.usage_chunk(u));
-                    }
-                }
-                out.extend_from_slice(b"data: [DONE]\n\n");
-                self.done = true;
-            } else if !self.saw_error {
-                out.extend_from_slice(INCOMPLETE_EVENT);
-            }
+            let usage = self.usage.filter(|_| self.client_wants_usage);
+            self.done = end_stream(&mut out, &self.header, self.finished, self.saw_error, usage);
         }
         ChunkOutcome::Replace(out)
     }
