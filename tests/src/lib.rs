@@ -199,7 +199,7 @@ providers:
     kind: anthropic
     base_url: "{origin}"
     keys: [{{secret: "{PROVIDER_KEY}"}}]
-    models: [claude-sonnet-4-5, claude-overloaded, claude-rate-limited]
+    models: [claude-sonnet-4-5, claude-overloaded, claude-rate-limited, claude-gated]
   - name: gem
     kind: gemini
     base_url: "{origin}"

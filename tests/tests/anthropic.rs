@@ -76,6 +76,35 @@ async fn anthropic_stream_arrives_as_openai_chunks() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_translated_stream_is_not_buffered() {
+    use futures::StreamExt as _;
+    let stack = Stack::start().await;
+    let resp = stack
+        .post(
+            "/v1/chat/completions",
+            &json!({"model": "claude-gated", "stream": true,
+                    "messages": [{"role": "user", "content": "Hello"}]}),
+        )
+        .await;
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.bytes_stream();
+    // The mock holds everything after message_start and the first block until the gate opens:
+    // a gateway that buffered the translation would never deliver this first chunk.
+    let first = tokio::time::timeout(std::time::Duration::from_secs(10), body.next())
+        .await
+        .expect("the first translated chunk arrives while the provider is still streaming")
+        .expect("a chunk")
+        .expect("no error");
+    assert!(String::from_utf8_lossy(&first).contains("chat.completion.chunk"));
+    stack.mock.open_gate();
+    let mut rest = first.to_vec();
+    while let Some(chunk) = body.next().await {
+        rest.extend_from_slice(&chunk.unwrap());
+    }
+    assert!(String::from_utf8_lossy(&rest).ends_with("data: [DONE]\n\n"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn anthropic_errors_become_openai_errors() {
     let stack = Stack::start().await;
     let resp = stack

@@ -46,6 +46,7 @@ const ANTHROPIC_MODELS: &[&str] = &[
     "claude-sonnet-4-5",
     "claude-overloaded",
     "claude-rate-limited",
+    "claude-gated",
     "claude-opus-4-1@20250805",
 ];
 
@@ -615,11 +616,20 @@ async fn messages(
     let Ok(Value::Object(obj)) = serde_json::from_slice::<Value>(&body) else {
         return anthropic_error(400, "invalid_request_error", "invalid JSON body");
     };
-    messages_answer(obj)
+    messages_answer_gated(obj, Some(state))
 }
 
 /// The answer to a Messages request whose credentials were accepted (also Claude on Vertex).
 pub(crate) fn messages_answer(obj: serde_json::Map<String, Value>) -> Response {
+    messages_answer_gated(obj, None)
+}
+
+/// As [`messages_answer`]; model `claude-gated` holds its stream after the first two events
+/// until the gate opens.
+fn messages_answer_gated(
+    obj: serde_json::Map<String, Value>,
+    state: Option<Arc<MockState>>,
+) -> Response {
     if let Some(extra) = obj.keys().find(|k| !ANTHROPIC_FIELDS.contains(&k.as_str())) {
         return anthropic_error(
             400,
@@ -664,10 +674,25 @@ pub(crate) fn messages_answer(obj: serde_json::Map<String, Value>) -> Response {
         return r;
     }
     if obj.get("stream").and_then(Value::as_bool) == Some(true) {
+        let gate = state.filter(|_| model == "claude-gated");
+        let events: Vec<String> = ANTHROPIC_STREAM
+            .split_inclusive("\n\n")
+            .map(str::to_owned)
+            .collect();
+        let body = async_stream::stream! {
+            for (i, event) in events.into_iter().enumerate() {
+                if i == 2 {
+                    if let Some(state) = &gate {
+                        state.gate.notified().await;
+                    }
+                }
+                yield Ok::<_, std::io::Error>(Bytes::from(event));
+            }
+        };
         return Response::builder()
             .status(StatusCode::OK)
             .header("content-type", "text/event-stream; charset=utf-8")
-            .body(Body::from(ANTHROPIC_STREAM))
+            .body(Body::from_stream(body))
             .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response());
     }
     // Tools offered and no tool result in the last turn: the model calls one.
