@@ -204,7 +204,13 @@ providers:
     kind: gemini
     base_url: "{origin}"
     keys: [{{secret: "{PROVIDER_KEY}"}}]
-    models: [gemini-2.5-flash, gemini-overloaded, gemini-embedding-001, imagen-4.0-generate-001]
+    models: [gemini-2.5-flash, gemini-overloaded, gemini-rate-limited, gemini-embedding-001,
+             imagen-4.0-generate-001]
+  - name: gem-wrong-key
+    kind: gemini
+    base_url: "{origin}"
+    keys: [{{secret: "AIza-not-the-right-key"}}]
+    models: [gemini-with-a-wrong-key]
   - name: azure
     kind: azure_openai
     base_url: "{origin}"

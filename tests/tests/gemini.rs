@@ -141,6 +141,31 @@ async fn gemini_errors_become_openai_errors() {
     assert_eq!(body["error"]["type"], "server_error");
     assert_eq!(body["error"]["code"], "overloaded");
 
+    // Google's RetryInfo (in the body) reaches the client as retry-after.
+    let resp = stack
+        .post(
+            "/v1/chat/completions",
+            &json!({"model": "gemini-rate-limited", "messages": [{"role": "user", "content": "hi"}]}),
+        )
+        .await;
+    assert_eq!(resp.status(), 429);
+    assert_eq!(resp.headers()["retry-after"], "37");
+    assert_eq!(resp.headers()["content-type"], "application/json");
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["type"], "rate_limit_error");
+
+    // Google refuses a bad key with 400 API_KEY_INVALID; OpenAI clients get a 401.
+    let resp = stack
+        .post(
+            "/v1/chat/completions",
+            &json!({"model": "gemini-with-a-wrong-key", "messages": [{"role": "user", "content": "hi"}]}),
+        )
+        .await;
+    assert_eq!(resp.status(), 401);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["type"], "authentication_error");
+    assert_eq!(body["error"]["code"], "invalid_api_key");
+
     // What Gemini cannot take is refused by the gateway, before anything is sent.
     let resp = stack
         .post(
@@ -155,5 +180,5 @@ async fn gemini_errors_become_openai_errors() {
         .as_str()
         .unwrap()
         .contains("no assistant message called"));
-    assert_eq!(stack.mock.requests().len(), 1);
+    assert_eq!(stack.mock.requests().len(), 3);
 }

@@ -17,7 +17,12 @@ use serde_json::{json, Map, Value};
 
 use super::{record, MockState};
 
-pub const MODELS: &[&str] = &["gemini-2.5-flash", "gemini-2.5-pro", "gemini-overloaded"];
+pub const MODELS: &[&str] = &[
+    "gemini-2.5-flash",
+    "gemini-2.5-pro",
+    "gemini-overloaded",
+    "gemini-rate-limited",
+];
 const TEXT: &str = include_str!("../../fixtures/openai_gemini/simple/upstream_response.json");
 const CALL: &str = include_str!("../../fixtures/openai_gemini/tools/upstream_response.json");
 const TEXT_STREAM: &str = include_str!("../../fixtures/openai_gemini/stream/upstream_response.sse");
@@ -321,6 +326,15 @@ pub(crate) fn answer(target: &str, uri: &Uri, body: &[u8]) -> Response {
     };
     if let Err(message) = check(&obj) {
         return invalid(message);
+    }
+    if model == "gemini-rate-limited" {
+        // Google says when to come back in the body (RetryInfo), not in a header.
+        return error(
+            429,
+            "RESOURCE_EXHAUSTED",
+            "You exceeded your current quota, please check your plan and billing details.",
+            json!([{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "37s"}]),
+        );
     }
     if model == "gemini-overloaded" {
         return error(

@@ -62,6 +62,8 @@ pub(crate) struct Request {
     response: Response,
     usage: Option<Usage>,
     complete: bool,
+    /// A translated error's headers wait for its body (which may say when to retry).
+    hold_headers: bool,
 }
 
 impl Request {
@@ -82,6 +84,7 @@ impl Request {
             response: Response::Pass,
             usage: None,
             complete: false,
+            hold_headers: false,
         }
     }
 
@@ -395,6 +398,12 @@ impl HttpContext for Request {
                     );
                 }
                 self.response = Response::Translated(translator);
+                if status >= 400 && !event_stream {
+                    // Errors are small: hold the headers until the body is translated, so that
+                    // a retry delay found in it can still become `retry-after`.
+                    self.hold_headers = true;
+                    return Action::Pause;
+                }
             }
             return Action::Continue;
         }
@@ -428,6 +437,10 @@ impl HttpContext for Request {
                 }
             }
             Response::Translated(translator) => {
+                if self.hold_headers && !end_of_stream {
+                    // Envoy keeps the chunks; the last callback sees them all.
+                    return Action::Pause;
+                }
                 let chunk = response_chunk(size);
                 if let ChunkOutcome::Replace(bytes) =
                     translator.response_body(&chunk, end_of_stream)
@@ -437,6 +450,22 @@ impl HttpContext for Request {
                 if end_of_stream {
                     self.usage = translator.usage();
                     self.complete = translator.completed();
+                    if self.hold_headers {
+                        if let Some(secs) = translator.retry_after() {
+                            let _ = hostcalls::set_map_value(
+                                MapType::HttpResponseHeaders,
+                                "retry-after",
+                                Some(&secs.to_string()),
+                            );
+                        }
+                        if let Some(status) = translator.error_status() {
+                            let _ = hostcalls::set_map_value(
+                                MapType::HttpResponseHeaders,
+                                ":status",
+                                Some(&status.to_string()),
+                            );
+                        }
+                    }
                 }
             }
             Response::Stream(stream) => {

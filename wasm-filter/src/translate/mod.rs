@@ -39,6 +39,18 @@ pub trait Translator {
     /// Whether the provider's answer arrived whole (a stream reached its end event).
     fn completed(&self) -> bool;
 
+    /// Seconds the provider asked the client to wait, when its error body says so (Google's
+    /// `RetryInfo`); sent as `retry-after`.
+    fn retry_after(&self) -> Option<u64> {
+        None
+    }
+
+    /// The status an error should have, when only its body tells (Google answers a bad API key
+    /// with 400 and `API_KEY_INVALID`; clients expect 401).
+    fn error_status(&self) -> Option<u32> {
+        None
+    }
+
     /// Appends the path below the provider's base URL for this request (query included).
     fn upstream_path(&self, out: &mut String);
 }
@@ -80,6 +92,14 @@ impl Translator for Chain {
 
     fn completed(&self) -> bool {
         self.outer.completed() && self.inner.completed()
+    }
+
+    fn retry_after(&self) -> Option<u64> {
+        self.inner.retry_after()
+    }
+
+    fn error_status(&self) -> Option<u32> {
+        self.inner.error_status()
     }
 
     fn upstream_path(&self, out: &mut String) {

@@ -41,6 +41,8 @@ pub struct OpenAiToGemini {
     done: bool,
     /// Gemini on Vertex AI: the same bodies under Vertex's model paths.
     vertex: bool,
+    retry_after: Option<u64>,
+    error_status: Option<u32>,
 }
 
 impl OpenAiToGemini {
@@ -459,6 +461,16 @@ pub fn error(status: u32, body: &[u8]) -> Value {
     }
 }
 
+/// The delay Google's `RetryInfo` asks for, in whole seconds (`"37s"`, `"1.5s"` -> 2).
+pub fn retry_delay(body: &[u8]) -> Option<u64> {
+    let b: GeminiErrorBody = serde_json::from_slice(body).ok()?;
+    b.error.details.iter().find_map(|d| {
+        let delay = d.get("retryDelay")?.as_str()?.strip_suffix('s')?;
+        let secs: f64 = delay.parse().ok()?;
+        (secs.is_finite() && secs >= 0.0).then(|| secs.ceil() as u64)
+    })
+}
+
 /// One Google error as OpenAI's type and code.
 /// <https://cloud.google.com/apis/design/errors#handling_errors>
 fn openai_error(e: &GeminiError) -> Value {
@@ -567,7 +579,12 @@ impl Translator for OpenAiToGemini {
             };
             self.done = true;
             let out = if self.status >= 400 {
-                error(self.status, &body)
+                self.retry_after = retry_delay(&body);
+                let out = error(self.status, &body);
+                if out["error"]["type"] == "authentication_error" {
+                    self.error_status = Some(401);
+                }
+                out
             } else {
                 match serde_json::from_slice::<GeminiResponse>(&body) {
                     Ok(resp) => {
@@ -600,6 +617,14 @@ impl Translator for OpenAiToGemini {
 
     fn completed(&self) -> bool {
         self.done
+    }
+
+    fn retry_after(&self) -> Option<u64> {
+        self.retry_after
+    }
+
+    fn error_status(&self) -> Option<u32> {
+        self.error_status
     }
 
     fn upstream_path(&self, out: &mut String) {

@@ -86,6 +86,31 @@ fn model_names_are_escaped_in_the_path() {
 }
 
 #[test]
+fn a_rate_limit_says_when_to_retry() {
+    let mut t = translator("error_rate_limit");
+    t.response_headers(429, false);
+    let dir = golden::fixtures("openai_gemini").join("error_rate_limit");
+    feed(&mut t, &read(&dir.join("upstream_response.json")), &[]);
+    assert_eq!(t.retry_after(), Some(37));
+    assert_eq!(
+        retry_delay(br#"{"error":{"details":[{"retryDelay":"1.5s"}]}}"#),
+        Some(2)
+    );
+    assert_eq!(retry_delay(br#"{"error":{"details":[]}}"#), None);
+    assert_eq!(t.error_status(), None);
+
+    let mut t = translator("error_invalid_key");
+    t.response_headers(400, false);
+    let dir = golden::fixtures("openai_gemini").join("error_invalid_key");
+    feed(&mut t, &read(&dir.join("upstream_response.json")), &[]);
+    assert_eq!(
+        t.error_status(),
+        Some(401),
+        "a bad key is a 401 for OpenAI clients"
+    );
+}
+
+#[test]
 fn finish_reasons_map() {
     assert_eq!(finish_reason("STOP", false), "stop");
     assert_eq!(finish_reason("STOP", true), "tool_calls");
