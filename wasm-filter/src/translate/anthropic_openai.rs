@@ -148,7 +148,8 @@ fn push_message(out: &mut Vec<Value>, message: AnthropicInMessage) -> Result<(),
     }
     match message.role {
         AnthropicInRole::User => {
-            if has_image {
+            // One text block is a plain string; several blocks keep their boundaries as parts.
+            if parts.len() > 1 || has_image {
                 out.push(json!({"role": "user", "content": parts}));
             } else if !parts.is_empty() {
                 out.push(json!({"role": "user", "content": text}));

@@ -86,3 +86,18 @@ fn stop_reasons_map() {
     assert_eq!(error_type(529), "overloaded_error");
     assert_eq!(error_type(401), "authentication_error");
 }
+
+#[test]
+fn several_user_text_blocks_keep_their_boundaries() {
+    let body = AnthropicToOpenAi::new(true)
+        .request_body(
+            br#"{"model":"m","max_tokens":5,"messages":[{"role":"user","content":[{"type":"text","text":"first."},{"type":"text","text":"second."}]}]}"#,
+            MODEL,
+        )
+        .expect("translates");
+    let v: Value = serde_json::from_slice(&body).expect("json");
+    assert_eq!(
+        v["messages"][0]["content"],
+        json!([{"type": "text", "text": "first."}, {"type": "text", "text": "second."}])
+    );
+}
