@@ -130,7 +130,7 @@ pub struct ProviderKeySpec {
 #[serde(deny_unknown_fields)]
 pub struct ModelSpec {
     pub name: String,
-    #[serde(default)]
+    #[serde(default = "crate::domain::default_strategy")]
     pub strategy: Strategy,
     pub targets: Vec<TargetSpec>,
 }

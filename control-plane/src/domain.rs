@@ -4,30 +4,26 @@ use serde::{Deserialize, Serialize};
 
 pub use switchyard_filter::config::ProviderKind;
 
-/// How a logical model ranks its targets (the skeleton honours priority and weight only).
-#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum Strategy {
-    Latency,
-    Cost,
-    Reliability,
-    #[default]
-    Balanced,
+/// How a logical model ranks its targets; the filter applies it (`switchyard_filter::rank`).
+pub use switchyard_filter::rank::Strategy;
+
+pub fn strategy_str(s: Strategy) -> &'static str {
+    match s {
+        Strategy::Weighted => "weighted",
+        Strategy::Latency => "latency",
+        Strategy::Cost => "cost",
+        Strategy::Reliability => "reliability",
+        Strategy::Balanced => "balanced",
+    }
 }
 
-impl Strategy {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Strategy::Latency => "latency",
-            Strategy::Cost => "cost",
-            Strategy::Reliability => "reliability",
-            Strategy::Balanced => "balanced",
-        }
-    }
+pub fn parse_strategy(s: &str) -> Option<Strategy> {
+    serde_json::from_value(serde_json::Value::String(s.to_owned())).ok()
+}
 
-    pub fn parse(s: &str) -> Option<Strategy> {
-        serde_json::from_value(serde_json::Value::String(s.to_owned())).ok()
-    }
+/// A model without a strategy in the config is `balanced` (DESIGN.md's contract).
+pub fn default_strategy() -> Strategy {
+    Strategy::Balanced
 }
 
 pub fn kind_str(kind: ProviderKind) -> &'static str {
@@ -600,6 +596,7 @@ mod tests {
         );
         assert_eq!(kind_str(ProviderKind::AzureOpenai), "azure_openai");
         assert_eq!(parse_kind("nope"), None);
-        assert_eq!(Strategy::parse("cost"), Some(Strategy::Cost));
+        assert_eq!(parse_strategy("cost"), Some(Strategy::Cost));
+        assert_eq!(strategy_str(Strategy::Weighted), "weighted");
     }
 }

@@ -5,8 +5,8 @@ use std::collections::{BTreeMap, HashMap};
 
 use sha2::{Digest as _, Sha256};
 use switchyard_filter::config::{
-    FilterConfig, GatewayKey, ModelRoute, PathStyle, Provider as FilterProvider, ProviderKey,
-    Target,
+    BalanceWeights, FilterConfig, GatewayKey, ModelRoute, PathStyle, Provider as FilterProvider,
+    ProviderKey, Strategy, Target, TargetStats,
 };
 
 use crate::crypto::MasterKey;
@@ -163,7 +163,7 @@ pub fn compute(
         .iter()
         .map(|p| (p.name.as_str(), p))
         .collect();
-    let mut routes: BTreeMap<String, Vec<Target>> = BTreeMap::new();
+    let mut routes: BTreeMap<String, (Strategy, Vec<Target>)> = BTreeMap::new();
     for m in models {
         let targets: Vec<Target> = m
             .targets
@@ -180,12 +180,13 @@ pub fn compute(
                 model: t.model.clone(),
                 weight: t.weight,
                 priority: t.priority,
+                stats: TargetStats::default(),
             })
             .collect();
         if targets.is_empty() {
             tracing::warn!(model = %m.name, "model has no usable target; not served");
         } else {
-            routes.insert(m.name.clone(), targets);
+            routes.insert(m.name.clone(), (m.strategy, targets));
         }
     }
     let mut plain: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
@@ -196,7 +197,7 @@ pub fn compute(
         for upstream_model in &p.models {
             routes
                 .entry(format!("{}/{}", p.name, upstream_model))
-                .or_insert_with(|| vec![direct(&p.name, upstream_model)]);
+                .or_insert_with(|| (Strategy::Weighted, vec![direct(&p.name, upstream_model)]));
             plain.entry(upstream_model).or_default().push(&p.name);
         }
     }
@@ -204,7 +205,7 @@ pub fn compute(
         if let [only] = owners.as_slice() {
             routes
                 .entry(upstream_model.to_owned())
-                .or_insert_with(|| vec![direct(only, upstream_model)]);
+                .or_insert_with(|| (Strategy::Weighted, vec![direct(only, upstream_model)]));
         }
     }
 
@@ -228,8 +229,13 @@ pub fn compute(
         providers: filter_providers,
         models: routes
             .into_iter()
-            .map(|(name, targets)| ModelRoute { name, targets })
+            .map(|(name, (strategy, targets))| ModelRoute {
+                name,
+                targets,
+                strategy,
+            })
             .collect(),
+        balance: BalanceWeights::default(),
     };
     filter.version = content_version(&serde_json::to_vec(&filter).unwrap_or_default());
     GatewayState { filter, clusters }
@@ -241,6 +247,7 @@ fn direct(provider: &str, model: &str) -> Target {
         model: model.to_owned(),
         weight: 1,
         priority: 0,
+        stats: TargetStats::default(),
     }
 }
 
@@ -333,6 +340,18 @@ mod tests {
             .find(|m| m.name == "smart")
             .unwrap();
         assert_eq!(smart.targets.len(), 1, "disabled provider's target dropped");
+        assert_eq!(
+            smart.strategy,
+            Strategy::Balanced,
+            "the model's strategy reaches the filter"
+        );
+        let direct = state
+            .filter
+            .models
+            .iter()
+            .find(|m| m.name == "a/m1")
+            .unwrap();
+        assert_eq!(direct.strategy, Strategy::Weighted);
         assert_eq!(state.clusters.len(), 2);
         assert!(state.clusters[1].upstream.tls);
         let a = &state.filter.providers[0];

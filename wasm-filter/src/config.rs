@@ -6,6 +6,8 @@
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::rank::{BalanceWeights, Strategy, TargetStats};
+
 /// The whole configuration of one filter instance.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct FilterConfig {
@@ -22,6 +24,9 @@ pub struct FilterConfig {
     /// Every model name a client may send, logical or derived (`provider/model`, plain upstream names).
     #[serde(default)]
     pub models: Vec<ModelRoute>,
+    /// How the `balanced` strategy weighs latency, cost and reliability.
+    #[serde(default)]
+    pub balance: BalanceWeights,
 }
 
 /// A gateway API key as the data plane knows it: never the secret, only its digest.
@@ -184,6 +189,13 @@ fn one() -> u32 {
 pub struct ModelRoute {
     pub name: String,
     pub targets: Vec<Target>,
+    /// How the targets are ranked for each request (see [`crate::rank`]).
+    #[serde(default, skip_serializing_if = "is_weighted")]
+    pub strategy: Strategy,
+}
+
+fn is_weighted(s: &Strategy) -> bool {
+    *s == Strategy::Weighted
 }
 
 /// One way to serve a model: a provider and the provider's own name for it.
@@ -196,6 +208,9 @@ pub struct Target {
     /// 0 is tried first; higher tiers are fallbacks.
     #[serde(default)]
     pub priority: u32,
+    /// What the control plane measured for this target (absent until it has figures).
+    #[serde(default, skip_serializing_if = "TargetStats::is_unknown")]
+    pub stats: TargetStats,
 }
 
 /// Name of the request header the filter writes and the route reads with `cluster_header`.

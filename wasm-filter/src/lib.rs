@@ -5,6 +5,7 @@ pub mod config;
 pub mod error;
 pub mod eventstream;
 pub mod headers;
+pub mod rank;
 pub mod request;
 pub mod route;
 pub mod sigv4;

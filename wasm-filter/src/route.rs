@@ -6,6 +6,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 
 use crate::auth::KeyEntry;
 use crate::config::{FilterConfig, ModelRoute, Provider, ProviderKey, Target};
+use crate::rank::{self, BalanceWeights, Rankable, Strategy, TargetStats};
 
 /// The filter's configuration, indexed once per `on_configure`, shared by all requests.
 #[derive(Debug)]
@@ -15,11 +16,19 @@ pub struct Index {
     keys: Vec<KeyEntry>,
     key_by_digest: HashMap<[u8; 32], usize, BuildHasherDefault<DigestHasher>>,
     providers: Vec<Provider>,
-    models: HashMap<String, Vec<ResolvedTarget>>,
+    models: HashMap<String, ModelEntry>,
+    balance: BalanceWeights,
     /// Model names in config order, for `/v1/models`.
     model_names: Vec<String>,
     /// Round-robin cursor for weighted choices (per VM, i.e. per Envoy worker).
     cursor: Cell<u64>,
+}
+
+/// A model's targets and how to rank them.
+#[derive(Debug)]
+pub struct ModelEntry {
+    pub strategy: Strategy,
+    pub targets: Vec<ResolvedTarget>,
 }
 
 /// A target with its provider resolved to an index into `providers`.
@@ -29,6 +38,19 @@ pub struct ResolvedTarget {
     pub model: String,
     pub weight: u32,
     pub priority: u32,
+    pub stats: TargetStats,
+}
+
+impl Rankable for ResolvedTarget {
+    fn weight(&self) -> u32 {
+        self.weight
+    }
+    fn priority(&self) -> u32 {
+        self.priority
+    }
+    fn stats(&self) -> &TargetStats {
+        &self.stats
+    }
 }
 
 /// Why a config could not be indexed.
@@ -68,13 +90,19 @@ impl Index {
             .collect();
         let mut models = HashMap::with_capacity(cfg.models.len());
         let mut model_names = Vec::with_capacity(cfg.models.len());
-        for ModelRoute { name, targets } in cfg.models {
+        for ModelRoute {
+            name,
+            targets,
+            strategy,
+        } in cfg.models
+        {
             let mut resolved = Vec::with_capacity(targets.len());
             for Target {
                 provider,
                 model,
                 weight,
                 priority,
+                stats,
             } in targets
             {
                 let Some(&pos) = provider_pos.get(provider.as_str()) else {
@@ -87,13 +115,20 @@ impl Index {
                     model,
                     weight,
                     priority,
+                    stats,
                 });
             }
             if resolved.is_empty() {
                 return Err(ConfigError(format!("model {name}: no targets")));
             }
             model_names.push(name.clone());
-            models.insert(name, resolved);
+            models.insert(
+                name,
+                ModelEntry {
+                    strategy,
+                    targets: resolved,
+                },
+            );
         }
         Ok(Index {
             version: cfg.version,
@@ -102,6 +137,7 @@ impl Index {
             key_by_digest,
             providers: cfg.providers,
             models,
+            balance: cfg.balance,
             model_names,
             cursor: Cell::new(0),
         })
@@ -124,8 +160,8 @@ impl Index {
         &self.providers[i]
     }
 
-    pub fn targets(&self, model: &str) -> Option<&[ResolvedTarget]> {
-        self.models.get(model).map(Vec::as_slice)
+    pub fn targets(&self, model: &str) -> Option<&ModelEntry> {
+        self.models.get(model)
     }
 
     fn next_tick(&self) -> u64 {
@@ -134,15 +170,11 @@ impl Index {
         t
     }
 
-    /// Chooses the target for a request: the lowest priority tier, weighted within it.
-    pub fn choose_target<'a>(&self, targets: &'a [ResolvedTarget]) -> Option<&'a ResolvedTarget> {
-        let tier = targets.iter().map(|t| t.priority).min()?;
+    /// Chooses the target for a request at `now` (Unix seconds): see [`crate::rank::choose`].
+    pub fn choose_target<'a>(&self, entry: &'a ModelEntry, now: u64) -> Option<&'a ResolvedTarget> {
         let tick = self.next_tick();
-        weighted_pick(
-            targets.iter().filter(|t| t.priority == tier),
-            |t| t.weight,
-            tick,
-        )
+        rank::choose(&entry.targets, entry.strategy, self.balance, now, tick)
+            .map(|i| &entry.targets[i])
     }
 
     /// Chooses the provider key for one request, weighted round robin.
@@ -246,6 +278,7 @@ mod tests {
             model: model.into(),
             weight,
             priority,
+            stats: Default::default(),
         }
     }
 
@@ -256,6 +289,7 @@ mod tests {
             keys: vec![],
             providers: vec![provider("a", &[("a1", 1)]), provider("b", &[("b1", 1)])],
             models,
+            balance: Default::default(),
         })
         .expect("valid")
     }
@@ -269,16 +303,34 @@ mod tests {
                 target("b", "m-b", 1, 0),
                 target("b", "fallback", 100, 1),
             ],
+            strategy: Strategy::Weighted,
         }]);
         let targets = idx.targets("smart").expect("known");
         let mut counts = HashMap::new();
         for _ in 0..400 {
-            let t = idx.choose_target(targets).expect("some");
+            let t = idx.choose_target(targets, 0).expect("some");
             *counts.entry(t.model.clone()).or_insert(0) += 1;
         }
         assert_eq!(counts.get("m-a"), Some(&300));
         assert_eq!(counts.get("m-b"), Some(&100));
         assert_eq!(counts.get("fallback"), None);
+    }
+
+    #[test]
+    fn the_model_strategy_ranks_with_the_pushed_figures() {
+        let mut fast = target("b", "fast", 1, 0);
+        fast.stats.latency_ms = Some(120.0);
+        let mut slow = target("a", "slow", 5, 0);
+        slow.stats.latency_ms = Some(900.0);
+        let idx = index(vec![ModelRoute {
+            name: "quick".into(),
+            targets: vec![slow, fast],
+            strategy: Strategy::Latency,
+        }]);
+        let entry = idx.targets("quick").expect("known");
+        for now in 0..10 {
+            assert_eq!(idx.choose_target(entry, now).expect("some").model, "fast");
+        }
     }
 
     #[test]
@@ -298,6 +350,7 @@ mod tests {
             models: vec![ModelRoute {
                 name: "m".into(),
                 targets: vec![target("ghost", "x", 1, 0)],
+                strategy: Strategy::Weighted,
             }],
             ..FilterConfig::default()
         })

@@ -21,7 +21,7 @@ pub fn router() -> Router<AppState> {
 #[serde(deny_unknown_fields)]
 struct ModelInput {
     name: String,
-    #[serde(default)]
+    #[serde(default = "domain::default_strategy")]
     strategy: Strategy,
     targets: Vec<TargetSpec>,
 }

@@ -419,7 +419,7 @@ impl Store {
                  updated_at = excluded.updated_at",
         )
         .bind(&model.name)
-        .bind(model.strategy.as_str())
+        .bind(domain::strategy_str(model.strategy))
         .bind(serde_json::to_string(&model.targets).unwrap_or_else(|_| "[]".into()))
         .bind(t)
         .execute(&self.pool)
@@ -431,7 +431,7 @@ impl Store {
         let strategy: String = row.try_get("strategy")?;
         Ok(ModelRow {
             name: row.try_get("name")?,
-            strategy: Strategy::parse(&strategy)
+            strategy: domain::parse_strategy(&strategy)
                 .ok_or_else(|| StoreError::Corrupt(format!("strategy {strategy}")))?,
             targets: parse_json("model targets", &row.try_get::<String, _>("targets")?)?,
         })

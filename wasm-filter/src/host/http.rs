@@ -177,7 +177,7 @@ impl Request {
             return Err(FilterError::model_not_allowed(model));
         }
         let target = index
-            .choose_target(targets)
+            .choose_target(targets, now())
             .ok_or_else(|| FilterError::unknown_model(model))?;
         let provider = index.provider(target.provider);
         let request_id = self.headers.find_str("x-request-id").unwrap_or_default();
