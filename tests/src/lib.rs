@@ -244,6 +244,8 @@ providers:
 models:
   - name: smart
     targets: [{{provider: mock, model: gpt-4o-mini}}]
+  - name: resilient
+    targets: [{{provider: dead, model: dead-model}}, {{provider: mock, model: gpt-4o-mini, priority: 1}}]
 api_keys:
   - {{name: test, key: "{GATEWAY_KEY}", models: ["*"]}}
   - {{name: limited, key: "{LIMITED_KEY}", models: ["gpt-4o-mini"]}}

@@ -2,6 +2,7 @@
 
 pub mod auth;
 pub mod config;
+pub mod cooldown;
 pub mod error;
 pub mod eventstream;
 pub mod headers;

@@ -145,17 +145,21 @@ pub fn scores<T: Rankable>(tier: &[&T], strategy: Strategy, w: BalanceWeights) -
     }
 }
 
-/// The position (in `targets`) of the target to use: targets cooling down are skipped unless all
-/// are; the lowest priority tier left; the strategy's candidates within [`BAND`] of the best; one
-/// of them by weight, in turn with `tick`.
+/// The position (in `targets`) of the target to use: targets cooling down (by the pushed figures
+/// or by `local`, this Envoy's own cooldowns) are skipped unless all are; the lowest priority
+/// tier left; the strategy's candidates within [`BAND`] of the best; one of them by weight, in
+/// turn with `tick`.
 pub fn choose<T: Rankable>(
     targets: &[T],
     strategy: Strategy,
     weights: BalanceWeights,
     now: u64,
     tick: u64,
+    local: impl Fn(&T) -> Option<u64>,
 ) -> Option<usize> {
-    let cooling = |t: &T| t.stats().cooldown_until.is_some_and(|u| u > now);
+    let cooling = |t: &T| {
+        t.stats().cooldown_until.is_some_and(|u| u > now) || local(t).is_some_and(|u| u > now)
+    };
     let all_cooling = targets.iter().all(cooling);
     let usable: Vec<usize> = (0..targets.len())
         .filter(|&i| all_cooling || !cooling(&targets[i]))
@@ -231,7 +235,14 @@ mod tests {
     fn shares(targets: &[T], strategy: Strategy, now: u64) -> Vec<usize> {
         let mut counts = vec![0; targets.len()];
         for tick in 0..120 {
-            if let Some(i) = choose(targets, strategy, BalanceWeights::default(), now, tick) {
+            if let Some(i) = choose(
+                targets,
+                strategy,
+                BalanceWeights::default(),
+                now,
+                tick,
+                |_| None,
+            ) {
                 counts[i] += 1;
             }
         }
@@ -307,20 +318,28 @@ mod tests {
     fn zero_weights_and_empty_lists_choose_nothing() {
         let mut targets = [t(None, None, None)];
         targets[0].weight = 0;
+        let w = BalanceWeights::default();
         assert_eq!(
-            choose(
-                &targets,
-                Strategy::Weighted,
-                BalanceWeights::default(),
-                0,
-                0
-            ),
+            choose(&targets, Strategy::Weighted, w, 0, 0, |_| None),
             None
         );
         let none: [T; 0] = [];
+        assert_eq!(choose(&none, Strategy::Latency, w, 0, 0, |_| None), None);
+    }
+
+    #[test]
+    fn local_cooldowns_count_like_pushed_ones() {
+        let targets = [t(Some(100.0), None, None), t(Some(500.0), None, None)];
+        let first: *const T = &targets[0];
+        let local = |x: &T| std::ptr::eq(x, first).then_some(20);
+        let w = BalanceWeights::default();
         assert_eq!(
-            choose(&none, Strategy::Latency, BalanceWeights::default(), 0, 0),
-            None
+            choose(&targets, Strategy::Latency, w, 10, 0, local),
+            Some(1)
+        );
+        assert_eq!(
+            choose(&targets, Strategy::Latency, w, 20, 0, local),
+            Some(0)
         );
     }
 }

@@ -6,6 +6,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 
 use crate::auth::KeyEntry;
 use crate::config::{FilterConfig, ModelRoute, Provider, ProviderKey, Target};
+use crate::cooldown::{self, Cooldowns};
 use crate::rank::{self, BalanceWeights, Rankable, Strategy, TargetStats};
 
 /// The filter's configuration, indexed once per `on_configure`, shared by all requests.
@@ -170,11 +171,52 @@ impl Index {
         t
     }
 
-    /// Chooses the target for a request at `now` (Unix seconds): see [`crate::rank::choose`].
-    pub fn choose_target<'a>(&self, entry: &'a ModelEntry, now: u64) -> Option<&'a ResolvedTarget> {
+    /// Chooses the target for a request at `now` (Unix seconds), skipping targets this Envoy
+    /// has seen fail (`cooldowns`): see [`crate::rank::choose`].
+    pub fn choose_target<'a>(
+        &self,
+        entry: &'a ModelEntry,
+        now: u64,
+        cooldowns: &Cooldowns,
+    ) -> Option<&'a ResolvedTarget> {
         let tick = self.next_tick();
-        rank::choose(&entry.targets, entry.strategy, self.balance, now, tick)
-            .map(|i| &entry.targets[i])
+        let local = |t: &ResolvedTarget| {
+            if cooldowns.is_empty() {
+                return None;
+            }
+            cooldowns.until(self.target_key(t), now)
+        };
+        rank::choose(
+            &entry.targets,
+            entry.strategy,
+            self.balance,
+            now,
+            tick,
+            local,
+        )
+        .map(|i| &entry.targets[i])
+    }
+
+    /// A target's identity for cooldowns (provider name and upstream model).
+    pub fn target_key(&self, t: &ResolvedTarget) -> u64 {
+        self.key_of(t.provider, &t.model)
+    }
+
+    /// The cooldown identity of a provider (by position) and upstream model.
+    pub fn key_of(&self, provider: usize, model: &str) -> u64 {
+        cooldown::target_key(&self.providers[provider].name, model)
+    }
+
+    /// Every target of every model, once each (for sharing cooldowns between workers).
+    pub fn all_target_keys(&self) -> Vec<u64> {
+        let mut keys: Vec<u64> = self
+            .models
+            .values()
+            .flat_map(|m| m.targets.iter().map(|t| self.target_key(t)))
+            .collect();
+        keys.sort_unstable();
+        keys.dedup();
+        keys
     }
 
     /// Chooses the provider key for one request, weighted round robin.
@@ -308,7 +350,9 @@ mod tests {
         let targets = idx.targets("smart").expect("known");
         let mut counts = HashMap::new();
         for _ in 0..400 {
-            let t = idx.choose_target(targets, 0).expect("some");
+            let t = idx
+                .choose_target(targets, 0, &Cooldowns::default())
+                .expect("some");
             *counts.entry(t.model.clone()).or_insert(0) += 1;
         }
         assert_eq!(counts.get("m-a"), Some(&300));
@@ -329,7 +373,12 @@ mod tests {
         }]);
         let entry = idx.targets("quick").expect("known");
         for now in 0..10 {
-            assert_eq!(idx.choose_target(entry, now).expect("some").model, "fast");
+            assert_eq!(
+                idx.choose_target(entry, now, &Cooldowns::default())
+                    .expect("some")
+                    .model,
+                "fast"
+            );
         }
     }
 

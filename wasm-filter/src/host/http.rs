@@ -176,8 +176,7 @@ impl Request {
         if !allowed {
             return Err(FilterError::model_not_allowed(model));
         }
-        let target = index
-            .choose_target(targets, now())
+        let target = super::cooldowns::with(|c| index.choose_target(targets, now(), c))
             .ok_or_else(|| FilterError::unknown_model(model))?;
         let provider = index.provider(target.provider);
         let request_id = self.headers.find_str("x-request-id").unwrap_or_default();
@@ -483,6 +482,17 @@ impl HttpContext for Request {
     }
 
     fn on_log(&mut self) {
+        if let (Some(index), Some(provider), false) = (&self.index, self.provider, self.local_reply)
+        {
+            // Every answer from (or about) a provider tells on the target's health.
+            let status = hostcalls::get_property(vec!["response", "code"])
+                .ok()
+                .flatten()
+                .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
+                .map_or(0, u64::from_le_bytes);
+            let key = index.key_of(provider, &self.upstream_model);
+            super::cooldowns::observe(key, u32::try_from(status).unwrap_or(0), now());
+        }
         let record = self.record();
         let _ = hostcalls::set_property(vec![USAGE_FILTER_STATE], Some(record.as_bytes()));
         // Counted in the VM, flushed to Envoy's stats on the root context's tick.

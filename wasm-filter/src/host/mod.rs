@@ -96,12 +96,73 @@ pub(crate) mod metrics {
     }
 }
 
+/// This worker's failure cooldowns (see [`crate::cooldown`]), shared with the other workers
+/// through proxy-wasm shared data: a failure is written at once, and each worker reads every
+/// target's entry on its tick, so all workers skip a failing target within a second.
+pub(crate) mod cooldowns {
+    use std::cell::RefCell;
+
+    use proxy_wasm::hostcalls;
+    use proxy_wasm::types::MapType;
+
+    use crate::cooldown::{self, Cooldowns, Entry};
+
+    thread_local! {
+        static LOCAL: RefCell<Cooldowns> = RefCell::default();
+    }
+
+    fn shared_key(key: u64) -> String {
+        format!("switchyard.cooldown.{key:016x}")
+    }
+
+    pub(crate) fn with<R>(f: impl FnOnce(&Cooldowns) -> R) -> R {
+        LOCAL.with(|c| f(&c.borrow()))
+    }
+
+    /// Records the outcome of a request to a target.
+    pub(crate) fn observe(key: u64, status: u32, now: u64) {
+        if status == 0 {
+            return; // no answer at all (the client went away): says nothing of the target
+        }
+        let entry = if cooldown::is_failure(status) {
+            let retry_after = (status == 429)
+                .then(|| {
+                    hostcalls::get_map_value_bytes(MapType::HttpResponseHeaders, "retry-after")
+                })
+                .and_then(|r| r.ok().flatten())
+                .and_then(|v| std::str::from_utf8(&v).ok()?.trim().parse::<u64>().ok());
+            Some(LOCAL.with(|c| c.borrow_mut().failed(key, now, retry_after)))
+        } else if status < 400 && LOCAL.with(|c| c.borrow_mut().succeeded(key)) {
+            Some(Entry::default())
+        } else {
+            None
+        };
+        if let Some(entry) = entry {
+            let _ =
+                hostcalls::set_shared_data(&shared_key(key), Some(entry.encode().as_bytes()), None);
+        }
+    }
+
+    /// Takes the other workers' entries for these targets.
+    pub(crate) fn refresh(keys: &[u64]) {
+        for &key in keys {
+            if let Ok((Some(bytes), _)) = hostcalls::get_shared_data(&shared_key(key)) {
+                if let Some(entry) = Entry::decode(&bytes) {
+                    LOCAL.with(|c| c.borrow_mut().merge(key, entry));
+                }
+            }
+        }
+    }
+}
+
 /// How often counted metrics reach Envoy's stats.
 const METRICS_FLUSH: std::time::Duration = std::time::Duration::from_secs(1);
 
 #[derive(Default)]
 struct Root {
     index: Option<Rc<Index>>,
+    /// Every target of the current configuration, for [`cooldowns::refresh`].
+    target_keys: Vec<u64>,
 }
 
 impl Context for Root {}
@@ -120,6 +181,7 @@ impl RootContext for Root {
         match Index::from_json(&bytes) {
             Ok(index) => {
                 log::info!("switchyard: configuration version {} loaded", index.version);
+                self.target_keys = index.all_target_keys();
                 self.index = Some(Rc::new(index));
                 true
             }
@@ -137,6 +199,7 @@ impl RootContext for Root {
 
     fn on_tick(&mut self) {
         metrics::flush();
+        cooldowns::refresh(&self.target_keys);
     }
 
     fn get_type(&self) -> Option<ContextType> {

@@ -1,0 +1,172 @@
+//! Pure failure cooldowns: a target (provider and model) that fails is skipped for a while, the
+//! while doubling with each failure in a row (5 s, 10 s, ... up to 5 minutes, or longer when the
+//! provider's `retry-after` says so) and ending at its first success. The host keeps one
+//! [`Cooldowns`] per worker and shares entries with the other workers through proxy-wasm shared
+//! data (see `host::http`).
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+
+/// The first cooldown, in seconds; each further failure in a row doubles it.
+pub const FIRST: u64 = 5;
+/// The longest cooldown a run of failures earns (a `retry-after` may ask for more).
+pub const LONGEST: u64 = 300;
+
+/// One target's record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Entry {
+    /// Unix seconds until which the target is skipped.
+    pub until: u64,
+    /// Failures in a row.
+    pub strikes: u32,
+}
+
+impl Entry {
+    /// `"until strikes"`, the form shared between workers.
+    pub fn encode(&self) -> String {
+        format!("{} {}", self.until, self.strikes)
+    }
+
+    pub fn decode(bytes: &[u8]) -> Option<Entry> {
+        let text = std::str::from_utf8(bytes).ok()?;
+        let (until, strikes) = text.split_once(' ')?;
+        Some(Entry {
+            until: until.parse().ok()?,
+            strikes: strikes.parse().ok()?,
+        })
+    }
+}
+
+/// Whether a response status counts against the target: server errors (Envoy's own 502/503/504
+/// for connect failures, resets and timeouts included) and rate limits. Client errors do not.
+pub fn is_failure(status: u32) -> bool {
+    status >= 500 || status == 429
+}
+
+/// The cooldown after `strikes` failures in a row.
+pub fn backoff(strikes: u32) -> u64 {
+    let doublings = strikes.saturating_sub(1).min(16);
+    (FIRST << doublings).min(LONGEST)
+}
+
+/// A target's identity across configurations and workers.
+pub fn target_key(provider: &str, model: &str) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    provider.hash(&mut h);
+    model.hash(&mut h);
+    h.finish()
+}
+
+/// The cooldowns one worker knows.
+#[derive(Debug, Default)]
+pub struct Cooldowns {
+    entries: HashMap<u64, Entry>,
+}
+
+impl Cooldowns {
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Until when the target is skipped, if it is (at `now`).
+    pub fn until(&self, key: u64, now: u64) -> Option<u64> {
+        self.entries
+            .get(&key)
+            .map(|e| e.until)
+            .filter(|&until| until > now)
+    }
+
+    /// Records a failure at `now`; returns the new entry. A run of failures that ended long
+    /// ago (no failure for [`LONGEST`] after its last cooldown) does not count any more.
+    pub fn failed(&mut self, key: u64, now: u64, retry_after: Option<u64>) -> Entry {
+        let e = self.entries.entry(key).or_default();
+        if now > e.until.saturating_add(LONGEST) {
+            e.strikes = 0;
+        }
+        e.strikes = e.strikes.saturating_add(1);
+        let wait = backoff(e.strikes).max(retry_after.unwrap_or(0));
+        e.until = now + wait;
+        *e
+    }
+
+    /// Records a success; returns whether there was a record to clear.
+    pub fn succeeded(&mut self, key: u64) -> bool {
+        self.entries.remove(&key).is_some()
+    }
+
+    /// Takes another worker's view of a target: the later cooldown wins; a cleared one
+    /// (`strikes` 0) clears this worker's.
+    pub fn merge(&mut self, key: u64, other: Entry) {
+        if other.strikes == 0 {
+            self.entries.remove(&key);
+            return;
+        }
+        let e = self.entries.entry(key).or_default();
+        if other.until > e.until {
+            *e = other;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cooldowns_grow_with_failures_and_end_on_success() {
+        let mut c = Cooldowns::default();
+        let k = target_key("dead", "m");
+        assert_eq!(
+            c.failed(k, 100, None),
+            Entry {
+                until: 105,
+                strikes: 1
+            }
+        );
+        assert_eq!(c.until(k, 104), Some(105));
+        assert_eq!(c.until(k, 105), None, "over at its end");
+        assert_eq!(c.failed(k, 200, None).until, 210);
+        assert_eq!(c.failed(k, 300, None).until, 320);
+        // A rate limit that asks for longer gets longer.
+        assert_eq!(c.failed(k, 400, Some(600)).until, 1000);
+        assert!(c.succeeded(k));
+        assert_eq!(c.until(k, 400), None);
+        // Old failures are forgiven: a failure long after the last cooldown starts afresh.
+        c.failed(k, 2000, None);
+        assert_eq!(
+            c.failed(k, 5000, None),
+            Entry {
+                until: 5005,
+                strikes: 1
+            }
+        );
+        assert_eq!(backoff(50), LONGEST);
+    }
+
+    #[test]
+    fn workers_share_entries() {
+        let k = target_key("p", "m");
+        let mut a = Cooldowns::default();
+        let e = a.failed(k, 10, None);
+        let shared = Entry::decode(e.encode().as_bytes()).expect("decodes");
+        let mut b = Cooldowns::default();
+        b.merge(k, shared);
+        assert_eq!(b.until(k, 11), Some(15));
+        b.merge(
+            k,
+            Entry {
+                until: 0,
+                strikes: 0,
+            },
+        );
+        assert!(b.is_empty());
+        assert_eq!(Entry::decode(b"garbage"), None);
+        assert_ne!(target_key("a", "bc"), target_key("ab", "c"));
+    }
+
+    #[test]
+    fn failures_are_server_errors_and_rate_limits() {
+        assert!(is_failure(500) && is_failure(503) && is_failure(429));
+        assert!(!is_failure(400) && !is_failure(404) && !is_failure(200));
+    }
+}
