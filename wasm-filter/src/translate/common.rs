@@ -3,7 +3,7 @@
 
 use serde_json::{json, Value};
 
-use super::schema::openai::{OpenAiContent, OpenAiContentPart};
+use super::schema::openai::{OpenAiContent, OpenAiContentPart, OpenAiToolCall};
 use crate::error::FilterError;
 use crate::sse::{event_data, EventSplitter};
 use crate::stream::{ChunkOutcome, INCOMPLETE_EVENT};
@@ -98,6 +98,19 @@ pub fn text_of(content: OpenAiContent, role: &str) -> Result<String, FilterError
             Ok(out)
         }
     }
+}
+
+/// A tool call's arguments as JSON (OpenAI sends them as JSON text; empty means none).
+pub fn tool_arguments(call: &OpenAiToolCall) -> Result<Value, FilterError> {
+    if call.function.arguments.trim().is_empty() {
+        return Ok(json!({}));
+    }
+    serde_json::from_str(&call.function.arguments).map_err(|_| {
+        invalid(format!(
+            "arguments of tool call {} are not valid JSON",
+            call.id
+        ))
+    })
 }
 
 /// An image as the client gave it.

@@ -148,16 +148,7 @@ pub fn request(req: OpenAiChatRequest, model: &str) -> Result<AnthropicRequest, 
                     }
                 }
                 for call in tool_calls.unwrap_or_default() {
-                    let input: Value = if call.function.arguments.trim().is_empty() {
-                        json!({})
-                    } else {
-                        serde_json::from_str(&call.function.arguments).map_err(|_| {
-                            invalid(format!(
-                                "arguments of tool call {} are not valid JSON",
-                                call.id
-                            ))
-                        })?
-                    };
+                    let input = tool_arguments(&call)?;
                     if !called_tools.contains(&call.function.name) {
                         called_tools.push(call.function.name.clone());
                     }
@@ -269,11 +260,7 @@ pub fn request(req: OpenAiChatRequest, model: &str) -> Result<AnthropicRequest, 
             .map(|t| t.clamp(0.0, 1.0)),
         top_p: req.top_p.filter(|_| thinking.is_none()),
         thinking: thinking.map(|budget_tokens| AnthropicThinking::Enabled { budget_tokens }),
-        stop_sequences: match req.stop {
-            Some(OpenAiStop::One(s)) => vec![s],
-            Some(OpenAiStop::Many(v)) => v,
-            None => Vec::new(),
-        },
+        stop_sequences: req.stop.map(OpenAiStop::into_vec).unwrap_or_default(),
         stream: req.stream.unwrap_or(false),
         tools,
         tool_choice,

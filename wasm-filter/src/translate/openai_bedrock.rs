@@ -132,16 +132,7 @@ pub fn request(req: OpenAiChatRequest) -> Result<BedrockRequest, FilterError> {
                     }
                 }
                 for call in tool_calls.unwrap_or_default() {
-                    let input: Value = if call.function.arguments.trim().is_empty() {
-                        json!({})
-                    } else {
-                        serde_json::from_str(&call.function.arguments).map_err(|_| {
-                            invalid(format!(
-                                "arguments of tool call {} are not valid JSON",
-                                call.id
-                            ))
-                        })?
-                    };
+                    let input = tool_arguments(&call)?;
                     if !called.contains(&call.function.name) {
                         called.push(call.function.name.clone());
                     }
@@ -226,11 +217,7 @@ pub fn request(req: OpenAiChatRequest) -> Result<BedrockRequest, FilterError> {
         max_tokens: req.max_completion_tokens.or(req.max_tokens),
         temperature: req.temperature.map(|t| t.clamp(0.0, 1.0)),
         top_p: req.top_p,
-        stop_sequences: match req.stop {
-            Some(OpenAiStop::One(s)) => vec![s],
-            Some(OpenAiStop::Many(v)) => v,
-            None => Vec::new(),
-        },
+        stop_sequences: req.stop.map(OpenAiStop::into_vec).unwrap_or_default(),
     };
     Ok(BedrockRequest {
         messages,

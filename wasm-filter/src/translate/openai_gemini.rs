@@ -195,16 +195,7 @@ pub fn request(req: OpenAiChatRequest) -> Result<GeminiRequest, FilterError> {
                     }
                 }
                 for call in tool_calls.unwrap_or_default() {
-                    let args: Value = if call.function.arguments.trim().is_empty() {
-                        json!({})
-                    } else {
-                        serde_json::from_str(&call.function.arguments).map_err(|_| {
-                            invalid(format!(
-                                "arguments of tool call {} are not valid JSON",
-                                call.id
-                            ))
-                        })?
-                    };
+                    let args = tool_arguments(&call)?;
                     let signature = call
                         .id
                         .split_once(SIGNATURE_MARK)
@@ -322,11 +313,7 @@ pub fn request(req: OpenAiChatRequest) -> Result<GeminiRequest, FilterError> {
             temperature: req.temperature,
             top_p: req.top_p,
             max_output_tokens: req.max_completion_tokens.or(req.max_tokens),
-            stop_sequences: match req.stop {
-                Some(OpenAiStop::One(s)) => vec![s],
-                Some(OpenAiStop::Many(v)) => v,
-                None => Vec::new(),
-            },
+            stop_sequences: req.stop.map(OpenAiStop::into_vec).unwrap_or_default(),
             presence_penalty: req.presence_penalty,
             frequency_penalty: req.frequency_penalty,
             seed: req.seed,

@@ -71,6 +71,15 @@ pub enum OpenAiStop {
     Many(Vec<String>),
 }
 
+impl OpenAiStop {
+    pub fn into_vec(self) -> Vec<String> {
+        match self {
+            OpenAiStop::One(s) => vec![s],
+            OpenAiStop::Many(v) => v,
+        }
+    }
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(tag = "role", rename_all = "snake_case")]
 pub enum OpenAiMessage {
