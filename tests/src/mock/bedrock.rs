@@ -9,14 +9,14 @@
 
 use std::sync::Arc;
 
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Map, Value};
 use switchyard_filter::{eventstream, sigv4};
 
-use super::{record, MockState};
+use super::{record, streamed, MockState};
 
 /// The access key id the mock accepts; its secret access key is the mock's key.
 pub const ACCESS_KEY_ID: &str = "AKIAMOCKEXAMPLE";
@@ -338,14 +338,8 @@ pub async fn converse(
         let text = if call { CALL } else { TEXT };
         return (StatusCode::OK, [("content-type", "application/json")], text).into_response();
     }
-    let chunks: Vec<Result<Bytes, std::io::Error>> =
-        frames(if call { CALL_STREAM } else { TEXT_STREAM })
-            .into_iter()
-            .map(Ok)
-            .collect();
-    Response::builder()
-        .status(StatusCode::OK)
-        .header("content-type", "application/vnd.amazon.eventstream")
-        .body(Body::from_stream(futures::stream::iter(chunks)))
-        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+    streamed(
+        "application/vnd.amazon.eventstream",
+        frames(if call { CALL_STREAM } else { TEXT_STREAM }),
+    )
 }

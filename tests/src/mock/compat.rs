@@ -9,13 +9,15 @@
 
 use std::sync::Arc;
 
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 
-use super::{admit, chat_answer, fixture_error, wants_tool_call, Auth, MockState, CHAT_FIELDS};
+use super::{
+    admit, chat_answer, fixture_error, streamed, wants_tool_call, Auth, MockState, CHAT_FIELDS,
+};
 
 pub(crate) const AZURE_ERROR_KEY: &str =
     include_str!("../../fixtures/azure/error_invalid_key.json");
@@ -112,13 +114,10 @@ pub async fn mistral_chat(
     if obj.get("stream").and_then(Value::as_bool) != Some(true) {
         return chat_answer(state, obj);
     }
-    let chunks: Vec<Result<Bytes, std::io::Error>> = MISTRAL_STREAM
-        .split_inclusive("\n\n")
-        .map(|e| Ok(Bytes::from(e.to_owned())))
-        .collect();
-    Response::builder()
-        .status(StatusCode::OK)
-        .header("content-type", "text/event-stream")
-        .body(Body::from_stream(futures::stream::iter(chunks)))
-        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+    streamed(
+        "text/event-stream",
+        MISTRAL_STREAM
+            .split_inclusive("\n\n")
+            .map(|e| Bytes::from(e.to_owned())),
+    )
 }

@@ -9,13 +9,13 @@
 
 use std::sync::Arc;
 
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Map, Value};
 
-use super::{record, MockState};
+use super::{record, streamed, MockState};
 
 pub const MODELS: &[&str] = &[
     "gemini-2.5-flash",
@@ -369,13 +369,10 @@ pub(crate) fn answer(target: &str, uri: &Uri, body: &[u8]) -> Response {
         )
             .into_response();
     }
-    let chunks: Vec<Result<Bytes, std::io::Error>> = events
-        .split_inclusive("\r\n\r\n")
-        .map(|e| Ok(Bytes::from(e.to_owned())))
-        .collect();
-    Response::builder()
-        .status(StatusCode::OK)
-        .header("content-type", "text/event-stream")
-        .body(Body::from_stream(futures::stream::iter(chunks)))
-        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+    streamed(
+        "text/event-stream",
+        events
+            .split_inclusive("\r\n\r\n")
+            .map(|e| Bytes::from(e.to_owned())),
+    )
 }

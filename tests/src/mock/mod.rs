@@ -287,6 +287,16 @@ fn error(status: StatusCode, message: &str, code: Option<&str>) -> Response {
         .into_response()
 }
 
+/// A 200 answer that sends `chunks` one by one as a streamed body.
+pub(crate) fn streamed(content_type: &str, chunks: impl IntoIterator<Item = Bytes>) -> Response {
+    let chunks: Vec<Result<Bytes, std::io::Error>> = chunks.into_iter().map(Ok).collect();
+    Response::builder()
+        .status(StatusCode::OK)
+        .header("content-type", content_type)
+        .body(Body::from_stream(futures::stream::iter(chunks)))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
 pub(crate) fn fixture_error(status: StatusCode, fixture: &str) -> Response {
     (
         status,
