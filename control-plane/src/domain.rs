@@ -206,12 +206,6 @@ fn check_api_version(v: &str) -> Result<(), String> {
     }
 }
 
-/// The base URL a provider uses: the one given, or its kind's public endpoint; checked.
-pub fn resolve_base_url(kind: ProviderKind, base_url: Option<&str>) -> Result<String, String> {
-    ProviderDef::resolve(kind, base_url, Vec::new(), ProviderSettings::default())
-        .map(|d| d.base_url)
-}
-
 /// An OpenAI-compatible provider's defaults and its differences from OpenAI, as data.
 #[derive(Debug)]
 pub struct Preset {
@@ -456,6 +450,12 @@ mod tests {
         assert!(Upstream::parse("ftp://x").is_err());
         assert!(Upstream::parse("https://user:pw@x.com").is_err());
         assert!(Upstream::parse("not a url").is_err());
+    }
+
+    /// The base URL a provider uses: the one given, or its kind's public endpoint; checked.
+    fn resolve_base_url(kind: ProviderKind, base_url: Option<&str>) -> Result<String, String> {
+        ProviderDef::resolve(kind, base_url, Vec::new(), ProviderSettings::default())
+            .map(|d| d.base_url)
     }
 
     #[test]
