@@ -1,7 +1,9 @@
-//! Request parsing and splicing, and usage extraction, on arbitrary bodies.
+//! Request parsing and splicing (with and without a preset's quirks), and usage extraction, on
+//! arbitrary bodies.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use switchyard_filter::config::Quirks;
 use switchyard_filter::request::TopLevel;
 use switchyard_filter::usage::from_openai_body;
 
@@ -11,10 +13,18 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let Ok(model) = top.model() else { return };
-    for force in [false, true] {
-        if let Ok(Some(out)) = top.rewrite_if_needed(&model, "upstream-model", force) {
-            // A spliced body is always valid JSON again.
-            assert!(serde_json_valid(&out), "splice produced invalid JSON");
+    // As for OpenAI itself, and with a preset's quirks (fields dropped and renamed).
+    let quirky = Quirks {
+        drop: vec!["store".into(), "stream_options".into()],
+        rename: vec![("seed".into(), "random_seed".into())],
+        stream_usage: false,
+    };
+    for quirks in [Quirks::default(), quirky] {
+        for force in [false, true] {
+            if let Ok(Some(out)) = top.rewrite_if_needed(&model, "upstream-model", force, &quirks) {
+                // A spliced body is always valid JSON again.
+                assert!(serde_json_valid(&out), "splice produced invalid JSON");
+            }
         }
     }
 });
