@@ -73,6 +73,14 @@ pub struct Gateway {
     /// Write one access-log line per request (with its usage record) to Envoy's stdout.
     #[serde(default = "yes")]
     pub access_log: bool,
+    /// Most attempts one request makes on a model with several targets (one per target).
+    #[serde(default = "default_failover_attempts")]
+    pub failover_attempts: u32,
+    /// A streamed answer whose provider sends nothing for this long (before its first byte, or
+    /// between two chunks) is abandoned: before any byte reached the client the request moves to
+    /// the next target; after, the stream ends with an error. 0 = no limit.
+    #[serde(default = "default_first_byte_timeout")]
+    pub first_byte_timeout_secs: u64,
 }
 
 impl Default for Gateway {
@@ -85,6 +93,8 @@ impl Default for Gateway {
             request_timeout_secs: default_timeout(),
             ca_file: default_ca_file(),
             access_log: true,
+            failover_attempts: default_failover_attempts(),
+            first_byte_timeout_secs: default_first_byte_timeout(),
         }
     }
 }
@@ -190,6 +200,14 @@ fn default_wasm() -> PathBuf {
 fn default_max_body() -> usize {
     4 * 1024 * 1024
 }
+fn default_failover_attempts() -> u32 {
+    3
+}
+
+fn default_first_byte_timeout() -> u64 {
+    30
+}
+
 fn default_timeout() -> u64 {
     600
 }

@@ -13,11 +13,21 @@ use crate::crypto::MasterKey;
 use crate::domain::{self, ProviderKind, Upstream};
 use crate::store::{ApiKeyRow, ModelRow, ProviderKeyRow, ProviderRow, Store, StoreError};
 
-/// One Envoy cluster per provider endpoint.
+/// One Envoy cluster per provider endpoint, and one per target of a model with several targets
+/// (its endpoint names the target, so that the upstream filter knows whom an attempt reached).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ProviderCluster {
     pub name: String,
     pub upstream: Upstream,
+    /// `provider/model` for a target cluster (endpoint metadata, outlier detection on).
+    pub target: Option<String>,
+}
+
+/// An aggregate cluster: `clusters` tried in order, one attempt each (see DESIGN.md).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FailoverCluster {
+    pub name: String,
+    pub clusters: Vec<String>,
 }
 
 /// The desired state of every gateway.
@@ -25,6 +35,33 @@ pub struct ProviderCluster {
 pub struct GatewayState {
     pub filter: FilterConfig,
     pub clusters: Vec<ProviderCluster>,
+    pub failover: Vec<FailoverCluster>,
+}
+
+/// Name prefix of failover clusters with `n` targets; the route that retries matches it.
+pub fn failover_prefix(n: usize) -> String {
+    format!("failover-{n}-")
+}
+
+/// `s` as a cluster-name part: letters, digits, `.`, `_`, `-` kept, anything else `_`; a
+/// short hash of `s` follows when that changed it (or cut it), so names stay distinct.
+fn slug(s: &str) -> String {
+    let mut out: String = s
+        .chars()
+        .take(48)
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if out != s {
+        out.push('-');
+        out.push_str(&content_version(s.as_bytes())[..6]);
+    }
+    out
 }
 
 pub fn cluster_name(provider: &str) -> String {
@@ -154,6 +191,7 @@ pub fn compute(
         clusters.push(ProviderCluster {
             name: cluster,
             upstream,
+            target: None,
         });
     }
 
@@ -209,6 +247,54 @@ pub fn compute(
         }
     }
 
+    // Models with several targets fail over: a cluster per target, and per target an aggregate
+    // of it followed by the others in fallback order (priority tier, then weight).
+    let upstreams: HashMap<String, Upstream> = clusters
+        .iter()
+        .map(|c| (c.name.clone(), c.upstream.clone()))
+        .collect();
+    let mut target_clusters: BTreeMap<(String, String), String> = BTreeMap::new();
+    let mut failover = Vec::new();
+    let mut failover_names: HashMap<String, Vec<String>> = HashMap::new();
+    for (name, (_, targets)) in routes.iter().filter(|(_, (_, t))| t.len() > 1) {
+        let members: Vec<String> = targets
+            .iter()
+            .map(|t| {
+                target_clusters
+                    .entry((t.provider.clone(), t.model.clone()))
+                    .or_insert_with(|| format!("target-{}-{}", t.provider, slug(&t.model)))
+                    .clone()
+            })
+            .collect();
+        let mut order: Vec<usize> = (0..targets.len()).collect();
+        order.sort_by_key(|&i| (targets[i].priority, std::cmp::Reverse(targets[i].weight), i));
+        let n = targets.len();
+        let names: Vec<String> = (0..n)
+            .map(|first| {
+                let cluster = format!("{}{first}-{}", failover_prefix(n), slug(name));
+                let clusters = std::iter::once(first)
+                    .chain(order.iter().copied().filter(|&i| i != first))
+                    .map(|i| members[i].clone())
+                    .collect();
+                failover.push(FailoverCluster {
+                    name: cluster.clone(),
+                    clusters,
+                });
+                cluster
+            })
+            .collect();
+        failover_names.insert(name.clone(), names);
+    }
+    for ((provider, model), name) in target_clusters {
+        if let Some(upstream) = upstreams.get(&cluster_name(&provider)) {
+            clusters.push(ProviderCluster {
+                name,
+                upstream: upstream.clone(),
+                target: Some(format!("{provider}/{model}")),
+            });
+        }
+    }
+
     let now = crate::store::now();
     let filter_keys = api_keys
         .iter()
@@ -230,6 +316,7 @@ pub fn compute(
         models: routes
             .into_iter()
             .map(|(name, (strategy, targets))| ModelRoute {
+                failover: failover_names.remove(&name).unwrap_or_default(),
                 name,
                 targets,
                 strategy,
@@ -238,7 +325,11 @@ pub fn compute(
         balance: BalanceWeights::default(),
     };
     filter.version = content_version(&serde_json::to_vec(&filter).unwrap_or_default());
-    GatewayState { filter, clusters }
+    GatewayState {
+        filter,
+        clusters,
+        failover,
+    }
 }
 
 fn direct(provider: &str, model: &str) -> Target {

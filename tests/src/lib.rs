@@ -180,6 +180,22 @@ impl Ports {
 /// The config every stack starts from: the mock as provider `mock`, a logical model `smart`,
 /// and two gateway keys.
 pub fn default_config(ports: Ports, dir: &Path, mock_base_url: &str) -> String {
+    config_with_flaky(
+        ports,
+        dir,
+        mock_base_url,
+        &format!("http://127.0.0.1:{}/v1", free_port()),
+    )
+}
+
+/// [`default_config`] with provider `flaky` at `flaky_base_url` (a [`mock::faulty::Faulty`]):
+/// model `fickle` tries it first and the mock after it.
+pub fn config_with_flaky(
+    ports: Ports,
+    dir: &Path,
+    mock_base_url: &str,
+    flaky_base_url: &str,
+) -> String {
     format!(
         r#"listen: {{admin: "127.0.0.1:{admin}", xds: "127.0.0.1:{xds}"}}
 gateway:
@@ -187,6 +203,7 @@ gateway:
   admin: "127.0.0.1:{envoy_admin}"
   wasm: "{wasm}"
   max_body_bytes: 65536
+  first_byte_timeout_secs: 2
 database: "sqlite://{dir}/switchyard.db"
 master_key_file: "{dir}/master.key"
 providers:
@@ -241,11 +258,21 @@ providers:
     base_url: "http://127.0.0.1:{dead}/v1"
     keys: [{{secret: "sk-dead-provider"}}]
     models: [dead-model]
+  - name: flaky
+    kind: openai_compatible
+    base_url: "{flaky_base_url}"
+    keys: [{{secret: "{PROVIDER_KEY}"}}]
 models:
   - name: smart
     targets: [{{provider: mock, model: gpt-4o-mini}}]
   - name: resilient
     targets: [{{provider: dead, model: dead-model}}, {{provider: mock, model: gpt-4o-mini, priority: 1}}]
+  - name: fickle
+    targets: [{{provider: flaky, model: gpt-4o-mini}}, {{provider: mock, model: gpt-4o-mini, priority: 1}}]
+  - name: polyglot
+    targets: [{{provider: flaky, model: gpt-4o-mini}}, {{provider: claude, model: claude-sonnet-4-5, priority: 1}}]
+  - name: polyglot-back
+    targets: [{{provider: claude, model: claude-overloaded}}, {{provider: mock, model: gpt-4o-mini, priority: 1}}]
 api_keys:
   - {{name: test, key: "{GATEWAY_KEY}", models: ["*"]}}
   - {{name: limited, key: "{LIMITED_KEY}", models: ["gpt-4o-mini"]}}
@@ -323,6 +350,10 @@ pub struct Envoy {
 
 impl Envoy {
     pub async fn start(dir: &Path, cp: &ControlPlane) -> Envoy {
+        Self::start_workers(dir, cp, 1).await
+    }
+
+    pub async fn start_workers(dir: &Path, cp: &ControlPlane, workers: u32) -> Envoy {
         let bootstrap = dir.join("bootstrap.yaml");
         let out = Command::new(switchyard_bin())
             .args(["bootstrap", "--config"])
@@ -339,7 +370,8 @@ impl Envoy {
         let mut cmd = Command::new(envoy_bin());
         cmd.arg("-c")
             .arg(&bootstrap)
-            .args(["--use-dynamic-base-id", "--concurrency", "1", "-l", "info"])
+            .args(["--use-dynamic-base-id", "-l", "info"])
+            .args(["--concurrency", &workers.to_string()])
             // Access-log lines are read by the tests: flush them quickly.
             .args(["--file-flush-interval-msec", "50"]);
         let proc = Proc::spawn("envoy", cmd, dir.join("envoy.log"));
@@ -410,6 +442,8 @@ pub struct Stack {
     pub envoy: Envoy,
     pub cp: ControlPlane,
     pub mock: MockOpenAi,
+    /// The fault-injecting provider `flaky` (healthy until told otherwise).
+    pub flaky: mock::faulty::Faulty,
     pub dir: TempDir,
 }
 
@@ -420,7 +454,13 @@ impl Stack {
 
     /// Like [`Stack::start`], with the mock set up by `prepare` before anything talks to it.
     pub async fn start_with(prepare: impl FnOnce(&MockOpenAi)) -> Stack {
+        Self::start_workers(1, prepare).await
+    }
+
+    /// Like [`Stack::start_with`], with Envoy running `workers` worker threads.
+    pub async fn start_workers(workers: u32, prepare: impl FnOnce(&MockOpenAi)) -> Stack {
         let dir = TempDir::new("e2e");
+        let flaky = mock::faulty::Faulty::start(PROVIDER_KEY).await;
         let mock = MockOpenAi::start(
             PROVIDER_KEY,
             &[
@@ -438,15 +478,16 @@ impl Stack {
         let ports = Ports::pick();
         let cp = ControlPlane::start(
             &dir.0,
-            &default_config(ports, &dir.0, &mock.base_url()),
+            &config_with_flaky(ports, &dir.0, &mock.base_url(), &flaky.base_url()),
             ports,
         )
         .await;
-        let envoy = Envoy::start(&dir.0, &cp).await;
+        let envoy = Envoy::start_workers(&dir.0, &cp, workers).await;
         Stack {
             envoy,
             cp,
             mock,
+            flaky,
             dir,
         }
     }
@@ -544,6 +585,17 @@ pub fn usage_records(envoy_log: &str) -> Vec<serde_json::Value> {
             // `[time] "METHOD PATH" STATUS FLAGS ...`
             let status: u64 = head.split("\" ").nth(1)?.split(' ').next()?.parse().ok()?;
             record["status"] = status.into();
+            let field = |name: &str| {
+                head.split(' ')
+                    .find_map(|w| w.strip_prefix(name)?.strip_prefix('='))
+                    .map(str::to_owned)
+            };
+            if let Some(attempts) = field("attempts").and_then(|a| a.parse::<u64>().ok()) {
+                record["attempts"] = attempts.into();
+            }
+            if let Some(cluster) = field("cluster") {
+                record["cluster"] = cluster.into();
+            }
             Some(record)
         })
         .collect()
@@ -566,6 +618,25 @@ pub fn without_created(mut v: serde_json::Value) -> serde_json::Value {
         o.remove("created");
     }
     v
+}
+
+/// A response body read to its end (an error when the connection breaks first).
+pub async fn read_all(resp: reqwest::Response) -> Result<Vec<u8>, reqwest::Error> {
+    use futures::StreamExt as _;
+    let mut out = Vec::new();
+    let mut body = resp.bytes_stream();
+    while let Some(chunk) = body.next().await {
+        out.extend_from_slice(&chunk?);
+    }
+    Ok(out)
+}
+
+/// The `data` of each SSE event, as text.
+pub fn data_events(body: &[u8]) -> Vec<String> {
+    String::from_utf8_lossy(body)
+        .split("\n\n")
+        .filter_map(|e| e.trim().strip_prefix("data: ").map(str::to_owned))
+        .collect()
 }
 
 /// The `data` of each SSE event, parsed and without `created` (`[DONE]` kept as a string).

@@ -1,7 +1,7 @@
 //! Chat completions and embeddings through the real Envoy, filter and control plane.
 
 use serde_json::{json, Value};
-use switchyard_tests::{Stack, GATEWAY_KEY, PROVIDER_KEY};
+use switchyard_tests::{data_events, read_all, Stack, GATEWAY_KEY, PROVIDER_KEY};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chat_non_stream_reaches_the_provider_rewritten_and_comes_back_with_usage() {
@@ -58,23 +58,6 @@ async fn chat_non_stream_reaches_the_provider_rewritten_and_comes_back_with_usag
 }
 
 /// Reads a streaming response to the end, returning the bytes received.
-async fn read_all(resp: reqwest::Response) -> Result<Vec<u8>, reqwest::Error> {
-    use futures::StreamExt as _;
-    let mut out = Vec::new();
-    let mut body = resp.bytes_stream();
-    while let Some(chunk) = body.next().await {
-        out.extend_from_slice(&chunk?);
-    }
-    Ok(out)
-}
-
-fn data_events(body: &[u8]) -> Vec<String> {
-    String::from_utf8_lossy(body)
-        .split("\n\n")
-        .filter_map(|e| e.trim().strip_prefix("data: ").map(str::to_owned))
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stream_passes_chunk_by_chunk_and_hides_the_usage_chunk_it_asked_for() {
     use futures::StreamExt as _;

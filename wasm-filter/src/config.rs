@@ -192,6 +192,11 @@ pub struct ModelRoute {
     /// How the targets are ranked for each request (see [`crate::rank`]).
     #[serde(default, skip_serializing_if = "is_weighted")]
     pub strategy: Strategy,
+    /// For a model with several targets: per target (same order), the Envoy cluster that tries
+    /// that target first and the others after it (an aggregate cluster, see DESIGN.md). Empty:
+    /// requests go straight to the target's provider cluster, without failover.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failover: Vec<String>,
 }
 
 fn is_weighted(s: &Strategy) -> bool {
@@ -218,6 +223,18 @@ pub const CLUSTER_HEADER: &str = "x-switchyard-cluster";
 
 /// Filter-state key (`wasm.<key>`) holding the request's usage record for the access log.
 pub const USAGE_FILTER_STATE: &str = "switchyard_usage";
+
+/// Present on streamed requests to a failover cluster: their route also abandons an attempt
+/// whose provider stays silent (`first_byte_timeout_secs`).
+pub const STREAM_HEADER: &str = "x-switchyard-stream";
+
+/// The root id of the filter's second role: the upstream HTTP filter of failover clusters, run
+/// once per attempt to prepare the request for the target Envoy chose.
+pub const UPSTREAM_ROOT_ID: &str = "switchyard-upstream";
+
+/// The endpoint metadata namespace (`filter_metadata`) of target clusters; its `target` field
+/// names the target as `provider/model`.
+pub const METADATA_NAMESPACE: &str = "switchyard";
 
 #[cfg(test)]
 mod tests {

@@ -4,7 +4,7 @@
 //! more than the work around it, so the filter reads all request headers with one call, keeps the
 //! host's serialised block as is (no string per header), and writes back only what changes.
 
-use crate::config::CLUSTER_HEADER;
+use crate::config::{CLUSTER_HEADER, STREAM_HEADER};
 
 /// A header map in proxy-wasm's serialised form, kept as the one buffer the host wrote:
 /// `count: u32le`, then `name_len: u32le, value_len: u32le` per pair, then each name and value
@@ -79,6 +79,7 @@ const DROPPED: &[&str] = &[
     "content-length",
     "transfer-encoding",
     CLUSTER_HEADER,
+    STREAM_HEADER,
 ];
 
 /// One change to the request headers.

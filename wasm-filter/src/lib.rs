@@ -1,5 +1,6 @@
 //! Switchyard's Envoy filter. Everything but `host/` is pure Rust, tested natively.
 
+pub mod attempt;
 pub mod auth;
 pub mod config;
 pub mod cooldown;

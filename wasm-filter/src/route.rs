@@ -23,6 +23,9 @@ pub struct Index {
     model_names: Vec<String>,
     /// Round-robin cursor for weighted choices (per VM, i.e. per Envoy worker).
     cursor: Cell<u64>,
+    /// Every header some provider's requests carry (credentials, versions, signatures): a
+    /// failover attempt removes those its own target does not set.
+    provider_headers: Vec<String>,
 }
 
 /// A model's targets and how to rank them.
@@ -30,6 +33,8 @@ pub struct Index {
 pub struct ModelEntry {
     pub strategy: Strategy,
     pub targets: Vec<ResolvedTarget>,
+    /// Per target, the failover cluster that starts with it (empty: no failover).
+    pub failover: Vec<String>,
 }
 
 /// A target with its provider resolved to an index into `providers`.
@@ -95,6 +100,7 @@ impl Index {
             name,
             targets,
             strategy,
+            failover,
         } in cfg.models
         {
             let mut resolved = Vec::with_capacity(targets.len());
@@ -122,15 +128,34 @@ impl Index {
             if resolved.is_empty() {
                 return Err(ConfigError(format!("model {name}: no targets")));
             }
+            if !failover.is_empty() && failover.len() != resolved.len() {
+                return Err(ConfigError(format!(
+                    "model {name}: {} failover clusters for {} targets",
+                    failover.len(),
+                    resolved.len()
+                )));
+            }
             model_names.push(name.clone());
             models.insert(
                 name,
                 ModelEntry {
                     strategy,
                     targets: resolved,
+                    failover,
                 },
             );
         }
+        let mut provider_headers: Vec<String> = cfg
+            .providers
+            .iter()
+            .flat_map(|p| {
+                std::iter::once(p.auth_header.clone())
+                    .chain(p.headers.iter().map(|(k, _)| k.clone()))
+            })
+            .chain(["x-amz-date".into(), "x-amz-security-token".into()])
+            .collect();
+        provider_headers.sort_unstable();
+        provider_headers.dedup();
         Ok(Index {
             version: cfg.version,
             max_body_bytes: cfg.max_body_bytes,
@@ -141,6 +166,7 @@ impl Index {
             balance: cfg.balance,
             model_names,
             cursor: Cell::new(0),
+            provider_headers,
         })
     }
 
@@ -155,6 +181,11 @@ impl Index {
 
     pub fn model_names(&self) -> &[String] {
         &self.model_names
+    }
+
+    /// Every header name some provider's requests carry.
+    pub fn provider_headers(&self) -> &[String] {
+        &self.provider_headers
     }
 
     pub fn provider(&self, i: usize) -> &Provider {
@@ -179,6 +210,17 @@ impl Index {
         now: u64,
         cooldowns: &Cooldowns,
     ) -> Option<&'a ResolvedTarget> {
+        self.choose_position(entry, now, cooldowns)
+            .map(|i| &entry.targets[i])
+    }
+
+    /// [`Index::choose_target`]'s choice as a position in `entry.targets`.
+    pub fn choose_position(
+        &self,
+        entry: &ModelEntry,
+        now: u64,
+        cooldowns: &Cooldowns,
+    ) -> Option<usize> {
         let tick = self.next_tick();
         let local = |t: &ResolvedTarget| {
             if cooldowns.is_empty() {
@@ -194,7 +236,18 @@ impl Index {
             tick,
             local,
         )
-        .map(|i| &entry.targets[i])
+    }
+
+    /// The position in `entry.targets` of the target an endpoint's metadata names
+    /// (`provider/model`).
+    pub fn find_target(&self, entry: &ModelEntry, name: &[u8]) -> Option<usize> {
+        entry.targets.iter().position(|t| {
+            let provider = self.providers[t.provider].name.as_bytes();
+            name.len() == provider.len() + 1 + t.model.len()
+                && name.starts_with(provider)
+                && name[provider.len()] == b'/'
+                && name.ends_with(t.model.as_bytes())
+        })
     }
 
     /// A target's identity for cooldowns (provider name and upstream model).
@@ -346,6 +399,7 @@ mod tests {
                 target("b", "fallback", 100, 1),
             ],
             strategy: Strategy::Weighted,
+            failover: vec![],
         }]);
         let targets = idx.targets("smart").expect("known");
         let mut counts = HashMap::new();
@@ -370,6 +424,7 @@ mod tests {
             name: "quick".into(),
             targets: vec![slow, fast],
             strategy: Strategy::Latency,
+            failover: vec![],
         }]);
         let entry = idx.targets("quick").expect("known");
         for now in 0..10 {
@@ -400,6 +455,7 @@ mod tests {
                 name: "m".into(),
                 targets: vec![target("ghost", "x", 1, 0)],
                 strategy: Strategy::Weighted,
+                failover: vec![],
             }],
             ..FilterConfig::default()
         })

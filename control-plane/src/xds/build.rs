@@ -8,7 +8,9 @@ use envoy_types::pb::envoy::config::accesslog::v3::{
     ResponseFlagFilter,
 };
 use envoy_types::pb::envoy::config::bootstrap::v3::{bootstrap, Bootstrap};
+use envoy_types::pb::envoy::config::cluster::v3::OutlierDetection;
 use envoy_types::pb::envoy::config::cluster::v3::{cluster, Cluster};
+use envoy_types::pb::envoy::config::core::v3::Metadata;
 use envoy_types::pb::envoy::config::core::v3::{
     address, async_data_source, config_source, data_source, socket_address, transport_socket,
     Address, AggregatedConfigSource, ApiVersion, AsyncDataSource, ConfigSource, DataSource,
@@ -23,29 +25,39 @@ use envoy_types::pb::envoy::config::route::v3::{
     header_matcher, route, route_action, route_match, HeaderMatcher, Route, RouteAction,
     RouteConfiguration, RouteMatch, VirtualHost,
 };
+use envoy_types::pb::envoy::config::route::v3::{retry_policy, RetryPolicy};
 use envoy_types::pb::envoy::extensions::access_loggers::stream::v3::{
     stdout_access_log, StdoutAccessLog,
 };
+use envoy_types::pb::envoy::extensions::clusters::aggregate::v3::ClusterConfig as AggregateConfig;
 use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
+use envoy_types::pb::envoy::extensions::filters::http::upstream_codec::v3::UpstreamCodec;
 use envoy_types::pb::envoy::extensions::filters::http::wasm::v3::Wasm;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
     http_connection_manager, http_filter, HttpConnectionManager, HttpFilter, LocalReplyConfig, Rds,
     ResponseMapper,
 };
+use envoy_types::pb::envoy::extensions::retry::priority::previous_priorities::v3::PreviousPrioritiesConfig;
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
     common_tls_context, CertificateValidationContext, CommonTlsContext, UpstreamTlsContext,
+};
+use envoy_types::pb::envoy::extensions::upstreams::http::v3::{
+    http_protocol_options as upstream_http, HttpProtocolOptions as UpstreamHttpOptions,
 };
 use envoy_types::pb::envoy::extensions::wasm::v3::{
     plugin_config, FailurePolicy, PluginConfig, VmConfig,
 };
+use envoy_types::pb::envoy::r#type::matcher::v3::{string_matcher, StringMatcher};
 use envoy_types::pb::google::protobuf::{
     value, Any, BoolValue, Duration, StringValue, Struct, UInt32Value, Value,
 };
 use envoy_types::util::pack_any;
-use switchyard_filter::config::CLUSTER_HEADER;
+use switchyard_filter::config::{
+    CLUSTER_HEADER, METADATA_NAMESPACE, STREAM_HEADER, UPSTREAM_ROOT_ID,
+};
 
 use crate::config::Gateway;
-use crate::snapshot::{GatewayState, ProviderCluster};
+use crate::snapshot::{failover_prefix, FailoverCluster, GatewayState, ProviderCluster};
 
 pub const LISTENER_NAME: &str = "switchyard";
 pub const ROUTE_NAME: &str = "switchyard";
@@ -79,12 +91,14 @@ enum Delivery {
 pub fn resources(gw: &Gateway, state: &GatewayState, wasm_path: &Path) -> Resources {
     let wasm = wasm_filter(gw, state, wasm_path);
     Resources {
-        listeners: vec![(LISTENER_NAME.into(), pack_any(listener(gw, Delivery::Ads)))],
-        routes: vec![(ROUTE_NAME.into(), pack_any(route_config(gw)))],
-        clusters: state
-            .clusters
-            .iter()
-            .map(|c| (c.name.clone(), pack_any(provider_cluster(gw, c))))
+        listeners: vec![(
+            LISTENER_NAME.into(),
+            pack_any(listener(gw, Delivery::Ads, state)),
+        )],
+        routes: vec![(ROUTE_NAME.into(), pack_any(route_config(gw, state)))],
+        clusters: clusters(gw, state, wasm_path)
+            .into_iter()
+            .map(|c| (c.name.clone(), pack_any(c)))
             .collect(),
         extension_configs: vec![(
             FILTER_NAME.into(),
@@ -124,9 +138,24 @@ fn seconds(s: u64) -> Duration {
 }
 
 /// The access-log line: Envoy's view of the request plus the filter's usage record.
-const ACCESS_LOG_FORMAT: &str = "[%START_TIME%] \"%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%\" %RESPONSE_CODE% %RESPONSE_FLAGS% cluster=%UPSTREAM_CLUSTER% dur=%DURATION%ms ttfb=%RESPONSE_DURATION%ms usage=%FILTER_STATE(wasm.switchyard_usage:PLAIN)%\n";
+const ACCESS_LOG_FORMAT: &str = "[%START_TIME%] \"%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%\" %RESPONSE_CODE% %RESPONSE_FLAGS% cluster=%UPSTREAM_CLUSTER% attempts=%UPSTREAM_REQUEST_ATTEMPT_COUNT% dur=%DURATION%ms ttfb=%RESPONSE_DURATION%ms usage=%FILTER_STATE(wasm.switchyard_usage:PLAIN)%\n";
 
-fn listener(gw: &Gateway, delivery: Delivery) -> Listener {
+/// Provider and target clusters, then the failover clusters over them.
+fn clusters(gw: &Gateway, state: &GatewayState, wasm_path: &Path) -> Vec<Cluster> {
+    state
+        .clusters
+        .iter()
+        .map(|c| provider_cluster(gw, c))
+        .chain(
+            state
+                .failover
+                .iter()
+                .map(|f| failover_cluster(gw, f, wasm_path)),
+        )
+        .collect()
+}
+
+fn listener(gw: &Gateway, delivery: Delivery, state: &GatewayState) -> Listener {
     let (filter_config, route_specifier) = match delivery {
         Delivery::Ads => (
             http_filter::ConfigType::ConfigDiscovery(ExtensionConfigSource {
@@ -141,7 +170,7 @@ fn listener(gw: &Gateway, delivery: Delivery) -> Listener {
         ),
         Delivery::Inline(wasm) => (
             http_filter::ConfigType::TypedConfig(pack_any(*wasm)),
-            http_connection_manager::RouteSpecifier::RouteConfig(route_config(gw)),
+            http_connection_manager::RouteSpecifier::RouteConfig(route_config(gw, state)),
         ),
     };
     let access_log = if gw.access_log {
@@ -332,38 +361,116 @@ fn upstream_failure_replies() -> LocalReplyConfig {
     }
 }
 
-fn route_config(gw: &Gateway) -> RouteConfiguration {
+fn header(name: &str, specifier: header_matcher::HeaderMatchSpecifier) -> HeaderMatcher {
+    HeaderMatcher {
+        name: name.into(),
+        header_match_specifier: Some(specifier),
+        ..Default::default()
+    }
+}
+
+/// The route: to the cluster the filter wrote in [`CLUSTER_HEADER`]. Failover clusters (one route
+/// per target count, so that each model gets one attempt per target) retry a failed attempt on
+/// the next target: 5xx, 429, connect failure, reset; for streams also a provider silent for
+/// longer than `first_byte_timeout_secs`.
+fn route_config(gw: &Gateway, state: &GatewayState) -> RouteConfiguration {
+    let action = |retry_policy: Option<RetryPolicy>| {
+        route::Action::Route(RouteAction {
+            // Written by the filter after it has read the request; a client's value is
+            // always overwritten or removed by the filter first.
+            cluster_specifier: Some(route_action::ClusterSpecifier::ClusterHeader(
+                CLUSTER_HEADER.into(),
+            )),
+            timeout: Some(seconds(gw.request_timeout_secs)),
+            // `Host` comes from the chosen endpoint's hostname (the provider's authority),
+            // so the filter does not have to write `:authority` on every request.
+            host_rewrite_specifier: Some(route_action::HostRewriteSpecifier::AutoHostRewrite(
+                BoolValue { value: true },
+            )),
+            retry_policy,
+            ..Default::default()
+        })
+    };
+    let route = |headers: Vec<HeaderMatcher>, retry_policy: Option<RetryPolicy>| Route {
+        r#match: Some(RouteMatch {
+            path_specifier: Some(route_match::PathSpecifier::Prefix("/".into())),
+            headers,
+            ..Default::default()
+        }),
+        action: Some(action(retry_policy)),
+        request_headers_to_remove: vec![CLUSTER_HEADER.into(), STREAM_HEADER.into()],
+        ..Default::default()
+    };
+    let mut counts: Vec<usize> = state.failover.iter().map(|f| f.clusters.len()).collect();
+    counts.sort_unstable();
+    counts.dedup();
+    let mut routes = Vec::with_capacity(2 * counts.len() + 1);
+    for n in counts {
+        let attempts = n.min(gw.failover_attempts.max(1) as usize);
+        let to_failover = header(
+            CLUSTER_HEADER,
+            header_matcher::HeaderMatchSpecifier::StringMatch(StringMatcher {
+                match_pattern: Some(string_matcher::MatchPattern::Prefix(failover_prefix(n))),
+                ..Default::default()
+            }),
+        );
+        let streaming = header(
+            STREAM_HEADER,
+            header_matcher::HeaderMatchSpecifier::PresentMatch(true),
+        );
+        let first_byte =
+            (gw.first_byte_timeout_secs > 0).then(|| seconds(gw.first_byte_timeout_secs));
+        routes.push(route(
+            vec![to_failover.clone(), streaming],
+            Some(retry_policy(attempts, first_byte)),
+        ));
+        routes.push(route(vec![to_failover], Some(retry_policy(attempts, None))));
+    }
+    routes.push(route(Vec::new(), None));
     RouteConfiguration {
         name: ROUTE_NAME.into(),
         virtual_hosts: vec![VirtualHost {
             name: "switchyard".into(),
             domains: vec!["*".into()],
-            routes: vec![Route {
-                r#match: Some(RouteMatch {
-                    path_specifier: Some(route_match::PathSpecifier::Prefix("/".into())),
-                    ..Default::default()
-                }),
-                action: Some(route::Action::Route(RouteAction {
-                    // Written by the filter after it has read the request; a client's value is
-                    // always overwritten or removed by the filter first.
-                    cluster_specifier: Some(route_action::ClusterSpecifier::ClusterHeader(
-                        CLUSTER_HEADER.into(),
-                    )),
-                    timeout: Some(seconds(gw.request_timeout_secs)),
-                    // `Host` comes from the chosen endpoint's hostname (the provider's authority),
-                    // so the filter does not have to write `:authority` on every request.
-                    host_rewrite_specifier: Some(
-                        route_action::HostRewriteSpecifier::AutoHostRewrite(BoolValue {
-                            value: true,
-                        }),
-                    ),
-                    ..Default::default()
-                })),
-                request_headers_to_remove: vec![CLUSTER_HEADER.into()],
-                ..Default::default()
-            }],
+            routes,
+            // A retry replays the request body, which Envoy keeps only up to this limit.
+            request_body_buffer_limit: Some(envoy_types::pb::google::protobuf::UInt64Value {
+                value: gw.max_body_bytes as u64 + 64 * 1024,
+            }),
             ..Default::default()
         }],
+        ..Default::default()
+    }
+}
+
+/// One attempt per target: `previous_priorities` moves each retry to the aggregate's next
+/// cluster; no backoff worth the name, since the next attempt goes elsewhere.
+fn retry_policy(attempts: usize, idle: Option<Duration>) -> RetryPolicy {
+    RetryPolicy {
+        retry_on: "5xx,reset,connect-failure,refused-stream,retriable-status-codes".into(),
+        num_retries: Some(UInt32Value {
+            value: u32::try_from(attempts.saturating_sub(1)).unwrap_or(0),
+        }),
+        retriable_status_codes: vec![429],
+        per_try_idle_timeout: idle,
+        retry_priority: Some(retry_policy::RetryPriority {
+            name: "envoy.retry_priorities.previous_priorities".into(),
+            config_type: Some(retry_policy::retry_priority::ConfigType::TypedConfig(
+                pack_any(PreviousPrioritiesConfig {
+                    update_frequency: 1,
+                }),
+            )),
+        }),
+        retry_back_off: Some(retry_policy::RetryBackOff {
+            base_interval: Some(Duration {
+                seconds: 0,
+                nanos: 1_000_000,
+            }),
+            max_interval: Some(Duration {
+                seconds: 0,
+                nanos: 10_000_000,
+            }),
+        }),
         ..Default::default()
     }
 }
@@ -416,6 +523,17 @@ fn provider_cluster(gw: &Gateway, c: &ProviderCluster) -> Cluster {
                         hostname: u.authority(),
                         ..Default::default()
                     })),
+                    // Read by the upstream filter: which target this attempt reached.
+                    metadata: c.target.as_ref().map(|t| Metadata {
+                        filter_metadata: [(
+                            METADATA_NAMESPACE.to_string(),
+                            Struct {
+                                fields: [("target".to_string(), text(t))].into(),
+                            },
+                        )]
+                        .into(),
+                        ..Default::default()
+                    }),
                     ..Default::default()
                 }],
                 ..Default::default()
@@ -423,6 +541,90 @@ fn provider_cluster(gw: &Gateway, c: &ProviderCluster) -> Cluster {
             ..Default::default()
         }),
         transport_socket,
+        // A target that fails is skipped by every failover cluster at once (Envoy's own
+        // cooldown: 5 s, longer with each ejection in a row), until it answers again.
+        outlier_detection: c.target.is_some().then(|| OutlierDetection {
+            consecutive_5xx: Some(UInt32Value { value: 1 }),
+            consecutive_gateway_failure: Some(UInt32Value { value: 1 }),
+            interval: Some(seconds(1)),
+            base_ejection_time: Some(seconds(5)),
+            max_ejection_time: Some(seconds(300)),
+            max_ejection_percent: Some(UInt32Value { value: 100 }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn text(s: &str) -> Value {
+    Value {
+        kind: Some(value::Kind::StringValue(s.into())),
+    }
+}
+
+/// An aggregate cluster over target clusters, with the filter's upstream role as its upstream
+/// HTTP filter: Envoy runs it per attempt, on the aggregate (not on the member clusters).
+fn failover_cluster(gw: &Gateway, f: &FailoverCluster, wasm_path: &Path) -> Cluster {
+    let upstream_filter = Wasm {
+        config: Some(PluginConfig {
+            name: UPSTREAM_ROOT_ID.into(),
+            root_id: UPSTREAM_ROOT_ID.into(),
+            configuration: Some(pack_any(StringValue { value: "{}".into() })),
+            failure_policy: FailurePolicy::FailReload as i32,
+            // The request body is rewritten before the attempt's headers leave.
+            allow_on_headers_stop_iteration: Some(BoolValue { value: true }),
+            vm: Some(plugin_config::Vm::VmConfig(vm_config(wasm_path))),
+            ..Default::default()
+        }),
+    };
+    let options = UpstreamHttpOptions {
+        upstream_protocol_options: Some(
+            envoy_types::pb::envoy::extensions::upstreams::http::v3::http_protocol_options::UpstreamProtocolOptions::ExplicitHttpConfig(
+                upstream_http::ExplicitHttpConfig {
+                    protocol_config: Some(
+                        upstream_http::explicit_http_config::ProtocolConfig::HttpProtocolOptions(
+                            Default::default(),
+                        ),
+                    ),
+                },
+            ),
+        ),
+        http_filters: vec![
+            HttpFilter {
+                name: UPSTREAM_ROOT_ID.into(),
+                config_type: Some(http_filter::ConfigType::TypedConfig(pack_any(
+                    upstream_filter,
+                ))),
+                ..Default::default()
+            },
+            HttpFilter {
+                name: "envoy.filters.http.upstream_codec".into(),
+                config_type: Some(http_filter::ConfigType::TypedConfig(pack_any(
+                    UpstreamCodec::default(),
+                ))),
+                ..Default::default()
+            },
+        ],
+        ..Default::default()
+    };
+    let _ = gw;
+    Cluster {
+        name: f.name.clone(),
+        cluster_discovery_type: Some(cluster::ClusterDiscoveryType::ClusterType(
+            cluster::CustomClusterType {
+                name: "envoy.clusters.aggregate".into(),
+                typed_config: Some(pack_any(AggregateConfig {
+                    clusters: f.clusters.clone(),
+                })),
+            },
+        )),
+        connect_timeout: Some(seconds(5)),
+        lb_policy: cluster::LbPolicy::ClusterProvided as i32,
+        typed_extension_protocol_options: [(
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions".to_string(),
+            pack_any(options),
+        )]
+        .into(),
         ..Default::default()
     }
 }
@@ -440,21 +642,27 @@ fn wasm_filter(_gw: &Gateway, state: &GatewayState, wasm_path: &Path) -> Wasm {
             failure_policy: FailurePolicy::FailReload as i32,
             // Required to choose the route after reading the body (notes/envoy-facts.md §1).
             allow_on_headers_stop_iteration: Some(BoolValue { value: true }),
-            vm: Some(plugin_config::Vm::VmConfig(VmConfig {
-                vm_id: FILTER_NAME.into(),
-                runtime: "envoy.wasm.runtime.v8".into(),
-                code: Some(AsyncDataSource {
-                    specifier: Some(async_data_source::Specifier::Local(DataSource {
-                        specifier: Some(data_source::Specifier::Filename(
-                            wasm_path.display().to_string(),
-                        )),
-                        ..Default::default()
-                    })),
-                }),
-                ..Default::default()
-            })),
+            vm: Some(plugin_config::Vm::VmConfig(vm_config(wasm_path))),
             ..Default::default()
         }),
+    }
+}
+
+/// The VM both roles of the filter run in: equal settings, so Envoy gives them one VM per worker
+/// and they share thread-local state (the failover plans).
+fn vm_config(wasm_path: &Path) -> VmConfig {
+    VmConfig {
+        vm_id: FILTER_NAME.into(),
+        runtime: "envoy.wasm.runtime.v8".into(),
+        code: Some(AsyncDataSource {
+            specifier: Some(async_data_source::Specifier::Local(DataSource {
+                specifier: Some(data_source::Specifier::Filename(
+                    wasm_path.display().to_string(),
+                )),
+                ..Default::default()
+            })),
+        }),
+        ..Default::default()
     }
 }
 
@@ -513,6 +721,7 @@ pub fn static_bootstrap(gw: &Gateway, state: &GatewayState, wasm_path: &Path) ->
     let hcm_listener = listener(
         gw,
         Delivery::Inline(Box::new(wasm_filter(gw, state, wasm_path))),
+        state,
     );
     Bootstrap {
         node: Some(Node {
@@ -526,11 +735,7 @@ pub fn static_bootstrap(gw: &Gateway, state: &GatewayState, wasm_path: &Path) ->
         }),
         static_resources: Some(bootstrap::StaticResources {
             listeners: vec![hcm_listener],
-            clusters: state
-                .clusters
-                .iter()
-                .map(|c| provider_cluster(gw, c))
-                .collect(),
+            clusters: clusters(gw, state, wasm_path),
             ..Default::default()
         }),
         ..Default::default()
@@ -550,12 +755,15 @@ mod tests {
                 ProviderCluster {
                     name: "provider-openai".into(),
                     upstream: Upstream::parse("https://api.openai.com/v1").unwrap(),
+                    target: None,
                 },
                 ProviderCluster {
                     name: "provider-local".into(),
                     upstream: Upstream::parse("http://127.0.0.1:9000/v1").unwrap(),
+                    target: None,
                 },
             ],
+            failover: Vec::new(),
         }
     }
 

@@ -10,23 +10,17 @@ use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, BufferType, MapType};
 
 use super::abi;
+use super::plan::{self, Plan};
+use super::upstream::PLAN_STATE;
+use crate::attempt::{Ask, Attempt};
 use crate::auth;
-use crate::config::{Provider, ProviderKind};
-use crate::config::{CLUSTER_HEADER, USAGE_FILTER_STATE};
+use crate::config::{CLUSTER_HEADER, STREAM_HEADER, USAGE_FILTER_STATE};
 use crate::error::{push_json_string, FilterError};
 use crate::headers::{self, Change, HeaderBlock};
 use crate::request::{Endpoint, TopLevel};
 use crate::route::Index;
-use crate::sigv4;
 use crate::stream::{ChunkOutcome, OpenAiStream};
-use crate::translate::anthropic_openai::AnthropicToOpenAi;
-use crate::translate::anthropic_passthrough::AnthropicPassthrough;
-use crate::translate::embeddings::{EmbeddingApi, Embeddings};
-use crate::translate::images::Imagen;
-use crate::translate::openai_anthropic::OpenAiToAnthropic;
-use crate::translate::openai_bedrock::OpenAiToBedrock;
-use crate::translate::openai_gemini::OpenAiToGemini;
-use crate::translate::{Chain, Translator};
+use crate::translate::Translator;
 use crate::usage::{self, Usage};
 
 /// How the response is being handled.
@@ -64,6 +58,8 @@ pub(crate) struct Request {
     complete: bool,
     /// A translated error's headers wait for its body (which may say when to retry).
     hold_headers: bool,
+    /// The failover plan shared with the upstream filter (models with several targets).
+    plan: Option<(u64, plan::Shared)>,
 }
 
 impl Request {
@@ -85,6 +81,27 @@ impl Request {
             usage: None,
             complete: false,
             hold_headers: false,
+            plan: None,
+        }
+    }
+
+    /// When a failover attempt went to another target than the one chosen here, the answer is
+    /// that target's: take its provider, model and translator.
+    fn follow_failover(&mut self) {
+        let Some((_, shared)) = &self.plan else {
+            return;
+        };
+        let mut p = shared.borrow_mut();
+        if let Some(translator) = p.switched.take() {
+            let target = p
+                .index
+                .targets(&p.ask.model)
+                .and_then(|e| e.targets.get(p.current));
+            if let Some(t) = target {
+                self.provider = Some(t.provider);
+                self.upstream_model.clone_from(&t.model);
+                self.translator = translator;
+            }
         }
     }
 
@@ -169,115 +186,44 @@ impl Request {
             && top.flag("stream")?.unwrap_or(false);
         let client_wants_usage = stream && top.stream_usage_requested()?;
 
-        let targets = index
+        let entry = index
             .targets(model)
             .ok_or_else(|| FilterError::unknown_model(model))?;
         let allowed = self.key.is_some_and(|k| index.key(k).allows(model));
         if !allowed {
             return Err(FilterError::model_not_allowed(model));
         }
-        let target = super::cooldowns::with(|c| index.choose_target(targets, now(), c))
+        let position = super::cooldowns::with(|c| index.choose_position(entry, now(), c))
             .ok_or_else(|| FilterError::unknown_model(model))?;
+        let target = &entry.targets[position];
         let provider = index.provider(target.provider);
-        let request_id = self.headers.find_str("x-request-id").unwrap_or_default();
-        let mut translator = translator_for(endpoint, provider, &target.model, request_id)?;
-        let key = index
-            .choose_key(provider)
-            .ok_or_else(|| FilterError::no_provider_key(&provider.name))?;
-
-        let new_body = match translator.as_mut() {
-            Some(t) => {
-                let translated = t.request_body(&body, &target.model)?;
-                // An OpenAI-style provider's quirks apply to translated requests too.
-                if provider.kind.speaks_openai() && !provider.quirks.is_none() {
-                    let top = TopLevel::parse(&translated)?;
-                    Some(
-                        top.rewrite_if_needed(
-                            &target.model,
-                            &target.model,
-                            false,
-                            &provider.quirks,
-                        )?
-                        .unwrap_or(translated),
-                    )
-                } else {
-                    Some(translated)
-                }
-            }
-            None => top.rewrite_if_needed(
-                model,
-                &target.model,
-                stream && provider.quirks.stream_usage,
-                &provider.quirks,
-            )?,
+        let ask = Ask {
+            endpoint,
+            model: self.model.clone(),
+            stream,
+            request_id: self
+                .headers
+                .find_str("x-request-id")
+                .unwrap_or_default()
+                .to_owned(),
         };
-        let length = match &new_body {
-            Some(new_body) => new_body.len(),
-            None => size,
-        }
-        .to_string();
-        let mut upstream_path = String::with_capacity(provider.path_prefix.len() + 64);
-        match translator.as_ref() {
-            Some(t) if !provider.kind.speaks_openai() => {
-                upstream_path.push_str(&provider.path_prefix);
-                t.upstream_path(&mut upstream_path);
-            }
-            _ => endpoint.upstream_path(provider, &target.model, &mut upstream_path),
-        }
-        // Bedrock with an access key pair: SigV4 over the request as it will be sent (with a
-        // Bedrock API key it is a plain bearer token, below).
-        let signed = match (provider.kind, sigv4::Credentials::parse(&key.secret)) {
-            (ProviderKind::Bedrock, Some(creds)) => Some(sigv4::sign(
-                &sigv4::Request {
-                    method: "POST",
-                    host: &provider.authority,
-                    path: &upstream_path,
-                    query: "",
-                    content_type: "application/json",
-                    body: new_body.as_deref().unwrap_or(&body),
-                },
-                &creds,
-                &provider.region,
-                "bedrock",
-                &sigv4::amz_date(now()),
-            )),
-            _ => None,
-        };
-        if let Some(new_body) = &new_body {
+        let attempt = Attempt::prepare(&index, &ask, &body, &top, target, now())?;
+        drop(top);
+        if let Some(new_body) = &attempt.body {
             let _ = hostcalls::set_buffer(BufferType::HttpRequestBody, 0, size, new_body);
         }
-        let credential = match &signed {
-            Some(s) => s.authorization.clone(),
-            None => {
-                let mut c = String::with_capacity(provider.auth_prefix.len() + key.secret.len());
-                c.push_str(&provider.auth_prefix);
-                c.push_str(&key.secret);
-                c
-            }
-        };
         // content-length always matches the body sent (Envoy does not fix it, and a chunked
         // request arrives without one); the gateway key never reaches the provider; `Host`
         // comes from the route (auto_host_rewrite). The headers are still paused, and only
         // what differs from the client's is written (each host call costs).
-        let mut wanted: Vec<(&str, &[u8])> = Vec::with_capacity(7 + provider.headers.len());
-        wanted.extend([
-            (":path", upstream_path.as_bytes()),
-            ("content-length", length.as_bytes()),
-            (provider.auth_header.as_str(), credential.as_bytes()),
-            (CLUSTER_HEADER, provider.cluster.as_bytes()),
-        ]);
-        wanted.extend(
-            provider
-                .headers
-                .iter()
-                .map(|(k, v)| (k.as_str(), v.as_bytes())),
-        );
-        if let Some(s) = &signed {
-            wanted.push(("content-type", b"application/json"));
-            wanted.push(("x-amz-date", s.amz_date.as_bytes()));
-            if let Some(token) = &s.security_token {
-                wanted.push(("x-amz-security-token", token.as_bytes()));
-            }
+        let mut wanted = attempt.headers(provider);
+        // A model with several targets goes to the failover cluster that starts with the chosen
+        // one; Envoy moves a failed attempt on to the next, and the upstream filter prepares the
+        // request for it from the client's body, kept in the plan.
+        let cluster = entry.failover.get(position).unwrap_or(&provider.cluster);
+        wanted.push((CLUSTER_HEADER, cluster.as_bytes()));
+        if stream && !entry.failover.is_empty() {
+            wanted.push((STREAM_HEADER, b"1"));
         }
         for change in headers::changes(&self.headers, &wanted) {
             let _ = match change {
@@ -289,11 +235,27 @@ impl Request {
                 }
             };
         }
+        drop(wanted);
+        self.provider = Some(target.provider);
+        self.upstream_model.clone_from(&target.model);
+        if !entry.failover.is_empty() {
+            let (token, shared) = plan::insert(Plan {
+                index: index.clone(),
+                ask,
+                body,
+                primary: position,
+                headers_for: position,
+                switched: None,
+                current: position,
+                attempts: Vec::new(),
+            });
+            let _ = hostcalls::set_property(vec![PLAN_STATE], Some(token.to_string().as_bytes()));
+            self.plan = Some((token, shared));
+        }
+        let translator = attempt.translator;
         // Not needed any more; a stream may live for minutes.
         self.headers = HeaderBlock::default();
 
-        self.provider = Some(target.provider);
-        self.upstream_model.clone_from(&target.model);
         self.stream = stream;
         self.client_wants_usage = client_wants_usage;
         self.translator = translator;
@@ -332,6 +294,14 @@ impl Request {
 
 impl Context for Request {}
 
+impl Drop for Request {
+    fn drop(&mut self) {
+        if let Some((token, _)) = self.plan.take() {
+            plan::remove(token);
+        }
+    }
+}
+
 impl HttpContext for Request {
     fn on_http_request_headers(&mut self, _n: usize, end_of_stream: bool) -> Action {
         match self.on_request_headers(end_of_stream) {
@@ -357,6 +327,7 @@ impl HttpContext for Request {
         if self.local_reply || self.provider.is_none() {
             return Action::Continue;
         }
+        self.follow_failover();
         if let Some(mut translator) = self.translator.take() {
             let status: u32 = response_header(":status")
                 .and_then(|s| s.parse().ok())
@@ -490,8 +461,34 @@ impl HttpContext for Request {
                 .flatten()
                 .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
                 .map_or(0, u64::from_le_bytes);
-            let key = index.key_of(provider, &self.upstream_model);
-            super::cooldowns::observe(key, u32::try_from(status).unwrap_or(0), now());
+            let status = u32::try_from(status).unwrap_or(0);
+            match &self.plan {
+                // The upstream filter saw each attempt's answer; attempts that got none (connect
+                // failure, reset, timeout) failed, the last one as Envoy told the client.
+                Some((_, shared)) if !shared.borrow().attempts.is_empty() => {
+                    let p = shared.borrow();
+                    if let Some(entry) = index.targets(&p.ask.model) {
+                        let last = p.attempts.len() - 1;
+                        for (i, &(position, answered)) in p.attempts.iter().enumerate() {
+                            if answered != 0 {
+                                continue;
+                            }
+                            let failed = if i == last && status != 0 {
+                                status
+                            } else {
+                                503
+                            };
+                            if let Some(t) = entry.targets.get(position) {
+                                super::cooldowns::observe(index.target_key(t), failed, now());
+                            }
+                        }
+                    }
+                }
+                _ => {
+                    let key = index.key_of(provider, &self.upstream_model);
+                    super::cooldowns::observe(key, status, now());
+                }
+            }
         }
         let record = self.record();
         let _ = hostcalls::set_property(vec![USAGE_FILTER_STATE], Some(record.as_bytes()));
@@ -510,80 +507,6 @@ impl HttpContext for Request {
             }
         });
     }
-}
-
-/// The translator between the client's API and the provider's; `None` when they are the same
-/// OpenAI API and the request passes with only `model` (and the provider's quirks) changed.
-fn translator_for(
-    endpoint: Endpoint,
-    provider: &Provider,
-    upstream_model: &str,
-    request_id: &str,
-) -> Result<Option<Box<dyn Translator>>, FilterError> {
-    let kind = provider.kind;
-    // Vertex AI serves Google's models and Anthropic's, each in its publisher's format.
-    let vertex_claude = kind == ProviderKind::Vertex && upstream_model.starts_with("claude");
-    let vertex_gemini = kind == ProviderKind::Vertex && !vertex_claude;
-    Ok(Some(match endpoint {
-        Endpoint::ChatCompletions | Endpoint::Embeddings | Endpoint::ImageGenerations
-            if kind.speaks_openai() =>
-        {
-            return Ok(None)
-        }
-        Endpoint::Embeddings if kind == ProviderKind::Gemini => {
-            Box::new(Embeddings::new(EmbeddingApi::Gemini))
-        }
-        Endpoint::Embeddings if kind == ProviderKind::Bedrock => {
-            let api = EmbeddingApi::bedrock(upstream_model).ok_or_else(|| {
-                FilterError::invalid_request(
-                    "provider_not_supported",
-                    format!("`{upstream_model}` is not an embedding model Switchyard can reach on Bedrock."),
-                )
-            })?;
-            Box::new(Embeddings::new(api))
-        }
-        Endpoint::ImageGenerations if kind == ProviderKind::Gemini => Box::new(Imagen::new(now())),
-        Endpoint::ChatCompletions if kind == ProviderKind::Anthropic => {
-            Box::new(OpenAiToAnthropic::new(now()))
-        }
-        Endpoint::ChatCompletions if kind == ProviderKind::Gemini => {
-            Box::new(OpenAiToGemini::new(now()))
-        }
-        Endpoint::ChatCompletions if kind == ProviderKind::Bedrock => {
-            Box::new(OpenAiToBedrock::new(now(), request_id))
-        }
-        Endpoint::ChatCompletions if vertex_gemini => Box::new(OpenAiToGemini::vertex(now())),
-        Endpoint::ChatCompletions if vertex_claude => Box::new(OpenAiToAnthropic::vertex(now())),
-        Endpoint::Messages if vertex_claude => Box::new(AnthropicPassthrough::vertex()),
-        Endpoint::Messages if vertex_gemini => Box::new(Chain {
-            outer: Box::new(AnthropicToOpenAi::new(true)),
-            inner: Box::new(OpenAiToGemini::vertex(now())),
-        }),
-        Endpoint::Messages if kind == ProviderKind::Anthropic => {
-            Box::new(AnthropicPassthrough::default())
-        }
-        // OpenAI's own API (and Azure's) wants max_completion_tokens; compatible ones max_tokens.
-        Endpoint::Messages if kind.speaks_openai() => Box::new(AnthropicToOpenAi::new(
-            kind != ProviderKind::OpenaiCompatible,
-        )),
-        Endpoint::Messages if kind == ProviderKind::Gemini => Box::new(Chain {
-            outer: Box::new(AnthropicToOpenAi::new(true)),
-            inner: Box::new(OpenAiToGemini::new(now())),
-        }),
-        Endpoint::Messages if kind == ProviderKind::Bedrock => Box::new(Chain {
-            outer: Box::new(AnthropicToOpenAi::new(true)),
-            inner: Box::new(OpenAiToBedrock::new(now(), request_id)),
-        }),
-        _ => {
-            return Err(FilterError::invalid_request(
-                "provider_not_supported",
-                format!(
-                    "Provider `{}` is not reachable from this endpoint yet.",
-                    provider.name
-                ),
-            ))
-        }
-    }))
 }
 
 fn not_configured() -> FilterError {

@@ -7,6 +7,8 @@
 
 mod abi;
 mod http;
+mod plan;
+mod upstream;
 
 use std::rc::Rc;
 
@@ -14,6 +16,7 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{BufferType, ContextType, LogLevel};
 
+use crate::config::UPSTREAM_ROOT_ID;
 use crate::route::Index;
 
 proxy_wasm::main! {{
@@ -160,6 +163,9 @@ const METRICS_FLUSH: std::time::Duration = std::time::Duration::from_secs(1);
 
 #[derive(Default)]
 struct Root {
+    /// The upstream filter of failover clusters (its root id says so); it needs no
+    /// configuration of its own: each request's plan carries the downstream filter's index.
+    upstream: bool,
     index: Option<Rc<Index>>,
     /// Every target of the current configuration, for [`cooldowns::refresh`].
     target_keys: Vec<u64>,
@@ -169,6 +175,14 @@ impl Context for Root {}
 
 impl RootContext for Root {
     fn on_configure(&mut self, _size: usize) -> bool {
+        let root_id = hostcalls::get_property(vec!["plugin_root_id"])
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        if root_id == UPSTREAM_ROOT_ID.as_bytes() {
+            self.upstream = true;
+            return true;
+        }
         metrics::define();
         let _ = hostcalls::set_tick_period(METRICS_FLUSH);
         let bytes = match hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX) {
@@ -194,6 +208,9 @@ impl RootContext for Root {
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+        if self.upstream {
+            return Some(Box::<upstream::UpstreamAttempt>::default());
+        }
         Some(Box::new(http::Request::new(self.index.clone())))
     }
 

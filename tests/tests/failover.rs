@@ -1,0 +1,261 @@
+//! Failover through the real Envoy: model `fickle` tries provider `flaky` (a fault-injecting
+//! mock) first and the healthy mock after it. Every fault before the first byte moves the
+//! request to the mock within the same request, the failing target cools down at once (the next
+//! request does not try it), and it is used again once it has recovered. Faults after the first
+//! byte end the stream with an error the client sees.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use switchyard_tests::mock::faulty::Fault;
+use switchyard_tests::{data_events, read_all, usage_records, wait_until, Stack};
+
+fn ask(stream: bool) -> Value {
+    json!({"model": "fickle", "stream": stream, "messages": [{"role": "user", "content": "Hi"}]})
+}
+
+/// The access-log records of `fickle` requests, in order.
+fn records(stack: &Stack) -> Vec<Value> {
+    usage_records(&stack.envoy.proc.log_text())
+        .into_iter()
+        .filter(|r| r["model"] == "fickle")
+        .collect()
+}
+
+async fn record_count(stack: &Stack, n: usize) -> Vec<Value> {
+    wait_until(
+        &format!("{n} access-log records"),
+        Duration::from_secs(10),
+        || async { records(stack).len() >= n },
+    )
+    .await;
+    records(stack)
+}
+
+/// One request that must succeed in full, whoever serves it.
+async fn served(stack: &Stack, stream: bool) {
+    let resp = stack.post("/v1/chat/completions", &ask(stream)).await;
+    assert_eq!(resp.status(), 200);
+    if stream {
+        let body = read_all(resp).await.expect("a whole stream");
+        let events = data_events(&body);
+        assert_eq!(
+            events.last().map(String::as_str),
+            Some("[DONE]"),
+            "{events:?}"
+        );
+        let text: String = events
+            .iter()
+            .filter_map(|e| serde_json::from_str::<Value>(e).ok())
+            .filter_map(|c| {
+                c["choices"][0]["delta"]["content"]
+                    .as_str()
+                    .map(str::to_owned)
+            })
+            .collect();
+        assert_eq!(text, "Hello!");
+    } else {
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["object"], "chat.completion");
+        assert!(body["choices"][0]["message"]["content"].is_string());
+    }
+}
+
+/// `fault` on the first target: the request is served by the second in the same request; the
+/// next request goes straight to the second; once `flaky` is healthy again it serves again.
+async fn fails_over_and_recovers(fault: Fault, stream: bool) {
+    let stack = Stack::start().await;
+    served(&stack, stream).await; // flaky healthy: it serves
+    stack.flaky.set(fault);
+    served(&stack, stream).await; // flaky fails: the mock serves, in the same request
+    assert_eq!(stack.flaky.requests(), 2);
+    served(&stack, stream).await; // flaky cools down: not even tried
+    assert_eq!(stack.flaky.requests(), 2, "a target in cooldown was tried");
+    let r = record_count(&stack, 3).await;
+    assert_eq!(r[0]["provider"], "flaky");
+    assert_eq!(r[0]["attempts"], 1);
+    assert_eq!(r[1]["provider"], "mock", "{:?}", r[1]);
+    assert_eq!(r[1]["attempts"], 2);
+    assert_eq!(r[1]["complete"], true);
+    assert_eq!(r[2]["provider"], "mock");
+    assert_eq!(r[2]["attempts"], 1);
+
+    // Recovery: after the cooldown (5 s for a first failure) flaky is tried, and serves, again.
+    stack.flaky.set(Fault::Healthy);
+    let waited = wait_until("flaky to serve again", Duration::from_secs(20), || async {
+        served(&stack, stream).await;
+        records(&stack)
+            .last()
+            .is_some_and(|r| r["provider"] == "flaky")
+    })
+    .await;
+    assert!(waited >= Duration::from_secs(3), "no cooldown: {waited:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_500_moves_the_request_to_the_next_target() {
+    fails_over_and_recovers(Fault::Status(500, None), false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reset_before_the_answer_moves_a_stream_to_the_next_target() {
+    fails_over_and_recovers(Fault::Reset, true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stall_before_the_first_byte_moves_a_stream_to_the_next_target() {
+    // The test gateway gives a silent provider 2 s (`first_byte_timeout_secs`).
+    fails_over_and_recovers(Fault::Stall, true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_429_moves_the_request_on_and_its_retry_after_is_honoured() {
+    let stack = Stack::start().await;
+    stack.flaky.set(Fault::Status(429, Some(8)));
+    served(&stack, true).await;
+    assert_eq!(stack.flaky.requests(), 1);
+    stack.flaky.set(Fault::Healthy);
+    // A first failure cools down for 5 s; `retry-after: 8` asks for more, and gets it.
+    let waited = wait_until("flaky to serve again", Duration::from_secs(20), || async {
+        served(&stack, false).await;
+        records(&stack)
+            .last()
+            .is_some_and(|r| r["provider"] == "flaky")
+    })
+    .await;
+    assert!(
+        waited >= Duration::from_secs(6),
+        "retry-after ignored: {waited:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_connection_moves_the_request_to_the_next_target() {
+    let stack = Stack::start().await;
+    // `resilient` tries `dead` (nothing listens there) first.
+    let ask = json!({"model": "resilient", "messages": [{"role": "user", "content": "hi"}]});
+    for _ in 0..3 {
+        let resp = stack.post("/v1/chat/completions", &ask).await;
+        assert_eq!(resp.status(), 200);
+    }
+    let records = || -> Vec<Value> {
+        usage_records(&stack.envoy.proc.log_text())
+            .into_iter()
+            .filter(|r| r["model"] == "resilient")
+            .collect()
+    };
+    wait_until("three records", Duration::from_secs(10), || async {
+        records().len() >= 3
+    })
+    .await;
+    let r = records();
+    assert_eq!(r[0]["provider"], "mock");
+    assert_eq!(r[0]["attempts"], 2, "{:?}", r[0]);
+    // From then on `dead` cools down: one attempt each.
+    assert!(r[1..].iter().all(|r| r["attempts"] == 1), "{r:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failover_attempt_is_translated_for_its_own_provider() {
+    let stack = Stack::start().await;
+    // `polyglot`: OpenAI-style `flaky` first, Anthropic after it. The second attempt carries
+    // Anthropic's body, path and key; the answer comes back in OpenAI's format.
+    stack.flaky.set(Fault::Status(503, None));
+    let polyglot = |stream: bool| {
+        json!({"model": "polyglot", "stream": stream, "max_tokens": 100,
+               "messages": [{"role": "user", "content": "Hi"}]})
+    };
+    let resp = stack.post("/v1/chat/completions", &polyglot(false)).await;
+    assert_eq!(resp.status(), 200);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["object"], "chat.completion");
+    assert!(body["model"]
+        .as_str()
+        .unwrap()
+        .starts_with("claude-sonnet-4-5"));
+    // Streamed too (flaky now cools down: Anthropic is the first choice).
+    let resp = stack.post("/v1/chat/completions", &polyglot(true)).await;
+    let events = data_events(&read_all(resp).await.unwrap());
+    assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
+    let to_anthropic: Vec<_> = stack
+        .mock
+        .requests()
+        .into_iter()
+        .filter(|r| r.path == "/v1/messages")
+        .collect();
+    assert_eq!(to_anthropic.len(), 2);
+    for r in &to_anthropic {
+        assert_eq!(r.header("x-api-key"), Some(switchyard_tests::PROVIDER_KEY));
+        assert_eq!(
+            r.header("authorization"),
+            None,
+            "the OpenAI-style key leaked"
+        );
+        assert_eq!(r.json()["model"], "claude-sonnet-4-5");
+    }
+
+    // `polyglot-back`: Anthropic first (it answers 529, overloaded), the OpenAI-style mock after
+    // it. Anthropic's headers must not follow the request there.
+    let resp = stack
+        .post(
+            "/v1/chat/completions",
+            &json!({"model": "polyglot-back", "messages": [{"role": "user", "content": "Hi"}]}),
+        )
+        .await;
+    assert_eq!(resp.status(), 200);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["object"], "chat.completion");
+    let to_openai = stack
+        .mock
+        .requests()
+        .into_iter()
+        .rfind(|r| r.path == "/v1/chat/completions")
+        .expect("the mock got the second attempt");
+    assert_eq!(
+        to_openai.header("authorization"),
+        Some(format!("Bearer {}", switchyard_tests::PROVIDER_KEY).as_str())
+    );
+    assert_eq!(to_openai.header("x-api-key"), None);
+    assert_eq!(to_openai.header("anthropic-version"), None);
+    assert_eq!(to_openai.json()["model"], "gpt-4o-mini");
+    let back = stack.usage_record("polyglot-back").await;
+    assert_eq!(back["provider"], "mock");
+    assert_eq!(back["attempts"], 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_cut_after_its_first_bytes_ends_with_an_error() {
+    let stack = Stack::start().await;
+    stack.flaky.set(Fault::CutStream);
+    let resp = stack.post("/v1/chat/completions", &ask(true)).await;
+    assert_eq!(resp.status(), 200);
+    // Bytes reached the client: no failover now. The client sees the stream break (a reset
+    // cannot be turned into a clean end), never a clean end without `[DONE]`.
+    match read_all(resp).await {
+        Err(_) => {}
+        Ok(body) => {
+            let events = data_events(&body);
+            assert!(
+                events.last().is_some_and(|e| e.contains("\"error\"")),
+                "{events:?}"
+            );
+        }
+    }
+    let r = record_count(&stack, 1).await;
+    assert_eq!(r[0]["provider"], "flaky");
+    assert_eq!(r[0]["complete"], false);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_error_event_mid_stream_reaches_the_client() {
+    let stack = Stack::start().await;
+    stack.flaky.set(Fault::ErrorEvent);
+    let resp = stack.post("/v1/chat/completions", &ask(true)).await;
+    assert_eq!(resp.status(), 200);
+    let body = read_all(resp).await.expect("a clean HTTP end");
+    let events = data_events(&body);
+    let last: Value = serde_json::from_str(events.last().unwrap()).unwrap();
+    assert_eq!(last["error"]["type"], "server_error", "{events:?}");
+    let r = record_count(&stack, 1).await;
+    assert_eq!(r[0]["complete"], false);
+}
