@@ -477,4 +477,104 @@ mod tests {
         let ids: Vec<&str> = state.filter.keys.iter().map(|k| k.id.as_str()).collect();
         assert_eq!(ids, vec!["live"]);
     }
+
+    #[test]
+    fn models_with_several_targets_get_target_and_failover_clusters() {
+        let providers = vec![
+            provider("a", "http://127.0.0.1:9001/v1", &["m1"], true),
+            provider("b", "https://api.b.com/v1", &["m2", "vendor/m:3"], true),
+        ];
+        let spec = |provider: &str, model: &str, weight, priority| TargetSpec {
+            provider: provider.into(),
+            model: model.into(),
+            weight,
+            priority,
+        };
+        let models = vec![
+            ModelRow {
+                name: "trio".into(),
+                strategy: Strategy::Balanced,
+                targets: vec![
+                    spec("b", "vendor/m:3", 1, 1),
+                    spec("a", "m1", 1, 0),
+                    spec("b", "m2", 5, 0),
+                ],
+            },
+            ModelRow {
+                name: "solo".into(),
+                strategy: Strategy::Weighted,
+                targets: vec![spec("a", "m1", 1, 0)],
+            },
+        ];
+        let state = compute(&providers, &[], &models, &[], 1024);
+        let route = |name: &str| {
+            state
+                .filter
+                .models
+                .iter()
+                .find(|m| m.name == name)
+                .unwrap()
+                .clone()
+        };
+        assert!(route("solo").failover.is_empty(), "one target: no failover");
+        let trio = route("trio");
+        assert_eq!(trio.failover.len(), 3);
+        assert!(trio.failover.iter().all(|f| f.starts_with("failover-3-")));
+        // One target cluster per (provider, model), named safely, its endpoint naming the target.
+        let targets: Vec<(&str, &str)> = state
+            .clusters
+            .iter()
+            .filter_map(|c| Some((c.name.as_str(), c.target.as_deref()?)))
+            .collect();
+        assert_eq!(targets.len(), 3);
+        let odd = targets.iter().find(|(_, t)| *t == "b/vendor/m:3").unwrap();
+        assert!(odd.0.starts_with("target-b-vendor_m_3-"), "{}", odd.0);
+        let cluster_of = |t: &str| targets.iter().find(|(_, x)| *x == t).unwrap().0;
+        // Each failover cluster starts with its target, then the rest by tier, then weight.
+        let members = |i: usize| {
+            state
+                .failover
+                .iter()
+                .find(|f| f.name == trio.failover[i])
+                .unwrap()
+                .clusters
+                .clone()
+        };
+        assert_eq!(
+            members(0),
+            vec![
+                cluster_of("b/vendor/m:3"),
+                cluster_of("b/m2"),
+                cluster_of("a/m1")
+            ]
+        );
+        assert_eq!(
+            members(1),
+            vec![
+                cluster_of("a/m1"),
+                cluster_of("b/m2"),
+                cluster_of("b/vendor/m:3")
+            ]
+        );
+        assert_eq!(
+            members(2),
+            vec![
+                cluster_of("b/m2"),
+                cluster_of("a/m1"),
+                cluster_of("b/vendor/m:3")
+            ]
+        );
+        // Target clusters reach the provider's endpoint.
+        let b = state
+            .clusters
+            .iter()
+            .find(|c| c.name == "provider-b")
+            .unwrap();
+        let b_target = state
+            .clusters
+            .iter()
+            .find(|c| c.target.as_deref() == Some("b/m2"))
+            .unwrap();
+        assert_eq!(b.upstream, b_target.upstream);
+    }
 }

@@ -234,3 +234,84 @@ pub fn translator_for(
         }
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn index() -> Index {
+        Index::from_json(
+            br#"{"version":"1","max_body_bytes":65536,
+            "providers":[
+              {"name":"oa","kind":"openai_compatible","cluster":"provider-oa","authority":"oa.test",
+               "path_prefix":"/v1","auth_header":"authorization","auth_prefix":"Bearer ",
+               "keys":[{"id":"k1","secret":"sk-oa"}]},
+              {"name":"an","kind":"anthropic","cluster":"provider-an","authority":"an.test",
+               "auth_header":"x-api-key","keys":[{"id":"k2","secret":"sk-an"}],
+               "headers":[["anthropic-version","2023-06-01"]]}],
+            "models":[{"name":"duo","targets":[{"provider":"oa","model":"gpt-x"},
+                                               {"provider":"an","model":"claude-x"}],
+                       "failover":["failover-2-0-duo","failover-2-1-duo"]}]}"#,
+        )
+        .expect("config")
+    }
+
+    fn ask(stream: bool) -> Ask {
+        Ask {
+            endpoint: Endpoint::ChatCompletions,
+            model: "duo".into(),
+            stream,
+            request_id: "req-1".into(),
+        }
+    }
+
+    const BODY: &[u8] =
+        br#"{"model":"duo","messages":[{"role":"user","content":"Hi"}],"max_tokens":5}"#;
+
+    #[test]
+    fn each_target_gets_its_own_providers_request_from_the_same_body() {
+        let index = index();
+        let entry = index.targets("duo").unwrap();
+        let top = TopLevel::parse(BODY).unwrap();
+
+        let openai = Attempt::prepare(&index, &ask(false), BODY, &top, &entry.targets[0], 0)
+            .expect("openai attempt");
+        assert!(openai.translator.is_none());
+        assert_eq!(openai.path, "/v1/chat/completions");
+        let body: serde_json::Value =
+            serde_json::from_slice(openai.body.as_ref().unwrap()).unwrap();
+        assert_eq!(body["model"], "gpt-x");
+        assert_eq!(
+            openai.length,
+            openai.body.as_ref().unwrap().len().to_string()
+        );
+        let headers = openai.headers(index.provider(entry.targets[0].provider));
+        assert!(headers.contains(&("authorization", b"Bearer sk-oa".as_slice())));
+
+        let anthropic = Attempt::prepare(&index, &ask(true), BODY, &top, &entry.targets[1], 0)
+            .expect("anthropic attempt");
+        assert!(anthropic.translator.is_some());
+        assert_eq!(anthropic.path, "/v1/messages");
+        let body: serde_json::Value =
+            serde_json::from_slice(anthropic.body.as_ref().unwrap()).unwrap();
+        assert_eq!(body["model"], "claude-x");
+        let headers = anthropic.headers(index.provider(entry.targets[1].provider));
+        assert!(headers.contains(&("x-api-key", b"sk-an".as_slice())));
+        assert!(headers.contains(&("anthropic-version", b"2023-06-01".as_slice())));
+        assert!(!headers.iter().any(|(k, _)| *k == "authorization"));
+    }
+
+    #[test]
+    fn every_providers_headers_are_known_for_cleaning_up_between_attempts() {
+        let index = index();
+        let names = index.provider_headers();
+        for name in [
+            "authorization",
+            "x-api-key",
+            "anthropic-version",
+            "x-amz-date",
+        ] {
+            assert!(names.iter().any(|n| n == name), "{name} missing");
+        }
+    }
+}

@@ -479,4 +479,38 @@ mod tests {
         assert!(check_model_name("a\u{0}b").is_err());
         assert!(check_model_name(&"m".repeat(257)).is_err());
     }
+
+    #[test]
+    fn endpoint_metadata_names_a_target_by_provider_and_model() {
+        let idx = index(vec![ModelRoute {
+            name: "duo".into(),
+            targets: vec![target("a", "m/1", 1, 0), target("b", "m/1", 1, 0)],
+            strategy: Strategy::Weighted,
+            failover: vec!["f0".into(), "f1".into()],
+        }]);
+        let entry = idx.targets("duo").unwrap();
+        assert_eq!(idx.find_target(entry, b"a/m/1"), Some(0));
+        assert_eq!(idx.find_target(entry, b"b/m/1"), Some(1));
+        assert_eq!(idx.find_target(entry, b"b/m/2"), None);
+        assert_eq!(idx.find_target(entry, b"a/m/1x"), None);
+        assert_eq!(idx.find_target(entry, b""), None);
+    }
+
+    #[test]
+    fn failover_clusters_must_match_the_targets() {
+        let err = Index::new(FilterConfig {
+            version: "1".into(),
+            max_body_bytes: 1,
+            providers: vec![provider("a", &[("k", 1)])],
+            models: vec![ModelRoute {
+                name: "duo".into(),
+                targets: vec![target("a", "m1", 1, 0), target("a", "m2", 1, 0)],
+                strategy: Strategy::Weighted,
+                failover: vec!["only-one".into()],
+            }],
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(err.0.contains("failover"), "{err}");
+    }
 }

@@ -807,4 +807,75 @@ mod tests {
         assert!(y.contains("port_value: 9901"));
         assert!(y.contains("port_value: 18000"));
     }
+
+    #[test]
+    fn failover_clusters_aggregate_targets_and_their_route_retries_on_the_next() {
+        let mut state = state();
+        state.clusters[1].target = Some("local/m1".into());
+        state.failover = vec![FailoverCluster {
+            name: "failover-2-0-smart".into(),
+            clusters: vec!["provider-local".into(), "provider-openai".into()],
+        }];
+        let gw = Gateway::default();
+        let r = resources(&gw, &state, Path::new("/x.wasm"));
+        let target = Cluster::decode(r.clusters[1].1.value.as_slice()).unwrap();
+        assert!(
+            target.outlier_detection.is_some(),
+            "targets cool down in Envoy too"
+        );
+        let endpoint = &target.load_assignment.unwrap().endpoints[0].lb_endpoints[0];
+        let meta = &endpoint.metadata.as_ref().unwrap().filter_metadata[METADATA_NAMESPACE];
+        assert_eq!(
+            meta.fields["target"].kind,
+            Some(value::Kind::StringValue("local/m1".into()))
+        );
+        let aggregate = Cluster::decode(r.clusters[2].1.value.as_slice()).unwrap();
+        assert_eq!(
+            aggregate.lb_policy,
+            cluster::LbPolicy::ClusterProvided as i32
+        );
+        let Some(cluster::ClusterDiscoveryType::ClusterType(custom)) =
+            aggregate.cluster_discovery_type
+        else {
+            panic!("custom cluster type")
+        };
+        assert_eq!(custom.name, "envoy.clusters.aggregate");
+        let options = UpstreamHttpOptions::decode(
+            aggregate.typed_extension_protocol_options
+                ["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]
+                .value
+                .as_slice(),
+        )
+        .unwrap();
+        let filters: Vec<&str> = options
+            .http_filters
+            .iter()
+            .map(|f| f.name.as_str())
+            .collect();
+        assert_eq!(
+            filters,
+            vec![UPSTREAM_ROOT_ID, "envoy.filters.http.upstream_codec"]
+        );
+
+        let routes = RouteConfiguration::decode(r.routes[0].1.value.as_slice()).unwrap();
+        let routes = &routes.virtual_hosts[0].routes;
+        assert_eq!(routes.len(), 3, "streamed and not, then the default");
+        let retry = |i: usize| match &routes[i].action {
+            Some(route::Action::Route(a)) => a.retry_policy.clone(),
+            _ => None,
+        };
+        let streamed = retry(0).expect("retries");
+        assert_eq!(
+            streamed.num_retries.unwrap().value,
+            1,
+            "one attempt per target"
+        );
+        assert_eq!(streamed.retriable_status_codes, vec![429]);
+        assert_eq!(
+            streamed.per_try_idle_timeout.unwrap().seconds,
+            i64::try_from(gw.first_byte_timeout_secs).unwrap()
+        );
+        assert!(retry(1).unwrap().per_try_idle_timeout.is_none());
+        assert!(retry(2).is_none(), "a single target is not retried");
+    }
 }
