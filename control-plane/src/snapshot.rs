@@ -19,15 +19,20 @@ use crate::store::{ApiKeyRow, ModelRow, ProviderKeyRow, ProviderRow, Store, Stor
 pub struct ProviderCluster {
     pub name: String,
     pub upstream: Upstream,
-    /// `provider/model` for a target cluster (endpoint metadata, outlier detection on).
+    /// Endpoint metadata naming whom an attempt reached: `provider/model` for a target
+    /// cluster, the provider's name for a provider with several keys (retried on another key).
     pub target: Option<String>,
+    /// Envoy's outlier detection ejects the endpoint after a failure (target clusters).
+    pub outlier: bool,
 }
 
-/// An aggregate cluster: `clusters` tried in order, one attempt each (see DESIGN.md).
+/// An aggregate cluster: `clusters` tried in order, one attempt each (see DESIGN.md), for at
+/// most `attempts` attempts (a single provider with several keys: one per key).
 #[derive(Debug, Clone, PartialEq)]
 pub struct FailoverCluster {
     pub name: String,
     pub clusters: Vec<String>,
+    pub attempts: usize,
 }
 
 /// The desired state of every gateway.
@@ -38,9 +43,10 @@ pub struct GatewayState {
     pub failover: Vec<FailoverCluster>,
 }
 
-/// Name prefix of failover clusters with `n` targets; the route that retries matches it.
-pub fn failover_prefix(n: usize) -> String {
-    format!("failover-{n}-")
+/// Name prefix of failover clusters allowing `attempts` attempts; the route that retries
+/// matches it.
+pub fn failover_prefix(attempts: usize) -> String {
+    format!("failover-{attempts}-")
 }
 
 /// `s` as a cluster-name part: letters, digits, `.`, `_`, `-` kept, anything else `_`; a
@@ -173,6 +179,7 @@ pub fn compute(
                     id: k.id.clone(),
                     secret: secret.clone(),
                     weight: k.weight,
+                    qps: k.qps,
                 })
                 .collect(),
             headers: domain::required_headers(p.kind),
@@ -188,10 +195,12 @@ pub fn compute(
             region: p.settings.region.clone().unwrap_or_default(),
             quirks: domain::quirks(p.kind, &p.settings),
         });
+        let several_keys = keys.iter().filter(|(k, _)| k.provider_id == p.id).count() > 1;
         clusters.push(ProviderCluster {
             name: cluster,
             upstream,
-            target: None,
+            target: several_keys.then(|| p.name.clone()),
+            outlier: false,
         });
     }
 
@@ -279,6 +288,7 @@ pub fn compute(
                 failover.push(FailoverCluster {
                     name: cluster.clone(),
                     clusters,
+                    attempts: n,
                 });
                 cluster
             })
@@ -291,8 +301,31 @@ pub fn compute(
                 name,
                 upstream: upstream.clone(),
                 target: Some(format!("{provider}/{model}")),
+                outlier: true,
             });
         }
+    }
+    // A single target whose provider has several keys: a failed key (refused, rate limited)
+    // is retried on another, through an aggregate over the provider's own cluster.
+    let key_counts: HashMap<&str, usize> = filter_providers
+        .iter()
+        .map(|p| (p.name.as_str(), p.keys.len()))
+        .collect();
+    for (name, (_, targets)) in routes.iter().filter(|(_, (_, t))| t.len() == 1) {
+        let provider = targets[0].provider.as_str();
+        let keys = key_counts.get(provider).copied().unwrap_or(0);
+        if keys < 2 {
+            continue;
+        }
+        let cluster = format!("{}provider-{provider}", failover_prefix(keys));
+        if !failover.iter().any(|f: &FailoverCluster| f.name == cluster) {
+            failover.push(FailoverCluster {
+                name: cluster.clone(),
+                clusters: vec![cluster_name(provider)],
+                attempts: keys,
+            });
+        }
+        failover_names.insert(name.clone(), vec![cluster]);
     }
 
     let now = crate::store::now();

@@ -14,6 +14,10 @@ pub use mock::MockOpenAi;
 
 /// The provider key the mock accepts (never a real key).
 pub const PROVIDER_KEY: &str = "sk-mock-provider-key-0123456789";
+/// A provider key the mock refuses (401): provider `twokeys` has it before a good one.
+pub const REVOKED_KEY: &str = "sk-mock-revoked-key-9876543210";
+/// The requests-per-second limit of provider `metered`'s only key.
+pub const METERED_QPS: u32 = 5;
 /// A gateway key configured in every test stack.
 pub const GATEWAY_KEY: &str = "sk-test-gateway-key-abcdefgh";
 /// A gateway key that may only use `gpt-4o-mini`.
@@ -262,6 +266,16 @@ providers:
     kind: openai_compatible
     base_url: "{flaky_base_url}"
     keys: [{{secret: "{PROVIDER_KEY}"}}]
+  - name: metered
+    kind: openai_compatible
+    base_url: "{mock_base_url}"
+    keys: [{{secret: "{PROVIDER_KEY}", qps: {METERED_QPS}}}]
+    models: [mock-metered]
+  - name: twokeys
+    kind: openai_compatible
+    base_url: "{mock_base_url}"
+    keys: [{{secret: "{REVOKED_KEY}"}}, {{secret: "{PROVIDER_KEY}"}}]
+    models: [mock-keys]
 models:
   - name: smart
     targets: [{{provider: mock, model: gpt-4o-mini}}]
@@ -470,6 +484,8 @@ impl Stack {
                 "mock-truncated",
                 "azure-gpt-4o",
                 "mistral-small-latest",
+                "mock-metered",
+                "mock-keys",
             ],
             &["text-embedding-3-small"],
         )

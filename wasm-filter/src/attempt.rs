@@ -3,7 +3,7 @@
 //! answer back. Pure: the host applies the result, once in the downstream filter for the chosen
 //! target and again in the upstream filter for each failover attempt to another target.
 
-use crate::config::{Provider, ProviderKind};
+use crate::config::{Provider, ProviderKey, ProviderKind};
 use crate::error::FilterError;
 use crate::request::{Endpoint, TopLevel};
 use crate::route::{Index, ResolvedTarget};
@@ -44,21 +44,20 @@ pub struct Attempt {
 }
 
 impl Attempt {
-    /// Builds the request of `target` from the client's `body` (parsed as `top`) at `now`.
+    /// Builds the request of `target` from the client's `body` (parsed as `top`) with the
+    /// provider's `key` at `now`.
     pub fn prepare(
         index: &Index,
         ask: &Ask,
         body: &[u8],
         top: &TopLevel,
         target: &ResolvedTarget,
+        key: &ProviderKey,
         now: u64,
     ) -> Result<Attempt, FilterError> {
         let provider = index.provider(target.provider);
         let mut translator =
             translator_for(ask.endpoint, provider, &target.model, &ask.request_id, now)?;
-        let key = index
-            .choose_key(provider)
-            .ok_or_else(|| FilterError::no_provider_key(&provider.name))?;
         let new_body = match translator.as_mut() {
             Some(t) => {
                 let translated = t.request_body(body, &target.model)?;
@@ -274,8 +273,21 @@ mod tests {
         let entry = index.targets("duo").unwrap();
         let top = TopLevel::parse(BODY).unwrap();
 
-        let openai = Attempt::prepare(&index, &ask(false), BODY, &top, &entry.targets[0], 0)
-            .expect("openai attempt");
+        let key = |i: usize| {
+            index
+                .choose_key(index.provider(entry.targets[i].provider))
+                .unwrap()
+        };
+        let openai = Attempt::prepare(
+            &index,
+            &ask(false),
+            BODY,
+            &top,
+            &entry.targets[0],
+            key(0),
+            0,
+        )
+        .expect("openai attempt");
         assert!(openai.translator.is_none());
         assert_eq!(openai.path, "/v1/chat/completions");
         let body: serde_json::Value =
@@ -288,8 +300,9 @@ mod tests {
         let headers = openai.headers(index.provider(entry.targets[0].provider));
         assert!(headers.contains(&("authorization", b"Bearer sk-oa".as_slice())));
 
-        let anthropic = Attempt::prepare(&index, &ask(true), BODY, &top, &entry.targets[1], 0)
-            .expect("anthropic attempt");
+        let anthropic =
+            Attempt::prepare(&index, &ask(true), BODY, &top, &entry.targets[1], key(1), 0)
+                .expect("anthropic attempt");
         assert!(anthropic.translator.is_some());
         assert_eq!(anthropic.path, "/v1/messages");
         let body: serde_json::Value =

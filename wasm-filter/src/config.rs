@@ -168,6 +168,9 @@ pub struct ProviderKey {
     pub secret: String,
     #[serde(default = "one")]
     pub weight: u32,
+    /// Requests per second this key may carry, across all of an Envoy's workers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qps: Option<u32>,
 }
 
 impl std::fmt::Debug for ProviderKey {
@@ -176,6 +179,7 @@ impl std::fmt::Debug for ProviderKey {
         f.debug_struct("ProviderKey")
             .field("id", &self.id)
             .field("weight", &self.weight)
+            .field("qps", &self.qps)
             .finish_non_exhaustive()
     }
 }
@@ -246,6 +250,7 @@ mod tests {
             id: "k1".into(),
             secret: "sk-live-secret".into(),
             weight: 1,
+            qps: None,
         };
         let printed = format!("{key:?}");
         assert!(printed.contains("k1"));

@@ -43,6 +43,74 @@ pub fn is_failure(status: u32) -> bool {
     status >= 500 || status == 429
 }
 
+/// How long a provider key that the provider refused (401, 403) is left out: the key is wrong
+/// or revoked, and only an admin can mend that (a new configuration clears it).
+pub const KEY_REFUSED: u64 = 3600;
+
+/// What a response says about the provider key that was sent: `Some(seconds)` to leave it out
+/// for at least that long (refused: [`KEY_REFUSED`]; rate limited: the usual backoff, or the
+/// provider's `retry-after`), `None` when it says nothing against the key.
+pub fn key_failure(status: u32) -> Option<u64> {
+    match status {
+        401 | 403 => Some(KEY_REFUSED),
+        429 => Some(0),
+        _ => None,
+    }
+}
+
+/// A provider key's identity for cooldowns (distinct from every target's).
+pub fn key_identity(key_id: &str) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    "provider-key".hash(&mut h);
+    key_id.hash(&mut h);
+    // A third part: no (provider, model) pair hashes the same way.
+    0u8.hash(&mut h);
+    h.finish()
+}
+
+/// A per-second request window shared by all workers: `second` and requests counted in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Window {
+    pub second: u64,
+    pub count: u64,
+}
+
+impl Window {
+    pub fn encode(&self) -> [u8; 16] {
+        let mut out = [0u8; 16];
+        out[..8].copy_from_slice(&self.second.to_le_bytes());
+        out[8..].copy_from_slice(&self.count.to_le_bytes());
+        out
+    }
+
+    pub fn decode(bytes: &[u8]) -> Window {
+        let word = |r: std::ops::Range<usize>| {
+            bytes
+                .get(r)
+                .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                .map_or(0, u64::from_le_bytes)
+        };
+        Window {
+            second: word(0..8),
+            count: word(8..16),
+        }
+    }
+
+    /// The window after admitting one more request at `now`, or `None` when `qps` are spent.
+    pub fn admit(self, now: u64, qps: u32) -> Option<Window> {
+        if self.second != now {
+            return (qps > 0).then_some(Window {
+                second: now,
+                count: 1,
+            });
+        }
+        (self.count < u64::from(qps)).then_some(Window {
+            second: now,
+            count: self.count + 1,
+        })
+    }
+}
+
 /// The cooldown after `strikes` failures in a row.
 pub fn backoff(strikes: u32) -> u64 {
     let doublings = strikes.saturating_sub(1).min(16);
@@ -168,5 +236,36 @@ mod tests {
     fn failures_are_server_errors_and_rate_limits() {
         assert!(is_failure(500) && is_failure(503) && is_failure(429));
         assert!(!is_failure(400) && !is_failure(404) && !is_failure(200));
+    }
+
+    #[test]
+    fn keys_fail_on_refusal_and_rate_limits_only() {
+        assert_eq!(key_failure(401), Some(KEY_REFUSED));
+        assert_eq!(key_failure(403), Some(KEY_REFUSED));
+        assert_eq!(key_failure(429), Some(0));
+        assert_eq!(key_failure(500), None);
+        assert_eq!(key_failure(200), None);
+        assert_ne!(key_identity("k1"), key_identity("k2"));
+        assert_ne!(key_identity("m"), target_key("provider-key", "m"));
+    }
+
+    #[test]
+    fn a_window_admits_qps_requests_per_second() {
+        let mut w = Window::default();
+        for _ in 0..3 {
+            w = w.admit(100, 3).expect("within the limit");
+        }
+        assert_eq!(w.admit(100, 3), None, "the fourth in the same second");
+        let next = w.admit(101, 3).expect("a new second");
+        assert_eq!(
+            next,
+            Window {
+                second: 101,
+                count: 1
+            }
+        );
+        assert_eq!(Window::decode(&next.encode()), next);
+        assert_eq!(Window::decode(b"short"), Window::default());
+        assert_eq!(Window::default().admit(5, 0), None, "qps 0 admits nothing");
     }
 }

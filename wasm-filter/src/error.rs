@@ -20,6 +20,8 @@ pub struct FilterError {
     pub code: &'static str,
     pub message: String,
     pub source: ErrorSource,
+    /// Seconds the client should wait before trying again (`retry-after`), when known.
+    pub retry_after: Option<u64>,
 }
 
 impl FilterError {
@@ -35,6 +37,7 @@ impl FilterError {
             code,
             message,
             source,
+            retry_after: None,
         }
     }
 
@@ -123,6 +126,19 @@ impl FilterError {
             format!("Provider `{provider}` has no usable key."),
         );
         e.source = ErrorSource::Internal;
+        e
+    }
+
+    /// Every key of every provider able to serve the model is at its requests-per-second limit.
+    pub fn keys_saturated(model: &str) -> Self {
+        let mut e = Self::new(
+            429,
+            "requests",
+            "rate_limit_exceeded",
+            format!("The providers of `{model}` are at their request rate limit; try again in a second."),
+        );
+        e.source = ErrorSource::Internal;
+        e.retry_after = Some(1);
         e
     }
 

@@ -23,6 +23,9 @@ pub struct Index {
     model_names: Vec<String>,
     /// Round-robin cursor for weighted choices (per VM, i.e. per Envoy worker).
     cursor: Cell<u64>,
+    /// The same for provider keys (a cursor of its own, so that target and key choices do not
+    /// move in lockstep).
+    key_cursor: Cell<u64>,
     /// Every header some provider's requests carry (credentials, versions, signatures): a
     /// failover attempt removes those its own target does not set.
     provider_headers: Vec<String>,
@@ -166,6 +169,7 @@ impl Index {
             balance: cfg.balance,
             model_names,
             cursor: Cell::new(0),
+            key_cursor: Cell::new(0),
             provider_headers,
         })
     }
@@ -221,8 +225,22 @@ impl Index {
         now: u64,
         cooldowns: &Cooldowns,
     ) -> Option<usize> {
+        self.choose_position_except(entry, now, cooldowns, &[])
+    }
+
+    /// [`Index::choose_position`], treating the targets at `skip` as cooling down.
+    pub fn choose_position_except(
+        &self,
+        entry: &ModelEntry,
+        now: u64,
+        cooldowns: &Cooldowns,
+        skip: &[usize],
+    ) -> Option<usize> {
         let tick = self.next_tick();
         let local = |t: &ResolvedTarget| {
+            if skip.iter().any(|&i| std::ptr::eq(&entry.targets[i], t)) {
+                return Some(u64::MAX);
+            }
             if cooldowns.is_empty() {
                 return None;
             }
@@ -239,8 +257,14 @@ impl Index {
     }
 
     /// The position in `entry.targets` of the target an endpoint's metadata names
-    /// (`provider/model`).
+    /// (`provider/model`, or just `provider` for a provider's own cluster).
     pub fn find_target(&self, entry: &ModelEntry, name: &[u8]) -> Option<usize> {
+        if !name.contains(&b'/') {
+            return entry
+                .targets
+                .iter()
+                .position(|t| self.providers[t.provider].name.as_bytes() == name);
+        }
         entry.targets.iter().position(|t| {
             let provider = self.providers[t.provider].name.as_bytes();
             name.len() == provider.len() + 1 + t.model.len()
@@ -274,8 +298,31 @@ impl Index {
 
     /// Chooses the provider key for one request, weighted round robin.
     pub fn choose_key<'a>(&self, provider: &'a Provider) -> Option<&'a ProviderKey> {
-        let tick = self.next_tick();
+        let tick = self.key_cursor.get();
+        self.key_cursor.set(tick.wrapping_add(1));
         weighted_pick(provider.keys.iter(), |k| k.weight, tick)
+    }
+
+    /// The provider's keys in the order to try them for one request: the weighted round robin's
+    /// choice first, then the others in configuration order (weight 0 never).
+    pub fn key_candidates<'a>(&self, provider: &'a Provider) -> Vec<&'a ProviderKey> {
+        let Some(first) = self.choose_key(provider) else {
+            return Vec::new();
+        };
+        let mut out = Vec::with_capacity(provider.keys.len());
+        out.push(first);
+        out.extend(
+            provider
+                .keys
+                .iter()
+                .filter(|k| k.weight > 0 && !std::ptr::eq(*k, first)),
+        );
+        out
+    }
+
+    /// Every provider key's cooldown identity and QPS limit.
+    pub fn all_keys(&self) -> impl Iterator<Item = &ProviderKey> {
+        self.providers.iter().flat_map(|p| p.keys.iter())
     }
 }
 
@@ -357,6 +404,7 @@ mod tests {
                     id: (*id).into(),
                     secret: format!("secret-{id}"),
                     weight: *w,
+                    qps: None,
                 })
                 .collect(),
             headers: Vec::new(),
@@ -494,6 +542,11 @@ mod tests {
         assert_eq!(idx.find_target(entry, b"b/m/2"), None);
         assert_eq!(idx.find_target(entry, b"a/m/1x"), None);
         assert_eq!(idx.find_target(entry, b""), None);
+        assert_eq!(
+            idx.find_target(entry, b"b"),
+            Some(1),
+            "a provider's own cluster"
+        );
     }
 
     #[test]

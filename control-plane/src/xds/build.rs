@@ -401,7 +401,7 @@ fn route_config(gw: &Gateway, state: &GatewayState) -> RouteConfiguration {
         request_headers_to_remove: vec![CLUSTER_HEADER.into(), STREAM_HEADER.into()],
         ..Default::default()
     };
-    let mut counts: Vec<usize> = state.failover.iter().map(|f| f.clusters.len()).collect();
+    let mut counts: Vec<usize> = state.failover.iter().map(|f| f.attempts).collect();
     counts.sort_unstable();
     counts.dedup();
     let mut routes = Vec::with_capacity(2 * counts.len() + 1);
@@ -451,7 +451,8 @@ fn retry_policy(attempts: usize, idle: Option<Duration>) -> RetryPolicy {
         num_retries: Some(UInt32Value {
             value: u32::try_from(attempts.saturating_sub(1)).unwrap_or(0),
         }),
-        retriable_status_codes: vec![429],
+        // A provider key refused or rate limited: the next attempt uses another key (or target).
+        retriable_status_codes: vec![401, 403, 429],
         per_try_idle_timeout: idle,
         retry_priority: Some(retry_policy::RetryPriority {
             name: "envoy.retry_priorities.previous_priorities".into(),
@@ -543,7 +544,7 @@ fn provider_cluster(gw: &Gateway, c: &ProviderCluster) -> Cluster {
         transport_socket,
         // A target that fails is skipped by every failover cluster at once (Envoy's own
         // cooldown: 5 s, longer with each ejection in a row), until it answers again.
-        outlier_detection: c.target.is_some().then(|| OutlierDetection {
+        outlier_detection: c.outlier.then(|| OutlierDetection {
             consecutive_5xx: Some(UInt32Value { value: 1 }),
             consecutive_gateway_failure: Some(UInt32Value { value: 1 }),
             interval: Some(seconds(1)),
@@ -756,11 +757,13 @@ mod tests {
                     name: "provider-openai".into(),
                     upstream: Upstream::parse("https://api.openai.com/v1").unwrap(),
                     target: None,
+                    outlier: false,
                 },
                 ProviderCluster {
                     name: "provider-local".into(),
                     upstream: Upstream::parse("http://127.0.0.1:9000/v1").unwrap(),
                     target: None,
+                    outlier: false,
                 },
             ],
             failover: Vec::new(),
@@ -812,9 +815,11 @@ mod tests {
     fn failover_clusters_aggregate_targets_and_their_route_retries_on_the_next() {
         let mut state = state();
         state.clusters[1].target = Some("local/m1".into());
+        state.clusters[1].outlier = true;
         state.failover = vec![FailoverCluster {
             name: "failover-2-0-smart".into(),
             clusters: vec!["provider-local".into(), "provider-openai".into()],
+            attempts: 2,
         }];
         let gw = Gateway::default();
         let r = resources(&gw, &state, Path::new("/x.wasm"));
@@ -870,7 +875,7 @@ mod tests {
             1,
             "one attempt per target"
         );
-        assert_eq!(streamed.retriable_status_codes, vec![429]);
+        assert_eq!(streamed.retriable_status_codes, vec![401, 403, 429]);
         assert_eq!(
             streamed.per_try_idle_timeout.unwrap().seconds,
             i64::try_from(gw.first_byte_timeout_secs).unwrap()

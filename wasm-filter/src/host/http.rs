@@ -60,6 +60,8 @@ pub(crate) struct Request {
     hold_headers: bool,
     /// The failover plan shared with the upstream filter (models with several targets).
     plan: Option<(u64, plan::Shared)>,
+    /// The provider key sent (position in the provider's keys).
+    provider_key: Option<usize>,
 }
 
 impl Request {
@@ -82,6 +84,7 @@ impl Request {
             complete: false,
             hold_headers: false,
             plan: None,
+            provider_key: None,
         }
     }
 
@@ -101,6 +104,7 @@ impl Request {
                 self.provider = Some(t.provider);
                 self.upstream_model.clone_from(&t.model);
                 self.translator = translator;
+                self.provider_key = p.attempts.last().and_then(|a| a.key);
             }
         }
     }
@@ -114,11 +118,12 @@ impl Request {
         } else {
             error.body()
         };
-        let _ = hostcalls::send_http_response(
-            error.status,
-            vec![("content-type", "application/json")],
-            Some(&body),
-        );
+        let retry_after = error.retry_after.map(|s| s.to_string());
+        let mut headers = vec![("content-type", "application/json")];
+        if let Some(secs) = &retry_after {
+            headers.push(("retry-after", secs));
+        }
+        let _ = hostcalls::send_http_response(error.status, headers, Some(&body));
         Action::Pause
     }
 
@@ -193,8 +198,24 @@ impl Request {
         if !allowed {
             return Err(FilterError::model_not_allowed(model));
         }
-        let position = super::cooldowns::with(|c| index.choose_position(entry, now(), c))
-            .ok_or_else(|| FilterError::unknown_model(model))?;
+        // The best target whose provider has a key to spare this second (QPS limits); one
+        // whose keys are all spent is passed over for the next best.
+        let now = now();
+        let mut spent: Vec<usize> = Vec::new();
+        let (position, key) = loop {
+            let position =
+                super::cooldowns::with(|c| index.choose_position_except(entry, now, c, &spent))
+                    .ok_or_else(|| FilterError::unknown_model(model))?;
+            if spent.contains(&position) {
+                return Err(FilterError::keys_saturated(model));
+            }
+            let provider = index.provider(entry.targets[position].provider);
+            match super::keys::pick(&index, provider, now) {
+                Ok(key) => break (position, key),
+                Err(super::keys::NoKey::Saturated) => spent.push(position),
+                Err(e) => return Err(e.error(provider, model)),
+            }
+        };
         let target = &entry.targets[position];
         let provider = index.provider(target.provider);
         let ask = Ask {
@@ -207,7 +228,8 @@ impl Request {
                 .unwrap_or_default()
                 .to_owned(),
         };
-        let attempt = Attempt::prepare(&index, &ask, &body, &top, target, now())?;
+        let attempt = Attempt::prepare(&index, &ask, &body, &top, target, key, now)?;
+        self.provider_key = provider.keys.iter().position(|k| std::ptr::eq(k, key));
         drop(top);
         if let Some(new_body) = &attempt.body {
             let _ = hostcalls::set_buffer(BufferType::HttpRequestBody, 0, size, new_body);
@@ -244,6 +266,7 @@ impl Request {
                 ask,
                 body,
                 primary: position,
+                primary_key: self.provider_key,
                 headers_for: position,
                 switched: None,
                 current: position,
@@ -469,8 +492,8 @@ impl HttpContext for Request {
                     let p = shared.borrow();
                     if let Some(entry) = index.targets(&p.ask.model) {
                         let last = p.attempts.len() - 1;
-                        for (i, &(position, answered)) in p.attempts.iter().enumerate() {
-                            if answered != 0 {
+                        for (i, tried) in p.attempts.iter().enumerate() {
+                            if tried.status != 0 {
                                 continue;
                             }
                             let failed = if i == last && status != 0 {
@@ -478,15 +501,22 @@ impl HttpContext for Request {
                             } else {
                                 503
                             };
-                            if let Some(t) = entry.targets.get(position) {
+                            if let Some(t) = entry.targets.get(tried.target) {
                                 super::cooldowns::observe(index.target_key(t), failed, now());
                             }
                         }
                     }
                 }
                 _ => {
-                    let key = index.key_of(provider, &self.upstream_model);
-                    super::cooldowns::observe(key, status, now());
+                    let p = index.provider(provider);
+                    // With several keys, a rate limit is the key's, not the target's.
+                    if !(status == 429 && p.keys.len() > 1) {
+                        let key = index.key_of(provider, &self.upstream_model);
+                        super::cooldowns::observe(key, status, now());
+                    }
+                    if let Some(k) = self.provider_key.and_then(|k| p.keys.get(k)) {
+                        super::cooldowns::observe_key(&k.id, status, now());
+                    }
                 }
             }
         }

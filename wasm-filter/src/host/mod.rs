@@ -128,12 +128,7 @@ pub(crate) mod cooldowns {
             return; // no answer at all (the client went away): says nothing of the target
         }
         let entry = if cooldown::is_failure(status) {
-            let retry_after = (status == 429)
-                .then(|| {
-                    hostcalls::get_map_value_bytes(MapType::HttpResponseHeaders, "retry-after")
-                })
-                .and_then(|r| r.ok().flatten())
-                .and_then(|v| std::str::from_utf8(&v).ok()?.trim().parse::<u64>().ok());
+            let retry_after = retry_after(status);
             Some(LOCAL.with(|c| c.borrow_mut().failed(key, now, retry_after)))
         } else if status < 400 && LOCAL.with(|c| c.borrow_mut().succeeded(key)) {
             Some(Entry::default())
@@ -146,6 +141,37 @@ pub(crate) mod cooldowns {
         }
     }
 
+    /// Records what a response says about the provider key that was sent (401/403: refused,
+    /// left out for an hour; 429: rate limited, left out like a failing target).
+    pub(crate) fn observe_key(key_id: &str, status: u32, now: u64) {
+        let key = cooldown::key_identity(key_id);
+        let entry = if let Some(at_least) = cooldown::key_failure(status) {
+            if at_least > 0 {
+                log::warn!(
+                    "switchyard: provider key {key_id} refused ({status}): left out for {at_least} s"
+                );
+            }
+            let retry_after = retry_after(status).max(Some(at_least));
+            Some(LOCAL.with(|c| c.borrow_mut().failed(key, now, retry_after)))
+        } else if status < 400 && status > 0 && LOCAL.with(|c| c.borrow_mut().succeeded(key)) {
+            Some(Entry::default())
+        } else {
+            None
+        };
+        if let Some(entry) = entry {
+            let _ =
+                hostcalls::set_shared_data(&shared_key(key), Some(entry.encode().as_bytes()), None);
+        }
+    }
+
+    /// The response's `retry-after` in seconds, on a 429.
+    fn retry_after(status: u32) -> Option<u64> {
+        (status == 429)
+            .then(|| hostcalls::get_map_value_bytes(MapType::HttpResponseHeaders, "retry-after"))
+            .and_then(|r| r.ok().flatten())
+            .and_then(|v| std::str::from_utf8(&v).ok()?.trim().parse::<u64>().ok())
+    }
+
     /// Takes the other workers' entries for these targets.
     pub(crate) fn refresh(keys: &[u64]) {
         for &key in keys {
@@ -153,6 +179,99 @@ pub(crate) mod cooldowns {
                 if let Some(entry) = Entry::decode(&bytes) {
                     LOCAL.with(|c| c.borrow_mut().merge(key, entry));
                 }
+            }
+        }
+    }
+}
+
+/// Provider keys for one attempt: in weighted turn, skipping keys in cooldown (refused or rate
+/// limited) unless all are, and keys whose requests-per-second limit is spent in this second,
+/// counted across all workers in proxy-wasm shared data (compare-and-swap: exact).
+pub(crate) mod keys {
+    use proxy_wasm::hostcalls;
+    use proxy_wasm::types::Status;
+
+    use crate::config::{Provider, ProviderKey};
+    use crate::cooldown::{self, Window};
+    use crate::error::FilterError;
+    use crate::route::Index;
+
+    /// Why no key could be had.
+    pub(crate) enum NoKey {
+        /// Every key's QPS limit is spent for this second.
+        Saturated,
+        /// The provider has no key at all.
+        Missing,
+    }
+
+    impl NoKey {
+        pub(crate) fn error(&self, provider: &Provider, model: &str) -> FilterError {
+            match self {
+                NoKey::Saturated => FilterError::keys_saturated(model),
+                NoKey::Missing => FilterError::no_provider_key(&provider.name),
+            }
+        }
+    }
+
+    fn window_name(key: &ProviderKey) -> String {
+        format!("switchyard.qps.{}", key.id)
+    }
+
+    pub(crate) fn pick<'a>(
+        index: &Index,
+        provider: &'a Provider,
+        now: u64,
+    ) -> Result<&'a ProviderKey, NoKey> {
+        let candidates = index.key_candidates(provider);
+        let cooling = |k: &ProviderKey| {
+            super::cooldowns::with(|c| {
+                !c.is_empty() && c.until(cooldown::key_identity(&k.id), now).is_some()
+            })
+        };
+        let mut saturated = false;
+        for pass_cooling in [false, true] {
+            for &key in candidates.iter().filter(|k| cooling(k) == pass_cooling) {
+                match key.qps {
+                    None => return Ok(key),
+                    Some(qps) if admit(key, qps, now) => return Ok(key),
+                    Some(_) => saturated = true,
+                }
+            }
+        }
+        Err(if saturated {
+            NoKey::Saturated
+        } else {
+            NoKey::Missing
+        })
+    }
+
+    /// Counts one request against `key`'s window for `now`, if its limit allows.
+    fn admit(key: &ProviderKey, qps: u32, now: u64) -> bool {
+        let name = window_name(key);
+        for _ in 0..32 {
+            let Ok((bytes, cas)) = hostcalls::get_shared_data(&name) else {
+                return true; // no shared data: fail open rather than refuse everything
+            };
+            let window = bytes.map_or_else(Window::default, |b| Window::decode(&b));
+            let Some(next) = window.admit(now, qps) else {
+                return false;
+            };
+            match hostcalls::set_shared_data(&name, Some(&next.encode()), cas) {
+                Ok(()) => return true,
+                Err(Status::CasMismatch) => continue,
+                Err(_) => return true,
+            }
+        }
+        false
+    }
+
+    /// Creates each limited key's window once, so that every later write is a compare-and-swap
+    /// (a write to a missing entry is unconditional).
+    pub(crate) fn prepare_windows(index: &Index) {
+        for key in index.all_keys().filter(|k| k.qps.is_some()) {
+            let name = window_name(key);
+            if let Ok((None, _)) = hostcalls::get_shared_data(&name) {
+                let _ = hostcalls::set_shared_data(&name, Some(&Window::default().encode()), None);
             }
         }
     }
@@ -196,6 +315,12 @@ impl RootContext for Root {
             Ok(index) => {
                 log::info!("switchyard: configuration version {} loaded", index.version);
                 self.target_keys = index.all_target_keys();
+                self.target_keys.extend(
+                    index
+                        .all_keys()
+                        .map(|k| crate::cooldown::key_identity(&k.id)),
+                );
+                keys::prepare_windows(&index);
                 self.index = Some(Rc::new(index));
                 true
             }

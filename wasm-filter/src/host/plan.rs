@@ -19,6 +19,8 @@ pub(crate) struct Plan {
     /// The target the downstream filter prepared the request for (position in the model's
     /// targets); the body Envoy replays to each attempt is that target's.
     pub primary: usize,
+    /// The provider key it chose (position in the provider's keys).
+    pub primary_key: Option<usize>,
     /// The target whose headers the request carries now (upstream header changes persist
     /// from one attempt to the next).
     pub headers_for: usize,
@@ -27,8 +29,17 @@ pub(crate) struct Plan {
     pub switched: Option<Option<Box<dyn Translator>>>,
     /// The target of the latest attempt.
     pub current: usize,
-    /// Every attempt in order: target, and the status it answered (0: none yet, or never).
-    pub attempts: Vec<(usize, u32)>,
+    /// Every attempt in order.
+    pub attempts: Vec<Tried>,
+}
+
+/// One attempt: its target, the provider key it sent, the status it answered (0: none yet, or
+/// never: connect failure, reset, timeout).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Tried {
+    pub target: usize,
+    pub key: Option<usize>,
+    pub status: u32,
 }
 
 pub(crate) type Shared = Rc<RefCell<Plan>>;

@@ -10,7 +10,7 @@ use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, BufferType, MapType};
 
 use super::abi;
-use super::plan::{self, Shared};
+use super::plan::{self, Shared, Tried};
 use crate::attempt::Attempt;
 use crate::config::METADATA_NAMESPACE;
 use crate::error::FilterError;
@@ -47,16 +47,22 @@ impl UpstreamAttempt {
         let mut p = shared.borrow_mut();
         let entry = p.index.targets(&p.ask.model)?;
         let position = p.index.find_target(entry, &name)?;
-        p.attempts.push((position, 0));
+        // Another try at a target this request already tried goes out afresh (with another
+        // key, if its first one failed).
+        let tried_before = p.attempts.iter().any(|a| a.target == position);
+        let ready = position == p.primary && p.headers_for == p.primary && !tried_before;
+        let key = if ready { p.primary_key } else { None };
+        p.attempts.push(Tried {
+            target: position,
+            key,
+            status: 0,
+        });
         self.attempt = p.attempts.len() - 1;
         p.current = position;
-        let ready = position == p.primary && p.headers_for == p.primary;
         if ready {
             // The request is as the downstream filter prepared it: nothing to change. A
             // previous attempt may have switched; this one answers with the primary's translator.
-            if p.switched.is_some() {
-                p.switched = None;
-            }
+            p.switched = None;
         } else {
             self.prepare_for = Some(position);
         }
@@ -81,9 +87,16 @@ impl UpstreamAttempt {
             .ok_or_else(|| FilterError::unknown_model(&p.ask.model))?;
         let target = &entry.targets[position];
         let provider = index.provider(target.provider);
+        let now = now();
+        let key = super::keys::pick(&index, provider, now)
+            .map_err(|e| e.error(provider, &p.ask.model))?;
         let top = TopLevel::parse(&p.body)?;
-        let attempt = Attempt::prepare(&index, &p.ask, &p.body, &top, target, now())?;
+        let attempt = Attempt::prepare(&index, &p.ask, &p.body, &top, target, key, now)?;
         drop(top);
+        let key_position = provider.keys.iter().position(|k| std::ptr::eq(k, key));
+        if let Some(a) = p.attempts.get_mut(self.attempt) {
+            a.key = key_position;
+        }
         let body = attempt.body.as_deref().unwrap_or(&p.body);
         let _ = hostcalls::set_buffer(BufferType::HttpRequestBody, 0, size, body);
         let current = abi::header_block(MapType::HttpRequestHeaders);
@@ -150,13 +163,21 @@ impl HttpContext for UpstreamAttempt {
             .and_then(|s| std::str::from_utf8(&s).ok()?.parse().ok())
             .unwrap_or(0);
         let mut p = shared.borrow_mut();
-        if let Some(a) = p.attempts.get_mut(self.attempt) {
-            a.1 = status;
-            let position = a.0;
-            let entry = p.index.targets(&p.ask.model);
-            if let Some(t) = entry.and_then(|e| e.targets.get(position)) {
-                let key = p.index.target_key(t);
-                super::cooldowns::observe(key, status, now());
+        let Some(tried) = p.attempts.get_mut(self.attempt) else {
+            return Action::Continue;
+        };
+        tried.status = status;
+        let tried = *tried;
+        let index = p.index.clone();
+        let entry = index.targets(&p.ask.model);
+        if let Some(t) = entry.and_then(|e| e.targets.get(tried.target)) {
+            let provider = index.provider(t.provider);
+            // With several keys, a rate limit is the key's, not the target's.
+            if !(status == 429 && provider.keys.len() > 1) {
+                super::cooldowns::observe(index.target_key(t), status, now());
+            }
+            if let Some(k) = tried.key.and_then(|k| provider.keys.get(k)) {
+                super::cooldowns::observe_key(&k.id, status, now());
             }
         }
         Action::Continue
