@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context as _;
+use envoy_types::pb::envoy::service::accesslog::v3::access_log_service_server::AccessLogServiceServer;
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::AggregatedDiscoveryServiceServer;
 
 use crate::config::{Config, Gateway};
@@ -25,6 +26,10 @@ pub struct App {
     pub tokens: crate::gcp::Tokens,
     /// Wakes the token refresher when the configuration changes.
     pub refresh: Arc<tokio::sync::Notify>,
+    /// Attempts reported by Envoy, waiting to be written (see [`crate::health`]).
+    pub health: Arc<crate::health::Health>,
+    /// The figures the last published configuration ranks by.
+    figures: std::sync::Mutex<crate::health::Figures>,
 }
 
 impl App {
@@ -45,17 +50,48 @@ impl App {
             publish_lock: tokio::sync::Mutex::new(()),
             tokens: crate::gcp::Tokens::default(),
             refresh: Arc::new(tokio::sync::Notify::new()),
+            health: Arc::default(),
+            figures: std::sync::Mutex::default(),
         }
+    }
+
+    /// Writes the health figures Envoy reported since the last call and recomputes the window;
+    /// returns whether the figures changed (then the configuration should be published).
+    pub async fn update_health(&self) -> anyhow::Result<bool> {
+        let rows = self.health.take();
+        if !rows.is_empty() {
+            if let Err(e) = self.store.add_health(&rows).await {
+                self.health.restore(rows);
+                return Err(e.into());
+            }
+        }
+        let minute = crate::store::now() / 60;
+        let window = self
+            .store
+            .health_since(minute - crate::health::WINDOW_MINUTES + 1)
+            .await?;
+        let figures = crate::health::Figures::new(window, &self.store.list_prices().await?);
+        let mut current = self
+            .figures
+            .lock()
+            .map_err(|_| anyhow::anyhow!("figures lock poisoned"))?;
+        if *current == figures {
+            return Ok(false);
+        }
+        *current = figures;
+        Ok(true)
     }
 
     /// Recomputes the gateway state from the store and publishes it to every Envoy.
     pub async fn publish(&self) -> anyhow::Result<u64> {
         let _guard = self.publish_lock.lock().await;
+        let figures = self.figures.lock().map(|f| f.clone()).unwrap_or_default();
         let state = crate::snapshot::load(
             &self.store,
             &self.master,
             self.gateway.max_body_bytes,
             &self.tokens,
+            &figures,
         )
         .await?;
         // A new or changed Vertex key needs a token: let the refresher look.
@@ -129,12 +165,16 @@ pub async fn serve(config_path: &Path) -> anyhow::Result<()> {
         .add_service(AggregatedDiscoveryServiceServer::new(AdsServer::new(
             app.cache.clone(),
         )))
+        .add_service(AccessLogServiceServer::new(crate::health::AlsServer::new(
+            app.health.clone(),
+        )))
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::TcpListenerStream::new(xds_listener),
             stopped(stop_rx.clone()),
         );
     let admin = tokio::spawn(async move { admin.await.context("admin API") });
     tokio::spawn(refresh_tokens(app.clone()));
+    tokio::spawn(refresh_health(app.clone()));
     let ads = tokio::spawn(async move { ads.await.context("xDS server") });
 
     shutdown_signal().await;
@@ -177,6 +217,36 @@ async fn refresh_tokens(app: Arc<App>) {
         }
         // Woken early by configuration changes (publish), else when the next token is due.
         let _ = tokio::time::timeout(sleep, app.refresh.notified()).await;
+    }
+}
+
+/// How often reported attempts are written and the figures recomputed.
+const HEALTH_PERIOD: std::time::Duration = std::time::Duration::from_secs(2);
+/// How long the per-minute health rows are kept.
+const HEALTH_KEPT_MINUTES: i64 = 7 * 24 * 60;
+
+/// Writes Envoy's reports to the store and publishes when the figures move.
+async fn refresh_health(app: Arc<App>) {
+    let mut tick = tokio::time::interval(HEALTH_PERIOD);
+    let mut pruned_at = 0;
+    loop {
+        tick.tick().await;
+        match app.update_health().await {
+            Ok(true) => {
+                if let Err(e) = app.publish().await {
+                    tracing::error!("publishing new health figures: {e:#}");
+                }
+            }
+            Ok(false) => {}
+            Err(e) => tracing::warn!("health figures not updated: {e:#}"),
+        }
+        let minute = crate::store::now() / 60;
+        if minute - pruned_at >= 60 {
+            pruned_at = minute;
+            if let Err(e) = app.store.prune_health(minute - HEALTH_KEPT_MINUTES).await {
+                tracing::warn!("old health figures not pruned: {e}");
+            }
+        }
     }
 }
 
@@ -285,6 +355,22 @@ pub async fn apply_config(
             })
             .await?;
     }
+    for (i, price) in config.prices.iter().enumerate() {
+        let micros = |usd: f64| -> anyhow::Result<i64> {
+            if !(usd.is_finite() && (0.0..1e6).contains(&usd)) {
+                anyhow::bail!("prices[{i}]: a price must be between 0 and 1,000,000 USD");
+            }
+            Ok((usd * 1e6).round() as i64)
+        };
+        store
+            .put_price(&crate::store::PriceRow {
+                provider: price.provider.clone(),
+                model: price.model.clone(),
+                input_micros: micros(price.input)?,
+                output_micros: micros(price.output)?,
+            })
+            .await?;
+    }
     for (i, k) in config.api_keys.iter().enumerate() {
         let at = format!("api_keys[{i}]");
         domain::check_name("API key", &k.name).map_err(|e| anyhow::anyhow!("{at}: {e}"))?;
@@ -347,6 +433,7 @@ pub async fn render_static(config_path: &Path, out: &Path) -> anyhow::Result<()>
         &app.master,
         app.gateway.max_body_bytes,
         &app.tokens,
+        &crate::health::Figures::default(),
     )
     .await?;
     let bootstrap = build::static_bootstrap(&app.gateway, &state, &app.wasm_path);

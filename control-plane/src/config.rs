@@ -30,6 +30,20 @@ pub struct Config {
     pub models: Vec<ModelSpec>,
     #[serde(default)]
     pub api_keys: Vec<ApiKeySpec>,
+    /// Prices of provider models (USD per million tokens), for cost-based routing.
+    #[serde(default)]
+    pub prices: Vec<PriceSpec>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PriceSpec {
+    pub provider: String,
+    pub model: String,
+    /// USD per million input (prompt) tokens.
+    pub input: f64,
+    /// USD per million output (completion) tokens.
+    pub output: f64,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -7,6 +7,7 @@ pub mod config;
 pub mod crypto;
 pub mod domain;
 pub mod gcp;
+pub mod health;
 pub mod snapshot;
 pub mod store;
 pub mod xds;

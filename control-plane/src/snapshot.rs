@@ -11,6 +11,7 @@ use switchyard_filter::config::{
 
 use crate::crypto::MasterKey;
 use crate::domain::{self, ProviderKind, Upstream};
+use crate::health::Figures;
 use crate::store::{ApiKeyRow, ModelRow, ProviderKeyRow, ProviderRow, Store, StoreError};
 
 /// One Envoy cluster per provider endpoint, and one per target of a model with several targets
@@ -80,6 +81,7 @@ pub async fn load(
     master: &MasterKey,
     max_body_bytes: usize,
     tokens: &crate::gcp::Tokens,
+    figures: &Figures,
 ) -> Result<GatewayState, StoreError> {
     let providers = store.list_providers().await?;
     let keys = store.list_provider_keys().await?;
@@ -111,6 +113,7 @@ pub async fn load(
         &models,
         &api_keys,
         max_body_bytes,
+        figures,
     ))
 }
 
@@ -144,6 +147,7 @@ pub fn compute(
     models: &[ModelRow],
     api_keys: &[ApiKeyRow],
     max_body_bytes: usize,
+    figures: &Figures,
 ) -> GatewayState {
     let mut clusters = Vec::new();
     let mut filter_providers = Vec::new();
@@ -230,6 +234,8 @@ pub fn compute(
                 stats: TargetStats::default(),
             })
             .collect();
+        let mut targets = targets;
+        figures.apply(&mut targets);
         if targets.is_empty() {
             tracing::warn!(model = %m.name, "model has no usable target; not served");
         } else {
@@ -446,7 +452,7 @@ mod tests {
                 }],
             },
         ];
-        let state = compute(&providers, &keys, &models, &[], 1024);
+        let state = compute(&providers, &keys, &models, &[], 1024, &Figures::default());
         let names: Vec<&str> = state
             .filter
             .models
@@ -484,7 +490,7 @@ mod tests {
         assert_eq!(a.keys[0].secret, "secret-a");
         assert_eq!(a.auth_header, "authorization");
         assert!(!state.filter.version.is_empty());
-        let again = compute(&providers, &keys, &models, &[], 1024);
+        let again = compute(&providers, &keys, &models, &[], 1024, &Figures::default());
         assert_eq!(
             again.filter.version, state.filter.version,
             "stable for same content"
@@ -506,7 +512,14 @@ mod tests {
             expires_at,
             created_at: 0,
         };
-        let state = compute(&[], &[], &[], &[key("live", None), key("gone", Some(1))], 1);
+        let state = compute(
+            &[],
+            &[],
+            &[],
+            &[key("live", None), key("gone", Some(1))],
+            1,
+            &Figures::default(),
+        );
         let ids: Vec<&str> = state.filter.keys.iter().map(|k| k.id.as_str()).collect();
         assert_eq!(ids, vec!["live"]);
     }
@@ -539,7 +552,7 @@ mod tests {
                 targets: vec![spec("a", "m1", 1, 0)],
             },
         ];
-        let state = compute(&providers, &[], &models, &[], 1024);
+        let state = compute(&providers, &[], &models, &[], 1024, &Figures::default());
         let route = |name: &str| {
             state
                 .filter

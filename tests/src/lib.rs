@@ -215,7 +215,8 @@ providers:
     kind: openai_compatible
     base_url: "{mock_base_url}"
     keys: [{{secret: "{PROVIDER_KEY}"}}]
-    models: [gpt-4o-mini, text-embedding-3-small, gpt-image-1, mock-gated, mock-cut, mock-truncated]
+    models: [gpt-4o-mini, text-embedding-3-small, gpt-image-1, mock-gated, mock-cut, mock-truncated,
+             mock-slow]
   - name: claude
     kind: anthropic
     base_url: "{origin}"
@@ -283,6 +284,9 @@ models:
     targets: [{{provider: dead, model: dead-model}}, {{provider: mock, model: gpt-4o-mini, priority: 1}}]
   - name: fickle
     targets: [{{provider: flaky, model: gpt-4o-mini}}, {{provider: mock, model: gpt-4o-mini, priority: 1}}]
+  - name: quick
+    strategy: latency
+    targets: [{{provider: mock, model: mock-slow}}, {{provider: mock, model: gpt-4o-mini}}]
   - name: polyglot
     targets: [{{provider: flaky, model: gpt-4o-mini}}, {{provider: claude, model: claude-sonnet-4-5, priority: 1}}]
   - name: polyglot-back
@@ -486,6 +490,7 @@ impl Stack {
                 "mistral-small-latest",
                 "mock-metered",
                 "mock-keys",
+                "mock-slow",
             ],
             &["text-embedding-3-small"],
         )

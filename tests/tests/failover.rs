@@ -259,3 +259,42 @@ async fn an_error_event_mid_stream_reaches_the_client() {
     let r = record_count(&stack, 1).await;
     assert_eq!(r[0]["complete"], false);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routing_follows_the_latency_envoy_reports() {
+    // `quick` (strategy `latency`) has a slow target (300 ms) and a fast one. With no figures
+    // yet both are used; Envoy's access-log stream gives the control plane their latency, and
+    // once it is pushed every request goes to the fast one.
+    let stack = Stack::start().await;
+    let ask = json!({"model": "quick", "messages": [{"role": "user", "content": "Hi"}]});
+    let targets = |stack: &Stack| -> Vec<String> {
+        usage_records(&stack.envoy.proc.log_text())
+            .into_iter()
+            .filter(|r| r["model"] == "quick")
+            .map(|r| r["upstream_model"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    };
+    for _ in 0..8 {
+        let resp = stack.post("/v1/chat/completions", &ask).await;
+        assert_eq!(resp.status(), 200);
+    }
+    let first = targets(&stack);
+    assert!(first.iter().any(|m| m == "mock-slow"), "{first:?}");
+    // The figures reach Envoy within a few seconds (2 s write period, then a push).
+    wait_until(
+        "only the fast target to be chosen",
+        Duration::from_secs(20),
+        || async {
+            let before = targets(&stack).len();
+            for _ in 0..5 {
+                let _ = stack.post("/v1/chat/completions", &ask).await;
+            }
+            wait_until("records", Duration::from_secs(5), || async {
+                targets(&stack).len() >= before + 5
+            })
+            .await;
+            targets(&stack)[before..].iter().all(|m| m == "gpt-4o-mini")
+        },
+    )
+    .await;
+}

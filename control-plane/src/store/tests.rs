@@ -61,7 +61,162 @@ fn def(kind: ProviderKind, base_url: &str, models: &[String]) -> ProviderDef {
     }
 }
 
+/// Known health figures and prices in the store; the configuration computed from them makes the
+/// filter's ranking choose as each strategy says.
+async fn strategies_choose_from_known_figures(s: Store) {
+    use std::collections::HashMap;
+
+    use crate::config::TargetSpec;
+    use crate::domain::Strategy;
+    use crate::health::Figures;
+    use switchyard_filter::cooldown::Cooldowns;
+    use switchyard_filter::route::Index;
+
+    // fast: quick, reliable, dear. cheap: slow, reliable, cheap. shaky: quick-ish, fails 40 %.
+    let figures = [
+        ("fast", 100, 1, 10.0, 30.0),
+        ("cheap", 900, 1, 0.1, 0.4),
+        ("shaky", 150, 40, 1.0, 2.0),
+    ];
+    let minute = now() / 60;
+    for (name, latency, failed_per_100, input, output) in figures {
+        let p = s
+            .upsert_provider(
+                name,
+                &def(
+                    ProviderKind::OpenaiCompatible,
+                    "http://127.0.0.1:1/v1",
+                    &["m".into()],
+                ),
+            )
+            .await
+            .unwrap();
+        s.replace_provider_keys(&p, &[key(name, 1)]).await.unwrap();
+        s.add_health(&[HealthRow {
+            provider: name.into(),
+            model: "m".into(),
+            minute,
+            attempts: 100,
+            failures: failed_per_100,
+            latency_ms_sum: latency * (100 - failed_per_100),
+            latency_count: 100 - failed_per_100,
+            prompt_tokens: 7500,
+            completion_tokens: 2500,
+            ..Default::default()
+        }])
+        .await
+        .unwrap();
+        s.put_price(&PriceRow {
+            provider: name.into(),
+            model: "m".into(),
+            input_micros: (input * 1e6) as i64,
+            output_micros: (output * 1e6) as i64,
+        })
+        .await
+        .unwrap();
+    }
+    // Written twice for the same minute: figures add up, shares stay.
+    s.add_health(&[HealthRow {
+        provider: "fast".into(),
+        model: "m".into(),
+        minute,
+        attempts: 100,
+        failures: 1,
+        latency_ms_sum: 9900,
+        latency_count: 99,
+        ..Default::default()
+    }])
+    .await
+    .unwrap();
+    let strategies = [
+        ("by-weight", Strategy::Weighted),
+        ("by-latency", Strategy::Latency),
+        ("by-cost", Strategy::Cost),
+        ("by-reliability", Strategy::Reliability),
+        ("by-balance", Strategy::Balanced),
+    ];
+    for (name, strategy) in strategies {
+        s.upsert_model(&ModelRow {
+            name: name.into(),
+            strategy,
+            targets: ["fast", "cheap", "shaky"]
+                .iter()
+                .map(|p| TargetSpec {
+                    provider: (*p).into(),
+                    model: "m".into(),
+                    weight: 1,
+                    priority: 0,
+                })
+                .collect(),
+        })
+        .await
+        .unwrap();
+    }
+    let window = s.health_since(minute - 4).await.unwrap();
+    assert_eq!(
+        window
+            .iter()
+            .find(|r| r.provider == "fast")
+            .unwrap()
+            .attempts,
+        200
+    );
+    let figures = Figures::new(window, &s.list_prices().await.unwrap());
+    let keys: Vec<_> = s
+        .list_provider_keys()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|k| (k, "secret".to_string()))
+        .collect();
+    let state = crate::snapshot::compute(
+        &s.list_providers().await.unwrap(),
+        &keys,
+        &s.list_models().await.unwrap(),
+        &[],
+        1024,
+        &figures,
+    );
+    let index = Index::new(state.filter).unwrap();
+    let chosen = |model: &str| -> HashMap<String, usize> {
+        let entry = index.targets(model).unwrap();
+        let mut counts = HashMap::new();
+        for _ in 0..300 {
+            let t = index
+                .choose_target(entry, 0, &Cooldowns::default())
+                .unwrap();
+            *counts
+                .entry(index.provider(t.provider).name.clone())
+                .or_default() += 1;
+        }
+        counts
+    };
+    let only = |model: &str| -> Vec<String> {
+        let mut names: Vec<String> = chosen(model).into_keys().collect();
+        names.sort();
+        names
+    };
+    assert_eq!(
+        only("by-weight"),
+        ["cheap", "fast", "shaky"],
+        "weights alone: all share"
+    );
+    assert_eq!(only("by-latency"), ["fast"]);
+    assert_eq!(only("by-cost"), ["cheap"]);
+    assert_eq!(
+        only("by-reliability"),
+        ["cheap", "fast"],
+        "equally reliable: both"
+    );
+    // Balanced: fast is 85x dearer, shaky fails 40 %, cheap is only slow: cheap.
+    assert_eq!(only("by-balance"), ["cheap"]);
+}
+
 on_both_backends! {
+    strategies_follow_the_stored_figures => |s: Store| async move {
+        strategies_choose_from_known_figures(s).await;
+    };
+
     providers_upsert_is_idempotent => |s: Store| async move {
         let models = vec!["gpt-4o".to_string()];
         let a = s.upsert_provider("openai", &def(ProviderKind::Openai, "https://api.openai.com/v1", &models)).await.unwrap();

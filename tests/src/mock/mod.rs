@@ -4,7 +4,7 @@
 //!
 //! Special model names drive failure cases: `mock-gated` holds the stream after its first chunk
 //! until [`MockOpenAi::open_gate`]; `mock-cut` drops the connection mid-stream; `mock-truncated`
-//! ends the stream cleanly but without `[DONE]`.
+//! ends the stream cleanly but without `[DONE]`; `mock-slow` answers after 300 ms.
 //!
 //! The same server also speaks Anthropic Messages at `POST /v1/messages` (the Anthropic SDK's
 //! base URL is the origin), checked as Anthropic checks it: `x-api-key`, `anthropic-version`,
@@ -403,7 +403,12 @@ async fn chat(
         CHAT_FIELDS,
         Auth::Bearer,
     ) {
-        Ok(obj) => chat_answer(state, obj),
+        Ok(obj) => {
+            if obj.get("model").and_then(Value::as_str) == Some("mock-slow") {
+                tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            }
+            chat_answer(state, obj)
+        }
         Err(r) => *r,
     }
 }

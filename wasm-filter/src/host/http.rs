@@ -296,6 +296,26 @@ impl Request {
         };
         let u = self.usage.unwrap_or_default();
         let mut out = String::with_capacity(256);
+        // Attempts before the last one failed (they were retried): the health figures count them.
+        let mut failed = String::new();
+        if let (Some(index), Some((_, shared))) = (&self.index, &self.plan) {
+            let p = shared.borrow();
+            let entry = index.targets(&p.ask.model);
+            let attempts = p.attempts.len();
+            for tried in p.attempts.iter().take(attempts.saturating_sub(1)) {
+                if let Some(t) = entry.and_then(|e| e.targets.get(tried.target)) {
+                    failed.push(if failed.is_empty() { '[' } else { ',' });
+                    let mut name = String::with_capacity(64);
+                    name.push_str(&index.provider(t.provider).name);
+                    name.push('/');
+                    name.push_str(&t.model);
+                    push_json_string(&mut failed, &name);
+                }
+            }
+            if !failed.is_empty() {
+                failed.push(']');
+            }
+        }
         out.push_str("{\"key\":");
         push_json_string(&mut out, key_id);
         out.push_str(",\"user\":");
@@ -306,6 +326,10 @@ impl Request {
         push_json_string(&mut out, provider);
         out.push_str(",\"upstream_model\":");
         push_json_string(&mut out, &self.upstream_model);
+        if !failed.is_empty() {
+            out.push_str(",\"failed\":");
+            out.push_str(&failed);
+        }
         let _ = write!(
             out,
             ",\"stream\":{},\"complete\":{},\"prompt_tokens\":{},\"completion_tokens\":{},\"total_tokens\":{},\"cached_tokens\":{},\"cache_write_tokens\":{},\"reasoning_tokens\":{}}}",

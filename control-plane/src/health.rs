@@ -1,0 +1,370 @@
+//! Target health, measured from traffic: Envoy streams every request's access-log entry to the
+//! control plane (gRPC access log service), with the filter's record in filter state. Each attempt
+//! (the final one, and those that failed before it) is added to its target's row for the minute;
+//! rows are written to the store as a time series. The recent window becomes each target's
+//! figures (time to first byte, success rate, price for the model's token mix), which the filter
+//! ranks by.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use envoy_types::pb::envoy::data::accesslog::v3::HttpAccessLogEntry;
+use envoy_types::pb::envoy::service::accesslog::v3::access_log_service_server::AccessLogService;
+use envoy_types::pb::envoy::service::accesslog::v3::{
+    stream_access_logs_message, StreamAccessLogsMessage, StreamAccessLogsResponse,
+};
+use envoy_types::pb::google::protobuf::BytesValue;
+use prost::Message as _;
+use serde::Deserialize;
+use switchyard_filter::config::{Target, TargetStats};
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::store::{HealthRow, PriceRow};
+
+/// The filter state key of the filter's per-request record.
+pub const RECORD_STATE: &str = "wasm.switchyard_usage";
+/// How far back figures look.
+pub const WINDOW_MINUTES: i64 = 5;
+/// Fewer attempts than this in the window say nothing yet (the target counts as unknown).
+pub const MIN_ATTEMPTS: i64 = 3;
+/// The token mix assumed for a model nothing was measured for: prompt share.
+const DEFAULT_PROMPT_SHARE: f64 = 0.75;
+
+/// Figures waiting to be written, by (provider, model, minute).
+#[derive(Default)]
+pub struct Health {
+    pending: Mutex<HashMap<(String, String, i64), HealthRow>>,
+}
+
+/// The part of the filter's record the figures need.
+#[derive(Debug, Deserialize)]
+struct Record {
+    #[serde(default)]
+    provider: String,
+    #[serde(default)]
+    upstream_model: String,
+    #[serde(default)]
+    prompt_tokens: i64,
+    #[serde(default)]
+    completion_tokens: i64,
+    #[serde(default)]
+    failed: Vec<String>,
+}
+
+impl Health {
+    fn add(&self, provider: &str, model: &str, minute: i64, f: impl FnOnce(&mut HealthRow)) {
+        let Ok(mut pending) = self.pending.lock() else {
+            return;
+        };
+        let row = pending
+            .entry((provider.to_owned(), model.to_owned(), minute))
+            .or_insert_with(|| HealthRow {
+                provider: provider.to_owned(),
+                model: model.to_owned(),
+                minute,
+                ..Default::default()
+            });
+        f(row);
+    }
+
+    /// Adds one request's attempts; entries without a target (refused by the gateway) add
+    /// nothing.
+    pub fn record(&self, entry: &HttpAccessLogEntry, now_minute: i64) {
+        let Some(common) = &entry.common_properties else {
+            return;
+        };
+        let Some(record) = common
+            .filter_state_objects
+            .get(RECORD_STATE)
+            .and_then(|any| BytesValue::decode(any.value.as_slice()).ok())
+            .and_then(|b| serde_json::from_slice::<Record>(&b.value).ok())
+        else {
+            return;
+        };
+        if record.provider.is_empty() {
+            return;
+        }
+        for name in &record.failed {
+            if let Some((provider, model)) = name.split_once('/') {
+                self.add(provider, model, now_minute, |r| {
+                    r.attempts += 1;
+                    r.failures += 1;
+                });
+            }
+        }
+        let status = entry
+            .response
+            .as_ref()
+            .and_then(|r| r.response_code)
+            .map_or(0, |c| c.value);
+        let failed = status == 0 || status >= 500 || status == 429;
+        let latency_ms = common
+            .time_to_first_upstream_rx_byte
+            .as_ref()
+            .map(|d| d.seconds * 1000 + i64::from(d.nanos) / 1_000_000);
+        self.add(&record.provider, &record.upstream_model, now_minute, |r| {
+            r.attempts += 1;
+            if failed {
+                r.failures += 1;
+            }
+            if status == 429 {
+                r.rate_limited += 1;
+            }
+            if let (Some(ms), false) = (latency_ms, failed) {
+                r.latency_ms_sum += ms;
+                r.latency_count += 1;
+            }
+            r.prompt_tokens += record.prompt_tokens;
+            r.completion_tokens += record.completion_tokens;
+        });
+    }
+
+    /// Takes what is waiting to be written.
+    pub fn take(&self) -> Vec<HealthRow> {
+        self.pending
+            .lock()
+            .map(|mut p| p.drain().map(|(_, row)| row).collect())
+            .unwrap_or_default()
+    }
+
+    /// Puts rows back after a failed write (added to anything recorded meanwhile).
+    pub fn restore(&self, rows: Vec<HealthRow>) {
+        for row in rows {
+            self.add(&row.provider, &row.model, row.minute, |r| {
+                r.attempts += row.attempts;
+                r.failures += row.failures;
+                r.rate_limited += row.rate_limited;
+                r.latency_ms_sum += row.latency_ms_sum;
+                r.latency_count += row.latency_count;
+                r.prompt_tokens += row.prompt_tokens;
+                r.completion_tokens += row.completion_tokens;
+            });
+        }
+    }
+}
+
+/// What the recent window says about each target, plus prices.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Figures {
+    /// By (provider, model): the window's summed row.
+    rows: HashMap<(String, String), HealthRow>,
+    /// By (provider, model): USD per million input and output tokens.
+    prices: HashMap<(String, String), (f64, f64)>,
+}
+
+impl Figures {
+    pub fn new(rows: Vec<HealthRow>, prices: &[PriceRow]) -> Figures {
+        Figures {
+            rows: rows
+                .into_iter()
+                .map(|r| ((r.provider.clone(), r.model.clone()), r))
+                .collect(),
+            prices: prices
+                .iter()
+                .map(|p| {
+                    (
+                        (p.provider.clone(), p.model.clone()),
+                        (p.input_micros as f64 / 1e6, p.output_micros as f64 / 1e6),
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    /// Fills in the figures of one model's targets. Cost is priced at the model's measured
+    /// token mix (the same for all its targets, so that they compare on equal terms).
+    pub fn apply(&self, targets: &mut [Target]) {
+        let (prompt, completion) = targets
+            .iter()
+            .filter_map(|t| self.rows.get(&(t.provider.clone(), t.model.clone())))
+            .fold((0i64, 0i64), |(p, c), r| {
+                (p + r.prompt_tokens, c + r.completion_tokens)
+            });
+        let prompt_share = if prompt + completion > 0 {
+            prompt as f64 / (prompt + completion) as f64
+        } else {
+            DEFAULT_PROMPT_SHARE
+        };
+        for t in targets.iter_mut() {
+            let key = (t.provider.clone(), t.model.clone());
+            let mut stats = TargetStats::default();
+            if let Some(r) = self.rows.get(&key).filter(|r| r.attempts >= MIN_ATTEMPTS) {
+                stats.success_rate =
+                    Some(round(1.0 - r.failures as f64 / r.attempts as f64, 1000.0));
+                if r.latency_count > 0 {
+                    stats.latency_ms = Some(significant(
+                        r.latency_ms_sum as f64 / r.latency_count as f64,
+                    ));
+                }
+            }
+            if let Some((input, output)) = self.prices.get(&key) {
+                stats.cost_per_mtok = Some(significant(
+                    prompt_share * input + (1.0 - prompt_share) * output,
+                ));
+            }
+            t.stats = stats;
+        }
+    }
+}
+
+fn round(v: f64, scale: f64) -> f64 {
+    (v * scale).round() / scale
+}
+
+/// Two significant digits: small changes in a figure do not push a new configuration.
+fn significant(v: f64) -> f64 {
+    if v <= 0.0 || !v.is_finite() {
+        return 0.0;
+    }
+    let magnitude = 10f64.powi(v.log10().floor() as i32 - 1);
+    (v / magnitude).round() * magnitude
+}
+
+/// The gRPC access log service Envoy streams its entries to.
+pub struct AlsServer {
+    health: Arc<Health>,
+}
+
+impl AlsServer {
+    pub fn new(health: Arc<Health>) -> AlsServer {
+        AlsServer { health }
+    }
+}
+
+#[tonic::async_trait]
+impl AccessLogService for AlsServer {
+    async fn stream_access_logs(
+        &self,
+        request: Request<Streaming<StreamAccessLogsMessage>>,
+    ) -> Result<Response<StreamAccessLogsResponse>, Status> {
+        let mut stream = request.into_inner();
+        while let Some(message) = stream.message().await? {
+            let Some(stream_access_logs_message::LogEntries::HttpLogs(logs)) = message.log_entries
+            else {
+                continue;
+            };
+            let minute = crate::store::now() / 60;
+            for entry in &logs.log_entry {
+                self.health.record(entry, minute);
+            }
+        }
+        Ok(Response::new(StreamAccessLogsResponse {}))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use envoy_types::pb::envoy::data::accesslog::v3::{AccessLogCommon, HttpResponseProperties};
+    use envoy_types::pb::google::protobuf::{Any, Duration, UInt32Value};
+
+    fn entry(record: &str, status: u32, ttfb_ms: i32) -> HttpAccessLogEntry {
+        HttpAccessLogEntry {
+            common_properties: Some(AccessLogCommon {
+                filter_state_objects: [(
+                    RECORD_STATE.to_string(),
+                    Any {
+                        type_url: "type.googleapis.com/google.protobuf.BytesValue".into(),
+                        value: BytesValue {
+                            value: record.as_bytes().to_vec(),
+                        }
+                        .encode_to_vec(),
+                    },
+                )]
+                .into(),
+                time_to_first_upstream_rx_byte: Some(Duration {
+                    seconds: 0,
+                    nanos: ttfb_ms * 1_000_000,
+                }),
+                ..Default::default()
+            }),
+            response: Some(HttpResponseProperties {
+                response_code: Some(UInt32Value { value: status }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn attempts_are_counted_per_target_failed_ones_included() {
+        let h = Health::default();
+        let ok = r#"{"provider":"b","upstream_model":"m2","prompt_tokens":30,"completion_tokens":10,"failed":["a/m1"]}"#;
+        h.record(&entry(ok, 200, 120), 7);
+        h.record(&entry(ok, 200, 80), 7);
+        h.record(
+            &entry(r#"{"provider":"b","upstream_model":"m2"}"#, 503, 0),
+            7,
+        );
+        h.record(&entry(r#"{"provider":"","upstream_model":""}"#, 401, 0), 7);
+        let mut rows = h.take();
+        rows.sort_by(|x, y| x.provider.cmp(&y.provider));
+        assert_eq!(rows.len(), 2);
+        assert_eq!(
+            (rows[0].attempts, rows[0].failures),
+            (2, 2),
+            "a/m1 failed twice"
+        );
+        let b = &rows[1];
+        assert_eq!((b.attempts, b.failures), (3, 1));
+        assert_eq!((b.latency_ms_sum, b.latency_count), (200, 2));
+        assert_eq!((b.prompt_tokens, b.completion_tokens), (60, 20));
+        assert!(h.take().is_empty(), "taken once");
+    }
+
+    fn row(provider: &str, model: &str, attempts: i64, failures: i64, latency: i64) -> HealthRow {
+        HealthRow {
+            provider: provider.into(),
+            model: model.into(),
+            attempts,
+            failures,
+            latency_ms_sum: latency * (attempts - failures),
+            latency_count: attempts - failures,
+            prompt_tokens: 900,
+            completion_tokens: 100,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn figures_come_from_the_window_and_prices_from_the_token_mix() {
+        let prices = [PriceRow {
+            provider: "a".into(),
+            model: "m1".into(),
+            input_micros: 2_000_000,
+            output_micros: 12_000_000,
+        }];
+        let figures = Figures::new(
+            vec![row("a", "m1", 10, 1, 250), row("b", "m2", 2, 0, 50)],
+            &prices,
+        );
+        let mut targets = vec![
+            Target {
+                provider: "a".into(),
+                model: "m1".into(),
+                weight: 1,
+                priority: 0,
+                stats: TargetStats::default(),
+            },
+            Target {
+                provider: "b".into(),
+                model: "m2".into(),
+                weight: 1,
+                priority: 0,
+                stats: TargetStats::default(),
+            },
+        ];
+        figures.apply(&mut targets);
+        let a = targets[0].stats;
+        assert_eq!(a.success_rate, Some(0.9));
+        assert_eq!(a.latency_ms, Some(250.0));
+        // 90 % prompt tokens: 0.9 * 2 + 0.1 * 12 = 3 USD per million.
+        assert_eq!(a.cost_per_mtok, Some(3.0));
+        assert!(
+            targets[1].stats.is_unknown(),
+            "two attempts say nothing yet"
+        );
+        assert_eq!(significant(1234.0), 1200.0);
+        assert_eq!(significant(0.0456), 0.046);
+    }
+}
