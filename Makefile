@@ -11,7 +11,7 @@ WASM := target/wasm32-wasip1/release/switchyard_filter.wasm
 CONFIG ?= switchyard.example.yaml
 CARGO ?= cargo
 
-.PHONY: all run test unit e2e bench lint fmt wasm build toolchain envoy sdk bootstrap clean
+.PHONY: all run test unit e2e bench chaos lint fmt wasm build toolchain envoy sdk bootstrap clean
 
 all: build wasm
 
@@ -59,6 +59,11 @@ e2e: toolchain envoy sdk wasm build
 bench: toolchain envoy wasm
 	$(CARGO) build --release -p switchyard
 	scripts/bench.sh
+
+## Two minutes of bounded load while providers fail and recover at random; fails on any error a
+## client sees (`CHAOS_ARGS="--secs 30"` for a shorter run).
+chaos: toolchain envoy wasm build
+	$(CARGO) run -q -p switchyard-tests --bin switchyard-chaos -- $(CHAOS_ARGS)
 
 lint: toolchain
 	$(CARGO) fmt --all -- --check

@@ -95,6 +95,10 @@ pub struct Gateway {
     /// the next target; after, the stream ends with an error. 0 = no limit.
     #[serde(default = "default_first_byte_timeout")]
     pub first_byte_timeout_secs: u64,
+    /// A non-streamed answer not complete after this long moves to the next target (0 = only
+    /// `request_timeout_secs` bounds it: whole answers of reasoning models can take minutes).
+    #[serde(default)]
+    pub attempt_timeout_secs: u64,
 }
 
 impl Default for Gateway {
@@ -109,6 +113,7 @@ impl Default for Gateway {
             access_log: true,
             failover_attempts: default_failover_attempts(),
             first_byte_timeout_secs: default_first_byte_timeout(),
+            attempt_timeout_secs: 0,
         }
     }
 }

@@ -8,7 +8,9 @@ use envoy_types::pb::envoy::config::accesslog::v3::{
     ResponseFlagFilter,
 };
 use envoy_types::pb::envoy::config::bootstrap::v3::{bootstrap, Bootstrap};
-use envoy_types::pb::envoy::config::cluster::v3::OutlierDetection;
+use envoy_types::pb::envoy::config::cluster::v3::{
+    circuit_breakers, CircuitBreakers, OutlierDetection,
+};
 use envoy_types::pb::envoy::config::cluster::v3::{cluster, Cluster};
 use envoy_types::pb::envoy::config::core::v3::Metadata;
 use envoy_types::pb::envoy::config::core::v3::{
@@ -458,7 +460,11 @@ fn route_config(gw: &Gateway, state: &GatewayState) -> RouteConfiguration {
             vec![to_failover.clone(), streaming],
             Some(retry_policy(attempts, first_byte)),
         ));
-        routes.push(route(vec![to_failover], Some(retry_policy(attempts, None))));
+        let mut answer = retry_policy(attempts, None);
+        // A whole answer may take minutes: only an explicit `attempt_timeout_secs` bounds it.
+        answer.per_try_timeout =
+            (gw.attempt_timeout_secs > 0).then(|| seconds(gw.attempt_timeout_secs));
+        routes.push(route(vec![to_failover], Some(answer)));
     }
     routes.push(route(Vec::new(), None));
     RouteConfiguration {
@@ -578,6 +584,7 @@ fn provider_cluster(gw: &Gateway, c: &ProviderCluster) -> Cluster {
         transport_socket,
         // A target that fails is skipped by every failover cluster at once (Envoy's own
         // cooldown: 5 s, longer with each ejection in a row), until it answers again.
+        circuit_breakers: Some(generous_limits()),
         outlier_detection: c.outlier.then(|| OutlierDetection {
             consecutive_5xx: Some(UInt32Value { value: 1 }),
             consecutive_gateway_failure: Some(UInt32Value { value: 1 }),
@@ -587,6 +594,23 @@ fn provider_cluster(gw: &Gateway, c: &ProviderCluster) -> Cluster {
             max_ejection_percent: Some(UInt32Value { value: 100 }),
             ..Default::default()
         }),
+        ..Default::default()
+    }
+}
+
+/// Envoy's default circuit breakers (1,024 requests, 3 concurrent retries per cluster) suit
+/// short RPCs, not answers that stream for minutes: a busy gateway would refuse requests and,
+/// worse, skip failovers. These bounds are far above what one Envoy can carry.
+fn generous_limits() -> CircuitBreakers {
+    let many = |n: u32| Some(UInt32Value { value: n });
+    CircuitBreakers {
+        thresholds: vec![circuit_breakers::Thresholds {
+            max_connections: many(100_000),
+            max_pending_requests: many(100_000),
+            max_requests: many(100_000),
+            max_retries: many(100_000),
+            ..Default::default()
+        }],
         ..Default::default()
     }
 }
@@ -655,6 +679,7 @@ fn failover_cluster(gw: &Gateway, f: &FailoverCluster, wasm_path: &Path) -> Clus
         )),
         connect_timeout: Some(seconds(5)),
         lb_policy: cluster::LbPolicy::ClusterProvided as i32,
+        circuit_breakers: Some(generous_limits()),
         typed_extension_protocol_options: [(
             "envoy.extensions.upstreams.http.v3.HttpProtocolOptions".to_string(),
             pack_any(options),
