@@ -23,8 +23,6 @@ pub struct ProviderCluster {
     /// Endpoint metadata naming whom an attempt reached: `provider/model` for a target
     /// cluster, the provider's name for a provider with several keys (retried on another key).
     pub target: Option<String>,
-    /// Envoy's outlier detection ejects the endpoint after a failure (target clusters).
-    pub outlier: bool,
 }
 
 /// An aggregate cluster: `clusters` tried in order, one attempt each (see DESIGN.md), for at
@@ -204,7 +202,6 @@ pub fn compute(
             name: cluster,
             upstream,
             target: several_keys.then(|| p.name.clone()),
-            outlier: false,
         });
     }
 
@@ -307,7 +304,6 @@ pub fn compute(
                 name,
                 upstream: upstream.clone(),
                 target: Some(format!("{provider}/{model}")),
-                outlier: true,
             });
         }
     }

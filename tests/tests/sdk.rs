@@ -151,3 +151,45 @@ async fn the_openai_sdk_embeds_and_draws_through_every_api() {
     assert_eq!(record["prompt_tokens"], 50);
     assert_eq!(record["completion_tokens"], 50);
 }
+
+/// The OpenAI SDK streaming `model`: how the stream ended (`raised`: the exception's type).
+fn stream_with_sdk(stack: &Stack, model: &str) -> Value {
+    let root = workspace_root();
+    let out = std::process::Command::new(root.join(".venv/bin/python"))
+        .arg(root.join("tests/sdk/stream_fault.py"))
+        .args(["--base-url", &stack.envoy.url("/v1"), "--key", GATEWAY_KEY])
+        .args(["--model", model])
+        .output()
+        .expect("python from .venv");
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{e}\nstdout: {}\nstderr: {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sdk_raises_on_every_stream_that_breaks_after_its_first_bytes() {
+    use switchyard_tests::mock::faulty::Fault;
+    let stack = Stack::start().await;
+    // A healthy stream ends normally.
+    let fine = stream_with_sdk(&stack, "fickle");
+    assert_eq!(fine["raised"], Value::Null, "{fine}");
+    assert_eq!(fine["text"], "Hello!");
+    // Cut by a reset, ended by the provider's error event, or ended cleanly but early: the
+    // application gets an exception each time, after the chunks that did arrive.
+    for (fault, model) in [
+        (Some(Fault::CutStream), "fickle"),
+        (Some(Fault::ErrorEvent), "fickle"),
+        (None, "mock-truncated"),
+    ] {
+        if let Some(fault) = fault {
+            stack.flaky.set(fault);
+        }
+        let report = stream_with_sdk(&stack, model);
+        assert!(report["raised"].is_string(), "{model} {fault:?}: {report}");
+        assert!(report["chunks"].as_u64() >= Some(1), "{report}");
+    }
+}

@@ -8,9 +8,7 @@ use envoy_types::pb::envoy::config::accesslog::v3::{
     ResponseFlagFilter,
 };
 use envoy_types::pb::envoy::config::bootstrap::v3::{bootstrap, Bootstrap};
-use envoy_types::pb::envoy::config::cluster::v3::{
-    circuit_breakers, CircuitBreakers, OutlierDetection,
-};
+use envoy_types::pb::envoy::config::cluster::v3::{circuit_breakers, CircuitBreakers};
 use envoy_types::pb::envoy::config::cluster::v3::{cluster, Cluster};
 use envoy_types::pb::envoy::config::core::v3::Metadata;
 use envoy_types::pb::envoy::config::core::v3::{
@@ -582,18 +580,11 @@ fn provider_cluster(gw: &Gateway, c: &ProviderCluster) -> Cluster {
             ..Default::default()
         }),
         transport_socket,
-        // A target that fails is skipped by every failover cluster at once (Envoy's own
-        // cooldown: 5 s, longer with each ejection in a row), until it answers again.
-        circuit_breakers: Some(generous_limits()),
-        outlier_detection: c.outlier.then(|| OutlierDetection {
-            consecutive_5xx: Some(UInt32Value { value: 1 }),
-            consecutive_gateway_failure: Some(UInt32Value { value: 1 }),
-            interval: Some(seconds(1)),
-            base_ejection_time: Some(seconds(5)),
-            max_ejection_time: Some(seconds(300)),
-            max_ejection_percent: Some(UInt32Value { value: 100 }),
-            ..Default::default()
-        }),
+        // No outlier detection: an ejected endpoint is not even tried as a fallback, and a
+        // target ejected while failing stays out after it has recovered (ejections grow to
+        // minutes); when the one target Envoy still trusts fails too, requests fail that a
+        // recovered target could have served (seen in `make chaos`). The filter's cooldowns
+        // steer the first choice instead, and every target stays a fallback.
         ..Default::default()
     }
 }
@@ -816,13 +807,11 @@ mod tests {
                     name: "provider-openai".into(),
                     upstream: Upstream::parse("https://api.openai.com/v1").unwrap(),
                     target: None,
-                    outlier: false,
                 },
                 ProviderCluster {
                     name: "provider-local".into(),
                     upstream: Upstream::parse("http://127.0.0.1:9000/v1").unwrap(),
                     target: None,
-                    outlier: false,
                 },
             ],
             failover: Vec::new(),
@@ -874,7 +863,6 @@ mod tests {
     fn failover_clusters_aggregate_targets_and_their_route_retries_on_the_next() {
         let mut state = state();
         state.clusters[1].target = Some("local/m1".into());
-        state.clusters[1].outlier = true;
         state.failover = vec![FailoverCluster {
             name: "failover-2-0-smart".into(),
             clusters: vec!["provider-local".into(), "provider-openai".into()],
@@ -884,8 +872,8 @@ mod tests {
         let r = resources(&gw, &state, Path::new("/x.wasm"));
         let target = Cluster::decode(r.clusters[1].1.value.as_slice()).unwrap();
         assert!(
-            target.outlier_detection.is_some(),
-            "targets cool down in Envoy too"
+            target.outlier_detection.is_none(),
+            "every target stays a fallback"
         );
         let endpoint = &target.load_assignment.unwrap().endpoints[0].lb_endpoints[0];
         let meta = &endpoint.metadata.as_ref().unwrap().filter_metadata[METADATA_NAMESPACE];

@@ -1,8 +1,9 @@
 //! `make chaos`: two minutes of bounded load through the real gateway (Envoy with two workers,
 //! the filter, the control plane) while three providers of one model fail and recover at
-//! random: 500s, 429s with `retry-after`, connection resets, silence before the first byte. At
-//! least one provider is healthy at every moment, so every request must succeed: the run prints
-//! its figures and fails on any error a client saw.
+//! random: 500s, 429s with `retry-after`, connection resets, silence before the first byte
+//! (each attempt bounded to 2 s). At every moment one provider has been healthy for longer than
+//! a request can last, so every request must succeed: the run prints its figures and fails on
+//! any error a client saw.
 //!
 //! usage: switchyard-chaos [--secs 120] [--clients 16] [--max-requests 200000] [--seed N]
 
@@ -156,21 +157,44 @@ async fn main() {
     let sent = Arc::new(AtomicU64::new(0));
     let tally = Arc::new(Tally::default());
 
-    // The chaos: every 0.3-2 s one provider breaks or heals; at most PROVIDERS - 1 are broken.
+    // The chaos: every 0.3-2 s a provider breaks or heals. One provider, the anchor, is kept
+    // healthy; every 8-12 s another (healed first) takes over, and the old anchor may break
+    // only once no request that started under it can still be running (attempts x timeout).
+    // So at every moment some provider has been healthy for longer than any request lasts.
     let chaos = {
         let providers = providers.clone();
         tokio::spawn(async move {
             let mut rng = Rng(seed | 1);
             let mut broken = [false; PROVIDERS];
+            let mut anchor = 0usize;
+            let mut anchor_since = Instant::now();
+            let mut anchor_for = Duration::from_secs(8 + rng.below(5));
+            let mut protected: Option<(usize, Instant)> = None;
             let mut faults: BTreeMap<&'static str, u64> = BTreeMap::new();
+            let longest_request = Duration::from_secs(2 * PROVIDERS as u64 + 1);
             while Instant::now() < deadline {
                 tokio::time::sleep(Duration::from_millis(300 + rng.below(1700))).await;
+                if anchor_since.elapsed() >= anchor_for {
+                    let next = (anchor + 1 + rng.below(PROVIDERS as u64 - 1) as usize) % PROVIDERS;
+                    providers[next].set(Fault::Healthy);
+                    broken[next] = false;
+                    protected = Some((anchor, Instant::now() + longest_request));
+                    anchor = next;
+                    anchor_since = Instant::now();
+                    anchor_for = Duration::from_secs(8 + rng.below(5));
+                    *faults.entry("anchor handovers").or_default() += 1;
+                    continue;
+                }
                 let i = rng.below(PROVIDERS as u64) as usize;
-                let broken_now = broken.iter().filter(|b| **b).count();
+                let shielded = protected.is_some_and(|(p, until)| p == i && Instant::now() < until);
+                if i == anchor || shielded {
+                    continue;
+                }
                 if broken[i] {
                     providers[i].set(Fault::Healthy);
                     broken[i] = false;
-                } else if broken_now < PROVIDERS - 1 {
+                    *faults.entry("recoveries").or_default() += 1;
+                } else {
                     let (fault, name) = match rng.below(4) {
                         0 => (Fault::Status(500, None), "500"),
                         1 => (
