@@ -134,7 +134,7 @@ async fn main() {
     let secs = flag("--secs", 120);
     let clients = flag("--clients", 16);
     let max_requests = flag("--max-requests", 200_000);
-    let seed = flag("--seed", 0x5eed_c4a0_5);
+    let seed = flag("--seed", 0x0005_eedc_4a05);
 
     let dir = TempDir::new("chaos");
     let mut providers = Vec::new();
@@ -226,7 +226,7 @@ async fn main() {
                 .expect("client");
             let mut n = 0u64;
             while Instant::now() < deadline && sent.fetch_add(1, Ordering::SeqCst) < max_requests {
-                let stream = (c + n) % 2 == 0;
+                let stream = (c + n).is_multiple_of(2);
                 n += 1;
                 let t = Instant::now();
                 match one_request(&client, &url, stream).await {
