@@ -1,17 +1,19 @@
 #!/usr/bin/env bash
-# `make bench`: bounded load test (about two and a half minutes, loopback only).
+# `make bench`: bounded load test (about three and a half minutes, loopback only).
 # One fast upstream (an Envoy answering provider fixtures with direct responses: an OpenAI chat
 # completion, an OpenAI stream, an Anthropic message), then the same 1 KB chat request through
 # (a) bare Envoy proxying to it and (b) Switchyard's full path (auth, body parse, routing, model
 # rewrite, provider key, usage extraction, access-log record), in three cases: OpenAI pass-through,
-# translated to Anthropic Messages and back, and streamed (SSE, usage taken out on the way).
+# translated to Anthropic Messages and back, streamed (SSE, usage taken out on the way), and a
+# model with a fallback target (aggregate cluster, the filter's upstream role on each attempt).
 # Both gateways run one Envoy worker. Prints requests/s, p50 and p99, the ratio, and the CPU time
 # each gateway process spent per request (from /proc), which does not depend on how the 2 cores
 # are shared between wrk, the upstream and the gateway; then the time to first byte of a stream,
 # sequential requests, through each.
 #
 # Knobs: BENCH_DURATION (s per run, 10), BENCH_CONNECTIONS (32), BENCH_ROUNDS (2),
-# BENCH_WASM (another build of the filter, to compare), BENCH_ACCESS_LOG (true|false).
+# BENCH_WASM (another build of the filter, to compare), BENCH_ACCESS_LOG (true|false),
+# BENCH_CASES (a subset of "chat anthropic stream failover").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -119,10 +121,12 @@ providers:
   - {name: upstream, kind: openai_compatible, base_url: "http://127.0.0.1:$UP/v1", keys: [{secret: sk-upstream}], models: [gpt-4o-mini]}
   - {name: streamer, kind: openai_compatible, base_url: "http://127.0.0.1:$UP/stream/v1", keys: [{secret: sk-upstream}], models: [gpt-4o-mini]}
   - {name: claude, kind: anthropic, base_url: "http://127.0.0.1:$UP", keys: [{secret: sk-upstream}], models: [claude-sonnet-4-5]}
+  - {name: backup, kind: openai_compatible, base_url: "http://127.0.0.1:$UP/v1", keys: [{secret: sk-upstream}], models: [gpt-4o]}
 models:
   - {name: fast, targets: [{provider: upstream, model: gpt-4o-mini}]}
   - {name: fast-stream, targets: [{provider: streamer, model: gpt-4o-mini}]}
   - {name: fast-claude, targets: [{provider: claude, model: claude-sonnet-4-5}]}
+  - {name: fast-failover, targets: [{provider: upstream, model: gpt-4o-mini}, {provider: backup, model: gpt-4o, priority: 1}]}
 api_keys:
   - {name: bench, key: "$KEY"}
 YAML
@@ -144,11 +148,12 @@ content=$(python3 -c 'print("Summarise the following text in one sentence. " * 1
 request() { # model extra-fields
   printf '{"model":"%s","messages":[{"role":"system","content":"You are terse."},{"role":"user","content":"%s"}],"temperature":0.2%s}' "$1" "$content" "$2"
 }
-declare -A MODEL=([chat]=fast [anthropic]=fast-claude [stream]=fast-stream)
-declare -A EXTRA=([chat]="" [anthropic]="" [stream]=',"stream":true')
+declare -A MODEL=([chat]=fast [anthropic]=fast-claude [stream]=fast-stream [failover]=fast-failover)
+declare -A EXTRA=([chat]="" [anthropic]="" [stream]=',"stream":true' [failover]="")
 # Bare Envoy proxies the same request to the same upstream response (pass-through baseline).
-declare -A BARE_PATH=([chat]=/v1/chat/completions [anthropic]=/v1/chat/completions [stream]=/stream/v1/chat/completions)
-CASES=(chat anthropic stream)
+declare -A BARE_PATH=([chat]=/v1/chat/completions [anthropic]=/v1/chat/completions [stream]=/stream/v1/chat/completions [failover]=/v1/chat/completions)
+read -r -a CASES <<< "${BENCH_CASES:-chat anthropic stream failover}"
+request "${MODEL[stream]}" "${EXTRA[stream]}" > "$work/stream.json"   # for the time to first byte
 for c in "${CASES[@]}"; do
   body=$(request "${MODEL[$c]}" "${EXTRA[$c]}")
   cat > "$work/$c.lua" <<LUA
@@ -212,11 +217,12 @@ for r in sys.argv[4:]:
     case, gw, *vals = r.split()
     rows.setdefault((case, gw), []).append([float(v) for v in vals])
 def med(case, gw): return [statistics.median(v[i] for v in rows[(case, gw)]) for i in range(4)]
-names = {"chat": "OpenAI pass-through", "anthropic": "to Anthropic (translated)", "stream": "streamed (SSE)"}
+names = {"chat": "OpenAI pass-through", "anthropic": "to Anthropic (translated)", "stream": "streamed (SSE)",
+         "failover": "failover model (2 targets)"}
 print()
 print(f"{'':36}{'requests/s':>12}{'p50 (ms)':>11}{'p99 (ms)':>11}{'CPU us/req':>12}")
 summary = []
-for case in ("chat", "anthropic", "stream"):
+for case in [c for c in ("chat", "anthropic", "stream", "failover") if (c, "bare") in rows]:
     b, s = med(case, "bare"), med(case, "switchyard")
     print(f"{names[case] + ', bare Envoy':36}{b[0]:>12.0f}{b[1]:>11.3f}{b[2]:>11.3f}{b[3]:>12.1f}")
     print(f"{names[case] + ', Switchyard':36}{s[0]:>12.0f}{s[1]:>11.3f}{s[2]:>11.3f}{s[3]:>12.1f}")

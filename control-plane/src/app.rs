@@ -30,6 +30,9 @@ pub struct App {
     pub health: Arc<crate::health::Health>,
     /// The figures the last published configuration ranks by.
     figures: std::sync::Mutex<crate::health::Figures>,
+    /// Active probes of provider keys (see [`crate::probe`]).
+    pub probes: Arc<crate::probe::Probes>,
+    pub probe_spec: crate::config::ProbeSpec,
 }
 
 impl App {
@@ -52,7 +55,14 @@ impl App {
             refresh: Arc::new(tokio::sync::Notify::new()),
             health: Arc::default(),
             figures: std::sync::Mutex::default(),
+            probes: Arc::default(),
+            probe_spec: crate::config::ProbeSpec::default(),
         }
+    }
+
+    /// The figures the configuration currently ranks by.
+    pub fn figures(&self) -> crate::health::Figures {
+        self.figures.lock().map(|f| f.clone()).unwrap_or_default()
     }
 
     /// Writes the health figures Envoy reported since the last call and recomputes the window;
@@ -70,7 +80,11 @@ impl App {
             .store
             .health_since(minute - crate::health::WINDOW_MINUTES + 1)
             .await?;
-        let figures = crate::health::Figures::new(window, &self.store.list_prices().await?);
+        let verdict = self.probes.verdict(std::time::Duration::from_secs(
+            self.probe_spec.interval_secs,
+        ));
+        let figures =
+            crate::health::Figures::new(window, &self.store.list_prices().await?, verdict);
         let mut current = self
             .figures
             .lock()
@@ -130,13 +144,14 @@ pub async fn init(config_path: &Path) -> anyhow::Result<(App, Config)> {
     if !wasm_path.exists() {
         tracing::warn!(path = %wasm_path.display(), "filter .wasm not found; build it with `make wasm`");
     }
-    let app = App::new(
+    let mut app = App::new(
         store,
         master,
         config.gateway.clone(),
         wasm_path,
         admin_token_digest,
     );
+    app.probe_spec = config.probes.clone();
     Ok((app, config))
 }
 
@@ -175,6 +190,7 @@ pub async fn serve(config_path: &Path) -> anyhow::Result<()> {
     let admin = tokio::spawn(async move { admin.await.context("admin API") });
     tokio::spawn(refresh_tokens(app.clone()));
     tokio::spawn(refresh_health(app.clone()));
+    tokio::spawn(run_probes(app.clone()));
     let ads = tokio::spawn(async move { ads.await.context("xDS server") });
 
     shutdown_signal().await;
@@ -247,6 +263,66 @@ async fn refresh_health(app: Arc<App>) {
                 tracing::warn!("old health figures not pruned: {e}");
             }
         }
+    }
+}
+
+/// Probes every key of every enabled provider each `probes.interval_secs` (all at once, each
+/// bounded by `probes.timeout_secs`); `refresh_health` publishes what changes.
+async fn run_probes(app: Arc<App>) {
+    use std::time::Duration;
+    let spec = app.probe_spec.clone();
+    if spec.interval_secs == 0 {
+        return;
+    }
+    let http = match reqwest::Client::builder()
+        .timeout(Duration::from_secs(spec.timeout_secs.max(1)))
+        .build()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!("no HTTP client for probes: {e}");
+            return;
+        }
+    };
+    let mut tick = tokio::time::interval(Duration::from_secs(spec.interval_secs));
+    loop {
+        tick.tick().await;
+        let (providers, keys) = match (
+            app.store.list_providers().await,
+            app.store.list_provider_keys().await,
+        ) {
+            (Ok(p), Ok(k)) => (p, k),
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::warn!("probes skipped: {e}");
+                continue;
+            }
+        };
+        app.probes
+            .retain(&keys.iter().map(|k| k.id.clone()).collect());
+        let mut probes = Vec::new();
+        for key in &keys {
+            let Some(provider) = providers
+                .iter()
+                .find(|p| p.id == key.provider_id && p.enabled)
+            else {
+                continue;
+            };
+            let Ok(secret) = app.master.open(&key.secret_sealed) else {
+                continue;
+            };
+            if let Some(req) = crate::probe::request(&http, provider, &secret) {
+                let (probes_state, id, name) =
+                    (app.probes.clone(), key.id.clone(), provider.name.clone());
+                probes.push(async move {
+                    let (outcome, latency) = crate::probe::probe(req).await;
+                    if let crate::probe::Outcome::Refused(status) = outcome {
+                        tracing::warn!(provider = %name, key = %id, status, "provider key refused by its provider: left out until a probe passes");
+                    }
+                    probes_state.record(&id, &name, &outcome, latency);
+                });
+            }
+        }
+        futures::future::join_all(probes).await;
     }
 }
 

@@ -33,6 +33,36 @@ pub struct Config {
     /// Prices of provider models (USD per million tokens), for cost-based routing.
     #[serde(default)]
     pub prices: Vec<PriceSpec>,
+    #[serde(default)]
+    pub probes: ProbeSpec,
+}
+
+/// Active health probes of provider keys (see `crate::probe`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProbeSpec {
+    /// Seconds between two probes of one key; 0 turns probing off.
+    #[serde(default = "default_probe_interval")]
+    pub interval_secs: u64,
+    #[serde(default = "default_probe_timeout")]
+    pub timeout_secs: u64,
+}
+
+impl Default for ProbeSpec {
+    fn default() -> Self {
+        ProbeSpec {
+            interval_secs: default_probe_interval(),
+            timeout_secs: default_probe_timeout(),
+        }
+    }
+}
+
+fn default_probe_interval() -> u64 {
+    30
+}
+
+fn default_probe_timeout() -> u64 {
+    5
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -150,11 +150,18 @@ pub struct Figures {
     rows: HashMap<(String, String), HealthRow>,
     /// By (provider, model): USD per million input and output tokens.
     prices: HashMap<(String, String), (f64, f64)>,
+    /// What the active probes found.
+    pub probes: crate::probe::Verdict,
 }
 
 impl Figures {
-    pub fn new(rows: Vec<HealthRow>, prices: &[PriceRow]) -> Figures {
+    pub fn new(
+        rows: Vec<HealthRow>,
+        prices: &[PriceRow],
+        probes: crate::probe::Verdict,
+    ) -> Figures {
         Figures {
+            probes,
             rows: rows
                 .into_iter()
                 .map(|r| ((r.provider.clone(), r.model.clone()), r))
@@ -169,6 +176,25 @@ impl Figures {
                 })
                 .collect(),
         }
+    }
+
+    /// Each target's window, for the admin API.
+    pub fn summary(&self) -> Vec<serde_json::Value> {
+        let mut rows: Vec<&HealthRow> = self.rows.values().collect();
+        rows.sort_by(|a, b| (&a.provider, &a.model).cmp(&(&b.provider, &b.model)));
+        rows.iter()
+            .map(|r| {
+                serde_json::json!({
+                    "provider": r.provider,
+                    "model": r.model,
+                    "attempts": r.attempts,
+                    "failures": r.failures,
+                    "rate_limited": r.rate_limited,
+                    "mean_first_byte_ms": (r.latency_count > 0)
+                        .then(|| r.latency_ms_sum / r.latency_count),
+                })
+            })
+            .collect()
     }
 
     /// Fills in the figures of one model's targets. Cost is priced at the model's measured
@@ -202,6 +228,8 @@ impl Figures {
                     prompt_share * input + (1.0 - prompt_share) * output,
                 ));
             }
+            stats.cooldown_until = self.probes.down_until.get(&t.provider).copied();
+            stats.recovered_at = self.probes.up_since.get(&t.provider).copied();
             t.stats = stats;
         }
     }
@@ -337,6 +365,7 @@ mod tests {
         let figures = Figures::new(
             vec![row("a", "m1", 10, 1, 250), row("b", "m2", 2, 0, 50)],
             &prices,
+            Default::default(),
         );
         let mut targets = vec![
             Target {

@@ -177,6 +177,8 @@ pub fn compute(
             keys: keys
                 .iter()
                 .filter(|(k, _)| k.provider_id == p.id)
+                // A key the provider refused at its latest probe waits for a probe to pass.
+                .filter(|(k, _)| !figures.probes.refused_keys.contains(&k.id))
                 .map(|(k, secret)| ProviderKey {
                     id: k.id.clone(),
                     secret: secret.clone(),

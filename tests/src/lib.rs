@@ -210,6 +210,7 @@ gateway:
   first_byte_timeout_secs: 2
 database: "sqlite://{dir}/switchyard.db"
 master_key_file: "{dir}/master.key"
+probes: {{interval_secs: 1, timeout_secs: 1}}
 providers:
   - name: mock
     kind: openai_compatible
@@ -282,6 +283,8 @@ models:
     targets: [{{provider: mock, model: gpt-4o-mini}}]
   - name: resilient
     targets: [{{provider: dead, model: dead-model}}, {{provider: mock, model: gpt-4o-mini, priority: 1}}]
+  - name: flaky-only
+    targets: [{{provider: flaky, model: gpt-4o-mini}}]
   - name: fickle
     targets: [{{provider: flaky, model: gpt-4o-mini}}, {{provider: mock, model: gpt-4o-mini, priority: 1}}]
   - name: quick

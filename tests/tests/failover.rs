@@ -80,16 +80,16 @@ async fn fails_over_and_recovers(fault: Fault, stream: bool) {
     assert_eq!(r[2]["provider"], "mock");
     assert_eq!(r[2]["attempts"], 1);
 
-    // Recovery: after the cooldown (5 s for a first failure) flaky is tried, and serves, again.
+    // Recovery: once the cooldown is over (5 s for a first failure, or sooner when a probe finds
+    // flaky answering again) flaky is tried, and serves, again.
     stack.flaky.set(Fault::Healthy);
-    let waited = wait_until("flaky to serve again", Duration::from_secs(20), || async {
+    wait_until("flaky to serve again", Duration::from_secs(20), || async {
         served(&stack, stream).await;
         records(&stack)
             .last()
             .is_some_and(|r| r["provider"] == "flaky")
     })
     .await;
-    assert!(waited >= Duration::from_secs(3), "no cooldown: {waited:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -297,4 +297,37 @@ async fn routing_follows_the_latency_envoy_reports() {
         },
     )
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_passing_probe_ends_a_cooldown_that_failures_made_long() {
+    let stack = Stack::start().await;
+    stack.flaky.set(Fault::Status(503, None));
+    // Four failures in a row on flaky's target (`flaky-only` has no other): its cooldown grows
+    // to 5, 10, 20, then 40 s.
+    let only = json!({"model": "flaky-only", "messages": [{"role": "user", "content": "Hi"}]});
+    for _ in 0..4 {
+        let resp = stack.post("/v1/chat/completions", &only).await;
+        assert_eq!(resp.status(), 503);
+    }
+    // The probes (every second in the test stack) find flaky down, and say so.
+    wait_until("flaky reported down", Duration::from_secs(10), || async {
+        let (status, health) = stack.admin(reqwest::Method::GET, "/health", None).await;
+        status == 200 && health["providers_down_until"]["flaky"].is_u64()
+    })
+    .await;
+    served(&stack, false).await;
+    assert_eq!(record_count(&stack, 1).await[0]["provider"], "mock");
+    // It recovers: the next passing probe ends the 40 s cooldown on every worker.
+    stack.flaky.set(Fault::Healthy);
+    let waited = wait_until("flaky to serve again", Duration::from_secs(15), || async {
+        served(&stack, false).await;
+        records(&stack)
+            .last()
+            .is_some_and(|r| r["provider"] == "flaky")
+    })
+    .await;
+    assert!(waited < Duration::from_secs(15), "{waited:?}");
+    let (_, health) = stack.admin(reqwest::Method::GET, "/health", None).await;
+    assert!(health["providers_up_since"]["flaky"].is_u64(), "{health}");
 }

@@ -19,20 +19,24 @@ pub struct Entry {
     pub until: u64,
     /// Failures in a row.
     pub strikes: u32,
+    /// Unix seconds of the latest failure.
+    pub at: u64,
 }
 
 impl Entry {
-    /// `"until strikes"`, the form shared between workers.
+    /// `"until strikes at"`, the form shared between workers.
     pub fn encode(&self) -> String {
-        format!("{} {}", self.until, self.strikes)
+        format!("{} {} {}", self.until, self.strikes, self.at)
     }
 
     pub fn decode(bytes: &[u8]) -> Option<Entry> {
         let text = std::str::from_utf8(bytes).ok()?;
-        let (until, strikes) = text.split_once(' ')?;
+        let mut parts = text.split(' ');
         Some(Entry {
-            until: until.parse().ok()?,
-            strikes: strikes.parse().ok()?,
+            until: parts.next()?.parse().ok()?,
+            strikes: parts.next()?.parse().ok()?,
+            // Written by a filter from before `at` existed: unknown, as old as can be.
+            at: parts.next().map_or(Some(0), |a| a.parse().ok())?,
         })
     }
 }
@@ -138,8 +142,15 @@ impl Cooldowns {
 
     /// Until when the target is skipped, if it is (at `now`).
     pub fn until(&self, key: u64, now: u64) -> Option<u64> {
+        self.until_since(key, now, 0)
+    }
+
+    /// [`Cooldowns::until`], ignoring a cooldown whose latest failure came before `since` (the
+    /// target has been seen healthy after it: a successful probe).
+    pub fn until_since(&self, key: u64, now: u64, since: u64) -> Option<u64> {
         self.entries
             .get(&key)
+            .filter(|e| e.at >= since)
             .map(|e| e.until)
             .filter(|&until| until > now)
     }
@@ -154,6 +165,7 @@ impl Cooldowns {
         e.strikes = e.strikes.saturating_add(1);
         let wait = backoff(e.strikes).max(retry_after.unwrap_or(0));
         e.until = now + wait;
+        e.at = now;
         *e
     }
 
@@ -188,7 +200,8 @@ mod tests {
             c.failed(k, 100, None),
             Entry {
                 until: 105,
-                strikes: 1
+                strikes: 1,
+                at: 100
             }
         );
         assert_eq!(c.until(k, 104), Some(105));
@@ -205,7 +218,8 @@ mod tests {
             c.failed(k, 5000, None),
             Entry {
                 until: 5005,
-                strikes: 1
+                strikes: 1,
+                at: 5000
             }
         );
         assert_eq!(backoff(50), LONGEST);
@@ -225,10 +239,20 @@ mod tests {
             Entry {
                 until: 0,
                 strikes: 0,
+                at: 0,
             },
         );
         assert!(b.is_empty());
         assert_eq!(Entry::decode(b"garbage"), None);
+        assert_eq!(
+            Entry::decode(b"15 1"),
+            Some(Entry {
+                until: 15,
+                strikes: 1,
+                at: 0
+            }),
+            "an older filter's entry"
+        );
         assert_ne!(target_key("a", "bc"), target_key("ab", "c"));
     }
 
@@ -267,5 +291,14 @@ mod tests {
         assert_eq!(Window::decode(&next.encode()), next);
         assert_eq!(Window::decode(b"short"), Window::default());
         assert_eq!(Window::default().admit(5, 0), None, "qps 0 admits nothing");
+    }
+
+    #[test]
+    fn a_target_seen_healthy_after_its_failure_is_not_cooling() {
+        let mut c = Cooldowns::default();
+        let k = target_key("p", "m");
+        c.failed(k, 100, Some(300));
+        assert_eq!(c.until_since(k, 110, 90), Some(400));
+        assert_eq!(c.until_since(k, 110, 101), None, "a probe passed at 101");
     }
 }

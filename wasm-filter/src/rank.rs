@@ -61,6 +61,10 @@ pub struct TargetStats {
     /// Unix seconds until which the target is cooling down after failures.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cooldown_until: Option<u64>,
+    /// Unix seconds since which the provider answers again (a successful probe after failed
+    /// ones): this Envoy's own cooldowns from failures before then are over.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovered_at: Option<u64>,
 }
 
 impl TargetStats {
@@ -227,6 +231,7 @@ mod tests {
                 success_rate: success,
                 cost_per_mtok: cost,
                 cooldown_until: None,
+                recovered_at: None,
             },
         }
     }

@@ -244,7 +244,8 @@ impl Index {
             if cooldowns.is_empty() {
                 return None;
             }
-            cooldowns.until(self.target_key(t), now)
+            let since = t.stats.recovered_at.unwrap_or(0);
+            cooldowns.until_since(self.target_key(t), now, since)
         };
         rank::choose(
             &entry.targets,

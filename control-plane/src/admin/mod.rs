@@ -27,6 +27,7 @@ pub fn router(app: AppState) -> Router {
         .merge(models::router())
         .merge(keys::router())
         .route("/xds/nodes", get(xds_nodes))
+        .route("/health", get(health))
         .route_layer(middleware::from_fn_with_state(app.clone(), require_admin));
     Router::new()
         .route("/healthz", get(healthz))
@@ -49,6 +50,18 @@ async fn xds_nodes(State(app): State<AppState>) -> Json<serde_json::Value> {
         .map(|(t, s)| ((*t).to_owned(), json!(s.version)))
         .collect();
     Json(json!({"serial": snapshot.serial, "versions": versions, "nodes": app.cache.nodes()}))
+}
+
+/// What routing ranks by: each provider key's latest probe (refused keys are left out of the
+/// configuration) and each target's figures over the recent window.
+async fn health(State(app): State<AppState>) -> Json<serde_json::Value> {
+    let figures = app.figures();
+    Json(json!({
+        "keys": app.probes.states(),
+        "providers_down_until": figures.probes.down_until,
+        "providers_up_since": figures.probes.up_since,
+        "targets": figures.summary(),
+    }))
 }
 
 async fn require_admin(State(app): State<AppState>, req: Request, next: Next) -> Response {

@@ -51,7 +51,6 @@ pub struct ProviderRow {
     pub enabled: bool,
 }
 
-/// A provider key as stored: the secret stays sealed until the snapshot is built.
 /// One target's health figures for one minute (or summed over several, see
 /// [`Store::health_since`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -80,6 +79,7 @@ pub struct PriceRow {
     pub output_micros: i64,
 }
 
+/// A provider key as stored: the secret stays sealed until the snapshot is built.
 #[derive(Clone, PartialEq)]
 pub struct ProviderKeyRow {
     pub id: String,

@@ -220,10 +220,10 @@ fn listener(gw: &Gateway, delivery: Delivery, state: &GatewayState) -> Listener 
                         ..Default::default()
                     }),
                     transport_api_version: ApiVersion::V3 as i32,
-                    buffer_flush_interval: Some(Duration {
-                        seconds: 0,
-                        nanos: 500_000_000,
-                    }),
+                    // Entries go out in batches (a flush a second, or per 256 KiB): per entry,
+                    // the stream then costs little beyond encoding it.
+                    buffer_flush_interval: Some(seconds(1)),
+                    buffer_size_bytes: Some(UInt32Value { value: 256 * 1024 }),
                     filter_state_objects_to_log: vec![crate::health::RECORD_STATE.into()],
                     ..Default::default()
                 }),

@@ -31,6 +31,8 @@ pub enum Fault {
     ErrorEvent,
 }
 
+const MODELS: &str = r#"{"object":"list","data":[{"id":"gpt-4o-mini","object":"model","created":1721172741,"owned_by":"system"}]}"#;
+
 struct Shared {
     key: String,
     fault: Mutex<Fault>,
@@ -73,7 +75,7 @@ impl Faulty {
         }
     }
 
-    /// Requests received so far (whatever was answered).
+    /// Chat requests received so far (whatever was answered; model-list probes not counted).
     pub fn requests(&self) -> u64 {
         self.shared.requests.load(Ordering::SeqCst)
     }
@@ -92,7 +94,6 @@ async fn serve(conn: TcpStream, shared: Arc<Shared>) {
         let Some((head, body)) = read_request(&mut conn).await else {
             return;
         };
-        shared.requests.fetch_add(1, Ordering::SeqCst);
         let fault = shared.fault.lock().map_or(Fault::Healthy, |f| *f);
         let authorized = head
             .lines()
@@ -103,6 +104,43 @@ async fn serve(conn: TcpStream, shared: Arc<Shared>) {
             .and_then(|b| b["stream"].as_bool())
             .unwrap_or(false);
         let out = conn.get_mut();
+        // The model list (what health probes ask for) fails the way requests do.
+        if first_line.starts_with("GET /v1/models ") {
+            let done = match fault {
+                Fault::Reset => {
+                    reset(conn).await;
+                    return;
+                }
+                Fault::Stall => {
+                    tokio::time::sleep(Duration::from_secs(3600)).await;
+                    return;
+                }
+                Fault::Status(status, retry_after) => {
+                    respond(
+                        out,
+                        status,
+                        retry_after,
+                        &error_body("Injected fault", "server_error"),
+                    )
+                    .await
+                }
+                _ if !authorized => {
+                    respond(
+                        out,
+                        401,
+                        None,
+                        &error_body("Incorrect API key provided.", "invalid_request_error"),
+                    )
+                    .await
+                }
+                _ => respond(out, 200, None, MODELS).await,
+            };
+            if done.is_err() {
+                return;
+            }
+            continue;
+        }
+        shared.requests.fetch_add(1, Ordering::SeqCst);
         let done = if !first_line.starts_with("POST /v1/chat/completions ") {
             respond(
                 out,

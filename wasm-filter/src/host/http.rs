@@ -201,19 +201,32 @@ impl Request {
         // The best target whose provider has a key to spare this second (QPS limits); one
         // whose keys are all spent is passed over for the next best.
         let now = now();
+        // (A provider without a usable key, e.g. all refused at their probes, is passed over
+        // the same way.)
         let mut spent: Vec<usize> = Vec::new();
+        let mut no_key = None;
         let (position, key) = loop {
             let position =
                 super::cooldowns::with(|c| index.choose_position_except(entry, now, c, &spent))
                     .ok_or_else(|| FilterError::unknown_model(model))?;
-            if spent.contains(&position) {
-                return Err(FilterError::keys_saturated(model));
-            }
             let provider = index.provider(entry.targets[position].provider);
+            if spent.contains(&position) {
+                return Err(match no_key {
+                    Some(super::keys::NoKey::Missing) => {
+                        super::keys::NoKey::Missing.error(provider, model)
+                    }
+                    _ => FilterError::keys_saturated(model),
+                });
+            }
             match super::keys::pick(&index, provider, now) {
                 Ok(key) => break (position, key),
-                Err(super::keys::NoKey::Saturated) => spent.push(position),
-                Err(e) => return Err(e.error(provider, model)),
+                Err(e) => {
+                    spent.push(position);
+                    // A spent QPS limit is what the client hears of when nothing else works.
+                    if !matches!(no_key, Some(super::keys::NoKey::Saturated)) {
+                        no_key = Some(e);
+                    }
+                }
             }
         };
         let target = &entry.targets[position];
