@@ -203,6 +203,10 @@ pub struct TargetSpec {
     pub weight: u32,
     #[serde(default)]
     pub priority: u32,
+    /// What the target can do (`function_calling`, `vision`); absent: everything. Requests with
+    /// tools or images go only to targets that can take them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capabilities: Option<Vec<switchyard_filter::config::Capability>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -374,6 +374,7 @@ mod tests {
                 weight: 1,
                 priority: 0,
                 stats: TargetStats::default(),
+                capabilities: None,
             },
             Target {
                 provider: "b".into(),
@@ -381,6 +382,7 @@ mod tests {
                 weight: 1,
                 priority: 0,
                 stats: TargetStats::default(),
+                capabilities: None,
             },
         ];
         figures.apply(&mut targets);

@@ -5,8 +5,8 @@ use std::collections::{BTreeMap, HashMap};
 
 use sha2::{Digest as _, Sha256};
 use switchyard_filter::config::{
-    BalanceWeights, FilterConfig, GatewayKey, ModelRoute, PathStyle, Provider as FilterProvider,
-    ProviderKey, Strategy, Target, TargetStats,
+    BalanceWeights, Capability, FilterConfig, GatewayKey, ModelRoute, PathStyle,
+    Provider as FilterProvider, ProviderKey, Strategy, Target, TargetStats,
 };
 
 use crate::crypto::MasterKey;
@@ -231,6 +231,7 @@ pub fn compute(
                 weight: t.weight,
                 priority: t.priority,
                 stats: TargetStats::default(),
+                capabilities: t.capabilities.clone(),
             })
             .collect();
         let mut targets = targets;
@@ -270,6 +271,7 @@ pub fn compute(
     let mut target_clusters: BTreeMap<(String, String), String> = BTreeMap::new();
     let mut failover = Vec::new();
     let mut failover_names: HashMap<String, Vec<String>> = HashMap::new();
+    let mut failover_capable: HashMap<String, Vec<(u8, Vec<String>)>> = HashMap::new();
     for (name, (_, targets)) in routes.iter().filter(|(_, (_, t))| t.len() > 1) {
         let members: Vec<String> = targets
             .iter()
@@ -283,22 +285,49 @@ pub fn compute(
         let mut order: Vec<usize> = (0..targets.len()).collect();
         order.sort_by_key(|&i| (targets[i].priority, std::cmp::Reverse(targets[i].weight), i));
         let n = targets.len();
-        let names: Vec<String> = (0..n)
-            .map(|first| {
-                let cluster = format!("{}{first}-{}", failover_prefix(n), slug(name));
+        // One family of failover clusters for every request, and one per set of needs (tools,
+        // images) that not every target meets, over the targets that meet it.
+        let caps: Vec<u8> = targets
+            .iter()
+            .map(|t| Capability::mask(t.capabilities.as_deref()))
+            .collect();
+        let mut family = |needs: u8, tag: &str| -> Option<Vec<String>> {
+            let capable: Vec<usize> = order
+                .iter()
+                .copied()
+                .filter(|&i| caps[i] & needs == needs)
+                .collect();
+            if needs != 0 && (capable.len() == n || capable.is_empty()) {
+                return None;
+            }
+            let k = capable.len();
+            let mut names = vec![String::new(); n];
+            if k < 2 {
+                return Some(names); // one capable target: its own cluster, nothing to fail over to
+            }
+            for &first in &capable {
+                let cluster = format!("{}{first}-{tag}{}", failover_prefix(k), slug(name));
                 let clusters = std::iter::once(first)
-                    .chain(order.iter().copied().filter(|&i| i != first))
+                    .chain(capable.iter().copied().filter(|&i| i != first))
                     .map(|i| members[i].clone())
                     .collect();
                 failover.push(FailoverCluster {
                     name: cluster.clone(),
                     clusters,
-                    attempts: n,
+                    attempts: k,
                 });
-                cluster
-            })
+                names[first] = cluster;
+            }
+            Some(names)
+        };
+        let names = family(0, "").unwrap_or_default();
+        let capable: Vec<(u8, Vec<String>)> = (1..=Capability::ALL)
+            .filter_map(|needs| Some((needs, family(needs, &format!("n{needs}-"))?)))
             .collect();
         failover_names.insert(name.clone(), names);
+        if !capable.is_empty() {
+            failover_capable.insert(name.clone(), capable);
+        }
     }
     for ((provider, model), name) in target_clusters {
         if let Some(upstream) = upstreams.get(&cluster_name(&provider)) {
@@ -354,6 +383,7 @@ pub fn compute(
             .into_iter()
             .map(|(name, (strategy, targets))| ModelRoute {
                 failover: failover_names.remove(&name).unwrap_or_default(),
+                failover_capable: failover_capable.remove(&name).unwrap_or_default(),
                 name,
                 targets,
                 strategy,
@@ -376,6 +406,7 @@ fn direct(provider: &str, model: &str) -> Target {
         weight: 1,
         priority: 0,
         stats: TargetStats::default(),
+        capabilities: None,
     }
 }
 
@@ -430,12 +461,14 @@ mod tests {
                         model: "m1".into(),
                         weight: 1,
                         priority: 0,
+                        capabilities: None,
                     },
                     TargetSpec {
                         provider: "off".into(),
                         model: "m3".into(),
                         weight: 1,
                         priority: 0,
+                        capabilities: None,
                     },
                 ],
             },
@@ -447,6 +480,7 @@ mod tests {
                     model: "m3".into(),
                     weight: 1,
                     priority: 0,
+                    capabilities: None,
                 }],
             },
         ];
@@ -533,6 +567,7 @@ mod tests {
             model: model.into(),
             weight,
             priority,
+            capabilities: None,
         };
         let models = vec![
             ModelRow {
@@ -620,5 +655,76 @@ mod tests {
             .find(|c| c.target.as_deref() == Some("b/m2"))
             .unwrap();
         assert_eq!(b.upstream, b_target.upstream);
+    }
+
+    #[test]
+    fn requests_that_need_tools_or_images_get_clusters_of_capable_targets_only() {
+        use switchyard_filter::config::Capability;
+        let providers = vec![
+            provider("a", "http://127.0.0.1:9001/v1", &["m"], true),
+            provider("b", "http://127.0.0.1:9002/v1", &["m"], true),
+            provider("c", "http://127.0.0.1:9003/v1", &["m"], true),
+        ];
+        let spec = |p: &str, caps: Option<Vec<Capability>>| TargetSpec {
+            provider: p.into(),
+            model: "m".into(),
+            weight: 1,
+            priority: 0,
+            capabilities: caps,
+        };
+        let models = vec![ModelRow {
+            name: "mixed".into(),
+            strategy: Strategy::Weighted,
+            targets: vec![
+                spec("a", Some(vec![])),                            // plain chat only
+                spec("b", Some(vec![Capability::FunctionCalling])), // tools, no images
+                spec("c", None),                                    // everything
+            ],
+        }];
+        let state = compute(&providers, &[], &models, &[], 1024, &Figures::default());
+        let route = state
+            .filter
+            .models
+            .iter()
+            .find(|m| m.name == "mixed")
+            .unwrap();
+        assert_eq!(route.failover.len(), 3);
+        let family = |needs: u8| {
+            route
+                .failover_capable
+                .iter()
+                .find(|(n, _)| *n == needs)
+                .map(|(_, l)| l.clone())
+                .unwrap()
+        };
+        let tools = family(Capability::FunctionCalling.bit());
+        assert!(tools[0].is_empty(), "a takes no tools");
+        assert!(tools[1].starts_with("failover-2-1-n1-"));
+        let members = |name: &str| {
+            state
+                .failover
+                .iter()
+                .find(|f| f.name == name)
+                .unwrap()
+                .clusters
+                .clone()
+        };
+        assert_eq!(members(&tools[1]).len(), 2, "b then c");
+        // Images: only c; no failover cluster, its own.
+        let images = family(Capability::Vision.bit());
+        assert!(images.iter().all(String::is_empty));
+        assert_eq!(family(Capability::ALL), images);
+        // The filter takes it.
+        let index = switchyard_filter::route::Index::new(state.filter.clone()).unwrap();
+        let entry = index.targets("mixed").unwrap();
+        assert_eq!(
+            entry.failover_cluster(1, Capability::FunctionCalling.bit()),
+            Some(tools[1].as_str())
+        );
+        assert_eq!(entry.failover_cluster(2, Capability::Vision.bit()), None);
+        assert_eq!(
+            entry.failover_cluster(0, 0),
+            Some(route.failover[0].as_str())
+        );
     }
 }

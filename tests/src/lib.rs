@@ -283,6 +283,11 @@ models:
     targets: [{{provider: mock, model: gpt-4o-mini}}]
   - name: resilient
     targets: [{{provider: dead, model: dead-model}}, {{provider: mock, model: gpt-4o-mini, priority: 1}}]
+  - name: picky
+    targets: [{{provider: flaky, model: gpt-4o-mini, capabilities: []}},
+              {{provider: mock, model: gpt-4o-mini, priority: 1, capabilities: [function_calling, vision]}}]
+  - name: blind
+    targets: [{{provider: flaky, model: gpt-4o-mini, capabilities: [function_calling]}}]
   - name: flaky-only
     targets: [{{provider: flaky, model: gpt-4o-mini}}]
   - name: fickle

@@ -149,9 +149,17 @@ async fn a_refused_connection_moves_the_request_to_the_next_target() {
     })
     .await;
     let r = records();
-    assert_eq!(r[0]["provider"], "mock");
-    assert_eq!(r[0]["attempts"], 2, "{:?}", r[0]);
-    // From then on `dead` cools down: one attempt each.
+    assert!(r.iter().all(|r| r["provider"] == "mock"), "{r:?}");
+    // The first request tried `dead` and moved on, unless the probes had already found it
+    // down (they run every second in the test stack); from then on it cools down.
+    if r[0]["attempts"] != 2 {
+        let (_, health) = stack.admin(reqwest::Method::GET, "/health", None).await;
+        assert!(
+            health["providers_down_until"]["dead"].is_u64(),
+            "{:?} {health}",
+            r[0]
+        );
+    }
     assert!(r[1..].iter().all(|r| r["attempts"] == 1), "{r:?}");
 }
 
@@ -330,4 +338,54 @@ async fn a_passing_probe_ends_a_cooldown_that_failures_made_long() {
     assert!(waited < Duration::from_secs(15), "{waited:?}");
     let (_, health) = stack.admin(reqwest::Method::GET, "/health", None).await;
     assert!(health["providers_up_since"]["flaky"].is_u64(), "{health}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_with_tools_or_images_go_only_to_targets_that_take_them() {
+    // `picky`: flaky first (plain chat only), the mock after it (tools and images).
+    let stack = Stack::start().await;
+    let hi = json!({"role": "user", "content": "Hi"});
+    let image = json!({"role": "user", "content": [
+        {"type": "text", "text": "What is this?"},
+        {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}]});
+    let tools =
+        json!([{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]);
+    let cases = [
+        (json!({"model": "picky", "messages": [hi]}), "flaky"),
+        (
+            json!({"model": "picky", "messages": [hi], "tools": tools}),
+            "mock",
+        ),
+        (json!({"model": "picky", "messages": [image]}), "mock"),
+    ];
+    for (i, (body, provider)) in cases.iter().enumerate() {
+        let resp = stack.post("/v1/chat/completions", body).await;
+        assert_eq!(resp.status(), 200, "{body}");
+        wait_until("a record", Duration::from_secs(10), || async {
+            usage_records(&stack.envoy.proc.log_text())
+                .into_iter()
+                .filter(|r| r["model"] == "picky")
+                .count()
+                > i
+        })
+        .await;
+        let records: Vec<Value> = usage_records(&stack.envoy.proc.log_text())
+            .into_iter()
+            .filter(|r| r["model"] == "picky")
+            .collect();
+        assert_eq!(records[i]["provider"], *provider, "{body}");
+    }
+    // No target of `blind` takes images: a clear error, nothing sent.
+    let before = stack.flaky.requests();
+    let resp = stack
+        .post(
+            "/v1/chat/completions",
+            &json!({"model": "blind", "messages": [image]}),
+        )
+        .await;
+    assert_eq!(resp.status(), 400);
+    let error: Value = resp.json().await.unwrap();
+    assert_eq!(error["error"]["code"], "model_not_capable");
+    assert_eq!(error["error"]["type"], "invalid_request_error");
+    assert_eq!(stack.flaky.requests(), before);
 }

@@ -201,6 +201,37 @@ pub struct ModelRoute {
     /// requests go straight to the target's provider cluster, without failover.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub failover: Vec<String>,
+    /// The same for requests that need capabilities not every target has: per set of needs
+    /// (a [`Capability`] bit mask), per target the cluster over the capable targets only
+    /// (empty for a target without them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failover_capable: Vec<(u8, Vec<String>)>,
+}
+
+/// What a request may need of a target beyond plain chat.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum Capability {
+    /// Tools (function calling).
+    FunctionCalling,
+    /// Images in the messages.
+    Vision,
+}
+
+impl Capability {
+    pub const ALL: u8 = 0b11;
+
+    pub fn bit(self) -> u8 {
+        match self {
+            Capability::FunctionCalling => 0b01,
+            Capability::Vision => 0b10,
+        }
+    }
+
+    /// The bit mask of a target's declared capabilities (undeclared: all of them).
+    pub fn mask(declared: Option<&[Capability]>) -> u8 {
+        declared.map_or(Self::ALL, |caps| caps.iter().fold(0, |m, c| m | c.bit()))
+    }
 }
 
 fn is_weighted(s: &Strategy) -> bool {
@@ -220,6 +251,9 @@ pub struct Target {
     /// What the control plane measured for this target (absent until it has figures).
     #[serde(default, skip_serializing_if = "TargetStats::is_unknown")]
     pub stats: TargetStats,
+    /// What the target can do; absent: everything a request may need.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capabilities: Option<Vec<Capability>>,
 }
 
 /// Name of the request header the filter writes and the route reads with `cluster_header`.

@@ -129,6 +129,25 @@ impl FilterError {
         e
     }
 
+    /// No target of the model has what the request needs (`Capability` bits).
+    pub fn not_capable(model: &str, needs: u8) -> Self {
+        use crate::config::Capability;
+        let what = match (
+            needs & Capability::FunctionCalling.bit() != 0,
+            needs & Capability::Vision.bit() != 0,
+        ) {
+            (true, true) => "tools and images",
+            (true, false) => "tools",
+            _ => "images",
+        };
+        Self::new(
+            400,
+            "invalid_request_error",
+            "model_not_capable",
+            format!("No provider of `{model}` accepts {what}."),
+        )
+    }
+
     /// Every key of every provider able to serve the model is at its requests-per-second limit.
     pub fn keys_saturated(model: &str) -> Self {
         let mut e = Self::new(

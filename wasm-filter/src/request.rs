@@ -8,7 +8,7 @@ use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::config::{PathStyle, Provider, Quirks};
+use crate::config::{Capability, PathStyle, Provider, Quirks};
 use crate::error::FilterError;
 
 /// The inbound APIs the filter serves.
@@ -192,6 +192,28 @@ impl<'a> TopLevel<'a> {
                 )
             }),
         }
+    }
+
+    /// The capabilities the request needs of a target ([`Capability`] bits): function calling
+    /// when it offers tools, vision when a message carries an image (OpenAI's `image_url` part,
+    /// Anthropic's `image` block). Read from the raw JSON without parsing the messages.
+    pub fn needs(&self) -> u8 {
+        let offered = |key: &str| {
+            self.get(key)
+                .is_some_and(|v| !matches!(v.get().trim(), "null" | "[]"))
+        };
+        let mut needs = 0;
+        if offered("tools") || offered("functions") {
+            needs |= Capability::FunctionCalling.bit();
+        }
+        if let Some(messages) = self.get("messages") {
+            let raw = messages.get().as_bytes();
+            let has = |needle: &[u8]| raw.windows(needle.len()).any(|w| w == needle);
+            if has(b"\"image_url\"") || has(b"\"type\":\"image\"") || has(b"\"type\": \"image\"") {
+                needs |= Capability::Vision.bit();
+            }
+        }
+        needs
     }
 
     /// Whether the client asked for usage in a stream (`stream_options.include_usage`).
@@ -492,5 +514,38 @@ mod tests {
     fn escaped_keys_and_models_are_understood() {
         let top = TopLevel::parse(br#"{"mod\u0065l":"g\u0070t"}"#).expect("parses");
         assert_eq!(top.model().expect("model"), "gpt");
+    }
+
+    #[test]
+    fn needs_are_read_from_tools_and_image_parts() {
+        let needs = |body: &str| TopLevel::parse(body.as_bytes()).unwrap().needs();
+        assert_eq!(
+            needs(r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#),
+            0
+        );
+        assert_eq!(
+            needs(r#"{"model":"m","tools":[{"type":"function"}],"messages":[]}"#),
+            Capability::FunctionCalling.bit()
+        );
+        assert_eq!(needs(r#"{"model":"m","tools":[],"messages":[]}"#), 0);
+        assert_eq!(
+            needs(
+                r#"{"model":"m","messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"data:"}}]}]}"#
+            ),
+            Capability::Vision.bit()
+        );
+        assert_eq!(
+            needs(
+                r#"{"model":"m","tools":[{}],"messages":[{"role":"user","content":[{"type": "image","source":{}}]}]}"#
+            ),
+            Capability::ALL
+        );
+        // Text that merely mentions images needs nothing.
+        assert_eq!(
+            needs(
+                r#"{"model":"m","messages":[{"role":"user","content":"an \"image_url\" field"}]}"#
+            ),
+            0
+        );
     }
 }

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
 use crate::auth::KeyEntry;
-use crate::config::{FilterConfig, ModelRoute, Provider, ProviderKey, Target};
+use crate::config::{Capability, FilterConfig, ModelRoute, Provider, ProviderKey, Target};
 use crate::cooldown::{self, Cooldowns};
 use crate::rank::{self, BalanceWeights, Rankable, Strategy, TargetStats};
 
@@ -38,6 +38,23 @@ pub struct ModelEntry {
     pub targets: Vec<ResolvedTarget>,
     /// Per target, the failover cluster that starts with it (empty: no failover).
     pub failover: Vec<String>,
+    /// The same per set of needs, over the capable targets only.
+    pub failover_capable: Vec<(u8, Vec<String>)>,
+}
+
+impl ModelEntry {
+    /// The cluster for a request with `needs` whose first choice is `position`: the failover
+    /// cluster over the targets able to serve it, or `None` for the target's provider cluster.
+    pub fn failover_cluster(&self, position: usize, needs: u8) -> Option<&str> {
+        let list = self
+            .failover_capable
+            .iter()
+            .find(|(n, _)| *n == needs)
+            .map_or(&self.failover, |(_, l)| l);
+        list.get(position)
+            .map(String::as_str)
+            .filter(|c| !c.is_empty())
+    }
 }
 
 /// A target with its provider resolved to an index into `providers`.
@@ -48,6 +65,8 @@ pub struct ResolvedTarget {
     pub weight: u32,
     pub priority: u32,
     pub stats: TargetStats,
+    /// [`Capability`] bits.
+    pub capabilities: u8,
 }
 
 impl Rankable for ResolvedTarget {
@@ -104,6 +123,7 @@ impl Index {
             targets,
             strategy,
             failover,
+            failover_capable,
         } in cfg.models
         {
             let mut resolved = Vec::with_capacity(targets.len());
@@ -113,6 +133,7 @@ impl Index {
                 weight,
                 priority,
                 stats,
+                capabilities,
             } in targets
             {
                 let Some(&pos) = provider_pos.get(provider.as_str()) else {
@@ -126,15 +147,19 @@ impl Index {
                     weight,
                     priority,
                     stats,
+                    capabilities: Capability::mask(capabilities.as_deref()),
                 });
             }
             if resolved.is_empty() {
                 return Err(ConfigError(format!("model {name}: no targets")));
             }
-            if !failover.is_empty() && failover.len() != resolved.len() {
+            let lists = std::iter::once(&failover).chain(failover_capable.iter().map(|(_, l)| l));
+            if lists
+                .into_iter()
+                .any(|l| !l.is_empty() && l.len() != resolved.len())
+            {
                 return Err(ConfigError(format!(
-                    "model {name}: {} failover clusters for {} targets",
-                    failover.len(),
+                    "model {name}: a list of failover clusters does not match its {} targets",
                     resolved.len()
                 )));
             }
@@ -145,6 +170,7 @@ impl Index {
                     strategy,
                     targets: resolved,
                     failover,
+                    failover_capable,
                 },
             );
         }
@@ -423,6 +449,7 @@ mod tests {
             weight,
             priority,
             stats: Default::default(),
+            capabilities: None,
         }
     }
 
@@ -449,6 +476,7 @@ mod tests {
             ],
             strategy: Strategy::Weighted,
             failover: vec![],
+            failover_capable: vec![],
         }]);
         let targets = idx.targets("smart").expect("known");
         let mut counts = HashMap::new();
@@ -474,6 +502,7 @@ mod tests {
             targets: vec![slow, fast],
             strategy: Strategy::Latency,
             failover: vec![],
+            failover_capable: vec![],
         }]);
         let entry = idx.targets("quick").expect("known");
         for now in 0..10 {
@@ -505,6 +534,7 @@ mod tests {
                 targets: vec![target("ghost", "x", 1, 0)],
                 strategy: Strategy::Weighted,
                 failover: vec![],
+                failover_capable: vec![],
             }],
             ..FilterConfig::default()
         })
@@ -536,6 +566,7 @@ mod tests {
             targets: vec![target("a", "m/1", 1, 0), target("b", "m/1", 1, 0)],
             strategy: Strategy::Weighted,
             failover: vec!["f0".into(), "f1".into()],
+            failover_capable: vec![],
         }]);
         let entry = idx.targets("duo").unwrap();
         assert_eq!(idx.find_target(entry, b"a/m/1"), Some(0));
@@ -561,6 +592,7 @@ mod tests {
                 targets: vec![target("a", "m1", 1, 0), target("a", "m2", 1, 0)],
                 strategy: Strategy::Weighted,
                 failover: vec!["only-one".into()],
+                failover_capable: vec![],
             }],
             ..Default::default()
         })

@@ -146,6 +146,7 @@ async fn strategies_choose_from_known_figures(s: Store) {
                     model: "m".into(),
                     weight: 1,
                     priority: 0,
+                    capabilities: None,
                 })
                 .collect(),
         })
@@ -272,7 +273,7 @@ on_both_backends! {
         let m = ModelRow {
             name: "smart".into(),
             strategy: Strategy::Cost,
-            targets: vec![TargetSpec { provider: "p".into(), model: "m".into(), weight: 2, priority: 1 }],
+            targets: vec![TargetSpec { provider: "p".into(), model: "m".into(), weight: 2, priority: 1, capabilities: Some(vec![switchyard_filter::config::Capability::Vision]) }],
         };
         s.upsert_model(&m).await.unwrap();
         s.upsert_model(&m).await.unwrap();

@@ -203,7 +203,15 @@ impl Request {
         let now = now();
         // (A provider without a usable key, e.g. all refused at their probes, is passed over
         // the same way.)
-        let mut spent: Vec<usize> = Vec::new();
+        // Targets that cannot serve what the request needs (tools, images) are out from the
+        // start.
+        let needs = top.needs();
+        let mut spent: Vec<usize> = (0..entry.targets.len())
+            .filter(|&i| entry.targets[i].capabilities & needs != needs)
+            .collect();
+        if spent.len() == entry.targets.len() {
+            return Err(FilterError::not_capable(model, needs));
+        }
         let mut no_key = None;
         let (position, key) = loop {
             let position =
@@ -255,9 +263,10 @@ impl Request {
         // A model with several targets goes to the failover cluster that starts with the chosen
         // one; Envoy moves a failed attempt on to the next, and the upstream filter prepares the
         // request for it from the client's body, kept in the plan.
-        let cluster = entry.failover.get(position).unwrap_or(&provider.cluster);
+        let failover = entry.failover_cluster(position, needs);
+        let cluster = failover.unwrap_or(&provider.cluster);
         wanted.push((CLUSTER_HEADER, cluster.as_bytes()));
-        if stream && !entry.failover.is_empty() {
+        if stream && failover.is_some() {
             wanted.push((STREAM_HEADER, b"1"));
         }
         for change in headers::changes(&self.headers, &wanted) {
@@ -273,7 +282,7 @@ impl Request {
         drop(wanted);
         self.provider = Some(target.provider);
         self.upstream_model.clone_from(&target.model);
-        if !entry.failover.is_empty() {
+        if failover.is_some() {
             let (token, shared) = plan::insert(Plan {
                 index: index.clone(),
                 ask,
