@@ -83,8 +83,9 @@ impl App {
         let verdict = self.probes.verdict(std::time::Duration::from_secs(
             self.probe_spec.interval_secs,
         ));
+        let failing = self.health.failing(crate::store::now());
         let figures =
-            crate::health::Figures::new(window, &self.store.list_prices().await?, verdict);
+            crate::health::Figures::new(window, &self.store.list_prices().await?, verdict, failing);
         let mut current = self
             .figures
             .lock()

@@ -5,7 +5,7 @@
 //! figures (time to first byte, success rate, price for the model's token mix), which the filter
 //! ranks by.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use envoy_types::pb::envoy::data::accesslog::v3::HttpAccessLogEntry;
@@ -30,11 +30,24 @@ pub const MIN_ATTEMPTS: i64 = 3;
 /// The token mix assumed for a model nothing was measured for: prompt share.
 const DEFAULT_PROMPT_SHARE: f64 = 0.75;
 
-/// Figures waiting to be written, by (provider, model, minute).
+/// Figures waiting to be written, by (provider, model, minute); and each target's latest
+/// outcomes (Unix seconds, failed), so that a target failing on one Envoy cools down on all.
 #[derive(Default)]
 pub struct Health {
     pending: Mutex<HashMap<(String, String, i64), HealthRow>>,
+    recent: Mutex<HashMap<TargetName, VecDeque<(i64, bool)>>>,
 }
+
+/// (provider, upstream model).
+pub type TargetName = (String, String);
+
+/// Outcomes older than this say nothing about a target's present.
+pub const RECENT_SECS: i64 = 15;
+/// At least this many recent attempts, at least half of them failed: the target cools down on
+/// every Envoy.
+pub const RECENT_FAILURES: usize = 3;
+/// Outcomes kept per target.
+const RECENT_KEPT: usize = 256;
 
 /// The part of the filter's record the figures need.
 #[derive(Debug, Deserialize)]
@@ -67,9 +80,57 @@ impl Health {
         f(row);
     }
 
+    fn outcome(&self, provider: &str, model: &str, now: i64, failed: bool) {
+        let Ok(mut recent) = self.recent.lock() else {
+            return;
+        };
+        let outcomes = recent
+            .entry((provider.to_owned(), model.to_owned()))
+            .or_default();
+        if outcomes.len() == RECENT_KEPT {
+            outcomes.pop_front();
+        }
+        outcomes.push_back((now, failed));
+    }
+
+    /// Targets failing right now (see [`RECENT_FAILURES`]), each with the time until which it
+    /// should cool down (a few seconds past now, in steps of 5 s so that the configuration
+    /// does not change with every update) and the time of its latest failure.
+    pub fn failing(&self, now: i64) -> BTreeMap<TargetName, (u64, u64)> {
+        let Ok(mut recent) = self.recent.lock() else {
+            return BTreeMap::new();
+        };
+        recent.retain(|_, outcomes| {
+            while outcomes
+                .front()
+                .is_some_and(|(at, _)| *at < now - RECENT_SECS)
+            {
+                outcomes.pop_front();
+            }
+            !outcomes.is_empty()
+        });
+        recent
+            .iter()
+            .filter(|(_, o)| {
+                let failed = o.iter().filter(|(_, f)| *f).count();
+                o.len() >= RECENT_FAILURES && failed * 2 >= o.len()
+            })
+            .map(|(target, o)| {
+                let until = u64::try_from((now / 5 + 2) * 5).unwrap_or(0);
+                let last = o.iter().filter(|(_, f)| *f).map(|(at, _)| *at).max();
+                let last = last.map_or(0, |t| u64::try_from(t).unwrap_or(0));
+                (target.clone(), (until, last))
+            })
+            .collect()
+    }
+
     /// Adds one request's attempts; entries without a target (refused by the gateway) add
     /// nothing.
     pub fn record(&self, entry: &HttpAccessLogEntry, now_minute: i64) {
+        self.record_at(entry, now_minute, now_minute * 60);
+    }
+
+    fn record_at(&self, entry: &HttpAccessLogEntry, now_minute: i64, now: i64) {
         let Some(common) = &entry.common_properties else {
             return;
         };
@@ -90,6 +151,7 @@ impl Health {
                     r.attempts += 1;
                     r.failures += 1;
                 });
+                self.outcome(provider, model, now, true);
             }
         }
         let status = entry
@@ -98,6 +160,7 @@ impl Health {
             .and_then(|r| r.response_code)
             .map_or(0, |c| c.value);
         let failed = status == 0 || status >= 500 || status == 429;
+        self.outcome(&record.provider, &record.upstream_model, now, failed);
         let latency_ms = common
             .time_to_first_upstream_rx_byte
             .as_ref()
@@ -152,6 +215,9 @@ pub struct Figures {
     prices: HashMap<(String, String), (f64, f64)>,
     /// What the active probes found.
     pub probes: crate::probe::Verdict,
+    /// Targets failing right now on some Envoy: cooling down on all until then (and when they
+    /// last failed).
+    pub failing: BTreeMap<TargetName, (u64, u64)>,
 }
 
 impl Figures {
@@ -159,9 +225,11 @@ impl Figures {
         rows: Vec<HealthRow>,
         prices: &[PriceRow],
         probes: crate::probe::Verdict,
+        failing: BTreeMap<TargetName, (u64, u64)>,
     ) -> Figures {
         Figures {
             probes,
+            failing,
             rows: rows
                 .into_iter()
                 .map(|r| ((r.provider.clone(), r.model.clone()), r))
@@ -228,8 +296,20 @@ impl Figures {
                     prompt_share * input + (1.0 - prompt_share) * output,
                 ));
             }
-            stats.cooldown_until = self.probes.down_until.get(&t.provider).copied();
-            stats.recovered_at = self.probes.up_since.get(&t.provider).copied();
+            let recovered_at = self.probes.up_since.get(&t.provider).copied();
+            // A probe that passed after the latest failure overrides it.
+            let failing = self
+                .failing
+                .get(&key)
+                .filter(|(_, last)| recovered_at.is_none_or(|r| r < *last))
+                .map(|(until, _)| *until);
+            stats.cooldown_until = self
+                .probes
+                .down_until
+                .get(&t.provider)
+                .copied()
+                .max(failing);
+            stats.recovered_at = recovered_at;
             t.stats = stats;
         }
     }
@@ -271,9 +351,9 @@ impl AccessLogService for AlsServer {
             else {
                 continue;
             };
-            let minute = crate::store::now() / 60;
+            let now = crate::store::now();
             for entry in &logs.log_entry {
-                self.health.record(entry, minute);
+                self.health.record_at(entry, now / 60, now);
             }
         }
         Ok(Response::new(StreamAccessLogsResponse {}))
@@ -366,6 +446,7 @@ mod tests {
             vec![row("a", "m1", 10, 1, 250), row("b", "m2", 2, 0, 50)],
             &prices,
             Default::default(),
+            Default::default(),
         );
         let mut targets = vec![
             Target {
@@ -397,5 +478,38 @@ mod tests {
         );
         assert_eq!(significant(1234.0), 1200.0);
         assert_eq!(significant(0.0456), 0.046);
+    }
+
+    #[test]
+    fn a_target_failing_now_cools_down_everywhere_until_its_failures_age() {
+        let h = Health::default();
+        let failed = r#"{"provider":"b","upstream_model":"m2","failed":["a/m1"]}"#;
+        for t in 0..3 {
+            h.record_at(&entry(failed, 200, 10), 0, 100 + t);
+        }
+        let failing = h.failing(103);
+        let a = ("a".to_string(), "m1".to_string());
+        assert_eq!(
+            failing.get(&a),
+            Some(&(110, 102)),
+            "until 5 to 10 s past now"
+        );
+        assert!(
+            !failing.contains_key(&("b".to_string(), "m2".to_string())),
+            "b answered"
+        );
+        assert!(h.failing(100 + RECENT_SECS + 3).is_empty(), "aged out");
+        // Cooling targets carry it to the filter.
+        let figures = Figures::new(Vec::new(), &[], Default::default(), failing);
+        let mut targets = vec![Target {
+            provider: "a".into(),
+            model: "m1".into(),
+            weight: 1,
+            priority: 0,
+            stats: TargetStats::default(),
+            capabilities: None,
+        }];
+        figures.apply(&mut targets);
+        assert_eq!(targets[0].stats.cooldown_until, Some(110));
     }
 }

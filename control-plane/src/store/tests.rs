@@ -162,7 +162,12 @@ async fn strategies_choose_from_known_figures(s: Store) {
             .attempts,
         200
     );
-    let figures = Figures::new(window, &s.list_prices().await.unwrap(), Default::default());
+    let figures = Figures::new(
+        window,
+        &s.list_prices().await.unwrap(),
+        Default::default(),
+        Default::default(),
+    );
     let keys: Vec<_> = s
         .list_provider_keys()
         .await
