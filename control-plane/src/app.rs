@@ -397,6 +397,7 @@ pub async fn apply_config(
                 region: p.region.clone(),
                 project: p.project.clone(),
                 location: p.location.clone(),
+                proxies: p.proxies.clone(),
             },
         )
         .map_err(|e| anyhow::anyhow!("{at}: {e}"))?;

@@ -169,6 +169,10 @@ pub struct ProviderSpec {
     pub project: Option<String>,
     #[serde(default)]
     pub location: Option<String>,
+    /// HTTP CONNECT proxies (`ip:port`) to reach the provider through: a pool, each proxy
+    /// health-checked, a failed attempt retried through another.
+    #[serde(default)]
+    pub proxies: Vec<String>,
     #[serde(default)]
     pub keys: Vec<ProviderKeySpec>,
     #[serde(default)]

@@ -83,6 +83,9 @@ pub struct ProviderSettings {
     /// `vertex`: the location (region such as `us-east5`, or `global`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub location: Option<String>,
+    /// HTTP CONNECT proxies (`ip:port`) requests to the provider go through, in a pool.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub proxies: Vec<String>,
 }
 
 impl ProviderDef {
@@ -95,6 +98,11 @@ impl ProviderDef {
         mut settings: ProviderSettings,
     ) -> Result<ProviderDef, String> {
         check_model_names(&models)?;
+        for proxy in &settings.proxies {
+            proxy.parse::<std::net::SocketAddr>().map_err(|_| {
+                format!("proxy {proxy:?} must be an IP address and port, such as 10.0.0.8:3128")
+            })?;
+        }
         let preset = match settings.preset.as_deref() {
             None => None,
             Some(name) if kind == ProviderKind::OpenaiCompatible => {

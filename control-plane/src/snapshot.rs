@@ -23,6 +23,8 @@ pub struct ProviderCluster {
     /// Endpoint metadata naming whom an attempt reached: `provider/model` for a target
     /// cluster, the provider's name for a provider with several keys (retried on another key).
     pub target: Option<String>,
+    /// HTTP CONNECT proxies to reach the provider through (one endpoint each).
+    pub proxies: Vec<std::net::SocketAddr>,
 }
 
 /// An aggregate cluster: `clusters` tried in order, one attempt each (see DESIGN.md), for at
@@ -204,6 +206,12 @@ pub fn compute(
             name: cluster,
             upstream,
             target: several_keys.then(|| p.name.clone()),
+            proxies: p
+                .settings
+                .proxies
+                .iter()
+                .filter_map(|a| a.parse().ok())
+                .collect(),
         });
     }
 
@@ -264,9 +272,9 @@ pub fn compute(
 
     // Models with several targets fail over: a cluster per target, and per target an aggregate
     // of it followed by the others in fallback order (priority tier, then weight).
-    let upstreams: HashMap<String, Upstream> = clusters
+    let upstreams: HashMap<String, (Upstream, Vec<std::net::SocketAddr>)> = clusters
         .iter()
-        .map(|c| (c.name.clone(), c.upstream.clone()))
+        .map(|c| (c.name.clone(), (c.upstream.clone(), c.proxies.clone())))
         .collect();
     let mut target_clusters: BTreeMap<(String, String), String> = BTreeMap::new();
     let mut failover = Vec::new();
@@ -330,11 +338,12 @@ pub fn compute(
         }
     }
     for ((provider, model), name) in target_clusters {
-        if let Some(upstream) = upstreams.get(&cluster_name(&provider)) {
+        if let Some((upstream, proxies)) = upstreams.get(&cluster_name(&provider)) {
             clusters.push(ProviderCluster {
                 name,
                 upstream: upstream.clone(),
                 target: Some(format!("{provider}/{model}")),
+                proxies: proxies.clone(),
             });
         }
     }

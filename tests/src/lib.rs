@@ -189,16 +189,19 @@ pub fn default_config(ports: Ports, dir: &Path, mock_base_url: &str) -> String {
         dir,
         mock_base_url,
         &format!("http://127.0.0.1:{}/v1", free_port()),
+        &format!("127.0.0.1:{}", free_port()),
     )
 }
 
 /// [`default_config`] with provider `flaky` at `flaky_base_url` (a [`mock::faulty::Faulty`]):
-/// model `fickle` tries it first and the mock after it.
+/// model `fickle` tries it first and the mock after it; and provider `proxied`, the mock
+/// reached through a pool of two egress proxies: one that does not exist, then `proxy`.
 pub fn config_with_flaky(
     ports: Ports,
     dir: &Path,
     mock_base_url: &str,
     flaky_base_url: &str,
+    proxy: &str,
 ) -> String {
     format!(
         r#"listen: {{admin: "127.0.0.1:{admin}", xds: "127.0.0.1:{xds}"}}
@@ -273,6 +276,12 @@ providers:
     base_url: "{mock_base_url}"
     keys: [{{secret: "{PROVIDER_KEY}", qps: {METERED_QPS}}}]
     models: [mock-metered]
+  - name: proxied
+    kind: openai_compatible
+    base_url: "{mock_base_url}"
+    proxies: ["127.0.0.1:{dead_proxy}", "{proxy}"]
+    keys: [{{secret: "{PROVIDER_KEY}"}}]
+    models: [mock-proxied]
   - name: twokeys
     kind: openai_compatible
     base_url: "{mock_base_url}"
@@ -310,6 +319,7 @@ api_keys:
         wasm = wasm_path().display(),
         dir = dir.display(),
         dead = free_port(),
+        dead_proxy = free_port(),
         origin = mock_base_url.trim_end_matches("/v1"),
         bedrock_key_id = mock::bedrock::ACCESS_KEY_ID,
         service_account = mock::vertex::service_account_json(&format!(
@@ -470,6 +480,8 @@ pub struct Stack {
     pub mock: MockOpenAi,
     /// The fault-injecting provider `flaky` (healthy until told otherwise).
     pub flaky: mock::faulty::Faulty,
+    /// The egress proxy provider `proxied` is reached through.
+    pub proxy: mock::connect_proxy::ConnectProxy,
     pub dir: TempDir,
 }
 
@@ -487,6 +499,7 @@ impl Stack {
     pub async fn start_workers(workers: u32, prepare: impl FnOnce(&MockOpenAi)) -> Stack {
         let dir = TempDir::new("e2e");
         let flaky = mock::faulty::Faulty::start(PROVIDER_KEY).await;
+        let proxy = mock::connect_proxy::ConnectProxy::start().await;
         let mock = MockOpenAi::start(
             PROVIDER_KEY,
             &[
@@ -499,6 +512,7 @@ impl Stack {
                 "mock-metered",
                 "mock-keys",
                 "mock-slow",
+                "mock-proxied",
             ],
             &["text-embedding-3-small"],
         )
@@ -507,7 +521,13 @@ impl Stack {
         let ports = Ports::pick();
         let cp = ControlPlane::start(
             &dir.0,
-            &config_with_flaky(ports, &dir.0, &mock.base_url(), &flaky.base_url()),
+            &config_with_flaky(
+                ports,
+                &dir.0,
+                &mock.base_url(),
+                &flaky.base_url(),
+                &proxy.addr.to_string(),
+            ),
             ports,
         )
         .await;
@@ -517,6 +537,7 @@ impl Stack {
             cp,
             mock,
             flaky,
+            proxy,
             dir,
         }
     }

@@ -137,3 +137,30 @@ async fn a_refused_provider_key_is_left_out_and_the_request_retried_on_another()
         "a provider secret reached the log"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_reach_the_provider_through_the_egress_proxies_that_work() {
+    // `proxied` has two proxies: one nothing listens on, then a working CONNECT proxy.
+    let stack = Stack::start().await;
+    let body =
+        json!({"model": "proxied/mock-proxied", "messages": [{"role": "user", "content": "Hi"}]});
+    // The health checks take the dead proxy out of the pool within seconds; until then a
+    // request through it fails over to the other (one failed connection).
+    let mut served = 0;
+    for _ in 0..10 {
+        let resp = stack.post("/v1/chat/completions", &body).await;
+        if resp.status() == 200 {
+            served += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(served >= 9, "only {served} of 10 through the proxy pool");
+    assert!(stack.proxy.tunnels() >= 1, "nothing went through the proxy");
+    let reached = stack
+        .mock
+        .requests()
+        .iter()
+        .filter(|r| r.json()["model"] == "mock-proxied")
+        .count();
+    assert_eq!(reached, served);
+}

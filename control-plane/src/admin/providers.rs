@@ -51,6 +51,8 @@ struct CreateProvider {
     project: Option<String>,
     #[serde(default)]
     location: Option<String>,
+    #[serde(default)]
+    proxies: Option<Vec<String>>,
 }
 
 /// Fields absent from an update keep their value; `keys`, when present, replaces the key set.
@@ -77,6 +79,8 @@ struct UpdateProvider {
     project: Option<String>,
     #[serde(default)]
     location: Option<String>,
+    #[serde(default)]
+    proxies: Option<Vec<String>>,
 }
 
 #[derive(Debug, Serialize)]
@@ -163,6 +167,7 @@ async fn create(
             region: input.region,
             project: input.project,
             location: input.location,
+            proxies: input.proxies.unwrap_or_default(),
         },
     )
     .map_err(ApiError::BadRequest)?;
@@ -191,6 +196,7 @@ async fn update(
             region: input.region.or(current.settings.region),
             project: input.project.or(current.settings.project),
             location: input.location.or(current.settings.location),
+            proxies: input.proxies.unwrap_or(current.settings.proxies),
         },
     )
     .map_err(ApiError::BadRequest)?;

@@ -10,7 +10,6 @@ use envoy_types::pb::envoy::config::accesslog::v3::{
 use envoy_types::pb::envoy::config::bootstrap::v3::{bootstrap, Bootstrap};
 use envoy_types::pb::envoy::config::cluster::v3::{circuit_breakers, CircuitBreakers};
 use envoy_types::pb::envoy::config::cluster::v3::{cluster, Cluster};
-use envoy_types::pb::envoy::config::core::v3::Metadata;
 use envoy_types::pb::envoy::config::core::v3::{
     address, async_data_source, config_source, data_source, socket_address, transport_socket,
     Address, AggregatedConfigSource, ApiVersion, AsyncDataSource, ConfigSource, DataSource,
@@ -18,6 +17,7 @@ use envoy_types::pb::envoy::config::core::v3::{
     TypedExtensionConfig,
 };
 use envoy_types::pb::envoy::config::core::v3::{grpc_service, GrpcService};
+use envoy_types::pb::envoy::config::core::v3::{health_check, HealthCheck, Metadata};
 use envoy_types::pb::envoy::config::endpoint::v3::{
     lb_endpoint, ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints,
 };
@@ -41,7 +41,10 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
     http_connection_manager, http_filter, HttpConnectionManager, HttpFilter, LocalReplyConfig, Rds,
     ResponseMapper,
 };
+use envoy_types::pb::envoy::extensions::retry::host::previous_hosts::v3::PreviousHostsPredicate;
 use envoy_types::pb::envoy::extensions::retry::priority::previous_priorities::v3::PreviousPrioritiesConfig;
+use envoy_types::pb::envoy::extensions::transport_sockets::http_11_proxy::v3::Http11ProxyUpstreamTransport;
+use envoy_types::pb::envoy::extensions::transport_sockets::raw_buffer::v3::RawBuffer;
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
     common_tls_context, CertificateValidationContext, CommonTlsContext, UpstreamTlsContext,
 };
@@ -68,6 +71,8 @@ pub const ROUTE_NAME: &str = "switchyard";
 /// The ECDS resource name: equal to the HTTP filter's name in the listener.
 pub const FILTER_NAME: &str = "switchyard";
 pub const XDS_CLUSTER: &str = "switchyard_xds";
+/// Where Envoy's HTTP/1.1 proxy transport socket reads an endpoint's proxy from.
+const PROXY_ADDRESS_METADATA: &str = "envoy.http11_proxy_transport_socket.proxy_address";
 
 pub const LISTENER_TYPE: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
 pub const ROUTE_TYPE: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
@@ -500,6 +505,14 @@ fn retry_policy(attempts: usize, idle: Option<Duration>) -> RetryPolicy {
                 }),
             )),
         }),
+        // Behind a pool of egress proxies, a retry goes through another one.
+        retry_host_predicate: vec![retry_policy::RetryHostPredicate {
+            name: "envoy.retry_host_predicates.previous_hosts".into(),
+            config_type: Some(retry_policy::retry_host_predicate::ConfigType::TypedConfig(
+                pack_any(PreviousHostsPredicate::default()),
+            )),
+        }],
+        host_selection_retry_max_attempts: 3,
         retry_back_off: Some(retry_policy::RetryBackOff {
             base_interval: Some(Duration {
                 seconds: 0,
@@ -518,10 +531,13 @@ fn provider_cluster(gw: &Gateway, c: &ProviderCluster) -> Cluster {
     let u = &c.upstream;
     let discovery = if u.is_ip() {
         cluster::DiscoveryType::Static
-    } else {
+    } else if c.proxies.is_empty() {
         cluster::DiscoveryType::LogicalDns
+    } else {
+        // One endpoint per proxy (LOGICAL_DNS takes only one).
+        cluster::DiscoveryType::StrictDns
     };
-    let transport_socket = u.tls.then(|| TransportSocket {
+    let tls = u.tls.then(|| TransportSocket {
         name: "envoy.transport_sockets.tls".into(),
         config_type: Some(transport_socket::ConfigType::TypedConfig(pack_any(
             UpstreamTlsContext {
@@ -547,6 +563,85 @@ fn provider_cluster(gw: &Gateway, c: &ProviderCluster) -> Cluster {
             },
         ))),
     });
+    // Through egress proxies: Envoy connects to the endpoint's proxy, sends `CONNECT
+    // host:port`, and speaks TLS (or plain HTTP) to the provider inside the tunnel.
+    let transport_socket = if c.proxies.is_empty() {
+        tls
+    } else {
+        let inner = tls.unwrap_or_else(|| TransportSocket {
+            name: "envoy.transport_sockets.raw_buffer".into(),
+            config_type: Some(transport_socket::ConfigType::TypedConfig(pack_any(
+                RawBuffer::default(),
+            ))),
+        });
+        Some(TransportSocket {
+            name: "envoy.transport_sockets.http_11_proxy".into(),
+            config_type: Some(transport_socket::ConfigType::TypedConfig(pack_any(
+                Http11ProxyUpstreamTransport {
+                    transport_socket: Some(inner),
+                    ..Default::default()
+                },
+            ))),
+        })
+    };
+    let endpoint = |proxy: Option<&std::net::SocketAddr>| LbEndpoint {
+        host_identifier: Some(lb_endpoint::HostIdentifier::Endpoint(Endpoint {
+            address: Some(socket(&u.host, u.port)),
+            // Used as `Host` by the route's auto_host_rewrite. Behind a proxy it is also the
+            // CONNECT target's host (Envoy adds the port), so it must not carry the port.
+            hostname: if proxy.is_some() {
+                u.host.clone()
+            } else {
+                u.authority()
+            },
+            ..Default::default()
+        })),
+        metadata: (c.target.is_some() || proxy.is_some()).then(|| Metadata {
+            // Read by the upstream filter: which target this attempt reached.
+            filter_metadata: c
+                .target
+                .iter()
+                .map(|t| {
+                    (
+                        METADATA_NAMESPACE.to_string(),
+                        Struct {
+                            fields: [("target".to_string(), text(t))].into(),
+                        },
+                    )
+                })
+                .collect(),
+            typed_filter_metadata: proxy
+                .map(|p| {
+                    (
+                        PROXY_ADDRESS_METADATA.to_string(),
+                        pack_any(socket(&p.ip().to_string(), p.port())),
+                    )
+                })
+                .into_iter()
+                .collect(),
+        }),
+        ..Default::default()
+    };
+    let lb_endpoints = if c.proxies.is_empty() {
+        vec![endpoint(None)]
+    } else {
+        c.proxies.iter().map(|p| endpoint(Some(p))).collect()
+    };
+    // A proxy that cannot be reached is taken out of the pool until it can again.
+    let health_checks = if c.proxies.is_empty() {
+        Vec::new()
+    } else {
+        vec![HealthCheck {
+            timeout: Some(seconds(2)),
+            interval: Some(seconds(5)),
+            unhealthy_threshold: Some(UInt32Value { value: 1 }),
+            healthy_threshold: Some(UInt32Value { value: 1 }),
+            health_checker: Some(health_check::HealthChecker::TcpHealthCheck(
+                health_check::TcpHealthCheck::default(),
+            )),
+            ..Default::default()
+        }]
+    };
     Cluster {
         name: c.name.clone(),
         cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(discovery as i32)),
@@ -555,31 +650,14 @@ fn provider_cluster(gw: &Gateway, c: &ProviderCluster) -> Cluster {
         load_assignment: Some(ClusterLoadAssignment {
             cluster_name: c.name.clone(),
             endpoints: vec![LocalityLbEndpoints {
-                lb_endpoints: vec![LbEndpoint {
-                    host_identifier: Some(lb_endpoint::HostIdentifier::Endpoint(Endpoint {
-                        address: Some(socket(&u.host, u.port)),
-                        // Used as `Host` by the route's auto_host_rewrite.
-                        hostname: u.authority(),
-                        ..Default::default()
-                    })),
-                    // Read by the upstream filter: which target this attempt reached.
-                    metadata: c.target.as_ref().map(|t| Metadata {
-                        filter_metadata: [(
-                            METADATA_NAMESPACE.to_string(),
-                            Struct {
-                                fields: [("target".to_string(), text(t))].into(),
-                            },
-                        )]
-                        .into(),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                }],
+                lb_endpoints,
                 ..Default::default()
             }],
             ..Default::default()
         }),
         transport_socket,
+        health_checks,
+        circuit_breakers: Some(generous_limits()),
         // No outlier detection: an ejected endpoint is not even tried as a fallback, and a
         // target ejected while failing stays out after it has recovered (ejections grow to
         // minutes); when the one target Envoy still trusts fails too, requests fail that a
@@ -807,11 +885,13 @@ mod tests {
                     name: "provider-openai".into(),
                     upstream: Upstream::parse("https://api.openai.com/v1").unwrap(),
                     target: None,
+                    proxies: Vec::new(),
                 },
                 ProviderCluster {
                     name: "provider-local".into(),
                     upstream: Upstream::parse("http://127.0.0.1:9000/v1").unwrap(),
                     target: None,
+                    proxies: Vec::new(),
                 },
             ],
             failover: Vec::new(),
@@ -929,5 +1009,50 @@ mod tests {
         );
         assert!(retry(1).unwrap().per_try_idle_timeout.is_none());
         assert!(retry(2).is_none(), "a single target is not retried");
+    }
+
+    #[test]
+    fn a_provider_behind_proxies_gets_one_health_checked_endpoint_per_proxy() {
+        let mut state = state();
+        state.clusters[0].proxies = vec![
+            "10.0.0.8:3128".parse().unwrap(),
+            "10.0.0.9:3128".parse().unwrap(),
+        ];
+        let r = resources(&Gateway::default(), &state, Path::new("/x.wasm"));
+        let c = Cluster::decode(r.clusters[0].1.value.as_slice()).unwrap();
+        assert_eq!(
+            c.cluster_discovery_type,
+            Some(cluster::ClusterDiscoveryType::Type(
+                cluster::DiscoveryType::StrictDns as i32
+            ))
+        );
+        let ts = c.transport_socket.unwrap();
+        assert_eq!(ts.name, "envoy.transport_sockets.http_11_proxy");
+        let Some(transport_socket::ConfigType::TypedConfig(any)) = ts.config_type else {
+            panic!("typed config")
+        };
+        let proxy = Http11ProxyUpstreamTransport::decode(any.value.as_slice()).unwrap();
+        assert_eq!(
+            proxy.transport_socket.unwrap().name,
+            "envoy.transport_sockets.tls"
+        );
+        let endpoints = &c.load_assignment.unwrap().endpoints[0].lb_endpoints;
+        assert_eq!(endpoints.len(), 2);
+        let meta = endpoints[1].metadata.as_ref().unwrap();
+        let address = Address::decode(
+            meta.typed_filter_metadata[PROXY_ADDRESS_METADATA]
+                .value
+                .as_slice(),
+        )
+        .unwrap();
+        assert_eq!(address, socket("10.0.0.9", 3128));
+        let Some(lb_endpoint::HostIdentifier::Endpoint(e)) = &endpoints[0].host_identifier else {
+            panic!("endpoint")
+        };
+        assert_eq!(
+            e.hostname, "api.openai.com",
+            "the CONNECT target's host, without a port"
+        );
+        assert_eq!(c.health_checks.len(), 1);
     }
 }

@@ -26,6 +26,7 @@ use tokio::sync::Notify;
 
 pub mod bedrock;
 mod compat;
+pub mod connect_proxy;
 pub mod faulty;
 mod gemini;
 pub mod vertex;
