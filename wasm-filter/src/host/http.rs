@@ -198,13 +198,11 @@ impl Request {
         if !allowed {
             return Err(FilterError::model_not_allowed(model));
         }
-        // The best target whose provider has a key to spare this second (QPS limits); one
-        // whose keys are all spent is passed over for the next best.
-        let now = now();
-        // (A provider without a usable key, e.g. all refused at their probes, is passed over
-        // the same way.)
         // Targets that cannot serve what the request needs (tools, images) are out from the
-        // start.
+        // start; then the best target whose provider has a key to spare this second (QPS
+        // limits): one whose keys are all spent, or that has no usable key at all (all refused
+        // at their probes), is passed over for the next best.
+        let now = now();
         let needs = top.needs();
         let mut spent: Vec<usize> = (0..entry.targets.len())
             .filter(|&i| entry.targets[i].capabilities & needs != needs)
