@@ -267,6 +267,11 @@ providers:
     base_url: "http://127.0.0.1:{dead}/v1"
     keys: [{{secret: "sk-dead-provider"}}]
     models: [dead-model]
+  - name: dead-bedrock
+    kind: bedrock
+    base_url: "http://127.0.0.1:{dead_bedrock}"
+    region: us-east-1
+    keys: [{{secret: "AKIDDEAD:dead-secret"}}]
   - name: flaky
     kind: openai_compatible
     base_url: "{flaky_base_url}"
@@ -299,6 +304,9 @@ models:
     targets: [{{provider: flaky, model: gpt-4o-mini, capabilities: [function_calling]}}]
   - name: flaky-only
     targets: [{{provider: flaky, model: gpt-4o-mini}}]
+  - name: resilient-unprobed
+    targets: [{{provider: dead-bedrock, model: anthropic.claude-3-haiku-20240307-v1:0}},
+              {{provider: mock, model: gpt-4o-mini, priority: 1}}]
   - name: fickle
     targets: [{{provider: flaky, model: gpt-4o-mini}}, {{provider: mock, model: gpt-4o-mini, priority: 1}}]
   - name: quick
@@ -320,6 +328,7 @@ api_keys:
         dir = dir.display(),
         dead = free_port(),
         dead_proxy = free_port(),
+        dead_bedrock = free_port(),
         origin = mock_base_url.trim_end_matches("/v1"),
         bedrock_key_id = mock::bedrock::ACCESS_KEY_ID,
         service_account = mock::vertex::service_account_json(&format!(

@@ -161,6 +161,18 @@ async fn a_refused_connection_moves_the_request_to_the_next_target() {
         );
     }
     assert!(r[1..].iter().all(|r| r["attempts"] == 1), "{r:?}");
+
+    // Bedrock providers are not probed: the first request to `resilient-unprobed` always meets
+    // the refused connection itself, and moves on (from Bedrock's format to OpenAI's).
+    let ask =
+        json!({"model": "resilient-unprobed", "messages": [{"role": "user", "content": "hi"}]});
+    let resp = stack.post("/v1/chat/completions", &ask).await;
+    assert_eq!(resp.status(), 200);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["object"], "chat.completion");
+    let record = stack.usage_record("resilient-unprobed").await;
+    assert_eq!(record["provider"], "mock");
+    assert_eq!(record["attempts"], 2, "{record:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
