@@ -97,6 +97,30 @@ impl App {
         Ok(true)
     }
 
+    /// Recomputes the gateway state with new health figures and publishes it when that changes
+    /// what Envoy has (figures are rounded, so most updates change nothing).
+    pub async fn publish_figures(&self) -> anyhow::Result<()> {
+        let _guard = self.publish_lock.lock().await;
+        let figures = self.figures();
+        let state = crate::snapshot::load(
+            &self.store,
+            &self.master,
+            self.gateway.max_body_bytes,
+            &self.tokens,
+            &figures,
+        )
+        .await?;
+        let resources = build::resources(&self.gateway, &state, &self.wasm_path);
+        if let Some(serial) = self
+            .cache
+            .set_if_changed(resources)
+            .map_err(|e| anyhow::anyhow!("inconsistent snapshot not published: {e}"))?
+        {
+            tracing::info!(serial, filter_version = %state.filter.version, "snapshot published (health figures)");
+        }
+        Ok(())
+    }
+
     /// Recomputes the gateway state from the store and publishes it to every Envoy.
     pub async fn publish(&self) -> anyhow::Result<u64> {
         let _guard = self.publish_lock.lock().await;
@@ -250,7 +274,7 @@ async fn refresh_health(app: Arc<App>) {
         tick.tick().await;
         match app.update_health().await {
             Ok(true) => {
-                if let Err(e) = app.publish().await {
+                if let Err(e) = app.publish_figures().await {
                     tracing::error!("publishing new health figures: {e:#}");
                 }
             }

@@ -126,6 +126,27 @@ impl SnapshotCache {
         Ok(serial)
     }
 
+    /// Like [`SnapshotCache::set`], but leaves the current snapshot when every type's version
+    /// is the same (nothing for Envoy to do); returns the new serial if it published.
+    pub fn set_if_changed(&self, resources: Resources) -> Result<Option<u64>, String> {
+        let current = self.current();
+        let snapshot = Snapshot::new(current.serial + 1, resources);
+        let same = current.types.len() == snapshot.types.len()
+            && current.types.iter().all(|(t, s)| {
+                snapshot
+                    .types
+                    .get(t)
+                    .is_some_and(|n| n.version == s.version)
+            });
+        if same {
+            return Ok(None);
+        }
+        snapshot.check()?;
+        let serial = snapshot.serial;
+        self.tx.send_replace(Arc::new(snapshot));
+        Ok(Some(serial))
+    }
+
     pub fn current(&self) -> Arc<Snapshot> {
         self.tx.borrow().clone()
     }
@@ -191,5 +212,23 @@ mod tests {
             2,
             "a rejected snapshot is not published"
         );
+    }
+
+    #[test]
+    fn an_unchanged_snapshot_is_not_published_again() {
+        let cache = SnapshotCache::default();
+        let resources = || Resources {
+            clusters: vec![("c".into(), any(b"cluster"))],
+            ..Default::default()
+        };
+        let first = cache.set_if_changed(resources()).unwrap();
+        assert_eq!(first, Some(1));
+        assert_eq!(cache.set_if_changed(resources()).unwrap(), None);
+        assert_eq!(cache.current().serial, 1);
+        let changed = Resources {
+            clusters: vec![("c".into(), any(b"cluster v2"))],
+            ..Default::default()
+        };
+        assert_eq!(cache.set_if_changed(changed).unwrap(), Some(2));
     }
 }
