@@ -331,20 +331,19 @@ impl Index {
     }
 
     /// The provider's keys in the order to try them for one request: the weighted round robin's
-    /// choice first, then the others in configuration order (weight 0 never).
-    pub fn key_candidates<'a>(&self, provider: &'a Provider) -> Vec<&'a ProviderKey> {
-        let Some(first) = self.choose_key(provider) else {
-            return Vec::new();
-        };
-        let mut out = Vec::with_capacity(provider.keys.len());
-        out.push(first);
-        out.extend(
+    /// choice first, then the others in configuration order (weight 0 never). Lazy: the common
+    /// case takes the first and allocates nothing.
+    pub fn key_candidates<'a>(
+        &self,
+        provider: &'a Provider,
+    ) -> impl Iterator<Item = &'a ProviderKey> + Clone + 'a {
+        let first = self.choose_key(provider);
+        first.into_iter().chain(
             provider
                 .keys
                 .iter()
-                .filter(|k| k.weight > 0 && !std::ptr::eq(*k, first)),
-        );
-        out
+                .filter(move |k| first.is_some_and(|f| k.weight > 0 && !std::ptr::eq(*k, f))),
+        )
     }
 
     /// Every provider key's cooldown identity and QPS limit.

@@ -127,33 +127,34 @@ pub(crate) mod cooldowns {
         if status == 0 {
             return; // no answer at all (the client went away): says nothing of the target
         }
-        let entry = if cooldown::is_failure(status) {
-            let retry_after = retry_after(status);
-            Some(LOCAL.with(|c| c.borrow_mut().failed(key, now, retry_after)))
-        } else if status < 400 && LOCAL.with(|c| c.borrow_mut().succeeded(key)) {
-            Some(Entry::default())
-        } else {
-            None
-        };
-        if let Some(entry) = entry {
-            let _ =
-                hostcalls::set_shared_data(&shared_key(key), Some(entry.encode().as_bytes()), None);
-        }
+        share(key, status, cooldown::is_failure(status), None, now);
     }
 
     /// Records what a response says about the provider key that was sent (401/403: refused,
     /// left out for an hour; 429: rate limited, left out like a failing target).
     pub(crate) fn observe_key(key_id: &str, status: u32, now: u64) {
-        let key = cooldown::key_identity(key_id);
-        let entry = if let Some(at_least) = cooldown::key_failure(status) {
-            if at_least > 0 {
-                log::warn!(
-                    "switchyard: provider key {key_id} refused ({status}): left out for {at_least} s"
-                );
-            }
-            let retry_after = retry_after(status).max(Some(at_least));
-            Some(LOCAL.with(|c| c.borrow_mut().failed(key, now, retry_after)))
-        } else if status < 400 && status > 0 && LOCAL.with(|c| c.borrow_mut().succeeded(key)) {
+        let at_least = cooldown::key_failure(status);
+        if let Some(secs @ 1..) = at_least {
+            log::warn!(
+                "switchyard: provider key {key_id} refused ({status}): left out for {secs} s"
+            );
+        }
+        share(
+            cooldown::key_identity(key_id),
+            status,
+            at_least.is_some(),
+            at_least,
+            now,
+        );
+    }
+
+    /// Records a failure (cooling down for the usual backoff, or longer if `at_least` or the
+    /// response's `retry-after` asks) or a success, and shares the change with the other workers.
+    fn share(key: u64, status: u32, failed: bool, at_least: Option<u64>, now: u64) {
+        let entry = if failed {
+            let wait = retry_after(status).max(at_least);
+            Some(LOCAL.with(|c| c.borrow_mut().failed(key, now, wait)))
+        } else if (1..400).contains(&status) && LOCAL.with(|c| c.borrow_mut().succeeded(key)) {
             Some(Entry::default())
         } else {
             None
@@ -230,7 +231,7 @@ pub(crate) mod keys {
         };
         let mut saturated = false;
         for pass_cooling in [false, true] {
-            for &key in candidates.iter().filter(|k| cooling(k) == pass_cooling) {
+            for key in candidates.clone().filter(|k| cooling(k) == pass_cooling) {
                 match key.qps {
                     None => return Ok(key),
                     Some(qps) if admit(key, qps, now) => return Ok(key),
