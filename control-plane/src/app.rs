@@ -97,19 +97,24 @@ impl App {
         Ok(true)
     }
 
-    /// Recomputes the gateway state with new health figures and publishes it when that changes
-    /// what Envoy has (figures are rounded, so most updates change nothing).
-    pub async fn publish_figures(&self) -> anyhow::Result<()> {
-        let _guard = self.publish_lock.lock().await;
+    /// The gateway state from the store, ranked by the current figures.
+    async fn desired_state(&self) -> anyhow::Result<crate::snapshot::GatewayState> {
         let figures = self.figures();
-        let state = crate::snapshot::load(
+        Ok(crate::snapshot::load(
             &self.store,
             &self.master,
             self.gateway.max_body_bytes,
             &self.tokens,
             &figures,
         )
-        .await?;
+        .await?)
+    }
+
+    /// Recomputes the gateway state with new health figures and publishes it when that changes
+    /// what Envoy has (figures are rounded, so most updates change nothing).
+    pub async fn publish_figures(&self) -> anyhow::Result<()> {
+        let _guard = self.publish_lock.lock().await;
+        let state = self.desired_state().await?;
         let resources = build::resources(&self.gateway, &state, &self.wasm_path);
         if let Some(serial) = self
             .cache
@@ -124,15 +129,7 @@ impl App {
     /// Recomputes the gateway state from the store and publishes it to every Envoy.
     pub async fn publish(&self) -> anyhow::Result<u64> {
         let _guard = self.publish_lock.lock().await;
-        let figures = self.figures.lock().map(|f| f.clone()).unwrap_or_default();
-        let state = crate::snapshot::load(
-            &self.store,
-            &self.master,
-            self.gateway.max_body_bytes,
-            &self.tokens,
-            &figures,
-        )
-        .await?;
+        let state = self.desired_state().await?;
         // A new or changed Vertex key needs a token: let the refresher look.
         self.refresh.notify_one();
         let resources = build::resources(&self.gateway, &state, &self.wasm_path);
