@@ -4,7 +4,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use envoy_types::pb::envoy::service::accesslog::v3::access_log_service_server::AccessLogServiceServer;
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::AggregatedDiscoveryServiceServer;
 
 use crate::config::{Config, Gateway};
@@ -12,6 +11,7 @@ use crate::crypto::{self, MasterKey};
 use crate::domain;
 use crate::store::{ModelRow, NewApiKey, NewProviderKey, Store};
 use crate::xds::{build, cache::SnapshotCache, server::AdsServer};
+use switchyard_filter::pricing::Price;
 
 /// Everything the admin API and the xDS server share.
 pub struct App {
@@ -28,6 +28,8 @@ pub struct App {
     pub refresh: Arc<tokio::sync::Notify>,
     /// Attempts reported by Envoy, waiting to be written (see [`crate::health`]).
     pub health: Arc<crate::health::Health>,
+    /// The writer of request records (see [`crate::usage`]).
+    pub ingest: crate::usage::Ingest,
     /// The figures the last published configuration ranks by.
     figures: std::sync::Mutex<crate::health::Figures>,
     /// Active probes of provider keys (see [`crate::probe`]).
@@ -43,7 +45,10 @@ impl App {
         wasm_path: PathBuf,
         admin_token_digest: String,
     ) -> App {
+        let health: Arc<crate::health::Health> = Arc::default();
         App {
+            ingest: crate::usage::Ingest::start(store.clone(), health.clone()),
+            health,
             store,
             cache: Arc::new(SnapshotCache::default()),
             master,
@@ -53,7 +58,6 @@ impl App {
             publish_lock: tokio::sync::Mutex::new(()),
             tokens: crate::gcp::Tokens::default(),
             refresh: Arc::new(tokio::sync::Notify::new()),
-            health: Arc::default(),
             figures: std::sync::Mutex::default(),
             probes: Arc::default(),
             probe_spec: crate::config::ProbeSpec::default(),
@@ -108,6 +112,19 @@ impl App {
             &figures,
         )
         .await?)
+    }
+
+    /// Every (provider, upstream model) clients can reach, sorted.
+    pub async fn served_models(&self) -> anyhow::Result<Vec<(String, String)>> {
+        let state = self.desired_state().await?;
+        let set: std::collections::BTreeSet<(String, String)> = state
+            .filter
+            .models
+            .iter()
+            .flat_map(|m| m.targets.iter())
+            .map(|t| (t.provider.clone(), t.model.clone()))
+            .collect();
+        Ok(set.into_iter().collect())
     }
 
     /// Recomputes the gateway state with new health figures and publishes it when that changes
@@ -197,14 +214,14 @@ pub async fn serve(config_path: &Path) -> anyhow::Result<()> {
     };
     let admin = axum::serve(admin_listener, crate::admin::router(app.clone()))
         .with_graceful_shutdown(stopped(stop_rx.clone()));
-    let ads = tonic::transport::Server::builder()
-        .http2_keepalive_interval(Some(std::time::Duration::from_secs(15)))
+    // Request records arrive beside xDS, over the cluster Envoy has to the control plane.
+    let routes = tonic::service::Routes::from(crate::usage::router(app.ingest.clone()))
         .add_service(AggregatedDiscoveryServiceServer::new(AdsServer::new(
             app.cache.clone(),
-        )))
-        .add_service(AccessLogServiceServer::new(crate::health::AlsServer::new(
-            app.health.clone(),
-        )))
+        )));
+    let ads = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(std::time::Duration::from_secs(15)))
+        .add_routes(routes)
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::TcpListenerStream::new(xds_listener),
             stopped(stop_rx.clone()),
@@ -455,18 +472,25 @@ pub async fn apply_config(
             .await?;
     }
     for (i, price) in config.prices.iter().enumerate() {
-        let micros = |usd: f64| -> anyhow::Result<i64> {
-            if !(usd.is_finite() && (0.0..1e6).contains(&usd)) {
-                anyhow::bail!("prices[{i}]: a price must be between 0 and 1,000,000 USD");
-            }
-            Ok((usd * 1e6).round() as i64)
+        let micros = |usd: f64| -> anyhow::Result<u64> {
+            crate::domain::usd_to_micros(usd)
+                .filter(|m| *m < 1_000_000_000_000)
+                .and_then(|m| u64::try_from(m).ok())
+                .ok_or_else(|| {
+                    anyhow::anyhow!("prices[{i}]: a price must be between 0 and 1,000,000 USD")
+                })
         };
         store
             .put_price(&crate::store::PriceRow {
                 provider: price.provider.clone(),
                 model: price.model.clone(),
-                input_micros: micros(price.input)?,
-                output_micros: micros(price.output)?,
+                price: Price {
+                    input: micros(price.input)?,
+                    output: micros(price.output)?,
+                    cache_read: price.cache_read.map(micros).transpose()?,
+                    cache_write: price.cache_write.map(micros).transpose()?,
+                    reasoning: price.reasoning.map(micros).transpose()?,
+                },
             })
             .await?;
     }
@@ -477,6 +501,7 @@ pub async fn apply_config(
             anyhow::bail!("{at}: key must be at least 8 characters");
         }
         let user = k.user.clone().unwrap_or_else(|| k.name.clone());
+        let owner = user.clone();
         store
             .put_api_key(
                 &NewApiKey {
@@ -493,6 +518,15 @@ pub async fn apply_config(
                 true,
             )
             .await?;
+        // The owner's starting balance, once: later runs leave the account as it is.
+        if let Some(credits) = k.credits {
+            let amount = crate::domain::usd_to_micros(credits)
+                .filter(|m| *m >= 0)
+                .ok_or_else(|| {
+                    anyhow::anyhow!("{at}: credits must be a non-negative amount of USD")
+                })?;
+            store.open_account_with(&owner, amount).await?;
+        }
     }
     Ok(())
 }

@@ -74,6 +74,15 @@ pub struct PriceSpec {
     pub input: f64,
     /// USD per million output (completion) tokens.
     pub output: f64,
+    /// USD per million prompt tokens read from the provider's cache (default: `input`).
+    #[serde(default)]
+    pub cache_read: Option<f64>,
+    /// USD per million prompt tokens written to the provider's cache (default: `input`).
+    #[serde(default)]
+    pub cache_write: Option<f64>,
+    /// USD per million reasoning tokens (default: `output`).
+    #[serde(default)]
+    pub reasoning: Option<f64>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

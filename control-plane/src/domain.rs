@@ -433,6 +433,12 @@ pub fn required_headers(kind: ProviderKind) -> Vec<(String, String)> {
     }
 }
 
+/// An amount of US dollars as integer micro-USD, if it is a finite amount of at most a billion
+/// dollars either way. Exact for any amount written with up to six decimals.
+pub fn usd_to_micros(usd: f64) -> Option<i64> {
+    (usd.is_finite() && usd.abs() <= 1e9).then(|| (usd * 1e6).round() as i64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

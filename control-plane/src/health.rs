@@ -1,28 +1,17 @@
-//! Target health, measured from traffic: Envoy streams every request's access-log entry to the
-//! control plane (gRPC access log service), with the filter's record in filter state. Each attempt
-//! (the final one, and those that failed before it) is added to its target's row for the minute;
-//! rows are written to the store as a time series. The recent window becomes each target's
-//! figures (time to first byte, success rate, price for the model's token mix), which the filter
-//! ranks by.
+//! Target health, measured from traffic: every request's record (see [`crate::usage`]) adds
+//! each attempt (the final one, and those that failed before it) to its target's row for the
+//! minute; rows are written to the store as a time series. The recent window becomes each
+//! target's figures (time to first byte, success rate, price for the model's token mix), which
+//! the filter ranks by.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
-use envoy_types::pb::envoy::data::accesslog::v3::HttpAccessLogEntry;
-use envoy_types::pb::envoy::service::accesslog::v3::access_log_service_server::AccessLogService;
-use envoy_types::pb::envoy::service::accesslog::v3::{
-    stream_access_logs_message, StreamAccessLogsMessage, StreamAccessLogsResponse,
-};
-use envoy_types::pb::google::protobuf::BytesValue;
-use prost::Message as _;
-use serde::Deserialize;
 use switchyard_filter::config::{Target, TargetStats};
-use tonic::{Request, Response, Status, Streaming};
+use switchyard_filter::pricing::{default_price, Price};
 
-use crate::store::{HealthRow, PriceRow};
+use crate::store::{HealthRow, PriceRow, RequestRow};
 
-/// The filter state key of the filter's per-request record.
-pub const RECORD_STATE: &str = "wasm.switchyard_usage";
 /// How far back figures look.
 pub const WINDOW_MINUTES: i64 = 5;
 /// Fewer attempts than this in the window say nothing yet (the target counts as unknown).
@@ -48,21 +37,6 @@ pub const RECENT_SECS: i64 = 15;
 pub const RECENT_FAILURES: usize = 3;
 /// Outcomes kept per target.
 const RECENT_KEPT: usize = 256;
-
-/// The part of the filter's record the figures need.
-#[derive(Debug, Deserialize)]
-struct Record {
-    #[serde(default)]
-    provider: String,
-    #[serde(default)]
-    upstream_model: String,
-    #[serde(default)]
-    prompt_tokens: i64,
-    #[serde(default)]
-    completion_tokens: i64,
-    #[serde(default)]
-    failed: Vec<String>,
-}
 
 impl Health {
     fn add(&self, provider: &str, model: &str, minute: i64, f: impl FnOnce(&mut HealthRow)) {
@@ -124,61 +98,39 @@ impl Health {
             .collect()
     }
 
-    /// Adds one request's attempts; entries without a target (refused by the gateway) add
+    /// Adds one request's attempts; requests without a target (refused by the gateway) add
     /// nothing.
-    pub fn record(&self, entry: &HttpAccessLogEntry, now_minute: i64) {
-        self.record_at(entry, now_minute, now_minute * 60);
-    }
-
-    fn record_at(&self, entry: &HttpAccessLogEntry, now_minute: i64, now: i64) {
-        let Some(common) = &entry.common_properties else {
-            return;
-        };
-        let Some(record) = common
-            .filter_state_objects
-            .get(RECORD_STATE)
-            .and_then(|any| BytesValue::decode(any.value.as_slice()).ok())
-            .and_then(|b| serde_json::from_slice::<Record>(&b.value).ok())
-        else {
-            return;
-        };
-        if record.provider.is_empty() {
+    pub fn record(&self, r: &RequestRow, now: i64) {
+        if r.provider.is_empty() {
             return;
         }
-        for name in &record.failed {
+        let minute = now / 60;
+        for name in &r.failed {
             if let Some((provider, model)) = name.split_once('/') {
-                self.add(provider, model, now_minute, |r| {
-                    r.attempts += 1;
-                    r.failures += 1;
+                self.add(provider, model, minute, |row| {
+                    row.attempts += 1;
+                    row.failures += 1;
                 });
                 self.outcome(provider, model, now, true);
             }
         }
-        let status = entry
-            .response
-            .as_ref()
-            .and_then(|r| r.response_code)
-            .map_or(0, |c| c.value);
+        let status = r.status;
         let failed = status == 0 || status >= 500 || status == 429;
-        self.outcome(&record.provider, &record.upstream_model, now, failed);
-        let latency_ms = common
-            .time_to_first_upstream_rx_byte
-            .as_ref()
-            .map(|d| d.seconds * 1000 + i64::from(d.nanos) / 1_000_000);
-        self.add(&record.provider, &record.upstream_model, now_minute, |r| {
-            r.attempts += 1;
+        self.outcome(&r.provider, &r.upstream_model, now, failed);
+        self.add(&r.provider, &r.upstream_model, minute, |row| {
+            row.attempts += 1;
             if failed {
-                r.failures += 1;
+                row.failures += 1;
             }
             if status == 429 {
-                r.rate_limited += 1;
+                row.rate_limited += 1;
             }
-            if let (Some(ms), false) = (latency_ms, failed) {
-                r.latency_ms_sum += ms;
-                r.latency_count += 1;
+            if let (Some(ms), false) = (r.upstream_ms, failed) {
+                row.latency_ms_sum += ms;
+                row.latency_count += 1;
             }
-            r.prompt_tokens += record.prompt_tokens;
-            r.completion_tokens += record.completion_tokens;
+            row.prompt_tokens += r.prompt_tokens;
+            row.completion_tokens += r.completion_tokens;
         });
     }
 
@@ -211,8 +163,8 @@ impl Health {
 pub struct Figures {
     /// By (provider, model): the window's summed row.
     rows: HashMap<(String, String), HealthRow>,
-    /// By (provider, model): USD per million input and output tokens.
-    prices: HashMap<(String, String), (f64, f64)>,
+    /// By (provider, model): prices an administrator set.
+    prices: HashMap<(String, String), Price>,
     /// What the active probes found.
     pub probes: crate::probe::Verdict,
     /// Targets failing right now on some Envoy: cooling down on all until then (and when they
@@ -236,14 +188,18 @@ impl Figures {
                 .collect(),
             prices: prices
                 .iter()
-                .map(|p| {
-                    (
-                        (p.provider.clone(), p.model.clone()),
-                        (p.input_micros as f64 / 1e6, p.output_micros as f64 / 1e6),
-                    )
-                })
+                .map(|p| ((p.provider.clone(), p.model.clone()), p.price))
                 .collect(),
         }
+    }
+
+    /// The price of a provider model: the one set for it, else the list price of a
+    /// well-known model of that name.
+    pub fn price(&self, provider: &str, model: &str) -> Option<Price> {
+        self.prices
+            .get(&(provider.to_owned(), model.to_owned()))
+            .copied()
+            .or_else(|| default_price(model))
     }
 
     /// Each target's window, for the admin API.
@@ -291,7 +247,8 @@ impl Figures {
                     ));
                 }
             }
-            if let Some((input, output)) = self.prices.get(&key) {
+            if let Some(price) = self.price(&t.provider, &t.model) {
+                let (input, output) = (price.input as f64 / 1e6, price.output as f64 / 1e6);
                 stats.cost_per_mtok = Some(significant(
                     prompt_share * input + (1.0 - prompt_share) * output,
                 ));
@@ -328,68 +285,22 @@ fn significant(v: f64) -> f64 {
     (v / magnitude).round() * magnitude
 }
 
-/// The gRPC access log service Envoy streams its entries to.
-pub struct AlsServer {
-    health: Arc<Health>,
-}
-
-impl AlsServer {
-    pub fn new(health: Arc<Health>) -> AlsServer {
-        AlsServer { health }
-    }
-}
-
-#[tonic::async_trait]
-impl AccessLogService for AlsServer {
-    async fn stream_access_logs(
-        &self,
-        request: Request<Streaming<StreamAccessLogsMessage>>,
-    ) -> Result<Response<StreamAccessLogsResponse>, Status> {
-        let mut stream = request.into_inner();
-        while let Some(message) = stream.message().await? {
-            let Some(stream_access_logs_message::LogEntries::HttpLogs(logs)) = message.log_entries
-            else {
-                continue;
-            };
-            let now = crate::store::now();
-            for entry in &logs.log_entry {
-                self.health.record_at(entry, now / 60, now);
-            }
-        }
-        Ok(Response::new(StreamAccessLogsResponse {}))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use envoy_types::pb::envoy::data::accesslog::v3::{AccessLogCommon, HttpResponseProperties};
-    use envoy_types::pb::google::protobuf::{Any, Duration, UInt32Value};
 
-    fn entry(record: &str, status: u32, ttfb_ms: i32) -> HttpAccessLogEntry {
-        HttpAccessLogEntry {
-            common_properties: Some(AccessLogCommon {
-                filter_state_objects: [(
-                    RECORD_STATE.to_string(),
-                    Any {
-                        type_url: "type.googleapis.com/google.protobuf.BytesValue".into(),
-                        value: BytesValue {
-                            value: record.as_bytes().to_vec(),
-                        }
-                        .encode_to_vec(),
-                    },
-                )]
-                .into(),
-                time_to_first_upstream_rx_byte: Some(Duration {
-                    seconds: 0,
-                    nanos: ttfb_ms * 1_000_000,
-                }),
-                ..Default::default()
-            }),
-            response: Some(HttpResponseProperties {
-                response_code: Some(UInt32Value { value: status }),
-                ..Default::default()
-            }),
+    /// A request's row from the record fields the figures read.
+    fn entry(record: &str, status: i64, ttfb_ms: i64) -> RequestRow {
+        let v: serde_json::Value = serde_json::from_str(record).unwrap();
+        let text = |k: &str| v[k].as_str().unwrap_or_default().to_owned();
+        RequestRow {
+            provider: text("provider"),
+            upstream_model: text("upstream_model"),
+            prompt_tokens: v["prompt_tokens"].as_i64().unwrap_or(0),
+            completion_tokens: v["completion_tokens"].as_i64().unwrap_or(0),
+            failed: serde_json::from_value(v["failed"].clone()).unwrap_or_default(),
+            status,
+            upstream_ms: Some(ttfb_ms),
             ..Default::default()
         }
     }
@@ -398,13 +309,16 @@ mod tests {
     fn attempts_are_counted_per_target_failed_ones_included() {
         let h = Health::default();
         let ok = r#"{"provider":"b","upstream_model":"m2","prompt_tokens":30,"completion_tokens":10,"failed":["a/m1"]}"#;
-        h.record(&entry(ok, 200, 120), 7);
-        h.record(&entry(ok, 200, 80), 7);
+        h.record(&entry(ok, 200, 120), 420);
+        h.record(&entry(ok, 200, 80), 420);
         h.record(
             &entry(r#"{"provider":"b","upstream_model":"m2"}"#, 503, 0),
-            7,
+            420,
         );
-        h.record(&entry(r#"{"provider":"","upstream_model":""}"#, 401, 0), 7);
+        h.record(
+            &entry(r#"{"provider":"","upstream_model":""}"#, 401, 0),
+            420,
+        );
         let mut rows = h.take();
         rows.sort_by(|x, y| x.provider.cmp(&y.provider));
         assert_eq!(rows.len(), 2);
@@ -439,8 +353,11 @@ mod tests {
         let prices = [PriceRow {
             provider: "a".into(),
             model: "m1".into(),
-            input_micros: 2_000_000,
-            output_micros: 12_000_000,
+            price: Price {
+                input: 2_000_000,
+                output: 12_000_000,
+                ..Price::default()
+            },
         }];
         let figures = Figures::new(
             vec![row("a", "m1", 10, 1, 250), row("b", "m2", 2, 0, 50)],
@@ -485,7 +402,7 @@ mod tests {
         let h = Health::default();
         let failed = r#"{"provider":"b","upstream_model":"m2","failed":["a/m1"]}"#;
         for t in 0..3 {
-            h.record_at(&entry(failed, 200, 10), 0, 100 + t);
+            h.record(&entry(failed, 200, 10), 100 + t);
         }
         let failing = h.failing(103);
         let a = ("a".to_string(), "m1".to_string());

@@ -11,6 +11,7 @@ pub mod health;
 pub mod probe;
 pub mod snapshot;
 pub mod store;
+pub mod usage;
 pub mod xds;
 
 #[cfg(test)]

@@ -6,10 +6,15 @@ use std::collections::{BTreeMap, HashMap};
 use sha2::{Digest as _, Sha256};
 use switchyard_filter::config::{
     BalanceWeights, Capability, FilterConfig, GatewayKey, ModelRoute, PathStyle,
-    Provider as FilterProvider, ProviderKey, Strategy, Target, TargetStats,
+    Provider as FilterProvider, ProviderKey, RecordSink, Strategy, Target, TargetStats,
 };
 
 use crate::crypto::MasterKey;
+
+/// Where the filter sends request records (on the control plane's xDS port).
+pub const RECORDS_PATH: &str = "/switchyard.v1/records";
+/// `:authority` of those requests.
+pub const RECORDS_AUTHORITY: &str = "switchyard-control-plane";
 use crate::domain::{self, ProviderKind, Upstream};
 use crate::health::Figures;
 use crate::store::{ApiKeyRow, ModelRow, ProviderKeyRow, ProviderRow, Store, StoreError};
@@ -200,6 +205,7 @@ pub fn compute(
             },
             region: p.settings.region.clone().unwrap_or_default(),
             quirks: domain::quirks(p.kind, &p.settings),
+            prices: HashMap::new(),
         });
         let several_keys = keys.iter().filter(|(k, _)| k.provider_id == p.id).count() > 1;
         clusters.push(ProviderCluster {
@@ -383,6 +389,24 @@ pub fn compute(
         })
         .collect();
 
+    // Each served (provider, model) with its price, for every request's cost.
+    let position: HashMap<String, usize> = filter_providers
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (p.name.clone(), i))
+        .collect();
+    for (_, targets) in routes.values() {
+        for t in targets {
+            if let Some(p) = position.get(&t.provider).map(|&i| &mut filter_providers[i]) {
+                if !p.prices.contains_key(&t.model) {
+                    if let Some(price) = figures.price(&t.provider, &t.model) {
+                        p.prices.insert(t.model.clone(), price);
+                    }
+                }
+            }
+        }
+    }
+
     let mut filter = FilterConfig {
         version: String::new(),
         max_body_bytes,
@@ -399,6 +423,12 @@ pub fn compute(
             })
             .collect(),
         balance: BalanceWeights::default(),
+        records: Some(RecordSink {
+            cluster: crate::xds::build::XDS_CLUSTER.into(),
+            authority: RECORDS_AUTHORITY.into(),
+            path: RECORDS_PATH.into(),
+        }),
+        record_state: false,
     };
     filter.version = content_version(&serde_json::to_vec(&filter).unwrap_or_default());
     GatewayState {

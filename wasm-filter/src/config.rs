@@ -27,6 +27,25 @@ pub struct FilterConfig {
     /// How the `balanced` strategy weighs latency, cost and reliability.
     #[serde(default)]
     pub balance: BalanceWeights,
+    /// Where each request's record goes (the control plane's request log); absent: nowhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub records: Option<RecordSink>,
+    /// Also publish each record as filter state (`wasm.switchyard_usage`) for Envoy's own
+    /// access log; one host call per request, so only when that log is on.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub record_state: bool,
+}
+
+/// Where the filter sends request records: batches of JSON lines, POSTed over an Envoy cluster
+/// to the control plane, kept and sent again until the control plane confirms it stored them.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RecordSink {
+    /// The Envoy cluster that reaches the control plane.
+    pub cluster: String,
+    /// `:authority` of the request.
+    pub authority: String,
+    /// `:path` of the request.
+    pub path: String,
 }
 
 /// A gateway API key as the data plane knows it: never the secret, only its digest.
@@ -106,6 +125,9 @@ pub struct Provider {
     /// What an OpenAI-style provider does differently from OpenAI (see [`Quirks`]).
     #[serde(default, skip_serializing_if = "Quirks::is_none")]
     pub quirks: Quirks,
+    /// Prices of the provider's models by upstream name, for each request's cost.
+    #[serde(default, skip_serializing_if = "std::collections::HashMap::is_empty")]
+    pub prices: std::collections::HashMap<String, crate::pricing::Price>,
 }
 
 /// How an OpenAI-style provider builds its paths.

@@ -7,6 +7,8 @@ pub mod cooldown;
 pub mod error;
 pub mod eventstream;
 pub mod headers;
+pub mod outbox;
+pub mod pricing;
 pub mod rank;
 pub mod request;
 pub mod route;

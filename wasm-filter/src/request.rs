@@ -37,6 +37,17 @@ impl Endpoint {
         }
     }
 
+    /// The client API, as request records name it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Endpoint::ChatCompletions => "chat.completions",
+            Endpoint::Embeddings => "embeddings",
+            Endpoint::Models => "models",
+            Endpoint::Messages => "messages",
+            Endpoint::ImageGenerations => "images.generations",
+        }
+    }
+
     pub fn method(self) -> &'static str {
         match self {
             Endpoint::Models => "GET",

@@ -29,6 +29,10 @@ pub struct Index {
     /// Every header some provider's requests carry (credentials, versions, signatures): a
     /// failover attempt removes those its own target does not set.
     provider_headers: Vec<String>,
+    /// Where request records go (see [`FilterConfig::records`]).
+    pub records: Option<crate::config::RecordSink>,
+    /// Whether records are also published as filter state.
+    pub record_state: bool,
 }
 
 /// A model's targets and how to rank them.
@@ -197,6 +201,8 @@ impl Index {
             cursor: Cell::new(0),
             key_cursor: Cell::new(0),
             provider_headers,
+            records: cfg.records,
+            record_state: cfg.record_state,
         })
     }
 
@@ -438,6 +444,7 @@ mod tests {
             query: String::new(),
             region: String::new(),
             quirks: Default::default(),
+            prices: Default::default(),
         }
     }
 
@@ -459,7 +466,7 @@ mod tests {
             keys: vec![],
             providers: vec![provider("a", &[("a1", 1)]), provider("b", &[("b1", 1)])],
             models,
-            balance: Default::default(),
+            ..FilterConfig::default()
         })
         .expect("valid")
     }

@@ -4,6 +4,7 @@
 mod keys;
 mod models;
 mod providers;
+mod usage;
 
 use std::sync::Arc;
 
@@ -26,6 +27,7 @@ pub fn router(app: AppState) -> Router {
         .merge(providers::router())
         .merge(models::router())
         .merge(keys::router())
+        .merge(usage::router())
         .route("/xds/nodes", get(xds_nodes))
         .route("/health", get(health))
         .route_layer(middleware::from_fn_with_state(app.clone(), require_admin));

@@ -9,6 +9,8 @@ use std::str::FromStr as _;
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row as _};
 
+use switchyard_filter::pricing::Price;
+
 use crate::config::TargetSpec;
 use crate::domain::{self, ProviderDef, ProviderKind, ProviderSettings, Strategy};
 
@@ -70,13 +72,12 @@ pub struct HealthRow {
     pub completion_tokens: i64,
 }
 
-/// A provider model's price, micro-USD per million tokens.
+/// A provider model's price (micro-USD per million tokens, by kind of token).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PriceRow {
     pub provider: String,
     pub model: String,
-    pub input_micros: i64,
-    pub output_micros: i64,
+    pub price: Price,
 }
 
 /// A provider key as stored: the secret stays sealed until the snapshot is built.
@@ -664,34 +665,64 @@ impl Store {
         Ok(done.rows_affected())
     }
 
-    pub async fn put_price(&self, price: &PriceRow) -> Result<()> {
+    pub async fn put_price(&self, row: &PriceRow) -> Result<()> {
+        let p = &row.price;
+        let micros = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
         sqlx::query(
-            "INSERT INTO prices (provider, model, input_micros, output_micros) VALUES ($1, $2, $3, $4)
+            "INSERT INTO prices (provider, model, input_micros, output_micros, cache_read_micros,
+                 cache_write_micros, reasoning_micros) VALUES ($1, $2, $3, $4, $5, $6, $7)
              ON CONFLICT (provider, model) DO UPDATE SET input_micros = excluded.input_micros,
-                 output_micros = excluded.output_micros",
+                 output_micros = excluded.output_micros, cache_read_micros = excluded.cache_read_micros,
+                 cache_write_micros = excluded.cache_write_micros, reasoning_micros = excluded.reasoning_micros",
         )
-        .bind(&price.provider)
-        .bind(&price.model)
-        .bind(price.input_micros)
-        .bind(price.output_micros)
+        .bind(&row.provider)
+        .bind(&row.model)
+        .bind(micros(p.input))
+        .bind(micros(p.output))
+        .bind(p.cache_read.map(micros))
+        .bind(p.cache_write.map(micros))
+        .bind(p.reasoning.map(micros))
         .execute(&self.pool)
         .await?;
         Ok(())
     }
 
+    pub async fn delete_price(&self, provider: &str, model: &str) -> Result<()> {
+        let done = sqlx::query("DELETE FROM prices WHERE provider = $1 AND model = $2")
+            .bind(provider)
+            .bind(model)
+            .execute(&self.pool)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
     pub async fn list_prices(&self) -> Result<Vec<PriceRow>> {
         let rows = sqlx::query(
-            "SELECT provider, model, input_micros, output_micros FROM prices ORDER BY provider, model",
+            "SELECT provider, model, input_micros, output_micros, cache_read_micros,
+                    cache_write_micros, reasoning_micros FROM prices ORDER BY provider, model",
         )
         .fetch_all(&self.pool)
         .await?;
+        let micros = |v: i64| u64::try_from(v).unwrap_or(0);
         rows.iter()
             .map(|r| {
                 Ok(PriceRow {
                     provider: r.try_get("provider")?,
                     model: r.try_get("model")?,
-                    input_micros: r.try_get("input_micros")?,
-                    output_micros: r.try_get("output_micros")?,
+                    price: Price {
+                        input: micros(r.try_get("input_micros")?),
+                        output: micros(r.try_get("output_micros")?),
+                        cache_read: r
+                            .try_get::<Option<i64>, _>("cache_read_micros")?
+                            .map(micros),
+                        cache_write: r
+                            .try_get::<Option<i64>, _>("cache_write_micros")?
+                            .map(micros),
+                        reasoning: r.try_get::<Option<i64>, _>("reasoning_micros")?.map(micros),
+                    },
                 })
             })
             .collect()
@@ -719,6 +750,9 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 }
+
+mod accounting;
+pub use accounting::*;
 
 #[cfg(test)]
 mod tests;

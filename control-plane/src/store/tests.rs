@@ -109,8 +109,11 @@ async fn strategies_choose_from_known_figures(s: Store) {
         s.put_price(&PriceRow {
             provider: name.into(),
             model: "m".into(),
-            input_micros: (input * 1e6) as i64,
-            output_micros: (output * 1e6) as i64,
+            price: Price {
+                input: (input * 1e6) as u64,
+                output: (output * 1e6) as u64,
+                ..Price::default()
+            },
         })
         .await
         .unwrap();
@@ -218,7 +221,137 @@ async fn strategies_choose_from_known_figures(s: Store) {
     assert_eq!(only("by-balance"), ["cheap"]);
 }
 
+fn request(id: &str, user: &str, cost: Option<i64>, at_ms: i64) -> RequestRow {
+    RequestRow {
+        request_id: id.into(),
+        at_ms,
+        api: "chat.completions".into(),
+        status: 200,
+        key_id: "key_1".into(),
+        user: user.into(),
+        model: "smart".into(),
+        provider: "p".into(),
+        upstream_model: "m".into(),
+        attempts: 1,
+        prompt_tokens: 10,
+        completion_tokens: 5,
+        cost_micros: cost,
+        ..Default::default()
+    }
+}
+
+/// Records arriving twice count once, in the log and in the ledger; unpriced requests and
+/// users without an account are logged, not debited; automatic top-up and cursor paging.
+async fn requests_are_logged_and_debited_once(s: Store) {
+    s.ensure_user("alice").await.unwrap();
+    assert!(s.open_account_with("alice", 1_000).await.unwrap());
+    assert!(
+        !s.open_account_with("alice", 5_000).await.unwrap(),
+        "opened once"
+    );
+    s.ensure_user("bob").await.unwrap();
+    let batch = vec![
+        request("r1", "alice", Some(300), 1_000),
+        request("r2", "alice", Some(200), 2_000),
+        request("r3", "alice", None, 3_000),
+        request("r4", "bob", Some(50), 4_000),
+    ];
+    let first = s.ingest(&batch).await.unwrap();
+    assert_eq!(first.inserted, [true; 4]);
+    assert_eq!(first.balances, [("alice".to_string(), 500)]);
+    // The same records again, with one new: only the new one counts.
+    let mut again = batch.clone();
+    again.push(request("r5", "alice", Some(100), 5_000));
+    let second = s.ingest(&again).await.unwrap();
+    assert_eq!(second.inserted, [false, false, false, false, true]);
+    assert_eq!(s.get_account("alice").await.unwrap().balance_micros, 400);
+    assert!(matches!(
+        s.get_account("bob").await,
+        Err(StoreError::NotFound)
+    ));
+
+    let ledger = s.ledger("alice", None, 10).await.unwrap();
+    let kinds: Vec<(&str, i64)> = ledger
+        .iter()
+        .map(|e| (e.kind.as_str(), e.amount_micros))
+        .collect();
+    assert_eq!(kinds.iter().filter(|(k, _)| *k == "usage").count(), 3);
+    assert_eq!(
+        kinds.iter().map(|(_, a)| a).sum::<i64>(),
+        400,
+        "the ledger adds up to the balance"
+    );
+
+    // Automatic top-up when a debit leaves the balance below the threshold.
+    s.set_account_rules(
+        "alice",
+        &AccountRules {
+            low_balance_micros: Some(1_000),
+            topup_below_micros: Some(100),
+            topup_amount_micros: Some(10_000),
+        },
+    )
+    .await
+    .unwrap();
+    s.ingest(&[request("r6", "alice", Some(350), 6_000)])
+        .await
+        .unwrap();
+    let alice = s.get_account("alice").await.unwrap();
+    assert_eq!(alice.balance_micros, 50 + 10_000);
+    assert!(!alice.low);
+    let adjusted = s
+        .credit("alice", -9_500, "adjustment", "refund")
+        .await
+        .unwrap();
+    assert!(adjusted.low, "below the low-balance threshold");
+    assert!(matches!(
+        s.credit("nobody", 5, "topup", "").await,
+        Err(StoreError::NotFound)
+    ));
+
+    // Paging: newest first, then older than the cursor.
+    let page = s
+        .list_requests(&RequestQuery {
+            limit: 2,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let ids: Vec<&str> = page.iter().map(|r| r.request_id.as_str()).collect();
+    assert_eq!(ids, ["r6", "r5"]);
+    let last = page.last().unwrap();
+    let next = s
+        .list_requests(&RequestQuery {
+            limit: 10,
+            before: Some((last.at_ms, last.request_id.clone())),
+            user: Some("alice".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let ids: Vec<&str> = next.iter().map(|r| r.request_id.as_str()).collect();
+    assert_eq!(ids, ["r3", "r2", "r1"]);
+    let failed = s
+        .list_requests(&RequestQuery {
+            status: Some((500, 599)),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(failed.is_empty());
+    assert_eq!(
+        next[2],
+        request("r1", "alice", Some(300), 1_000),
+        "round trip"
+    );
+}
+
 on_both_backends! {
+    requests_logged_and_debited_once => |s: Store| async move {
+        requests_are_logged_and_debited_once(s).await;
+    };
+
     strategies_follow_the_stored_figures => |s: Store| async move {
         strategies_choose_from_known_figures(s).await;
     };

@@ -16,7 +16,6 @@ use envoy_types::pb::envoy::config::core::v3::{
     ExtensionConfigSource, SocketAddress, SubstitutionFormatString, TransportSocket,
     TypedExtensionConfig,
 };
-use envoy_types::pb::envoy::config::core::v3::{grpc_service, GrpcService};
 use envoy_types::pb::envoy::config::core::v3::{health_check, HealthCheck, Metadata};
 use envoy_types::pb::envoy::config::endpoint::v3::{
     lb_endpoint, ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints,
@@ -27,9 +26,6 @@ use envoy_types::pb::envoy::config::route::v3::{
     RouteConfiguration, RouteMatch, VirtualHost,
 };
 use envoy_types::pb::envoy::config::route::v3::{retry_policy, RetryPolicy};
-use envoy_types::pb::envoy::extensions::access_loggers::grpc::v3::{
-    CommonGrpcAccessLogConfig, HttpGrpcAccessLogConfig,
-};
 use envoy_types::pb::envoy::extensions::access_loggers::stream::v3::{
     stdout_access_log, StdoutAccessLog,
 };
@@ -182,7 +178,7 @@ fn listener(gw: &Gateway, delivery: Delivery, state: &GatewayState) -> Listener 
             http_connection_manager::RouteSpecifier::RouteConfig(route_config(gw, state)),
         ),
     };
-    let mut access_log = if gw.access_log {
+    let access_log = if gw.access_log {
         vec![AccessLog {
             name: "envoy.access_loggers.stdout".into(),
             config_type: Some(access_log::ConfigType::TypedConfig(pack_any(StdoutAccessLog {
@@ -207,36 +203,6 @@ fn listener(gw: &Gateway, delivery: Delivery, state: &GatewayState) -> Listener 
     } else {
         Vec::new()
     };
-    // Every request's entry, with the filter's record, to the control plane: the health figures
-    // routing ranks by (see `crate::health`).
-    access_log.push(AccessLog {
-        name: "envoy.access_loggers.http_grpc".into(),
-        config_type: Some(access_log::ConfigType::TypedConfig(pack_any(
-            HttpGrpcAccessLogConfig {
-                common_config: Some(CommonGrpcAccessLogConfig {
-                    log_name: "switchyard".into(),
-                    grpc_service: Some(GrpcService {
-                        target_specifier: Some(grpc_service::TargetSpecifier::EnvoyGrpc(
-                            grpc_service::EnvoyGrpc {
-                                cluster_name: XDS_CLUSTER.into(),
-                                ..Default::default()
-                            },
-                        )),
-                        ..Default::default()
-                    }),
-                    transport_api_version: ApiVersion::V3 as i32,
-                    // Entries go out in batches (a flush a second, or per 256 KiB): per entry,
-                    // the stream then costs little beyond encoding it.
-                    buffer_flush_interval: Some(seconds(1)),
-                    buffer_size_bytes: Some(UInt32Value { value: 256 * 1024 }),
-                    filter_state_objects_to_log: vec![crate::health::RECORD_STATE.into()],
-                    ..Default::default()
-                }),
-                ..Default::default()
-            },
-        ))),
-        ..Default::default()
-    });
     let hcm = HttpConnectionManager {
         stat_prefix: "switchyard".into(),
         route_specifier: Some(route_specifier),
@@ -758,8 +724,11 @@ fn failover_cluster(gw: &Gateway, f: &FailoverCluster, wasm_path: &Path) -> Clus
     }
 }
 
-fn wasm_filter(_gw: &Gateway, state: &GatewayState, wasm_path: &Path) -> Wasm {
-    let configuration = serde_json::to_string(&state.filter).unwrap_or_default();
+fn wasm_filter(gw: &Gateway, state: &GatewayState, wasm_path: &Path) -> Wasm {
+    // Envoy's own access log shows each request's record when it is on.
+    let mut filter = state.filter.clone();
+    filter.record_state = gw.access_log;
+    let configuration = serde_json::to_string(&filter).unwrap_or_default();
     Wasm {
         config: Some(PluginConfig {
             name: FILTER_NAME.into(),

@@ -3,7 +3,6 @@
 
 use std::fmt::Write as _;
 use std::rc::Rc;
-use std::time::UNIX_EPOCH;
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
@@ -62,6 +61,16 @@ pub(crate) struct Request {
     plan: Option<(u64, plan::Shared)>,
     /// The provider key sent (position in the provider's keys).
     provider_key: Option<usize>,
+    /// This request's id (records, `x-request-id` to the client).
+    id: String,
+    /// When the request arrived, and when the answer's headers and first body bytes did
+    /// (Unix ns; 0: not yet).
+    start_ns: u64,
+    first_byte_ns: u64,
+    first_token_ns: u64,
+    /// Status and error code of the filter's own reply.
+    local_status: u32,
+    error_code: &'static str,
 }
 
 impl Request {
@@ -85,6 +94,12 @@ impl Request {
             hold_headers: false,
             plan: None,
             provider_key: None,
+            id: String::new(),
+            start_ns: 0,
+            first_byte_ns: 0,
+            first_token_ns: 0,
+            local_status: 0,
+            error_code: "",
         }
     }
 
@@ -113,13 +128,18 @@ impl Request {
     fn reject(&mut self, error: FilterError) -> Action {
         self.local_error = true;
         self.local_reply = true;
+        self.local_status = error.status;
+        self.error_code = error.code;
         let body = if self.endpoint.is_some_and(Endpoint::anthropic) {
             error.anthropic_body()
         } else {
             error.body()
         };
         let retry_after = error.retry_after.map(|s| s.to_string());
-        let mut headers = vec![("content-type", "application/json")];
+        let mut headers = vec![
+            ("content-type", "application/json"),
+            ("x-request-id", self.id.as_str()),
+        ];
         if let Some(secs) = &retry_after {
             headers.push(("retry-after", secs));
         }
@@ -128,6 +148,8 @@ impl Request {
     }
 
     fn on_request_headers(&mut self, end_of_stream: bool) -> Result<Action, FilterError> {
+        self.start_ns = super::now_ns();
+        self.id = super::records::next_id(self.start_ns);
         // One host call for every header (see `headers`).
         self.headers = abi::header_block(MapType::HttpRequestHeaders);
         let h = &self.headers;
@@ -140,17 +162,22 @@ impl Request {
         let index = self.index.clone().ok_or_else(not_configured)?;
 
         let presented = auth::presented_key(h.find_str("authorization"), h.find_str("x-api-key"));
-        let (key, position) = auth::authenticate(&index, presented, now)?;
+        let start_secs = self.start_ns / 1_000_000_000;
+        let (key, position) = auth::authenticate(&index, presented, || start_secs)?;
         self.key = Some(position);
 
         if endpoint == Endpoint::Models {
             let body = models_body(&index, key);
             let _ = hostcalls::send_http_response(
                 200,
-                vec![("content-type", "application/json")],
+                vec![
+                    ("content-type", "application/json"),
+                    ("x-request-id", self.id.as_str()),
+                ],
                 Some(&body),
             );
             self.local_reply = true;
+            self.local_status = 200;
             return Ok(Action::Pause);
         }
         if end_of_stream {
@@ -202,7 +229,7 @@ impl Request {
         // start; then the best target whose provider has a key to spare this second (QPS
         // limits): one whose keys are all spent, or that has no usable key at all (all refused
         // at their probes), is passed over for the next best.
-        let now = now();
+        let now = self.start_ns / 1_000_000_000;
         let needs = top.needs();
         let mut spent: Vec<usize> = (0..entry.targets.len())
             .filter(|&i| entry.targets[i].capabilities & needs != needs)
@@ -305,56 +332,81 @@ impl Request {
         Ok(Action::Continue)
     }
 
-    fn record(&self) -> String {
-        let provider = match (&self.index, self.provider) {
-            (Some(index), Some(i)) => index.provider(i).name.as_str(),
-            _ => "",
+    /// The request's record: one JSON object (see the control plane's `usage::Record`).
+    fn record(&self, status: u32, end_ns: u64) -> String {
+        let index = self.index.as_deref();
+        let provider = match (index, self.provider) {
+            (Some(index), Some(i)) => Some(index.provider(i)),
+            _ => None,
         };
-        let (key_id, user) = match (&self.index, self.key) {
+        let (key_id, user) = match (index, self.key) {
             (Some(index), Some(k)) => (index.key(k).id.as_str(), index.key(k).user.as_str()),
             _ => ("", ""),
         };
         let u = self.usage.unwrap_or_default();
-        let mut out = String::with_capacity(256);
-        // Attempts before the last one failed (they were retried): the health figures count them.
-        let mut failed = String::new();
-        if let (Some(index), Some((_, shared))) = (&self.index, &self.plan) {
-            let p = shared.borrow();
-            let entry = index.targets(&p.ask.model);
-            let attempts = p.attempts.len();
-            for tried in p.attempts.iter().take(attempts.saturating_sub(1)) {
-                if let Some(t) = entry.and_then(|e| e.targets.get(tried.target)) {
-                    failed.push(if failed.is_empty() { '[' } else { ',' });
-                    let mut name = String::with_capacity(64);
-                    name.push_str(&index.provider(t.provider).name);
-                    name.push('/');
-                    name.push_str(&t.model);
-                    push_json_string(&mut failed, &name);
-                }
-            }
-            if !failed.is_empty() {
-                failed.push(']');
-            }
+        let price = provider.and_then(|p| p.prices.get(&self.upstream_model));
+        let mut out = String::with_capacity(512);
+        out.push_str("{\"id\":\"");
+        out.push_str(&self.id);
+        let ms = |ns: u64| ns / 1_000_000;
+        let since_start = |ns: u64| (ns >= self.start_ns).then(|| ms(ns - self.start_ns));
+        let _ = write!(
+            out,
+            "\",\"at\":{},\"api\":\"{}\",\"status\":{status}",
+            ms(self.start_ns),
+            self.endpoint.map_or("", Endpoint::name),
+        );
+        if !self.error_code.is_empty() {
+            let _ = write!(out, ",\"error\":\"{}\"", self.error_code);
         }
-        out.push_str("{\"key\":");
+        out.push_str(",\"key\":");
         push_json_string(&mut out, key_id);
         out.push_str(",\"user\":");
         push_json_string(&mut out, user);
         out.push_str(",\"model\":");
         push_json_string(&mut out, &self.model);
         out.push_str(",\"provider\":");
-        push_json_string(&mut out, provider);
+        push_json_string(&mut out, provider.map_or("", |p| p.name.as_str()));
         out.push_str(",\"upstream_model\":");
         push_json_string(&mut out, &self.upstream_model);
-        if !failed.is_empty() {
-            out.push_str(",\"failed\":");
-            out.push_str(&failed);
+        // Attempts before the last one failed (they were retried): the health figures count them.
+        let mut attempts = usize::from(provider.is_some());
+        if let (Some(index), Some((_, shared))) = (index, &self.plan) {
+            let p = shared.borrow();
+            let entry = index.targets(&p.ask.model);
+            attempts = attempts.max(p.attempts.len());
+            let failed = p.attempts.len().saturating_sub(1);
+            let mut listed = 0;
+            for tried in p.attempts.iter().take(failed) {
+                if let Some(t) = entry.and_then(|e| e.targets.get(tried.target)) {
+                    out.push_str(if listed == 0 { ",\"failed\":[" } else { "," });
+                    listed += 1;
+                    let name = format!("{}/{}", index.provider(t.provider).name, t.model);
+                    push_json_string(&mut out, &name);
+                }
+            }
+            if listed > 0 {
+                out.push(']');
+            }
         }
         let _ = write!(
             out,
-            ",\"stream\":{},\"complete\":{},\"prompt_tokens\":{},\"completion_tokens\":{},\"total_tokens\":{},\"cached_tokens\":{},\"cache_write_tokens\":{},\"reasoning_tokens\":{}}}",
+            ",\"attempts\":{attempts},\"stream\":{},\"complete\":{},\"prompt_tokens\":{},\"completion_tokens\":{},\"total_tokens\":{},\"cached_tokens\":{},\"cache_write_tokens\":{},\"reasoning_tokens\":{}",
             self.stream, self.complete, u.prompt, u.completion, u.total, u.cached, u.cache_write, u.reasoning
         );
+        if let Some(price) = price {
+            let _ = write!(out, ",\"cost_micros\":{}", price.cost_micros(&u));
+        }
+        if let Some(d) = since_start(end_ns) {
+            let _ = write!(out, ",\"duration_ms\":{d}");
+        }
+        if let Some(d) = since_start(self.first_byte_ns) {
+            let _ = write!(out, ",\"upstream_ms\":{d}");
+        }
+        if let Some(d) = since_start(self.first_token_ns) {
+            let _ = write!(out, ",\"ttft_ms\":{d}");
+        }
+        out.push('}');
         out
     }
 }
@@ -394,6 +446,9 @@ impl HttpContext for Request {
         if self.local_reply || self.provider.is_none() {
             return Action::Continue;
         }
+        self.first_byte_ns = super::now_ns();
+        let _ =
+            hostcalls::set_map_value(MapType::HttpResponseHeaders, "x-request-id", Some(&self.id));
         self.follow_failover();
         if let Some(mut translator) = self.translator.take() {
             let status: u32 = response_header(":status")
@@ -457,6 +512,9 @@ impl HttpContext for Request {
     }
 
     fn on_http_response_body(&mut self, size: usize, end_of_stream: bool) -> Action {
+        if self.stream && self.first_token_ns == 0 && size > 0 {
+            self.first_token_ns = super::now_ns();
+        }
         match &mut self.response {
             Response::Pass => {}
             Response::Json(copy) => {
@@ -520,15 +578,21 @@ impl HttpContext for Request {
     }
 
     fn on_log(&mut self) {
-        if let (Some(index), Some(provider), false) = (&self.index, self.provider, self.local_reply)
-        {
-            // Every answer from (or about) a provider tells on the target's health.
-            let status = hostcalls::get_property(vec!["response", "code"])
+        let status = if self.local_reply {
+            self.local_status
+        } else {
+            let code = hostcalls::get_property(vec!["response", "code"])
                 .ok()
                 .flatten()
                 .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
                 .map_or(0, u64::from_le_bytes);
-            let status = u32::try_from(status).unwrap_or(0);
+            u32::try_from(code).unwrap_or(0)
+        };
+        let end_ns = super::now_ns();
+        let now = end_ns / 1_000_000_000;
+        if let (Some(index), Some(provider), false) = (&self.index, self.provider, self.local_reply)
+        {
+            // Every answer from (or about) a provider tells on the target's health.
             match &self.plan {
                 // The upstream filter saw each attempt's answer; attempts that got none (connect
                 // failure, reset, timeout) failed, the last one as Envoy told the client.
@@ -546,7 +610,7 @@ impl HttpContext for Request {
                                 503
                             };
                             if let Some(t) = entry.targets.get(tried.target) {
-                                super::cooldowns::observe(index.target_key(t), failed, now());
+                                super::cooldowns::observe(index.target_key(t), failed, now);
                             }
                         }
                     }
@@ -556,16 +620,26 @@ impl HttpContext for Request {
                     // With several keys, a rate limit is the key's, not the target's.
                     if !(status == 429 && p.keys.len() > 1) {
                         let key = index.key_of(provider, &self.upstream_model);
-                        super::cooldowns::observe(key, status, now());
+                        super::cooldowns::observe(key, status, now);
                     }
                     if let Some(k) = self.provider_key.and_then(|k| p.keys.get(k)) {
-                        super::cooldowns::observe_key(&k.id, status, now());
+                        super::cooldowns::observe_key(&k.id, status, now);
                     }
                 }
             }
         }
-        let record = self.record();
-        let _ = hostcalls::set_property(vec![USAGE_FILTER_STATE], Some(record.as_bytes()));
+        if let Some(index) = self.index.as_deref() {
+            if index.records.is_some() || index.record_state {
+                let record = self.record(status, end_ns);
+                if index.record_state {
+                    let _ =
+                        hostcalls::set_property(vec![USAGE_FILTER_STATE], Some(record.as_bytes()));
+                }
+                if index.records.is_some() {
+                    super::records::push(record.as_bytes());
+                }
+            }
+        }
         // Counted in the VM, flushed to Envoy's stats on the root context's tick.
         super::metrics::count(|m| {
             m.requests += 1;
@@ -599,13 +673,6 @@ fn response_chunk(size: usize) -> Vec<u8> {
         .ok()
         .flatten()
         .unwrap_or_default()
-}
-
-fn now() -> u64 {
-    hostcalls::get_current_time()
-        .ok()
-        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        .map_or(0, |d| d.as_secs())
 }
 
 /// A response header as text (read as bytes: `get_map_value` panics on non-UTF-8 values).

@@ -8,6 +8,7 @@
 mod abi;
 mod http;
 mod plan;
+mod records;
 mod upstream;
 
 use std::rc::Rc;
@@ -41,20 +42,22 @@ pub(crate) mod metrics {
         pub prompt_tokens: u64,
         pub completion_tokens: u64,
         pub incomplete_streams: u64,
+        pub records_dropped: u64,
     }
 
-    const NAMES: [&str; 5] = [
+    const NAMES: [&str; 6] = [
         "switchyard_requests_total",
         "switchyard_gateway_errors_total",
         "switchyard_prompt_tokens_total",
         "switchyard_completion_tokens_total",
         "switchyard_incomplete_streams_total",
+        "switchyard_records_dropped_total",
     ];
 
     thread_local! {
         // One VM per worker thread: these are that worker's.
         static PENDING: RefCell<Pending> = RefCell::default();
-        static IDS: Cell<Option<[u32; 5]>> = const { Cell::new(None) };
+        static IDS: Cell<Option<[u32; 6]>> = const { Cell::new(None) };
     }
 
     pub(crate) fn count(f: impl FnOnce(&mut Pending)) {
@@ -66,7 +69,7 @@ pub(crate) mod metrics {
         if IDS.get().is_some() {
             return;
         }
-        let mut ids = [0u32; 5];
+        let mut ids = [0u32; 6];
         for (id, name) in ids.iter_mut().zip(NAMES) {
             match hostcalls::define_metric(MetricType::Counter, name) {
                 Ok(v) => *id = v,
@@ -89,6 +92,7 @@ pub(crate) mod metrics {
             p.prompt_tokens,
             p.completion_tokens,
             p.incomplete_streams,
+            p.records_dropped,
         ];
         for (id, n) in ids.into_iter().zip(values) {
             // Counters reject offsets <= 0.
@@ -278,8 +282,9 @@ pub(crate) mod keys {
     }
 }
 
-/// How often counted metrics reach Envoy's stats.
-const METRICS_FLUSH: std::time::Duration = std::time::Duration::from_secs(1);
+/// How often counted metrics reach Envoy's stats, other workers' cooldowns are read, and
+/// request records leave for the control plane.
+const TICK: std::time::Duration = std::time::Duration::from_millis(250);
 
 #[derive(Default)]
 struct Root {
@@ -291,7 +296,30 @@ struct Root {
     target_keys: Vec<u64>,
 }
 
-impl Context for Root {}
+impl Context for Root {
+    fn on_http_call_response(
+        &mut self,
+        token: u32,
+        _headers: usize,
+        _body: usize,
+        _trailers: usize,
+    ) {
+        records::answered(token, now_ms());
+    }
+}
+
+/// The host's clock in Unix milliseconds (0 if it cannot be read).
+pub(crate) fn now_ms() -> u64 {
+    now_ns() / 1_000_000
+}
+
+/// The host's clock in Unix nanoseconds (0 if it cannot be read).
+pub(crate) fn now_ns() -> u64 {
+    hostcalls::get_current_time()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
 
 impl RootContext for Root {
     fn on_configure(&mut self, _size: usize) -> bool {
@@ -304,7 +332,7 @@ impl RootContext for Root {
             return true;
         }
         metrics::define();
-        let _ = hostcalls::set_tick_period(METRICS_FLUSH);
+        let _ = hostcalls::set_tick_period(TICK);
         let bytes = match hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX) {
             Ok(Some(bytes)) => bytes,
             Ok(None) | Err(_) => {
@@ -343,6 +371,9 @@ impl RootContext for Root {
     fn on_tick(&mut self) {
         metrics::flush();
         cooldowns::refresh(&self.target_keys);
+        if let Some(sink) = self.index.as_ref().and_then(|i| i.records.as_ref()) {
+            records::flush(sink, now_ms());
+        }
     }
 
     fn get_type(&self) -> Option<ContextType> {

@@ -1,0 +1,323 @@
+//! `/admin/v1/requests`, `/admin/v1/prices` and `/admin/v1/credits`: the request log, the
+//! pricing table and credit accounts. Money is integer micro-USD (`*_micros`); prices are
+//! micro-USD per million tokens, and may be written in USD per million tokens as in the config.
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use base64::Engine as _;
+use serde::Deserialize;
+use serde_json::json;
+use switchyard_filter::pricing::Price;
+
+use super::{publish, ApiError, ApiJson, AppState};
+use crate::store::{AccountRules, PriceRow, RequestQuery};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/requests", get(requests))
+        .route("/prices", get(prices))
+        .route(
+            "/prices/{provider}/{*model}",
+            put(put_price).delete(delete_price),
+        )
+        .route("/credits", get(accounts))
+        .route("/credits/{user}", get(account))
+        .route("/credits/{user}/ledger", get(ledger))
+        .route("/credits/{user}/entries", post(add_entry))
+        .route("/credits/{user}/rules", put(set_rules))
+}
+
+/// Query parameters, all optional; parsed here so that a bad one is a JSON error.
+type Params = Query<std::collections::HashMap<String, String>>;
+
+fn int_param(params: &Params, name: &str) -> Result<Option<i64>, ApiError> {
+    params
+        .get(name)
+        .map(|v| {
+            v.parse::<i64>()
+                .map_err(|_| ApiError::BadRequest(format!("`{name}` must be an integer")))
+        })
+        .transpose()
+}
+
+/// A page boundary: the last row's (time, id), opaque to clients.
+fn encode_cursor(at_ms: i64, id: &str) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{at_ms}:{id}"))
+}
+
+fn decode_cursor(cursor: &str) -> Result<(i64, String), ApiError> {
+    let bad = || ApiError::BadRequest("`cursor` is not a cursor this API returned".into());
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(cursor)
+        .map_err(|_| bad())?;
+    let text = String::from_utf8(bytes).map_err(|_| bad())?;
+    let (at, id) = text.split_once(':').ok_or_else(bad)?;
+    Ok((at.parse().map_err(|_| bad())?, id.to_owned()))
+}
+
+fn limit(params: &Params) -> Result<i64, ApiError> {
+    let limit = int_param(params, "limit")?.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::BadRequest("`limit` must be 1 to 1000".into()));
+    }
+    Ok(limit)
+}
+
+/// `GET /requests?from=&to=&key=&user=&model=&provider=&status=&limit=&cursor=`: newest first;
+/// `from`/`to` in Unix milliseconds, `status` exact (`429`) or a class (`5xx`).
+async fn requests(
+    State(app): State<AppState>,
+    params: Params,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let status = match params.get("status").map(String::as_str) {
+        None => None,
+        Some(s) if s.len() == 3 && s.ends_with("xx") => {
+            let class = s[..1]
+                .parse::<i64>()
+                .ok()
+                .filter(|c| (1..=5).contains(c))
+                .ok_or_else(|| ApiError::BadRequest("`status` class must be 1xx to 5xx".into()))?;
+            Some((class * 100, class * 100 + 99))
+        }
+        Some(s) => {
+            let code = s.parse::<i64>().map_err(|_| {
+                ApiError::BadRequest("`status` must be a code or a class like 5xx".into())
+            })?;
+            Some((code, code))
+        }
+    };
+    let query = RequestQuery {
+        from_ms: int_param(&params, "from")?,
+        to_ms: int_param(&params, "to")?,
+        key_id: params.get("key").cloned(),
+        user: params.get("user").cloned(),
+        model: params.get("model").cloned(),
+        provider: params.get("provider").cloned(),
+        status,
+        before: params.get("cursor").map(|c| decode_cursor(c)).transpose()?,
+        limit: limit(&params)?,
+    };
+    let rows = app.store.list_requests(&query).await?;
+    let next = (rows.len() as i64 == query.limit)
+        .then(|| rows.last().map(|r| encode_cursor(r.at_ms, &r.request_id)))
+        .flatten();
+    Ok(Json(json!({"data": rows, "next_cursor": next})))
+}
+
+fn price_json(provider: &str, model: &str, p: &Price, source: &str) -> serde_json::Value {
+    let usd = |m: u64| m as f64 / 1e6;
+    json!({
+        "provider": provider,
+        "model": model,
+        "source": source,
+        "input_micros": p.input,
+        "output_micros": p.output,
+        "cache_read_micros": p.cache_read,
+        "cache_write_micros": p.cache_write,
+        "reasoning_micros": p.reasoning,
+        "input": usd(p.input),
+        "output": usd(p.output),
+    })
+}
+
+/// `GET /prices`: every served (provider, model) with the price it is charged at: set by an
+/// administrator (`source: "table"`), a well-known model's list price (`"default"`), or none
+/// (`"unpriced"`: its requests carry no cost). Prices set for models not served are listed too.
+async fn prices(State(app): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+    let table = app.store.list_prices().await?;
+    let mut out = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
+    for row in &table {
+        seen.insert((row.provider.clone(), row.model.clone()));
+        out.push(price_json(&row.provider, &row.model, &row.price, "table"));
+    }
+    let served = app.served_models().await?;
+    for (provider, model) in served {
+        if seen.contains(&(provider.clone(), model.clone())) {
+            continue;
+        }
+        match switchyard_filter::pricing::default_price(&model) {
+            Some(p) => out.push(price_json(&provider, &model, &p, "default")),
+            None => out.push(json!({"provider": provider, "model": model, "source": "unpriced"})),
+        }
+    }
+    Ok(Json(json!({ "data": out })))
+}
+
+/// A price in USD per million tokens (as in the config file).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PriceInput {
+    input: f64,
+    output: f64,
+    #[serde(default)]
+    cache_read: Option<f64>,
+    #[serde(default)]
+    cache_write: Option<f64>,
+    #[serde(default)]
+    reasoning: Option<f64>,
+}
+
+fn price_micros(name: &str, usd: f64) -> Result<u64, ApiError> {
+    crate::domain::usd_to_micros(usd)
+        .filter(|m| (0..1_000_000_000_000).contains(m))
+        .and_then(|m| u64::try_from(m).ok())
+        .ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "`{name}` must be between 0 and 1,000,000 USD per million tokens"
+            ))
+        })
+}
+
+async fn put_price(
+    State(app): State<AppState>,
+    Path((provider, model)): Path<(String, String)>,
+    ApiJson(input): ApiJson<PriceInput>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let optional = |name: &str, v: Option<f64>| v.map(|v| price_micros(name, v)).transpose();
+    let price = Price {
+        input: price_micros("input", input.input)?,
+        output: price_micros("output", input.output)?,
+        cache_read: optional("cache_read", input.cache_read)?,
+        cache_write: optional("cache_write", input.cache_write)?,
+        reasoning: optional("reasoning", input.reasoning)?,
+    };
+    if provider.is_empty() || model.is_empty() {
+        return Err(ApiError::BadRequest(
+            "provider and model are required".into(),
+        ));
+    }
+    app.store
+        .put_price(&PriceRow {
+            provider: provider.clone(),
+            model: model.clone(),
+            price,
+        })
+        .await?;
+    prices_changed(&app).await?;
+    Ok(Json(price_json(&provider, &model, &price, "table")))
+}
+
+async fn delete_price(
+    State(app): State<AppState>,
+    Path((provider, model)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    app.store.delete_price(&provider, &model).await?;
+    prices_changed(&app).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Prices reach the filter (each request's cost) and the cost figures routing ranks by.
+async fn prices_changed(app: &AppState) -> Result<(), ApiError> {
+    app.update_health().await?;
+    publish(app).await
+}
+
+async fn accounts(State(app): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+    Ok(Json(json!({ "data": app.store.list_accounts().await? })))
+}
+
+async fn account(
+    State(app): State<AppState>,
+    Path(user): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    Ok(Json(json!(app.store.get_account(&user).await?)))
+}
+
+/// `GET /credits/{user}/ledger?limit=&cursor=`: entries newest first.
+async fn ledger(
+    State(app): State<AppState>,
+    Path(user): Path<String>,
+    params: Params,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let limit = limit(&params)?;
+    let before = params.get("cursor").map(|c| decode_cursor(c)).transpose()?;
+    app.store.get_account(&user).await?;
+    let entries = app.store.ledger(&user, before, limit).await?;
+    let next = (entries.len() as i64 == limit)
+        .then(|| entries.last().map(|e| encode_cursor(e.at_ms, &e.id)))
+        .flatten();
+    Ok(Json(json!({"data": entries, "next_cursor": next})))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EntryInput {
+    amount_micros: i64,
+    /// `topup` (positive) or `adjustment` (either sign).
+    kind: String,
+    #[serde(default)]
+    note: String,
+}
+
+/// `POST /credits/{user}/entries`: a top-up or an adjustment; opens the account if needed.
+async fn add_entry(
+    State(app): State<AppState>,
+    Path(user): Path<String>,
+    ApiJson(input): ApiJson<EntryInput>,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    match input.kind.as_str() {
+        "topup" if input.amount_micros <= 0 => {
+            return Err(ApiError::BadRequest("a top-up must be positive".into()))
+        }
+        "topup" | "adjustment" => {}
+        _ => {
+            return Err(ApiError::BadRequest(
+                "`kind` must be `topup` or `adjustment`".into(),
+            ))
+        }
+    }
+    if input.amount_micros == 0 || input.amount_micros.unsigned_abs() > 1_000_000_000_000_000 {
+        return Err(ApiError::BadRequest(
+            "`amount_micros` must be non-zero and at most a billion USD".into(),
+        ));
+    }
+    if input.note.len() > 500 {
+        return Err(ApiError::BadRequest("`note` is at most 500 bytes".into()));
+    }
+    let account = app
+        .store
+        .credit(&user, input.amount_micros, &input.kind, &input.note)
+        .await?;
+    Ok((StatusCode::CREATED, Json(json!(account))))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RulesInput {
+    #[serde(default)]
+    low_balance_micros: Option<i64>,
+    #[serde(default)]
+    topup_below_micros: Option<i64>,
+    #[serde(default)]
+    topup_amount_micros: Option<i64>,
+}
+
+/// `PUT /credits/{user}/rules`: low-balance threshold and automatic top-up (both or neither of
+/// `topup_below_micros` and `topup_amount_micros`).
+async fn set_rules(
+    State(app): State<AppState>,
+    Path(user): Path<String>,
+    ApiJson(input): ApiJson<RulesInput>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    if input.topup_below_micros.is_some() != input.topup_amount_micros.is_some() {
+        return Err(ApiError::BadRequest(
+            "`topup_below_micros` and `topup_amount_micros` go together".into(),
+        ));
+    }
+    if input.topup_amount_micros.is_some_and(|a| a <= 0) {
+        return Err(ApiError::BadRequest(
+            "`topup_amount_micros` must be positive".into(),
+        ));
+    }
+    let rules = AccountRules {
+        low_balance_micros: input.low_balance_micros,
+        topup_below_micros: input.topup_below_micros,
+        topup_amount_micros: input.topup_amount_micros,
+    };
+    Ok(Json(json!(
+        app.store.set_account_rules(&user, &rules).await?
+    )))
+}

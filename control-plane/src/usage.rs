@@ -1,0 +1,277 @@
+//! Request records from the data plane. Each Envoy worker's filter sends its records in
+//! batches of JSON lines (`POST /switchyard.v1/records` on the xDS port, over the cluster
+//! Envoy already has to the control plane) and keeps each batch until it is answered 200.
+//! Here batches from all Envoys are written together (group commit): the answer goes out
+//! only once the rows are committed, and a request id already stored is skipped, so a batch
+//! sent twice (the answer was lost, the control plane restarted) counts once.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::StatusCode;
+use axum::routing::post;
+use axum::{Json, Router};
+use serde::Deserialize;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::health::Health;
+use crate::store::{RequestRow, Store};
+
+/// Most rows written in one transaction.
+const MAX_ROWS_PER_COMMIT: usize = 5_000;
+/// Batches waiting for the writer, beyond which senders wait (and Envoy keeps its records).
+const QUEUE: usize = 64;
+/// Largest batch accepted (the filter sends at most 4 MiB).
+const MAX_BODY: usize = 16 << 20;
+
+/// One record as the filter writes it (see the filter's `host::http::Request::record`).
+#[derive(Debug, Deserialize)]
+struct Record {
+    id: String,
+    at: i64,
+    #[serde(default)]
+    api: String,
+    #[serde(default)]
+    status: i64,
+    #[serde(default)]
+    error: String,
+    #[serde(default)]
+    key: String,
+    #[serde(default)]
+    user: String,
+    #[serde(default)]
+    model: String,
+    #[serde(default)]
+    provider: String,
+    #[serde(default)]
+    upstream_model: String,
+    #[serde(default)]
+    attempts: i64,
+    #[serde(default)]
+    failed: Vec<String>,
+    #[serde(default)]
+    stream: bool,
+    #[serde(default)]
+    complete: bool,
+    #[serde(default)]
+    prompt_tokens: i64,
+    #[serde(default)]
+    completion_tokens: i64,
+    #[serde(default)]
+    cached_tokens: i64,
+    #[serde(default)]
+    cache_write_tokens: i64,
+    #[serde(default)]
+    reasoning_tokens: i64,
+    #[serde(default)]
+    cost_micros: Option<i64>,
+    #[serde(default)]
+    duration_ms: Option<i64>,
+    #[serde(default)]
+    upstream_ms: Option<i64>,
+    #[serde(default)]
+    ttft_ms: Option<i64>,
+}
+
+impl Record {
+    fn into_row(self) -> Option<RequestRow> {
+        let id_ok = (1..=64).contains(&self.id.len())
+            && self
+                .id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !id_ok || self.at < 0 {
+            return None;
+        }
+        let count = |v: i64| v.max(0);
+        Some(RequestRow {
+            request_id: self.id,
+            at_ms: self.at,
+            api: self.api,
+            status: self.status,
+            error: self.error,
+            key_id: self.key,
+            user: self.user,
+            model: self.model,
+            provider: self.provider,
+            upstream_model: self.upstream_model,
+            attempts: count(self.attempts),
+            failed: self.failed,
+            stream: self.stream,
+            complete: self.complete,
+            prompt_tokens: count(self.prompt_tokens),
+            completion_tokens: count(self.completion_tokens),
+            cached_tokens: count(self.cached_tokens),
+            cache_write_tokens: count(self.cache_write_tokens),
+            reasoning_tokens: count(self.reasoning_tokens),
+            cost_micros: self.cost_micros.map(count),
+            duration_ms: self.duration_ms.map(count),
+            upstream_ms: self.upstream_ms.map(count),
+            ttft_ms: self.ttft_ms.map(count),
+        })
+    }
+}
+
+/// The rows of a batch, and how many lines were not records (logged and left out: sending
+/// them again would not make them records).
+pub fn parse(body: &[u8]) -> (Vec<RequestRow>, usize) {
+    let mut rows = Vec::new();
+    let mut bad = 0;
+    for line in body.split(|&b| b == b'\n') {
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        match serde_json::from_slice::<Record>(line)
+            .ok()
+            .and_then(Record::into_row)
+        {
+            Some(row) => rows.push(row),
+            None => bad += 1,
+        }
+    }
+    (rows, bad)
+}
+
+struct Job {
+    rows: Vec<RequestRow>,
+    done: oneshot::Sender<Result<usize, ()>>,
+}
+
+/// The writer of request records (see the module documentation).
+#[derive(Clone)]
+pub struct Ingest {
+    tx: mpsc::Sender<Job>,
+}
+
+impl Ingest {
+    /// Starts the writer (on the current Tokio runtime).
+    pub fn start(store: Store, health: Arc<Health>) -> Ingest {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        tokio::spawn(writer(rx, store, health));
+        Ingest { tx }
+    }
+
+    /// Stores rows; returns how many were new, once they are committed.
+    pub async fn submit(&self, rows: Vec<RequestRow>) -> Result<usize, ()> {
+        let (done, answer) = oneshot::channel();
+        self.tx.send(Job { rows, done }).await.map_err(|_| ())?;
+        answer.await.map_err(|_| ())?
+    }
+}
+
+async fn writer(mut rx: mpsc::Receiver<Job>, store: Store, health: Arc<Health>) {
+    while let Some(first) = rx.recv().await {
+        // Everything waiting goes into one transaction.
+        let mut jobs = vec![first];
+        let mut count = jobs[0].rows.len();
+        while count < MAX_ROWS_PER_COMMIT {
+            match rx.try_recv() {
+                Ok(job) => {
+                    count += job.rows.len();
+                    jobs.push(job);
+                }
+                Err(_) => break,
+            }
+        }
+        let mut rows = Vec::with_capacity(count);
+        let mut ends = Vec::with_capacity(jobs.len());
+        let mut answers = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            rows.extend(job.rows);
+            ends.push(rows.len());
+            answers.push(job.done);
+        }
+        match store.ingest(&rows).await {
+            Ok(outcome) => {
+                let now = crate::store::now();
+                for (row, new) in rows.iter().zip(&outcome.inserted) {
+                    if *new {
+                        health.record(row, now);
+                    }
+                }
+                let mut start = 0;
+                for (end, answer) in ends.into_iter().zip(answers) {
+                    let new = outcome.inserted[start..end].iter().filter(|n| **n).count();
+                    let _ = answer.send(Ok(new));
+                    start = end;
+                }
+            }
+            Err(e) => {
+                tracing::error!(rows = rows.len(), "request records not stored: {e}");
+                for answer in answers {
+                    let _ = answer.send(Err(()));
+                }
+            }
+        }
+    }
+}
+
+/// The records endpoint, served beside xDS.
+pub fn router(ingest: Ingest) -> Router {
+    Router::new()
+        .route(crate::snapshot::RECORDS_PATH, post(receive))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(ingest)
+}
+
+async fn receive(
+    State(ingest): State<Ingest>,
+    body: Bytes,
+) -> (StatusCode, Json<serde_json::Value>) {
+    let (rows, bad) = parse(&body);
+    if bad > 0 {
+        tracing::warn!(
+            lines = bad,
+            "request records that do not parse were left out"
+        );
+    }
+    let total = rows.len();
+    match ingest.submit(rows).await {
+        Ok(new) => {
+            if new < total {
+                // Sent again after a lost answer or a restart: stored before, skipped now.
+                tracing::info!(records = total - new, "request records already stored");
+            }
+            (
+                StatusCode::OK,
+                Json(
+                    serde_json::json!({"stored": new, "duplicates": total - new, "rejected": bad}),
+                ),
+            )
+        }
+        Err(()) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({"error": "records not stored; send them again"})),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_parse_and_bad_lines_are_counted() {
+        let body = br#"{"id":"a1","at":1700000000000,"api":"chat.completions","status":200,"key":"key_1","user":"alice","model":"smart","provider":"p","upstream_model":"m","attempts":2,"failed":["q/n"],"stream":true,"complete":true,"prompt_tokens":12,"completion_tokens":5,"total_tokens":17,"cached_tokens":2,"cache_write_tokens":0,"reasoning_tokens":1,"cost_micros":42,"duration_ms":30,"upstream_ms":20,"ttft_ms":25}
+
+not json
+{"id":"has space","at":1}
+{"id":"b2","at":1700000000001,"status":401,"error":"invalid_api_key"}
+"#;
+        let (rows, bad) = parse(body);
+        assert_eq!(bad, 2);
+        assert_eq!(rows.len(), 2);
+        let a = &rows[0];
+        assert_eq!(
+            (a.request_id.as_str(), a.attempts, a.failed.as_slice()),
+            ("a1", 2, ["q/n".to_string()].as_slice())
+        );
+        assert_eq!(
+            (a.prompt_tokens, a.cost_micros, a.ttft_ms),
+            (12, Some(42), Some(25))
+        );
+        assert_eq!(rows[1].error, "invalid_api_key");
+        assert_eq!(rows[1].cost_micros, None);
+    }
+}

@@ -1,0 +1,183 @@
+//! Pure bookkeeping for request records on their way to the control plane.
+//!
+//! Each worker keeps its records as JSON lines and sends them in batches; a batch is kept until
+//! the control plane answers that it stored it, and sent again otherwise (the control plane
+//! stores each request id once, so a batch sent twice counts once). While the control plane is
+//! unreachable, records wait here, up to [`MAX_PENDING`] bytes per worker; beyond that new
+//! records are dropped and counted.
+
+use std::hash::{BuildHasher, Hasher};
+
+/// Most bytes of records a worker keeps waiting (about 150,000 records).
+pub const MAX_PENDING: usize = 64 << 20;
+/// Most bytes sent in one request.
+pub const MAX_BATCH: usize = 4 << 20;
+/// First wait after a failed send; doubles up to [`MAX_BACKOFF_MS`].
+const FIRST_BACKOFF_MS: u64 = 250;
+const MAX_BACKOFF_MS: u64 = 10_000;
+
+#[derive(Debug, Default)]
+pub struct Outbox {
+    /// Records waiting, one JSON object per line.
+    pending: Vec<u8>,
+    /// A batch is on its way.
+    sending: bool,
+    failures: u32,
+    /// No send before this time (Unix ms), after a failure.
+    retry_at: u64,
+    /// Records refused because the outbox was full.
+    pub dropped: u64,
+}
+
+impl Outbox {
+    /// Queues one record (a JSON object without newlines); false if the outbox is full.
+    pub fn push(&mut self, record: &[u8]) -> bool {
+        if self.pending.len() + record.len() + 1 > MAX_PENDING {
+            self.dropped += 1;
+            return false;
+        }
+        self.pending.extend_from_slice(record);
+        self.pending.push(b'\n');
+        true
+    }
+
+    /// Bytes waiting.
+    pub fn len(&self) -> usize {
+        self.pending.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pending.is_empty()
+    }
+
+    /// The next batch to send, if one may go now: whole lines, at most [`MAX_BATCH`] bytes
+    /// (or one longer line). The caller must report the outcome with [`Outbox::done`].
+    pub fn take(&mut self, now_ms: u64) -> Option<Vec<u8>> {
+        if self.sending || self.pending.is_empty() || now_ms < self.retry_at {
+            return None;
+        }
+        self.sending = true;
+        if self.pending.len() <= MAX_BATCH {
+            return Some(std::mem::take(&mut self.pending));
+        }
+        let cut = self.pending[..MAX_BATCH]
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .or_else(|| self.pending.iter().position(|&b| b == b'\n'))
+            .map_or(self.pending.len(), |i| i + 1);
+        Some(self.pending.drain(..cut).collect())
+    }
+
+    /// The outcome of sending `batch`: stored, or to be sent again (first, before newer
+    /// records) after a growing pause.
+    pub fn done(&mut self, batch: Vec<u8>, stored: bool, now_ms: u64) {
+        self.sending = false;
+        if stored {
+            self.failures = 0;
+            self.retry_at = 0;
+            return;
+        }
+        self.failures = self.failures.saturating_add(1);
+        let backoff = FIRST_BACKOFF_MS
+            .saturating_mul(1 << self.failures.min(16).saturating_sub(1))
+            .min(MAX_BACKOFF_MS);
+        self.retry_at = now_ms + backoff;
+        let mut again = batch;
+        again.extend_from_slice(&self.pending);
+        self.pending = again;
+    }
+}
+
+/// Request ids: 128 bits, unpredictable and unique without coordination between workers or
+/// Envoys (SipHash under keys drawn from the host's random source, over a counter).
+/// The seed (the clock at start, in ns) is mixed in as well, in case the random source is weak.
+#[derive(Debug)]
+pub struct Ids {
+    keys: [std::collections::hash_map::RandomState; 2],
+    seed: u64,
+    next: u64,
+}
+
+impl Ids {
+    pub fn new(seed: u64) -> Ids {
+        Ids {
+            keys: [Default::default(), Default::default()],
+            seed,
+            next: 0,
+        }
+    }
+
+    /// The next id as 32 lower-case hex digits.
+    pub fn next_id(&mut self) -> String {
+        self.next += 1;
+        let [a, b] = &self.keys;
+        let half = |k: &std::collections::hash_map::RandomState| {
+            let mut h = k.build_hasher();
+            h.write_u64(self.seed);
+            h.write_u64(self.next);
+            h.finish()
+        };
+        format!("{:016x}{:016x}", half(a), half(b))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines(batch: &[u8]) -> Vec<&str> {
+        std::str::from_utf8(batch).unwrap().lines().collect()
+    }
+
+    #[test]
+    fn a_batch_is_kept_until_stored_and_sent_first_again() {
+        let mut o = Outbox::default();
+        o.push(b"{\"n\":1}");
+        o.push(b"{\"n\":2}");
+        let batch = o.take(1_000).expect("a batch");
+        assert_eq!(lines(&batch), ["{\"n\":1}", "{\"n\":2}"]);
+        assert_eq!(o.take(1_000), None, "one batch at a time");
+        o.push(b"{\"n\":3}");
+        o.done(batch, false, 1_000);
+        assert_eq!(o.take(1_100), None, "waits after a failure");
+        let again = o.take(1_250).expect("sent again");
+        assert_eq!(lines(&again), ["{\"n\":1}", "{\"n\":2}", "{\"n\":3}"]);
+        o.done(again, false, 1_250);
+        assert_eq!(o.take(1_600), None, "the pause doubles");
+        let third = o.take(1_750).expect("after 500 ms");
+        o.done(third, true, 1_750);
+        assert!(o.is_empty());
+        o.push(b"{}");
+        assert!(o.take(1_751).is_some(), "no pause after a success");
+    }
+
+    #[test]
+    fn batches_are_whole_lines_of_bounded_size_and_a_full_outbox_drops() {
+        let mut o = Outbox::default();
+        let record = vec![b'x'; 1 << 20];
+        for _ in 0..6 {
+            assert!(o.push(&record));
+        }
+        let first = o.take(0).unwrap();
+        assert_eq!(first.len(), 3 * ((1 << 20) + 1), "four would pass 4 MiB");
+        assert_eq!(first.last(), Some(&b'\n'));
+        o.done(first, true, 0);
+        assert_eq!(o.take(0).unwrap().len(), 3 * ((1 << 20) + 1));
+
+        let mut full = Outbox::default();
+        while full.push(&record) {}
+        assert_eq!(full.dropped, 1);
+        assert!(full.len() <= MAX_PENDING);
+    }
+
+    #[test]
+    fn ids_are_distinct_hex() {
+        let mut ids = Ids::new(1);
+        let mut other = Ids::new(1);
+        let a = ids.next_id();
+        assert_eq!(a.len(), 32);
+        assert!(a.bytes().all(|b| b.is_ascii_hexdigit()));
+        assert_ne!(a, ids.next_id());
+        assert_ne!(a, other.next_id(), "another worker's ids differ");
+    }
+}
