@@ -57,7 +57,7 @@ e2e: toolchain envoy sdk wasm build
 
 ## Bounded load test: bare Envoy vs. Switchyard's full path against the same fast upstream.
 bench: toolchain envoy wasm
-	$(CARGO) build --release -p switchyard
+	$(CARGO) build --release -p switchyard -p switchyard-tests --bin switchyard --bin switchyard-ingest-bench
 	scripts/bench.sh
 
 ## Two minutes of bounded load while providers fail and recover at random; fails on any error a

@@ -3,7 +3,7 @@
 # One fast upstream (an Envoy answering provider fixtures with direct responses: an OpenAI chat
 # completion, an OpenAI stream, an Anthropic message), then the same 1 KB chat request through
 # (a) bare Envoy proxying to it and (b) Switchyard's full path (auth, body parse, routing, model
-# rewrite, provider key, usage extraction, access-log record), in three cases: OpenAI pass-through,
+# rewrite, provider key, usage extraction, request record), in four cases: OpenAI pass-through,
 # translated to Anthropic Messages and back, streamed (SSE, usage taken out on the way), and a
 # model with a fallback target (aggregate cluster, the filter's upstream role on each attempt).
 # Both gateways run one Envoy worker. Prints requests/s, p50 and p99, the ratio, and the CPU time
@@ -13,7 +13,8 @@
 #
 # Knobs: BENCH_DURATION (s per run, 10), BENCH_CONNECTIONS (32), BENCH_ROUNDS (2),
 # BENCH_WASM (another build of the filter, to compare), BENCH_ACCESS_LOG (true|false),
-# BENCH_CASES (a subset of "chat anthropic stream failover").
+# BENCH_CASES (a subset of "chat anthropic stream failover"), BENCH_INGEST (true|false: then the
+# control plane's request-record ingest, on SQLite and PostgreSQL).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -234,3 +235,20 @@ print("(targets: pass-through >= 0.70x; ~20 us added)")
 print(f"\nstream time to first byte (median of 200): upstream {up:.3f} ms, bare Envoy {bare_ttfb:.3f} ms, "
       f"Switchyard {gw_ttfb:.3f} ms ({gw_ttfb - up:+.3f} ms over the upstream's own; budget 1 ms)")
 PY
+
+# Request records: how many per second the control plane stores (each a log row and a ledger
+# debit), on a SQLite file and, when one answers, in a throwaway PostgreSQL schema.
+if [[ "${BENCH_INGEST:-true}" == true ]]; then
+  echo
+  SWITCHYARD_BIN=$PWD/$BIN target/release/switchyard-ingest-bench \
+    --database "sqlite://$work/ingest.db" --records 100000
+  PG=${SWITCHYARD_TEST_PG:-postgres://postgres@127.0.0.1:5432/test}
+  schema="sy_test_$(date +%s)_bench"
+  if psql "$PG" -qc "CREATE SCHEMA $schema" 2>/dev/null; then
+    SWITCHYARD_BIN=$PWD/$BIN target/release/switchyard-ingest-bench \
+      --database "$PG?options=-c%20search_path%3D$schema" --records 100000
+    psql "$PG" -qc "DROP SCHEMA $schema CASCADE" >/dev/null 2>&1 || true
+  else
+    echo "ingest PostgreSQL: skipped ($PG does not answer)"
+  fi
+fi

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::AggregatedDiscoveryServiceServer;
+use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_server::RateLimitServiceServer;
 
 use crate::config::{Config, Gateway};
 use crate::crypto::{self, MasterKey};
@@ -30,6 +31,8 @@ pub struct App {
     pub health: Arc<crate::health::Health>,
     /// The writer of request records (see [`crate::usage`]).
     pub ingest: crate::usage::Ingest,
+    /// Global limits: the rate limit service's state (see [`crate::limits`]).
+    pub limits: Arc<crate::limits::Limits>,
     /// The figures the last published configuration ranks by.
     figures: std::sync::Mutex<crate::health::Figures>,
     /// Active probes of provider keys (see [`crate::probe`]).
@@ -44,10 +47,13 @@ impl App {
         gateway: Gateway,
         wasm_path: PathBuf,
         admin_token_digest: String,
+        limits: crate::limits::Limits,
     ) -> App {
         let health: Arc<crate::health::Health> = Arc::default();
+        let limits = Arc::new(limits);
         App {
-            ingest: crate::usage::Ingest::start(store.clone(), health.clone()),
+            ingest: crate::usage::Ingest::start(store.clone(), health.clone(), limits.clone()),
+            limits,
             health,
             store,
             cache: Arc::new(SnapshotCache::default()),
@@ -104,14 +110,27 @@ impl App {
     /// The gateway state from the store, ranked by the current figures.
     async fn desired_state(&self) -> anyhow::Result<crate::snapshot::GatewayState> {
         let figures = self.figures();
-        Ok(crate::snapshot::load(
+        let state = crate::snapshot::load(
             &self.store,
             &self.master,
             self.gateway.max_body_bytes,
             &self.tokens,
             &figures,
         )
-        .await?)
+        .await?;
+        self.limits.set_table(state.limits.clone());
+        Ok(state)
+    }
+
+    /// After a credit account changed: its balance to the rate limit service, and the keys it
+    /// meters to Envoy.
+    pub async fn credits_changed(&self, user: &str) -> anyhow::Result<()> {
+        let account = self.store.get_account(user).await?;
+        self.limits
+            .balances_changed(&[(account.user, account.balance_micros)])
+            .await;
+        self.publish().await?;
+        Ok(())
     }
 
     /// Every (provider, upstream model) clients can reach, sorted.
@@ -183,13 +202,40 @@ pub async fn init(config_path: &Path) -> anyhow::Result<(App, Config)> {
     if !wasm_path.exists() {
         tracing::warn!(path = %wasm_path.display(), "filter .wasm not found; build it with `make wasm`");
     }
-    let mut app = App::new(
+    let limits = crate::limits::Limits::connect(config.redis.as_deref(), &config.redis_prefix)
+        .await
+        .with_context(|| {
+            format!(
+                "connecting to Redis ({})",
+                redact_url(config.redis.as_deref().unwrap_or_default())
+            )
+        })?;
+    let memory = config.redis.is_none();
+    let app = App::new(
         store,
         master,
         config.gateway.clone(),
         wasm_path,
         admin_token_digest,
+        limits,
     );
+    // Balances for the rate limit service; without Redis, also what keys spent today.
+    let accounts = app.store.list_accounts().await?;
+    let balances: Vec<(String, i64)> = accounts
+        .into_iter()
+        .map(|a| (a.user, a.balance_micros))
+        .collect();
+    app.limits.balances_changed(&balances).await;
+    if memory {
+        let now = crate::store::now();
+        let (day_start, month_start) = crate::limits::period_starts(now);
+        let spend = app
+            .store
+            .key_spend(day_start * 1_000, month_start * 1_000)
+            .await?;
+        app.limits.restore_spend(&spend, now).await?;
+    }
+    let mut app = app;
     app.probe_spec = config.probes.clone();
     Ok((app, config))
 }
@@ -218,6 +264,9 @@ pub async fn serve(config_path: &Path) -> anyhow::Result<()> {
     let routes = tonic::service::Routes::from(crate::usage::router(app.ingest.clone()))
         .add_service(AggregatedDiscoveryServiceServer::new(AdsServer::new(
             app.cache.clone(),
+        )))
+        .add_service(RateLimitServiceServer::new(crate::limits::Service(
+            app.limits.clone(),
         )));
     let ads = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(15)))
@@ -502,6 +551,14 @@ pub async fn apply_config(
         }
         let user = k.user.clone().unwrap_or_else(|| k.name.clone());
         let owner = user.clone();
+        let budget = |usd: Option<f64>, name: &str| -> anyhow::Result<Option<i64>> {
+            usd.map(|v| {
+                crate::domain::usd_to_micros(v)
+                    .filter(|m| *m > 0)
+                    .ok_or_else(|| anyhow::anyhow!("{at}: {name} must be a positive amount of USD"))
+            })
+            .transpose()
+        };
         store
             .put_api_key(
                 &NewApiKey {
@@ -514,6 +571,8 @@ pub async fn apply_config(
                     tpm: k.tpm,
                     credits: k.credits,
                     expires_at: k.expires_at,
+                    daily_budget_micros: budget(k.daily_budget, "daily_budget")?,
+                    monthly_budget_micros: budget(k.monthly_budget, "monthly_budget")?,
                 },
                 true,
             )
@@ -527,6 +586,13 @@ pub async fn apply_config(
                 })?;
             store.open_account_with(&owner, amount).await?;
         }
+    }
+    for (i, u) in config.users.iter().enumerate() {
+        domain::check_name("user", &u.name).map_err(|e| anyhow::anyhow!("users[{i}]: {e}"))?;
+        store.ensure_user(&u.name).await?;
+        store
+            .set_user_limits(&u.name, u.rpm.map(i64::from), u.tpm.map(i64::from))
+            .await?;
     }
     Ok(())
 }

@@ -18,9 +18,12 @@ pub struct Config {
     pub gateway: Gateway,
     #[serde(default = "default_database")]
     pub database: String,
-    /// Shared state (sessions, counters); in-memory when absent. Not used yet by the skeleton.
+    /// Shared state (rate limit counters, credit balances as enforced); in memory when absent.
     #[serde(default)]
     pub redis: Option<String>,
+    /// Prefix of every Redis key (several deployments may share one Redis).
+    #[serde(default = "default_redis_prefix")]
+    pub redis_prefix: String,
     /// Where the generated master key lives when `SWITCHYARD_MASTER_KEY` is not set.
     #[serde(default = "default_master_key_file")]
     pub master_key_file: PathBuf,
@@ -30,6 +33,9 @@ pub struct Config {
     pub models: Vec<ModelSpec>,
     #[serde(default)]
     pub api_keys: Vec<ApiKeySpec>,
+    /// Per-user limits (users are created by their keys, or here).
+    #[serde(default)]
+    pub users: Vec<UserSpec>,
     /// Prices of provider models (USD per million tokens), for cost-based routing.
     #[serde(default)]
     pub prices: Vec<PriceSpec>,
@@ -55,6 +61,14 @@ impl Default for ProbeSpec {
             timeout_secs: default_probe_timeout(),
         }
     }
+}
+
+fn default_redis_prefix() -> String {
+    "switchyard".into()
+}
+
+fn default_limits_timeout_ms() -> u32 {
+    500
 }
 
 fn default_probe_interval() -> u64 {
@@ -126,6 +140,10 @@ pub struct Gateway {
     /// Write one access-log line per request (with its usage record) to Envoy's stdout.
     #[serde(default = "yes")]
     pub access_log: bool,
+    /// How long Envoy waits for the rate limit service (the control plane) before letting a
+    /// limited key's request through anyway.
+    #[serde(default = "default_limits_timeout_ms")]
+    pub limits_timeout_ms: u32,
     /// Most attempts one request makes on a model with several targets (one per target).
     #[serde(default = "default_failover_attempts")]
     pub failover_attempts: u32,
@@ -150,6 +168,7 @@ impl Default for Gateway {
             request_timeout_secs: default_timeout(),
             ca_file: default_ca_file(),
             access_log: true,
+            limits_timeout_ms: default_limits_timeout_ms(),
             failover_attempts: default_failover_attempts(),
             first_byte_timeout_secs: default_first_byte_timeout(),
             attempt_timeout_secs: 0,
@@ -240,6 +259,22 @@ pub struct ApiKeySpec {
     /// Unix time (seconds) after which the key is refused.
     #[serde(default)]
     pub expires_at: Option<i64>,
+    /// Spend caps in USD per UTC day and month.
+    #[serde(default)]
+    pub daily_budget: Option<f64>,
+    #[serde(default)]
+    pub monthly_budget: Option<f64>,
+}
+
+/// Limits of a user over all of its keys.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserSpec {
+    pub name: String,
+    #[serde(default)]
+    pub rpm: Option<u32>,
+    #[serde(default)]
+    pub tpm: Option<u32>,
 }
 
 fn default_database() -> String {

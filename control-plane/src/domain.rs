@@ -439,6 +439,19 @@ pub fn usd_to_micros(usd: f64) -> Option<i64> {
     (usd.is_finite() && usd.abs() <= 1e9).then(|| (usd * 1e6).round() as i64)
 }
 
+/// Micro-USD as a decimal amount of dollars (`1500000` -> `1.5`), exactly.
+pub fn micros_to_usd(micros: i64) -> String {
+    let sign = if micros < 0 { "-" } else { "" };
+    let m = micros.unsigned_abs();
+    let cents = format!("{:06}", m % 1_000_000);
+    let frac = cents.trim_end_matches('0');
+    if frac.is_empty() {
+        format!("{sign}{}", m / 1_000_000)
+    } else {
+        format!("{sign}{}.{frac}", m / 1_000_000)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

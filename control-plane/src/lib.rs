@@ -8,6 +8,7 @@ pub mod crypto;
 pub mod domain;
 pub mod gcp;
 pub mod health;
+pub mod limits;
 pub mod probe;
 pub mod snapshot;
 pub mod store;

@@ -47,6 +47,8 @@ pub struct GatewayState {
     pub filter: FilterConfig,
     pub clusters: Vec<ProviderCluster>,
     pub failover: Vec<FailoverCluster>,
+    /// What the rate limit service enforces (not sent to Envoy).
+    pub limits: crate::limits::Table,
 }
 
 /// Name prefix of failover clusters allowing `attempts` attempts; the route that retries
@@ -91,7 +93,11 @@ pub async fn load(
     let providers = store.list_providers().await?;
     let keys = store.list_provider_keys().await?;
     let models = store.list_models().await?;
-    let api_keys = store.list_api_keys().await?;
+    let mut api_keys = store.list_api_keys().await?;
+    let limits = store.limits_table().await?;
+    for k in &mut api_keys {
+        k.limited = limits.limited(&k.id);
+    }
     let vertex: Vec<&str> = providers
         .iter()
         .filter(|p| p.kind == ProviderKind::Vertex)
@@ -112,14 +118,16 @@ pub async fn load(
             Err(e) => tracing::error!(key = %key.id, "provider key skipped: {e}"),
         }
     }
-    Ok(compute(
+    let mut state = compute(
         &providers,
         &secrets,
         &models,
         &api_keys,
         max_body_bytes,
         figures,
-    ))
+    );
+    state.limits = limits;
+    Ok(state)
 }
 
 /// The service account keys of enabled Vertex providers: (key id, key file).
@@ -386,6 +394,7 @@ pub fn compute(
             user: k.user.clone(),
             models: k.models.clone(),
             expires_at: k.expires_at.and_then(|t| u64::try_from(t).ok()),
+            limited: k.limited,
         })
         .collect();
 
@@ -435,6 +444,7 @@ pub fn compute(
         filter,
         clusters,
         failover,
+        limits: Default::default(),
     }
 }
 
@@ -582,6 +592,9 @@ mod tests {
             credits: None,
             expires_at,
             created_at: 0,
+            daily_budget_micros: None,
+            monthly_budget_micros: None,
+            limited: id == "live",
         };
         let state = compute(
             &[],
@@ -593,6 +606,10 @@ mod tests {
         );
         let ids: Vec<&str> = state.filter.keys.iter().map(|k| k.id.as_str()).collect();
         assert_eq!(ids, vec!["live"]);
+        assert!(
+            state.filter.keys[0].limited,
+            "a limited key asks the rate limit service"
+        );
     }
 
     #[test]

@@ -16,6 +16,7 @@ use serde::Deserialize;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::health::Health;
+use crate::limits::Limits;
 use crate::store::{RequestRow, Store};
 
 /// Most rows written in one transaction.
@@ -146,9 +147,9 @@ pub struct Ingest {
 
 impl Ingest {
     /// Starts the writer (on the current Tokio runtime).
-    pub fn start(store: Store, health: Arc<Health>) -> Ingest {
+    pub fn start(store: Store, health: Arc<Health>, limits: Arc<Limits>) -> Ingest {
         let (tx, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(writer(rx, store, health));
+        tokio::spawn(writer(rx, store, health, limits));
         Ingest { tx }
     }
 
@@ -160,7 +161,12 @@ impl Ingest {
     }
 }
 
-async fn writer(mut rx: mpsc::Receiver<Job>, store: Store, health: Arc<Health>) {
+async fn writer(
+    mut rx: mpsc::Receiver<Job>,
+    store: Store,
+    health: Arc<Health>,
+    limits: Arc<Limits>,
+) {
     while let Some(first) = rx.recv().await {
         // Everything waiting goes into one transaction.
         let mut jobs = vec![first];
@@ -190,6 +196,9 @@ async fn writer(mut rx: mpsc::Receiver<Job>, store: Store, health: Arc<Health>) 
                         health.record(row, now);
                     }
                 }
+                // Costs now in the ledger stop counting as unsettled, and balances move.
+                limits.settled(&outcome.debited, now).await;
+                limits.balances_changed(&outcome.balances).await;
                 let mut start = 0;
                 for (end, answer) in ends.into_iter().zip(answers) {
                     let new = outcome.inserted[start..end].iter().filter(|n| **n).count();

@@ -59,9 +59,14 @@ pub fn envoy_bin() -> PathBuf {
 }
 
 pub fn wasm_path() -> PathBuf {
-    let p = target_dir().join("wasm32-wasip1/release/switchyard_filter.wasm");
+    let p = wasm_path_unchecked();
     assert!(p.exists(), "{} missing: run `make wasm`", p.display());
     p
+}
+
+/// Where the filter's build lands, whether it is there or not.
+pub fn wasm_path_unchecked() -> PathBuf {
+    target_dir().join("wasm32-wasip1/release/switchyard_filter.wasm")
 }
 
 /// A loopback port nobody listens on right now.
@@ -407,11 +412,29 @@ impl Envoy {
     }
 
     pub async fn start_workers(dir: &Path, cp: &ControlPlane, workers: u32) -> Envoy {
+        Self::start_node(dir, cp, workers, "test-gateway", cp.ports.envoy_admin).await
+    }
+
+    /// Another Envoy of the same gateway: its own node id and admin port, the same listener
+    /// (Envoy binds it with `SO_REUSEPORT`, so the kernel shares connections between them).
+    pub async fn start_another(dir: &Path, cp: &ControlPlane, node_id: &str) -> Envoy {
+        let dir = dir.join(node_id);
+        std::fs::create_dir_all(&dir).expect("node dir");
+        Self::start_node(&dir, cp, 1, node_id, free_port()).await
+    }
+
+    async fn start_node(
+        dir: &Path,
+        cp: &ControlPlane,
+        workers: u32,
+        node_id: &str,
+        admin_port: u16,
+    ) -> Envoy {
         let bootstrap = dir.join("bootstrap.yaml");
         let out = Command::new(switchyard_bin())
             .args(["bootstrap", "--config"])
             .arg(&cp.config)
-            .args(["--node-id", "test-gateway"])
+            .args(["--node-id", node_id])
             .output()
             .expect("switchyard bootstrap");
         assert!(
@@ -419,7 +442,11 @@ impl Envoy {
             "bootstrap failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        std::fs::write(&bootstrap, &out.stdout).expect("bootstrap file");
+        let text = String::from_utf8_lossy(&out.stdout).replace(
+            &format!("port_value: {}", cp.ports.envoy_admin),
+            &format!("port_value: {admin_port}"),
+        );
+        std::fs::write(&bootstrap, text).expect("bootstrap file");
         let mut cmd = Command::new(envoy_bin());
         cmd.arg("-c")
             .arg(&bootstrap)
@@ -431,7 +458,10 @@ impl Envoy {
         let envoy = Envoy {
             proc,
             bootstrap,
-            ports: cp.ports,
+            ports: Ports {
+                envoy_admin: admin_port,
+                ..cp.ports
+            },
         };
         // Ready when the listener answers through the filter (401 without a key).
         let url = envoy.url("/v1/models");
@@ -514,6 +544,16 @@ impl Stack {
 
     /// Like [`Stack::start_with`], with Envoy running `workers` worker threads.
     pub async fn start_workers(workers: u32, prepare: impl FnOnce(&MockOpenAi)) -> Stack {
+        Self::start_edited(workers, prepare, |_| {}).await
+    }
+
+    /// Like [`Stack::start_workers`], with the control plane's config text changed by `edit`
+    /// first.
+    pub async fn start_edited(
+        workers: u32,
+        prepare: impl FnOnce(&MockOpenAi),
+        edit: impl FnOnce(&mut String),
+    ) -> Stack {
         let dir = TempDir::new("e2e");
         let flaky = mock::faulty::Faulty::start(PROVIDER_KEY).await;
         let proxy = mock::connect_proxy::ConnectProxy::start().await;
@@ -536,18 +576,15 @@ impl Stack {
         .await;
         prepare(&mock);
         let ports = Ports::pick();
-        let cp = ControlPlane::start(
-            &dir.0,
-            &config_with_flaky(
-                ports,
-                &dir.0,
-                &mock.base_url(),
-                &flaky.base_url(),
-                &proxy.addr.to_string(),
-            ),
+        let mut config = config_with_flaky(
             ports,
-        )
-        .await;
+            &dir.0,
+            &mock.base_url(),
+            &flaky.base_url(),
+            &proxy.addr.to_string(),
+        );
+        edit(&mut config);
+        let cp = ControlPlane::start(&dir.0, &config, ports).await;
         let envoy = Envoy::start_workers(&dir.0, &cp, workers).await;
         Stack {
             envoy,

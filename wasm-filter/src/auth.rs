@@ -11,6 +11,8 @@ use crate::route::Index;
 pub struct KeyEntry {
     pub id: String,
     pub user: String,
+    /// Asks the control plane's rate limit service (see [`crate::config::GatewayKey::limited`]).
+    pub limited: bool,
     expires_at: Option<u64>,
     any_model: bool,
     exact: Vec<String>,
@@ -22,6 +24,7 @@ impl KeyEntry {
         let mut entry = KeyEntry {
             id: key.id,
             user: key.user,
+            limited: key.limited,
             expires_at: key.expires_at,
             any_model: false,
             exact: Vec::new(),
@@ -110,6 +113,7 @@ mod tests {
                     user: "alice".into(),
                     models: vec!["gpt-4o".into(), "openai/*".into()],
                     expires_at: None,
+                    limited: false,
                 },
                 GatewayKey {
                     id: "k2".into(),
@@ -117,6 +121,7 @@ mod tests {
                     user: "bob".into(),
                     models: vec!["*".into()],
                     expires_at: Some(1_000),
+                    limited: false,
                 },
             ],
             ..FilterConfig::default()

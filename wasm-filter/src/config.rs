@@ -64,6 +64,10 @@ pub struct GatewayKey {
     /// Unix time (seconds) after which the key is refused; `None` never expires.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<u64>,
+    /// The key or its owner has global limits (requests or tokens per minute, spend caps,
+    /// credits): its requests ask the control plane's rate limit service (see [`LIMITS_STATE`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub limited: bool,
 }
 
 /// The API family a provider speaks.
@@ -283,6 +287,18 @@ pub const CLUSTER_HEADER: &str = "x-switchyard-cluster";
 
 /// Filter-state key (`wasm.<key>`) holding the request's usage record for the access log.
 pub const USAGE_FILTER_STATE: &str = "switchyard_usage";
+
+/// Filter state (`wasm.<key>`) of a limited key's request, read by the route's rate limit
+/// actions: `"{key id} {openai|anthropic}"`, asked before the request goes upstream.
+pub const LIMITS_STATE: &str = "switchyard_limits";
+/// `"{key id} {request id}"`, set when the request ends: what its tokens and cost are charged to.
+pub const CHARGE_STATE: &str = "switchyard_charge";
+/// The request's total tokens, and its cost in micro-USD (the charges' hits).
+pub const TOKENS_STATE: &str = "switchyard_tokens";
+pub const COST_STATE: &str = "switchyard_cost";
+/// Response header by which the rate limit service says why it refused a request (its error
+/// code; `insufficient_credits` becomes 402). Removed before the client sees the answer.
+pub const REFUSAL_HEADER: &str = "x-switchyard-refusal";
 
 /// Present on streamed requests to a failover cluster: their route also abandons an attempt
 /// whose provider stays silent (`first_byte_timeout_secs`).

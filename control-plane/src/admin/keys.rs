@@ -35,6 +35,11 @@ struct KeyInput {
     credits: Option<f64>,
     #[serde(default)]
     expires_at: Option<i64>,
+    /// Spend caps, micro-USD per UTC day and month.
+    #[serde(default)]
+    daily_budget_micros: Option<i64>,
+    #[serde(default)]
+    monthly_budget_micros: Option<i64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -49,6 +54,8 @@ struct KeyView {
     credits: Option<f64>,
     expires_at: Option<i64>,
     created_at: i64,
+    daily_budget_micros: Option<i64>,
+    monthly_budget_micros: Option<i64>,
 }
 
 impl From<ApiKeyRow> for KeyView {
@@ -64,6 +71,8 @@ impl From<ApiKeyRow> for KeyView {
             credits: k.credits,
             expires_at: k.expires_at,
             created_at: k.created_at,
+            daily_budget_micros: k.daily_budget_micros,
+            monthly_budget_micros: k.monthly_budget_micros,
         }
     }
 }
@@ -104,6 +113,19 @@ async fn create(
             "credits must be a non-negative number".into(),
         ));
     }
+    if [input.daily_budget_micros, input.monthly_budget_micros]
+        .iter()
+        .any(|b| b.is_some_and(|b| b <= 0))
+    {
+        return Err(ApiError::BadRequest("budgets must be positive".into()));
+    }
+    let starting_credits = input
+        .credits
+        .map(|c| {
+            crate::domain::usd_to_micros(c)
+                .ok_or_else(|| ApiError::BadRequest("credits must be at most a billion USD".into()))
+        })
+        .transpose()?;
     let secret = crypto::token("sk-sy-");
     let id = app
         .store
@@ -118,13 +140,26 @@ async fn create(
                 tpm: input.tpm,
                 credits: input.credits,
                 expires_at: input.expires_at,
+                daily_budget_micros: input.daily_budget_micros,
+                monthly_budget_micros: input.monthly_budget_micros,
             },
             false,
         )
         .await?;
-    publish(&app).await?;
-    let view = app.store.get_api_key(&id).await?.into();
-    Ok((StatusCode::CREATED, Json(CreatedKey { view, key: secret })))
+    let key = app.store.get_api_key(&id).await?;
+    if let Some(amount) = starting_credits {
+        app.store.open_account_with(&key.user, amount).await?;
+        app.credits_changed(&key.user).await?;
+    } else {
+        publish(&app).await?;
+    }
+    Ok((
+        StatusCode::CREATED,
+        Json(CreatedKey {
+            view: key.into(),
+            key: secret,
+        }),
+    ))
 }
 
 async fn remove(

@@ -26,6 +26,7 @@ async fn app() -> Arc<App> {
         Gateway::default(),
         "/filter.wasm".into(),
         crypto::digest(TOKEN),
+        crate::limits::Limits::in_memory(),
     ))
 }
 

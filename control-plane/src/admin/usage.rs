@@ -27,6 +27,7 @@ pub fn router() -> Router<AppState> {
         .route("/credits/{user}/ledger", get(ledger))
         .route("/credits/{user}/entries", post(add_entry))
         .route("/credits/{user}/rules", put(set_rules))
+        .route("/users/{user}/limits", put(set_user_limits))
 }
 
 /// Query parameters, all optional; parsed here so that a bad one is a JSON error.
@@ -281,6 +282,7 @@ async fn add_entry(
         .store
         .credit(&user, input.amount_micros, &input.kind, &input.note)
         .await?;
+    app.credits_changed(&user).await?;
     Ok((StatusCode::CREATED, Json(json!(account))))
 }
 
@@ -317,7 +319,32 @@ async fn set_rules(
         topup_below_micros: input.topup_below_micros,
         topup_amount_micros: input.topup_amount_micros,
     };
-    Ok(Json(json!(
-        app.store.set_account_rules(&user, &rules).await?
-    )))
+    let account = app.store.set_account_rules(&user, &rules).await?;
+    app.credits_changed(&user).await?;
+    Ok(Json(json!(account)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UserLimitsInput {
+    #[serde(default)]
+    rpm: Option<u32>,
+    #[serde(default)]
+    tpm: Option<u32>,
+}
+
+/// `PUT /users/{user}/limits`: requests and tokens per minute over all of a user's keys
+/// (`null` or absent: none).
+async fn set_user_limits(
+    State(app): State<AppState>,
+    Path(user): Path<String>,
+    ApiJson(input): ApiJson<UserLimitsInput>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    app.store
+        .set_user_limits(&user, input.rpm.map(i64::from), input.tpm.map(i64::from))
+        .await?;
+    publish(&app).await?;
+    Ok(Json(
+        json!({"user": user, "rpm": input.rpm, "tpm": input.tpm}),
+    ))
 }

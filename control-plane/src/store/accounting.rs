@@ -48,8 +48,12 @@ const REQUEST_COLUMNS: &str = "request_id, at_ms, api, status, error, key_id, us
      upstream_model, attempts, failed, stream, complete, prompt_tokens, completion_tokens, \
      cached_tokens, cache_write_tokens, reasoning_tokens, cost_micros, duration_ms, upstream_ms, ttft_ms";
 const REQUEST_COLUMN_COUNT: usize = 23;
-/// Rows per INSERT statement (23 parameters each, well below both backends' limits).
+/// Rows per INSERT statement on PostgreSQL (23 parameters each, well below its limit).
 const ROWS_PER_STATEMENT: usize = 400;
+/// On SQLite: binding looks every parameter up by name, in time that grows with the number of
+/// parameters, so statements stay short (measured: 400 rows per statement spent 88 % of the
+/// time in `sqlite3_bind_parameter_name`).
+const ROWS_PER_STATEMENT_SQLITE: usize = 20;
 
 /// What one ingest did.
 #[derive(Debug, Default)]
@@ -58,6 +62,8 @@ pub struct IngestOutcome {
     pub inserted: Vec<bool>,
     /// Accounts debited, with their balances afterwards: (user, balance).
     pub balances: Vec<(String, i64)>,
+    /// Requests debited now: (request id, user, cost).
+    pub debited: Vec<(String, String, i64)>,
 }
 
 /// A user's credit account. Money in micro-USD.
@@ -137,13 +143,21 @@ fn placeholders(from: usize, count: usize) -> String {
 }
 
 impl Store {
+    fn rows_per_statement(&self) -> usize {
+        match self.backend {
+            super::Backend::Sqlite => ROWS_PER_STATEMENT_SQLITE,
+            super::Backend::Postgres => ROWS_PER_STATEMENT,
+        }
+    }
+
     /// Stores records and debits their cost, in one transaction: a request id already stored
     /// is skipped (records may arrive twice), and only new rows are debited, so each request
     /// is debited once.
     pub async fn ingest(&self, rows: &[RequestRow]) -> Result<IngestOutcome> {
         let mut tx = self.pool.begin().await?;
         let mut new_ids: HashSet<String> = HashSet::with_capacity(rows.len());
-        for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+        let per_statement = self.rows_per_statement();
+        for chunk in rows.chunks(per_statement) {
             let mut sql = String::with_capacity(64 + chunk.len() * REQUEST_COLUMN_COUNT * 5);
             sql.push_str("INSERT INTO request_log (");
             sql.push_str(REQUEST_COLUMNS);
@@ -208,6 +222,7 @@ impl Store {
             }
         }
         let mut balances = Vec::new();
+        let mut debited = Vec::new();
         if !by_user.is_empty() {
             let users: Vec<&str> = by_user.keys().copied().collect();
             let sql = format!(
@@ -223,7 +238,11 @@ impl Store {
                 let user_id: String = account.try_get("user_id")?;
                 let before = account_from(account)?;
                 let debits = &by_user[before.user.as_str()];
-                let balance = debit(&mut tx, &user_id, debits).await?;
+                let (balance, done) = debit(&mut tx, &user_id, debits, per_statement).await?;
+                debited.extend(
+                    done.into_iter()
+                        .map(|(id, cost)| (id, before.user.clone(), cost)),
+                );
                 let balance = auto_topup(&mut tx, &user_id, &before, balance).await?;
                 if let Some(low) = before.low_balance_micros {
                     if before.balance_micros >= low && balance < low {
@@ -234,7 +253,11 @@ impl Store {
             }
         }
         tx.commit().await?;
-        Ok(IngestOutcome { inserted, balances })
+        Ok(IngestOutcome {
+            inserted,
+            balances,
+            debited,
+        })
     }
 
     /// Requests matching `q`, newest first.
@@ -309,6 +332,96 @@ impl Store {
         }
         let rows = query.fetch_all(&self.pool).await?;
         rows.iter().map(request_from).collect()
+    }
+
+    // ---- limits ----------------------------------------------------------------------------
+
+    /// Every key's and user's limits, for the rate limit service.
+    pub async fn limits_table(&self) -> Result<crate::limits::Table> {
+        let mut table = crate::limits::Table::default();
+        let keys = sqlx::query(
+            "SELECT k.id, u.name, k.rpm, k.tpm, k.daily_budget_micros, k.monthly_budget_micros
+             FROM api_keys k JOIN users u ON u.id = k.user_id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        for r in &keys {
+            table.keys.insert(
+                r.try_get("id")?,
+                crate::limits::KeyLimits {
+                    user: r.try_get("name")?,
+                    rpm: r.try_get("rpm")?,
+                    tpm: r.try_get("tpm")?,
+                    daily_micros: r.try_get("daily_budget_micros")?,
+                    monthly_micros: r.try_get("monthly_budget_micros")?,
+                },
+            );
+        }
+        let users = sqlx::query(
+            "SELECT u.name, u.rpm, u.tpm,
+                    CAST(CASE WHEN a.user_id IS NULL THEN 0 ELSE 1 END AS BIGINT) AS metered
+             FROM users u LEFT JOIN credit_accounts a ON a.user_id = u.id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        for r in &users {
+            table.users.insert(
+                r.try_get("name")?,
+                crate::limits::UserLimits {
+                    rpm: r.try_get("rpm")?,
+                    tpm: r.try_get("tpm")?,
+                    metered: r.try_get::<i64, _>("metered")? == 1,
+                },
+            );
+        }
+        Ok(table)
+    }
+
+    /// Sets a user's requests and tokens per minute (over all of its keys).
+    pub async fn set_user_limits(
+        &self,
+        user: &str,
+        rpm: Option<i64>,
+        tpm: Option<i64>,
+    ) -> Result<()> {
+        let done = sqlx::query("UPDATE users SET rpm = $1, tpm = $2 WHERE name = $3")
+            .bind(rpm)
+            .bind(tpm)
+            .bind(user)
+            .execute(&self.pool)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
+    /// What each key with a spend cap spent since `day_start` and `month_start` (Unix ms).
+    pub async fn key_spend(
+        &self,
+        day_start: i64,
+        month_start: i64,
+    ) -> Result<Vec<(String, i64, i64)>> {
+        let rows = sqlx::query(
+            "SELECT key_id,
+                    CAST(COALESCE(SUM(CASE WHEN at_ms >= $1 THEN cost_micros ELSE 0 END), 0) AS BIGINT) AS today,
+                    CAST(COALESCE(SUM(cost_micros), 0) AS BIGINT) AS month
+             FROM request_log WHERE at_ms >= $2 AND key_id <> '' AND cost_micros IS NOT NULL
+             GROUP BY key_id",
+        )
+        .bind(day_start)
+        .bind(month_start)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("key_id")?,
+                    r.try_get("today")?,
+                    r.try_get("month")?,
+                ))
+            })
+            .collect()
     }
 
     // ---- credit accounts -------------------------------------------------------------------
@@ -515,11 +628,18 @@ async fn add_to_balance(tx: &mut Tx<'_>, user_id: &str, amount: i64) -> Result<i
     Ok(row.try_get("balance_micros")?)
 }
 
-/// Usage debits of one account (a request id already debited is skipped); returns the balance.
-async fn debit(tx: &mut Tx<'_>, user_id: &str, rows: &[&RequestRow]) -> Result<i64> {
+/// Usage debits of one account (a request id already debited is skipped); returns the balance
+/// and the requests debited with their cost.
+async fn debit(
+    tx: &mut Tx<'_>,
+    user_id: &str,
+    rows: &[&RequestRow],
+    per_statement: usize,
+) -> Result<(i64, Vec<(String, i64)>)> {
     const COLUMNS: usize = 6;
     let mut total = 0i64;
-    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+    let mut done = Vec::with_capacity(rows.len());
+    for chunk in rows.chunks(per_statement) {
         let mut sql = String::from(
             "INSERT INTO credit_ledger (id, user_id, amount_micros, kind, request_id, at_ms) VALUES ",
         );
@@ -531,7 +651,7 @@ async fn debit(tx: &mut Tx<'_>, user_id: &str, rows: &[&RequestRow]) -> Result<i
             sql.push_str(&placeholders(i * COLUMNS + 1, COLUMNS));
             sql.push(')');
         }
-        sql.push_str(" ON CONFLICT DO NOTHING RETURNING amount_micros");
+        sql.push_str(" ON CONFLICT DO NOTHING RETURNING request_id, amount_micros");
         let mut q = sqlx::query(&sql);
         for r in chunk {
             q = q
@@ -543,10 +663,12 @@ async fn debit(tx: &mut Tx<'_>, user_id: &str, rows: &[&RequestRow]) -> Result<i
                 .bind(r.at_ms);
         }
         for row in q.fetch_all(&mut **tx).await? {
-            total += row.try_get::<i64, _>("amount_micros")?;
+            let amount: i64 = row.try_get("amount_micros")?;
+            total += amount;
+            done.push((row.try_get("request_id")?, -amount));
         }
     }
-    add_to_balance(tx, user_id, total).await
+    Ok((add_to_balance(tx, user_id, total).await?, done))
 }
 
 /// Tops the account up once if its rule asks for it; returns the balance.

@@ -158,6 +158,12 @@ pub struct ApiKeyRow {
     pub credits: Option<f64>,
     pub expires_at: Option<i64>,
     pub created_at: i64,
+    /// Spend caps, micro-USD per UTC day and month.
+    pub daily_budget_micros: Option<i64>,
+    pub monthly_budget_micros: Option<i64>,
+    /// Requests with this key ask the rate limit service (see [`crate::limits::Table::limited`];
+    /// filled in when the gateway state is loaded).
+    pub limited: bool,
 }
 
 /// A gateway key to store: only the digest of its secret.
@@ -172,6 +178,8 @@ pub struct NewApiKey {
     pub tpm: Option<u32>,
     pub credits: Option<f64>,
     pub expires_at: Option<i64>,
+    pub daily_budget_micros: Option<i64>,
+    pub monthly_budget_micros: Option<i64>,
 }
 
 pub fn now() -> i64 {
@@ -515,13 +523,16 @@ impl Store {
     /// Creates a key, or (with `replace`) updates the key of the same name.
     pub async fn put_api_key(&self, key: &NewApiKey, replace: bool) -> Result<String> {
         let user_id = self.ensure_user(&key.user).await?;
-        let insert = "INSERT INTO api_keys (id, name, user_id, prefix, digest, models, rpm, tpm, credits, expires_at, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
+        let insert = "INSERT INTO api_keys (id, name, user_id, prefix, digest, models, rpm, tpm, credits, expires_at, created_at,
+                 daily_budget_micros, monthly_budget_micros)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)";
         let sql = if replace {
             format!(
                 "{insert} ON CONFLICT (name) DO UPDATE SET user_id = excluded.user_id, prefix = excluded.prefix,
                  digest = excluded.digest, models = excluded.models, rpm = excluded.rpm, tpm = excluded.tpm,
-                 credits = excluded.credits, expires_at = excluded.expires_at RETURNING id"
+                 credits = excluded.credits, expires_at = excluded.expires_at,
+                 daily_budget_micros = excluded.daily_budget_micros,
+                 monthly_budget_micros = excluded.monthly_budget_micros RETURNING id"
             )
         } else {
             format!("{insert} RETURNING id")
@@ -538,6 +549,8 @@ impl Store {
             .bind(key.credits)
             .bind(key.expires_at)
             .bind(now())
+            .bind(key.daily_budget_micros)
+            .bind(key.monthly_budget_micros)
             .fetch_one(&self.pool)
             .await
             .map_err(map_unique("API key"))?;
@@ -557,10 +570,14 @@ impl Store {
             credits: row.try_get("credits")?,
             expires_at: row.try_get("expires_at")?,
             created_at: row.try_get("created_at")?,
+            daily_budget_micros: row.try_get("daily_budget_micros")?,
+            monthly_budget_micros: row.try_get("monthly_budget_micros")?,
+            limited: false,
         })
     }
 
-    const API_KEY_COLUMNS: &'static str = "k.id, k.name, u.name AS user_name, k.prefix, k.digest, k.models, k.rpm, k.tpm, k.credits, k.expires_at, k.created_at
+    const API_KEY_COLUMNS: &'static str = "k.id, k.name, u.name AS user_name, k.prefix, k.digest, k.models, k.rpm, k.tpm, k.credits, k.expires_at, k.created_at,
+         k.daily_budget_micros, k.monthly_budget_micros
          FROM api_keys k JOIN users u ON u.id = k.user_id";
 
     pub async fn list_api_keys(&self) -> Result<Vec<ApiKeyRow>> {

@@ -49,6 +49,8 @@ fn api_key(name: &str, secret: &str) -> NewApiKey {
         tpm: None,
         credits: Some(12.5),
         expires_at: None,
+        daily_budget_micros: Some(5_000_000),
+        monthly_budget_micros: None,
     }
 }
 

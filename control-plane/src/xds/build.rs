@@ -16,26 +16,35 @@ use envoy_types::pb::envoy::config::core::v3::{
     ExtensionConfigSource, SocketAddress, SubstitutionFormatString, TransportSocket,
     TypedExtensionConfig,
 };
+use envoy_types::pb::envoy::config::core::v3::{grpc_service, GrpcService};
 use envoy_types::pb::envoy::config::core::v3::{health_check, HealthCheck, Metadata};
 use envoy_types::pb::envoy::config::endpoint::v3::{
     lb_endpoint, ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints,
 };
 use envoy_types::pb::envoy::config::listener::v3::{filter, Filter, FilterChain, Listener};
+use envoy_types::pb::envoy::config::ratelimit::v3::RateLimitServiceConfig;
 use envoy_types::pb::envoy::config::route::v3::{
     header_matcher, route, route_action, route_match, HeaderMatcher, Route, RouteAction,
     RouteConfiguration, RouteMatch, VirtualHost,
 };
+use envoy_types::pb::envoy::config::route::v3::{rate_limit, RateLimit};
 use envoy_types::pb::envoy::config::route::v3::{retry_policy, RetryPolicy};
 use envoy_types::pb::envoy::extensions::access_loggers::stream::v3::{
     stdout_access_log, StdoutAccessLog,
 };
 use envoy_types::pb::envoy::extensions::clusters::aggregate::v3::ClusterConfig as AggregateConfig;
+use envoy_types::pb::envoy::extensions::filters::http::ratelimit::v3::{
+    RateLimit as RateLimitFilter, RateLimitPerRoute,
+};
 use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
 use envoy_types::pb::envoy::extensions::filters::http::upstream_codec::v3::UpstreamCodec;
 use envoy_types::pb::envoy::extensions::filters::http::wasm::v3::Wasm;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
     http_connection_manager, http_filter, HttpConnectionManager, HttpFilter, LocalReplyConfig, Rds,
     ResponseMapper,
+};
+use envoy_types::pb::envoy::extensions::rate_limit_descriptors::expr::v3::{
+    descriptor as expr_descriptor, Descriptor as ExprDescriptor,
 };
 use envoy_types::pb::envoy::extensions::retry::host::previous_hosts::v3::PreviousHostsPredicate;
 use envoy_types::pb::envoy::extensions::retry::priority::previous_priorities::v3::PreviousPrioritiesConfig;
@@ -55,6 +64,7 @@ use envoy_types::pb::google::protobuf::{
     value, Any, BoolValue, Duration, StringValue, Struct, UInt32Value, Value,
 };
 use envoy_types::util::pack_any;
+use switchyard_filter::config::{CHARGE_STATE, COST_STATE, LIMITS_STATE, TOKENS_STATE};
 use switchyard_filter::config::{
     CLUSTER_HEADER, METADATA_NAMESPACE, STREAM_HEADER, UPSTREAM_ROOT_ID,
 };
@@ -212,6 +222,16 @@ fn listener(gw: &Gateway, delivery: Delivery, state: &GatewayState) -> Listener 
                 config_type: Some(filter_config),
                 ..Default::default()
             },
+            // Global limits of limited keys (the control plane is the rate limit service; see
+            // `crate::limits`). Only requests whose filter state asks (the virtual host's
+            // rate limits) call it.
+            HttpFilter {
+                name: "envoy.filters.http.ratelimit".into(),
+                config_type: Some(http_filter::ConfigType::TypedConfig(pack_any(
+                    rate_limit_filter(gw),
+                ))),
+                ..Default::default()
+            },
             HttpFilter {
                 name: "envoy.filters.http.router".into(),
                 config_type: Some(http_filter::ConfigType::TypedConfig(pack_any(
@@ -243,6 +263,79 @@ fn listener(gw: &Gateway, delivery: Delivery, state: &GatewayState) -> Listener 
         }],
         ..Default::default()
     }
+}
+
+/// The rate limit filter: asks the control plane, allows requests when it cannot be reached
+/// in time (limits must not take the gateway down with the control plane).
+fn rate_limit_filter(gw: &Gateway) -> RateLimitFilter {
+    RateLimitFilter {
+        domain: RATE_LIMIT_DOMAIN.into(),
+        timeout: Some(envoy_types::pb::google::protobuf::Duration {
+            seconds: 0,
+            nanos: i32::try_from(gw.limits_timeout_ms.min(10_000) * 1_000_000).unwrap_or(0),
+        }),
+        failure_mode_deny: false,
+        rate_limit_service: Some(RateLimitServiceConfig {
+            grpc_service: Some(GrpcService {
+                target_specifier: Some(grpc_service::TargetSpecifier::EnvoyGrpc(
+                    grpc_service::EnvoyGrpc {
+                        cluster_name: XDS_CLUSTER.into(),
+                        ..Default::default()
+                    },
+                )),
+                ..Default::default()
+            }),
+            transport_api_version: ApiVersion::V3 as i32,
+        }),
+        // The service adds OpenAI's `x-ratelimit-*` headers itself.
+        disable_x_envoy_ratelimited_header: true,
+        ..Default::default()
+    }
+}
+
+/// The rate limit service's domain.
+pub const RATE_LIMIT_DOMAIN: &str = "switchyard";
+
+/// A descriptor from the filter's state: `descriptor_key = "<the state's text>"`, absent when the
+/// filter did not set it (keys without limits: no call at all).
+fn state_descriptor(descriptor_key: &str, state: &str) -> rate_limit::Action {
+    rate_limit::Action {
+        action_specifier: Some(rate_limit::action::ActionSpecifier::Extension(
+            TypedExtensionConfig {
+                name: "envoy.rate_limit_descriptors.expr".into(),
+                typed_config: Some(pack_any(ExprDescriptor {
+                    descriptor_key: descriptor_key.into(),
+                    skip_if_error: true,
+                    expr_specifier: Some(expr_descriptor::ExprSpecifier::Text(format!(
+                        "filter_state['wasm.{state}']"
+                    ))),
+                })),
+            },
+        )),
+    }
+}
+
+/// Admission before the request goes upstream; tokens and cost charged when the stream is
+/// done, each with the number the filter left in filter state as its hits.
+fn rate_limits() -> Vec<RateLimit> {
+    let on_done = |key: &str, hits_state: &str| RateLimit {
+        actions: vec![state_descriptor(key, CHARGE_STATE)],
+        hits_addend: Some(rate_limit::HitsAddend {
+            number: None,
+            format: format!("%FILTER_STATE(wasm.{hits_state}:PLAIN)%"),
+            ..Default::default()
+        }),
+        apply_on_stream_done: true,
+        ..Default::default()
+    };
+    vec![
+        RateLimit {
+            actions: vec![state_descriptor("admit", LIMITS_STATE)],
+            ..Default::default()
+        },
+        on_done("tokens", TOKENS_STATE),
+        on_done("cost", COST_STATE),
+    ]
 }
 
 /// Envoy's own replies when a provider cannot be reached (connect failure, reset, timeout, no
@@ -442,6 +535,16 @@ fn route_config(gw: &Gateway, state: &GatewayState) -> RouteConfiguration {
             name: "switchyard".into(),
             domains: vec!["*".into()],
             routes,
+            // As the rate limit filter's own per-route configuration: only that form
+            // evaluates `hits_addend` formats (the route-level `rate_limits` ignore them).
+            typed_per_filter_config: [(
+                "envoy.filters.http.ratelimit".to_string(),
+                pack_any(RateLimitPerRoute {
+                    rate_limits: rate_limits(),
+                    ..Default::default()
+                }),
+            )]
+            .into(),
             // A retry replays the request body, which Envoy keeps only up to this limit.
             request_body_buffer_limit: Some(envoy_types::pb::google::protobuf::UInt64Value {
                 value: gw.max_body_bytes as u64 + 64 * 1024,
@@ -848,6 +951,7 @@ mod tests {
 
     fn state() -> GatewayState {
         GatewayState {
+            limits: Default::default(),
             filter: Default::default(),
             clusters: vec![
                 ProviderCluster {

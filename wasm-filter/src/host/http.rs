@@ -13,7 +13,10 @@ use super::plan::{self, Plan};
 use super::upstream::PLAN_STATE;
 use crate::attempt::{Ask, Attempt};
 use crate::auth;
-use crate::config::{CLUSTER_HEADER, STREAM_HEADER, USAGE_FILTER_STATE};
+use crate::config::{
+    CHARGE_STATE, CLUSTER_HEADER, COST_STATE, LIMITS_STATE, REFUSAL_HEADER, STREAM_HEADER,
+    TOKENS_STATE, USAGE_FILTER_STATE,
+};
 use crate::error::{push_json_string, FilterError};
 use crate::headers::{self, Change, HeaderBlock};
 use crate::request::{Endpoint, TopLevel};
@@ -71,6 +74,9 @@ pub(crate) struct Request {
     /// Status and error code of the filter's own reply.
     local_status: u32,
     error_code: &'static str,
+    /// The request asked the rate limit service (its key is limited); its tokens and cost are
+    /// charged when it ends.
+    limits_asked: bool,
 }
 
 impl Request {
@@ -100,6 +106,7 @@ impl Request {
             first_token_ns: 0,
             local_status: 0,
             error_code: "",
+            limits_asked: false,
         }
     }
 
@@ -122,6 +129,46 @@ impl Request {
                 self.provider_key = p.attempts.last().and_then(|a| a.key);
             }
         }
+    }
+
+    /// Whether the answer is the rate limit service's refusal (then it is the client's answer
+    /// as it stands, with the status its reason calls for); the request never went upstream.
+    fn refused_by_limits(&mut self) -> bool {
+        let Some(reason) = response_header(REFUSAL_HEADER) else {
+            return false;
+        };
+        let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, REFUSAL_HEADER, None);
+        // Only Envoy's rate limit filter may say so, not a provider.
+        let from_limits = hostcalls::get_property(vec!["response", "code_details"])
+            .ok()
+            .flatten()
+            .is_some_and(|d| d == b"request_rate_limited");
+        if !from_limits {
+            return false;
+        }
+        self.error_code = match reason.as_str() {
+            "insufficient_credits" => "insufficient_credits",
+            "budget_exceeded" => "budget_exceeded",
+            "tokens_per_minute_exceeded" => "tokens_per_minute_exceeded",
+            _ => "rate_limit_exceeded",
+        };
+        self.local_status = if self.error_code == "insufficient_credits" {
+            402
+        } else {
+            429
+        };
+        if self.local_status != 429 {
+            let _ = hostcalls::set_map_value(
+                MapType::HttpResponseHeaders,
+                ":status",
+                Some(&self.local_status.to_string()),
+            );
+        }
+        self.local_error = true;
+        self.local_reply = true;
+        self.limits_asked = false;
+        self.provider = None;
+        true
     }
 
     /// The one place a gateway error becomes a local reply.
@@ -322,6 +369,17 @@ impl Request {
             let _ = hostcalls::set_property(vec![PLAN_STATE], Some(token.to_string().as_bytes()));
             self.plan = Some((token, shared));
         }
+        // A limited key's request is admitted (or not) by the rate limit service next.
+        if let Some(k) = self.key.map(|k| index.key(k)).filter(|k| k.limited) {
+            let api = if endpoint.anthropic() {
+                "anthropic"
+            } else {
+                "openai"
+            };
+            let value = format!("{} {api}", k.id);
+            let _ = hostcalls::set_property(vec![LIMITS_STATE], Some(value.as_bytes()));
+            self.limits_asked = true;
+        }
         let translator = attempt.translator;
         // Not needed any more; a stream may live for minutes.
         self.headers = HeaderBlock::default();
@@ -332,8 +390,16 @@ impl Request {
         Ok(Action::Continue)
     }
 
+    /// What the request cost at its model's price (`None`: no price known, or no provider).
+    fn cost(&self) -> Option<u64> {
+        let index = self.index.as_deref()?;
+        let provider = index.provider(self.provider?);
+        let price = provider.prices.get(&self.upstream_model)?;
+        Some(price.cost_micros(&self.usage.unwrap_or_default()))
+    }
+
     /// The request's record: one JSON object (see the control plane's `usage::Record`).
-    fn record(&self, status: u32, end_ns: u64) -> String {
+    fn record(&self, status: u32, end_ns: u64, cost: Option<u64>) -> String {
         let index = self.index.as_deref();
         let provider = match (index, self.provider) {
             (Some(index), Some(i)) => Some(index.provider(i)),
@@ -344,7 +410,6 @@ impl Request {
             _ => ("", ""),
         };
         let u = self.usage.unwrap_or_default();
-        let price = provider.and_then(|p| p.prices.get(&self.upstream_model));
         let mut out = String::with_capacity(512);
         out.push_str("{\"id\":\"");
         out.push_str(&self.id);
@@ -394,8 +459,8 @@ impl Request {
             ",\"attempts\":{attempts},\"stream\":{},\"complete\":{},\"prompt_tokens\":{},\"completion_tokens\":{},\"total_tokens\":{},\"cached_tokens\":{},\"cache_write_tokens\":{},\"reasoning_tokens\":{}",
             self.stream, self.complete, u.prompt, u.completion, u.total, u.cached, u.cache_write, u.reasoning
         );
-        if let Some(price) = price {
-            let _ = write!(out, ",\"cost_micros\":{}", price.cost_micros(&u));
+        if let Some(cost) = cost {
+            let _ = write!(out, ",\"cost_micros\":{cost}");
         }
         if let Some(d) = since_start(end_ns) {
             let _ = write!(out, ",\"duration_ms\":{d}");
@@ -449,6 +514,9 @@ impl HttpContext for Request {
         self.first_byte_ns = super::now_ns();
         let _ =
             hostcalls::set_map_value(MapType::HttpResponseHeaders, "x-request-id", Some(&self.id));
+        if self.limits_asked && self.refused_by_limits() {
+            return Action::Continue;
+        }
         self.follow_failover();
         if let Some(mut translator) = self.translator.take() {
             let status: u32 = response_header(":status")
@@ -628,9 +696,26 @@ impl HttpContext for Request {
                 }
             }
         }
+        let cost = self.cost();
+        if self.limits_asked && self.provider.is_some() {
+            // What the rate limit service charges when the stream is done: tokens against
+            // per-minute limits, cost against spend caps and credits.
+            if let Some(k) = self.key.zip(self.index.as_deref()).map(|(k, i)| i.key(k)) {
+                let charge = format!("{} {}", k.id, self.id);
+                let tokens = self.usage.map_or(0, |u| u.total).to_string();
+                let micros = cost.unwrap_or(0).to_string();
+                for (name, value) in [
+                    (CHARGE_STATE, charge.as_bytes()),
+                    (TOKENS_STATE, tokens.as_bytes()),
+                    (COST_STATE, micros.as_bytes()),
+                ] {
+                    let _ = hostcalls::set_property(vec![name], Some(value));
+                }
+            }
+        }
         if let Some(index) = self.index.as_deref() {
             if index.records.is_some() || index.record_state {
-                let record = self.record(status, end_ns);
+                let record = self.record(status, end_ns, cost);
                 if index.record_state {
                     let _ =
                         hostcalls::set_property(vec![USAGE_FILTER_STATE], Some(record.as_bytes()));

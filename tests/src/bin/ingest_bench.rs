@@ -1,0 +1,129 @@
+//! `make bench` (ingest part): how many request records per second the control plane stores.
+//!
+//! Starts the control plane (`SWITCHYARD_BIN`, the release build under `make bench`) on the
+//! given database, then sends synthetic records the way Envoy's workers do: batches of JSON
+//! lines over HTTP/2 to the records endpoint, several senders at once, each waiting for the
+//! answer (which comes once the rows are committed). Every record belongs to a metered user, so
+//! each one is also a ledger debit. Bounded: a fixed number of records, loopback only.
+//!
+//! `switchyard-ingest-bench --database URL [--records 100000] [--senders 8] [--batch 500]`
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use switchyard_tests::{wasm_path_unchecked, ControlPlane, Ports, TempDir};
+
+fn arg(args: &[String], name: &str) -> Option<String> {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
+}
+
+fn number(args: &[String], name: &str, default: usize) -> usize {
+    arg(args, name).map_or(default, |v| {
+        v.parse()
+            .unwrap_or_else(|_| panic!("{name} takes a number, not {v}"))
+    })
+}
+
+/// One synthetic record, shaped like the filter's (about 480 bytes).
+fn record(out: &mut String, n: usize, run: u128) {
+    use std::fmt::Write as _;
+    let _ = writeln!(
+        out,
+        r#"{{"id":"{run:x}{n:016x}","at":{at},"api":"chat.completions","status":200,"key":"key_bench","user":"bench","model":"smart","provider":"openai","upstream_model":"gpt-4o-mini","attempts":1,"stream":{stream},"complete":true,"prompt_tokens":{p},"completion_tokens":{c},"total_tokens":{t},"cached_tokens":0,"cache_write_tokens":0,"reasoning_tokens":0,"cost_micros":{cost},"duration_ms":{d},"upstream_ms":{u},"ttft_ms":{u}}}"#,
+        at = 1_790_000_000_000u64 + n as u64,
+        stream = n.is_multiple_of(2),
+        p = 100 + n % 900,
+        c = 20 + n % 300,
+        t = 120 + n % 900 + n % 300,
+        cost = 30 + n % 500,
+        d = 200 + n % 1000,
+        u = 50 + n % 200,
+    );
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let database = arg(&args, "--database").expect("--database URL");
+    let total = number(&args, "--records", 100_000);
+    let senders = number(&args, "--senders", 8);
+    let batch = number(&args, "--batch", 500);
+
+    let dir = TempDir::new("ingest-bench");
+    let ports = Ports::pick();
+    let config = format!(
+        r#"listen: {{admin: "127.0.0.1:{admin}", xds: "127.0.0.1:{xds}"}}
+gateway: {{listen: "127.0.0.1:{gateway}", admin: "127.0.0.1:{envoy_admin}", wasm: "{wasm}"}}
+database: "{database}"
+master_key_file: "{dir}/master.key"
+api_keys:
+  - {{name: bench, key: "sk-bench-ingest-0123456789", models: ["*"], credits: 1000000000}}
+"#,
+        admin = ports.admin,
+        xds = ports.xds,
+        gateway = ports.gateway,
+        envoy_admin = ports.envoy_admin,
+        wasm = wasm_path_unchecked().display(),
+        dir = dir.0.display(),
+    );
+    let mut cp = ControlPlane::start(&dir.0, &config, ports).await;
+    let url = format!("http://127.0.0.1:{}/switchyard.v1/records", ports.xds);
+    let client = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .expect("client");
+    let run = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    let batches = total.div_ceil(batch);
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..senders {
+        let (client, url, next) = (client.clone(), url.clone(), next.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut slowest = Duration::ZERO;
+            loop {
+                let b = next.fetch_add(1, Ordering::SeqCst);
+                if b >= batches {
+                    return slowest;
+                }
+                let mut body = String::with_capacity(batch * 500);
+                for n in b * batch..((b + 1) * batch).min(total) {
+                    record(&mut body, n, run);
+                }
+                let sent = Instant::now();
+                let resp = client
+                    .post(&url)
+                    .header("content-type", "application/x-ndjson")
+                    .body(body)
+                    .send()
+                    .await
+                    .expect("records endpoint");
+                assert_eq!(resp.status(), 200, "batch not stored");
+                slowest = slowest.max(sent.elapsed());
+            }
+        }));
+    }
+    let mut slowest = Duration::ZERO;
+    for t in tasks {
+        slowest = slowest.max(t.await.expect("sender"));
+    }
+    let elapsed = started.elapsed();
+    let store = if database.starts_with("postgres") {
+        "PostgreSQL"
+    } else {
+        "SQLite"
+    };
+    println!(
+        "ingest {store:<10}  {total} records in {:.2} s: {:.0} records/s  ({senders} senders x {batch}-record batches; slowest batch {} ms; each record a log row and a ledger debit)",
+        elapsed.as_secs_f64(),
+        total as f64 / elapsed.as_secs_f64(),
+        slowest.as_millis()
+    );
+    cp.stop();
+}
