@@ -459,6 +459,12 @@ fn calendar(now: i64) -> (String, i64, String, i64) {
     )
 }
 
+/// A day count since 1970-01-01 as `YYYY-MM-DD`.
+pub fn date(days: i64) -> String {
+    let (y, m, d) = civil_from_days(days);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
 /// When the current UTC day and month began (Unix seconds).
 pub fn period_starts(now: i64) -> (i64, i64) {
     let days = now.div_euclid(86_400);

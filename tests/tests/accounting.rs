@@ -364,6 +364,42 @@ async fn every_request_is_logged_once_with_its_tokens_and_cost_across_a_control_
         (status, bad["error"]["code"].as_str()),
         (400, Some("invalid_request"))
     );
+    // Reports add up to the log.
+    let (status, report) = stack
+        .admin(
+            Method::GET,
+            &format!("/reports/usage?group_by=provider&from={started_ms}"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{report}");
+    let groups = report["data"].as_array().unwrap();
+    let total: u64 = groups.iter().map(|g| g["requests"].as_u64().unwrap()).sum();
+    assert_eq!(total as usize, rows.len());
+    let cost: i64 = groups
+        .iter()
+        .map(|g| g["cost_micros"].as_i64().unwrap())
+        .sum();
+    assert_eq!(cost, debited, "{report}");
+    let (status, series) = stack
+        .admin(
+            Method::GET,
+            &format!("/reports/providers?from={started_ms}&bucket_secs=60"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{series}");
+    let claude = series["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["provider"] == "claude")
+        .expect("claude's figures");
+    assert!(
+        claude["errors"].as_u64().unwrap() > 0,
+        "claude-overloaded: {claude}"
+    );
+    assert!(claude["latency_ms"]["p99"].is_u64());
     let dropped = stack
         .envoy
         .counter("switchyard_records_dropped_total")

@@ -12,7 +12,7 @@ use serde_json::json;
 use switchyard_filter::pricing::Price;
 
 use super::{publish, ApiError, ApiJson, AppState};
-use crate::store::{AccountRules, PriceRow, RequestQuery};
+use crate::store::{AccountRules, PriceRow, ReportGroup, RequestQuery};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -28,6 +28,8 @@ pub fn router() -> Router<AppState> {
         .route("/credits/{user}/entries", post(add_entry))
         .route("/credits/{user}/rules", put(set_rules))
         .route("/users/{user}/limits", put(set_user_limits))
+        .route("/reports/usage", get(usage_report))
+        .route("/reports/providers", get(provider_series))
 }
 
 /// Query parameters, all optional; parsed here so that a bad one is a JSON error.
@@ -347,4 +349,68 @@ async fn set_user_limits(
     Ok(Json(
         json!({"user": user, "rpm": input.rpm, "tpm": input.tpm}),
     ))
+}
+
+/// The report range: `from`/`to` in Unix ms, by default the last 24 hours.
+fn range(params: &Params) -> Result<(i64, i64), ApiError> {
+    let now = crate::store::now_ms();
+    let to = int_param(params, "to")?.unwrap_or(now + 1);
+    let from = int_param(params, "from")?.unwrap_or(to - 86_400_000);
+    if from >= to {
+        return Err(ApiError::BadRequest("`from` must be before `to`".into()));
+    }
+    Ok((from, to))
+}
+
+/// `GET /reports/usage?group_by=day|key|user|model|provider&from=&to=`: requests, errors,
+/// tokens and cost per group.
+async fn usage_report(
+    State(app): State<AppState>,
+    params: Params,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let group = match params.get("group_by").map(String::as_str).unwrap_or("day") {
+        "day" => ReportGroup::Day,
+        "key" => ReportGroup::Key,
+        "user" => ReportGroup::User,
+        "model" => ReportGroup::Model,
+        "provider" => ReportGroup::Provider,
+        _ => {
+            return Err(ApiError::BadRequest(
+                "`group_by` is one of day, key, user, model, provider".into(),
+            ))
+        }
+    };
+    let (from, to) = range(&params)?;
+    let rows = app.store.usage_report(group, from, to).await?;
+    Ok(Json(json!({"from": from, "to": to, "data": rows})))
+}
+
+/// Most requests a time series is computed from.
+const SERIES_MAX_ROWS: i64 = 500_000;
+
+/// `GET /reports/providers?from=&to=&bucket_secs=60`: per provider and bucket, requests,
+/// errors, and p50/p95/p99 of latency, time to first token and time to the provider's first byte.
+async fn provider_series(
+    State(app): State<AppState>,
+    params: Params,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let (from, to) = range(&params)?;
+    let bucket = int_param(&params, "bucket_secs")?.unwrap_or(60);
+    if !(1..=86_400).contains(&bucket) || (to - from) / (bucket * 1_000) > 10_000 {
+        return Err(ApiError::BadRequest(
+            "`bucket_secs` must be 1 to 86400, at most 10,000 buckets in the range".into(),
+        ));
+    }
+    match app
+        .store
+        .provider_series(from, to, bucket * 1_000, SERIES_MAX_ROWS)
+        .await?
+    {
+        Some(points) => Ok(Json(
+            json!({"from": from, "to": to, "bucket_secs": bucket, "data": points}),
+        )),
+        None => Err(ApiError::BadRequest(format!(
+            "more than {SERIES_MAX_ROWS} requests in the range; narrow it"
+        ))),
+    }
 }

@@ -349,9 +349,71 @@ async fn requests_are_logged_and_debited_once(s: Store) {
     );
 }
 
+/// Reports group the log by day, key, user, model or provider; time series per provider.
+async fn reports_add_up(s: Store) {
+    let day = 86_400_000;
+    let mut rows = Vec::new();
+    for i in 0..10 {
+        let mut r = request(
+            &format!("q{i}"),
+            if i < 6 { "alice" } else { "bob" },
+            Some(100),
+            day + i * 1_000,
+        );
+        r.provider = if i % 2 == 0 { "p" } else { "q" }.into();
+        r.duration_ms = Some(10 * (i + 1));
+        r.status = if i == 9 { 503 } else { 200 };
+        rows.push(r);
+    }
+    rows.push(request("next-day", "alice", None, 2 * day + 5));
+    s.ingest(&rows).await.unwrap();
+    let by_day = s.usage_report(ReportGroup::Day, 0, 3 * day).await.unwrap();
+    let days: Vec<(&str, i64, i64)> = by_day
+        .iter()
+        .map(|r| (r.group.as_str(), r.requests, r.cost_micros))
+        .collect();
+    assert_eq!(days, [("1970-01-02", 10, 1_000), ("1970-01-03", 1, 0)]);
+    let by_user = s.usage_report(ReportGroup::User, 0, 3 * day).await.unwrap();
+    let users: Vec<(&str, i64, i64)> = by_user
+        .iter()
+        .map(|r| (r.group.as_str(), r.requests, r.errors))
+        .collect();
+    assert_eq!(users, [("alice", 7, 0), ("bob", 4, 1)]);
+    assert_eq!(by_user[0].prompt_tokens, 70);
+    let series = s
+        .provider_series(day, 2 * day, 60_000, 1_000)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(series.len(), 2);
+    let p = &series[0];
+    assert_eq!(
+        (p.provider.as_str(), p.start_ms, p.requests, p.errors),
+        ("p", day, 5, 0)
+    );
+    let latency = p.latency_ms.unwrap();
+    assert_eq!(
+        (latency.p50, latency.p99),
+        (50, 90),
+        "10, 30, 50, 70, 90 ms"
+    );
+    assert_eq!(series[1].errors, 1);
+    assert!(
+        s.provider_series(day, 2 * day, 60_000, 5)
+            .await
+            .unwrap()
+            .is_none(),
+        "over the cap"
+    );
+}
+
 on_both_backends! {
     requests_logged_and_debited_once => |s: Store| async move {
         requests_are_logged_and_debited_once(s).await;
+    };
+
+    reports_group_the_log => |s: Store| async move {
+        reports_add_up(s).await;
     };
 
     strategies_follow_the_stored_figures => |s: Store| async move {
