@@ -274,3 +274,47 @@ async fn a_body_that_needs_no_rewrite_reaches_the_provider_byte_for_byte() {
         Some(body.len().to_string().as_str())
     );
 }
+
+/// The GenAI histograms reach Prometheus with their labels: token usage by type, duration by
+/// status class, time to first token and per output token for streams, the gateway's overhead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn genai_metrics_carry_provider_model_and_status_labels() {
+    let stack = Stack::start().await;
+    let body = json!({"model": "smart", "messages": [{"role": "user", "content": "Hi"}]});
+    assert_eq!(
+        stack.post("/v1/chat/completions", &body).await.status(),
+        200
+    );
+    let mut streamed = body.clone();
+    streamed["stream"] = json!(true);
+    let resp = stack.post("/v1/chat/completions", &streamed).await;
+    assert_eq!(resp.status(), 200);
+    read_all(resp).await.unwrap();
+    let labels = r#"gen_ai_provider_name="mock",gen_ai_response_model="gpt-4o-mini""#;
+    let wanted = [
+        format!(r#"gen_ai_client_token_usage_count{{{labels},gen_ai_token_type="input"}} 2"#),
+        // (Envoy's histogram sums are estimates from its buckets: counts only.)
+        format!(r#"gen_ai_client_token_usage_count{{{labels},gen_ai_token_type="output"}} 2"#),
+        format!(
+            r#"gen_ai_client_operation_duration_ms_count{{{labels},http_status_class="2xx"}} 2"#
+        ),
+        format!(r#"gen_ai_server_time_to_first_token_ms_count{{{labels}}} 1"#),
+        format!(r#"gen_ai_server_time_per_output_token_us_count{{{labels}}} 1"#),
+        "switchyard_gateway_overhead_us_count{} 2".to_string(),
+    ];
+    // Histograms reach the admin endpoint with Envoy's stats flush (every 5 s).
+    let mut stats = String::new();
+    for _ in 0..40 {
+        stats = stack.envoy.stats().await;
+        if wanted.iter().all(|w| stats.contains(w.as_str())) {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    let ours: Vec<&str> = stats
+        .lines()
+        .filter(|l| l.starts_with("gen_ai") || l.starts_with("switchyard_gateway"))
+        .filter(|l| l.contains("_count") || l.contains("_sum"))
+        .collect();
+    panic!("missing {wanted:#?}\nin:\n{}", ours.join("\n"));
+}

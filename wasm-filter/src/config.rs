@@ -300,6 +300,15 @@ pub const COST_STATE: &str = "switchyard_cost";
 /// code; `insufficient_credits` becomes 402). Removed before the client sees the answer.
 pub const REFUSAL_HEADER: &str = "x-switchyard-refusal";
 
+/// Labels of the filter's histograms travel in the metric name, `;name=value` each, and the
+/// bootstrap's `stats_config.stats_tags` turns them into Prometheus labels: (label, name part).
+pub const METRIC_TAGS: [(&str, &str); 4] = [
+    ("gen_ai_provider_name", "provider"),
+    ("gen_ai_response_model", "model"),
+    ("gen_ai_token_type", "token_type"),
+    ("http_status_class", "status"),
+];
+
 /// Present on streamed requests to a failover cluster: their route also abandons an attempt
 /// whose provider stays silent (`first_byte_timeout_secs`).
 pub const STREAM_HEADER: &str = "x-switchyard-stream";

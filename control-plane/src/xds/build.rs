@@ -879,7 +879,11 @@ node:
 admin:
   address:
     socket_address: {{address: {admin_ip}, port_value: {admin_port}}}
-dynamic_resources:
+# The filter's histograms carry their labels in their names (`;provider=...`): these make
+# them Prometheus labels.
+stats_config:
+  stats_tags:
+{stats_tags}dynamic_resources:
   ads_config:
     api_type: GRPC
     transport_api_version: V3
@@ -911,6 +915,12 @@ static_resources:
         admin_port = gw.admin.port(),
         xds_ip = xds.ip(),
         xds_port = xds.port(),
+        stats_tags = switchyard_filter::config::METRIC_TAGS
+            .iter()
+            .map(|(label, part)| format!(
+                "  - {{tag_name: {label}, regex: \"(;{part}=([^;]*))\"}}\n"
+            ))
+            .collect::<String>(),
     )
 }
 

@@ -71,6 +71,10 @@ pub(crate) struct Request {
     start_ns: u64,
     first_byte_ns: u64,
     first_token_ns: u64,
+    /// When the request left for the provider, and when its answer's last bytes arrived: the
+    /// gateway's own time is the rest (see `metrics::OVERHEAD`).
+    released_ns: u64,
+    last_chunk_ns: u64,
     /// Status and error code of the filter's own reply.
     local_status: u32,
     error_code: &'static str,
@@ -104,6 +108,8 @@ impl Request {
             start_ns: 0,
             first_byte_ns: 0,
             first_token_ns: 0,
+            released_ns: 0,
+            last_chunk_ns: 0,
             local_status: 0,
             error_code: "",
             limits_asked: false,
@@ -387,7 +393,53 @@ impl Request {
         self.stream = stream;
         self.client_wants_usage = client_wants_usage;
         self.translator = translator;
+        self.released_ns = super::now_ns();
         Ok(Action::Continue)
+    }
+
+    /// The GenAI histograms of a request that reached a provider.
+    fn observe(&self, status: u32, end_ns: u64) {
+        use super::metrics::{self, record};
+        let (Some(index), Some(provider)) = (self.index.as_deref(), self.provider) else {
+            return;
+        };
+        let provider = index.provider(provider).name.as_str();
+        let model = self.upstream_model.as_str();
+        let class = match status {
+            100..=599 => ["1xx", "2xx", "3xx", "4xx", "5xx"][(status / 100 - 1) as usize],
+            _ => "none",
+        };
+        let ms = |from: u64, to: u64| (to.saturating_sub(from)) / 1_000_000;
+        if let Some(u) = self.usage {
+            for (kind, n) in [("input", u.prompt), ("output", u.completion)] {
+                let labels = [
+                    ("provider", provider),
+                    ("model", model),
+                    ("token_type", kind),
+                ];
+                record(metrics::TOKEN_USAGE, &labels, n);
+            }
+        }
+        let labels = [("provider", provider), ("model", model), ("status", class)];
+        record(metrics::DURATION, &labels, ms(self.start_ns, end_ns));
+        let labels = &labels[..2];
+        if self.first_token_ns != 0 {
+            record(
+                metrics::TIME_TO_FIRST_TOKEN,
+                labels,
+                ms(self.start_ns, self.first_token_ns),
+            );
+            let output = self.usage.map_or(0, |u| u.completion);
+            if output > 1 && self.last_chunk_ns > self.first_token_ns {
+                let per_token = (self.last_chunk_ns - self.first_token_ns) / 1_000 / (output - 1);
+                record(metrics::TIME_PER_OUTPUT_TOKEN, labels, per_token);
+            }
+        }
+        if self.released_ns != 0 && self.last_chunk_ns != 0 {
+            let ours = self.released_ns.saturating_sub(self.start_ns)
+                + end_ns.saturating_sub(self.last_chunk_ns);
+            record(metrics::OVERHEAD, &[], ours / 1_000);
+        }
     }
 
     /// What the request cost at its model's price (`None`: no price known, or no provider).
@@ -583,6 +635,9 @@ impl HttpContext for Request {
         if self.stream && self.first_token_ns == 0 && size > 0 {
             self.first_token_ns = super::now_ns();
         }
+        if end_of_stream && self.provider.is_some() {
+            self.last_chunk_ns = super::now_ns();
+        }
         match &mut self.response {
             Response::Pass => {}
             Response::Json(copy) => {
@@ -725,6 +780,7 @@ impl HttpContext for Request {
                 }
             }
         }
+        self.observe(status, end_ns);
         // Counted in the VM, flushed to Envoy's stats on the root context's tick.
         super::metrics::count(|m| {
             m.requests += 1;

@@ -25,12 +25,16 @@ proxy_wasm::main! {{
     proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root::default()) });
 }}
 
-/// Counters exported at Envoy's `/stats/prometheus` (names without prefix); upstream errors are
-/// Envoy's own per-cluster `upstream_rq_xx` stats. Requests add to
-/// VM-local totals; the root context's tick flushes them, so a request costs no metric host
-/// calls (each costs about as much as the rest of the request's work together).
+/// Metrics at Envoy's `/stats/prometheus` (names without prefix); upstream errors are Envoy's
+/// own per-cluster `upstream_rq_xx` stats. Counters add to VM-local totals that the root
+/// context's tick flushes, so a request costs no counter host calls. Histograms, named after
+/// OpenTelemetry's GenAI conventions (`gen_ai.client.token.usage`, ...), take one host call per
+/// sample; their labels (provider, model, token type, status class: all bounded by the
+/// configuration) travel in the metric name and become Prometheus labels by the bootstrap's
+/// `stats_tags`.
 pub(crate) mod metrics {
     use std::cell::{Cell, RefCell};
+    use std::collections::HashMap;
 
     use proxy_wasm::hostcalls;
     use proxy_wasm::types::MetricType;
@@ -54,14 +58,51 @@ pub(crate) mod metrics {
         "switchyard_records_dropped_total",
     ];
 
+    /// Histograms (Envoy's take integers: units in the names).
+    pub(crate) const TOKEN_USAGE: &str = "gen_ai_client_token_usage";
+    pub(crate) const DURATION: &str = "gen_ai_client_operation_duration_ms";
+    pub(crate) const TIME_TO_FIRST_TOKEN: &str = "gen_ai_server_time_to_first_token_ms";
+    pub(crate) const TIME_PER_OUTPUT_TOKEN: &str = "gen_ai_server_time_per_output_token_us";
+    pub(crate) const OVERHEAD: &str = "switchyard_gateway_overhead_us";
+
     thread_local! {
         // One VM per worker thread: these are that worker's.
         static PENDING: RefCell<Pending> = RefCell::default();
         static IDS: Cell<Option<[u32; 6]>> = const { Cell::new(None) };
+        /// Histogram ids by full name (labels included), defined on first use.
+        static HISTOGRAMS: RefCell<HashMap<String, u32>> = RefCell::default();
     }
 
     pub(crate) fn count(f: impl FnOnce(&mut Pending)) {
         PENDING.with(|p| f(&mut p.borrow_mut()));
+    }
+
+    /// Records one sample; `labels` are (name part, value) pairs of [`crate::config::METRIC_TAGS`].
+    pub(crate) fn record(name: &str, labels: &[(&str, &str)], value: u64) {
+        let mut full = String::with_capacity(name.len() + 96);
+        full.push_str(name);
+        for (key, value) in labels {
+            full.push(';');
+            full.push_str(key);
+            full.push('=');
+            // The separators cannot appear inside a value.
+            full.extend(
+                value
+                    .chars()
+                    .map(|c| if c == ';' || c == '=' { '_' } else { c }),
+            );
+        }
+        let id = HISTOGRAMS.with(|h| {
+            if let Some(id) = h.borrow().get(&full) {
+                return Some(*id);
+            }
+            let id = hostcalls::define_metric(MetricType::Histogram, &full).ok()?;
+            h.borrow_mut().insert(full, id);
+            Some(id)
+        });
+        if let Some(id) = id {
+            let _ = hostcalls::record_metric(id, value);
+        }
     }
 
     /// Defines the counters once per VM.
