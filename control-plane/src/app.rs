@@ -157,6 +157,7 @@ impl App {
             .set_if_changed(resources)
             .map_err(|e| anyhow::anyhow!("inconsistent snapshot not published: {e}"))?
         {
+            crate::metrics::add(&crate::metrics::METRICS.snapshots_published, 1);
             tracing::info!(serial, filter_version = %state.filter.version, "snapshot published (health figures)");
         }
         Ok(())
@@ -173,6 +174,7 @@ impl App {
             .cache
             .set(resources)
             .map_err(|e| anyhow::anyhow!("inconsistent snapshot not published: {e}"))?;
+        crate::metrics::add(&crate::metrics::METRICS.snapshots_published, 1);
         tracing::info!(serial, filter_version = %state.filter.version, "snapshot published");
         Ok(serial)
     }

@@ -9,6 +9,7 @@ pub mod domain;
 pub mod gcp;
 pub mod health;
 pub mod limits;
+pub mod metrics;
 pub mod probe;
 pub mod snapshot;
 pub mod store;

@@ -854,11 +854,18 @@ impl RateLimitService for Service {
                     "admit" => {
                         let (key, api) = value.split_once(' ').unwrap_or((value, "openai"));
                         let admission = self.0.admit(key, now).await.map_err(|e| {
+                            crate::metrics::add(&crate::metrics::METRICS.limits_errors, 1);
                             tracing::error!("limits not checked: {e:#}");
                             Status::unavailable("limits unavailable")
                         })?;
                         let mut headers = Vec::new();
                         window_headers(&admission, &mut headers);
+                        match &admission.refusal {
+                            Some(r) => crate::metrics::refused(r.code),
+                            None => {
+                                crate::metrics::add(&crate::metrics::METRICS.limits_admitted, 1)
+                            }
+                        }
                         if let Some(refusal) = &admission.refusal {
                             response.overall_code = Code::OverLimit as i32;
                             response.raw_body = error_body(refusal, api == "anthropic");

@@ -17,6 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::health::Health;
 use crate::limits::Limits;
+use crate::metrics::{add, METRICS};
 use crate::store::{RequestRow, Store};
 
 /// Most rows written in one transaction.
@@ -188,8 +189,18 @@ async fn writer(
             ends.push(rows.len());
             answers.push(job.done);
         }
-        match store.ingest(&rows).await {
+        let started = std::time::Instant::now();
+        let result = store.ingest(&rows).await;
+        add(
+            &METRICS.ingest_micros,
+            u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+        );
+        match result {
             Ok(outcome) => {
+                let new = outcome.inserted.iter().filter(|n| **n).count() as u64;
+                add(&METRICS.ingest_commits, 1);
+                add(&METRICS.records_stored, new);
+                add(&METRICS.records_duplicate, rows.len() as u64 - new);
                 let now = crate::store::now();
                 for (row, new) in rows.iter().zip(&outcome.inserted) {
                     if *new {
@@ -207,6 +218,7 @@ async fn writer(
                 }
             }
             Err(e) => {
+                add(&METRICS.ingest_failures, 1);
                 tracing::error!(rows = rows.len(), "request records not stored: {e}");
                 for answer in answers {
                     let _ = answer.send(Err(()));
@@ -229,6 +241,7 @@ async fn receive(
     body: Bytes,
 ) -> (StatusCode, Json<serde_json::Value>) {
     let (rows, bad) = parse(&body);
+    add(&METRICS.records_rejected, bad as u64);
     if bad > 0 {
         tracing::warn!(
             lines = bad,

@@ -111,6 +111,28 @@ async fn two_envoys_share_one_key_limit_of_60_requests_per_minute() {
         first_served > 0 && second_served > 0,
         "requests per Envoy: {first_served} and {second_served}"
     );
+    // The control plane's own metrics count the decisions.
+    let metrics = reqwest::get(format!("http://127.0.0.1:{}/metrics", stack.cp.ports.admin))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let value = |series: &str| -> u64 {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(series))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or_else(|| panic!("no {series} in\n{metrics}"))
+    };
+    assert_eq!(
+        value("switchyard_cp_rate_limit_decisions_total{decision=\"admitted\"}"),
+        60
+    );
+    assert_eq!(
+        value("switchyard_cp_rate_limit_decisions_total{decision=\"refused\",code=\"rate_limit_exceeded\"}"),
+        40
+    );
     // Other keys are not limited by it.
     let free = send(&url, switchyard_tests::GATEWAY_KEY, &chat()).await;
     assert_eq!(free.status(), 200);

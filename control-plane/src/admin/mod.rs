@@ -33,10 +33,27 @@ pub fn router(app: AppState) -> Router {
         .route_layer(middleware::from_fn_with_state(app.clone(), require_admin));
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
         .route("/admin/v1/healthz", get(healthz))
         .nest("/admin/v1", api)
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
         .with_state(app)
+}
+
+/// The control plane's own metrics (Prometheus text; open, like `/healthz`: counts only).
+async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
+    let envoys = app.cache.nodes().len() as u64;
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        crate::metrics::render(&[(
+            "switchyard_cp_envoy_nodes",
+            "Envoy nodes that have subscribed over ADS since the control plane started.",
+            envoys,
+        )]),
+    )
 }
 
 async fn healthz() -> Json<serde_json::Value> {

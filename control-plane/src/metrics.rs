@@ -1,0 +1,158 @@
+//! The control plane's own metrics, in Prometheus' text format at `GET /metrics` (admin port):
+//! request records stored, rate limit decisions, configurations published. Process-wide
+//! counters (atomics); Envoy's and the filter's metrics are at Envoy's `/stats/prometheus`.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Counters, by the name they are exported under.
+pub struct Metrics {
+    pub records_stored: AtomicU64,
+    pub records_duplicate: AtomicU64,
+    pub records_rejected: AtomicU64,
+    pub ingest_commits: AtomicU64,
+    pub ingest_failures: AtomicU64,
+    /// Microseconds spent committing, summed.
+    pub ingest_micros: AtomicU64,
+    pub limits_admitted: AtomicU64,
+    pub limits_errors: AtomicU64,
+    /// Refusals by reason, in the order of [`REFUSALS`].
+    pub limits_refused: [AtomicU64; 4],
+    pub snapshots_published: AtomicU64,
+}
+
+/// The refusal codes of the rate limit service.
+pub const REFUSALS: [&str; 4] = [
+    "insufficient_credits",
+    "budget_exceeded",
+    "rate_limit_exceeded",
+    "tokens_per_minute_exceeded",
+];
+
+pub static METRICS: Metrics = Metrics {
+    records_stored: AtomicU64::new(0),
+    records_duplicate: AtomicU64::new(0),
+    records_rejected: AtomicU64::new(0),
+    ingest_commits: AtomicU64::new(0),
+    ingest_failures: AtomicU64::new(0),
+    ingest_micros: AtomicU64::new(0),
+    limits_admitted: AtomicU64::new(0),
+    limits_errors: AtomicU64::new(0),
+    limits_refused: [
+        AtomicU64::new(0),
+        AtomicU64::new(0),
+        AtomicU64::new(0),
+        AtomicU64::new(0),
+    ],
+    snapshots_published: AtomicU64::new(0),
+};
+
+pub fn add(counter: &AtomicU64, n: u64) {
+    counter.fetch_add(n, Ordering::Relaxed);
+}
+
+/// A refusal of the rate limit service, counted by its code.
+pub fn refused(code: &str) {
+    if let Some(i) = REFUSALS.iter().position(|c| *c == code) {
+        add(&METRICS.limits_refused[i], 1);
+    }
+}
+
+/// Everything, in Prometheus' text exposition format; `gauges` are added as they are.
+pub fn render(gauges: &[(&str, &str, u64)]) -> String {
+    let m = &METRICS;
+    let get = |c: &AtomicU64| c.load(Ordering::Relaxed).to_string();
+    let mut out = String::with_capacity(2048);
+    let mut counter = |name: &str, help: &str, series: &[(String, String)]| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+        for (labels, v) in series {
+            let _ = writeln!(out, "{name}{labels} {v}");
+        }
+    };
+    let series = |pairs: &[(&str, String)]| -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(l, v)| ((*l).to_owned(), v.clone()))
+            .collect()
+    };
+    counter(
+        "switchyard_cp_records_total",
+        "Request records received from Envoy, by outcome.",
+        &series(&[
+            ("{outcome=\"stored\"}", get(&m.records_stored)),
+            ("{outcome=\"duplicate\"}", get(&m.records_duplicate)),
+            ("{outcome=\"rejected\"}", get(&m.records_rejected)),
+        ]),
+    );
+    counter(
+        "switchyard_cp_ingest_commits_total",
+        "Transactions that stored request records, by outcome.",
+        &series(&[
+            ("{outcome=\"ok\"}", get(&m.ingest_commits)),
+            ("{outcome=\"failed\"}", get(&m.ingest_failures)),
+        ]),
+    );
+    let micros = m.ingest_micros.load(Ordering::Relaxed);
+    counter(
+        "switchyard_cp_ingest_seconds_total",
+        "Time spent in those transactions.",
+        &series(&[(
+            "",
+            format!("{}.{:06}", micros / 1_000_000, micros % 1_000_000),
+        )]),
+    );
+    let mut decisions = series(&[
+        ("{decision=\"admitted\"}", get(&m.limits_admitted)),
+        ("{decision=\"error\"}", get(&m.limits_errors)),
+    ]);
+    decisions.extend(
+        REFUSALS
+            .iter()
+            .zip(&m.limits_refused)
+            .map(|(code, c)| (format!("{{decision=\"refused\",code=\"{code}\"}}"), get(c))),
+    );
+    counter(
+        "switchyard_cp_rate_limit_decisions_total",
+        "Admission decisions of the rate limit service.",
+        &decisions,
+    );
+    counter(
+        "switchyard_cp_snapshots_published_total",
+        "Configurations published to Envoy.",
+        &series(&[("", get(&m.snapshots_published))]),
+    );
+    for (name, help, value) in gauges {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_format() {
+        add(&METRICS.records_stored, 3);
+        add(&METRICS.ingest_micros, 1_500_000);
+        refused("budget_exceeded");
+        let text = render(&[("switchyard_cp_envoy_nodes", "Envoy nodes.", 2)]);
+        assert!(text.contains("# TYPE switchyard_cp_records_total counter\n"));
+        let stored = text
+            .lines()
+            .find(|l| l.starts_with("switchyard_cp_records_total{outcome=\"stored\"}"))
+            .unwrap();
+        assert!(stored.rsplit(' ').next().unwrap().parse::<u64>().unwrap() >= 3);
+        assert!(text.contains("switchyard_cp_ingest_seconds_total "));
+        assert!(!text.contains("switchyard_cp_ingest_seconds_total 0\n"));
+        assert!(text.contains(
+            "switchyard_cp_rate_limit_decisions_total{decision=\"refused\",code=\"budget_exceeded\"}"
+        ));
+        assert!(
+            text.contains("# TYPE switchyard_cp_envoy_nodes gauge\nswitchyard_cp_envoy_nodes 2\n")
+        );
+    }
+}
