@@ -50,7 +50,7 @@ impl App {
         limits: crate::limits::Limits,
     ) -> App {
         let health: Arc<crate::health::Health> = Arc::default();
-        let limits = Arc::new(limits);
+        let limits = Arc::new(limits.with_store(store.clone()));
         App {
             ingest: crate::usage::Ingest::start(store.clone(), health.clone(), limits.clone()),
             limits,

@@ -98,8 +98,11 @@ pub struct Memory {
     windows: HashMap<String, Vec<(i64, i64)>>,
     /// Spend per key and day or month.
     totals: HashMap<String, i64>,
-    /// Request id -> (reported at stream done and not yet settled, expires at).
+    /// Request id -> (reported at stream done and not yet settled, expires at): the first of a
+    /// request's two reports, until the second comes.
     charges: HashMap<String, (bool, i64)>,
+    /// When expired charges are next swept.
+    next_sweep: i64,
     unsettled: HashMap<String, i64>,
     balances: HashMap<String, i64>,
 }
@@ -143,6 +146,7 @@ return out
 "#;
 
 /// A request's charge, once: KEYS charge, unsettled; ARGV cost, source (`end` | `ledger`), ttl.
+/// The charge key remembers the first report until the second comes (then it goes).
 const CHARGE_LUA: &str = r#"
 local v = redis.call('GET', KEYS[1])
 if ARGV[2] == 'end' then
@@ -151,7 +155,7 @@ if ARGV[2] == 'end' then
     redis.call('INCRBY', KEYS[2], ARGV[1])
   end
 elseif v == 'end' then
-  redis.call('SET', KEYS[1], 'settled', 'EX', ARGV[3])
+  redis.call('DEL', KEYS[1])
   if redis.call('DECRBY', KEYS[2], ARGV[1]) < 0 then redis.call('SET', KEYS[2], 0) end
 elseif not v then
   redis.call('SET', KEYS[1], 'settled', 'EX', ARGV[3])
@@ -205,8 +209,9 @@ impl Memory {
     }
 
     fn charge(&mut self, request: &str, user: &str, cost: i64, source: Source, now: i64) {
-        if self.charges.len() > 100_000 {
+        if now >= self.next_sweep {
             self.charges.retain(|_, (_, expires)| *expires > now);
+            self.next_sweep = now + 60;
         }
         let expires = now + CHARGE_TTL_SECS;
         let state = self.charges.get(request).map(|(reported, _)| *reported);
@@ -216,12 +221,15 @@ impl Memory {
                 *self.unsettled.entry(user.to_owned()).or_default() += cost;
             }
             (Source::Ledger, Some(true)) => {
-                self.charges.insert(request.to_owned(), (false, expires));
+                self.charges.remove(request);
                 let n = self.unsettled.entry(user.to_owned()).or_default();
                 *n = (*n - cost).max(0);
             }
             (Source::Ledger, None) => {
                 self.charges.insert(request.to_owned(), (false, expires));
+            }
+            (Source::End, Some(false)) => {
+                self.charges.remove(request);
             }
             _ => {}
         }
@@ -380,6 +388,41 @@ impl Counters {
         }
     }
 
+    /// Many ledger reports at once (one round trip to Redis).
+    async fn settle_all(&self, charges: &[(String, String, i64)], now: i64) -> anyhow::Result<()> {
+        match self {
+            Counters::Memory(m) => {
+                let mut m = m
+                    .lock()
+                    .map_err(|_| anyhow::anyhow!("counters lock poisoned"))?;
+                for (request, user, cost) in charges {
+                    m.charge(request, user, *cost, Source::Ledger, now);
+                }
+                Ok(())
+            }
+            Counters::Redis { conn, .. } => {
+                if charges.is_empty() {
+                    return Ok(());
+                }
+                let script = redis::Script::new(CHARGE_LUA);
+                let mut pipe = redis::pipe();
+                for (request, user, cost) in charges {
+                    pipe.invoke_script(
+                        script
+                            .key(self.key(&["charge", request]))
+                            .key(self.key(&["unsettled", user]))
+                            .arg(*cost)
+                            .arg("ledger")
+                            .arg(CHARGE_TTL_SECS),
+                    )
+                    .ignore();
+                }
+                pipe.query_async::<()>(&mut conn.clone()).await?;
+                Ok(())
+            }
+        }
+    }
+
     /// (ledger balance, unsettled) of a user; the balance `None` if unknown.
     async fn spendable(&self, user: &str) -> anyhow::Result<(Option<i64>, i64)> {
         match self {
@@ -442,6 +485,8 @@ pub struct Refusal {
 pub struct Limits {
     counters: Counters,
     table: RwLock<Table>,
+    /// Where a balance the counters do not know (Redis emptied) is read from.
+    store: Option<crate::store::Store>,
 }
 
 /// Seconds until the next UTC day and month begin, and their names (`20261126`, `202611`).
@@ -514,6 +559,7 @@ impl Limits {
         Limits {
             counters,
             table: RwLock::default(),
+            store: None,
         }
     }
 
@@ -531,6 +577,12 @@ impl Limits {
             }
         };
         Ok(Limits::new(counters))
+    }
+
+    /// Reads balances the counters lack from `store`.
+    pub fn with_store(mut self, store: crate::store::Store) -> Limits {
+        self.store = Some(store);
+        self
     }
 
     pub fn set_table(&self, table: Table) {
@@ -552,15 +604,8 @@ impl Limits {
 
     /// Requests whose cost reached the ledger: (request id, user, cost).
     pub async fn settled(&self, charges: &[(String, String, i64)], now: i64) {
-        for (request, user, cost) in charges {
-            if let Err(e) = self
-                .counters
-                .charge(request, user, *cost, Source::Ledger, now)
-                .await
-            {
-                tracing::error!("charge not settled: {e:#}");
-                return;
-            }
+        if let Err(e) = self.counters.settle_all(charges, now).await {
+            tracing::error!("charges not settled: {e:#}");
         }
     }
 
@@ -582,7 +627,20 @@ impl Limits {
         let c = &self.counters;
         if user.metered {
             let (balance, unsettled) = c.spendable(&limits.user).await?;
-            let spendable = balance.unwrap_or(0) - unsettled;
+            let balance = match (balance, &self.store) {
+                (Some(b), _) => b,
+                (None, Some(store)) => {
+                    let b = match store.get_account(&limits.user).await {
+                        Ok(a) => a.balance_micros,
+                        Err(crate::store::StoreError::NotFound) => 0,
+                        Err(e) => return Err(e.into()),
+                    };
+                    c.set_balances(&[(limits.user.clone(), b)]).await?;
+                    b
+                }
+                (None, None) => 0,
+            };
+            let spendable = balance - unsettled;
             if spendable <= 0 {
                 return Ok(Admission {
                     refusal: Some(Refusal {

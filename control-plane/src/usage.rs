@@ -207,15 +207,16 @@ async fn writer(
                         health.record(row, now);
                     }
                 }
-                // Costs now in the ledger stop counting as unsettled, and balances move.
-                limits.settled(&outcome.debited, now).await;
-                limits.balances_changed(&outcome.balances).await;
                 let mut start = 0;
                 for (end, answer) in ends.into_iter().zip(answers) {
                     let new = outcome.inserted[start..end].iter().filter(|n| **n).count();
                     let _ = answer.send(Ok(new));
                     start = end;
                 }
+                // Balances move, then the costs now in them stop counting as unsettled (in
+                // this order a cost is counted twice for a moment, never not at all).
+                limits.balances_changed(&outcome.balances).await;
+                limits.settled(&outcome.debited, now).await;
             }
             Err(e) => {
                 add(&METRICS.ingest_failures, 1);
