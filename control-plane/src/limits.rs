@@ -236,6 +236,12 @@ impl Memory {
     }
 }
 
+/// The in-memory counters, locked.
+fn lock(m: &Mutex<Memory>) -> anyhow::Result<std::sync::MutexGuard<'_, Memory>> {
+    m.lock()
+        .map_err(|_| anyhow::anyhow!("counters lock poisoned"))
+}
+
 impl Counters {
     fn key(&self, parts: &[&str]) -> String {
         let prefix = match self {
@@ -256,10 +262,7 @@ impl Counters {
         windows: &[(String, i64, i64)],
     ) -> anyhow::Result<(bool, Vec<WindowState>)> {
         match self {
-            Counters::Memory(m) => Ok(m
-                .lock()
-                .map_err(|_| anyhow::anyhow!("counters lock poisoned"))?
-                .admit(now, windows)),
+            Counters::Memory(m) => Ok(lock(m)?.admit(now, windows)),
             Counters::Redis { conn, .. } => {
                 let script = redis::Script::new(ADMIT_LUA);
                 let mut call = script.prepare_invoke();
@@ -287,9 +290,7 @@ impl Counters {
     async fn add(&self, now: i64, keys: &[String], hits: i64) -> anyhow::Result<()> {
         match self {
             Counters::Memory(m) => {
-                let mut m = m
-                    .lock()
-                    .map_err(|_| anyhow::anyhow!("counters lock poisoned"))?;
+                let mut m = lock(m)?;
                 for k in keys {
                     m.add(k, now, hits);
                 }
@@ -312,9 +313,7 @@ impl Counters {
     async fn get_totals(&self, keys: &[String]) -> anyhow::Result<Vec<i64>> {
         match self {
             Counters::Memory(m) => {
-                let m = m
-                    .lock()
-                    .map_err(|_| anyhow::anyhow!("counters lock poisoned"))?;
+                let m = lock(m)?;
                 Ok(keys
                     .iter()
                     .map(|k| m.totals.get(k).copied().unwrap_or(0))
@@ -336,9 +335,7 @@ impl Counters {
     async fn add_totals(&self, entries: &[(String, i64)], delta: i64) -> anyhow::Result<()> {
         match self {
             Counters::Memory(m) => {
-                let mut m = m
-                    .lock()
-                    .map_err(|_| anyhow::anyhow!("counters lock poisoned"))?;
+                let mut m = lock(m)?;
                 for (k, _) in entries {
                     *m.totals.entry(k.clone()).or_default() += delta;
                 }
@@ -365,9 +362,7 @@ impl Counters {
     ) -> anyhow::Result<()> {
         match self {
             Counters::Memory(m) => {
-                m.lock()
-                    .map_err(|_| anyhow::anyhow!("counters lock poisoned"))?
-                    .charge(request, user, cost, source, now);
+                lock(m)?.charge(request, user, cost, source, now);
                 Ok(())
             }
             Counters::Redis { conn, .. } => {
@@ -392,9 +387,7 @@ impl Counters {
     async fn settle_all(&self, charges: &[(String, String, i64)], now: i64) -> anyhow::Result<()> {
         match self {
             Counters::Memory(m) => {
-                let mut m = m
-                    .lock()
-                    .map_err(|_| anyhow::anyhow!("counters lock poisoned"))?;
+                let mut m = lock(m)?;
                 for (request, user, cost) in charges {
                     m.charge(request, user, *cost, Source::Ledger, now);
                 }
@@ -427,9 +420,7 @@ impl Counters {
     async fn spendable(&self, user: &str) -> anyhow::Result<(Option<i64>, i64)> {
         match self {
             Counters::Memory(m) => {
-                let m = m
-                    .lock()
-                    .map_err(|_| anyhow::anyhow!("counters lock poisoned"))?;
+                let m = lock(m)?;
                 Ok((
                     m.balances.get(user).copied(),
                     m.unsettled.get(user).copied().unwrap_or(0),
@@ -449,9 +440,7 @@ impl Counters {
     async fn set_balances(&self, balances: &[(String, i64)]) -> anyhow::Result<()> {
         match self {
             Counters::Memory(m) => {
-                let mut m = m
-                    .lock()
-                    .map_err(|_| anyhow::anyhow!("counters lock poisoned"))?;
+                let mut m = lock(m)?;
                 for (user, b) in balances {
                     m.balances.insert(user.clone(), *b);
                 }
@@ -609,20 +598,22 @@ impl Limits {
         }
     }
 
+    /// A key's limits and its owner's (`None`: a key without any).
+    fn lookup(&self, key: &str) -> anyhow::Result<Option<(KeyLimits, UserLimits)>> {
+        let table = self
+            .table
+            .read()
+            .map_err(|_| anyhow::anyhow!("table lock poisoned"))?;
+        Ok(table.keys.get(key).map(|k| {
+            let user = table.users.get(&k.user).cloned().unwrap_or_default();
+            (k.clone(), user)
+        }))
+    }
+
     /// Whether a request of `key` may go now; counts it if so.
     pub async fn admit(&self, key: &str, now: i64) -> anyhow::Result<Admission> {
-        let (limits, user) = {
-            let table = self
-                .table
-                .read()
-                .map_err(|_| anyhow::anyhow!("table lock poisoned"))?;
-            let Some(k) = table.keys.get(key) else {
-                return Ok(Admission::default());
-            };
-            (
-                k.clone(),
-                table.users.get(&k.user).cloned().unwrap_or_default(),
-            )
+        let Some((limits, user)) = self.lookup(key)? else {
+            return Ok(Admission::default());
         };
         let c = &self.counters;
         if user.metered {
@@ -763,18 +754,8 @@ impl Limits {
         cost: i64,
         now: i64,
     ) -> anyhow::Result<()> {
-        let (limits, user) = {
-            let table = self
-                .table
-                .read()
-                .map_err(|_| anyhow::anyhow!("table lock poisoned"))?;
-            let Some(k) = table.keys.get(key) else {
-                return Ok(());
-            };
-            (
-                k.clone(),
-                table.users.get(&k.user).cloned().unwrap_or_default(),
-            )
+        let Some((limits, user)) = self.lookup(key)? else {
+            return Ok(());
         };
         let c = &self.counters;
         if tokens > 0 {
