@@ -288,6 +288,10 @@ pub const CLUSTER_HEADER: &str = "x-switchyard-cluster";
 /// Filter-state key (`wasm.<key>`) holding the request's usage record for the access log.
 pub const USAGE_FILTER_STATE: &str = "switchyard_usage";
 
+/// Present on a limited key's requests: their routes carry the rate limits (the rate limit
+/// filter costs other requests nothing then). Only the filter writes it.
+pub const LIMITED_HEADER: &str = "x-switchyard-limited";
+
 /// Filter state (`wasm.<key>`) of a limited key's request, read by the route's rate limit
 /// actions: `"{key id} {openai|anthropic}"`, asked before the request goes upstream.
 pub const LIMITS_STATE: &str = "switchyard_limits";

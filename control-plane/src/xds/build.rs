@@ -64,7 +64,9 @@ use envoy_types::pb::google::protobuf::{
     value, Any, BoolValue, Duration, StringValue, Struct, UInt32Value, Value,
 };
 use envoy_types::util::pack_any;
-use switchyard_filter::config::{CHARGE_STATE, COST_STATE, LIMITS_STATE, TOKENS_STATE};
+use switchyard_filter::config::{
+    CHARGE_STATE, COST_STATE, LIMITED_HEADER, LIMITS_STATE, TOKENS_STATE,
+};
 use switchyard_filter::config::{
     CLUSTER_HEADER, METADATA_NAMESPACE, STREAM_HEADER, UPSTREAM_ROOT_ID,
 };
@@ -489,20 +491,48 @@ fn route_config(gw: &Gateway, state: &GatewayState) -> RouteConfiguration {
             ..Default::default()
         })
     };
-    let route = |headers: Vec<HeaderMatcher>, retry_policy: Option<RetryPolicy>| Route {
-        r#match: Some(RouteMatch {
-            path_specifier: Some(route_match::PathSpecifier::Prefix("/".into())),
-            headers,
+    // Every route twice: first for limited keys' requests (the filter marks them), with the
+    // rate limits, then for the rest, without (the rate limit filter then does nothing).
+    let limited = header(
+        LIMITED_HEADER,
+        header_matcher::HeaderMatchSpecifier::PresentMatch(true),
+    );
+    let mut routes = Vec::new();
+    let mut route = |headers: Vec<HeaderMatcher>, retry_policy: Option<RetryPolicy>| {
+        let base = Route {
+            r#match: Some(RouteMatch {
+                path_specifier: Some(route_match::PathSpecifier::Prefix("/".into())),
+                headers,
+                ..Default::default()
+            }),
+            action: Some(action(retry_policy)),
+            request_headers_to_remove: vec![
+                CLUSTER_HEADER.into(),
+                STREAM_HEADER.into(),
+                LIMITED_HEADER.into(),
+            ],
             ..Default::default()
-        }),
-        action: Some(action(retry_policy)),
-        request_headers_to_remove: vec![CLUSTER_HEADER.into(), STREAM_HEADER.into()],
-        ..Default::default()
+        };
+        let mut with_limits = base.clone();
+        if let Some(m) = with_limits.r#match.as_mut() {
+            m.headers.push(limited.clone());
+        }
+        // As the rate limit filter's own per-route configuration: only that form evaluates
+        // `hits_addend` formats (the route-level `rate_limits` ignore them).
+        with_limits.typed_per_filter_config = [(
+            "envoy.filters.http.ratelimit".to_string(),
+            pack_any(RateLimitPerRoute {
+                rate_limits: rate_limits(),
+                ..Default::default()
+            }),
+        )]
+        .into();
+        routes.push(with_limits);
+        routes.push(base);
     };
     let mut counts: Vec<usize> = state.failover.iter().map(|f| f.attempts).collect();
     counts.sort_unstable();
     counts.dedup();
-    let mut routes = Vec::with_capacity(2 * counts.len() + 1);
     for n in counts {
         let attempts = n.min(gw.failover_attempts.max(1) as usize);
         let to_failover = header(
@@ -518,33 +548,23 @@ fn route_config(gw: &Gateway, state: &GatewayState) -> RouteConfiguration {
         );
         let first_byte =
             (gw.first_byte_timeout_secs > 0).then(|| seconds(gw.first_byte_timeout_secs));
-        routes.push(route(
+        route(
             vec![to_failover.clone(), streaming],
             Some(retry_policy(attempts, first_byte)),
-        ));
+        );
         let mut answer = retry_policy(attempts, None);
         // A whole answer may take minutes: only an explicit `attempt_timeout_secs` bounds it.
         answer.per_try_timeout =
             (gw.attempt_timeout_secs > 0).then(|| seconds(gw.attempt_timeout_secs));
-        routes.push(route(vec![to_failover], Some(answer)));
+        route(vec![to_failover], Some(answer));
     }
-    routes.push(route(Vec::new(), None));
+    route(Vec::new(), None);
     RouteConfiguration {
         name: ROUTE_NAME.into(),
         virtual_hosts: vec![VirtualHost {
             name: "switchyard".into(),
             domains: vec!["*".into()],
             routes,
-            // As the rate limit filter's own per-route configuration: only that form
-            // evaluates `hits_addend` formats (the route-level `rate_limits` ignore them).
-            typed_per_filter_config: [(
-                "envoy.filters.http.ratelimit".to_string(),
-                pack_any(RateLimitPerRoute {
-                    rate_limits: rate_limits(),
-                    ..Default::default()
-                }),
-            )]
-            .into(),
             // A retry replays the request body, which Envoy keeps only up to this limit.
             request_body_buffer_limit: Some(envoy_types::pb::google::protobuf::UInt64Value {
                 value: gw.max_body_bytes as u64 + 64 * 1024,
@@ -1073,8 +1093,30 @@ mod tests {
         );
 
         let routes = RouteConfiguration::decode(r.routes[0].1.value.as_slice()).unwrap();
-        let routes = &routes.virtual_hosts[0].routes;
-        assert_eq!(routes.len(), 3, "streamed and not, then the default");
+        let all = &routes.virtual_hosts[0].routes;
+        assert_eq!(
+            all.len(),
+            6,
+            "streamed and not, then the default; each for limited keys first"
+        );
+        for pair in all.chunks(2) {
+            let (limited, plain) = (&pair[0], &pair[1]);
+            assert_eq!(limited.action, plain.action);
+            let headers = |r: &Route| r.r#match.as_ref().unwrap().headers.len();
+            assert_eq!(
+                headers(limited),
+                headers(plain) + 1,
+                "and the limited header"
+            );
+            assert!(limited
+                .typed_per_filter_config
+                .contains_key("envoy.filters.http.ratelimit"));
+            assert!(
+                plain.typed_per_filter_config.is_empty(),
+                "no limits, no calls"
+            );
+        }
+        let routes: Vec<&Route> = all.iter().skip(1).step_by(2).collect();
         let retry = |i: usize| match &routes[i].action {
             Some(route::Action::Route(a)) => a.retry_policy.clone(),
             _ => None,

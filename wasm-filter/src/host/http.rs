@@ -14,8 +14,8 @@ use super::upstream::PLAN_STATE;
 use crate::attempt::{Ask, Attempt};
 use crate::auth;
 use crate::config::{
-    CHARGE_STATE, CLUSTER_HEADER, COST_STATE, LIMITS_STATE, REFUSAL_HEADER, STREAM_HEADER,
-    TOKENS_STATE, USAGE_FILTER_STATE,
+    CHARGE_STATE, CLUSTER_HEADER, COST_STATE, LIMITED_HEADER, LIMITS_STATE, REFUSAL_HEADER,
+    STREAM_HEADER, TOKENS_STATE, USAGE_FILTER_STATE,
 };
 use crate::error::{push_json_string, FilterError};
 use crate::headers::{self, Change, HeaderBlock};
@@ -347,6 +347,10 @@ impl Request {
         if stream && failover.is_some() {
             wanted.push((STREAM_HEADER, b"1"));
         }
+        let limited = self.key.is_some_and(|k| index.key(k).limited);
+        if limited {
+            wanted.push((LIMITED_HEADER, b"1"));
+        }
         for change in headers::changes(&self.headers, &wanted) {
             let _ = match change {
                 Change::Set(name, value) => {
@@ -375,8 +379,9 @@ impl Request {
             let _ = hostcalls::set_property(vec![PLAN_STATE], Some(token.to_string().as_bytes()));
             self.plan = Some((token, shared));
         }
-        // A limited key's request is admitted (or not) by the rate limit service next.
-        if let Some(k) = self.key.map(|k| index.key(k)).filter(|k| k.limited) {
+        // A limited key's request is admitted (or not) by the rate limit service next (its
+        // route asks, see `LIMITED_HEADER`).
+        if let Some(k) = self.key.map(|k| index.key(k)).filter(|_| limited) {
             let api = if endpoint.anthropic() {
                 "anthropic"
             } else {
