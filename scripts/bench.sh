@@ -13,7 +13,8 @@
 #
 # Knobs: BENCH_DURATION (s per run, 10), BENCH_CONNECTIONS (32), BENCH_ROUNDS (2),
 # BENCH_WASM (another build of the filter, to compare), BENCH_ACCESS_LOG (true|false),
-# BENCH_CASES (a subset of "chat anthropic stream failover"), BENCH_INGEST (true|false: then the
+# BENCH_CASES (a subset of "chat anthropic stream failover limited"; `limited` is pass-through
+# with a key that has limits, so that each request asks the control plane's rate limit service), BENCH_INGEST (true|false: then the
 # control plane's request-record ingest, on SQLite and PostgreSQL).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -51,6 +52,7 @@ wait_http() { # url expected-code
 
 UP=$(free_port); BARE=$(free_port); GW=$(free_port); GW_ADMIN=$(free_port); ADMIN=$(free_port); XDS=$(free_port)
 KEY=sk-bench-key-0123456789
+LIMITED_KEY=sk-bench-limited-0123456789   # with (unreachable) limits: asks the rate limit service
 
 # Upstream: a direct response with the fixture; the buffer filter keeps POST connections alive.
 cat > "$work/upstream.yaml" <<YAML
@@ -130,6 +132,7 @@ models:
   - {name: fast-failover, targets: [{provider: upstream, model: gpt-4o-mini}, {provider: backup, model: gpt-4o, priority: 1}]}
 api_keys:
   - {name: bench, key: "$KEY"}
+  - {name: bench-limited, key: "$LIMITED_KEY", rpm: 100000000, tpm: 4000000000}
 YAML
 
 "$ENVOY" -c "$work/upstream.yaml" --concurrency 1 --use-dynamic-base-id -l error > "$work/upstream.log" 2>&1 & pids+=($!)
@@ -149,22 +152,23 @@ content=$(python3 -c 'print("Summarise the following text in one sentence. " * 1
 request() { # model extra-fields
   printf '{"model":"%s","messages":[{"role":"system","content":"You are terse."},{"role":"user","content":"%s"}],"temperature":0.2%s}' "$1" "$content" "$2"
 }
-declare -A MODEL=([chat]=fast [anthropic]=fast-claude [stream]=fast-stream [failover]=fast-failover)
-declare -A EXTRA=([chat]="" [anthropic]="" [stream]=',"stream":true' [failover]="")
+declare -A MODEL=([chat]=fast [anthropic]=fast-claude [stream]=fast-stream [failover]=fast-failover [limited]=fast)
+declare -A EXTRA=([chat]="" [anthropic]="" [stream]=',"stream":true' [failover]="" [limited]="")
+declare -A CASE_KEY=([chat]=$KEY [anthropic]=$KEY [stream]=$KEY [failover]=$KEY [limited]=$LIMITED_KEY)
 # Bare Envoy proxies the same request to the same upstream response (pass-through baseline).
-declare -A BARE_PATH=([chat]=/v1/chat/completions [anthropic]=/v1/chat/completions [stream]=/stream/v1/chat/completions [failover]=/v1/chat/completions)
-read -r -a CASES <<< "${BENCH_CASES:-chat anthropic stream failover}"
+declare -A BARE_PATH=([chat]=/v1/chat/completions [anthropic]=/v1/chat/completions [stream]=/stream/v1/chat/completions [failover]=/v1/chat/completions [limited]=/v1/chat/completions)
+read -r -a CASES <<< "${BENCH_CASES:-chat anthropic stream failover limited}"
 request "${MODEL[stream]}" "${EXTRA[stream]}" > "$work/stream.json"   # for the time to first byte
 for c in "${CASES[@]}"; do
   body=$(request "${MODEL[$c]}" "${EXTRA[$c]}")
   cat > "$work/$c.lua" <<LUA
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
-wrk.headers["Authorization"] = "Bearer $KEY"
+wrk.headers["Authorization"] = "Bearer ${CASE_KEY[$c]}"
 wrk.body = '$body'
 LUA
   echo "$body" > "$work/$c.json"
-  check=$(curl -s -w '\n%{http_code}' "http://127.0.0.1:$GW/v1/chat/completions" -H "Authorization: Bearer $KEY" -H 'Content-Type: application/json' -d "$body")
+  check=$(curl -s -w '\n%{http_code}' "http://127.0.0.1:$GW/v1/chat/completions" -H "Authorization: Bearer ${CASE_KEY[$c]}" -H 'Content-Type: application/json' -d "$body")
   [[ "${check##*$'\n'}" == 200 ]] || { echo "bench: Switchyard did not answer 200 for $c: $check" >&2; exit 1; }
 done
 echo "bench: request body ${#body} bytes, $CONNECTIONS connections, ${DURATION}s per run, $ROUNDS rounds, one Envoy worker" >&2
@@ -219,11 +223,11 @@ for r in sys.argv[4:]:
     rows.setdefault((case, gw), []).append([float(v) for v in vals])
 def med(case, gw): return [statistics.median(v[i] for v in rows[(case, gw)]) for i in range(4)]
 names = {"chat": "OpenAI pass-through", "anthropic": "to Anthropic (translated)", "stream": "streamed (SSE)",
-         "failover": "failover model (2 targets)"}
+         "failover": "failover model (2 targets)", "limited": "key with limits (RLS calls)"}
 print()
 print(f"{'':36}{'requests/s':>12}{'p50 (ms)':>11}{'p99 (ms)':>11}{'CPU us/req':>12}")
 summary = []
-for case in [c for c in ("chat", "anthropic", "stream", "failover") if (c, "bare") in rows]:
+for case in [c for c in ("chat", "anthropic", "stream", "failover", "limited") if (c, "bare") in rows]:
     b, s = med(case, "bare"), med(case, "switchyard")
     print(f"{names[case] + ', bare Envoy':36}{b[0]:>12.0f}{b[1]:>11.3f}{b[2]:>11.3f}{b[3]:>12.1f}")
     print(f"{names[case] + ', Switchyard':36}{s[0]:>12.0f}{s[1]:>11.3f}{s[2]:>11.3f}{s[3]:>12.1f}")
