@@ -2,11 +2,11 @@
 //! (`envoy.service.ratelimit.v3`), with its counters in Redis (shared by every control plane)
 //! or, without Redis, in memory.
 //!
-//! A request of a limited key (see the filter's `LIMITS_STATE`) is asked about before it goes
+//! A request of a limited key (see the filter's `LIMITED_HEADER`) is asked about before it goes
 //! upstream (descriptor `admit = "{key} {api}"`): credits, spend caps per day and month, then
 //! requests and tokens per minute of the key and of its owner, in one atomic step (a refused
-//! request counts nowhere). When its stream is done, Envoy reports its tokens (`tokens`) and
-//! cost (`cost`), each as the hits of a descriptor naming the key and the request id.
+//! request counts nowhere). When its stream is done, Envoy reports it (`charge = "{key}
+//! {request id} {tokens}"`, its cost in micro-USD as the descriptor's hits).
 //!
 //! Per-minute limits are sliding windows of one-second buckets: within any 60 seconds, at most
 //! `rpm` requests are admitted. Tokens are counted when a response ends, so a request is
@@ -919,14 +919,12 @@ impl RateLimitService for Service {
                         }
                         response.response_headers_to_add = headers;
                     }
-                    "tokens" | "cost" => {
-                        let (key, request) = value.split_once(' ').unwrap_or((value, ""));
-                        let (tokens, cost) = if name == "tokens" {
-                            (hits, 0)
-                        } else {
-                            (0, hits)
-                        };
-                        if let Err(e) = self.0.ended(key, request, tokens, cost, now).await {
+                    "charge" => {
+                        let mut parts = value.split(' ');
+                        let (key, request) =
+                            (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+                        let tokens = parts.next().and_then(|t| t.parse().ok()).unwrap_or(0);
+                        if let Err(e) = self.0.ended(key, request, tokens, hits, now).await {
                             tracing::error!("request end not counted: {e:#}");
                         }
                     }

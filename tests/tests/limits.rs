@@ -99,6 +99,13 @@ async fn two_envoys_share_one_key_limit_of_60_requests_per_minute() {
         }
     }
     assert_eq!((ok, limited), (60, 40), "60 successes, then 429s");
+    let seen = stack.mock.requests();
+    assert_eq!(seen.len(), 60, "refused requests never reach the provider");
+    assert!(
+        seen.iter()
+            .all(|r| r.header("x-switchyard-limited").is_none()),
+        "the limits marker stays in the gateway"
+    );
     assert_eq!(remaining_seen.first(), Some(&59));
     assert_eq!(remaining_seen.last(), Some(&0));
     // Both Envoys served: the limit held across them.

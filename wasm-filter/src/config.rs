@@ -65,7 +65,7 @@ pub struct GatewayKey {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<u64>,
     /// The key or its owner has global limits (requests or tokens per minute, spend caps,
-    /// credits): its requests ask the control plane's rate limit service (see [`LIMITS_STATE`]).
+    /// credits): its requests ask the control plane's rate limit service (see [`LIMITED_HEADER`]).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub limited: bool,
 }
@@ -288,17 +288,15 @@ pub const CLUSTER_HEADER: &str = "x-switchyard-cluster";
 /// Filter-state key (`wasm.<key>`) holding the request's usage record for the access log.
 pub const USAGE_FILTER_STATE: &str = "switchyard_usage";
 
-/// Present on a limited key's requests: their routes carry the rate limits (the rate limit
-/// filter costs other requests nothing then). Only the filter writes it.
+/// On a limited key's requests, `"{key id} {openai|anthropic}"`: their routes carry the rate
+/// limits (the rate limit filter costs other requests nothing then), whose admission
+/// descriptor is this value. Only the filter writes it; the route strips it.
 pub const LIMITED_HEADER: &str = "x-switchyard-limited";
 
-/// Filter state (`wasm.<key>`) of a limited key's request, read by the route's rate limit
-/// actions: `"{key id} {openai|anthropic}"`, asked before the request goes upstream.
-pub const LIMITS_STATE: &str = "switchyard_limits";
-/// `"{key id} {request id}"`, set when the request ends: what its tokens and cost are charged to.
+/// Filter state (`wasm.<key>`) set when a limited key's request ends, read by the route's
+/// end-of-stream rate limit: `"{key id} {request id} {total tokens}"`, what is charged.
 pub const CHARGE_STATE: &str = "switchyard_charge";
-/// The request's total tokens, and its cost in micro-USD (the charges' hits).
-pub const TOKENS_STATE: &str = "switchyard_tokens";
+/// The request's cost in micro-USD (the charge's hits).
 pub const COST_STATE: &str = "switchyard_cost";
 /// Response header by which the rate limit service says why it refused a request (its error
 /// code; `insufficient_credits` becomes 402). Removed before the client sees the answer.

@@ -64,9 +64,7 @@ use envoy_types::pb::google::protobuf::{
     value, Any, BoolValue, Duration, StringValue, Struct, UInt32Value, Value,
 };
 use envoy_types::util::pack_any;
-use switchyard_filter::config::{
-    CHARGE_STATE, COST_STATE, LIMITED_HEADER, LIMITS_STATE, TOKENS_STATE,
-};
+use switchyard_filter::config::{CHARGE_STATE, COST_STATE, LIMITED_HEADER};
 use switchyard_filter::config::{
     CLUSTER_HEADER, METADATA_NAMESPACE, STREAM_HEADER, UPSTREAM_ROOT_ID,
 };
@@ -317,26 +315,33 @@ fn state_descriptor(descriptor_key: &str, state: &str) -> rate_limit::Action {
     }
 }
 
-/// Admission before the request goes upstream; tokens and cost charged when the stream is
-/// done, each with the number the filter left in filter state as its hits.
+/// Admission before the request goes upstream (`admit = "{key} {api}"`, from the header the
+/// filter set); tokens and cost charged when the stream is done (`charge = "{key} {request}
+/// {tokens}"` from filter state, the cost as its hits).
 fn rate_limits() -> Vec<RateLimit> {
-    let on_done = |key: &str, hits_state: &str| RateLimit {
-        actions: vec![state_descriptor(key, CHARGE_STATE)],
-        hits_addend: Some(rate_limit::HitsAddend {
-            number: None,
-            format: format!("%FILTER_STATE(wasm.{hits_state}:PLAIN)%"),
-            ..Default::default()
-        }),
-        apply_on_stream_done: true,
-        ..Default::default()
-    };
     vec![
         RateLimit {
-            actions: vec![state_descriptor("admit", LIMITS_STATE)],
+            actions: vec![rate_limit::Action {
+                action_specifier: Some(rate_limit::action::ActionSpecifier::RequestHeaders(
+                    rate_limit::action::RequestHeaders {
+                        header_name: LIMITED_HEADER.into(),
+                        descriptor_key: "admit".into(),
+                        skip_if_absent: true,
+                    },
+                )),
+            }],
             ..Default::default()
         },
-        on_done("tokens", TOKENS_STATE),
-        on_done("cost", COST_STATE),
+        RateLimit {
+            actions: vec![state_descriptor("charge", CHARGE_STATE)],
+            hits_addend: Some(rate_limit::HitsAddend {
+                number: None,
+                format: format!("%FILTER_STATE(wasm.{COST_STATE}:PLAIN)%"),
+                ..Default::default()
+            }),
+            apply_on_stream_done: true,
+            ..Default::default()
+        },
     ]
 }
 

@@ -14,8 +14,8 @@ use super::upstream::PLAN_STATE;
 use crate::attempt::{Ask, Attempt};
 use crate::auth;
 use crate::config::{
-    CHARGE_STATE, CLUSTER_HEADER, COST_STATE, LIMITED_HEADER, LIMITS_STATE, REFUSAL_HEADER,
-    STREAM_HEADER, TOKENS_STATE, USAGE_FILTER_STATE,
+    CHARGE_STATE, CLUSTER_HEADER, COST_STATE, LIMITED_HEADER, REFUSAL_HEADER, STREAM_HEADER,
+    USAGE_FILTER_STATE,
 };
 use crate::error::{push_json_string, FilterError};
 use crate::headers::{self, Change, HeaderBlock};
@@ -347,9 +347,21 @@ impl Request {
         if stream && failover.is_some() {
             wanted.push((STREAM_HEADER, b"1"));
         }
-        let limited = self.key.is_some_and(|k| index.key(k).limited);
-        if limited {
-            wanted.push((LIMITED_HEADER, b"1"));
+        // A limited key's request is admitted (or not) by the rate limit service next.
+        let limits = self
+            .key
+            .map(|k| index.key(k))
+            .filter(|k| k.limited)
+            .map(|k| {
+                let api = if endpoint.anthropic() {
+                    "anthropic"
+                } else {
+                    "openai"
+                };
+                format!("{} {api}", k.id)
+            });
+        if let Some(value) = &limits {
+            wanted.push((LIMITED_HEADER, value.as_bytes()));
         }
         for change in headers::changes(&self.headers, &wanted) {
             let _ = match change {
@@ -379,18 +391,7 @@ impl Request {
             let _ = hostcalls::set_property(vec![PLAN_STATE], Some(token.to_string().as_bytes()));
             self.plan = Some((token, shared));
         }
-        // A limited key's request is admitted (or not) by the rate limit service next (its
-        // route asks, see `LIMITED_HEADER`).
-        if let Some(k) = self.key.map(|k| index.key(k)).filter(|_| limited) {
-            let api = if endpoint.anthropic() {
-                "anthropic"
-            } else {
-                "openai"
-            };
-            let value = format!("{} {api}", k.id);
-            let _ = hostcalls::set_property(vec![LIMITS_STATE], Some(value.as_bytes()));
-            self.limits_asked = true;
-        }
+        self.limits_asked = limits.is_some();
         let translator = attempt.translator;
         // Not needed any more; a stream may live for minutes.
         self.headers = HeaderBlock::default();
@@ -761,12 +762,11 @@ impl HttpContext for Request {
             // What the rate limit service charges when the stream is done: tokens against
             // per-minute limits, cost against spend caps and credits.
             if let Some(k) = self.key.zip(self.index.as_deref()).map(|(k, i)| i.key(k)) {
-                let charge = format!("{} {}", k.id, self.id);
-                let tokens = self.usage.map_or(0, |u| u.total).to_string();
+                let tokens = self.usage.map_or(0, |u| u.total);
+                let charge = format!("{} {} {tokens}", k.id, self.id);
                 let micros = cost.unwrap_or(0).to_string();
                 for (name, value) in [
                     (CHARGE_STATE, charge.as_bytes()),
-                    (TOKENS_STATE, tokens.as_bytes()),
                     (COST_STATE, micros.as_bytes()),
                 ] {
                     let _ = hostcalls::set_property(vec![name], Some(value));
