@@ -639,6 +639,18 @@ impl Stack {
         find().unwrap_or_default()
     }
 
+    /// Adds `micros` to `user`'s credit account through the admin API (opening it if needed).
+    pub async fn top_up(&self, user: &str, micros: i64) {
+        let (status, body) = self
+            .admin(
+                reqwest::Method::POST,
+                &format!("/credits/{user}/entries"),
+                Some(serde_json::json!({"amount_micros": micros, "kind": "topup"})),
+            )
+            .await;
+        assert_eq!(status, 201, "top-up refused: {body}");
+    }
+
     pub async fn admin(
         &self,
         method: reqwest::Method,

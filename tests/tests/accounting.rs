@@ -151,14 +151,7 @@ async fn every_request_is_logged_once_with_its_tokens_and_cost_across_a_control_
         assert_eq!(body["input_micros"], input);
     }
     const START_BALANCE: i64 = 1_000_000_000;
-    let (status, account) = stack
-        .admin(
-            Method::POST,
-            "/credits/test/entries",
-            Some(json!({"amount_micros": START_BALANCE, "kind": "topup"})),
-        )
-        .await;
-    assert_eq!(status, 201, "{account}");
+    stack.top_up("test", START_BALANCE).await;
 
     // Prices reach Envoy with the next configuration: wait until a request is priced.
     let client = reqwest::Client::new();

@@ -221,14 +221,7 @@ async fn credits_run_out_with_an_overshoot_bounded_by_the_requests_in_flight() {
     const COST: i64 = 2_900;
     const BALANCE: i64 = 10 * COST + COST / 2;
     let secret = key(&stack, json!({"name": "prepaid", "user": "prepaid"})).await;
-    let (status, body) = stack
-        .admin(
-            Method::POST,
-            "/credits/prepaid/entries",
-            Some(json!({"amount_micros": BALANCE, "kind": "topup"})),
-        )
-        .await;
-    assert_eq!(status, 201, "{body}");
+    stack.top_up("prepaid", BALANCE).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     // 8 clients, each sending one request after another until it is refused.
@@ -304,14 +297,7 @@ async fn credits_run_out_with_an_overshoot_bounded_by_the_requests_in_flight() {
     // Refused at once; served again as soon as credits are added.
     let resp = send(&url, &secret, &chat()).await;
     assert_eq!(resp.status(), 402);
-    let (status, _) = stack
-        .admin(
-            Method::POST,
-            "/credits/prepaid/entries",
-            Some(json!({"amount_micros": 1_000_000, "kind": "topup"})),
-        )
-        .await;
-    assert_eq!(status, 201);
+    stack.top_up("prepaid", 1_000_000).await;
     let waited = wait_until(
         "a top-up to take effect",
         Duration::from_secs(1),
