@@ -97,7 +97,8 @@ pub struct Memory {
     /// Per window: (second, count), oldest first.
     windows: HashMap<String, Vec<(i64, i64)>>,
     /// Spend per key and day or month.
-    totals: HashMap<String, i64>,
+    /// Spend per key and day or month: (micro-USD, expires at); the names carry the period.
+    totals: HashMap<String, (i64, i64)>,
     /// Request id -> (reported at stream done and not yet settled, expires at): the first of a
     /// request's two reports, until the second comes.
     charges: HashMap<String, (bool, i64)>,
@@ -208,11 +209,17 @@ impl Memory {
         }
     }
 
-    fn charge(&mut self, request: &str, user: &str, cost: i64, source: Source, now: i64) {
+    /// Forgets expired charges and totals of past periods, once a minute at most.
+    fn sweep(&mut self, now: i64) {
         if now >= self.next_sweep {
             self.charges.retain(|_, (_, expires)| *expires > now);
+            self.totals.retain(|_, (_, expires)| *expires > now);
             self.next_sweep = now + 60;
         }
+    }
+
+    fn charge(&mut self, request: &str, user: &str, cost: i64, source: Source, now: i64) {
+        self.sweep(now);
         let expires = now + CHARGE_TTL_SECS;
         let state = self.charges.get(request).map(|(reported, _)| *reported);
         match (source, state) {
@@ -316,7 +323,7 @@ impl Counters {
                 let m = lock(m)?;
                 Ok(keys
                     .iter()
-                    .map(|k| m.totals.get(k).copied().unwrap_or(0))
+                    .map(|k| m.totals.get(k).map_or(0, |(v, _)| *v))
                     .collect())
             }
             Counters::Redis { conn, .. } => {
@@ -332,12 +339,20 @@ impl Counters {
         }
     }
 
-    async fn add_totals(&self, entries: &[(String, i64)], delta: i64) -> anyhow::Result<()> {
+    /// Adds `delta` to each total, which lives `ttl` seconds from `now`: (name, ttl).
+    async fn add_totals(
+        &self,
+        entries: &[(String, i64)],
+        delta: i64,
+        now: i64,
+    ) -> anyhow::Result<()> {
         match self {
             Counters::Memory(m) => {
                 let mut m = lock(m)?;
-                for (k, _) in entries {
-                    *m.totals.entry(k.clone()).or_default() += delta;
+                m.sweep(now);
+                for (k, ttl) in entries {
+                    let total = m.totals.entry(k.clone()).or_insert((0, now + ttl));
+                    total.0 += delta;
                 }
                 Ok(())
             }
@@ -780,7 +795,7 @@ impl Limits {
                 totals.push((c.key(&["spend", key, &month]), month_left + 3_600));
             }
             if !totals.is_empty() {
-                c.add_totals(&totals, cost).await?;
+                c.add_totals(&totals, cost, now).await?;
             }
             if user.metered {
                 c.charge(request, &limits.user, cost, Source::End, now)
@@ -802,11 +817,11 @@ impl Limits {
         for (key, today, this_month) in spend {
             if *today > 0 {
                 let k = c.key(&["spend", key, &day]);
-                c.add_totals(&[(k, day_left + 3_600)], *today).await?;
+                c.add_totals(&[(k, day_left + 3_600)], *today, now).await?;
             }
             if *this_month > 0 {
                 let k = c.key(&["spend", key, &month]);
-                c.add_totals(&[(k, month_left + 3_600)], *this_month)
+                c.add_totals(&[(k, month_left + 3_600)], *this_month, now)
                     .await?;
             }
         }
@@ -1095,6 +1110,16 @@ mod tests {
                 .refusal
                 .is_none(),
             "a new day"
+        );
+        // The past day's total is forgotten once it expired.
+        l.ended("k", "r3", 10, 1, now + 11 * 3_600).await.unwrap();
+        let Counters::Memory(m) = &l.counters else {
+            unreachable!("in memory")
+        };
+        assert_eq!(
+            lock(m).unwrap().totals.len(),
+            1,
+            "only the new day's (no monthly cap)"
         );
     }
 }
