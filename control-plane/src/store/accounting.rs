@@ -270,10 +270,9 @@ impl Store {
                 new_ids.insert(row.try_get("request_id")?);
             }
         }
-        let inserted: Vec<bool> = rows
-            .iter()
-            .map(|r| new_ids.contains(&r.request_id))
-            .collect();
+        // A request id given twice (a batch sent again while the first was still being
+        // written, both in this transaction) is new once.
+        let inserted: Vec<bool> = rows.iter().map(|r| new_ids.remove(&r.request_id)).collect();
 
         // Debits: new, priced rows of users with an account.
         let mut by_user: BTreeMap<&str, Vec<&RequestRow>> = BTreeMap::new();

@@ -277,7 +277,11 @@ async fn requests_are_logged_and_debited_once(s: Store) {
         .iter()
         .map(|e| (e.kind.as_str(), e.amount_micros))
         .collect();
-    assert_eq!(kinds.iter().filter(|(k, _)| *k == "usage").count(), 3);
+    assert_eq!(
+        kinds.iter().filter(|(k, _)| *k == "usage").count(),
+        3,
+        "r1, r2 and r5, once each"
+    );
     assert_eq!(
         kinds.iter().map(|(_, a)| a).sum::<i64>(),
         400,
@@ -346,6 +350,18 @@ async fn requests_are_logged_and_debited_once(s: Store) {
         next[2],
         request("r1", "alice", Some(300), 1_000),
         "round trip"
+    );
+    // Twice in one batch (a batch sent again while the first was being written): new once,
+    // debited once.
+    let before = s.get_account("alice").await.unwrap().balance_micros;
+    let twice = [
+        request("r7", "alice", Some(1), 7_000),
+        request("r7", "alice", Some(1), 7_000),
+    ];
+    assert_eq!(s.ingest(&twice).await.unwrap().inserted, [true, false]);
+    assert_eq!(
+        s.get_account("alice").await.unwrap().balance_micros,
+        before - 1
     );
 }
 
