@@ -391,6 +391,18 @@ impl ControlPlane {
         cp
     }
 
+    /// One series of the control plane's `/metrics` (its line's value), if it is there.
+    pub async fn metric(&self, series: &str) -> Option<u64> {
+        let text = reqwest::get(format!("http://127.0.0.1:{}/metrics", self.ports.admin))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+    }
+
     pub fn admin_url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}/admin/v1{path}", self.ports.admin)
     }

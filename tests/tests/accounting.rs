@@ -394,21 +394,15 @@ async fn every_request_is_logged_once_with_its_tokens_and_cost_across_a_control_
     );
     assert!(claude["latency_ms"]["p99"].is_u64());
     // How the restart went, for the record.
-    let metrics = reqwest::get(format!("http://127.0.0.1:{}/metrics", stack.cp.ports.admin))
+    let again = stack
+        .cp
+        .metric("switchyard_cp_records_total{outcome=\"duplicate\"}")
         .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let again = metrics
-        .lines()
-        .find(|l| l.starts_with("switchyard_cp_records_total{outcome=\"duplicate\"}"))
-        .unwrap_or_default()
-        .to_owned();
+        .expect("the control plane counts duplicate records");
     eprintln!(
         "control plane killed after request {down_at}, serving again at request {up_at}: \
-         {} requests were answered while it was down; {} rows for {} requests; after the \
-         restart: {again}",
+         {} requests were answered while it was down; {} rows for {} requests; records sent \
+         again after the restart: {again}",
         up_at - down_at,
         rows.len(),
         sent.len()

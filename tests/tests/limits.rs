@@ -119,26 +119,22 @@ async fn two_envoys_share_one_key_limit_of_60_requests_per_minute() {
         "requests per Envoy: {first_served} and {second_served}"
     );
     // The control plane's own metrics count the decisions.
-    let metrics = reqwest::get(format!("http://127.0.0.1:{}/metrics", stack.cp.ports.admin))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let value = |series: &str| -> u64 {
-        metrics
-            .lines()
-            .find(|l| l.starts_with(series))
-            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-            .unwrap_or_else(|| panic!("no {series} in\n{metrics}"))
-    };
+    let decisions = "switchyard_cp_rate_limit_decisions_total";
     assert_eq!(
-        value("switchyard_cp_rate_limit_decisions_total{decision=\"admitted\"}"),
-        60
+        stack
+            .cp
+            .metric(&format!("{decisions}{{decision=\"admitted\"}}"))
+            .await,
+        Some(60)
     );
     assert_eq!(
-        value("switchyard_cp_rate_limit_decisions_total{decision=\"refused\",code=\"rate_limit_exceeded\"}"),
-        40
+        stack
+            .cp
+            .metric(&format!(
+                "{decisions}{{decision=\"refused\",code=\"rate_limit_exceeded\"}}"
+            ))
+            .await,
+        Some(40)
     );
     // Other keys are not limited by it.
     let free = send(&url, switchyard_tests::GATEWAY_KEY, &chat()).await;

@@ -675,17 +675,17 @@ impl Store {
         before: Option<(i64, String)>,
         limit: i64,
     ) -> Result<Vec<LedgerEntry>> {
+        // Without a cursor: everything before the end of time.
         let (at, id) = before.unwrap_or((i64::MAX, String::new()));
         let rows = sqlx::query(
             "SELECT l.id, l.amount_micros, l.kind, l.request_id, l.note, l.at_ms
              FROM credit_ledger l JOIN users u ON u.id = l.user_id
-             WHERE u.name = $1 AND (l.at_ms < $2 OR (l.at_ms = $3 AND l.id < $4) OR $5 = '')
-             ORDER BY l.at_ms DESC, l.id DESC LIMIT $6",
+             WHERE u.name = $1 AND (l.at_ms < $2 OR (l.at_ms = $3 AND l.id < $4))
+             ORDER BY l.at_ms DESC, l.id DESC LIMIT $5",
         )
         .bind(user)
         .bind(at)
         .bind(at)
-        .bind(id.clone())
         .bind(id)
         .bind(limit.clamp(1, 1000))
         .fetch_all(&self.pool)
