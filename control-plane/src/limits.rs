@@ -939,7 +939,9 @@ impl RateLimitService for Service {
                         let (key, request) =
                             (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
                         let tokens = parts.next().and_then(|t| t.parse().ok()).unwrap_or(0);
-                        if let Err(e) = self.0.ended(key, request, tokens, hits, now).await {
+                        let charged = self.0.ended(key, request, tokens, hits, now).await;
+                        crate::metrics::add(&crate::metrics::METRICS.limits_charges, 1);
+                        if let Err(e) = charged {
                             tracing::error!("request end not counted: {e:#}");
                         }
                     }

@@ -18,6 +18,8 @@ pub struct Metrics {
     pub limits_errors: AtomicU64,
     /// Refusals by reason, in the order of [`REFUSALS`].
     pub limits_refused: [AtomicU64; 4],
+    /// Requests whose end (tokens, cost) was charged.
+    pub limits_charges: AtomicU64,
     pub snapshots_published: AtomicU64,
 }
 
@@ -44,6 +46,7 @@ pub static METRICS: Metrics = Metrics {
         AtomicU64::new(0),
         AtomicU64::new(0),
     ],
+    limits_charges: AtomicU64::new(0),
     snapshots_published: AtomicU64::new(0),
 };
 
@@ -115,6 +118,11 @@ pub fn render(gauges: &[(&str, &str, u64)]) -> String {
         "switchyard_cp_rate_limit_decisions_total",
         "Admission decisions of the rate limit service.",
         &decisions,
+    );
+    counter(
+        "switchyard_cp_rate_limit_charges_total",
+        "Ends of limited keys' requests charged (tokens, cost).",
+        &series(&[("", get(&m.limits_charges))]),
     );
     counter(
         "switchyard_cp_snapshots_published_total",

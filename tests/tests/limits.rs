@@ -153,10 +153,16 @@ async fn a_tokens_per_minute_limit_stops_a_key_once_its_tokens_are_spent() {
     assert_eq!(first.status(), 200);
     assert_eq!(first.headers()["x-ratelimit-limit-tokens"], "50");
     assert_eq!(first.headers()["x-ratelimit-remaining-tokens"], "50");
-    // Tokens are charged when the response ends (Envoy reports them after the stream).
-    let second = wait_for_remaining(&url, &secret, "21").await;
-    assert_eq!(second, 200);
-    let refused = wait_for_status(&url, &secret, &chat(), 429).await;
+    // Tokens are charged when the response ends (Envoy reports them after the stream): wait
+    // for each charge before the next request.
+    wait_for_charges(&stack, 1).await;
+    let second = send(&url, &secret, &chat()).await;
+    assert_eq!(second.status(), 200);
+    assert_eq!(second.headers()["x-ratelimit-remaining-tokens"], "21");
+    wait_for_charges(&stack, 2).await;
+    let refused = send(&url, &secret, &chat()).await;
+    assert_eq!(refused.status(), 429);
+    let refused: Value = refused.json().await.unwrap();
     assert_eq!(
         refused["error"]["code"], "tokens_per_minute_exceeded",
         "{refused}"
@@ -170,36 +176,16 @@ async fn a_tokens_per_minute_limit_stops_a_key_once_its_tokens_are_spent() {
     assert_eq!(body["error"]["type"], "rate_limit_error");
 }
 
-/// Sends until an answer says `remaining` tokens are left; returns that answer's status.
-async fn wait_for_remaining(url: &str, key: &str, remaining: &str) -> u16 {
-    for _ in 0..50 {
-        let resp = send(url, key, &chat()).await;
-        let left = resp
-            .headers()
-            .get("x-ratelimit-remaining-tokens")
-            .map(|v| v.to_str().unwrap().to_owned());
-        if left.as_deref() == Some(remaining) {
-            return resp.status().as_u16();
-        }
-        assert_eq!(
-            left.as_deref(),
-            Some("50"),
-            "only the first request's tokens may be pending"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("tokens never charged");
-}
-
-async fn wait_for_status(url: &str, key: &str, body: &Value, status: u16) -> Value {
-    for _ in 0..100 {
-        let resp = send(url, key, body).await;
-        if resp.status().as_u16() == status {
-            return resp.json().await.unwrap();
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("never answered {status}");
+/// Waits until the control plane has charged the ends of `n` requests.
+async fn wait_for_charges(stack: &Stack, n: u64) {
+    wait_until("request ends charged", Duration::from_secs(5), || async {
+        stack
+            .cp
+            .metric("switchyard_cp_rate_limit_charges_total")
+            .await
+            .is_some_and(|c| c >= n)
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
