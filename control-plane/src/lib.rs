@@ -13,6 +13,7 @@ pub mod limits;
 pub mod metrics;
 pub mod probe;
 pub mod snapshot;
+pub mod ssrf;
 pub mod store;
 pub mod usage;
 pub mod xds;

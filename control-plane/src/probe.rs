@@ -227,6 +227,7 @@ mod tests {
             models: vec![],
             settings: Default::default(),
             enabled: true,
+            access: crate::store::ProviderAccess::public(),
         };
         let url = |kind, base: &str| {
             request(&http, &row(kind, base), "sk").map(|r| r.build().unwrap().url().to_string())

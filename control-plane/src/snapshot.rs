@@ -264,16 +264,34 @@ pub fn compute(
             routes.insert(m.name.clone(), (m.strategy, targets));
         }
     }
+    // A private provider's models are reached as `provider/model` by the keys of its owner and
+    // of the users it is shared with; they take no plain name (the name would be ambiguous).
+    let mut audiences: HashMap<String, Vec<String>> = HashMap::new();
     let mut plain: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
     for p in providers
         .iter()
         .filter(|p| known.contains_key(p.name.as_str()))
     {
         for upstream_model in &p.models {
-            routes
-                .entry(format!("{}/{}", p.name, upstream_model))
-                .or_insert_with(|| (Strategy::Weighted, vec![direct(&p.name, upstream_model)]));
-            plain.entry(upstream_model).or_default().push(&p.name);
+            let name = format!("{}/{}", p.name, upstream_model);
+            if p.access.public {
+                plain.entry(upstream_model).or_default().push(&p.name);
+            }
+            if routes.contains_key(&name) {
+                continue;
+            }
+            if !p.access.public {
+                let mut users: Vec<String> = p.access.owner.iter().cloned().collect();
+                users.extend(p.access.shared_with.iter().cloned());
+                if users.is_empty() {
+                    continue;
+                }
+                audiences.insert(name.clone(), users);
+            }
+            routes.insert(
+                name,
+                (Strategy::Weighted, vec![direct(&p.name, upstream_model)]),
+            );
         }
     }
     for (upstream_model, owners) in plain {
@@ -387,7 +405,7 @@ pub fn compute(
     let now = crate::store::now();
     let filter_keys = api_keys
         .iter()
-        .filter(|k| k.expires_at.is_none_or(|t| t > now))
+        .filter(|k| k.expires_at.is_none_or(|t| t > now) && k.user_active)
         .map(|k| GatewayKey {
             id: k.id.clone(),
             digest: k.digest.clone(),
@@ -426,6 +444,7 @@ pub fn compute(
             .map(|(name, (strategy, targets))| ModelRoute {
                 failover: failover_names.remove(&name).unwrap_or_default(),
                 failover_capable: failover_capable.remove(&name).unwrap_or_default(),
+                users: audiences.remove(&name).unwrap_or_default(),
                 name,
                 targets,
                 strategy,
@@ -479,6 +498,7 @@ mod tests {
             models: models.iter().map(|m| (*m).to_string()).collect(),
             settings: Default::default(),
             enabled,
+            access: crate::store::ProviderAccess::public(),
         }
     }
 
@@ -595,6 +615,7 @@ mod tests {
             daily_budget_micros: None,
             monthly_budget_micros: None,
             limited: id == "live",
+            user_active: true,
         };
         let state = compute(
             &[],

@@ -232,6 +232,10 @@ pub struct ModelRoute {
     /// (empty for a target without them).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub failover_capable: Vec<(u8, Vec<String>)>,
+    /// The users whose keys may use this name (a private provider's models: its owner and the
+    /// users it is shared with); empty: every key. To anyone else the name does not exist.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub users: Vec<String>,
 }
 
 /// What a request may need of a target beyond plain chat.

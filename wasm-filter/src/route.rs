@@ -44,9 +44,16 @@ pub struct ModelEntry {
     pub failover: Vec<String>,
     /// The same per set of needs, over the capable targets only.
     pub failover_capable: Vec<(u8, Vec<String>)>,
+    /// Only these users' keys may use it (empty: every key).
+    pub users: Vec<String>,
 }
 
 impl ModelEntry {
+    /// Whether keys of `user` may use this model.
+    pub fn serves(&self, user: &str) -> bool {
+        self.users.is_empty() || self.users.iter().any(|u| u == user)
+    }
+
     /// The cluster for a request with `needs` whose first choice is `position`: the failover
     /// cluster over the targets able to serve it, or `None` for the target's provider cluster.
     pub fn failover_cluster(&self, position: usize, needs: u8) -> Option<&str> {
@@ -128,6 +135,7 @@ impl Index {
             strategy,
             failover,
             failover_capable,
+            users,
         } in cfg.models
         {
             let mut resolved = Vec::with_capacity(targets.len());
@@ -175,6 +183,7 @@ impl Index {
                     targets: resolved,
                     failover,
                     failover_capable,
+                    users,
                 },
             );
         }
@@ -483,6 +492,7 @@ mod tests {
             strategy: Strategy::Weighted,
             failover: vec![],
             failover_capable: vec![],
+            users: vec![],
         }]);
         let targets = idx.targets("smart").expect("known");
         let mut counts = HashMap::new();
@@ -509,6 +519,7 @@ mod tests {
             strategy: Strategy::Latency,
             failover: vec![],
             failover_capable: vec![],
+            users: vec![],
         }]);
         let entry = idx.targets("quick").expect("known");
         for now in 0..10 {
@@ -541,6 +552,7 @@ mod tests {
                 strategy: Strategy::Weighted,
                 failover: vec![],
                 failover_capable: vec![],
+                users: vec![],
             }],
             ..FilterConfig::default()
         })
@@ -573,6 +585,7 @@ mod tests {
             strategy: Strategy::Weighted,
             failover: vec!["f0".into(), "f1".into()],
             failover_capable: vec![],
+            users: vec![],
         }]);
         let entry = idx.targets("duo").unwrap();
         assert_eq!(idx.find_target(entry, b"a/m/1"), Some(0));
@@ -599,6 +612,7 @@ mod tests {
                 strategy: Strategy::Weighted,
                 failover: vec!["only-one".into()],
                 failover_capable: vec![],
+                users: vec![],
             }],
             ..Default::default()
         })

@@ -51,6 +51,7 @@ pub struct ProviderRow {
     pub models: Vec<String>,
     pub settings: ProviderSettings,
     pub enabled: bool,
+    pub access: ProviderAccess,
 }
 
 /// One target's health figures for one minute (or summed over several, see
@@ -164,6 +165,8 @@ pub struct ApiKeyRow {
     /// Requests with this key ask the rate limit service (see [`crate::limits::Table::limited`];
     /// filled in when the gateway state is loaded).
     pub limited: bool,
+    /// The owner is not disabled (a disabled user's keys are left out of the configuration).
+    pub user_active: bool,
 }
 
 /// A gateway key to store: only the digest of its secret.
@@ -316,27 +319,57 @@ impl Store {
             models: parse_json("provider models", &row.try_get::<String, _>("models")?)?,
             settings: parse_json("provider settings", &row.try_get::<String, _>("settings")?)?,
             enabled: row.try_get::<i64, _>("enabled")? != 0,
+            access: ProviderAccess {
+                owner: row.try_get("owner_name")?,
+                owner_is_admin: row.try_get::<Option<String>, _>("owner_role")?.as_deref()
+                    == Some("admin"),
+                public: row.try_get::<String, _>("visibility")? == "public",
+                review: row.try_get("review")?,
+                review_note: row.try_get("review_note")?,
+                shared_with: Vec::new(),
+            },
         })
     }
 
+    const PROVIDER_COLUMNS: &'static str =
+        "p.id, p.name, p.kind, p.base_url, p.models, p.settings, p.enabled, p.visibility, p.review,
+         p.review_note, u.name AS owner_name, u.role AS owner_role
+         FROM providers p LEFT JOIN users u ON u.id = p.owner_id";
+
     pub async fn list_providers(&self) -> Result<Vec<ProviderRow>> {
-        let rows = sqlx::query(
-            "SELECT id, name, kind, base_url, models, settings, enabled FROM providers ORDER BY name",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(Self::provider_from).collect()
+        let sql = format!("SELECT {} ORDER BY p.name", Self::PROVIDER_COLUMNS);
+        let rows = sqlx::query(&sql).fetch_all(&self.pool).await?;
+        let mut providers = rows
+            .iter()
+            .map(Self::provider_from)
+            .collect::<Result<Vec<_>>>()?;
+        let shares = self.all_shares().await?;
+        for p in &mut providers {
+            p.access.shared_with = shares
+                .iter()
+                .filter(|(id, _)| *id == p.id)
+                .map(|(_, user)| user.clone())
+                .collect();
+        }
+        Ok(providers)
     }
 
     pub async fn get_provider(&self, name: &str) -> Result<ProviderRow> {
-        let row = sqlx::query(
-            "SELECT id, name, kind, base_url, models, settings, enabled FROM providers WHERE name = $1",
-        )
-        .bind(name)
-        .fetch_optional(&self.pool)
-        .await?
-        .ok_or(StoreError::NotFound)?;
-        Self::provider_from(&row)
+        let sql = format!("SELECT {} WHERE p.name = $1", Self::PROVIDER_COLUMNS);
+        let row = sqlx::query(&sql)
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        let mut provider = Self::provider_from(&row)?;
+        provider.access.shared_with = self
+            .all_shares()
+            .await?
+            .into_iter()
+            .filter(|(id, _)| *id == provider.id)
+            .map(|(_, user)| user)
+            .collect();
+        Ok(provider)
     }
 
     pub async fn update_provider(
@@ -573,11 +606,12 @@ impl Store {
             daily_budget_micros: row.try_get("daily_budget_micros")?,
             monthly_budget_micros: row.try_get("monthly_budget_micros")?,
             limited: false,
+            user_active: row.try_get::<String, _>("user_status")? == "active",
         })
     }
 
     const API_KEY_COLUMNS: &'static str = "k.id, k.name, u.name AS user_name, k.prefix, k.digest, k.models, k.rpm, k.tpm, k.credits, k.expires_at, k.created_at,
-         k.daily_budget_micros, k.monthly_budget_micros
+         k.daily_budget_micros, k.monthly_budget_micros, u.status AS user_status
          FROM api_keys k JOIN users u ON u.id = k.user_id";
 
     pub async fn list_api_keys(&self) -> Result<Vec<ApiKeyRow>> {
@@ -770,6 +804,8 @@ impl Store {
 
 mod accounting;
 pub use accounting::*;
+mod identity;
+pub use identity::*;
 
 #[cfg(test)]
 mod tests;

@@ -271,10 +271,13 @@ impl Request {
             && top.flag("stream")?.unwrap_or(false);
         let client_wants_usage = stream && top.stream_usage_requested()?;
 
+        let key = self.key.map(|k| index.key(k));
+        // A private provider's model does not exist for keys it does not serve.
         let entry = index
             .targets(model)
+            .filter(|e| key.is_none_or(|k| e.serves(&k.user)))
             .ok_or_else(|| FilterError::unknown_model(model))?;
-        let allowed = self.key.is_some_and(|k| index.key(k).allows(model));
+        let allowed = key.is_some_and(|k| k.allows(model));
         if !allowed {
             return Err(FilterError::model_not_allowed(model));
         }
@@ -834,7 +837,9 @@ fn models_body(index: &Index, key: &auth::KeyEntry) -> Vec<u8> {
     let mut out = String::with_capacity(64 + index.model_names().len() * 72);
     out.push_str("{\"object\":\"list\",\"data\":[");
     let mut first = true;
-    for name in index.model_names().iter().filter(|m| key.allows(m)) {
+    let usable =
+        |m: &&String| key.allows(m) && index.targets(m).is_some_and(|e| e.serves(&key.user));
+    for name in index.model_names().iter().filter(usable) {
         if !first {
             out.push(',');
         }
