@@ -38,7 +38,100 @@ pub struct App {
     /// Active probes of provider keys (see [`crate::probe`]).
     pub probes: Arc<crate::probe::Probes>,
     pub probe_spec: crate::config::ProbeSpec,
+    /// Users' sign-ins and sessions, and where their providers may point.
+    pub identity: Identity,
 }
+
+/// Everything about users signing in: the policy, the session store, the access token key, and
+/// the SSRF guard for the providers they add.
+pub struct Identity {
+    pub spec: crate::config::AuthSpec,
+    pub sessions: crate::auth::sessions::Sessions,
+    pub token_key: crate::auth::TokenKey,
+    pub guard: crate::ssrf::Guard,
+    pub trusted_proxies: Vec<crate::ssrf::Cidr>,
+}
+
+impl Default for Identity {
+    /// In memory, a random token key, no allowed inside networks: for tests.
+    fn default() -> Self {
+        let spec = crate::config::AuthSpec::default();
+        let mut key = [0u8; 32];
+        rand::RngCore::fill_bytes(&mut rand::rng(), &mut key);
+        Identity {
+            sessions: crate::auth::sessions::Sessions::memory(spec.refresh_token_ttl_secs),
+            spec,
+            token_key: crate::auth::TokenKey::from_bytes(&key),
+            guard: crate::ssrf::Guard::default(),
+            trusted_proxies: Vec::new(),
+        }
+    }
+}
+
+impl Identity {
+    /// From the config: sessions in Redis when there is one; the access token key from the
+    /// store (sealed), made at first start.
+    pub async fn load(
+        spec: &crate::config::AuthSpec,
+        redis: Option<&str>,
+        prefix: &str,
+        store: &Store,
+        master: &MasterKey,
+    ) -> anyhow::Result<Identity> {
+        let cidrs = |list: &[String], what: &str| -> anyhow::Result<Vec<crate::ssrf::Cidr>> {
+            list.iter()
+                .map(|n| n.parse().map_err(|e| anyhow::anyhow!("auth.{what}: {e}")))
+                .collect()
+        };
+        if spec.access_token_ttl_secs < 10
+            || spec.refresh_token_ttl_secs < spec.access_token_ttl_secs
+        {
+            anyhow::bail!(
+                "auth: access tokens must live at least 10 s, and sessions at least as long"
+            );
+        }
+        let guard = crate::ssrf::Guard::new(
+            cidrs(&spec.allowed_provider_networks, "allowed_provider_networks")?,
+            Arc::new(crate::ssrf::SystemResolver),
+        );
+        let sessions =
+            crate::auth::sessions::Sessions::connect(redis, prefix, spec.refresh_token_ttl_secs)
+                .await?;
+        let sealed = match store.get_setting(TOKEN_KEY_SETTING).await? {
+            Some(s) => s,
+            None => {
+                let mut key = [0u8; 32];
+                rand::RngCore::fill_bytes(&mut rand::rng(), &mut key);
+                let sealed = master.seal(&base64::Engine::encode(
+                    &base64::engine::general_purpose::STANDARD,
+                    key,
+                ));
+                store
+                    .set_setting_if_absent(TOKEN_KEY_SETTING, &sealed)
+                    .await?;
+                store
+                    .get_setting(TOKEN_KEY_SETTING)
+                    .await?
+                    .unwrap_or(sealed)
+            }
+        };
+        let key = base64::Engine::decode(
+            &base64::engine::general_purpose::STANDARD,
+            master.open(&sealed).context("the access token key")?,
+        )
+        .context("the access token key")?;
+        Ok(Identity {
+            spec: spec.clone(),
+            sessions,
+            token_key: crate::auth::TokenKey::from_bytes(&key),
+            guard,
+            trusted_proxies: cidrs(&spec.trusted_proxies, "trusted_proxies")?,
+        })
+    }
+}
+
+/// The setting holding the access token signing key, sealed under the master key.
+pub const TOKEN_KEY_SETTING: &str = "token_key_sealed";
 
 impl App {
     pub fn new(
@@ -67,6 +160,7 @@ impl App {
             figures: std::sync::Mutex::default(),
             probes: Arc::default(),
             probe_spec: crate::config::ProbeSpec::default(),
+            identity: Identity::default(),
         }
     }
 
@@ -116,6 +210,7 @@ impl App {
             self.gateway.max_body_bytes,
             &self.tokens,
             &figures,
+            &self.identity.guard,
         )
         .await?;
         self.limits.set_table(state.limits.clone());
@@ -213,7 +308,15 @@ pub async fn init(config_path: &Path) -> anyhow::Result<(App, Config)> {
             )
         })?;
     let memory = config.redis.is_none();
-    let app = App::new(
+    let identity = Identity::load(
+        &config.auth,
+        config.redis.as_deref(),
+        &config.redis_prefix,
+        &store,
+        &master,
+    )
+    .await?;
+    let mut app = App::new(
         store,
         master,
         config.gateway.clone(),
@@ -221,6 +324,7 @@ pub async fn init(config_path: &Path) -> anyhow::Result<(App, Config)> {
         admin_token_digest,
         limits,
     );
+    app.identity = identity;
     // Balances for the rate limit service; without Redis, also what keys spent today.
     let accounts = app.store.list_accounts().await?;
     let balances: Vec<(String, i64)> = accounts
@@ -237,7 +341,6 @@ pub async fn init(config_path: &Path) -> anyhow::Result<(App, Config)> {
             .await?;
         app.limits.restore_spend(&spend, now).await?;
     }
-    let mut app = app;
     app.probe_spec = config.probes.clone();
     Ok((app, config))
 }
@@ -590,11 +693,27 @@ pub async fn apply_config(
         }
     }
     for (i, u) in config.users.iter().enumerate() {
-        domain::check_name("user", &u.name).map_err(|e| anyhow::anyhow!("users[{i}]: {e}"))?;
+        let at = format!("users[{i}]");
+        domain::check_name("user", &u.name).map_err(|e| anyhow::anyhow!("{at}: {e}"))?;
         store.ensure_user(&u.name).await?;
         store
             .set_user_limits(&u.name, u.rpm.map(i64::from), u.tpm.map(i64::from))
             .await?;
+        let mut patch = crate::store::UserPatch {
+            role: u.role,
+            email: u.email.clone().map(Some),
+            ..Default::default()
+        };
+        if let Some(password) = u.password.as_deref().filter(|p| !p.is_empty()) {
+            crate::auth::check_password(password).map_err(|e| anyhow::anyhow!("{at}: {e}"))?;
+            let stored = store.user_credentials(&u.name).await?.and_then(|(_, h)| h);
+            let current = crate::auth::verify_password_async(password.to_owned(), stored.clone());
+            if stored.is_none() || !current.await {
+                patch.password_hash =
+                    Some(crate::auth::hash_password_async(password.to_owned()).await);
+            }
+        }
+        store.update_user(&u.name, &patch).await?;
     }
     Ok(())
 }
@@ -635,6 +754,7 @@ pub async fn render_static(config_path: &Path, out: &Path) -> anyhow::Result<()>
         app.gateway.max_body_bytes,
         &app.tokens,
         &crate::health::Figures::default(),
+        &app.identity.guard,
     )
     .await?;
     let bootstrap = build::static_bootstrap(&app.gateway, &state, &app.wasm_path);

@@ -41,6 +41,8 @@ pub struct Config {
     pub prices: Vec<PriceSpec>,
     #[serde(default)]
     pub probes: ProbeSpec,
+    #[serde(default)]
+    pub auth: AuthSpec,
 }
 
 /// Active health probes of provider keys (see `crate::probe`).
@@ -275,6 +277,69 @@ pub struct UserSpec {
     pub rpm: Option<u32>,
     #[serde(default)]
     pub tpm: Option<u32>,
+    /// `admin` or `user` (default); applied at every start.
+    #[serde(default)]
+    pub role: Option<crate::auth::Role>,
+    #[serde(default)]
+    pub email: Option<String>,
+    /// The user's password (use `${VAR}`); set when the user has none or it no longer matches.
+    #[serde(default)]
+    pub password: Option<String>,
+}
+
+/// Who may sign in and how long sessions last.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSpec {
+    /// `admin`: only admins create users; `open`: anyone may register (as a `user`).
+    #[serde(default)]
+    pub registration: Registration,
+    #[serde(default = "default_access_ttl")]
+    pub access_token_ttl_secs: i64,
+    /// A session ends this long after its last refresh.
+    #[serde(default = "default_refresh_ttl")]
+    pub refresh_token_ttl_secs: i64,
+    /// Failed sign-ins per user name (and per address) in 15 minutes before sign-ins wait.
+    #[serde(default = "default_max_failures")]
+    pub max_failed_sign_ins: u32,
+    /// Reverse proxies in front of the admin API whose `X-Forwarded-For` is believed.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
+    /// Networks inside which providers added by non-admins may still point (by default only
+    /// public addresses: no SSRF through the gateway).
+    #[serde(default)]
+    pub allowed_provider_networks: Vec<String>,
+}
+
+impl Default for AuthSpec {
+    fn default() -> Self {
+        AuthSpec {
+            registration: Registration::default(),
+            access_token_ttl_secs: default_access_ttl(),
+            refresh_token_ttl_secs: default_refresh_ttl(),
+            max_failed_sign_ins: default_max_failures(),
+            trusted_proxies: Vec::new(),
+            allowed_provider_networks: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Registration {
+    #[default]
+    Admin,
+    Open,
+}
+
+fn default_access_ttl() -> i64 {
+    15 * 60
+}
+fn default_refresh_ttl() -> i64 {
+    30 * 24 * 3600
+}
+fn default_max_failures() -> u32 {
+    10
 }
 
 fn default_database() -> String {

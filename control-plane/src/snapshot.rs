@@ -30,7 +30,13 @@ pub struct ProviderCluster {
     pub target: Option<String>,
     /// HTTP CONNECT proxies to reach the provider through (one endpoint each).
     pub proxies: Vec<std::net::SocketAddr>,
+    /// The only addresses to connect to (a provider whose base URL a non-admin chose: the
+    /// control plane resolved and vetted them, see [`crate::ssrf`]); empty: Envoy resolves.
+    pub pinned: Vec<std::net::SocketAddr>,
 }
+
+/// Per provider name, the vetted addresses of providers that may only reach public ones.
+pub type Pins = HashMap<String, Vec<std::net::SocketAddr>>;
 
 /// An aggregate cluster: `clusters` tried in order, one attempt each (see DESIGN.md), for at
 /// most `attempts` attempts (a single provider with several keys: one per key).
@@ -89,8 +95,31 @@ pub async fn load(
     max_body_bytes: usize,
     tokens: &crate::gcp::Tokens,
     figures: &Figures,
+    guard: &crate::ssrf::Guard,
 ) -> Result<GatewayState, StoreError> {
-    let providers = store.list_providers().await?;
+    let mut providers = store.list_providers().await?;
+    // Connect-time check: a non-admin's provider reaches the addresses vetted now, or nothing.
+    let mut pins = Pins::new();
+    let mut refused = Vec::new();
+    for p in providers
+        .iter()
+        .filter(|p| p.enabled && p.access.untrusted())
+    {
+        let vetted = match Upstream::parse(&p.base_url) {
+            Ok(u) => guard.vet(&u.host, u.port).await,
+            Err(e) => Err(e),
+        };
+        match vetted {
+            Ok(addrs) => {
+                pins.insert(p.name.clone(), addrs);
+            }
+            Err(e) => {
+                tracing::warn!(provider = %p.name, "provider left out: {e}");
+                refused.push(p.id.clone());
+            }
+        }
+    }
+    providers.retain(|p| !refused.contains(&p.id));
     let keys = store.list_provider_keys().await?;
     let models = store.list_models().await?;
     let mut api_keys = store.list_api_keys().await?;
@@ -125,6 +154,7 @@ pub async fn load(
         &api_keys,
         max_body_bytes,
         figures,
+        &pins,
     );
     state.limits = limits;
     Ok(state)
@@ -161,6 +191,7 @@ pub fn compute(
     api_keys: &[ApiKeyRow],
     max_body_bytes: usize,
     figures: &Figures,
+    pins: &Pins,
 ) -> GatewayState {
     let mut clusters = Vec::new();
     let mut filter_providers = Vec::new();
@@ -226,6 +257,7 @@ pub fn compute(
                 .iter()
                 .filter_map(|a| a.parse().ok())
                 .collect(),
+            pinned: pins.get(&p.name).cloned().unwrap_or_default(),
         });
     }
 
@@ -304,10 +336,8 @@ pub fn compute(
 
     // Models with several targets fail over: a cluster per target, and per target an aggregate
     // of it followed by the others in fallback order (priority tier, then weight).
-    let upstreams: HashMap<String, (Upstream, Vec<std::net::SocketAddr>)> = clusters
-        .iter()
-        .map(|c| (c.name.clone(), (c.upstream.clone(), c.proxies.clone())))
-        .collect();
+    let upstreams: HashMap<String, &ProviderCluster> =
+        clusters.iter().map(|c| (c.name.clone(), c)).collect();
     let mut target_clusters: BTreeMap<(String, String), String> = BTreeMap::new();
     let mut failover = Vec::new();
     let mut failover_names: HashMap<String, Vec<String>> = HashMap::new();
@@ -369,16 +399,20 @@ pub fn compute(
             failover_capable.insert(name.clone(), capable);
         }
     }
+    let mut target_list = Vec::new();
     for ((provider, model), name) in target_clusters {
-        if let Some((upstream, proxies)) = upstreams.get(&cluster_name(&provider)) {
-            clusters.push(ProviderCluster {
+        if let Some(c) = upstreams.get(&cluster_name(&provider)) {
+            target_list.push(ProviderCluster {
                 name,
-                upstream: upstream.clone(),
+                upstream: c.upstream.clone(),
                 target: Some(format!("{provider}/{model}")),
-                proxies: proxies.clone(),
+                proxies: c.proxies.clone(),
+                pinned: c.pinned.clone(),
             });
         }
     }
+    clusters.extend(target_list);
+
     // A single target whose provider has several keys: a failed key (refused, rate limited)
     // is retried on another, through an aggregate over the provider's own cluster.
     let key_counts: HashMap<&str, usize> = filter_providers
@@ -553,7 +587,15 @@ mod tests {
                 }],
             },
         ];
-        let state = compute(&providers, &keys, &models, &[], 1024, &Figures::default());
+        let state = compute(
+            &providers,
+            &keys,
+            &models,
+            &[],
+            1024,
+            &Figures::default(),
+            &Pins::new(),
+        );
         let names: Vec<&str> = state
             .filter
             .models
@@ -591,7 +633,15 @@ mod tests {
         assert_eq!(a.keys[0].secret, "secret-a");
         assert_eq!(a.auth_header, "authorization");
         assert!(!state.filter.version.is_empty());
-        let again = compute(&providers, &keys, &models, &[], 1024, &Figures::default());
+        let again = compute(
+            &providers,
+            &keys,
+            &models,
+            &[],
+            1024,
+            &Figures::default(),
+            &Pins::new(),
+        );
         assert_eq!(
             again.filter.version, state.filter.version,
             "stable for same content"
@@ -624,6 +674,7 @@ mod tests {
             &[key("live", None), key("gone", Some(1))],
             1,
             &Figures::default(),
+            &Pins::new(),
         );
         let ids: Vec<&str> = state.filter.keys.iter().map(|k| k.id.as_str()).collect();
         assert_eq!(ids, vec!["live"]);
@@ -662,7 +713,15 @@ mod tests {
                 targets: vec![spec("a", "m1", 1, 0)],
             },
         ];
-        let state = compute(&providers, &[], &models, &[], 1024, &Figures::default());
+        let state = compute(
+            &providers,
+            &[],
+            &models,
+            &[],
+            1024,
+            &Figures::default(),
+            &Pins::new(),
+        );
         let route = |name: &str| {
             state
                 .filter
@@ -758,7 +817,15 @@ mod tests {
                 spec("c", None),                                    // everything
             ],
         }];
-        let state = compute(&providers, &[], &models, &[], 1024, &Figures::default());
+        let state = compute(
+            &providers,
+            &[],
+            &models,
+            &[],
+            1024,
+            &Figures::default(),
+            &Pins::new(),
+        );
         let route = state
             .filter
             .models

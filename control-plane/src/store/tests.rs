@@ -187,6 +187,7 @@ async fn strategies_choose_from_known_figures(s: Store) {
         &[],
         1024,
         &figures,
+        &crate::snapshot::Pins::new(),
     );
     let index = Index::new(state.filter).unwrap();
     let chosen = |model: &str| -> HashMap<String, usize> {

@@ -623,7 +623,7 @@ fn retry_policy(attempts: usize, idle: Option<Duration>) -> RetryPolicy {
 
 fn provider_cluster(gw: &Gateway, c: &ProviderCluster) -> Cluster {
     let u = &c.upstream;
-    let discovery = if u.is_ip() {
+    let discovery = if u.is_ip() || !c.pinned.is_empty() {
         cluster::DiscoveryType::Static
     } else if c.proxies.is_empty() {
         cluster::DiscoveryType::LogicalDns
@@ -678,9 +678,13 @@ fn provider_cluster(gw: &Gateway, c: &ProviderCluster) -> Cluster {
             ))),
         })
     };
-    let endpoint = |proxy: Option<&std::net::SocketAddr>| LbEndpoint {
+    let endpoint = |address: Option<&std::net::SocketAddr>,
+                    proxy: Option<&std::net::SocketAddr>| LbEndpoint {
         host_identifier: Some(lb_endpoint::HostIdentifier::Endpoint(Endpoint {
-            address: Some(socket(&u.host, u.port)),
+            address: Some(match address {
+                Some(a) => socket(&a.ip().to_string(), a.port()),
+                None => socket(&u.host, u.port),
+            }),
             // Used as `Host` by the route's auto_host_rewrite. Behind a proxy it is also the
             // CONNECT target's host (Envoy adds the port), so it must not carry the port.
             hostname: if proxy.is_some() {
@@ -716,10 +720,13 @@ fn provider_cluster(gw: &Gateway, c: &ProviderCluster) -> Cluster {
         }),
         ..Default::default()
     };
-    let lb_endpoints = if c.proxies.is_empty() {
-        vec![endpoint(None)]
+    // Vetted addresses (see `crate::ssrf`) stand for the host; proxies are the operator's only.
+    let lb_endpoints = if !c.pinned.is_empty() {
+        c.pinned.iter().map(|a| endpoint(Some(a), None)).collect()
+    } else if c.proxies.is_empty() {
+        vec![endpoint(None, None)]
     } else {
-        c.proxies.iter().map(|p| endpoint(Some(p))).collect()
+        c.proxies.iter().map(|p| endpoint(None, Some(p))).collect()
     };
     // A proxy that cannot be reached is taken out of the pool until it can again.
     let health_checks = if c.proxies.is_empty() {
@@ -994,12 +1001,14 @@ mod tests {
                     upstream: Upstream::parse("https://api.openai.com/v1").unwrap(),
                     target: None,
                     proxies: Vec::new(),
+                    pinned: Vec::new(),
                 },
                 ProviderCluster {
                     name: "provider-local".into(),
                     upstream: Upstream::parse("http://127.0.0.1:9000/v1").unwrap(),
                     target: None,
                     proxies: Vec::new(),
+                    pinned: Vec::new(),
                 },
             ],
             failover: Vec::new(),
