@@ -363,8 +363,12 @@ pub async fn serve(config_path: &Path) -> anyhow::Result<()> {
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
-    let admin = axum::serve(admin_listener, crate::admin::router(app.clone()))
-        .with_graceful_shutdown(stopped(stop_rx.clone()));
+    let admin = axum::serve(
+        admin_listener,
+        crate::admin::router(app.clone())
+            .into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(stopped(stop_rx.clone()));
     // Request records arrive beside xDS, over the cluster Envoy has to the control plane.
     let routes = tonic::service::Routes::from(crate::usage::router(app.ingest.clone()))
         .add_service(AggregatedDiscoveryServiceServer::new(AdsServer::new(

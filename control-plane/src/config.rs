@@ -228,7 +228,7 @@ pub struct ModelSpec {
     pub targets: Vec<TargetSpec>,
 }
 
-#[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TargetSpec {
     pub provider: String,
@@ -240,6 +240,7 @@ pub struct TargetSpec {
     /// What the target can do (`function_calling`, `vision`); absent: everything. Requests with
     /// tools or images go only to targets that can take them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<String>>)]
     pub capabilities: Option<Vec<switchyard_filter::config::Capability>>,
 }
 

@@ -65,7 +65,7 @@ pub struct ProviderDef {
 }
 
 /// Settings only some kinds take, stored as one JSON column.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProviderSettings {
     /// `openai_compatible`: the provider's preset (see [`PRESETS`]).

@@ -1,38 +1,46 @@
 //! `/admin/v1/keys`: gateway API keys. The secret is returned once, at creation; the store keeps
 //! only its SHA-256 digest and a short prefix for humans.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use super::{publish, ApiError, ApiJson, AppState};
+use super::{publish, ApiError, ApiJson, ApiPath, ApiQuery, AppState, Caller, Errors};
 use crate::app::key_prefix;
 use crate::crypto;
 use crate::domain;
 use crate::store::{ApiKeyRow, NewApiKey};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/keys", get(list).post(create))
-        .route("/keys/{id}", get(read).delete(remove))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(read, remove))
 }
 
-#[derive(Debug, Deserialize)]
+/// A new gateway key. Users create keys for themselves; admins for anyone.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct KeyInput {
     name: String,
+    /// The owner (admins only; users' keys are their own). Default: the key's name for the
+    /// admin token, the caller for a user.
     #[serde(default)]
     user: Option<String>,
+    /// Model patterns: exact names, `*`, or a prefix ending in `*` (default `["*"]`).
     #[serde(default)]
     models: Option<Vec<String>>,
     #[serde(default)]
     rpm: Option<u32>,
     #[serde(default)]
     tpm: Option<u32>,
+    /// Opens the owner's credit account with this many USD (admins only).
     #[serde(default)]
     credits: Option<f64>,
+    /// Unix seconds after which the key is refused.
     #[serde(default)]
     expires_at: Option<i64>,
     /// Spend caps, micro-USD per UTC day and month.
@@ -42,7 +50,7 @@ struct KeyInput {
     monthly_budget_micros: Option<i64>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 struct KeyView {
     id: String,
     name: String,
@@ -78,31 +86,89 @@ impl From<ApiKeyRow> for KeyView {
 }
 
 /// The creation answer: the view plus the secret, this one time.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 struct CreatedKey {
     #[serde(flatten)]
     view: KeyView,
     key: String,
 }
 
-async fn list(State(app): State<AppState>) -> Result<Json<Vec<KeyView>>, ApiError> {
-    let keys = app.store.list_api_keys().await?;
-    Ok(Json(keys.into_iter().map(KeyView::from).collect()))
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct ListParams {
+    /// Only this user's keys (admins; a user always sees only their own).
+    user: Option<String>,
 }
 
-async fn read(
+/// Gateway keys (never their secrets): all of them for admins, their own for users.
+#[utoipa::path(get, path = "/keys", tag = "keys", params(ListParams),
+    responses((status = 200, body = [KeyView]), Errors))]
+async fn list(
+    Caller(p): Caller,
     State(app): State<AppState>,
-    Path(id): Path<String>,
-) -> Result<Json<KeyView>, ApiError> {
-    Ok(Json(app.store.get_api_key(&id).await?.into()))
+    ApiQuery(q): ApiQuery<ListParams>,
+) -> Result<Json<Vec<KeyView>>, ApiError> {
+    let only = if p.is_admin() {
+        q.user
+    } else {
+        Some(p.name.clone())
+    };
+    let keys = app.store.list_api_keys().await?;
+    Ok(Json(
+        keys.into_iter()
+            .filter(|k| only.as_ref().is_none_or(|u| *u == k.user))
+            .map(KeyView::from)
+            .collect(),
+    ))
 }
 
+/// The key with this id, if the caller may see it.
+async fn own_key(
+    app: &AppState,
+    p: &crate::auth::Principal,
+    id: &str,
+) -> Result<ApiKeyRow, ApiError> {
+    let key = app.store.get_api_key(id).await?;
+    if !p.may_act_for(&key.user) {
+        return Err(ApiError::NotFound("not found".into()));
+    }
+    Ok(key)
+}
+
+/// One key.
+#[utoipa::path(get, path = "/keys/{id}", tag = "keys", params(("id" = String, Path)),
+    responses((status = 200, body = KeyView), Errors))]
+async fn read(
+    Caller(p): Caller,
+    State(app): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<KeyView>, ApiError> {
+    Ok(Json(own_key(&app, &p, &id).await?.into()))
+}
+
+/// Creates a key; its secret is in this answer only.
+#[utoipa::path(post, path = "/keys", tag = "keys", request_body = KeyInput,
+    responses((status = 201, body = CreatedKey), (status = 409, description = "Name taken", body = super::ErrorBody), Errors))]
 async fn create(
+    Caller(p): Caller,
     State(app): State<AppState>,
     ApiJson(input): ApiJson<KeyInput>,
 ) -> Result<(StatusCode, Json<CreatedKey>), ApiError> {
     domain::check_name("API key", &input.name).map_err(ApiError::BadRequest)?;
-    let user = input.user.unwrap_or_else(|| input.name.clone());
+    let user = match (&input.user, p.is_admin()) {
+        (Some(u), true) => u.clone(),
+        (None, true) if p.user_id.is_none() => input.name.clone(),
+        (None, _) => p.name.clone(),
+        (Some(u), false) if *u == p.name => u.clone(),
+        (Some(_), false) => {
+            return Err(ApiError::Forbidden(
+                "users create keys for themselves only".into(),
+            ))
+        }
+    };
+    if input.credits.is_some() && !p.is_admin() {
+        return Err(ApiError::Forbidden("only admins give credits".into()));
+    }
     domain::check_name("user", &user).map_err(ApiError::BadRequest)?;
     let models = input.models.unwrap_or_else(|| vec!["*".into()]);
     for m in models.iter().filter(|m| m.as_str() != "*") {
@@ -162,10 +228,15 @@ async fn create(
     ))
 }
 
+/// Revokes a key: it stops working within a second.
+#[utoipa::path(delete, path = "/keys/{id}", tag = "keys", params(("id" = String, Path)),
+    responses((status = 204, description = "Revoked"), Errors))]
 async fn remove(
+    Caller(p): Caller,
     State(app): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
+    own_key(&app, &p, &id).await?;
     app.store.delete_api_key(&id).await?;
     publish(&app).await?;
     Ok(StatusCode::NO_CONTENT)

@@ -1,36 +1,111 @@
-//! Admin REST API under `/admin/v1`: one router per resource, bearer admin token, JSON errors in
-//! the same `{"error":{"message","type","code"}}` shape the gateway uses.
+//! Admin REST API under `/admin/v1`: one router per resource, JSON errors in the same
+//! `{"error":{"message","type","code"}}` shape the gateway uses, and an OpenAPI document built
+//! from the handlers themselves (`/admin/v1/openapi.json`), so that it lists every route.
+//!
+//! Who calls: the admin token (the operator), or a user with an access token from
+//! `/auth/login` ([`crate::auth`]). Admin-only handlers take [`AdminOnly`]; the others take
+//! [`Caller`] and show or change only what the caller may act for. Every change (any method
+//! but GET) is written to the audit log with who, from where, and the answer's status.
 
+mod auth;
 mod keys;
 mod models;
 mod providers;
 mod usage;
+mod users;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{FromRequest, Request, State};
-use axum::http::StatusCode;
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, MatchedPath, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::OpenApi as _;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::app::App;
+use crate::auth::{Principal, Role};
 use crate::store::StoreError;
 
 pub type AppState = Arc<App>;
 
-pub fn router(app: AppState) -> Router {
-    let api = Router::new()
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(
+        title = "Switchyard admin API",
+        description = "Providers, models, gateway keys, users, sessions, usage and credits. \
+            Authenticate with the admin token or a user's access token: \
+            `Authorization: Bearer <token>`.",
+    ),
+    modifiers(&BearerAuth),
+    security(("bearer" = [])),
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        let components = doc.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The API's routes and their OpenAPI document, from the same handlers.
+pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    let protected = OpenApiRouter::new()
         .merge(providers::router())
         .merge(models::router())
         .merge(keys::router())
         .merge(usage::router())
-        .route("/xds/nodes", get(xds_nodes))
-        .route("/health", get(health))
-        .route_layer(middleware::from_fn_with_state(app.clone(), require_admin));
+        .merge(users::router())
+        .merge(auth::protected_router())
+        .routes(routes!(xds_nodes))
+        .routes(routes!(health));
+    let (protected, protected_doc) = protected.split_for_parts();
+    let protected = protected.route_layer(middleware::from_fn(authenticate));
+    let (open, open_doc) = auth::open_router().split_for_parts();
+    let mut doc = ApiDoc::openapi();
+    doc.merge(protected_doc);
+    doc.merge(open_doc);
+    // Every path is under /admin/v1.
+    let paths = std::mem::take(&mut doc.paths.paths);
+    doc.paths.paths = paths
+        .into_iter()
+        .map(|(p, item)| (format!("/admin/v1{p}"), item))
+        .collect();
+    (protected.merge(open), doc)
+}
+
+pub fn router(app: AppState) -> Router {
+    let (api, doc) = api();
+    let doc = Arc::new(doc.to_json().unwrap_or_else(|_| "{}".into()));
+    let api = api
+        .route(
+            "/openapi.json",
+            get(move || {
+                let doc = doc.clone();
+                async move {
+                    (
+                        [(axum::http::header::CONTENT_TYPE, "application/json")],
+                        doc.as_str().to_owned(),
+                    )
+                }
+            }),
+        )
+        .layer(middleware::from_fn_with_state(app.clone(), audit))
+        .layer(middleware::from_fn_with_state(app.clone(), principal));
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
@@ -61,7 +136,9 @@ async fn healthz() -> Json<serde_json::Value> {
 }
 
 /// What each connected Envoy has accepted (ACK) or refused (NACK), by resource type.
-async fn xds_nodes(State(app): State<AppState>) -> Json<serde_json::Value> {
+#[utoipa::path(get, path = "/xds/nodes", tag = "operations",
+    responses((status = 200, description = "Snapshot serial, versions by type, and each node's ACK/NACK state", body = Object), Errors))]
+async fn xds_nodes(_: AdminOnly, State(app): State<AppState>) -> Json<serde_json::Value> {
     let snapshot = app.cache.current();
     let versions: serde_json::Map<String, serde_json::Value> = snapshot
         .types
@@ -73,7 +150,9 @@ async fn xds_nodes(State(app): State<AppState>) -> Json<serde_json::Value> {
 
 /// What routing ranks by: each provider key's latest probe (refused keys are left out of the
 /// configuration) and each target's figures over the recent window.
-async fn health(State(app): State<AppState>) -> Json<serde_json::Value> {
+#[utoipa::path(get, path = "/health", tag = "operations",
+    responses((status = 200, description = "Probe states and target figures", body = Object), Errors))]
+async fn health(_: AdminOnly, State(app): State<AppState>) -> Json<serde_json::Value> {
     let figures = app.figures();
     Json(json!({
         "keys": app.probes.states(),
@@ -83,18 +162,196 @@ async fn health(State(app): State<AppState>) -> Json<serde_json::Value> {
     }))
 }
 
-async fn require_admin(State(app): State<AppState>, req: Request, next: Next) -> Response {
-    let token = req
-        .headers()
+// ---- who is calling ---------------------------------------------------------------------------
+
+/// Where a request comes from: the peer's address, or the client a trusted proxy names.
+#[derive(Debug, Clone, Default)]
+pub struct ClientInfo {
+    pub ip: String,
+    pub user_agent: String,
+}
+
+impl ClientInfo {
+    fn of(app: &App, headers: &HeaderMap, peer: Option<SocketAddr>) -> ClientInfo {
+        let mut ip = peer.map(|p| p.ip());
+        // Walk X-Forwarded-For from the right while the hop is a trusted proxy.
+        if let Some(forwarded) = headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+            let trusted =
+                |a: std::net::IpAddr| app.identity.trusted_proxies.iter().any(|n| n.contains(a));
+            for hop in forwarded.rsplit(',') {
+                match ip {
+                    Some(current) if trusted(current) => {
+                        match hop.trim().parse::<std::net::IpAddr>() {
+                            Ok(next) => ip = Some(next),
+                            Err(_) => break,
+                        }
+                    }
+                    _ => break,
+                }
+            }
+        }
+        let user_agent: String = headers
+            .get(axum::http::header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .chars()
+            .take(256)
+            .collect();
+        ClientInfo {
+            ip: ip.map(|i| i.to_string()).unwrap_or_default(),
+            user_agent,
+        }
+    }
+}
+
+impl FromRequestParts<AppState> for ClientInfo {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, ApiError> {
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0);
+        Ok(ClientInfo::of(app, &parts.headers, peer))
+    }
+}
+
+/// Who the bearer token names, if anyone: the admin token, or a live session's access token
+/// of an active user (role read from the store, so a change of role or status counts at once).
+async fn identify(app: &App, headers: &HeaderMap) -> Result<Principal, ApiError> {
+    let token = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    match token {
-        Some(t) if app.admin_token_ok(t) => next.run(req).await,
-        _ => ApiError::Unauthorized.into_response(),
+        .map(str::trim)
+        .ok_or(ApiError::Unauthorized)?;
+    if !crate::auth::looks_like_jwt(token) {
+        return if app.admin_token_ok(token) {
+            Ok(Principal::admin_token())
+        } else {
+            Err(ApiError::Unauthorized)
+        };
+    }
+    let now = crate::store::now();
+    let claims = app
+        .identity
+        .token_key
+        .verify(token, now)
+        .map_err(|_| ApiError::Unauthorized)?;
+    if !app
+        .identity
+        .sessions
+        .alive(&claims.sid, &claims.sub, now)
+        .await?
+    {
+        return Err(ApiError::Unauthorized);
+    }
+    let user = match app.store.get_user_by_id(&claims.sub).await {
+        Ok(u) if u.active() => u,
+        Ok(_) | Err(StoreError::NotFound) => return Err(ApiError::Unauthorized),
+        Err(e) => return Err(e.into()),
+    };
+    Ok(Principal {
+        user_id: Some(user.id),
+        name: user.name,
+        role: user.role,
+        session: Some(claims.sid),
+    })
+}
+
+/// Outermost layer: who is calling (if anyone), for the handlers and the audit log.
+async fn principal(State(app): State<AppState>, mut req: Request, next: Next) -> Response {
+    match identify(&app, req.headers()).await {
+        Ok(p) => {
+            req.extensions_mut().insert(p);
+        }
+        Err(ApiError::Unauthorized) => {}
+        Err(e) => return e.into_response(),
+    }
+    next.run(req).await
+}
+
+/// Protected routes refuse anonymous calls.
+async fn authenticate(req: Request, next: Next) -> Response {
+    if req.extensions().get::<Principal>().is_none() {
+        return ApiError::Unauthorized.into_response();
+    }
+    next.run(req).await
+}
+
+/// Writes every change (any method but GET/HEAD) to the audit log. Sign-ins are written by
+/// their handlers, with what they know (the name tried, the session).
+async fn audit(State(app): State<AppState>, req: Request, next: Next) -> Response {
+    let method = req.method().clone();
+    if method == axum::http::Method::GET || method == axum::http::Method::HEAD {
+        return next.run(req).await;
+    }
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_owned())
+        .unwrap_or_else(|| req.uri().path().to_owned());
+    if route.starts_with("/admin/v1/auth/") {
+        return next.run(req).await;
+    }
+    let target: String = req.uri().path().chars().take(512).collect();
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0);
+    let client = ClientInfo::of(&app, req.headers(), peer);
+    let who = req.extensions().get::<Principal>().cloned();
+    let resp = next.run(req).await;
+    let entry = crate::store::AuditEntry {
+        id: 0,
+        at_ms: crate::store::now_ms(),
+        actor: who.as_ref().map(|p| p.name.clone()).unwrap_or_default(),
+        role: who.map(|p| p.role.as_str().to_owned()).unwrap_or_default(),
+        ip: client.ip,
+        user_agent: client.user_agent,
+        action: format!("{method} {route}"),
+        target,
+        status: i64::from(resp.status().as_u16()),
+        detail: String::new(),
+    };
+    if let Err(e) = app.store.add_audit(&entry).await {
+        tracing::error!("audit entry not written: {e}");
+    }
+    resp
+}
+
+/// The caller of a protected route.
+pub struct Caller(pub Principal);
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        parts
+            .extensions
+            .get::<Principal>()
+            .cloned()
+            .map(Caller)
+            .ok_or(ApiError::Unauthorized)
     }
 }
+
+/// The caller of an admin-only route: anyone else gets 403.
+pub struct AdminOnly(pub Principal);
+
+impl<S: Send + Sync> FromRequestParts<S> for AdminOnly {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let Caller(p) = Caller::from_request_parts(parts, state).await?;
+        if p.role != Role::Admin {
+            return Err(ApiError::Forbidden("this needs an admin".into()));
+        }
+        Ok(AdminOnly(p))
+    }
+}
+
+// ---- errors -----------------------------------------------------------------------------------
 
 /// Errors of the admin API; database details are logged, never returned.
 #[derive(Debug)]
@@ -103,7 +360,51 @@ pub enum ApiError {
     NotFound(String),
     Conflict(String),
     Unauthorized,
+    /// A failed sign-in or refresh (401, with why).
+    BadCredentials(String),
+    Forbidden(String),
+    TooManyRequests {
+        message: String,
+        retry_after: i64,
+    },
     Internal(String),
+}
+
+/// The error body every gateway-made error has.
+#[derive(utoipa::ToSchema, serde::Serialize)]
+#[allow(dead_code)]
+pub struct ErrorBody {
+    error: ErrorDetail,
+}
+
+#[derive(utoipa::ToSchema, serde::Serialize)]
+#[allow(dead_code)]
+struct ErrorDetail {
+    message: String,
+    #[schema(example = "invalid_request_error")]
+    #[serde(rename = "type")]
+    kind: String,
+    param: Option<String>,
+    #[schema(example = "invalid_request")]
+    code: String,
+}
+
+/// The error answers every route may give.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)]
+pub enum Errors {
+    /// Invalid input
+    #[response(status = 400)]
+    BadRequest(ErrorBody),
+    /// No valid admin or access token
+    #[response(status = 401)]
+    Unauthorized(ErrorBody),
+    /// The caller may not do this
+    #[response(status = 403)]
+    Forbidden(ErrorBody),
+    /// Not found, or not the caller's
+    #[response(status = 404)]
+    NotFound(ErrorBody),
 }
 
 impl From<StoreError> for ApiError {
@@ -124,6 +425,7 @@ impl From<anyhow::Error> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        let mut retry = None;
         let (status, kind, code, message) = match self {
             ApiError::BadRequest(m) => (
                 StatusCode::BAD_REQUEST,
@@ -136,9 +438,29 @@ impl IntoResponse for ApiError {
             ApiError::Unauthorized => (
                 StatusCode::UNAUTHORIZED,
                 "authentication_error",
-                "invalid_admin_token",
-                "A valid admin token is required: `Authorization: Bearer <token>`.".into(),
+                "invalid_token",
+                "A valid admin token or access token is required: `Authorization: Bearer <token>`."
+                    .into(),
             ),
+            ApiError::BadCredentials(m) => (
+                StatusCode::UNAUTHORIZED,
+                "authentication_error",
+                "invalid_credentials",
+                m,
+            ),
+            ApiError::Forbidden(m) => (StatusCode::FORBIDDEN, "permission_error", "forbidden", m),
+            ApiError::TooManyRequests {
+                message,
+                retry_after,
+            } => {
+                retry = Some(retry_after);
+                (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limit_error",
+                    "too_many_attempts",
+                    message,
+                )
+            }
             ApiError::Internal(detail) => {
                 tracing::error!("admin API internal error: {detail}");
                 (
@@ -149,11 +471,18 @@ impl IntoResponse for ApiError {
                 )
             }
         };
-        (
+        let mut resp = (
             status,
             Json(json!({"error": {"message": message, "type": kind, "param": null, "code": code}})),
         )
-            .into_response()
+            .into_response();
+        if let Some(secs) = retry {
+            resp.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(secs.max(1)),
+            );
+        }
+        resp
     }
 }
 
@@ -175,10 +504,56 @@ where
     }
 }
 
+/// `Path` whose rejections are `ApiError`s.
+pub struct ApiPath<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for ApiPath<T>
+where
+    T: serde::de::DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(v)| ApiPath(v))
+            .map_err(|e| ApiError::BadRequest(e.body_text()))
+    }
+}
+
+/// `Query` whose rejections are `ApiError`s.
+pub struct ApiQuery<T>(pub T);
+
+impl<T> std::ops::Deref for ApiQuery<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T, S> FromRequestParts<S> for ApiQuery<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Query(v)| ApiQuery(v))
+            .map_err(|e| ApiError::BadRequest(e.body_text()))
+    }
+}
+
 /// Publishes the store's new state; the change itself is already committed.
 pub(crate) async fn publish(app: &App) -> Result<(), ApiError> {
     app.publish().await.map(|_| ()).map_err(ApiError::from)
 }
 
+#[cfg(test)]
+mod rbac_tests;
 #[cfg(test)]
 mod tests;

@@ -1,43 +1,61 @@
 //! `/admin/v1/models`: logical models, the names clients send, and their targets.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use super::{publish, ApiError, ApiJson, AppState};
+use super::{publish, AdminOnly, ApiError, ApiJson, ApiPath, AppState, Caller, Errors};
 use crate::config::TargetSpec;
 use crate::domain::{self, Strategy};
 use crate::store::{ModelRow, StoreError};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/models", get(list).post(create))
-        .route("/models/{name}", get(read).put(update).delete(remove))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(read, update, remove))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ModelInput {
     name: String,
+    /// `weighted`, `latency`, `cost`, `reliability` or `balanced`.
     #[serde(default = "domain::default_strategy")]
+    #[schema(value_type = Option<StrategyName>)]
     strategy: Strategy,
     targets: Vec<TargetSpec>,
 }
 
-#[derive(Debug, Deserialize)]
+/// How a model's targets are ranked.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+#[schema(rename_all = "snake_case")]
+enum StrategyName {
+    Weighted,
+    Latency,
+    Cost,
+    Reliability,
+    Balanced,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ModelUpdate {
     #[serde(default)]
+    #[schema(value_type = Option<StrategyName>)]
     strategy: Option<Strategy>,
     #[serde(default)]
     targets: Option<Vec<TargetSpec>>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 struct ModelView {
     name: String,
+    #[schema(value_type = StrategyName)]
     strategy: Strategy,
     targets: Vec<TargetSpec>,
 }
@@ -74,19 +92,29 @@ async fn check_targets(app: &crate::app::App, targets: &[TargetSpec]) -> Result<
     Ok(())
 }
 
-async fn list(State(app): State<AppState>) -> Result<Json<Vec<ModelView>>, ApiError> {
+/// Logical models.
+#[utoipa::path(get, path = "/models", tag = "models", responses((status = 200, body = [ModelView]), Errors))]
+async fn list(_: Caller, State(app): State<AppState>) -> Result<Json<Vec<ModelView>>, ApiError> {
     let models = app.store.list_models().await?;
     Ok(Json(models.into_iter().map(ModelView::from).collect()))
 }
 
+/// One logical model.
+#[utoipa::path(get, path = "/models/{name}", tag = "models", params(("name" = String, Path)),
+    responses((status = 200, body = ModelView), Errors))]
 async fn read(
+    _: Caller,
     State(app): State<AppState>,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> Result<Json<ModelView>, ApiError> {
     Ok(Json(app.store.get_model(&name).await?.into()))
 }
 
+/// Creates a logical model: a name clients send, served by its targets.
+#[utoipa::path(post, path = "/models", tag = "models", request_body = ModelInput,
+    responses((status = 201, body = ModelView), (status = 409, description = "Name taken", body = super::ErrorBody), Errors))]
 async fn create(
+    _: AdminOnly,
     State(app): State<AppState>,
     ApiJson(input): ApiJson<ModelInput>,
 ) -> Result<(StatusCode, Json<ModelView>), ApiError> {
@@ -112,9 +140,13 @@ async fn create(
     Ok((StatusCode::CREATED, Json(row.into())))
 }
 
+/// Changes a logical model's strategy or targets.
+#[utoipa::path(put, path = "/models/{name}", tag = "models", params(("name" = String, Path)),
+    request_body = ModelUpdate, responses((status = 200, body = ModelView), Errors))]
 async fn update(
+    _: AdminOnly,
     State(app): State<AppState>,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
     ApiJson(input): ApiJson<ModelUpdate>,
 ) -> Result<Json<ModelView>, ApiError> {
     let mut row = app.store.get_model(&name).await?;
@@ -130,9 +162,13 @@ async fn update(
     Ok(Json(row.into()))
 }
 
+/// Deletes a logical model.
+#[utoipa::path(delete, path = "/models/{name}", tag = "models", params(("name" = String, Path)),
+    responses((status = 204, description = "Deleted"), Errors))]
 async fn remove(
+    _: AdminOnly,
     State(app): State<AppState>,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     app.store.delete_model(&name).await?;
     publish(&app).await?;

@@ -1,22 +1,36 @@
-//! `/admin/v1/providers`: create, list, get, update, delete. Keys go in, never come out.
+//! `/admin/v1/providers`: create, list, get, update, delete; share, submit, review. Keys go in,
+//! never come out.
+//!
+//! Admins' providers are public (every key may use them). A user's provider is private: it
+//! serves their keys and the keys of the users they share it with, as `provider/model`. The
+//! owner may submit it to the public pool; an admin approves (it becomes public) or rejects it.
+//! An owner's change to an approved provider sends it back to review. The base URL of a user's
+//! provider may only reach public addresses ([`crate::ssrf`]), checked here and at connect time.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use super::{publish, ApiError, ApiJson, AppState};
-use crate::domain::{self, ProviderDef, ProviderKind, ProviderSettings};
-use crate::store::{NewProviderKey, ProviderKeyRow, ProviderRow};
+use super::{publish, AdminOnly, ApiError, ApiJson, ApiPath, AppState, Caller, Errors};
+use crate::app::App;
+use crate::auth::Principal;
+use crate::domain::{self, ProviderDef, ProviderKind, ProviderSettings, Upstream};
+use crate::store::{NewProviderKey, ProviderKeyRow, ProviderRow, StoreError};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/providers", get(list).post(create))
-        .route("/providers/{name}", get(read).put(update).delete(remove))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(read, update, remove))
+        .routes(routes!(share, unshare))
+        .routes(routes!(submit))
+        .routes(routes!(review))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct KeyInput {
     secret: String,
@@ -30,10 +44,25 @@ fn one() -> u32 {
     1
 }
 
-#[derive(Debug, Deserialize)]
+/// The API family a provider speaks.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+#[schema(rename_all = "snake_case")]
+enum KindName {
+    Openai,
+    OpenaiCompatible,
+    AzureOpenai,
+    Anthropic,
+    Gemini,
+    Vertex,
+    Bedrock,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateProvider {
     name: String,
+    #[schema(value_type = KindName)]
     kind: ProviderKind,
     #[serde(default)]
     base_url: Option<String>,
@@ -51,15 +80,17 @@ struct CreateProvider {
     project: Option<String>,
     #[serde(default)]
     location: Option<String>,
+    /// Egress proxies (admins only).
     #[serde(default)]
     proxies: Option<Vec<String>>,
 }
 
 /// Fields absent from an update keep their value; `keys`, when present, replaces the key set.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct UpdateProvider {
     #[serde(default)]
+    #[schema(value_type = Option<KindName>)]
     kind: Option<ProviderKind>,
     #[serde(default)]
     base_url: Option<String>,
@@ -83,17 +114,18 @@ struct UpdateProvider {
     proxies: Option<Vec<String>>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 struct KeyView {
     id: String,
     weight: u32,
     qps: Option<u32>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 struct ProviderView {
     id: String,
     name: String,
+    #[schema(value_type = KindName)]
     kind: ProviderKind,
     base_url: String,
     models: Vec<String>,
@@ -101,13 +133,24 @@ struct ProviderView {
     settings: ProviderSettings,
     enabled: bool,
     keys: Vec<KeyView>,
+    /// `public` (every key) or `private` (the owner's and the shared users' keys).
+    visibility: &'static str,
+    /// The user who added it; `null` for the operator's providers.
+    owner: Option<String>,
+    /// `""`, `pending`, `approved` or `rejected`.
+    review: String,
+    review_note: String,
+    /// Users it is shared with (shown to its owner and admins).
+    shared_with: Vec<String>,
 }
 
-fn view(p: ProviderRow, keys: &[ProviderKeyRow]) -> ProviderView {
+fn view(p: ProviderRow, keys: &[ProviderKeyRow], caller: &Principal) -> ProviderView {
+    let manages = manages(caller, &p);
     ProviderView {
         keys: keys
             .iter()
             .filter(|k| k.provider_id == p.id)
+            .filter(|_| manages)
             .map(|k| KeyView {
                 id: k.id.clone(),
                 weight: k.weight,
@@ -121,11 +164,31 @@ fn view(p: ProviderRow, keys: &[ProviderKeyRow]) -> ProviderView {
         models: p.models,
         settings: p.settings,
         enabled: p.enabled,
+        visibility: if p.access.public { "public" } else { "private" },
+        owner: p.access.owner,
+        review: p.access.review,
+        review_note: p.access.review_note,
+        shared_with: if manages {
+            p.access.shared_with
+        } else {
+            Vec::new()
+        },
     }
 }
 
+/// Whether the caller may change the provider (admins: all; users: their own).
+fn manages(caller: &Principal, p: &ProviderRow) -> bool {
+    caller.is_admin()
+        || (caller.user_id.is_some() && p.access.owner.as_deref() == Some(&caller.name))
+}
+
+/// Whether the caller may see it: public ones, their own, and those shared with them.
+fn sees(caller: &Principal, p: &ProviderRow) -> bool {
+    caller.is_admin() || p.access.serves(&caller.name)
+}
+
 fn seal_keys(
-    app: &crate::app::App,
+    app: &App,
     kind: ProviderKind,
     keys: &[KeyInput],
 ) -> Result<Vec<NewProviderKey>, ApiError> {
@@ -135,24 +198,78 @@ fn seal_keys(
         .map_err(ApiError::BadRequest)
 }
 
-async fn list(State(app): State<AppState>) -> Result<Json<Vec<ProviderView>>, ApiError> {
+/// What a non-admin's provider may point at: public addresses only, no proxies.
+async fn check_untrusted(app: &App, def: &ProviderDef) -> Result<(), ApiError> {
+    if !def.settings.proxies.is_empty() {
+        return Err(ApiError::Forbidden("only admins set egress proxies".into()));
+    }
+    let upstream = Upstream::parse(&def.base_url).map_err(ApiError::BadRequest)?;
+    app.identity
+        .guard
+        .vet(&upstream.host, upstream.port)
+        .await
+        .map_err(|e| ApiError::BadRequest(format!("base_url refused: {e}")))?;
+    Ok(())
+}
+
+/// The provider called `name` if the caller may see it (else 404, as if absent).
+async fn visible(app: &App, caller: &Principal, name: &str) -> Result<ProviderRow, ApiError> {
+    let p = app.store.get_provider(name).await?;
+    if !sees(caller, &p) {
+        return Err(ApiError::NotFound("not found".into()));
+    }
+    Ok(p)
+}
+
+/// The provider called `name` if the caller may change it: 404 when they cannot see it, 403
+/// when they see it but it is not theirs.
+async fn managed(app: &App, caller: &Principal, name: &str) -> Result<ProviderRow, ApiError> {
+    let p = visible(app, caller, name).await?;
+    if !manages(caller, &p) {
+        return Err(ApiError::Forbidden(
+            "only its owner or an admin changes a provider".into(),
+        ));
+    }
+    Ok(p)
+}
+
+/// Providers the caller may use: all for admins; public, own and shared for users.
+#[utoipa::path(get, path = "/providers", tag = "providers",
+    responses((status = 200, body = [ProviderView]), Errors))]
+async fn list(
+    Caller(p): Caller,
+    State(app): State<AppState>,
+) -> Result<Json<Vec<ProviderView>>, ApiError> {
     let keys = app.store.list_provider_keys().await?;
     let providers = app.store.list_providers().await?;
     Ok(Json(
-        providers.into_iter().map(|p| view(p, &keys)).collect(),
+        providers
+            .into_iter()
+            .filter(|row| sees(&p, row))
+            .map(|row| view(row, &keys, &p))
+            .collect(),
     ))
 }
 
+/// One provider.
+#[utoipa::path(get, path = "/providers/{name}", tag = "providers", params(("name" = String, Path)),
+    responses((status = 200, body = ProviderView), Errors))]
 async fn read(
+    Caller(p): Caller,
     State(app): State<AppState>,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> Result<Json<ProviderView>, ApiError> {
-    let p = app.store.get_provider(&name).await?;
+    let row = visible(&app, &p, &name).await?;
     let keys = app.store.list_provider_keys().await?;
-    Ok(Json(view(p, &keys)))
+    Ok(Json(view(row, &keys, &p)))
 }
 
+/// Adds a provider: public for admins, private to its owner for users (whose base URL must
+/// reach a public address).
+#[utoipa::path(post, path = "/providers", tag = "providers", request_body = CreateProvider,
+    responses((status = 201, body = ProviderView), (status = 409, description = "Name taken", body = super::ErrorBody), Errors))]
 async fn create(
+    Caller(p): Caller,
     State(app): State<AppState>,
     ApiJson(input): ApiJson<CreateProvider>,
 ) -> Result<(StatusCode, Json<ProviderView>), ApiError> {
@@ -171,21 +288,31 @@ async fn create(
         },
     )
     .map_err(ApiError::BadRequest)?;
+    if !p.is_admin() {
+        check_untrusted(&app, &def).await?;
+    }
     let keys = seal_keys(&app, def.kind, &input.keys)?;
     let id = app.store.insert_provider(&input.name, &def).await?;
+    if let (Some(owner), false) = (&p.user_id, p.is_admin()) {
+        app.store.set_provider_owner(&input.name, owner).await?;
+    }
     app.store.replace_provider_keys(&id, &keys).await?;
     publish(&app).await?;
-    let p = app.store.get_provider(&input.name).await?;
+    let row = app.store.get_provider(&input.name).await?;
     let all_keys = app.store.list_provider_keys().await?;
-    Ok((StatusCode::CREATED, Json(view(p, &all_keys))))
+    Ok((StatusCode::CREATED, Json(view(row, &all_keys, &p))))
 }
 
+/// Changes a provider (its owner or an admin).
+#[utoipa::path(put, path = "/providers/{name}", tag = "providers", params(("name" = String, Path)),
+    request_body = UpdateProvider, responses((status = 200, body = ProviderView), Errors))]
 async fn update(
+    Caller(p): Caller,
     State(app): State<AppState>,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
     ApiJson(input): ApiJson<UpdateProvider>,
 ) -> Result<Json<ProviderView>, ApiError> {
-    let current = app.store.get_provider(&name).await?;
+    let current = managed(&app, &p, &name).await?;
     let def = ProviderDef::resolve(
         input.kind.unwrap_or(current.kind),
         Some(input.base_url.as_deref().unwrap_or(&current.base_url)),
@@ -200,6 +327,9 @@ async fn update(
         },
     )
     .map_err(ApiError::BadRequest)?;
+    if current.access.untrusted() {
+        check_untrusted(&app, &def).await?;
+    }
     let keys = input
         .keys
         .map(|k| seal_keys(&app, def.kind, &k))
@@ -210,15 +340,136 @@ async fn update(
     if let Some(keys) = keys {
         app.store.replace_provider_keys(&current.id, &keys).await?;
     }
+    // What an admin approved is not what its owner changes it to: back to review.
+    if !p.is_admin() && current.access.public {
+        app.store
+            .set_provider_review(&name, "pending", "changed by its owner", false)
+            .await?;
+    }
     publish(&app).await?;
-    read(State(app), Path(name)).await
+    let row = app.store.get_provider(&name).await?;
+    let keys = app.store.list_provider_keys().await?;
+    Ok(Json(view(row, &keys, &p)))
 }
 
+/// Deletes a provider (its owner or an admin).
+#[utoipa::path(delete, path = "/providers/{name}", tag = "providers", params(("name" = String, Path)),
+    responses((status = 204, description = "Deleted"), Errors))]
 async fn remove(
+    Caller(p): Caller,
     State(app): State<AppState>,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
+    managed(&app, &p, &name).await?;
     app.store.delete_provider(&name).await?;
     publish(&app).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Shares a private provider with a user: their keys may use it as `provider/model`.
+#[utoipa::path(put, path = "/providers/{name}/shares/{user}", tag = "providers",
+    params(("name" = String, Path), ("user" = String, Path)),
+    responses((status = 200, body = ProviderView), Errors))]
+async fn share(
+    Caller(p): Caller,
+    State(app): State<AppState>,
+    ApiPath((name, user)): ApiPath<(String, String)>,
+) -> Result<Json<ProviderView>, ApiError> {
+    let row = managed(&app, &p, &name).await?;
+    let target = match app.store.get_user(&user).await {
+        Ok(u) => u,
+        Err(StoreError::NotFound) => {
+            return Err(ApiError::BadRequest(format!("no user called {user:?}")))
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if row.access.owner.as_deref() == Some(user.as_str()) {
+        return Err(ApiError::BadRequest("the owner has it already".into()));
+    }
+    app.store.share_provider(&row.id, &target.id).await?;
+    publish(&app).await?;
+    let row = app.store.get_provider(&name).await?;
+    let keys = app.store.list_provider_keys().await?;
+    Ok(Json(view(row, &keys, &p)))
+}
+
+/// Stops sharing a provider with a user.
+#[utoipa::path(delete, path = "/providers/{name}/shares/{user}", tag = "providers",
+    params(("name" = String, Path), ("user" = String, Path)),
+    responses((status = 204, description = "No longer shared"), Errors))]
+async fn unshare(
+    Caller(p): Caller,
+    State(app): State<AppState>,
+    ApiPath((name, user)): ApiPath<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let row = managed(&app, &p, &name).await?;
+    let target = app.store.get_user(&user).await?;
+    app.store.unshare_provider(&row.id, &target.id).await?;
+    publish(&app).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Submits a private provider to the public pool; an admin reviews it.
+#[utoipa::path(post, path = "/providers/{name}/submit", tag = "providers", params(("name" = String, Path)),
+    responses((status = 200, body = ProviderView), Errors))]
+async fn submit(
+    Caller(p): Caller,
+    State(app): State<AppState>,
+    ApiPath(name): ApiPath<String>,
+) -> Result<Json<ProviderView>, ApiError> {
+    let row = managed(&app, &p, &name).await?;
+    if row.access.owner.is_none() || row.access.public {
+        return Err(ApiError::Conflict("the provider is public already".into()));
+    }
+    app.store
+        .set_provider_review(&name, "pending", "", false)
+        .await?;
+    let row = app.store.get_provider(&name).await?;
+    let keys = app.store.list_provider_keys().await?;
+    Ok(Json(view(row, &keys, &p)))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct ReviewInput {
+    /// `approve` (the provider becomes public) or `reject` (it stays private).
+    decision: String,
+    #[serde(default)]
+    note: String,
+}
+
+/// Approves or rejects a submitted provider (admins).
+#[utoipa::path(post, path = "/providers/{name}/review", tag = "providers", params(("name" = String, Path)),
+    request_body = ReviewInput, responses((status = 200, body = ProviderView), Errors))]
+async fn review(
+    AdminOnly(p): AdminOnly,
+    State(app): State<AppState>,
+    ApiPath(name): ApiPath<String>,
+    ApiJson(input): ApiJson<ReviewInput>,
+) -> Result<Json<ProviderView>, ApiError> {
+    let row = app.store.get_provider(&name).await?;
+    if row.access.review != "pending" {
+        return Err(ApiError::Conflict(
+            "the provider is not waiting for review".into(),
+        ));
+    }
+    if input.note.len() > 500 {
+        return Err(ApiError::BadRequest("`note` is at most 500 bytes".into()));
+    }
+    let (review, public) = match input.decision.as_str() {
+        "approve" => ("approved", true),
+        "reject" => ("rejected", false),
+        _ => {
+            return Err(ApiError::BadRequest(
+                "`decision` is `approve` or `reject`".into(),
+            ))
+        }
+    };
+    app.store
+        .set_provider_review(&name, review, &input.note, public)
+        .await?;
+    publish(&app).await?;
+    let row = app.store.get_provider(&name).await?;
+    let keys = app.store.list_provider_keys().await?;
+    Ok(Json(view(row, &keys, &p)))
 }

@@ -77,7 +77,7 @@ async fn health_is_open_and_the_rest_needs_the_token() {
     );
     let (status, body) = call(&app, "GET", "/admin/v1/providers", None, None).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
-    assert_eq!(body["error"]["code"], "invalid_admin_token");
+    assert_eq!(body["error"]["code"], "invalid_token");
     assert_eq!(
         call(&app, "GET", "/admin/v1/providers", None, Some("wrong"))
             .await

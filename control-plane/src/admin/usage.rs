@@ -2,38 +2,47 @@
 //! pricing table and credit accounts. Money is integer micro-USD (`*_micros`); prices are
 //! micro-USD per million tokens, and may be written in USD per million tokens as in the config.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::{get, post, put};
-use axum::{Json, Router};
+use axum::Json;
 use base64::Engine as _;
 use serde::Deserialize;
 use serde_json::json;
 use switchyard_filter::pricing::Price;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use super::{publish, ApiError, ApiJson, AppState};
+use super::{publish, AdminOnly, ApiError, ApiJson, ApiPath, ApiQuery, AppState, Caller, Errors};
+use crate::auth::Principal;
 use crate::store::{AccountRules, PriceRow, ReportGroup, RequestQuery};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/requests", get(requests))
-        .route("/prices", get(prices))
-        .route(
-            "/prices/{provider}/{*model}",
-            put(put_price).delete(delete_price),
-        )
-        .route("/credits", get(accounts))
-        .route("/credits/{user}", get(account))
-        .route("/credits/{user}/ledger", get(ledger))
-        .route("/credits/{user}/entries", post(add_entry))
-        .route("/credits/{user}/rules", put(set_rules))
-        .route("/users/{user}/limits", put(set_user_limits))
-        .route("/reports/usage", get(usage_report))
-        .route("/reports/providers", get(provider_series))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(requests))
+        .routes(routes!(prices))
+        .routes(routes!(put_price, delete_price))
+        .routes(routes!(accounts))
+        .routes(routes!(account))
+        .routes(routes!(ledger))
+        .routes(routes!(add_entry))
+        .routes(routes!(set_rules))
+        .routes(routes!(set_user_limits))
+        .routes(routes!(usage_report))
+        .routes(routes!(provider_series))
 }
 
 /// Query parameters, all optional; parsed here so that a bad one is a JSON error.
-type Params = Query<std::collections::HashMap<String, String>>;
+type Params = ApiQuery<std::collections::HashMap<String, String>>;
+
+/// A user may read their own account and usage; admins anyone's.
+fn may_read(p: &Principal, user: &str) -> Result<(), ApiError> {
+    if p.may_act_for(user) {
+        Ok(())
+    } else {
+        Err(ApiError::NotFound("not found".into()))
+    }
+}
 
 fn int_param(params: &Params, name: &str) -> Result<Option<i64>, ApiError> {
     params
@@ -68,12 +77,33 @@ fn limit(params: &Params) -> Result<i64, ApiError> {
     Ok(limit)
 }
 
-/// `GET /requests?from=&to=&key=&user=&model=&provider=&status=&limit=&cursor=`: newest first;
-/// `from`/`to` in Unix milliseconds, `status` exact (`429`) or a class (`5xx`).
+/// The request log, newest first (users: their own requests).
+#[utoipa::path(get, path = "/requests", tag = "usage",
+    params(
+        ("from" = Option<i64>, Query, description = "Unix milliseconds"),
+        ("to" = Option<i64>, Query, description = "Unix milliseconds"),
+        ("key" = Option<String>, Query, description = "Gateway key id"),
+        ("user" = Option<String>, Query),
+        ("model" = Option<String>, Query),
+        ("provider" = Option<String>, Query),
+        ("status" = Option<String>, Query, description = "A code (`429`) or a class (`5xx`)"),
+        ("limit" = Option<i64>, Query, description = "1 to 1000 (100)"),
+        ("cursor" = Option<String>, Query, description = "The previous page's `next_cursor`"),
+    ),
+    responses((status = 200, description = "`data` (request records) and `next_cursor`", body = Object), Errors))]
 async fn requests(
+    Caller(p): Caller,
     State(app): State<AppState>,
     params: Params,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    let user = match params.0.get("user") {
+        Some(u) if !p.may_act_for(u) => {
+            return Err(ApiError::Forbidden("users see their own requests".into()))
+        }
+        Some(u) => Some(u.clone()),
+        None if p.is_admin() => None,
+        None => Some(p.name.clone()),
+    };
     let status = match params.get("status").map(String::as_str) {
         None => None,
         Some(s) if s.len() == 3 && s.ends_with("xx") => {
@@ -95,7 +125,7 @@ async fn requests(
         from_ms: int_param(&params, "from")?,
         to_ms: int_param(&params, "to")?,
         key_id: params.get("key").cloned(),
-        user: params.get("user").cloned(),
+        user,
         model: params.get("model").cloned(),
         provider: params.get("provider").cloned(),
         status,
@@ -125,10 +155,15 @@ fn price_json(provider: &str, model: &str, p: &Price, source: &str) -> serde_jso
     })
 }
 
-/// `GET /prices`: every served (provider, model) with the price it is charged at: set by an
-/// administrator (`source: "table"`), a well-known model's list price (`"default"`), or none
-/// (`"unpriced"`: its requests carry no cost). Prices set for models not served are listed too.
-async fn prices(State(app): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+/// Every served (provider, model) with the price it is charged at: set by an administrator
+/// (`source: "table"`), a well-known model's list price (`"default"`), or none (`"unpriced"`:
+/// its requests carry no cost). Prices set for models not served are listed too.
+#[utoipa::path(get, path = "/prices", tag = "usage",
+    responses((status = 200, description = "`data`: prices in micro-USD per million tokens", body = Object), Errors))]
+async fn prices(
+    _: Caller,
+    State(app): State<AppState>,
+) -> Result<Json<serde_json::Value>, ApiError> {
     let table = app.store.list_prices().await?;
     let mut out = Vec::new();
     let mut seen = std::collections::BTreeSet::new();
@@ -150,7 +185,7 @@ async fn prices(State(app): State<AppState>) -> Result<Json<serde_json::Value>, 
 }
 
 /// A price in USD per million tokens (as in the config file).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct PriceInput {
     input: f64,
@@ -174,9 +209,14 @@ fn price_micros(name: &str, usd: f64) -> Result<u64, ApiError> {
         })
 }
 
+/// Sets the price of a provider's model.
+#[utoipa::path(put, path = "/prices/{provider}/{model}", tag = "usage",
+    params(("provider" = String, Path), ("model" = String, Path, description = "May contain `/`")),
+    request_body = PriceInput, responses((status = 200, body = Object), Errors))]
 async fn put_price(
+    _: AdminOnly,
     State(app): State<AppState>,
-    Path((provider, model)): Path<(String, String)>,
+    ApiPath((provider, model)): ApiPath<(String, String)>,
     ApiJson(input): ApiJson<PriceInput>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let optional = |name: &str, v: Option<f64>| v.map(|v| price_micros(name, v)).transpose();
@@ -203,9 +243,14 @@ async fn put_price(
     Ok(Json(price_json(&provider, &model, &price, "table")))
 }
 
+/// Removes a price from the table (a well-known model falls back to its list price).
+#[utoipa::path(delete, path = "/prices/{provider}/{model}", tag = "usage",
+    params(("provider" = String, Path), ("model" = String, Path, description = "May contain `/`")),
+    responses((status = 204, description = "Removed"), Errors))]
 async fn delete_price(
+    _: AdminOnly,
     State(app): State<AppState>,
-    Path((provider, model)): Path<(String, String)>,
+    ApiPath((provider, model)): ApiPath<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     app.store.delete_price(&provider, &model).await?;
     prices_changed(&app).await?;
@@ -218,23 +263,41 @@ async fn prices_changed(app: &AppState) -> Result<(), ApiError> {
     publish(app).await
 }
 
-async fn accounts(State(app): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+/// Every credit account.
+#[utoipa::path(get, path = "/credits", tag = "credits",
+    responses((status = 200, description = "`data`: accounts", body = Object), Errors))]
+async fn accounts(
+    _: AdminOnly,
+    State(app): State<AppState>,
+) -> Result<Json<serde_json::Value>, ApiError> {
     Ok(Json(json!({ "data": app.store.list_accounts().await? })))
 }
 
+/// A user's credit account (users: their own).
+#[utoipa::path(get, path = "/credits/{user}", tag = "credits", params(("user" = String, Path)),
+    responses((status = 200, description = "The account", body = Object), Errors))]
 async fn account(
+    Caller(p): Caller,
     State(app): State<AppState>,
-    Path(user): Path<String>,
+    ApiPath(user): ApiPath<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    may_read(&p, &user)?;
     Ok(Json(json!(app.store.get_account(&user).await?)))
 }
 
-/// `GET /credits/{user}/ledger?limit=&cursor=`: entries newest first.
+/// A credit account's ledger, newest first (users: their own).
+#[utoipa::path(get, path = "/credits/{user}/ledger", tag = "credits",
+    params(("user" = String, Path),
+        ("limit" = Option<i64>, Query, description = "1 to 1000 (100)"),
+        ("cursor" = Option<String>, Query, description = "The previous page's `next_cursor`")),
+    responses((status = 200, description = "`data` (entries) and `next_cursor`", body = Object), Errors))]
 async fn ledger(
+    Caller(p): Caller,
     State(app): State<AppState>,
-    Path(user): Path<String>,
+    ApiPath(user): ApiPath<String>,
     params: Params,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    may_read(&p, &user)?;
     let limit = limit(&params)?;
     let before = params.get("cursor").map(|c| decode_cursor(c)).transpose()?;
     app.store.get_account(&user).await?;
@@ -245,7 +308,7 @@ async fn ledger(
     Ok(Json(json!({"data": entries, "next_cursor": next})))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct EntryInput {
     amount_micros: i64,
@@ -255,10 +318,13 @@ struct EntryInput {
     note: String,
 }
 
-/// `POST /credits/{user}/entries`: a top-up or an adjustment; opens the account if needed.
+/// A top-up or an adjustment; opens the account if needed.
+#[utoipa::path(post, path = "/credits/{user}/entries", tag = "credits", params(("user" = String, Path)),
+    request_body = EntryInput, responses((status = 201, description = "The account after the entry", body = Object), Errors))]
 async fn add_entry(
+    _: AdminOnly,
     State(app): State<AppState>,
-    Path(user): Path<String>,
+    ApiPath(user): ApiPath<String>,
     ApiJson(input): ApiJson<EntryInput>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     match input.kind.as_str() {
@@ -288,7 +354,7 @@ async fn add_entry(
     Ok((StatusCode::CREATED, Json(json!(account))))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct RulesInput {
     #[serde(default)]
@@ -299,11 +365,14 @@ struct RulesInput {
     topup_amount_micros: Option<i64>,
 }
 
-/// `PUT /credits/{user}/rules`: low-balance threshold and automatic top-up (both or neither of
-/// `topup_below_micros` and `topup_amount_micros`).
+/// Low-balance threshold and automatic top-up (both or neither of `topup_below_micros` and
+/// `topup_amount_micros`).
+#[utoipa::path(put, path = "/credits/{user}/rules", tag = "credits", params(("user" = String, Path)),
+    request_body = RulesInput, responses((status = 200, description = "The account", body = Object), Errors))]
 async fn set_rules(
+    _: AdminOnly,
     State(app): State<AppState>,
-    Path(user): Path<String>,
+    ApiPath(user): ApiPath<String>,
     ApiJson(input): ApiJson<RulesInput>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     if input.topup_below_micros.is_some() != input.topup_amount_micros.is_some() {
@@ -326,7 +395,7 @@ async fn set_rules(
     Ok(Json(json!(account)))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct UserLimitsInput {
     #[serde(default)]
@@ -335,11 +404,13 @@ struct UserLimitsInput {
     tpm: Option<u32>,
 }
 
-/// `PUT /users/{user}/limits`: requests and tokens per minute over all of a user's keys
-/// (`null` or absent: none).
+/// Requests and tokens per minute over all of a user's keys (`null` or absent: none).
+#[utoipa::path(put, path = "/users/{user}/limits", tag = "users", params(("user" = String, Path)),
+    request_body = UserLimitsInput, responses((status = 200, body = Object), Errors))]
 async fn set_user_limits(
+    _: AdminOnly,
     State(app): State<AppState>,
-    Path(user): Path<String>,
+    ApiPath(user): ApiPath<String>,
     ApiJson(input): ApiJson<UserLimitsInput>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     app.store
@@ -362,9 +433,14 @@ fn range(params: &Params) -> Result<(i64, i64), ApiError> {
     Ok((from, to))
 }
 
-/// `GET /reports/usage?group_by=day|key|user|model|provider&from=&to=`: requests, errors,
-/// tokens and cost per group.
+/// Requests, errors, tokens and cost per group (users: over their own requests).
+#[utoipa::path(get, path = "/reports/usage", tag = "usage",
+    params(("group_by" = Option<String>, Query, description = "day (default), key, user, model or provider"),
+        ("from" = Option<i64>, Query, description = "Unix milliseconds (24 hours before `to`)"),
+        ("to" = Option<i64>, Query, description = "Unix milliseconds (now)")),
+    responses((status = 200, description = "`from`, `to` and `data`", body = Object), Errors))]
 async fn usage_report(
+    Caller(p): Caller,
     State(app): State<AppState>,
     params: Params,
 ) -> Result<Json<serde_json::Value>, ApiError> {
@@ -381,16 +457,23 @@ async fn usage_report(
         }
     };
     let (from, to) = range(&params)?;
-    let rows = app.store.usage_report(group, from, to).await?;
+    let only = (!p.is_admin()).then_some(p.name.as_str());
+    let rows = app.store.usage_report(group, from, to, only).await?;
     Ok(Json(json!({"from": from, "to": to, "data": rows})))
 }
 
 /// Most requests a time series is computed from.
 const SERIES_MAX_ROWS: i64 = 500_000;
 
-/// `GET /reports/providers?from=&to=&bucket_secs=60`: per provider and bucket, requests,
-/// errors, and p50/p95/p99 of latency, time to first token and time to the provider's first byte.
+/// Per provider and bucket: requests, errors, and p50/p95/p99 of latency, time to first token
+/// and time to the provider's first byte.
+#[utoipa::path(get, path = "/reports/providers", tag = "usage",
+    params(("from" = Option<i64>, Query, description = "Unix milliseconds"),
+        ("to" = Option<i64>, Query, description = "Unix milliseconds"),
+        ("bucket_secs" = Option<i64>, Query, description = "1 to 86400 (60)")),
+    responses((status = 200, description = "`data`: points", body = Object), Errors))]
 async fn provider_series(
+    _: AdminOnly,
     State(app): State<AppState>,
     params: Params,
 ) -> Result<Json<serde_json::Value>, ApiError> {

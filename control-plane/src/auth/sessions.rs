@@ -54,7 +54,7 @@ pub enum Refresh {
     /// The token was current: here is its successor.
     Rotated {
         token: String,
-        session: Session,
+        session: Box<Session>,
         suspicious: Vec<Suspicious>,
     },
     /// The token had been used before: its family is revoked.
@@ -319,7 +319,7 @@ impl Sessions {
                     s.suspicious.truncate(EVENTS_KEPT);
                     return Ok(Refresh::Rotated {
                         token: next,
-                        session: s.clone(),
+                        session: Box::new(s.clone()),
                         suspicious: events,
                     });
                 }
@@ -380,7 +380,7 @@ impl Sessions {
                         session.suspicious = self.events(&mut conn, prefix, id).await?;
                         Ok(Refresh::Rotated {
                             token: next,
-                            session,
+                            session: Box::new(session),
                             suspicious: found,
                         })
                     }

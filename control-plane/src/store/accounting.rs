@@ -402,6 +402,7 @@ impl Store {
         group: ReportGroup,
         from_ms: i64,
         to_ms: i64,
+        user: Option<&str>,
     ) -> Result<Vec<UsageRow>> {
         let expr = match group {
             ReportGroup::Day => "CAST(at_ms / 86400000 AS TEXT)",
@@ -418,12 +419,13 @@ impl Store {
                     CAST(SUM(cached_tokens) AS BIGINT) AS cached_tokens,
                     CAST(SUM(reasoning_tokens) AS BIGINT) AS reasoning_tokens,
                     CAST(COALESCE(SUM(cost_micros), 0) AS BIGINT) AS cost_micros
-             FROM request_log WHERE at_ms >= $1 AND at_ms < $2
+             FROM request_log WHERE at_ms >= $1 AND at_ms < $2 AND ($3 = '' OR user_name = $3)
              GROUP BY {expr} ORDER BY {expr}"
         );
         let rows = sqlx::query(&sql)
             .bind(from_ms)
             .bind(to_ms)
+            .bind(user.unwrap_or(""))
             .fetch_all(&self.pool)
             .await?;
         rows.iter()

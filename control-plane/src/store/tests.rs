@@ -384,13 +384,19 @@ async fn reports_add_up(s: Store) {
     }
     rows.push(request("next-day", "alice", None, 2 * day + 5));
     s.ingest(&rows).await.unwrap();
-    let by_day = s.usage_report(ReportGroup::Day, 0, 3 * day).await.unwrap();
+    let by_day = s
+        .usage_report(ReportGroup::Day, 0, 3 * day, None)
+        .await
+        .unwrap();
     let days: Vec<(&str, i64, i64)> = by_day
         .iter()
         .map(|r| (r.group.as_str(), r.requests, r.cost_micros))
         .collect();
     assert_eq!(days, [("1970-01-02", 10, 1_000), ("1970-01-03", 1, 0)]);
-    let by_user = s.usage_report(ReportGroup::User, 0, 3 * day).await.unwrap();
+    let by_user = s
+        .usage_report(ReportGroup::User, 0, 3 * day, None)
+        .await
+        .unwrap();
     let users: Vec<(&str, i64, i64)> = by_user
         .iter()
         .map(|r| (r.group.as_str(), r.requests, r.errors))

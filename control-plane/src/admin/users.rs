@@ -1,0 +1,305 @@
+//! `/admin/v1/users` and `/admin/v1/audit`: accounts (admins manage them; a user sees their
+//! own), their sessions, and the audit log.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use serde::Deserialize;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::auth::{devices, Device, RegisterInput};
+use super::{publish, AdminOnly, ApiError, ApiJson, ApiPath, ApiQuery, AppState, Caller, Errors};
+use crate::app::App;
+use crate::auth::{self, Principal, Role};
+use crate::domain;
+use crate::store::{AuditEntry, AuditFilter, StoreError, UserPatch, UserRow};
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(read, update))
+        .routes(routes!(sessions, end_sessions))
+        .routes(routes!(end_session))
+        .routes(routes!(audit))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct CreateUser {
+    name: String,
+    password: String,
+    #[serde(default)]
+    email: Option<String>,
+    #[serde(default)]
+    role: Option<Role>,
+}
+
+/// Fields absent keep their value.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct UpdateUser {
+    #[serde(default)]
+    role: Option<Role>,
+    /// `active` or `disabled` (a disabled user cannot sign in, their sessions end, and their
+    /// gateway keys stop working).
+    #[serde(default)]
+    status: Option<String>,
+    #[serde(default)]
+    email: Option<String>,
+    /// A new password (their sessions end).
+    #[serde(default)]
+    password: Option<String>,
+}
+
+fn check_email(email: &str) -> Result<(), ApiError> {
+    let ok = email.len() <= 254
+        && email
+            .split_once('@')
+            .is_some_and(|(local, domain)| !local.is_empty() && domain.contains('.'))
+        && !email.chars().any(|c| c.is_whitespace() || c.is_control());
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::BadRequest(
+            "`email` is not an email address".into(),
+        ))
+    }
+}
+
+/// Creates a user who signs in with a password.
+pub(super) async fn create_user(
+    app: &App,
+    input: RegisterInput,
+    role: Role,
+) -> Result<UserRow, ApiError> {
+    domain::check_name("user", &input.name).map_err(ApiError::BadRequest)?;
+    auth::check_password(&input.password).map_err(ApiError::BadRequest)?;
+    if let Some(e) = &input.email {
+        check_email(e)?;
+    }
+    // A user made by a gateway key or the config has no password yet: taking its name would
+    // take its keys and credits, so the name counts as taken.
+    match app.store.get_user(&input.name).await {
+        Ok(_) => return Err(ApiError::Conflict("user already exists".into())),
+        Err(StoreError::NotFound) => {}
+        Err(e) => return Err(e.into()),
+    }
+    let hash = auth::hash_password_async(input.password).await;
+    Ok(app
+        .store
+        .create_user(&input.name, input.email.as_deref(), &hash, role)
+        .await?)
+}
+
+/// The user called `name`, if the caller may act for them (else 404, as if absent).
+async fn visible_user(app: &App, p: &Principal, name: &str) -> Result<UserRow, ApiError> {
+    if !p.may_act_for(name) {
+        return Err(ApiError::NotFound("not found".into()));
+    }
+    Ok(app.store.get_user(name).await?)
+}
+
+/// Every user.
+#[utoipa::path(get, path = "/users", tag = "users", responses((status = 200, body = [UserRow]), Errors))]
+async fn list(_: AdminOnly, State(app): State<AppState>) -> Result<Json<Vec<UserRow>>, ApiError> {
+    Ok(Json(app.store.list_users().await?))
+}
+
+/// Creates a user (any role).
+#[utoipa::path(post, path = "/users", tag = "users", request_body = CreateUser,
+    responses((status = 201, body = UserRow), (status = 409, description = "Name or email taken", body = super::ErrorBody), Errors))]
+async fn create(
+    _: AdminOnly,
+    State(app): State<AppState>,
+    ApiJson(input): ApiJson<CreateUser>,
+) -> Result<(StatusCode, Json<UserRow>), ApiError> {
+    let role = input.role.unwrap_or(Role::User);
+    let user = create_user(
+        &app,
+        RegisterInput {
+            name: input.name,
+            password: input.password,
+            email: input.email,
+        },
+        role,
+    )
+    .await?;
+    Ok((StatusCode::CREATED, Json(user)))
+}
+
+/// A user (admins: anyone; users: themselves).
+#[utoipa::path(get, path = "/users/{name}", tag = "users",
+    params(("name" = String, Path)), responses((status = 200, body = UserRow), Errors))]
+async fn read(
+    Caller(p): Caller,
+    State(app): State<AppState>,
+    ApiPath(name): ApiPath<String>,
+) -> Result<Json<UserRow>, ApiError> {
+    Ok(Json(visible_user(&app, &p, &name).await?))
+}
+
+/// Changes a user's role, status, email or password. The last active admin who can sign in
+/// cannot be demoted or disabled.
+#[utoipa::path(patch, path = "/users/{name}", tag = "users", params(("name" = String, Path)),
+    request_body = UpdateUser, responses((status = 200, body = UserRow), Errors))]
+async fn update(
+    _: AdminOnly,
+    State(app): State<AppState>,
+    ApiPath(name): ApiPath<String>,
+    ApiJson(input): ApiJson<UpdateUser>,
+) -> Result<Json<UserRow>, ApiError> {
+    let current = app.store.get_user(&name).await?;
+    if let Some(s) = &input.status {
+        if s != "active" && s != "disabled" {
+            return Err(ApiError::BadRequest(
+                "`status` is `active` or `disabled`".into(),
+            ));
+        }
+    }
+    if let Some(e) = &input.email {
+        check_email(e)?;
+    }
+    let demoted = input.role.is_some_and(|r| r != Role::Admin);
+    let disabled = input.status.as_deref() == Some("disabled");
+    if current.role == Role::Admin
+        && current.active()
+        && current.has_password
+        && (demoted || disabled)
+        && app.store.active_admins().await? <= 1
+    {
+        return Err(ApiError::Conflict(
+            "this is the last admin who can sign in; make another admin first".into(),
+        ));
+    }
+    let password_hash = match input.password {
+        Some(pw) => {
+            auth::check_password(&pw).map_err(ApiError::BadRequest)?;
+            Some(auth::hash_password_async(pw).await)
+        }
+        None => None,
+    };
+    let ends_sessions = disabled || password_hash.is_some();
+    let status_changed = input.status.as_deref().is_some_and(|s| s != current.status);
+    let user = app
+        .store
+        .update_user(
+            &name,
+            &UserPatch {
+                email: input.email.map(Some),
+                role: input.role,
+                status: input.status,
+                password_hash,
+            },
+        )
+        .await?;
+    if ends_sessions {
+        app.identity
+            .sessions
+            .revoke_all(&user.id, crate::store::now())
+            .await?;
+    }
+    if status_changed {
+        // A disabled user's gateway keys leave the configuration (and come back).
+        publish(&app).await?;
+    }
+    Ok(Json(user))
+}
+
+/// A user's signed-in devices (admins: anyone's; users: their own).
+#[utoipa::path(get, path = "/users/{name}/sessions", tag = "users",
+    params(("name" = String, Path)), responses((status = 200, body = [Device]), Errors))]
+async fn sessions(
+    Caller(p): Caller,
+    State(app): State<AppState>,
+    ApiPath(name): ApiPath<String>,
+) -> Result<Json<Vec<Device>>, ApiError> {
+    let user = visible_user(&app, &p, &name).await?;
+    Ok(Json(devices(&app, &user.id, p.session.as_deref()).await?))
+}
+
+/// Signs a user out everywhere.
+#[utoipa::path(delete, path = "/users/{name}/sessions", tag = "users",
+    params(("name" = String, Path)), responses((status = 204, description = "Every session ended"), Errors))]
+async fn end_sessions(
+    Caller(p): Caller,
+    State(app): State<AppState>,
+    ApiPath(name): ApiPath<String>,
+) -> Result<StatusCode, ApiError> {
+    let user = visible_user(&app, &p, &name).await?;
+    app.identity
+        .sessions
+        .revoke_all(&user.id, crate::store::now())
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Signs one device of a user out.
+#[utoipa::path(delete, path = "/users/{name}/sessions/{id}", tag = "users",
+    params(("name" = String, Path), ("id" = String, Path)),
+    responses((status = 204, description = "Session ended"), Errors))]
+async fn end_session(
+    Caller(p): Caller,
+    State(app): State<AppState>,
+    ApiPath((name, id)): ApiPath<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let user = visible_user(&app, &p, &name).await?;
+    if app.identity.sessions.revoke(&user.id, &id).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::NotFound("no such session".into()))
+    }
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct AuditParams {
+    /// Only this actor (a user name, `admin-token`, or a name a failed sign-in tried).
+    actor: Option<String>,
+    /// Actions starting with this (`auth.`, `session.`, `POST /admin/v1/keys`).
+    action: Option<String>,
+    /// Unix milliseconds.
+    from: Option<i64>,
+    to: Option<i64>,
+    /// 1 to 1000 (100).
+    limit: Option<i64>,
+    /// The previous page's `next_cursor`.
+    cursor: Option<i64>,
+}
+
+#[derive(Debug, serde::Serialize, ToSchema)]
+struct AuditPage {
+    data: Vec<AuditEntry>,
+    next_cursor: Option<i64>,
+}
+
+/// The audit log, newest first: every change through this API, sign-ins, sign-in failures,
+/// refresh token replays and suspicious refreshes.
+#[utoipa::path(get, path = "/audit", tag = "users", params(AuditParams),
+    responses((status = 200, body = AuditPage), Errors))]
+async fn audit(
+    _: AdminOnly,
+    State(app): State<AppState>,
+    ApiQuery(q): ApiQuery<AuditParams>,
+) -> Result<Json<AuditPage>, ApiError> {
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::BadRequest("`limit` must be 1 to 1000".into()));
+    }
+    let data = app
+        .store
+        .list_audit(&AuditFilter {
+            actor: q.actor,
+            action: q.action,
+            since_ms: q.from,
+            until_ms: q.to,
+            before: q.cursor,
+            limit,
+        })
+        .await?;
+    let next_cursor = (data.len() as i64 == limit)
+        .then(|| data.last().map(|e| e.id))
+        .flatten();
+    Ok(Json(AuditPage { data, next_cursor }))
+}
