@@ -217,6 +217,11 @@ impl App {
         Ok(state)
     }
 
+    #[cfg(test)]
+    pub async fn desired_state_for_tests(&self) -> crate::snapshot::GatewayState {
+        self.desired_state().await.expect("state")
+    }
+
     /// After a credit account changed: its balance to the rate limit service, and the keys it
     /// meters to Envoy.
     pub async fn credits_changed(&self, user: &str) -> anyhow::Result<()> {

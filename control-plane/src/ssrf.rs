@@ -232,49 +232,52 @@ impl reqwest::dns::Resolve for Guard {
     }
 }
 
+/// Names a test decides (a rebinding attacker's DNS): change them at any time.
+#[cfg(test)]
+#[derive(Default)]
+pub(crate) struct Fixed(pub std::sync::Mutex<std::collections::HashMap<String, Vec<IpAddr>>>);
+
+#[cfg(test)]
+impl Fixed {
+    pub fn set(&self, host: &str, ips: &[&str]) {
+        let ips = ips.iter().map(|i| i.parse().expect("an address")).collect();
+        self.0.lock().expect("names").insert(host.into(), ips);
+    }
+}
+
+#[cfg(test)]
+impl Resolver for Fixed {
+    fn resolve<'a>(
+        &'a self,
+        host: &'a str,
+        port: u16,
+    ) -> futures::future::BoxFuture<'a, std::io::Result<Vec<SocketAddr>>> {
+        let out = self.0.lock().ok().and_then(|names| {
+            names
+                .get(host)
+                .map(|ips| ips.iter().map(|ip| SocketAddr::new(*ip, port)).collect())
+        });
+        Box::pin(async move {
+            out.ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "nxdomain"))
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
-
-    /// Names the test decides: a rebinding attacker's DNS.
-    struct Fixed(HashMap<&'static str, Vec<IpAddr>>);
-
-    impl Resolver for Fixed {
-        fn resolve<'a>(
-            &'a self,
-            host: &'a str,
-            port: u16,
-        ) -> futures::future::BoxFuture<'a, std::io::Result<Vec<SocketAddr>>> {
-            let out = self
-                .0
-                .get(host)
-                .map(|ips| ips.iter().map(|ip| SocketAddr::new(*ip, port)).collect());
-            Box::pin(async move {
-                out.ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "nxdomain"))
-            })
-        }
-    }
 
     fn guard(allowed: &[&str]) -> Guard {
-        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
-        let names = HashMap::from([
-            ("metadata.internal", vec![ip("169.254.169.254")]),
-            ("intranet.example", vec![ip("10.1.2.3")]),
-            ("v6-loop.example", vec![ip("::1")]),
-            (
-                "mixed.example",
-                vec![ip("93.184.216.34"), ip("192.168.0.1")],
-            ),
-            (
-                "api.example",
-                vec![ip("93.184.216.34"), ip("2606:2800:220:1::1")],
-            ),
-            ("mapped.example", vec![ip("::ffff:127.0.0.1")]),
-        ]);
+        let names = Fixed::default();
+        names.set("metadata.internal", &["169.254.169.254"]);
+        names.set("intranet.example", &["10.1.2.3"]);
+        names.set("v6-loop.example", &["::1"]);
+        names.set("mixed.example", &["93.184.216.34", "192.168.0.1"]);
+        names.set("api.example", &["93.184.216.34", "2606:2800:220:1::1"]);
+        names.set("mapped.example", &["::ffff:127.0.0.1"]);
         Guard::new(
             allowed.iter().map(|a| a.parse().unwrap()).collect(),
-            Arc::new(Fixed(names)),
+            Arc::new(names),
         )
     }
 

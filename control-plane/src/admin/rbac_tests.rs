@@ -922,3 +922,112 @@ on_backends!(
     sessions_rotate_detect_replay_and_log_out_remotely,
     sign_ins_are_throttled_after_failures
 );
+
+/// A user's provider may only reach public addresses: literals and names resolving inside the
+/// network are refused at creation and on update; at connect time the control plane resolves
+/// the name again and gives Envoy only vetted addresses, so a name that turns private later
+/// (DNS rebinding) leaves the provider out of the configuration.
+async fn providers_of_users_reach_only_public_addresses(app: Arc<App>) {
+    let names = Arc::new(crate::ssrf::Fixed::default());
+    names.set("metadata.evil.example", &["169.254.169.254"]);
+    names.set("intranet.evil.example", &["10.20.30.40"]);
+    names.set("loop6.evil.example", &["::1"]);
+    names.set("rebind.evil.example", &["93.184.216.34"]);
+    let mut app = Arc::try_unwrap(app).ok().expect("one owner");
+    app.identity.guard = crate::ssrf::Guard::new(Vec::new(), names.clone());
+    let (c, _) = world(Arc::new(app)).await;
+    let (alice, _, _) = c.login("alice", "a").await;
+    let create = |base: &str| json!({"name": "mine", "kind": "openai_compatible", "base_url": base, "models": ["m"]});
+    for base in [
+        "http://127.0.0.1:8080/v1",
+        "http://127.1/v1",
+        "http://2130706433/v1",
+        "http://10.0.0.1/v1",
+        "http://10.255.1.2:9000/v1",
+        "http://169.254.169.254/latest",
+        "http://[::1]:8080/v1",
+        "http://[::ffff:127.0.0.1]/v1",
+        "http://[fd00:ec2::254]/v1",
+        "http://0.0.0.0/v1",
+        "http://localhost:8080/v1",
+        "http://metadata.evil.example/v1",
+        "http://intranet.evil.example/v1",
+        "http://loop6.evil.example/v1",
+        "http://nxdomain.evil.example/v1",
+    ] {
+        let (status, v) = c
+            .call(
+                "POST",
+                "/admin/v1/providers",
+                create(base),
+                Some(&alice),
+                "a",
+            )
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{base}: {v}");
+        let message = v["error"]["message"].as_str().unwrap();
+        assert!(message.starts_with("base_url refused"), "{base}: {message}");
+    }
+    // Proxies are the operator's.
+    let mut with_proxy = create("https://rebind.evil.example/v1");
+    with_proxy["proxies"] = json!(["10.0.0.8:3128"]);
+    let (status, _) = c
+        .call("POST", "/admin/v1/providers", with_proxy, Some(&alice), "a")
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    // A public name passes; the cluster connects to the vetted address only.
+    let (status, v) = c
+        .call(
+            "POST",
+            "/admin/v1/providers",
+            create("https://rebind.evil.example/v1"),
+            Some(&alice),
+            "a",
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{v}");
+    let state = c.app.desired_state_for_tests().await;
+    assert!(state.filter.models.iter().any(|m| m.name == "mine/m"));
+    let cluster = state
+        .clusters
+        .iter()
+        .find(|c| c.name == "provider-mine")
+        .expect("cluster");
+    assert_eq!(cluster.pinned, vec!["93.184.216.34:443".parse().unwrap()]);
+    // Update to an inside address: refused; the admin's own providers are not checked.
+    let (status, _) = c
+        .call(
+            "PUT",
+            "/admin/v1/providers/mine",
+            json!({"base_url": "http://10.0.0.1/v1"}),
+            Some(&alice),
+            "a",
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    // The name turns private: at the next configuration the provider is out.
+    names.set("rebind.evil.example", &["127.0.0.1"]);
+    let state = c.app.desired_state_for_tests().await;
+    assert!(
+        !state.filter.models.iter().any(|m| m.name == "mine/m"),
+        "rebound name refused at connect time"
+    );
+    assert!(!state.clusters.iter().any(|c| c.name == "provider-mine"));
+    names.set("rebind.evil.example", &["93.184.216.35"]);
+    let state = c.app.desired_state_for_tests().await;
+    let cluster = state
+        .clusters
+        .iter()
+        .find(|c| c.name == "provider-mine")
+        .expect("back");
+    assert_eq!(cluster.pinned, vec!["93.184.216.35:443".parse().unwrap()]);
+}
+
+#[tokio::test]
+async fn providers_of_users_reach_only_public_addresses_on_sqlite() {
+    let store = Store::connect(&crate::test_support::sqlite_url())
+        .await
+        .unwrap();
+    providers_of_users_reach_only_public_addresses(app_on(store, Sessions::memory(3600)).await)
+        .await;
+}
