@@ -582,6 +582,7 @@ impl Stack {
                 "mock-keys",
                 "mock-slow",
                 "mock-proxied",
+                "mock-private",
             ],
             &["text-embedding-3-small"],
         )
