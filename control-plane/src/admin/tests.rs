@@ -267,3 +267,20 @@ async fn models_and_keys_lifecycle() {
     let (_, nodes) = admin(&app, "GET", "/admin/v1/xds/nodes", None).await;
     assert!(nodes["serial"].as_u64().unwrap() >= 4);
 }
+
+/// Found by the schema-driven fuzz run: extreme times overflowed the range arithmetic (a panic
+/// that dropped the connection).
+#[tokio::test]
+async fn extreme_report_ranges_are_a_400_not_a_dropped_connection() {
+    let app = app().await;
+    for query in [
+        "/admin/v1/reports/usage?to=-9223372036854775808",
+        "/admin/v1/reports/usage?from=-9223372036854775808&to=9223372036854775807",
+        "/admin/v1/reports/providers?to=-9223372036854775808",
+        "/admin/v1/reports/providers?to=9223372036854775807",
+    ] {
+        let (status, body) = admin(&app, "GET", query, None).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{query}: {body}");
+        assert_eq!(body["error"]["type"], "invalid_request_error");
+    }
+}

@@ -422,11 +422,20 @@ async fn set_user_limits(
     ))
 }
 
+/// Latest time a report may name: the year 9999, in Unix ms.
+const MAX_TIME_MS: i64 = 253_402_300_800_000;
+
 /// The report range: `from`/`to` in Unix ms, by default the last 24 hours.
 fn range(params: &Params) -> Result<(i64, i64), ApiError> {
     let now = crate::store::now_ms();
     let to = int_param(params, "to")?.unwrap_or(now + 1);
-    let from = int_param(params, "from")?.unwrap_or(to - 86_400_000);
+    let day_before = to.saturating_sub(86_400_000).max(0);
+    let from = int_param(params, "from")?.unwrap_or(day_before);
+    if !(0..=MAX_TIME_MS).contains(&from) || !(0..=MAX_TIME_MS).contains(&to) {
+        return Err(ApiError::BadRequest(
+            "`from` and `to` are Unix milliseconds between 1970 and 9999".into(),
+        ));
+    }
     if from >= to {
         return Err(ApiError::BadRequest("`from` must be before `to`".into()));
     }
