@@ -40,7 +40,12 @@ pub struct App {
     pub probe_spec: crate::config::ProbeSpec,
     /// Users' sign-ins and sessions, and where their providers may point.
     pub identity: Identity,
+    /// When the configuration was last recomputed for the SSRF re-check (Unix seconds).
+    rechecked_at: std::sync::atomic::AtomicI64,
 }
+
+/// How often users' providers' names are resolved and vetted again.
+pub const RECHECK_SECS: i64 = 30;
 
 /// Everything about users signing in: the policy, the session store, the access token key, and
 /// the SSRF guard for the providers they add.
@@ -161,7 +166,21 @@ impl App {
             probes: Arc::default(),
             probe_spec: crate::config::ProbeSpec::default(),
             identity: Identity::default(),
+            rechecked_at: std::sync::atomic::AtomicI64::new(0),
         }
+    }
+
+    /// Whether it is time to recompute the configuration regardless of figures (every
+    /// [`RECHECK_SECS`]): users' providers' names are resolved and vetted again then.
+    fn recheck_due(&self) -> bool {
+        let now = crate::store::now();
+        let last = self.rechecked_at.load(std::sync::atomic::Ordering::Relaxed);
+        if now - last < RECHECK_SECS {
+            return false;
+        }
+        self.rechecked_at
+            .store(now, std::sync::atomic::Ordering::Relaxed);
+        true
     }
 
     /// The figures the configuration currently ranks by.
@@ -458,6 +477,12 @@ async fn refresh_health(app: Arc<App>) {
             Ok(false) => {}
             Err(e) => tracing::warn!("health figures not updated: {e:#}"),
         }
+        // Users' providers' names are resolved and vetted again (connect-time SSRF check).
+        if app.recheck_due() {
+            if let Err(e) = app.publish_figures().await {
+                tracing::error!("recomputing the configuration: {e:#}");
+            }
+        }
         let minute = crate::store::now() / 60;
         if minute - pruned_at >= 60 {
             pruned_at = minute;
@@ -476,12 +501,19 @@ async fn run_probes(app: Arc<App>) {
     if spec.interval_secs == 0 {
         return;
     }
-    let http = match reqwest::Client::builder()
-        .timeout(Duration::from_secs(spec.timeout_secs.max(1)))
-        .build()
-    {
-        Ok(c) => c,
-        Err(e) => {
+    let timeout = Duration::from_secs(spec.timeout_secs.max(1));
+    // Users' providers are probed through the SSRF guard's resolver, without redirects (a
+    // redirect to an address literal would pass by the resolver).
+    let (http, guarded) = match (
+        reqwest::Client::builder().timeout(timeout).build(),
+        reqwest::Client::builder()
+            .timeout(timeout)
+            .dns_resolver(app.identity.guard.reqwest_resolver())
+            .redirect(reqwest::redirect::Policy::none())
+            .build(),
+    ) {
+        (Ok(h), Ok(g)) => (h, g),
+        (Err(e), _) | (_, Err(e)) => {
             tracing::error!("no HTTP client for probes: {e}");
             return;
         }
@@ -512,7 +544,19 @@ async fn run_probes(app: Arc<App>) {
             let Ok(secret) = app.master.open(&key.secret_sealed) else {
                 continue;
             };
-            if let Some(req) = crate::probe::request(&http, provider, &secret) {
+            let client = if provider.access.untrusted() {
+                let vetted = match crate::domain::Upstream::parse(&provider.base_url) {
+                    Ok(u) => app.identity.guard.vet(&u.host, u.port).await.is_ok(),
+                    Err(_) => false,
+                };
+                if !vetted {
+                    continue;
+                }
+                &guarded
+            } else {
+                &http
+            };
+            if let Some(req) = crate::probe::request(client, provider, &secret) {
                 let (probes_state, id, name) =
                     (app.probes.clone(), key.id.clone(), provider.name.clone());
                 probes.push(async move {

@@ -214,7 +214,7 @@ impl Guard {
     /// A resolver for reqwest that refuses what [`Guard::vet`] refuses (for the control plane's
     /// own requests to such providers; IP literals in URLs bypass resolvers, so check those with
     /// `vet` first).
-    pub fn reqwest_resolver(&self) -> Arc<dyn reqwest::dns::Resolve> {
+    pub fn reqwest_resolver(&self) -> Arc<Guard> {
         Arc::new(self.clone())
     }
 }
@@ -352,6 +352,43 @@ mod tests {
         let g = Guard::default();
         let err = g.vet("localhost", 80).await.unwrap_err();
         assert!(err.contains("loopback") || err.contains("resolve"), "{err}");
+    }
+
+    /// The control plane's own requests to users' providers: a name resolving inside is
+    /// refused by the resolver, before any connection.
+    #[tokio::test]
+    async fn the_guarded_http_client_does_not_connect_inside() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let guard = guard(&[]);
+        let client = reqwest::Client::builder()
+            .dns_resolver(guard.reqwest_resolver())
+            .build()
+            .unwrap();
+        for host in ["localhost", "metadata.internal"] {
+            let err = client
+                .get(format!("http://{host}:{port}/"))
+                .send()
+                .await
+                .expect_err(host);
+            assert!(err.is_connect() || err.is_request(), "{host}: {err}");
+        }
+        let allowed = super::Guard::new(
+            vec!["127.0.0.0/8".parse().unwrap(), "::1".parse().unwrap()],
+            Arc::new(SystemResolver),
+        );
+        let client = reqwest::Client::builder()
+            .dns_resolver(allowed.reqwest_resolver())
+            .timeout(std::time::Duration::from_millis(300))
+            .build()
+            .unwrap();
+        let accept = tokio::spawn(async move { listener.accept().await.is_ok() });
+        let _ = client.get(format!("http://localhost:{port}/")).send().await;
+        let reached = tokio::time::timeout(std::time::Duration::from_secs(5), accept).await;
+        assert!(
+            reached.is_ok_and(|r| r.unwrap_or(false)),
+            "an allowed network is reached"
+        );
     }
 
     #[test]
