@@ -42,6 +42,8 @@ pub struct App {
     pub identity: Identity,
     /// When the configuration was last recomputed for the SSRF re-check (Unix seconds).
     rechecked_at: std::sync::atomic::AtomicI64,
+    /// One master key rotation at a time.
+    rotation_lock: tokio::sync::Mutex<()>,
 }
 
 /// How often users' providers' names are resolved and vetted again.
@@ -167,6 +169,7 @@ impl App {
             probe_spec: crate::config::ProbeSpec::default(),
             identity: Identity::default(),
             rechecked_at: std::sync::atomic::AtomicI64::new(0),
+            rotation_lock: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -315,8 +318,16 @@ pub async fn init(config_path: &Path) -> anyhow::Result<(App, Config)> {
         .with_context(|| format!("opening the store ({})", redact_url(&config.database)))?;
     let master = MasterKey::load(
         std::env::var("SWITCHYARD_MASTER_KEY").ok().as_deref(),
+        std::env::var("SWITCHYARD_MASTER_KEY_PREVIOUS")
+            .ok()
+            .as_deref(),
         &config.master_key_file,
     )?;
+    // Values sealed under a previous key (or before keys had ids) are sealed again now.
+    let resealed = reseal_all(&store, &master).await?;
+    if resealed > 0 {
+        tracing::info!(resealed, key = %master.current_id(), "stored secrets sealed again under the current master key");
+    }
     apply_config(&store, &master, &config).await?;
     let admin_token_digest = admin_token(&store).await?;
     let wasm_path = absolute(&config.gateway.wasm);
@@ -367,6 +378,45 @@ pub async fn init(config_path: &Path) -> anyhow::Result<(App, Config)> {
     }
     app.probe_spec = config.probes.clone();
     Ok((app, config))
+}
+
+/// Seals every stored secret not sealed under the current master key again.
+pub async fn reseal_all(store: &Store, master: &MasterKey) -> anyhow::Result<usize> {
+    Ok(store
+        .reseal_all(|sealed| {
+            if master.is_current(sealed) {
+                return Ok(None);
+            }
+            master
+                .open(sealed)
+                .map(|plain| Some(master.seal(&plain)))
+                .map_err(|e| e.to_string())
+        })
+        .await?)
+}
+
+/// Makes `new` the master key with no downtime: every stored secret is sealed again under it
+/// (in one transaction; repeated until a pass finds nothing left, in case a secret sealed just
+/// before the switch was written during the first), then the old keys are forgotten. The
+/// configuration Envoy has does not change. Returns how many values were sealed again.
+pub async fn rotate_master_key(app: &App, new: &[u8; 32]) -> anyhow::Result<usize> {
+    let _guard = app.rotation_lock.lock().await;
+    app.master.rotate_to(new)?;
+    let mut total = 0;
+    for pass in 0.. {
+        let n = reseal_all(&app.store, &app.master).await?;
+        total += n;
+        if n == 0 {
+            break;
+        }
+        if pass == 5 {
+            anyhow::bail!("secrets keep arriving under the old key; old keys kept");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    app.master.retire(new)?;
+    tracing::info!(key = %app.master.current_id(), resealed = total, "master key rotated");
+    Ok(total)
 }
 
 /// Runs the admin API and the ADS server until SIGINT/SIGTERM.

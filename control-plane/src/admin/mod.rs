@@ -11,6 +11,7 @@ mod auth;
 mod keys;
 mod models;
 mod providers;
+mod security;
 mod usage;
 mod users;
 
@@ -70,6 +71,7 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(keys::router())
         .merge(usage::router())
         .merge(users::router())
+        .merge(security::router())
         .merge(auth::protected_router())
         .routes(routes!(xds_nodes))
         .routes(routes!(health));

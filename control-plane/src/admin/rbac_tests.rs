@@ -315,6 +315,13 @@ fn table(
         ),
         ("GET", "/health", Admin, p("/health"), Value::Null),
         ("GET", "/xds/nodes", Admin, p("/xds/nodes"), Value::Null),
+        (
+            "POST",
+            "/security/master-key/rotate",
+            Admin,
+            p("/security/master-key/rotate"),
+            json!({}),
+        ),
     ]
 }
 
@@ -1030,4 +1037,99 @@ async fn providers_of_users_reach_only_public_addresses_on_sqlite() {
         .unwrap();
     providers_of_users_reach_only_public_addresses(app_on(store, Sessions::memory(3600)).await)
         .await;
+}
+
+/// Rotation: every stored secret sealed again under the new key, the gateway's configuration
+/// unchanged, the old key forgotten.
+async fn master_key_rotation_reseals_everything(app: Arc<App>) {
+    let (c, _) = world(app).await;
+    c.admin(
+        "PUT",
+        "/providers/public",
+        json!({"keys": [{"secret": "sk-upstream-one"}, {"secret": "sk-upstream-two"}]}),
+    )
+    .await;
+    let before = c.app.desired_state_for_tests().await;
+    // The access token key, as `Identity::load` keeps it.
+    let sealed_setting = c.app.master.seal("token key");
+    c.app
+        .store
+        .set_setting_if_absent(crate::app::TOKEN_KEY_SETTING, &sealed_setting)
+        .await
+        .unwrap();
+    let old_id = c.app.master.current_id();
+    let old_sealed: Vec<String> = c
+        .app
+        .store
+        .list_provider_keys()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|k| k.secret_sealed)
+        .collect();
+    let rotated = c
+        .admin("POST", "/security/master-key/rotate", json!({}))
+        .await;
+    assert_ne!(rotated["key_id"].as_str().unwrap(), old_id);
+    assert!(
+        rotated["resealed"].as_u64().unwrap() == 3,
+        "two provider keys and the access token key: {rotated}"
+    );
+    assert!(!rotated.to_string().contains("sk-upstream"));
+    let keys = c.app.store.list_provider_keys().await.unwrap();
+    for k in &keys {
+        assert!(c.app.master.is_current(&k.secret_sealed));
+        assert!(!old_sealed.contains(&k.secret_sealed));
+    }
+    let setting = c
+        .app
+        .store
+        .get_setting(crate::app::TOKEN_KEY_SETTING)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(c.app.master.is_current(&setting));
+    assert_eq!(c.app.master.open(&setting).unwrap(), "token key");
+    let after = c.app.desired_state_for_tests().await;
+    assert_eq!(
+        before.filter, after.filter,
+        "Envoy's configuration is unchanged"
+    );
+    // Old sealed values no longer open: the old key is gone.
+    assert!(old_sealed.iter().all(|s| c.app.master.open(s).is_err()));
+    // Sessions survive (the access token key was sealed again, not replaced).
+    let (token, _, _) = c.login("alice", "a").await;
+    assert_eq!(
+        c.call("GET", "/admin/v1/me", Value::Null, Some(&token), "a")
+            .await
+            .0,
+        StatusCode::OK
+    );
+    let (status, v) = c
+        .call(
+            "POST",
+            "/admin/v1/security/master-key/rotate",
+            json!({"key": "short"}),
+            Some(TOKEN),
+            "t",
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{v}");
+}
+
+#[tokio::test]
+async fn master_key_rotation_on_postgres() {
+    let Some(url) = crate::test_support::pg_url_for_schema().await else {
+        return;
+    };
+    let store = Store::connect(&url).await.unwrap();
+    master_key_rotation_reseals_everything(app_on(store, Sessions::memory(3600)).await).await;
+}
+
+#[tokio::test]
+async fn master_key_rotation_on_sqlite() {
+    let store = Store::connect(&crate::test_support::sqlite_url())
+        .await
+        .unwrap();
+    master_key_rotation_reseals_everything(app_on(store, Sessions::memory(3600)).await).await;
 }

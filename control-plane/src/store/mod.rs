@@ -800,6 +800,54 @@ impl Store {
         .await?;
         Ok(done.rows_affected() == 1)
     }
+
+    /// Seals every sealed value again (provider keys, and settings whose name ends in
+    /// `_sealed`), in one transaction: `reseal` gives the new sealed text, or `None` to keep a
+    /// value; an error aborts it all (nothing is lost). Returns how many values changed.
+    pub async fn reseal_all(
+        &self,
+        reseal: impl Fn(&str) -> std::result::Result<Option<String>, String>,
+    ) -> Result<usize> {
+        let mut tx = self.pool.begin().await?;
+        let mut changed = 0;
+        let keys = sqlx::query("SELECT id, secret_sealed FROM provider_keys")
+            .fetch_all(&mut *tx)
+            .await?;
+        for row in keys {
+            let id: String = row.try_get("id")?;
+            let sealed: String = row.try_get("secret_sealed")?;
+            if let Some(new) = reseal(&sealed)
+                .map_err(|e| StoreError::Corrupt(format!("provider key {id}: {e}")))?
+            {
+                sqlx::query("UPDATE provider_keys SET secret_sealed = $1 WHERE id = $2")
+                    .bind(new)
+                    .bind(&id)
+                    .execute(&mut *tx)
+                    .await?;
+                changed += 1;
+            }
+        }
+        let settings =
+            sqlx::query("SELECT key, value FROM settings WHERE key LIKE '%!_sealed' ESCAPE '!'")
+                .fetch_all(&mut *tx)
+                .await?;
+        for row in settings {
+            let key: String = row.try_get("key")?;
+            let sealed: String = row.try_get("value")?;
+            if let Some(new) =
+                reseal(&sealed).map_err(|e| StoreError::Corrupt(format!("setting {key}: {e}")))?
+            {
+                sqlx::query("UPDATE settings SET value = $1 WHERE key = $2")
+                    .bind(new)
+                    .bind(&key)
+                    .execute(&mut *tx)
+                    .await?;
+                changed += 1;
+            }
+        }
+        tx.commit().await?;
+        Ok(changed)
+    }
 }
 
 mod accounting;
