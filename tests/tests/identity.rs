@@ -343,3 +343,74 @@ async fn sign_in_over_http_sees_the_client_and_remote_logout_ends_the_other_devi
     assert_eq!(entry["user_agent"], "identity-test/1");
     assert_eq!(entry["status"], 204);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_master_key_rotates_while_requests_flow_and_survives_a_restart() {
+    let mut stack = Stack::start().await;
+    let key_file = stack.dir.0.join("master.key");
+    let before = std::fs::read_to_string(&key_file).unwrap();
+    let served = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let failed = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let traffic = {
+        let (client, url) = (stack.client(), stack.envoy.url("/v1/chat/completions"));
+        let (served, failed, stop) = (served.clone(), failed.clone(), stop.clone());
+        tokio::spawn(async move {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let status = client
+                    .post(&url)
+                    .bearer_auth(switchyard_tests::GATEWAY_KEY)
+                    .json(&json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hi"}]}))
+                    .send()
+                    .await
+                    .map(|r| r.status().as_u16())
+                    .unwrap_or(0);
+                let counter = if status == 200 { &served } else { &failed };
+                counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (status, v) = stack
+        .admin(Method::POST, "/security/master-key/rotate", Some(json!({})))
+        .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["source"], "file");
+    assert!(v["resealed"].as_u64().unwrap() >= 2, "{v}");
+    let after = std::fs::read_to_string(&key_file).unwrap();
+    assert_ne!(before.trim(), after.trim());
+    assert_eq!(
+        after.trim().lines().count(),
+        1,
+        "the old key is gone from the file"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // A restart reads the new key and still opens every provider key.
+    let (config, ports) = (stack.cp.config.clone(), stack.cp.ports);
+    stack.cp.stop();
+    stack.cp = switchyard_tests::ControlPlane::start_with(config, &stack.dir.0, ports).await;
+    let (status, _) = stack
+        .admin(
+            Method::PUT,
+            "/providers/mock",
+            Some(json!({"enabled": true})),
+        )
+        .await;
+    assert_eq!(status, 200, "publishes again after the restart");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    traffic.await.unwrap();
+    let (ok, bad) = (
+        served.load(std::sync::atomic::Ordering::Relaxed),
+        failed.load(std::sync::atomic::Ordering::Relaxed),
+    );
+    assert!(ok > 20, "{ok} served");
+    assert_eq!(
+        bad, 0,
+        "no request failed during the rotation and the restart ({ok} served)"
+    );
+    assert!(!stack.cp.proc.log_text().contains("cannot be decrypted"));
+    let (status, _) = chat(&stack, switchyard_tests::GATEWAY_KEY, "gpt-4o-mini").await;
+    assert_eq!(status, 200);
+}
