@@ -141,7 +141,8 @@ SWITCHYARD_ADMIN_TOKEN=bench SWITCHYARD_LOG=warn "$BIN" serve --config "$work/sw
 for _ in $(seq 100); do curl -fsS "http://127.0.0.1:$ADMIN/healthz" >/dev/null 2>&1 && break; sleep 0.05; done
 "$BIN" bootstrap --config "$work/switchyard.yaml" > "$work/bootstrap.yaml"
 # The access log (with the usage record) is written, to /dev/null: its formatting is part of the path.
-"$ENVOY" -c "$work/bootstrap.yaml" --concurrency 1 --use-dynamic-base-id -l error > /dev/null 2>&1 & pids+=($!); GW_PID=$!
+SWITCHYARD_DATAPLANE_KEY=$("$BIN" dataplane-key --config "$work/switchyard.yaml") \
+  "$ENVOY" -c "$work/bootstrap.yaml" --concurrency 1 --use-dynamic-base-id -l error > /dev/null 2>&1 & pids+=($!); GW_PID=$!
 
 wait_http "http://127.0.0.1:$UP/v1/chat/completions" 200
 wait_http "http://127.0.0.1:$BARE/v1/chat/completions" 200

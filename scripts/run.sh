@@ -28,7 +28,10 @@ fi
 pids+=($!)
 for _ in $(seq 100); do curl -fsS "$ADMIN_URL/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
 
-.venv/bin/envoy -c .run/bootstrap.yaml --concurrency 2 -l warning --file-flush-interval-msec 1000 &
+# Envoy opens the provider keys in its configuration with the data plane key, from its
+# environment (never from its configuration).
+SWITCHYARD_DATAPLANE_KEY=$("$bin/switchyard" dataplane-key --config "$config") \
+  .venv/bin/envoy -c .run/bootstrap.yaml --concurrency 2 -l warning --file-flush-interval-msec 1000 &
 pids+=($!)
 for _ in $(seq 300); do
   code=$(curl -s -o /dev/null -w '%{http_code}' "$GATEWAY_URL/v1/models" || true)

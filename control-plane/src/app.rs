@@ -44,6 +44,49 @@ pub struct App {
     rechecked_at: std::sync::atomic::AtomicI64,
     /// One master key rotation at a time.
     rotation_lock: tokio::sync::Mutex<()>,
+    /// Seals provider keys in the filter's configuration (see `switchyard_filter::sealed`);
+    /// `None`: they travel in plain text (`gateway.seal_provider_keys: false`).
+    pub dataplane_key: Option<[u8; 32]>,
+}
+
+/// The setting holding the data plane key (hex), sealed under the master key.
+pub const DATAPLANE_KEY_SETTING: &str = "dataplane_key_sealed";
+
+/// The data plane key: `SWITCHYARD_DATAPLANE_KEY` when set, else the one in the store, made at
+/// first use.
+pub async fn dataplane_key(store: &Store, master: &MasterKey) -> anyhow::Result<[u8; 32]> {
+    use switchyard_filter::sealed;
+    if let Some(v) = std::env::var(sealed::KEY_ENV)
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+    {
+        return sealed::parse_key(&v)
+            .ok_or_else(|| anyhow::anyhow!("{} must be 64 hex digits", sealed::KEY_ENV));
+    }
+    let stored = match store.get_setting(DATAPLANE_KEY_SETTING).await? {
+        Some(s) => s,
+        None => {
+            let fresh = master.seal(&hex::encode(crypto::new_master_key()));
+            store
+                .set_setting_if_absent(DATAPLANE_KEY_SETTING, &fresh)
+                .await?;
+            store
+                .get_setting(DATAPLANE_KEY_SETTING)
+                .await?
+                .unwrap_or(fresh)
+        }
+    };
+    let text = master.open(&stored).context("the data plane key")?;
+    sealed::parse_key(&text).ok_or_else(|| anyhow::anyhow!("the stored data plane key is corrupt"))
+}
+
+/// Seals every provider key of a filter configuration for the data plane.
+pub fn seal_for_dataplane(filter: &mut switchyard_filter::config::FilterConfig, key: &[u8; 32]) {
+    for p in &mut filter.providers {
+        for k in &mut p.keys {
+            k.secret = switchyard_filter::sealed::seal(key, &k.secret);
+        }
+    }
 }
 
 /// How often users' providers' names are resolved and vetted again.
@@ -170,6 +213,7 @@ impl App {
             identity: Identity::default(),
             rechecked_at: std::sync::atomic::AtomicI64::new(0),
             rotation_lock: tokio::sync::Mutex::new(()),
+            dataplane_key: None,
         }
     }
 
@@ -236,6 +280,10 @@ impl App {
         )
         .await?;
         self.limits.set_table(state.limits.clone());
+        let mut state = state;
+        if let Some(key) = &self.dataplane_key {
+            seal_for_dataplane(&mut state.filter, key);
+        }
         Ok(state)
     }
 
@@ -360,6 +408,9 @@ pub async fn init(config_path: &Path) -> anyhow::Result<(App, Config)> {
         limits,
     );
     app.identity = identity;
+    if config.gateway.seal_provider_keys {
+        app.dataplane_key = Some(dataplane_key(&app.store, &app.master).await?);
+    }
     // Balances for the rate limit service; without Redis, also what keys spent today.
     let accounts = app.store.list_accounts().await?;
     let balances: Vec<(String, i64)> = accounts
@@ -847,6 +898,26 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
+/// The data plane key for the store the config names, as 64 hex digits (for Envoy's
+/// environment).
+pub async fn print_dataplane_key(config_path: &Path) -> anyhow::Result<()> {
+    let config = Config::load(config_path).context("configuration")?.config;
+    let store = Store::connect(&config.database)
+        .await
+        .with_context(|| format!("opening the store ({})", redact_url(&config.database)))?;
+    let master = MasterKey::load(
+        std::env::var("SWITCHYARD_MASTER_KEY").ok().as_deref(),
+        std::env::var("SWITCHYARD_MASTER_KEY_PREVIOUS")
+            .ok()
+            .as_deref(),
+        &config.master_key_file,
+    )?;
+    let key = dataplane_key(&store, &master).await?;
+    store.close().await;
+    println!("{}", hex::encode(key));
+    Ok(())
+}
+
 /// Writes the gateway's whole configuration as a binary static bootstrap (`.pb`).
 pub async fn render_static(config_path: &Path, out: &Path) -> anyhow::Result<()> {
     use prost::Message as _;
@@ -860,6 +931,10 @@ pub async fn render_static(config_path: &Path, out: &Path) -> anyhow::Result<()>
         &app.identity.guard,
     )
     .await?;
+    let mut state = state;
+    if let Some(key) = &app.dataplane_key {
+        seal_for_dataplane(&mut state.filter, key);
+    }
     let bootstrap = build::static_bootstrap(&app.gateway, &state, &app.wasm_path);
     std::fs::write(out, bootstrap.encode_to_vec())
         .with_context(|| format!("writing {}", out.display()))?;

@@ -158,6 +158,11 @@ pub struct Gateway {
     /// `request_timeout_secs` bounds it: whole answers of reasoning models can take minutes).
     #[serde(default)]
     pub attempt_timeout_secs: u64,
+    /// Provider keys travel to Envoy sealed under the data plane key, so that Envoy's
+    /// configuration and admin `config_dump` hold only ciphertext; Envoy gets the key from its
+    /// environment (`SWITCHYARD_DATAPLANE_KEY`, printed by `switchyard dataplane-key`).
+    #[serde(default = "yes")]
+    pub seal_provider_keys: bool,
 }
 
 impl Default for Gateway {
@@ -174,6 +179,7 @@ impl Default for Gateway {
             failover_attempts: default_failover_attempts(),
             first_byte_timeout_secs: default_first_byte_timeout(),
             attempt_timeout_secs: 0,
+            seal_provider_keys: true,
         }
     }
 }

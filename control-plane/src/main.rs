@@ -7,6 +7,8 @@ const USAGE: &str = "usage:
   switchyard serve --config FILE                       run the admin API and the xDS server
   switchyard bootstrap --config FILE [--node-id ID]    print the Envoy bootstrap for this config
   switchyard urls --config FILE                        print the configured addresses as shell assignments
+  switchyard dataplane-key --config FILE               print the key Envoy opens provider keys with
+                                                       (its SWITCHYARD_DATAPLANE_KEY)
   switchyard render-static --config FILE --out F.pb    write the whole gateway config as one static
                                                        Envoy bootstrap (for `envoy --mode validate`)";
 
@@ -71,6 +73,7 @@ fn main() -> ExitCode {
                 println!("XDS_ADDR={}", c.listen.xds);
                 Ok(())
             }
+            "dataplane-key" => switchyard::app::print_dataplane_key(&config).await,
             "render-static" => {
                 let out = flag("--out").ok_or_else(|| anyhow::anyhow!("--out is required"))?;
                 switchyard::app::render_static(&config, &PathBuf::from(out)).await

@@ -412,6 +412,22 @@ impl ControlPlane {
     }
 }
 
+/// The key Envoy opens sealed provider keys with (`switchyard dataplane-key`).
+pub fn dataplane_key(config: &Path) -> String {
+    let out = Command::new(switchyard_bin())
+        .args(["dataplane-key", "--config"])
+        .arg(config)
+        .env_remove("SWITCHYARD_MASTER_KEY")
+        .output()
+        .expect("switchyard dataplane-key");
+    assert!(
+        out.status.success(),
+        "dataplane-key failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
 pub struct Envoy {
     pub proc: Proc,
     pub bootstrap: PathBuf,
@@ -460,6 +476,7 @@ impl Envoy {
         );
         std::fs::write(&bootstrap, text).expect("bootstrap file");
         let mut cmd = Command::new(envoy_bin());
+        cmd.env("SWITCHYARD_DATAPLANE_KEY", dataplane_key(&cp.config));
         cmd.arg("-c")
             .arg(&bootstrap)
             .args(["--use-dynamic-base-id", "-l", "info"])

@@ -276,7 +276,30 @@ async fn private_providers_serve_their_owner_and_whom_they_share_with() {
         assert!(!text.contains(PROVIDER_KEY));
         assert!(!text.contains("long password"));
     }
-    let _ = ADMIN_TOKEN;
+    // Envoy holds the provider key sealed: its config_dump shows ciphertext only, and no
+    // gateway key or admin token either.
+    let dump = stack
+        .client()
+        .get(format!(
+            "http://127.0.0.1:{}/config_dump?include_eds",
+            stack.cp.ports.envoy_admin
+        ))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(dump.contains("sealed:v1:"), "provider keys travel sealed");
+    for secret in [
+        PROVIDER_KEY,
+        ADMIN_TOKEN,
+        &bob.key,
+        &alice.key,
+        switchyard_tests::GATEWAY_KEY,
+    ] {
+        assert!(!dump.contains(secret), "a secret in Envoy's config_dump");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -251,6 +251,7 @@ mod tests {
             "models":[{"name":"duo","targets":[{"provider":"oa","model":"gpt-x"},
                                                {"provider":"an","model":"claude-x"}],
                        "failover":["failover-2-0-duo","failover-2-1-duo"]}]}"#,
+            None,
         )
         .expect("config")
     }

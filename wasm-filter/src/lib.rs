@@ -12,6 +12,7 @@ pub mod pricing;
 pub mod rank;
 pub mod request;
 pub mod route;
+pub mod sealed;
 pub mod sigv4;
 pub mod sse;
 pub mod stream;

@@ -104,9 +104,33 @@ impl std::fmt::Display for ConfigError {
 
 impl Index {
     /// Parses and indexes a JSON configuration; an error leaves the caller's last good index.
-    pub fn from_json(bytes: &[u8]) -> Result<Index, ConfigError> {
-        let cfg: FilterConfig = serde_json::from_slice(bytes)
+    /// Parses a configuration and opens its sealed provider keys with `dataplane_key` (see
+    /// [`crate::sealed`]): a sealed key without the data plane key, or that it does not open,
+    /// rejects the configuration.
+    pub fn from_json(bytes: &[u8], dataplane_key: Option<&[u8; 32]>) -> Result<Index, ConfigError> {
+        let mut cfg: FilterConfig = serde_json::from_slice(bytes)
             .map_err(|e| ConfigError(format!("invalid filter config: {e}")))?;
+        for p in &mut cfg.providers {
+            for k in p
+                .keys
+                .iter_mut()
+                .filter(|k| crate::sealed::is_sealed(&k.secret))
+            {
+                let key = dataplane_key.ok_or_else(|| {
+                    ConfigError(format!(
+                        "provider keys are sealed, and {} is not in Envoy's environment",
+                        crate::sealed::KEY_ENV
+                    ))
+                })?;
+                k.secret = crate::sealed::open(key, &k.secret).ok_or_else(|| {
+                    ConfigError(format!(
+                        "provider key {} does not open with {}: is it the control plane's?",
+                        k.id,
+                        crate::sealed::KEY_ENV
+                    ))
+                })?;
+            }
+        }
         Index::new(cfg)
     }
 
@@ -563,8 +587,29 @@ mod tests {
     #[test]
     fn bad_digest_is_a_config_error() {
         let bad = r#"{"version":"1","max_body_bytes":1,"keys":[{"id":"k","digest":"zz"}]}"#;
-        assert!(Index::from_json(bad.as_bytes()).is_err());
-        assert!(Index::from_json(b"{not json").is_err());
+        assert!(Index::from_json(bad.as_bytes(), None).is_err());
+        assert!(Index::from_json(b"{not json", None).is_err());
+    }
+
+    #[test]
+    fn sealed_provider_keys_open_with_the_data_plane_key_only() {
+        let key = [7u8; 32];
+        let config = |secret: &str| {
+            format!(
+                r#"{{"version":"1","max_body_bytes":1,"providers":[{{"name":"p","kind":"openai",
+                "cluster":"provider-p","authority":"p.test","auth_header":"authorization",
+                "keys":[{{"id":"k1","secret":"{secret}"}}]}}]}}"#
+            )
+        };
+        let sealed = config(&crate::sealed::seal(&key, "sk-upstream"));
+        let index = Index::from_json(sealed.as_bytes(), Some(&key)).expect("opens");
+        assert_eq!(index.provider(0).keys[0].secret, "sk-upstream");
+        let err = Index::from_json(sealed.as_bytes(), None).expect_err("no key");
+        assert!(err.0.contains(crate::sealed::KEY_ENV), "{}", err.0);
+        let err = Index::from_json(sealed.as_bytes(), Some(&[8u8; 32])).expect_err("wrong key");
+        assert!(err.0.contains("k1"), "{}", err.0);
+        // Plain keys still load (a control plane that does not seal).
+        assert!(Index::from_json(config("sk-plain").as_bytes(), None).is_ok());
     }
 
     #[test]

@@ -57,7 +57,7 @@ use envoy_types::pb::envoy::extensions::upstreams::http::v3::{
     http_protocol_options as upstream_http, HttpProtocolOptions as UpstreamHttpOptions,
 };
 use envoy_types::pb::envoy::extensions::wasm::v3::{
-    plugin_config, FailurePolicy, PluginConfig, VmConfig,
+    plugin_config, EnvironmentVariables, FailurePolicy, PluginConfig, VmConfig,
 };
 use envoy_types::pb::envoy::r#type::matcher::v3::{string_matcher, StringMatcher};
 use envoy_types::pb::google::protobuf::{
@@ -894,6 +894,12 @@ fn vm_config(wasm_path: &Path) -> VmConfig {
                 )),
                 ..Default::default()
             })),
+        }),
+        // The data plane key that opens sealed provider keys, from Envoy's own environment
+        // (never in its configuration).
+        environment_variables: Some(EnvironmentVariables {
+            host_env_keys: vec![switchyard_filter::sealed::KEY_ENV.into()],
+            ..Default::default()
         }),
         ..Default::default()
     }

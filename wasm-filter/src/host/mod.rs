@@ -387,7 +387,11 @@ impl RootContext for Root {
                 return false;
             }
         };
-        match Index::from_json(&bytes) {
+        // Given by Envoy's `vm_config.environment_variables.host_env_keys`.
+        let dataplane_key = std::env::var(crate::sealed::KEY_ENV)
+            .ok()
+            .and_then(|k| crate::sealed::parse_key(&k));
+        match Index::from_json(&bytes, dataplane_key.as_ref()) {
             Ok(index) => {
                 log::info!("switchyard: configuration version {} loaded", index.version);
                 self.target_keys = index.all_target_keys();
