@@ -3,10 +3,18 @@
 
 use std::process::Command;
 
-use switchyard_tests::{default_config, envoy_bin, switchyard_bin, workspace_root, Ports, TempDir};
+use switchyard_tests::{
+    dataplane_key, default_config, envoy_bin, switchyard_bin, workspace_root, Ports, TempDir,
+};
 
-fn validate(path: &std::path::Path) {
-    let out = Command::new(envoy_bin())
+/// Envoy's verdict on a config: `Ok`, or what it printed.
+fn envoy_validate(path: &std::path::Path, dataplane_key: Option<&str>) -> Result<(), String> {
+    let mut cmd = Command::new(envoy_bin());
+    cmd.env_remove("SWITCHYARD_DATAPLANE_KEY");
+    if let Some(k) = dataplane_key {
+        cmd.env("SWITCHYARD_DATAPLANE_KEY", k);
+    }
+    let out = cmd
         .args([
             "--mode",
             "validate",
@@ -18,13 +26,20 @@ fn validate(path: &std::path::Path) {
         .arg(path)
         .output()
         .expect("envoy runs");
-    assert!(
-        out.status.success(),
-        "envoy rejected {}:\n{}{}",
-        path.display(),
+    if out.status.success() {
+        return Ok(());
+    }
+    Err(format!(
+        "{}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
-    );
+    ))
+}
+
+fn validate(path: &std::path::Path, dataplane_key: Option<&str>) {
+    if let Err(e) = envoy_validate(path, dataplane_key) {
+        panic!("envoy rejected {}:\n{e}", path.display());
+    }
 }
 
 /// Runs the control plane binary with `args` (in `dir` when given) and returns its stdout.
@@ -65,7 +80,7 @@ fn bootstrap_and_pushed_config_pass_envoy_validation() {
         None,
     );
     std::fs::write(&bootstrap, yaml).unwrap();
-    validate(&bootstrap);
+    validate(&bootstrap, None);
 
     let rendered = dir.0.join("gateway.pb");
     switchyard(
@@ -78,7 +93,15 @@ fn bootstrap_and_pushed_config_pass_envoy_validation() {
         ],
         None,
     );
-    validate(&rendered);
+    // Provider keys are sealed: the filter opens them with the data plane key from Envoy's
+    // environment, and without it the configuration is refused.
+    let key = dataplane_key(&config_path);
+    validate(&rendered, Some(&key));
+    let refused = envoy_validate(&rendered, None).expect_err("refused without the key");
+    assert!(refused.contains("SWITCHYARD_DATAPLANE_KEY"), "{refused}");
+    let wrong = "00".repeat(32);
+    let refused = envoy_validate(&rendered, Some(&wrong)).expect_err("refused with another key");
+    assert!(refused.contains("does not open"), "{refused}");
 }
 
 #[test]
@@ -98,5 +121,5 @@ fn committed_bootstrap_matches_the_example_config() {
         committed,
         "regenerate with `make bootstrap`"
     );
-    validate(&root.join("envoy/bootstrap-xds.yaml"));
+    validate(&root.join("envoy/bootstrap-xds.yaml"), None);
 }

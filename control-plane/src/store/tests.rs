@@ -430,7 +430,222 @@ async fn reports_add_up(s: Store) {
     );
 }
 
+/// Users who sign in, provider owners, shares, reviews, the audit log, sealed values.
+async fn identity_and_provider_access(s: Store) {
+    use crate::auth::Role;
+    let ada = s
+        .create_user("ada", Some("ada@example.com"), "$argon2id$x", Role::Admin)
+        .await
+        .unwrap();
+    assert!(ada.has_password && ada.active());
+    assert!(matches!(
+        s.create_user("ada", None, "h", Role::User).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(matches!(
+        s.create_user("other", Some("ada@example.com"), "h", Role::User)
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
+    let bob = s
+        .create_user("bob", None, "$argon2id$y", Role::User)
+        .await
+        .unwrap();
+    let (by_email, hash) = s
+        .user_credentials("ada@example.com")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (by_email.name.as_str(), hash.as_deref()),
+        ("ada", Some("$argon2id$x"))
+    );
+    assert!(s.user_credentials("nobody").await.unwrap().is_none());
+    assert_eq!(s.active_admins().await.unwrap(), 1);
+    let patched = s
+        .update_user(
+            "bob",
+            &UserPatch {
+                status: Some("disabled".into()),
+                role: Some(Role::Admin),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!((patched.role, patched.active()), (Role::Admin, false));
+    assert_eq!(
+        s.active_admins().await.unwrap(),
+        1,
+        "a disabled admin does not count"
+    );
+    s.update_user(
+        "bob",
+        &UserPatch {
+            status: Some("active".into()),
+            role: Some(Role::User),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    // A key-made user has no password; its keys follow its status.
+    s.put_api_key(&api_key("k1", "sk-bob"), false)
+        .await
+        .unwrap();
+    assert!(s
+        .list_api_keys()
+        .await
+        .unwrap()
+        .iter()
+        .all(|k| k.user_active));
+
+    // Bob's private provider, shared with ada, submitted and approved.
+    let models = vec!["m".to_string()];
+    let id = s
+        .insert_provider(
+            "bobs",
+            &def(
+                ProviderKind::OpenaiCompatible,
+                "https://93.184.216.34/v1",
+                &models,
+            ),
+        )
+        .await
+        .unwrap();
+    s.set_provider_owner("bobs", &bob.id).await.unwrap();
+    let p = s.get_provider("bobs").await.unwrap();
+    assert_eq!(p.access.owner.as_deref(), Some("bob"));
+    assert!(!p.access.public && p.access.untrusted());
+    assert!(p.access.serves("bob") && !p.access.serves("ada"));
+    s.share_provider(&id, &ada.id).await.unwrap();
+    s.share_provider(&id, &ada.id).await.unwrap();
+    let p = s.get_provider("bobs").await.unwrap();
+    assert_eq!(p.access.shared_with, vec!["ada".to_string()]);
+    assert!(p.access.serves("ada"));
+    s.unshare_provider(&id, &ada.id).await.unwrap();
+    assert!(matches!(
+        s.unshare_provider(&id, &ada.id).await,
+        Err(StoreError::NotFound)
+    ));
+    s.set_provider_review("bobs", "pending", "", false)
+        .await
+        .unwrap();
+    s.set_provider_review("bobs", "approved", "ok", true)
+        .await
+        .unwrap();
+    let listed = s.list_providers().await.unwrap();
+    let p = listed.iter().find(|p| p.name == "bobs").unwrap();
+    assert!(p.access.public && p.access.serves("anyone"));
+    assert_eq!(
+        (p.access.review.as_str(), p.access.review_note.as_str()),
+        ("approved", "ok")
+    );
+    // Deleting the provider deletes its shares.
+    s.share_provider(&id, &ada.id).await.unwrap();
+    s.delete_provider("bobs").await.unwrap();
+    assert!(s.all_shares().await.unwrap().is_empty());
+
+    // The audit log pages newest first and filters by actor and action prefix.
+    for i in 0..5 {
+        s.add_audit(&AuditEntry {
+            id: 0,
+            at_ms: 1_000 + i,
+            actor: if i % 2 == 0 {
+                "ada".into()
+            } else {
+                "bob".into()
+            },
+            role: "user".into(),
+            ip: "127.0.0.1".into(),
+            user_agent: "t".into(),
+            action: if i < 3 {
+                "auth.login".into()
+            } else {
+                "POST /admin/v1/keys".into()
+            },
+            target: "x".into(),
+            status: 200,
+            detail: String::new(),
+        })
+        .await
+        .unwrap();
+    }
+    let page = s
+        .list_audit(&AuditFilter {
+            limit: 2,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        page.iter().map(|e| e.at_ms).collect::<Vec<_>>(),
+        [1_004, 1_003]
+    );
+    let next = s
+        .list_audit(&AuditFilter {
+            limit: 10,
+            before: Some(page[1].id),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(next.len(), 3);
+    let ada_logins = s
+        .list_audit(&AuditFilter {
+            actor: Some("ada".into()),
+            action: Some("auth.".into()),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(ada_logins.len(), 2);
+
+    // Sealed values are sealed again in one pass; an error aborts it all.
+    s.set_setting_if_absent("token_key_sealed", "old:t")
+        .await
+        .unwrap();
+    s.set_setting_if_absent("plain", "old:p").await.unwrap();
+    let pid = s
+        .insert_provider(
+            "p2",
+            &def(ProviderKind::Openai, "https://api.openai.com/v1", &models),
+        )
+        .await
+        .unwrap();
+    s.replace_provider_keys(&pid, &[key("sk-1", 1)])
+        .await
+        .unwrap();
+    let n = s
+        .reseal_all(|v| Ok(Some(format!("new:{v}"))))
+        .await
+        .unwrap();
+    assert_eq!(
+        n, 2,
+        "the provider key and the sealed setting, not the plain one"
+    );
+    assert_eq!(
+        s.get_setting("token_key_sealed").await.unwrap().as_deref(),
+        Some("new:old:t")
+    );
+    assert_eq!(
+        s.get_setting("plain").await.unwrap().as_deref(),
+        Some("old:p")
+    );
+    assert!(s.reseal_all(|_| Err("no".into())).await.is_err());
+    assert_eq!(
+        s.get_setting("token_key_sealed").await.unwrap().as_deref(),
+        Some("new:old:t"),
+        "untouched"
+    );
+}
+
 on_both_backends! {
+    identity_and_provider_access_are_stored => |s: Store| async move {
+        identity_and_provider_access(s).await;
+    };
+
     requests_logged_and_debited_once => |s: Store| async move {
         requests_are_logged_and_debited_once(s).await;
     };
