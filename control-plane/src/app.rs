@@ -354,13 +354,8 @@ impl App {
     }
 }
 
-/// Opens the store named by the config, applies the config and returns the app, ready to serve.
-pub async fn init(config_path: &Path) -> anyhow::Result<(App, Config)> {
-    let loaded = Config::load(config_path).context("configuration")?;
-    let config = loaded.config;
-    for var in &loaded.missing_vars {
-        tracing::warn!(variable = %var, "environment variable named in the config is not set");
-    }
+/// The store the config names and the master key (from the environment or the key file).
+async fn open_store(config: &Config) -> anyhow::Result<(Store, MasterKey)> {
     let store = Store::connect(&config.database)
         .await
         .with_context(|| format!("opening the store ({})", redact_url(&config.database)))?;
@@ -371,6 +366,17 @@ pub async fn init(config_path: &Path) -> anyhow::Result<(App, Config)> {
             .as_deref(),
         &config.master_key_file,
     )?;
+    Ok((store, master))
+}
+
+/// Opens the store named by the config, applies the config and returns the app, ready to serve.
+pub async fn init(config_path: &Path) -> anyhow::Result<(App, Config)> {
+    let loaded = Config::load(config_path).context("configuration")?;
+    let config = loaded.config;
+    for var in &loaded.missing_vars {
+        tracing::warn!(variable = %var, "environment variable named in the config is not set");
+    }
+    let (store, master) = open_store(&config).await?;
     // Values sealed under a previous key (or before keys had ids) are sealed again now.
     let resealed = reseal_all(&store, &master).await?;
     if resealed > 0 {
@@ -902,16 +908,7 @@ pub fn redact_url(url: &str) -> String {
 /// environment).
 pub async fn print_dataplane_key(config_path: &Path) -> anyhow::Result<()> {
     let config = Config::load(config_path).context("configuration")?.config;
-    let store = Store::connect(&config.database)
-        .await
-        .with_context(|| format!("opening the store ({})", redact_url(&config.database)))?;
-    let master = MasterKey::load(
-        std::env::var("SWITCHYARD_MASTER_KEY").ok().as_deref(),
-        std::env::var("SWITCHYARD_MASTER_KEY_PREVIOUS")
-            .ok()
-            .as_deref(),
-        &config.master_key_file,
-    )?;
+    let (store, master) = open_store(&config).await?;
     let key = dataplane_key(&store, &master).await?;
     store.close().await;
     println!("{}", hex::encode(key));

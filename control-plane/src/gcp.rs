@@ -37,8 +37,11 @@ impl std::fmt::Debug for ServiceAccount {
     }
 }
 
+/// Google's token endpoint, the default `token_uri`.
+pub const GOOGLE_TOKEN_URI: &str = "https://oauth2.googleapis.com/token";
+
 fn default_token_uri() -> String {
-    "https://oauth2.googleapis.com/token".into()
+    GOOGLE_TOKEN_URI.into()
 }
 
 impl ServiceAccount {

@@ -212,6 +212,24 @@ async fn check_untrusted(app: &App, def: &ProviderDef) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// A Vertex service account key names the URL the control plane asks for tokens: in a user's
+/// key it must be Google's.
+fn check_untrusted_keys(kind: ProviderKind, keys: &[KeyInput]) -> Result<(), ApiError> {
+    if kind != ProviderKind::Vertex {
+        return Ok(());
+    }
+    for k in keys {
+        let sa = crate::gcp::ServiceAccount::parse(&k.secret).map_err(ApiError::BadRequest)?;
+        if sa.token_uri != crate::gcp::GOOGLE_TOKEN_URI {
+            return Err(ApiError::BadRequest(format!(
+                "a service account key's token_uri must be {}",
+                crate::gcp::GOOGLE_TOKEN_URI
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// The provider called `name` if the caller may see it (else 404, as if absent).
 async fn visible(app: &App, caller: &Principal, name: &str) -> Result<ProviderRow, ApiError> {
     let p = app.store.get_provider(name).await?;
@@ -290,6 +308,7 @@ async fn create(
     .map_err(ApiError::BadRequest)?;
     if !p.is_admin() {
         check_untrusted(&app, &def).await?;
+        check_untrusted_keys(def.kind, &input.keys)?;
     }
     let keys = seal_keys(&app, def.kind, &input.keys)?;
     let id = app.store.insert_provider(&input.name, &def).await?;
@@ -329,6 +348,16 @@ async fn update(
     .map_err(ApiError::BadRequest)?;
     if current.access.untrusted() {
         check_untrusted(&app, &def).await?;
+        match &input.keys {
+            Some(keys) => check_untrusted_keys(def.kind, keys)?,
+            // Keys given for another kind are not checked as service account keys.
+            None if def.kind != current.kind => {
+                return Err(ApiError::BadRequest(
+                    "changing a provider's kind needs its keys (`keys`)".into(),
+                ))
+            }
+            None => {}
+        }
     }
     let keys = input
         .keys

@@ -940,6 +940,7 @@ async fn providers_of_users_reach_only_public_addresses(app: Arc<App>) {
     names.set("intranet.evil.example", &["10.20.30.40"]);
     names.set("loop6.evil.example", &["::1"]);
     names.set("rebind.evil.example", &["93.184.216.34"]);
+    names.set("aiplatform.googleapis.com", &["142.250.80.10"]);
     let mut app = Arc::try_unwrap(app).ok().expect("one owner");
     app.identity.guard = crate::ssrf::Guard::new(Vec::new(), names.clone());
     let (c, _) = world(Arc::new(app)).await;
@@ -975,6 +976,20 @@ async fn providers_of_users_reach_only_public_addresses(app: Arc<App>) {
         let message = v["error"]["message"].as_str().unwrap();
         assert!(message.starts_with("base_url refused"), "{base}: {message}");
     }
+    // A user's Vertex key may only ask Google for tokens (the control plane makes that call).
+    let sa = crate::test_support::service_account_json("http://169.254.169.254/token");
+    let vertex = json!({"name": "v", "kind": "vertex", "project": "p", "keys": [{"secret": sa}], "models": ["gemini-2.5-flash"]});
+    let (status, v) = c
+        .call("POST", "/admin/v1/providers", vertex, Some(&alice), "a")
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("token_uri"),
+        "{v}"
+    );
     // Proxies are the operator's.
     let mut with_proxy = create("https://rebind.evil.example/v1");
     with_proxy["proxies"] = json!(["10.0.0.8:3128"]);
@@ -1001,6 +1016,20 @@ async fn providers_of_users_reach_only_public_addresses(app: Arc<App>) {
         .find(|c| c.name == "provider-mine")
         .expect("cluster");
     assert_eq!(cluster.pinned, vec!["93.184.216.34:443".parse().unwrap()]);
+    let (status, v) = c
+        .call(
+            "PUT",
+            "/admin/v1/providers/mine",
+            json!({"kind": "vertex", "project": "p"}),
+            Some(&alice),
+            "a",
+        )
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::BAD_REQUEST,
+        "a kind change brings its keys: {v}"
+    );
     // Update to an inside address: refused; the admin's own providers are not checked.
     let (status, _) = c
         .call(

@@ -420,6 +420,20 @@ impl Sessions {
             .collect())
     }
 
+    /// Whether the family hash `family` (in Redis) exists and belongs to `user_id`.
+    async fn owned_by(
+        conn: &mut redis::aio::ConnectionManager,
+        family: &str,
+        user_id: &str,
+    ) -> anyhow::Result<bool> {
+        let owner: Option<String> = redis::cmd("HGET")
+            .arg(family)
+            .arg("user_id")
+            .query_async(conn)
+            .await?;
+        Ok(owner.as_deref() == Some(user_id))
+    }
+
     /// Whether the family `id` of `user_id` is alive; marks it seen.
     pub async fn alive(&self, id: &str, user_id: &str, now: i64) -> anyhow::Result<bool> {
         match &self.backend {
@@ -436,12 +450,7 @@ impl Sessions {
             Backend::Redis { conn, prefix } => {
                 let mut conn = conn.clone();
                 let family = Self::key(prefix, &[id]);
-                let owner: Option<String> = redis::cmd("HGET")
-                    .arg(&family)
-                    .arg("user_id")
-                    .query_async(&mut conn)
-                    .await?;
-                if owner.as_deref() != Some(user_id) {
+                if !Self::owned_by(&mut conn, &family, user_id).await? {
                     return Ok(false);
                 }
                 redis::cmd("HSET")
@@ -532,12 +541,7 @@ impl Sessions {
             Backend::Redis { conn, prefix } => {
                 let mut conn = conn.clone();
                 let family = Self::key(prefix, &[id]);
-                let owner: Option<String> = redis::cmd("HGET")
-                    .arg(&family)
-                    .arg("user_id")
-                    .query_async(&mut conn)
-                    .await?;
-                if owner.as_deref() != Some(user_id) {
+                if !Self::owned_by(&mut conn, &family, user_id).await? {
                     return Ok(false);
                 }
                 let mut pipe = redis::pipe();
