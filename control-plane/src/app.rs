@@ -501,13 +501,14 @@ pub async fn serve(config_path: &Path) -> anyhow::Result<()> {
     )
     .with_graceful_shutdown(stopped(stop_rx.clone()));
     // Request records arrive beside xDS, over the cluster Envoy has to the control plane.
-    let routes = tonic::service::Routes::from(crate::usage::router(app.ingest.clone()))
-        .add_service(AggregatedDiscoveryServiceServer::new(AdsServer::new(
-            app.cache.clone(),
-        )))
-        .add_service(RateLimitServiceServer::new(crate::limits::Service(
-            app.limits.clone(),
-        )));
+    let routes =
+        tonic::service::Routes::from(crate::usage::router(app.ingest.clone(), app.dataplane_key))
+            .add_service(AggregatedDiscoveryServiceServer::new(AdsServer::new(
+                app.cache.clone(),
+            )))
+            .add_service(RateLimitServiceServer::new(crate::limits::Service(
+                app.limits.clone(),
+            )));
     let ads = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(15)))
         .add_routes(routes)

@@ -10,6 +10,8 @@ pub struct Metrics {
     pub records_stored: AtomicU64,
     pub records_duplicate: AtomicU64,
     pub records_rejected: AtomicU64,
+    /// Batches refused for a missing or wrong signature.
+    pub records_unsigned: AtomicU64,
     pub ingest_commits: AtomicU64,
     pub ingest_failures: AtomicU64,
     /// Microseconds spent committing, summed.
@@ -35,6 +37,7 @@ pub static METRICS: Metrics = Metrics {
     records_stored: AtomicU64::new(0),
     records_duplicate: AtomicU64::new(0),
     records_rejected: AtomicU64::new(0),
+    records_unsigned: AtomicU64::new(0),
     ingest_commits: AtomicU64::new(0),
     ingest_failures: AtomicU64::new(0),
     ingest_micros: AtomicU64::new(0),
@@ -85,6 +88,7 @@ pub fn render(gauges: &[(&str, &str, u64)]) -> String {
             ("{outcome=\"stored\"}", get(&m.records_stored)),
             ("{outcome=\"duplicate\"}", get(&m.records_duplicate)),
             ("{outcome=\"rejected\"}", get(&m.records_rejected)),
+            ("{outcome=\"unsigned_batch\"}", get(&m.records_unsigned)),
         ]),
     );
     counter(

@@ -229,18 +229,38 @@ async fn writer(
     }
 }
 
-/// The records endpoint, served beside xDS.
-pub fn router(ingest: Ingest) -> Router {
+/// The records endpoint, served beside xDS. With a data plane key, each batch must carry its
+/// signature under that key (see `switchyard_filter::sealed::sign_records`): nobody else who
+/// reaches the port writes records, and so debits.
+pub fn router(ingest: Ingest, dataplane_key: Option<[u8; 32]>) -> Router {
     Router::new()
         .route(crate::snapshot::RECORDS_PATH, post(receive))
         .layer(DefaultBodyLimit::max(MAX_BODY))
-        .with_state(ingest)
+        .with_state((ingest, dataplane_key))
 }
 
 async fn receive(
-    State(ingest): State<Ingest>,
+    State((ingest, key)): State<(Ingest, Option<[u8; 32]>)>,
+    headers: axum::http::HeaderMap,
     body: Bytes,
 ) -> (StatusCode, Json<serde_json::Value>) {
+    use switchyard_filter::sealed;
+    if let Some(key) = &key {
+        let signed = headers
+            .get(sealed::SIGNATURE_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|sig| sealed::verify_records(key, &body, sig));
+        if !signed {
+            add(&METRICS.records_unsigned, 1);
+            tracing::warn!("a batch of request records without a valid signature was refused");
+            return (
+                StatusCode::UNAUTHORIZED,
+                Json(
+                    serde_json::json!({"error": "records must be signed with the data plane key"}),
+                ),
+            );
+        }
+    }
     let (rows, bad) = parse(&body);
     add(&METRICS.records_rejected, bad as u64);
     if bad > 0 {
@@ -296,5 +316,41 @@ not json
         );
         assert_eq!(rows[1].error, "invalid_api_key");
         assert_eq!(rows[1].cost_micros, None);
+    }
+
+    /// With a data plane key, only batches signed with it are stored.
+    #[tokio::test]
+    async fn unsigned_or_forged_batches_are_refused() {
+        use tower::ServiceExt as _;
+        let store = Store::connect(&crate::test_support::sqlite_url())
+            .await
+            .unwrap();
+        let limits = Arc::new(Limits::in_memory());
+        let ingest = Ingest::start(store.clone(), Arc::default(), limits);
+        let key = [9u8; 32];
+        let app = router(ingest, Some(key));
+        let body = br#"{"id":"r1","at":1700000000000,"status":200,"user":"u"}"#.to_vec();
+        let post = |sig: Option<String>| {
+            let mut req = axum::http::Request::builder()
+                .method("POST")
+                .uri(crate::snapshot::RECORDS_PATH);
+            if let Some(sig) = sig {
+                req = req.header(switchyard_filter::sealed::SIGNATURE_HEADER, sig);
+            }
+            req.body(axum::body::Body::from(body.clone())).unwrap()
+        };
+        let forged = switchyard_filter::sealed::sign_records(&[1u8; 32], &body);
+        for req in [post(None), post(Some(forged)), post(Some("zz".into()))] {
+            let resp = app.clone().oneshot(req).await.unwrap();
+            assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+        }
+        let all = crate::store::RequestQuery {
+            limit: 10,
+            ..Default::default()
+        };
+        assert!(store.list_requests(&all).await.unwrap().is_empty());
+        let signed = switchyard_filter::sealed::sign_records(&key, &body);
+        let resp = app.clone().oneshot(post(Some(signed))).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
     }
 }

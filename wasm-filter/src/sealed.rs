@@ -66,6 +66,33 @@ pub fn open(key: &[u8; 32], sealed: &str) -> Option<String> {
     String::from_utf8(plain).ok()
 }
 
+/// The header a batch of request records carries its signature in.
+pub const SIGNATURE_HEADER: &str = "x-switchyard-signature";
+
+/// The signature of a batch of request records: hex of HMAC-SHA256 under the data plane key,
+/// so that only Envoys holding the key write records (and so debits).
+pub fn sign_records(key: &[u8; 32], body: &[u8]) -> String {
+    let Ok(mut mac) = <Hmac<Sha256> as Mac>::new_from_slice(key) else {
+        return String::new();
+    };
+    mac.update(b"records/v1\n");
+    mac.update(body);
+    hex::encode(mac.finalize().into_bytes())
+}
+
+/// Whether `signature` is the batch's (compared in constant time).
+pub fn verify_records(key: &[u8; 32], body: &[u8], signature: &str) -> bool {
+    let Ok(mut mac) = <Hmac<Sha256> as Mac>::new_from_slice(key) else {
+        return false;
+    };
+    let Ok(tag) = hex::decode(signature.trim()) else {
+        return false;
+    };
+    mac.update(b"records/v1\n");
+    mac.update(body);
+    mac.verify_slice(&tag).is_ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -90,5 +117,17 @@ mod tests {
         assert_eq!(open(&key, "sk-plain"), None);
         assert_eq!(parse_key(&"ab".repeat(32)), Some([0xab; 32]));
         assert_eq!(parse_key("short"), None);
+    }
+
+    #[test]
+    fn record_batches_are_signed() {
+        let key = [3u8; 32];
+        let sig = sign_records(&key, b"{\"id\":\"a\"}\n");
+        assert_eq!(sig.len(), 64);
+        assert!(verify_records(&key, b"{\"id\":\"a\"}\n", &sig));
+        assert!(!verify_records(&key, b"{\"id\":\"b\"}\n", &sig));
+        assert!(!verify_records(&[4u8; 32], b"{\"id\":\"a\"}\n", &sig));
+        assert!(!verify_records(&key, b"x", "zz"));
+        assert!(!verify_records(&key, b"x", ""));
     }
 }

@@ -70,6 +70,9 @@ api_keys:
         dir = dir.0.display(),
     );
     let mut cp = ControlPlane::start(&dir.0, &config, ports).await;
+    // Batches are signed with the data plane key, as Envoy's are (signing is part of the cost).
+    let key = switchyard_filter::sealed::parse_key(&switchyard_tests::dataplane_key(&cp.config))
+        .expect("a data plane key");
     let url = format!("http://127.0.0.1:{}/switchyard.v1/records", ports.xds);
     let client = reqwest::Client::builder()
         .http2_prior_knowledge()
@@ -97,9 +100,11 @@ api_keys:
                     record(&mut body, n, run);
                 }
                 let sent = Instant::now();
+                let signature = switchyard_filter::sealed::sign_records(&key, body.as_bytes());
                 let resp = client
                     .post(&url)
                     .header("content-type", "application/x-ndjson")
+                    .header(switchyard_filter::sealed::SIGNATURE_HEADER, signature)
                     .body(body)
                     .send()
                     .await

@@ -341,6 +341,8 @@ struct Root {
     index: Option<Rc<Index>>,
     /// Every target of the current configuration, for [`cooldowns::refresh`].
     target_keys: Vec<u64>,
+    /// The data plane key from Envoy's environment (opens provider keys, signs records).
+    dataplane_key: Option<[u8; 32]>,
 }
 
 impl Context for Root {
@@ -391,6 +393,7 @@ impl RootContext for Root {
         let dataplane_key = std::env::var(crate::sealed::KEY_ENV)
             .ok()
             .and_then(|k| crate::sealed::parse_key(&k));
+        self.dataplane_key = dataplane_key;
         match Index::from_json(&bytes, dataplane_key.as_ref()) {
             Ok(index) => {
                 log::info!("switchyard: configuration version {} loaded", index.version);
@@ -423,7 +426,7 @@ impl RootContext for Root {
         metrics::flush();
         cooldowns::refresh(&self.target_keys);
         if let Some(sink) = self.index.as_ref().and_then(|i| i.records.as_ref()) {
-            records::flush(sink, now_ms());
+            records::flush(sink, now_ms(), self.dataplane_key.as_ref());
         }
     }
 

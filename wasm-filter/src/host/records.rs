@@ -39,7 +39,7 @@ pub(crate) fn push(record: &[u8]) {
 }
 
 /// Sends the next batch, if one may go now.
-pub(crate) fn flush(sink: &RecordSink, now_ms: u64) {
+pub(crate) fn flush(sink: &RecordSink, now_ms: u64, key: Option<&[u8; 32]>) {
     // A call whose answer never came (its root context went away with a configuration
     // change) counts as failed.
     let lost = SENDING.with(|s| {
@@ -59,12 +59,17 @@ pub(crate) fn flush(sink: &RecordSink, now_ms: u64) {
     let Some(batch) = OUTBOX.with(|o| o.borrow_mut().take(now_ms)) else {
         return;
     };
-    let headers = vec![
+    // Signed with the data plane key: only Envoys holding it write records.
+    let signature = key.map(|k| crate::sealed::sign_records(k, &batch));
+    let mut headers = vec![
         (":method", "POST"),
         (":path", sink.path.as_str()),
         (":authority", sink.authority.as_str()),
         ("content-type", "application/x-ndjson"),
     ];
+    if let Some(sig) = &signature {
+        headers.push((crate::sealed::SIGNATURE_HEADER, sig.as_str()));
+    }
     match hostcalls::dispatch_http_call(&sink.cluster, headers, Some(&batch), vec![], SEND_TIMEOUT)
     {
         Ok(token) => SENDING.with(|s| *s.borrow_mut() = Some((token, batch, now_ms))),
