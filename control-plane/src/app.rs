@@ -597,6 +597,13 @@ async fn refresh_health(app: Arc<App>) {
             if let Err(e) = app.store.prune_health(minute - HEALTH_KEPT_MINUTES).await {
                 tracing::warn!("old health figures not pruned: {e}");
             }
+            let days = app.identity.spec.audit_retention_days;
+            if days > 0 {
+                let before = crate::store::now_ms() - days * 86_400_000;
+                if let Err(e) = app.store.prune_audit(before).await {
+                    tracing::warn!("old audit entries not pruned: {e}");
+                }
+            }
         }
     }
 }

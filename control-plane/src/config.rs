@@ -317,6 +317,9 @@ pub struct AuthSpec {
     /// public addresses: no SSRF through the gateway).
     #[serde(default)]
     pub allowed_provider_networks: Vec<String>,
+    /// Audit entries older than this many days are deleted (0: kept for ever).
+    #[serde(default = "default_audit_days")]
+    pub audit_retention_days: i64,
 }
 
 impl Default for AuthSpec {
@@ -328,6 +331,7 @@ impl Default for AuthSpec {
             max_failed_sign_ins: default_max_failures(),
             trusted_proxies: Vec::new(),
             allowed_provider_networks: Vec::new(),
+            audit_retention_days: default_audit_days(),
         }
     }
 }
@@ -348,6 +352,9 @@ fn default_refresh_ttl() -> i64 {
 }
 fn default_max_failures() -> u32 {
     10
+}
+fn default_audit_days() -> i64 {
+    365
 }
 
 fn default_database() -> String {

@@ -333,7 +333,8 @@ async fn refresh(
     }
 }
 
-/// Creates a user (role `user`) when `auth.registration` is `open`.
+/// Creates a user (role `user`) when `auth.registration` is `open` (at most
+/// `auth.max_failed_sign_ins` attempts per address in 15 minutes).
 #[utoipa::path(post, path = "/auth/register", tag = "auth", security(()),
     request_body = RegisterInput,
     responses((status = 201, body = UserRow), (status = 409, description = "Name or email taken", body = super::ErrorBody), Errors))]
@@ -347,6 +348,17 @@ async fn register(
             "Registration is closed: an admin creates users.".into(),
         ));
     }
+    // Every attempt counts against the address: no mass registration from one place.
+    let now = crate::store::now();
+    let subject = format!("register:{}", client.ip);
+    let sessions = &app.identity.sessions;
+    if sessions.failures(&subject, now).await? >= app.identity.spec.max_failed_sign_ins {
+        return Err(ApiError::TooManyRequests {
+            message: "Too many registrations from this address; try again later.".into(),
+            retry_after: FAILURE_WINDOW_SECS,
+        });
+    }
+    sessions.add_failure(&subject, now).await?;
     let user = super::users::create_user(&app, input, Role::User).await?;
     audit_event(
         &app,

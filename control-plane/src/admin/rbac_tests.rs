@@ -873,6 +873,81 @@ async fn sessions_rotate_detect_replay_and_log_out_remotely(app: Arc<App>) {
     assert!(actions.contains(&"POST /admin/v1/keys"), "{actions:?}");
 }
 
+/// Open registration: users make themselves (role user, never admin), a bounded number per
+/// address.
+#[tokio::test]
+async fn open_registration_makes_users_and_is_bounded_per_address() {
+    let store = Store::connect(&crate::test_support::sqlite_url())
+        .await
+        .unwrap();
+    let mut app = Arc::try_unwrap(app_on(store, Sessions::memory(3600)).await)
+        .ok()
+        .expect("one owner");
+    app.identity.spec.registration = crate::config::Registration::Open;
+    let c = Client { app: Arc::new(app) };
+    let (status, v) = c
+        .call(
+            "POST",
+            "/admin/v1/auth/register",
+            json!({"name": "eve", "password": "eve's long password", "email": "eve@example.com"}),
+            None,
+            "r",
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{v}");
+    assert_eq!(v["role"], "user");
+    let (status, _) = c
+        .call(
+            "POST",
+            "/admin/v1/auth/register",
+            json!({"name": "eve2", "password": "eve's long password", "role": "admin"}),
+            None,
+            "r",
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "no role in a registration");
+    let (status, _) = c
+        .call(
+            "POST",
+            "/admin/v1/auth/register",
+            json!({"name": "eve", "password": "eve's long password"}),
+            None,
+            "r",
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    let (status, _) = c
+        .call(
+            "POST",
+            "/admin/v1/auth/login",
+            json!({"login": "eve@example.com", "password": "eve's long password"}),
+            None,
+            "r",
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "sign-in by email");
+    for i in 0..10 {
+        c.call(
+            "POST",
+            "/admin/v1/auth/register",
+            json!({"name": format!("bot{i}"), "password": "short"}),
+            None,
+            "r",
+        )
+        .await;
+    }
+    let (status, v) = c
+        .call(
+            "POST",
+            "/admin/v1/auth/register",
+            json!({"name": "late", "password": "a long password"}),
+            None,
+            "r",
+        )
+        .await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{v}");
+}
+
 async fn sign_ins_are_throttled_after_failures(app: Arc<App>) {
     let (c, _) = world(app).await;
     for _ in 0..10 {

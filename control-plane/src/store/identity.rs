@@ -239,6 +239,15 @@ impl Store {
         Ok(())
     }
 
+    /// Deletes audit entries older than `before_ms`; how many.
+    pub async fn prune_audit(&self, before_ms: i64) -> Result<u64> {
+        let done = sqlx::query("DELETE FROM audit_log WHERE at_ms < $1")
+            .bind(before_ms)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
     /// Audit entries, newest first.
     pub async fn list_audit(&self, f: &AuditFilter) -> Result<Vec<AuditEntry>> {
         let rows = sqlx::query(
