@@ -53,7 +53,9 @@ struct RefreshInput {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RegisterInput {
+    #[schema(pattern = r"^[A-Za-z0-9._-]{1,64}$")]
     pub name: String,
+    #[schema(min_length = 10, max_length = 1024)]
     pub password: String,
     #[serde(default)]
     pub email: Option<String>,
@@ -63,6 +65,7 @@ pub(super) struct RegisterInput {
 #[serde(deny_unknown_fields)]
 struct PasswordInput {
     current_password: String,
+    #[schema(min_length = 10, max_length = 1024)]
     new_password: String,
 }
 

@@ -25,6 +25,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct KeyInput {
+    #[schema(pattern = r"^[A-Za-z0-9._-]{1,64}$")]
     name: String,
     /// The owner (admins only; users' keys are their own). Default: the key's name for the
     /// admin token, the caller for a user.

@@ -61,6 +61,7 @@ enum KindName {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateProvider {
+    #[schema(pattern = r"^[A-Za-z0-9._-]{1,64}$")]
     name: String,
     #[schema(value_type = KindName)]
     kind: ProviderKind,

@@ -28,7 +28,9 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateUser {
+    #[schema(pattern = r"^[A-Za-z0-9._-]{1,64}$")]
     name: String,
+    #[schema(min_length = 10, max_length = 1024)]
     password: String,
     #[serde(default)]
     email: Option<String>,
@@ -50,6 +52,7 @@ struct UpdateUser {
     email: Option<String>,
     /// A new password (their sessions end).
     #[serde(default)]
+    #[schema(min_length = 10, max_length = 1024)]
     password: Option<String>,
 }
 
