@@ -114,6 +114,7 @@ pub fn router(app: AppState) -> Router {
         .route("/admin/v1/healthz", get(healthz))
         .nest("/admin/v1", api)
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .with_state(app)
 }
 
@@ -364,6 +365,7 @@ pub enum ApiError {
     Unauthorized,
     /// A failed sign-in or refresh (401, with why).
     BadCredentials(String),
+    MethodNotAllowed,
     Forbidden(String),
     TooManyRequests {
         message: String,
@@ -451,6 +453,12 @@ impl IntoResponse for ApiError {
                 m,
             ),
             ApiError::Forbidden(m) => (StatusCode::FORBIDDEN, "permission_error", "forbidden", m),
+            ApiError::MethodNotAllowed => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "invalid_request_error",
+                "method_not_allowed",
+                "This endpoint does not take this method.".into(),
+            ),
             ApiError::TooManyRequests {
                 message,
                 retry_after,

@@ -284,3 +284,17 @@ async fn extreme_report_ranges_are_a_400_not_a_dropped_connection() {
         assert_eq!(body["error"]["type"], "invalid_request_error");
     }
 }
+
+#[tokio::test]
+async fn unknown_routes_and_methods_are_json_errors() {
+    let app = app().await;
+    let (status, body) = admin(&app, "PATCH", "/admin/v1/keys", None).await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(body["error"]["code"], "method_not_allowed");
+    let (status, body) = admin(&app, "GET", "/admin/v1/nothing-here", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(body["error"]["code"], "not_found");
+    let (status, body) = admin(&app, "GET", "/admin/v1/users/a%2Fb/sessions/%zz", None).await;
+    assert!(status.is_client_error(), "{status}");
+    assert!(body["error"]["message"].is_string(), "{body}");
+}
