@@ -197,6 +197,16 @@ async fn private_providers_serve_their_owner_and_whom_they_share_with() {
     .await;
     assert_eq!(status, 200, "{v}");
     assert_eq!(v["review"], "pending");
+    let (_, pending) = stack
+        .admin(Method::GET, "/providers?review=pending", None)
+        .await;
+    let names: Vec<&str> = pending
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["bobs"], "the admin's review queue");
     let (status, _) = call(
         &stack,
         Method::POST,

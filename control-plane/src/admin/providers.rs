@@ -15,7 +15,7 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{publish, AdminOnly, ApiError, ApiJson, ApiPath, AppState, Caller, Errors};
+use super::{publish, AdminOnly, ApiError, ApiJson, ApiPath, ApiQuery, AppState, Caller, Errors};
 use crate::app::App;
 use crate::auth::Principal;
 use crate::domain::{self, ProviderDef, ProviderKind, ProviderSettings, Upstream};
@@ -252,12 +252,20 @@ async fn managed(app: &App, caller: &Principal, name: &str) -> Result<ProviderRo
     Ok(p)
 }
 
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+struct ListParams {
+    /// Only providers in this review state (`pending`: waiting for an admin).
+    review: Option<String>,
+}
+
 /// Providers the caller may use: all for admins; public, own and shared for users.
-#[utoipa::path(get, path = "/providers", tag = "providers",
+#[utoipa::path(get, path = "/providers", tag = "providers", params(ListParams),
     responses((status = 200, body = [ProviderView]), Errors))]
 async fn list(
     Caller(p): Caller,
     State(app): State<AppState>,
+    ApiQuery(q): ApiQuery<ListParams>,
 ) -> Result<Json<Vec<ProviderView>>, ApiError> {
     let keys = app.store.list_provider_keys().await?;
     let providers = app.store.list_providers().await?;
@@ -265,6 +273,7 @@ async fn list(
         providers
             .into_iter()
             .filter(|row| sees(&p, row))
+            .filter(|row| q.review.as_ref().is_none_or(|r| *r == row.access.review))
             .map(|row| view(row, &keys, &p))
             .collect(),
     ))
