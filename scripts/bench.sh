@@ -13,6 +13,7 @@
 #
 # Knobs: BENCH_DURATION (s per run, 10), BENCH_CONNECTIONS (32), BENCH_ROUNDS (2),
 # BENCH_WASM (another build of the filter, to compare), BENCH_ACCESS_LOG (true|false),
+# BENCH_SEAL (true|false: provider keys sealed and request records signed, as by default),
 # BENCH_CASES (a subset of "chat anthropic stream failover limited"; `limited` is pass-through
 # with a key that has limits, so that each request asks the control plane's rate limit service), BENCH_INGEST (true|false: then the
 # control plane's request-record ingest, on SQLite and PostgreSQL).
@@ -117,7 +118,7 @@ YAML
 
 cat > "$work/switchyard.yaml" <<YAML
 listen: {admin: "127.0.0.1:$ADMIN", xds: "127.0.0.1:$XDS"}
-gateway: {listen: "127.0.0.1:$GW", admin: "127.0.0.1:$GW_ADMIN", wasm: "$WASM", access_log: ${BENCH_ACCESS_LOG:-true}}
+gateway: {listen: "127.0.0.1:$GW", admin: "127.0.0.1:$GW_ADMIN", wasm: "$WASM", access_log: ${BENCH_ACCESS_LOG:-true}, seal_provider_keys: ${BENCH_SEAL:-true}}
 database: "sqlite://$work/bench.db"
 master_key_file: "$work/master.key"
 providers:
