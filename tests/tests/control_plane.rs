@@ -56,13 +56,22 @@ async fn keys_created_and_deleted_through_the_admin_api_take_effect_within_a_sec
     .await;
     eprintln!("deleted key refused after {took:?}");
 
-    // No restart happened: the same Envoy process served all of it, and it ACKed the updates.
+    // No restart happened: the same Envoy process served all of it, and it ACKs the updates
+    // (health figures may publish another version meanwhile: wait for its ACK too).
+    let ecds = "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig";
+    wait_until(
+        "Envoy to ACK the latest filter config",
+        Duration::from_secs(3),
+        || async {
+            let (_, nodes) = stack.admin(Method::GET, "/xds/nodes", None).await;
+            nodes["nodes"]["test-gateway"]["acked"][ecds] == nodes["versions"][ecds]
+        },
+    )
+    .await;
     let (_, nodes) = stack.admin(Method::GET, "/xds/nodes", None).await;
     let node = &nodes["nodes"]["test-gateway"];
     assert_eq!(node["connected"], true, "{nodes}");
     assert!(node["nacked"].as_object().unwrap().is_empty(), "{nodes}");
-    let ecds = "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig";
-    assert_eq!(node["acked"][ecds], nodes["versions"][ecds], "{nodes}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -130,7 +130,11 @@ pub struct Provider {
     #[serde(default, skip_serializing_if = "Quirks::is_none")]
     pub quirks: Quirks,
     /// Prices of the provider's models by upstream name, for each request's cost.
-    #[serde(default, skip_serializing_if = "std::collections::HashMap::is_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "std::collections::HashMap::is_empty",
+        serialize_with = "sorted"
+    )]
     pub prices: std::collections::HashMap<String, crate::pricing::Price>,
 }
 
@@ -352,4 +356,15 @@ mod tests {
         assert_eq!(cfg.version, "7");
         assert!(cfg.keys.is_empty());
     }
+}
+
+/// A map written in key order: the same configuration always serialises to the same bytes
+/// (and so the same version).
+fn sorted<S: serde::Serializer, V: Serialize>(
+    map: &std::collections::HashMap<String, V>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    map.iter()
+        .collect::<std::collections::BTreeMap<&String, &V>>()
+        .serialize(s)
 }

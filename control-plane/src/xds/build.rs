@@ -350,20 +350,17 @@ fn rate_limits() -> Vec<RateLimit> {
 /// Only replies carrying an upstream-failure response flag are mapped: the filter's own local
 /// replies carry none and pass untouched. The first mapper that matches wins.
 fn upstream_failure_replies() -> LocalReplyConfig {
-    fn text(s: &str) -> Value {
-        Value {
-            kind: Some(value::Kind::StringValue(s.into())),
-        }
-    }
-    fn object(fields: Vec<(&str, Value)>) -> Struct {
-        Struct {
-            fields: fields.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
-        }
-    }
-    fn json_body(body: Struct) -> SubstitutionFormatString {
+    /// A constant JSON body. As text, not as a `Struct`: a `Struct`'s fields are a hash map
+    /// whose encoding order changes from build to build, and so would the listener's version.
+    fn json_body(body: serde_json::Value) -> SubstitutionFormatString {
         SubstitutionFormatString {
             format: Some(
-                envoy_types::pb::envoy::config::core::v3::substitution_format_string::Format::JsonFormat(body),
+                envoy_types::pb::envoy::config::core::v3::substitution_format_string::Format::TextFormatSource(
+                    DataSource {
+                        specifier: Some(data_source::Specifier::InlineString(body.to_string())),
+                        ..Default::default()
+                    },
+                ),
             ),
             content_type: "application/json".into(),
             ..Default::default()
@@ -371,39 +368,16 @@ fn upstream_failure_replies() -> LocalReplyConfig {
     }
     /// `{"error":{"message","type","param","code"}}`
     fn openai_body(message: &str, code: &str) -> SubstitutionFormatString {
-        let error = object(vec![
-            ("message", text(message)),
-            ("type", text("api_error")),
-            (
-                "param",
-                Value {
-                    kind: Some(value::Kind::NullValue(0)),
-                },
-            ),
-            ("code", text(code)),
-        ]);
-        json_body(object(vec![(
-            "error",
-            Value {
-                kind: Some(value::Kind::StructValue(error)),
-            },
-        )]))
+        json_body(serde_json::json!({
+            "error": {"message": message, "type": "api_error", "param": null, "code": code}
+        }))
     }
     /// `{"type":"error","error":{"type","message"}}`
     fn anthropic_body(message: &str) -> SubstitutionFormatString {
-        let error = object(vec![
-            ("type", text("api_error")),
-            ("message", text(message)),
-        ]);
-        json_body(object(vec![
-            ("type", text("error")),
-            (
-                "error",
-                Value {
-                    kind: Some(value::Kind::StructValue(error)),
-                },
-            ),
-        ]))
+        json_body(serde_json::json!({
+            "type": "error",
+            "error": {"type": "api_error", "message": message}
+        }))
     }
     fn on_flags(flags: &[&str]) -> AccessLogFilter {
         AccessLogFilter {
@@ -994,6 +968,52 @@ pub fn static_bootstrap(gw: &Gateway, state: &GatewayState, wasm_path: &Path) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The same state gives the same versions: a configuration recomputed with nothing changed
+    /// (every 30 s, and with every health update) publishes nothing.
+    #[test]
+    fn building_twice_gives_the_same_bytes() {
+        let provider = crate::store::ProviderRow {
+            id: "p1".into(),
+            name: "openai".into(),
+            kind: crate::domain::ProviderKind::Openai,
+            base_url: "https://api.openai.com/v1".into(),
+            models: [
+                "gpt-4o",
+                "gpt-4o-mini",
+                "gpt-4.1",
+                "o3-mini",
+                "gpt-4.1-mini",
+            ]
+            .map(String::from)
+            .to_vec(),
+            settings: Default::default(),
+            enabled: true,
+            access: crate::store::ProviderAccess::public(),
+        };
+        let make = || {
+            crate::snapshot::compute(
+                std::slice::from_ref(&provider),
+                &[],
+                &[],
+                &[],
+                1024,
+                &crate::health::Figures::default(),
+                &crate::snapshot::Pins::new(),
+            )
+        };
+        let state = make();
+        assert!(state.filter.providers[0].prices.len() >= 3, "priced models");
+        let gw = Gateway::default();
+        let a = resources(&gw, &state, Path::new("/f.wasm"));
+        for _ in 0..5 {
+            let b = resources(&gw, &make(), Path::new("/f.wasm"));
+            assert_eq!(a.listeners, b.listeners);
+            assert_eq!(a.routes, b.routes);
+            assert_eq!(a.clusters, b.clusters);
+            assert_eq!(a.extension_configs, b.extension_configs);
+        }
+    }
     use crate::domain::Upstream;
     use prost::Message as _;
 
