@@ -331,6 +331,17 @@ pub const UPSTREAM_ROOT_ID: &str = "switchyard-upstream";
 /// names the target as `provider/model`.
 pub const METADATA_NAMESPACE: &str = "switchyard";
 
+/// A map written in key order: the same configuration always serialises to the same bytes
+/// (and so the same version).
+fn sorted<S: serde::Serializer, V: Serialize>(
+    map: &std::collections::HashMap<String, V>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    map.iter()
+        .collect::<std::collections::BTreeMap<&String, &V>>()
+        .serialize(s)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -356,15 +367,4 @@ mod tests {
         assert_eq!(cfg.version, "7");
         assert!(cfg.keys.is_empty());
     }
-}
-
-/// A map written in key order: the same configuration always serialises to the same bytes
-/// (and so the same version).
-fn sorted<S: serde::Serializer, V: Serialize>(
-    map: &std::collections::HashMap<String, V>,
-    s: S,
-) -> Result<S::Ok, S::Error> {
-    map.iter()
-        .collect::<std::collections::BTreeMap<&String, &V>>()
-        .serialize(s)
 }
