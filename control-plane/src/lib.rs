@@ -6,6 +6,7 @@ pub mod app;
 pub mod auth;
 pub mod config;
 pub mod crypto;
+pub mod discovery;
 pub mod domain;
 pub mod gcp;
 pub mod health;

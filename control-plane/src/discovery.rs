@@ -1,0 +1,563 @@
+//! Model discovery: what each provider's models endpoint says, in each provider's own format,
+//! turned into one shape. Pure (pages in, models and the next page's cursor out); the fetching
+//! loop and the store live elsewhere.
+//!
+//! Formats (as documented by each provider):
+//! - OpenAI and OpenAI-compatible, `GET {base}/models`: `{"object":"list","data":[{"id",
+//!   "object":"model","created","owned_by"}]}`, one page.
+//! - Anthropic, `GET /v1/models?limit=&after_id=`: `{"data":[{"type":"model","id",
+//!   "display_name","created_at"}],"has_more","first_id","last_id"}`.
+//! - Gemini, `GET /v1beta/models?pageSize=&pageToken=`: `{"models":[{"name":"models/..",
+//!   "displayName","inputTokenLimit","outputTokenLimit","supportedGenerationMethods",
+//!   "thinking"}],"nextPageToken"}`.
+//! - Azure OpenAI deployments, `GET /openai/deployments?api-version=2022-12-01`:
+//!   `{"data":[{"id" (the deployment),"model","status","object":"deployment"}]}`.
+//! - Bedrock `ListFoundationModels`, `GET https://bedrock.{region}.amazonaws.com/foundation-models`:
+//!   `{"modelSummaries":[{"modelId","modelName","providerName","inputModalities",
+//!   "outputModalities","responseStreamingSupported","inferenceTypesSupported",
+//!   "modelLifecycle":{"status"}}]}`, one page.
+//!
+//! Capabilities come from the provider's metadata where it has any (Gemini's generation
+//! methods and thinking flag, Bedrock's modalities), else from the model's name; an admin
+//! overrides them per model.
+
+use serde::{Deserialize, Serialize};
+
+use crate::domain::ProviderKind;
+
+/// What a model can do.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Tag {
+    Chat,
+    Vision,
+    FunctionCalling,
+    ImageGeneration,
+    Embeddings,
+    Reasoning,
+}
+
+/// One model as a provider lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Discovered {
+    /// The name requests use (Gemini's without `models/`; Azure's deployment name).
+    pub id: String,
+    pub display_name: Option<String>,
+    /// Sorted, no repeats.
+    pub tags: Vec<Tag>,
+    pub context_window: Option<u64>,
+    /// For Azure: the model behind the deployment.
+    pub base_model: Option<String>,
+}
+
+/// One page: its models and, when there is more, the cursor for the next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page {
+    pub models: Vec<Discovered>,
+    pub next: Option<String>,
+}
+
+/// Most pages read from one provider (a provider that pages for ever stops here).
+pub const MAX_PAGES: usize = 50;
+/// Page size asked of providers that page.
+pub const PAGE_SIZE: u32 = 100;
+
+/// The path and query of the page after `cursor` (`None`: the first), relative to the
+/// provider's base URL as the gateway uses it; `None` for kinds listed elsewhere (Bedrock's
+/// list lives on the control-plane host, Vertex has no per-project list of publisher models).
+pub fn page_path(
+    kind: ProviderKind,
+    azure_deployments: bool,
+    cursor: Option<&str>,
+) -> Option<String> {
+    let enc = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+    Some(match kind {
+        ProviderKind::Openai | ProviderKind::OpenaiCompatible => "/models".into(),
+        ProviderKind::AzureOpenai if azure_deployments => {
+            "/openai/deployments?api-version=2022-12-01".into()
+        }
+        ProviderKind::AzureOpenai => "/models".into(),
+        ProviderKind::Anthropic => match cursor {
+            Some(c) => format!("/v1/models?limit={PAGE_SIZE}&after_id={}", enc(c)),
+            None => format!("/v1/models?limit={PAGE_SIZE}"),
+        },
+        ProviderKind::Gemini => match cursor {
+            Some(c) => format!("/v1beta/models?pageSize={PAGE_SIZE}&pageToken={}", enc(c)),
+            None => format!("/v1beta/models?pageSize={PAGE_SIZE}"),
+        },
+        ProviderKind::Bedrock | ProviderKind::Vertex => return None,
+    })
+}
+
+#[derive(Deserialize)]
+struct OpenAiList {
+    data: Vec<OpenAiModel>,
+}
+
+#[derive(Deserialize)]
+struct OpenAiModel {
+    id: String,
+}
+
+#[derive(Deserialize)]
+struct AnthropicList {
+    data: Vec<AnthropicModel>,
+    #[serde(default)]
+    has_more: bool,
+    #[serde(default)]
+    last_id: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct AnthropicModel {
+    id: String,
+    #[serde(default)]
+    display_name: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct GeminiList {
+    #[serde(default)]
+    models: Vec<GeminiModel>,
+    #[serde(default)]
+    next_page_token: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct GeminiModel {
+    name: String,
+    #[serde(default)]
+    display_name: Option<String>,
+    #[serde(default)]
+    input_token_limit: Option<u64>,
+    #[serde(default)]
+    supported_generation_methods: Vec<String>,
+    #[serde(default)]
+    thinking: bool,
+}
+
+#[derive(Deserialize)]
+struct AzureDeployments {
+    data: Vec<AzureDeployment>,
+}
+
+#[derive(Deserialize)]
+struct AzureDeployment {
+    id: String,
+    #[serde(default)]
+    model: Option<String>,
+    #[serde(default)]
+    status: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct BedrockList {
+    #[serde(default)]
+    model_summaries: Vec<BedrockModel>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct BedrockModel {
+    model_id: String,
+    #[serde(default)]
+    model_name: Option<String>,
+    #[serde(default)]
+    input_modalities: Vec<String>,
+    #[serde(default)]
+    output_modalities: Vec<String>,
+    #[serde(default)]
+    inference_types_supported: Vec<String>,
+    #[serde(default)]
+    model_lifecycle: Option<BedrockLifecycle>,
+}
+
+#[derive(Deserialize)]
+struct BedrockLifecycle {
+    status: String,
+}
+
+fn bad(kind: &str, e: serde_json::Error) -> String {
+    format!("not a {kind} model list: {e}")
+}
+
+/// Parses one page of `kind`'s model list.
+pub fn parse_page(
+    kind: ProviderKind,
+    azure_deployments: bool,
+    body: &[u8],
+) -> Result<Page, String> {
+    match kind {
+        ProviderKind::Openai | ProviderKind::OpenaiCompatible => openai(body),
+        ProviderKind::AzureOpenai if azure_deployments => azure(body),
+        ProviderKind::AzureOpenai => openai(body),
+        ProviderKind::Anthropic => anthropic(body),
+        ProviderKind::Gemini => gemini(body),
+        ProviderKind::Bedrock => bedrock(body),
+        ProviderKind::Vertex => Err("Vertex models are not listed per project".into()),
+    }
+}
+
+fn openai(body: &[u8]) -> Result<Page, String> {
+    let list: OpenAiList = serde_json::from_slice(body).map_err(|e| bad("OpenAI", e))?;
+    Ok(Page {
+        models: list
+            .data
+            .into_iter()
+            .map(|m| Discovered {
+                tags: tags_from_name(&m.id),
+                id: m.id,
+                display_name: None,
+                context_window: None,
+                base_model: None,
+            })
+            .collect(),
+        next: None,
+    })
+}
+
+fn anthropic(body: &[u8]) -> Result<Page, String> {
+    let list: AnthropicList = serde_json::from_slice(body).map_err(|e| bad("Anthropic", e))?;
+    let next = if list.has_more {
+        list.last_id
+            .or_else(|| list.data.last().map(|m| m.id.clone()))
+    } else {
+        None
+    };
+    Ok(Page {
+        models: list
+            .data
+            .into_iter()
+            .map(|m| {
+                // Every Claude model listed chats with tools and images.
+                let mut tags = vec![Tag::Chat, Tag::FunctionCalling, Tag::Vision];
+                if reasoning_name(&m.id) {
+                    tags.push(Tag::Reasoning);
+                }
+                tags.sort();
+                Discovered {
+                    id: m.id,
+                    display_name: m.display_name,
+                    tags,
+                    context_window: None,
+                    base_model: None,
+                }
+            })
+            .collect(),
+        next,
+    })
+}
+
+fn gemini(body: &[u8]) -> Result<Page, String> {
+    let list: GeminiList = serde_json::from_slice(body).map_err(|e| bad("Gemini", e))?;
+    Ok(Page {
+        models: list
+            .models
+            .into_iter()
+            .map(|m| {
+                let methods = &m.supported_generation_methods;
+                let has = |name: &str| methods.iter().any(|x| x == name);
+                let id = m.name.strip_prefix("models/").unwrap_or(&m.name).to_owned();
+                let mut tags = Vec::new();
+                if has("generateContent") {
+                    tags.extend([Tag::Chat, Tag::FunctionCalling, Tag::Vision]);
+                }
+                if has("embedContent") || has("batchEmbedContents") {
+                    tags.push(Tag::Embeddings);
+                }
+                if has("predict") || id.contains("image") {
+                    tags.push(Tag::ImageGeneration);
+                }
+                if m.thinking {
+                    tags.push(Tag::Reasoning);
+                }
+                tags.sort();
+                tags.dedup();
+                Discovered {
+                    id,
+                    display_name: m.display_name,
+                    tags,
+                    context_window: m.input_token_limit,
+                    base_model: None,
+                }
+            })
+            .collect(),
+        next: list.next_page_token.filter(|t| !t.is_empty()),
+    })
+}
+
+fn azure(body: &[u8]) -> Result<Page, String> {
+    let list: AzureDeployments =
+        serde_json::from_slice(body).map_err(|e| bad("Azure deployment", e))?;
+    Ok(Page {
+        models: list
+            .data
+            .into_iter()
+            // A deployment still being created (or failed) serves nothing yet.
+            .filter(|d| d.status.as_deref().is_none_or(|s| s == "succeeded"))
+            .map(|d| Discovered {
+                tags: tags_from_name(d.model.as_deref().unwrap_or(&d.id)),
+                id: d.id,
+                display_name: None,
+                context_window: None,
+                base_model: d.model,
+            })
+            .collect(),
+        next: None,
+    })
+}
+
+fn bedrock(body: &[u8]) -> Result<Page, String> {
+    let list: BedrockList = serde_json::from_slice(body).map_err(|e| bad("Bedrock", e))?;
+    Ok(Page {
+        models: list
+            .model_summaries
+            .into_iter()
+            // Legacy models refuse new requests; provisioned-only ones need a throughput ARN.
+            .filter(|m| {
+                m.model_lifecycle
+                    .as_ref()
+                    .is_none_or(|l| l.status == "ACTIVE")
+            })
+            .filter(|m| {
+                m.inference_types_supported.is_empty()
+                    || m.inference_types_supported.iter().any(|t| t == "ON_DEMAND")
+            })
+            .map(|m| {
+                let input = |x: &str| m.input_modalities.iter().any(|v| v == x);
+                let output = |x: &str| m.output_modalities.iter().any(|v| v == x);
+                let mut tags = Vec::new();
+                if output("TEXT") {
+                    tags.extend([Tag::Chat, Tag::FunctionCalling]);
+                }
+                if input("IMAGE") && output("TEXT") {
+                    tags.push(Tag::Vision);
+                }
+                if output("EMBEDDING") {
+                    tags.push(Tag::Embeddings);
+                }
+                if output("IMAGE") {
+                    tags.push(Tag::ImageGeneration);
+                }
+                if reasoning_name(&m.model_id) {
+                    tags.push(Tag::Reasoning);
+                }
+                tags.sort();
+                tags.dedup();
+                Discovered {
+                    id: m.model_id,
+                    display_name: m.model_name,
+                    tags,
+                    context_window: None,
+                    base_model: None,
+                }
+            })
+            .collect(),
+        next: None,
+    })
+}
+
+/// Reasoning families by name (where the list says nothing about it).
+fn reasoning_name(id: &str) -> bool {
+    let id = id.to_ascii_lowercase();
+    let bare = id.rsplit('/').next().unwrap_or(&id);
+    ["o1", "o3", "o4"].iter().any(|p| bare.starts_with(p))
+        || bare.starts_with("gpt-5")
+        || bare.contains("reasoner")
+        || bare.contains("thinking")
+        || bare.contains("deepseek-r1")
+        || bare.contains("qwq")
+        || bare.contains("claude-sonnet-4")
+        || bare.contains("claude-opus-4")
+        || bare.contains("claude-3-7")
+        || bare.contains("claude-haiku-4")
+}
+
+/// Capabilities from a model's name, for lists without metadata (OpenAI-style).
+pub fn tags_from_name(id: &str) -> Vec<Tag> {
+    let lower = id.to_ascii_lowercase();
+    let mut tags = Vec::new();
+    if lower.contains("embed") {
+        tags.push(Tag::Embeddings);
+    } else if lower.contains("dall-e") || lower.contains("gpt-image") || lower.contains("imagen") {
+        tags.push(Tag::ImageGeneration);
+    } else if lower.contains("whisper")
+        || lower.contains("tts")
+        || lower.contains("moderation")
+        || lower.contains("transcribe")
+    {
+        // Audio and moderation models: none of the tags apply.
+    } else {
+        tags.extend([Tag::Chat, Tag::FunctionCalling]);
+        let vision = [
+            "gpt-4o",
+            "gpt-4.1",
+            "gpt-4-turbo",
+            "gpt-5",
+            "o1",
+            "o3",
+            "o4",
+            "vision",
+            "-vl",
+            "pixtral",
+            "llava",
+        ];
+        if vision.iter().any(|v| lower.contains(v)) {
+            tags.push(Tag::Vision);
+        }
+        if reasoning_name(&lower) {
+            tags.push(Tag::Reasoning);
+        }
+    }
+    tags.sort();
+    tags.dedup();
+    tags
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture(name: &str) -> Vec<u8> {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/fixtures/models")
+            .join(name);
+        std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    }
+
+    fn ids(page: &Page) -> Vec<&str> {
+        page.models.iter().map(|m| m.id.as_str()).collect()
+    }
+
+    #[test]
+    fn openai_lists_are_one_page_and_tagged_by_name() {
+        let page = parse_page(ProviderKind::Openai, false, &fixture("openai.json")).unwrap();
+        assert_eq!(page.next, None);
+        assert_eq!(
+            ids(&page),
+            [
+                "gpt-4o-mini",
+                "o3-mini",
+                "text-embedding-3-small",
+                "dall-e-3",
+                "whisper-1"
+            ]
+        );
+        let tags: Vec<&[Tag]> = page.models.iter().map(|m| m.tags.as_slice()).collect();
+        assert_eq!(tags[0], [Tag::Chat, Tag::Vision, Tag::FunctionCalling]);
+        assert!(tags[1].contains(&Tag::Reasoning));
+        assert_eq!(tags[2], [Tag::Embeddings]);
+        assert_eq!(tags[3], [Tag::ImageGeneration]);
+        assert!(tags[4].is_empty());
+    }
+
+    #[test]
+    fn anthropic_pages_follow_last_id() {
+        let first = parse_page(
+            ProviderKind::Anthropic,
+            false,
+            &fixture("anthropic_page1.json"),
+        )
+        .unwrap();
+        assert_eq!(
+            ids(&first),
+            ["claude-sonnet-4-5-20250929", "claude-opus-4-1-20250805"]
+        );
+        assert_eq!(first.next.as_deref(), Some("claude-opus-4-1-20250805"));
+        assert_eq!(
+            first.models[0].display_name.as_deref(),
+            Some("Claude Sonnet 4.5")
+        );
+        let last = parse_page(
+            ProviderKind::Anthropic,
+            false,
+            &fixture("anthropic_page2.json"),
+        )
+        .unwrap();
+        assert_eq!(ids(&last), ["claude-3-5-haiku-20241022"]);
+        assert_eq!(last.next, None);
+        assert!(!last.models[0].tags.contains(&Tag::Reasoning));
+        assert_eq!(
+            page_path(ProviderKind::Anthropic, false, first.next.as_deref()).unwrap(),
+            "/v1/models?limit=100&after_id=claude-opus-4-1-20250805"
+        );
+    }
+
+    #[test]
+    fn gemini_pages_follow_the_token_and_methods_give_tags() {
+        let first = parse_page(ProviderKind::Gemini, false, &fixture("gemini_page1.json")).unwrap();
+        assert_eq!(ids(&first), ["gemini-2.5-flash", "gemini-embedding-001"]);
+        assert_eq!(first.models[0].context_window, Some(1_048_576));
+        assert!(first.models[0].tags.contains(&Tag::Reasoning));
+        assert_eq!(first.models[1].tags, [Tag::Embeddings]);
+        assert_eq!(first.next.as_deref(), Some("Chlnb29nbGUvZ2VtaW5p+/="));
+        assert_eq!(
+            page_path(ProviderKind::Gemini, false, first.next.as_deref()).unwrap(),
+            "/v1beta/models?pageSize=100&pageToken=Chlnb29nbGUvZ2VtaW5p%2B%2F%3D"
+        );
+        let last = parse_page(ProviderKind::Gemini, false, &fixture("gemini_page2.json")).unwrap();
+        assert_eq!(ids(&last), ["imagen-4.0-generate-001"]);
+        assert_eq!(last.models[0].tags, [Tag::ImageGeneration]);
+        assert_eq!(last.next, None);
+    }
+
+    #[test]
+    fn azure_deployments_name_their_model_and_only_ready_ones_count() {
+        let page = parse_page(
+            ProviderKind::AzureOpenai,
+            true,
+            &fixture("azure_deployments.json"),
+        )
+        .unwrap();
+        assert_eq!(ids(&page), ["chat-prod", "embed"]);
+        assert_eq!(page.models[0].base_model.as_deref(), Some("gpt-4o"));
+        assert!(page.models[0].tags.contains(&Tag::Vision));
+        assert_eq!(page.models[1].tags, [Tag::Embeddings]);
+    }
+
+    #[test]
+    fn bedrock_modalities_give_tags_and_legacy_or_provisioned_models_are_left_out() {
+        let page = parse_page(ProviderKind::Bedrock, false, &fixture("bedrock.json")).unwrap();
+        assert_eq!(
+            ids(&page),
+            [
+                "anthropic.claude-sonnet-4-5-20250929-v1:0",
+                "amazon.titan-embed-text-v2:0",
+                "amazon.nova-canvas-v1:0"
+            ]
+        );
+        assert!(page.models[0].tags.contains(&Tag::Vision));
+        assert!(page.models[0].tags.contains(&Tag::Reasoning));
+        assert_eq!(page.models[1].tags, [Tag::Embeddings]);
+        assert_eq!(page.models[2].tags, [Tag::ImageGeneration]);
+    }
+
+    #[test]
+    fn bad_lists_are_errors_that_name_the_format() {
+        for (kind, name) in [
+            (ProviderKind::Openai, "OpenAI"),
+            (ProviderKind::Anthropic, "Anthropic"),
+            (ProviderKind::Gemini, "Gemini"),
+            (ProviderKind::Bedrock, "Bedrock"),
+        ] {
+            let err = parse_page(kind, false, b"<html>").unwrap_err();
+            assert!(err.contains(name), "{err}");
+        }
+        assert!(page_path(ProviderKind::Vertex, false, None).is_none());
+    }
+}
