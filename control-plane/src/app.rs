@@ -44,6 +44,8 @@ pub struct App {
     rechecked_at: std::sync::atomic::AtomicI64,
     /// One master key rotation at a time.
     rotation_lock: tokio::sync::Mutex<()>,
+    /// The last computed state has providers whose addresses the control plane vets.
+    vetting: std::sync::atomic::AtomicBool,
     /// Seals provider keys in the filter's configuration (see `switchyard_filter::sealed`);
     /// `None`: they travel in plain text (`gateway.seal_provider_keys: false`).
     pub dataplane_key: Option<[u8; 32]>,
@@ -213,13 +215,18 @@ impl App {
             identity: Identity::default(),
             rechecked_at: std::sync::atomic::AtomicI64::new(0),
             rotation_lock: tokio::sync::Mutex::new(()),
+            vetting: std::sync::atomic::AtomicBool::new(false),
             dataplane_key: None,
         }
     }
 
     /// Whether it is time to recompute the configuration regardless of figures (every
-    /// [`RECHECK_SECS`]): users' providers' names are resolved and vetted again then.
+    /// [`RECHECK_SECS`], when some provider's addresses are vetted by the control plane): users'
+    /// providers' names are resolved and vetted again then.
     fn recheck_due(&self) -> bool {
+        if !self.vetting.load(std::sync::atomic::Ordering::Relaxed) {
+            return false;
+        }
         let now = crate::store::now();
         let last = self.rechecked_at.load(std::sync::atomic::Ordering::Relaxed);
         if now - last < RECHECK_SECS {
@@ -280,6 +287,8 @@ impl App {
         )
         .await?;
         self.limits.set_table(state.limits.clone());
+        self.vetting
+            .store(state.vetted, std::sync::atomic::Ordering::Relaxed);
         let mut state = state;
         if let Some(key) = &self.dataplane_key {
             seal_for_dataplane(&mut state.filter, key);

@@ -55,6 +55,9 @@ pub struct GatewayState {
     pub failover: Vec<FailoverCluster>,
     /// What the rate limit service enforces (not sent to Envoy).
     pub limits: crate::limits::Table,
+    /// Some provider's addresses are vetted by the control plane (a non-admin's provider):
+    /// the configuration is worth recomputing now and then (see `App::recheck_due`).
+    pub vetted: bool,
 }
 
 /// Name prefix of failover clusters allowing `attempts` attempts; the route that retries
@@ -157,6 +160,7 @@ pub async fn load(
         &pins,
     );
     state.limits = limits;
+    state.vetted = !pins.is_empty() || !refused.is_empty();
     Ok(state)
 }
 
@@ -498,6 +502,7 @@ pub fn compute(
         clusters,
         failover,
         limits: Default::default(),
+        vetted: false,
     }
 }
 

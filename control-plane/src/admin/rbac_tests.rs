@@ -1019,6 +1019,10 @@ async fn providers_of_users_reach_only_public_addresses(app: Arc<App>) {
     let mut app = Arc::try_unwrap(app).ok().expect("one owner");
     app.identity.guard = crate::ssrf::Guard::new(Vec::new(), names.clone());
     let (c, _) = world(Arc::new(app)).await;
+    assert!(
+        !c.app.desired_state_for_tests().await.vetted,
+        "nothing to re-check yet"
+    );
     let (alice, _, _) = c.login("alice", "a").await;
     let create = |base: &str| json!({"name": "mine", "kind": "openai_compatible", "base_url": base, "models": ["m"]});
     for base in [
@@ -1084,6 +1088,7 @@ async fn providers_of_users_reach_only_public_addresses(app: Arc<App>) {
         .await;
     assert_eq!(status, StatusCode::CREATED, "{v}");
     let state = c.app.desired_state_for_tests().await;
+    assert!(state.vetted, "re-checked every 30 s from now on");
     assert!(state.filter.models.iter().any(|m| m.name == "mine/m"));
     let cluster = state
         .clusters

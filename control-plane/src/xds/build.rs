@@ -1020,6 +1020,7 @@ mod tests {
     fn state() -> GatewayState {
         GatewayState {
             limits: Default::default(),
+            vetted: false,
             filter: Default::default(),
             clusters: vec![
                 ProviderCluster {
