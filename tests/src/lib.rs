@@ -69,12 +69,27 @@ pub fn wasm_path_unchecked() -> PathBuf {
     target_dir().join("wasm32-wasip1/release/switchyard_filter.wasm")
 }
 
-/// A loopback port nobody listens on right now.
+/// A loopback port nobody listens on right now, below the kernel's ephemeral range
+/// (32768-60999 on Linux): a port the kernel handed out once could be handed out again to some
+/// process's outgoing connection before the test binds it (seen: Envoy's listener failing with
+/// `Address already in use`). Each call takes the next port of a sequence that starts at a
+/// place depending on the process.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("ephemeral port")
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    const FIRST: u32 = 20_000;
+    const COUNT: u32 = 12_000;
+    let start = std::process::id().wrapping_mul(7_919);
+    for _ in 0..COUNT {
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let port = u16::try_from(FIRST + start.wrapping_add(n) % COUNT).expect("below 32000");
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!(
+        "no free loopback port between {FIRST} and {}",
+        FIRST + COUNT
+    );
 }
 
 /// A temp dir removed on drop.
