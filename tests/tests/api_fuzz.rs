@@ -23,7 +23,9 @@ fn schemathesis(cp: &ControlPlane, token: Option<&str>, examples: u32) -> String
         .args(["--max-examples", &examples.to_string()])
         .args(["--request-timeout", "10"])
         .arg("--no-color")
-        .env("SCHEMATHESIS_TELEMETRY", "false");
+        .env("SCHEMATHESIS_TELEMETRY", "false")
+        // Its cache (`.schemathesis/`) goes with the control plane's files, not into the tree.
+        .current_dir(cp.config.parent().expect("the test dir"));
     if let Some(t) = token {
         cmd.args(["-H", &format!("Authorization: Bearer {t}")]);
     }
