@@ -177,6 +177,13 @@ fn view(p: ProviderRow, keys: &[ProviderKeyRow], caller: &Principal) -> Provider
     }
 }
 
+/// The provider called `name` as stored now, as the caller sees it.
+async fn stored_view(app: &App, name: &str, caller: &Principal) -> Result<ProviderView, ApiError> {
+    let row = app.store.get_provider(name).await?;
+    let keys = app.store.list_provider_keys().await?;
+    Ok(view(row, &keys, caller))
+}
+
 /// Whether the caller may change the provider (admins: all; users: their own).
 fn manages(caller: &Principal, p: &ProviderRow) -> bool {
     caller.is_admin()
@@ -386,9 +393,7 @@ async fn update(
             .await?;
     }
     publish(&app).await?;
-    let row = app.store.get_provider(&name).await?;
-    let keys = app.store.list_provider_keys().await?;
-    Ok(Json(view(row, &keys, &p)))
+    Ok(Json(stored_view(&app, &name, &p).await?))
 }
 
 /// Deletes a provider (its owner or an admin).
@@ -427,9 +432,7 @@ async fn share(
     }
     app.store.share_provider(&row.id, &target.id).await?;
     publish(&app).await?;
-    let row = app.store.get_provider(&name).await?;
-    let keys = app.store.list_provider_keys().await?;
-    Ok(Json(view(row, &keys, &p)))
+    Ok(Json(stored_view(&app, &name, &p).await?))
 }
 
 /// Stops sharing a provider with a user.
@@ -463,9 +466,7 @@ async fn submit(
     app.store
         .set_provider_review(&name, "pending", "", false)
         .await?;
-    let row = app.store.get_provider(&name).await?;
-    let keys = app.store.list_provider_keys().await?;
-    Ok(Json(view(row, &keys, &p)))
+    Ok(Json(stored_view(&app, &name, &p).await?))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -508,7 +509,5 @@ async fn review(
         .set_provider_review(&name, review, &input.note, public)
         .await?;
     publish(&app).await?;
-    let row = app.store.get_provider(&name).await?;
-    let keys = app.store.list_provider_keys().await?;
-    Ok(Json(view(row, &keys, &p)))
+    Ok(Json(stored_view(&app, &name, &p).await?))
 }
