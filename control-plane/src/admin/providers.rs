@@ -334,9 +334,10 @@ async fn create(
     }
     app.store.replace_provider_keys(&id, &keys).await?;
     publish(&app).await?;
-    let row = app.store.get_provider(&input.name).await?;
-    let all_keys = app.store.list_provider_keys().await?;
-    Ok((StatusCode::CREATED, Json(view(row, &all_keys, &p))))
+    Ok((
+        StatusCode::CREATED,
+        Json(stored_view(&app, &input.name, &p).await?),
+    ))
 }
 
 /// Changes a provider (its owner or an admin).
