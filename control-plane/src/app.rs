@@ -49,6 +49,8 @@ pub struct App {
     /// Seals provider keys in the filter's configuration (see `switchyard_filter::sealed`);
     /// `None`: they travel in plain text (`gateway.seal_provider_keys: false`).
     pub dataplane_key: Option<[u8; 32]>,
+    /// Model discovery's schedule and outcomes (see [`crate::discovery`]).
+    pub discovery: crate::discovery::Runner,
 }
 
 /// The setting holding the data plane key (hex), sealed under the master key.
@@ -217,6 +219,7 @@ impl App {
             rotation_lock: tokio::sync::Mutex::new(()),
             vetting: std::sync::atomic::AtomicBool::new(false),
             dataplane_key: None,
+            discovery: crate::discovery::Runner::default(),
         }
     }
 
@@ -443,6 +446,7 @@ pub async fn init(config_path: &Path) -> anyhow::Result<(App, Config)> {
         app.limits.restore_spend(&spend, now).await?;
     }
     app.probe_spec = config.probes.clone();
+    app.discovery = crate::discovery::Runner::new(config.discovery.clone());
     Ok((app, config))
 }
 
@@ -529,6 +533,7 @@ pub async fn serve(config_path: &Path) -> anyhow::Result<()> {
     tokio::spawn(refresh_tokens(app.clone()));
     tokio::spawn(refresh_health(app.clone()));
     tokio::spawn(run_probes(app.clone()));
+    tokio::spawn(run_discovery(app.clone()));
     let ads = tokio::spawn(async move { ads.await.context("xDS server") });
 
     shutdown_signal().await;
@@ -696,6 +701,42 @@ async fn run_probes(app: Arc<App>) {
     }
 }
 
+/// Lists every provider's models at start and every `discovery.interval_secs` (0: only on
+/// demand, and when a provider is added or changed).
+async fn run_discovery(app: Arc<App>) {
+    let interval = app.discovery.spec.interval_secs;
+    if interval == 0 {
+        return;
+    }
+    loop {
+        match app.store.list_providers().await {
+            Ok(providers) => {
+                let due = providers
+                    .iter()
+                    .filter(|p| p.enabled && p.settings.discovers(p.kind))
+                    .map(|p| crate::discovery::discover(&app, p));
+                futures::future::join_all(due).await;
+            }
+            Err(e) => tracing::warn!("model discovery skipped: {e}"),
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(interval)).await;
+    }
+}
+
+/// Lists a provider's models now, in the background (after it was added or changed).
+pub fn discover_soon(app: &Arc<App>, provider: &str) {
+    let (app, name) = (app.clone(), provider.to_owned());
+    tokio::spawn(async move {
+        match app.store.get_provider(&name).await {
+            Ok(p) if p.enabled && p.settings.discovers(p.kind) => {
+                let _ = crate::discovery::discover(&app, &p).await;
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(provider = %name, "model discovery skipped: {e}"),
+        }
+    });
+}
+
 async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
@@ -767,6 +808,8 @@ pub async fn apply_config(
                 project: p.project.clone(),
                 location: p.location.clone(),
                 proxies: p.proxies.clone(),
+                discover: p.discover,
+                new_models: p.new_models,
             },
         )
         .map_err(|e| anyhow::anyhow!("{at}: {e}"))?;
@@ -801,6 +844,23 @@ pub async fn apply_config(
                 targets: m.targets.clone(),
             })
             .await?;
+    }
+    for (i, a) in config.aliases.iter().enumerate() {
+        let alias = crate::store::AliasRow {
+            name: a.name.clone(),
+            target: a.target.clone(),
+        };
+        check_alias(&alias, config.models.iter().map(|m| m.name.as_str()))
+            .map_err(|e| anyhow::anyhow!("aliases[{i}]: {e}"))?;
+        if alias.is_glob() && !config.providers.iter().any(|p| p.name == alias.target) {
+            store.get_provider(&alias.target).await.map_err(|_| {
+                anyhow::anyhow!(
+                    "aliases[{i}]: a glob alias names a provider; {:?} is none",
+                    alias.target
+                )
+            })?;
+        }
+        store.put_alias(&alias).await?;
     }
     for (i, price) in config.prices.iter().enumerate() {
         let micros = |usd: f64| -> anyhow::Result<u64> {
@@ -891,6 +951,36 @@ pub async fn apply_config(
             }
         }
         store.update_user(&u.name, &patch).await?;
+    }
+    Ok(())
+}
+
+/// Checks an alias by itself: a name clients can send (a glob: `*` and no `/`), a target that
+/// is a model name (a glob's: a provider name), and not a logical model's name.
+pub fn check_alias<'a>(
+    alias: &crate::store::AliasRow,
+    mut logical: impl Iterator<Item = &'a str>,
+) -> Result<(), String> {
+    domain::check_model_name(&alias.name)?;
+    if alias.is_glob() {
+        if alias.name.contains('/') {
+            return Err("a glob alias matches a provider's own model names, without '/'".into());
+        }
+        if alias.name.chars().all(|c| c == '*') {
+            return Err("a glob alias needs some fixed text, such as claude-*".into());
+        }
+        domain::check_name("provider", &alias.target)?;
+    } else {
+        domain::check_model_name(&alias.target)?;
+        if alias.target == alias.name {
+            return Err("an alias cannot name itself".into());
+        }
+    }
+    if logical.any(|m| m == alias.name) {
+        return Err(format!(
+            "{:?} is a logical model's name already",
+            alias.name
+        ));
     }
     Ok(())
 }

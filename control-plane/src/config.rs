@@ -31,6 +31,11 @@ pub struct Config {
     pub providers: Vec<ProviderSpec>,
     #[serde(default)]
     pub models: Vec<ModelSpec>,
+    /// More names for models (exact, or globs over a provider's models).
+    #[serde(default)]
+    pub aliases: Vec<AliasSpec>,
+    #[serde(default)]
+    pub discovery: DiscoverySpec,
     #[serde(default)]
     pub api_keys: Vec<ApiKeySpec>,
     /// Per-user limits (users are created by their keys, or here).
@@ -211,8 +216,55 @@ pub struct ProviderSpec {
     pub proxies: Vec<String>,
     #[serde(default)]
     pub keys: Vec<ProviderKeySpec>,
+    /// The static model list; discovery adds the models the provider lists.
     #[serde(default)]
     pub models: Vec<String>,
+    /// `false`: the provider's models are not listed (only the static list is served).
+    #[serde(default)]
+    pub discover: Option<bool>,
+    /// `enabled` (default): discovered models are served at once; `disabled`: they wait for
+    /// an admin.
+    #[serde(default)]
+    pub new_models: Option<crate::domain::NewModels>,
+}
+
+/// Model discovery's schedule (see `crate::discovery`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiscoverySpec {
+    /// Seconds between two listings of every provider's models; 0: only on demand (and when
+    /// a provider is added or changed).
+    #[serde(default = "default_discovery_interval")]
+    pub interval_secs: u64,
+    /// Bound on one provider's listing, all pages.
+    #[serde(default = "default_discovery_timeout")]
+    pub timeout_secs: u64,
+}
+
+impl Default for DiscoverySpec {
+    fn default() -> Self {
+        DiscoverySpec {
+            interval_secs: default_discovery_interval(),
+            timeout_secs: default_discovery_timeout(),
+        }
+    }
+}
+
+fn default_discovery_interval() -> u64 {
+    3600
+}
+
+fn default_discovery_timeout() -> u64 {
+    30
+}
+
+/// Another name for a model: `{name: fast, target: openai/gpt-4o-mini}`, or a glob over a
+/// provider's models, `{name: "claude-*", target: anthropic}`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AliasSpec {
+    pub name: String,
+    pub target: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]

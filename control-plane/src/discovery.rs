@@ -23,31 +23,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::domain::ProviderKind;
+use crate::domain::{self, ProviderKind};
+use crate::store::ProviderRow;
 
-/// What a model can do.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    Hash,
-    Serialize,
-    Deserialize,
-    utoipa::ToSchema,
-)]
-#[serde(rename_all = "snake_case")]
-pub enum Tag {
-    Chat,
-    Vision,
-    FunctionCalling,
-    ImageGeneration,
-    Embeddings,
-    Reasoning,
-}
+pub use switchyard_filter::config::Tag;
 
 /// One model as a provider lists it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -60,6 +39,11 @@ pub struct Discovered {
     pub context_window: Option<u64>,
     /// For Azure: the model behind the deployment.
     pub base_model: Option<String>,
+    /// The tags come from the provider's metadata (or its documented model family), not from
+    /// a guess by name.
+    pub tags_from_metadata: bool,
+    /// Unix seconds the provider says the model was made.
+    pub created: Option<i64>,
 }
 
 /// One page: its models and, when there is more, the cursor for the next.
@@ -109,6 +93,8 @@ struct OpenAiList {
 #[derive(Deserialize)]
 struct OpenAiModel {
     id: String,
+    #[serde(default)]
+    created: Option<i64>,
 }
 
 #[derive(Deserialize)]
@@ -125,6 +111,8 @@ struct AnthropicModel {
     id: String,
     #[serde(default)]
     display_name: Option<String>,
+    #[serde(default)]
+    created_at: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -162,6 +150,8 @@ struct AzureDeployment {
     model: Option<String>,
     #[serde(default)]
     status: Option<String>,
+    #[serde(default)]
+    created_at: Option<i64>,
 }
 
 #[derive(Deserialize)]
@@ -225,6 +215,8 @@ fn openai(body: &[u8]) -> Result<Page, String> {
                 display_name: None,
                 context_window: None,
                 base_model: None,
+                tags_from_metadata: false,
+                created: m.created.filter(|c| *c > 0),
             })
             .collect(),
         next: None,
@@ -251,11 +243,13 @@ fn anthropic(body: &[u8]) -> Result<Page, String> {
                 }
                 tags.sort();
                 Discovered {
+                    created: m.created_at.as_deref().and_then(unix_from_rfc3339),
                     id: m.id,
                     display_name: m.display_name,
                     tags,
                     context_window: None,
                     base_model: None,
+                    tags_from_metadata: true,
                 }
             })
             .collect(),
@@ -294,6 +288,8 @@ fn gemini(body: &[u8]) -> Result<Page, String> {
                     tags,
                     context_window: m.input_token_limit,
                     base_model: None,
+                    tags_from_metadata: true,
+                    created: None,
                 }
             })
             .collect(),
@@ -316,6 +312,8 @@ fn azure(body: &[u8]) -> Result<Page, String> {
                 display_name: None,
                 context_window: None,
                 base_model: d.model,
+                tags_from_metadata: false,
+                created: d.created_at.filter(|c| *c > 0),
             })
             .collect(),
         next: None,
@@ -365,11 +363,332 @@ fn bedrock(body: &[u8]) -> Result<Page, String> {
                     tags,
                     context_window: None,
                     base_model: None,
+                    tags_from_metadata: true,
+                    created: None,
                 }
             })
             .collect(),
         next: None,
     })
+}
+
+// ---- fetching ------------------------------------------------------------------------------
+
+/// Largest model list page read (a provider answering more is refused, not read on).
+const MAX_PAGE_BYTES: usize = 8 << 20;
+
+/// The request for one page: `cursor` from the previous page (`None`: the first).
+fn page_request(
+    http: &reqwest::Client,
+    provider: &ProviderRow,
+    secret: &str,
+    cursor: Option<&str>,
+) -> Result<reqwest::RequestBuilder, String> {
+    let base = provider.base_url.trim_end_matches('/');
+    if provider.kind == ProviderKind::Bedrock {
+        return bedrock_request(http, provider, secret);
+    }
+    let deployments = azure_deployments(provider);
+    let path = page_path(provider.kind, deployments, cursor)
+        .ok_or("this kind of provider has no model list")?;
+    let (header, prefix) = domain::auth_header(provider.kind);
+    let mut req = http
+        .get(format!("{base}{path}"))
+        .header(header, format!("{prefix}{secret}"));
+    for (name, value) in domain::required_headers(provider.kind) {
+        req = req.header(name, value);
+    }
+    Ok(req)
+}
+
+/// Azure with deployment URLs lists deployments (what requests name); its v1 API, models.
+fn azure_deployments(provider: &ProviderRow) -> bool {
+    provider.kind == ProviderKind::AzureOpenai && provider.settings.api_version.is_some()
+}
+
+/// `ListFoundationModels` on Bedrock's control host (`bedrock.{region}.amazonaws.com` beside
+/// `bedrock-runtime.{region}...`; another base URL, such as a gateway's, is asked itself),
+/// signed with SigV4 for service `bedrock`, or with a Bedrock API key as a bearer token.
+fn bedrock_request(
+    http: &reqwest::Client,
+    provider: &ProviderRow,
+    secret: &str,
+) -> Result<reqwest::RequestBuilder, String> {
+    let mut upstream = domain::Upstream::parse(&provider.base_url)?;
+    if let Some(rest) = upstream.host.strip_prefix("bedrock-runtime.") {
+        upstream.host = format!("bedrock.{rest}");
+    }
+    let scheme = if upstream.tls { "https" } else { "http" };
+    let authority = upstream.authority();
+    let path = format!("{}/foundation-models", upstream.path_prefix);
+    let req = http.get(format!("{scheme}://{authority}{path}"));
+    let Some(creds) = switchyard_filter::sigv4::Credentials::parse(secret) else {
+        return Ok(req.header("authorization", format!("Bearer {secret}")));
+    };
+    let region = provider.settings.region.as_deref().unwrap_or("us-east-1");
+    let signed = switchyard_filter::sigv4::sign(
+        &switchyard_filter::sigv4::Request {
+            method: "GET",
+            host: &authority,
+            path: &path,
+            query: "",
+            content_type: "",
+            body: b"",
+        },
+        &creds,
+        region,
+        "bedrock",
+        &switchyard_filter::sigv4::amz_date(crate::store::now().max(0) as u64),
+    );
+    let mut req = req
+        .header("authorization", signed.authorization)
+        .header("x-amz-date", signed.amz_date);
+    if let Some(token) = signed.security_token {
+        req = req.header("x-amz-security-token", token);
+    }
+    Ok(req)
+}
+
+/// Reads an answer's body, refusing one over `limit` bytes.
+async fn body_within(mut resp: reqwest::Response, limit: usize) -> Result<Vec<u8>, String> {
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(|e| transport(&e))? {
+        if body.len() + chunk.len() > limit {
+            return Err(format!("the model list is over {} MiB", limit >> 20));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// What went wrong on the way, without the URL (it may carry a pagination token).
+fn transport(e: &reqwest::Error) -> String {
+    if e.is_timeout() {
+        "the provider did not answer in time".into()
+    } else if e.is_connect() {
+        "could not connect to the provider".into()
+    } else if e.is_redirect() {
+        "the provider redirected (not followed)".into()
+    } else {
+        "the provider's answer could not be read".into()
+    }
+}
+
+/// The start of an error body, as one printable line (provider error messages help; they
+/// never carry the key, which goes in a header).
+fn excerpt(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let line: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(200)
+        .collect();
+    line.trim().to_owned()
+}
+
+/// Every model the provider lists, all pages; an error when any page fails (then nothing is
+/// recorded: a partial list would mark models vanished that are not).
+pub async fn list(
+    http: &reqwest::Client,
+    provider: &ProviderRow,
+    secret: &str,
+) -> Result<Vec<Discovered>, String> {
+    let deployments = azure_deployments(provider);
+    let mut models = Vec::new();
+    let mut cursor: Option<String> = None;
+    for _ in 0..MAX_PAGES {
+        let resp = page_request(http, provider, secret, cursor.as_deref())?
+            .send()
+            .await
+            .map_err(|e| transport(&e))?;
+        let status = resp.status();
+        let body = body_within(resp, MAX_PAGE_BYTES).await?;
+        if !status.is_success() {
+            return Err(format!(
+                "the provider answered {}: {}",
+                status.as_u16(),
+                excerpt(&body)
+            ));
+        }
+        let page = parse_page(provider.kind, deployments, &body)?;
+        models.extend(page.models);
+        match page.next {
+            Some(next) if cursor.as_deref() != Some(next.as_str()) => cursor = Some(next),
+            _ => return Ok(models),
+        }
+    }
+    Err(format!("the provider's list runs over {MAX_PAGES} pages"))
+}
+
+/// How the latest discovery of a provider went.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
+pub struct Status {
+    /// Unix seconds.
+    pub at: i64,
+    pub ok: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Models the provider listed.
+    pub listed: usize,
+}
+
+/// Discovery for the running control plane: its schedule and each provider's latest outcome.
+#[derive(Default)]
+pub struct Runner {
+    pub spec: crate::config::DiscoverySpec,
+    statuses: std::sync::Mutex<std::collections::BTreeMap<String, Status>>,
+}
+
+impl Runner {
+    pub fn new(spec: crate::config::DiscoverySpec) -> Runner {
+        Runner {
+            spec,
+            statuses: Default::default(),
+        }
+    }
+
+    pub fn status(&self, provider: &str) -> Option<Status> {
+        self.statuses.lock().ok()?.get(provider).cloned()
+    }
+
+    fn set_status(&self, provider: &str, status: Status) {
+        if let Ok(mut s) = self.statuses.lock() {
+            s.insert(provider.to_owned(), status);
+        }
+    }
+}
+
+/// Lists the provider's models with one of its keys and records what changed; publishes when
+/// clients may see a difference.
+pub async fn discover(
+    app: &crate::app::App,
+    provider: &ProviderRow,
+) -> Result<crate::store::DiscoveryChange, String> {
+    let outcome = discover_inner(app, provider).await;
+    app.discovery.set_status(
+        &provider.name,
+        Status {
+            at: crate::store::now(),
+            ok: outcome.is_ok(),
+            error: outcome.as_ref().err().cloned(),
+            listed: outcome.as_ref().map_or(0, |c| c.listed),
+        },
+    );
+    match &outcome {
+        Ok(change) if change.changed() => {
+            tracing::info!(provider = %provider.name, added = change.added.len(), returned = change.returned.len(), vanished = change.vanished.len(), updated = change.updated.len(), "models discovered");
+            crate::metrics::add(&crate::metrics::METRICS.discoveries_changed, 1);
+        }
+        Ok(_) => {}
+        Err(e) => {
+            tracing::warn!(provider = %provider.name, "model discovery failed: {e}");
+            crate::metrics::add(&crate::metrics::METRICS.discoveries_failed, 1);
+        }
+    }
+    outcome
+}
+
+async fn discover_inner(
+    app: &crate::app::App,
+    provider: &ProviderRow,
+) -> Result<crate::store::DiscoveryChange, String> {
+    if !provider.settings.discovers(provider.kind) {
+        return Err("discovery is off for this provider".into());
+    }
+    let keys = app
+        .store
+        .list_provider_keys()
+        .await
+        .map_err(|e| e.to_string())?;
+    let refused = app.figures().probes.refused_keys;
+    let mut candidates: Vec<_> = keys
+        .iter()
+        .filter(|k| k.provider_id == provider.id)
+        .collect();
+    // A key the provider refused at its latest probe is tried last.
+    candidates.sort_by_key(|k| refused.contains(&k.id));
+    let key = candidates
+        .first()
+        .ok_or("the provider has no key to list its models with")?;
+    let secret = app
+        .master
+        .open(&key.secret_sealed)
+        .map_err(|_| "the provider key could not be opened".to_owned())?;
+    // Redirects are not followed (one to an address literal would pass by the resolver);
+    // users' providers are reached through the SSRF guard's resolver only.
+    let timeout = std::time::Duration::from_secs(app.discovery.spec.timeout_secs.max(1));
+    let mut client = reqwest::Client::builder()
+        .timeout(timeout)
+        .redirect(reqwest::redirect::Policy::none());
+    if provider.access.untrusted() {
+        let upstream = domain::Upstream::parse(&provider.base_url)?;
+        app.identity
+            .guard
+            .vet(&upstream.host, upstream.port)
+            .await
+            .map_err(|e| format!("base_url refused: {e}"))?;
+        client = client.dns_resolver(app.identity.guard.reqwest_resolver());
+    }
+    let client = client.build().map_err(|e| format!("no HTTP client: {e}"))?;
+    let found = list(&client, provider, &secret).await?;
+    let enable = provider.settings.new_models.unwrap_or_default() == domain::NewModels::Enabled;
+    let change = app
+        .store
+        .apply_discovery(&provider.id, &found, enable)
+        .await
+        .map_err(|e| e.to_string())?;
+    if change.changed() {
+        app.publish().await.map_err(|e| format!("{e:#}"))?;
+    }
+    Ok(change)
+}
+
+/// Unix seconds of an RFC 3339 time such as `2025-09-29T00:00:00Z` (fractions and offsets
+/// taken into account); `None` when it is not one.
+pub fn unix_from_rfc3339(s: &str) -> Option<i64> {
+    let b = s.as_bytes();
+    let num = |r: std::ops::Range<usize>| -> Option<i64> {
+        let t = s.get(r)?;
+        t.bytes()
+            .all(|c| c.is_ascii_digit())
+            .then(|| t.parse().ok())?
+    };
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
+        return None;
+    }
+    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 {
+        return None;
+    }
+    let mut rest = &s[19..];
+    if let Some(frac) = rest.strip_prefix('.') {
+        let digits = frac.bytes().take_while(u8::is_ascii_digit).count();
+        rest = &frac[digits..];
+    }
+    let offset = match rest {
+        "Z" | "z" => 0,
+        _ if rest.len() == 6 && (rest.starts_with('+') || rest.starts_with('-')) => {
+            let h: i64 = rest.get(1..3)?.parse().ok()?;
+            let m: i64 = rest.get(4..6)?.parse().ok()?;
+            let v = h * 3600 + m * 60;
+            if rest.starts_with('-') {
+                -v
+            } else {
+                v
+            }
+        }
+        _ => return None,
+    };
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days * 86_400 + hour * 3600 + minute * 60 + second - offset)
 }
 
 /// Reasoning families by name (where the list says nothing about it).
@@ -545,6 +864,26 @@ mod tests {
         assert!(page.models[0].tags.contains(&Tag::Reasoning));
         assert_eq!(page.models[1].tags, [Tag::Embeddings]);
         assert_eq!(page.models[2].tags, [Tag::ImageGeneration]);
+    }
+
+    #[test]
+    fn rfc3339_times_become_unix_seconds() {
+        assert_eq!(unix_from_rfc3339("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(
+            unix_from_rfc3339("2025-09-29T00:00:00Z"),
+            Some(1_759_104_000)
+        );
+        assert_eq!(
+            unix_from_rfc3339("2025-09-29T02:00:00.123+02:00"),
+            Some(1_759_104_000)
+        );
+        assert_eq!(
+            unix_from_rfc3339("2024-02-29T12:30:15Z"),
+            Some(1_709_209_815)
+        );
+        assert_eq!(unix_from_rfc3339("2025-13-01T00:00:00Z"), None);
+        assert_eq!(unix_from_rfc3339("yesterday"), None);
+        assert_eq!(unix_from_rfc3339("2025-09-29T00:00:00"), None);
     }
 
     #[test]

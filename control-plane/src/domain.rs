@@ -86,6 +86,31 @@ pub struct ProviderSettings {
     /// HTTP CONNECT proxies (`ip:port`) requests to the provider go through, in a pool.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub proxies: Vec<String>,
+    /// Whether the control plane lists the provider's models (default: yes, for every kind
+    /// that has a list; Vertex has none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub discover: Option<bool>,
+    /// Whether models discovery finds are served at once (`enabled`, the default) or wait for
+    /// an admin to enable them (`disabled`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub new_models: Option<NewModels>,
+}
+
+/// What happens to a model discovery finds for the first time.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NewModels {
+    #[default]
+    Enabled,
+    Disabled,
+}
+
+impl ProviderSettings {
+    /// Whether discovery lists this provider's models.
+    pub fn discovers(&self, kind: ProviderKind) -> bool {
+        kind != ProviderKind::Vertex && self.discover != Some(false)
+    }
 }
 
 impl ProviderDef {

@@ -23,6 +23,9 @@ pub struct Metrics {
     /// Requests whose end (tokens, cost) was charged.
     pub limits_charges: AtomicU64,
     pub snapshots_published: AtomicU64,
+    /// Model discoveries that changed what clients see, and that failed.
+    pub discoveries_changed: AtomicU64,
+    pub discoveries_failed: AtomicU64,
 }
 
 /// The refusal codes of the rate limit service.
@@ -51,6 +54,8 @@ pub static METRICS: Metrics = Metrics {
     ],
     limits_charges: AtomicU64::new(0),
     snapshots_published: AtomicU64::new(0),
+    discoveries_changed: AtomicU64::new(0),
+    discoveries_failed: AtomicU64::new(0),
 };
 
 pub fn add(counter: &AtomicU64, n: u64) {
@@ -132,6 +137,14 @@ pub fn render(gauges: &[(&str, &str, u64)]) -> String {
         "switchyard_cp_snapshots_published_total",
         "Configurations published to Envoy.",
         &series(&[("", get(&m.snapshots_published))]),
+    );
+    counter(
+        "switchyard_cp_model_discoveries_total",
+        "Listings of providers' models that changed the catalog, and that failed.",
+        &series(&[
+            ("{outcome=\"changed\"}", get(&m.discoveries_changed)),
+            ("{outcome=\"failed\"}", get(&m.discoveries_failed)),
+        ]),
     );
     for (name, help, value) in gauges {
         let _ = writeln!(

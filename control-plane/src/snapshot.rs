@@ -5,8 +5,8 @@ use std::collections::{BTreeMap, HashMap};
 
 use sha2::{Digest as _, Sha256};
 use switchyard_filter::config::{
-    BalanceWeights, Capability, FilterConfig, GatewayKey, ModelRoute, PathStyle,
-    Provider as FilterProvider, ProviderKey, RecordSink, Strategy, Target, TargetStats,
+    BalanceWeights, Capability, FilterConfig, GatewayKey, ModelCard, ModelRoute, PathStyle,
+    Provider as FilterProvider, ProviderKey, RecordSink, Strategy, Tag, Target, TargetStats,
 };
 
 use crate::crypto::MasterKey;
@@ -17,7 +17,18 @@ pub const RECORDS_PATH: &str = "/switchyard.v1/records";
 pub const RECORDS_AUTHORITY: &str = "switchyard-control-plane";
 use crate::domain::{self, ProviderKind, Upstream};
 use crate::health::Figures;
-use crate::store::{ApiKeyRow, ModelRow, ProviderKeyRow, ProviderRow, Store, StoreError};
+use crate::store::{
+    glob_matches, AliasRow, ApiKeyRow, ModelRow, ProviderKeyRow, ProviderModelRow, ProviderRow,
+    Store, StoreError,
+};
+
+/// The model catalog: what is known and decided about each provider's models, and aliases.
+/// A static model without a row is served with nothing known about it.
+#[derive(Debug, Clone, Default)]
+pub struct Catalog {
+    pub models: Vec<ProviderModelRow>,
+    pub aliases: Vec<AliasRow>,
+}
 
 /// One Envoy cluster per provider endpoint, and one per target of a model with several targets
 /// (its endpoint names the target, so that the upstream filter knows whom an attempt reached).
@@ -125,6 +136,10 @@ pub async fn load(
     providers.retain(|p| !refused.contains(&p.id));
     let keys = store.list_provider_keys().await?;
     let models = store.list_models().await?;
+    let catalog = Catalog {
+        models: store.list_provider_models().await?,
+        aliases: store.list_aliases().await?,
+    };
     let mut api_keys = store.list_api_keys().await?;
     let limits = store.limits_table().await?;
     for k in &mut api_keys {
@@ -158,6 +173,7 @@ pub async fn load(
         max_body_bytes,
         figures,
         &pins,
+        &catalog,
     );
     state.limits = limits;
     state.vetted = !pins.is_empty() || !refused.is_empty();
@@ -188,6 +204,7 @@ pub async fn vertex_keys(
 }
 
 /// The pure part of [`load`].
+#[allow(clippy::too_many_arguments)]
 pub fn compute(
     providers: &[ProviderRow],
     keys: &[(ProviderKeyRow, String)],
@@ -196,6 +213,7 @@ pub fn compute(
     max_body_bytes: usize,
     figures: &Figures,
     pins: &Pins,
+    catalog: &Catalog,
 ) -> GatewayState {
     let mut clusters = Vec::new();
     let mut filter_providers = Vec::new();
@@ -271,6 +289,13 @@ pub fn compute(
         .iter()
         .map(|p| (p.name.as_str(), p))
         .collect();
+    let rows: HashMap<(&str, &str), &ProviderModelRow> = catalog
+        .models
+        .iter()
+        .map(|r| ((r.provider.as_str(), r.model.as_str()), r))
+        .collect();
+    let row_of = |provider: &str, model: &str| rows.get(&(provider, model)).copied();
+    let mut cards: HashMap<String, ModelCard> = HashMap::new();
     let mut routes: BTreeMap<String, (Strategy, Vec<Target>)> = BTreeMap::new();
     for m in models {
         let targets: Vec<Target> = m
@@ -289,7 +314,9 @@ pub fn compute(
                 weight: t.weight,
                 priority: t.priority,
                 stats: TargetStats::default(),
-                capabilities: t.capabilities.clone(),
+                capabilities: t.capabilities.clone().or_else(|| {
+                    row_of(&t.provider, &t.model).and_then(ProviderModelRow::capabilities)
+                }),
             })
             .collect();
         let mut targets = targets;
@@ -297,21 +324,42 @@ pub fn compute(
         if targets.is_empty() {
             tracing::warn!(model = %m.name, "model has no usable target; not served");
         } else {
+            cards.insert(m.name.clone(), logical_card(&targets, &row_of));
             routes.insert(m.name.clone(), (m.strategy, targets));
         }
     }
     // A private provider's models are reached as `provider/model` by the keys of its owner and
     // of the users it is shared with; they take no plain name (the name would be ambiguous).
+    // A plain name goes to the one provider listing it statically; when none does, to the
+    // one provider discovery found it at (so that discovery never takes a name from a
+    // configured provider).
     let mut audiences: HashMap<String, Vec<String>> = HashMap::new();
-    let mut plain: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    let mut plain: BTreeMap<&str, (Vec<&ProviderRow>, Vec<&ProviderRow>)> = BTreeMap::new();
+    let mut served: HashMap<&str, Vec<&str>> = HashMap::new();
     for p in providers
         .iter()
         .filter(|p| known.contains_key(p.name.as_str()))
     {
-        for upstream_model in &p.models {
+        let listed = catalog
+            .models
+            .iter()
+            .filter(|r| r.provider_id == p.id && r.served())
+            .map(|r| (r.model.as_str(), r.static_listed));
+        let unrecorded = p
+            .models
+            .iter()
+            .filter(|m| row_of(&p.name, m).is_none())
+            .map(|m| (m.as_str(), true));
+        for (upstream_model, is_static) in listed.chain(unrecorded) {
+            served.entry(&p.name).or_default().push(upstream_model);
             let name = format!("{}/{}", p.name, upstream_model);
             if p.access.public {
-                plain.entry(upstream_model).or_default().push(&p.name);
+                let owners = plain.entry(upstream_model).or_default();
+                if is_static {
+                    owners.0.push(p);
+                } else {
+                    owners.1.push(p);
+                }
             }
             if routes.contains_key(&name) {
                 continue;
@@ -324,17 +372,33 @@ pub fn compute(
                 }
                 audiences.insert(name.clone(), users);
             }
+            let row = row_of(&p.name, upstream_model);
+            cards.insert(name.clone(), direct_card(&p.name, row));
             routes.insert(
                 name,
-                (Strategy::Weighted, vec![direct(&p.name, upstream_model)]),
+                (
+                    Strategy::Weighted,
+                    vec![direct(&p.name, upstream_model, row)],
+                ),
             );
         }
     }
-    for (upstream_model, owners) in plain {
-        if let [only] = owners.as_slice() {
-            routes
-                .entry(upstream_model.to_owned())
-                .or_insert_with(|| (Strategy::Weighted, vec![direct(only, upstream_model)]));
+    for (upstream_model, (by_static, by_discovery)) in plain {
+        let owners = if by_static.is_empty() {
+            by_discovery
+        } else {
+            by_static
+        };
+        if let ([only], false) = (owners.as_slice(), routes.contains_key(upstream_model)) {
+            let row = row_of(&only.name, upstream_model);
+            cards.insert(upstream_model.to_owned(), direct_card(&only.name, row));
+            routes.insert(
+                upstream_model.to_owned(),
+                (
+                    Strategy::Weighted,
+                    vec![direct(&only.name, upstream_model, row)],
+                ),
+            );
         }
     }
 
@@ -472,22 +536,30 @@ pub fn compute(
         }
     }
 
+    let logical: Vec<&str> = models.iter().map(|m| m.name.as_str()).collect();
+    let mut model_routes: BTreeMap<String, ModelRoute> = routes
+        .into_iter()
+        .map(|(name, (strategy, targets))| {
+            let route = ModelRoute {
+                failover: failover_names.remove(&name).unwrap_or_default(),
+                failover_capable: failover_capable.remove(&name).unwrap_or_default(),
+                users: audiences.remove(&name).unwrap_or_default(),
+                card: cards.remove(&name).unwrap_or_default(),
+                name: name.clone(),
+                targets,
+                strategy,
+            };
+            (name, route)
+        })
+        .collect();
+    apply_aliases(&mut model_routes, &catalog.aliases, &served, &logical);
+
     let mut filter = FilterConfig {
         version: String::new(),
         max_body_bytes,
         keys: filter_keys,
         providers: filter_providers,
-        models: routes
-            .into_iter()
-            .map(|(name, (strategy, targets))| ModelRoute {
-                failover: failover_names.remove(&name).unwrap_or_default(),
-                failover_capable: failover_capable.remove(&name).unwrap_or_default(),
-                users: audiences.remove(&name).unwrap_or_default(),
-                name,
-                targets,
-                strategy,
-            })
-            .collect(),
+        models: model_routes.into_values().collect(),
         balance: BalanceWeights::default(),
         records: Some(RecordSink {
             cluster: crate::xds::build::XDS_CLUSTER.into(),
@@ -506,14 +578,107 @@ pub fn compute(
     }
 }
 
-fn direct(provider: &str, model: &str) -> Target {
+fn direct(provider: &str, model: &str, row: Option<&ProviderModelRow>) -> Target {
     Target {
         provider: provider.to_owned(),
         model: model.to_owned(),
         weight: 1,
         priority: 0,
         stats: TargetStats::default(),
-        capabilities: None,
+        capabilities: row.and_then(ProviderModelRow::capabilities),
+    }
+}
+
+/// What `/v1/models` shows of a provider's model.
+fn direct_card(provider: &str, row: Option<&ProviderModelRow>) -> ModelCard {
+    let Some(row) = row else {
+        return ModelCard {
+            owned_by: provider.to_owned(),
+            ..Default::default()
+        };
+    };
+    ModelCard {
+        owned_by: provider.to_owned(),
+        created: u64::try_from(row.created).unwrap_or(0),
+        display_name: row.display_name.clone(),
+        context_window: row.context_window().and_then(|w| u64::try_from(w).ok()),
+        tags: row.tags().to_vec(),
+    }
+}
+
+/// A logical model can do what one of its targets can (requests go to a capable one), and
+/// takes what its smallest target takes.
+fn logical_card<'a>(
+    targets: &[Target],
+    row_of: &impl Fn(&str, &str) -> Option<&'a ProviderModelRow>,
+) -> ModelCard {
+    let rows: Vec<&ProviderModelRow> = targets
+        .iter()
+        .filter_map(|t| row_of(&t.provider, &t.model))
+        .collect();
+    let mut tags: Vec<Tag> = rows.iter().flat_map(|r| r.tags().iter().copied()).collect();
+    tags.sort();
+    tags.dedup();
+    ModelCard {
+        owned_by: "switchyard".into(),
+        created: 0,
+        display_name: None,
+        context_window: rows
+            .iter()
+            .filter_map(|r| r.context_window())
+            .min()
+            .and_then(|w| u64::try_from(w).ok()),
+        tags,
+    }
+}
+
+/// Adds the aliases' names: a glob gives each served model of its provider whose name matches
+/// that name (the most specific glob wins), overriding a plain name; an exact alias copies the
+/// route of its target. Logical models keep their names.
+fn apply_aliases(
+    routes: &mut BTreeMap<String, ModelRoute>,
+    aliases: &[AliasRow],
+    served: &HashMap<&str, Vec<&str>>,
+    logical: &[&str],
+) {
+    let mut globs: Vec<&AliasRow> = aliases.iter().filter(|a| a.is_glob()).collect();
+    // Least specific first, so that more specific globs overwrite.
+    globs.sort_by_key(|a| (a.name.chars().filter(|c| *c != '*').count(), a.name.clone()));
+    for alias in globs {
+        let Some(models) = served.get(alias.target.as_str()) else {
+            tracing::warn!(alias = %alias.name, provider = %alias.target, "glob alias skipped: provider unknown, disabled or without models");
+            continue;
+        };
+        for model in models.iter().filter(|m| glob_matches(&alias.name, m)) {
+            if logical.contains(model) {
+                continue;
+            }
+            let source = format!("{}/{model}", alias.target);
+            let Some(route) = routes.get(&source).filter(|r| {
+                matches!(r.targets.as_slice(), [t] if t.provider == alias.target && t.model == *model)
+            }) else {
+                continue;
+            };
+            let mut route = route.clone();
+            route.name = (*model).to_owned();
+            routes.insert(route.name.clone(), route);
+        }
+    }
+    for alias in aliases.iter().filter(|a| !a.is_glob()) {
+        if logical.contains(&alias.name.as_str()) {
+            tracing::warn!(alias = %alias.name, "alias skipped: a logical model has that name");
+            continue;
+        }
+        match routes.get(&alias.target) {
+            Some(route) => {
+                let mut route = route.clone();
+                route.name = alias.name.clone();
+                routes.insert(route.name.clone(), route);
+            }
+            None => {
+                tracing::warn!(alias = %alias.name, target = %alias.target, "alias skipped: its target is not served");
+            }
+        }
     }
 }
 
@@ -539,6 +704,236 @@ mod tests {
             enabled,
             access: crate::store::ProviderAccess::public(),
         }
+    }
+
+    /// A discovered model of `provider`.
+    fn row(provider: &str, model: &str, tags: &[Tag]) -> ProviderModelRow {
+        ProviderModelRow {
+            provider_id: format!("id-{provider}"),
+            provider: provider.into(),
+            model: model.into(),
+            static_listed: false,
+            discovered: true,
+            vanished_at: None,
+            enabled: true,
+            detected_tags: tags.to_vec(),
+            tags_from_metadata: true,
+            tags_override: None,
+            display_name: Some(format!("{model} by {provider}")),
+            context_window: Some(200_000),
+            context_window_override: None,
+            base_model: None,
+            created: 1_700_000_000,
+            first_seen: 1_700_000_000,
+            seen_at: Some(1_700_000_000),
+        }
+    }
+
+    #[test]
+    fn the_catalog_decides_what_is_served_and_aliases_add_names() {
+        let providers = vec![
+            provider(
+                "anthropic",
+                "http://127.0.0.1:9001",
+                &["claude-static"],
+                true,
+            ),
+            provider("other", "http://127.0.0.1:9002/v1", &[], true),
+            provider("openai", "http://127.0.0.1:9003/v1", &["gpt-4o"], true),
+        ];
+        let chat = [Tag::Chat, Tag::Vision, Tag::FunctionCalling];
+        let mut catalog = Catalog {
+            models: vec![
+                row("anthropic", "claude-sonnet-4-5", &chat),
+                ProviderModelRow {
+                    vanished_at: Some(1_700_000_100),
+                    ..row("anthropic", "claude-old", &chat)
+                },
+                ProviderModelRow {
+                    enabled: false,
+                    ..row("anthropic", "claude-off", &chat)
+                },
+                ProviderModelRow {
+                    tags_override: Some(vec![Tag::Chat]),
+                    context_window_override: Some(8_000),
+                    ..row("anthropic", "claude-small", &chat)
+                },
+                row("other", "claude-sonnet-4-5", &[Tag::Chat]),
+                row("other", "gpt-4o", &[Tag::Chat]),
+                ProviderModelRow {
+                    tags_from_metadata: false,
+                    ..row("other", "guessed", &[Tag::Chat])
+                },
+            ],
+            aliases: vec![],
+        };
+        let smart = ModelRow {
+            name: "smart".into(),
+            strategy: Strategy::Balanced,
+            targets: ["anthropic/claude-sonnet-4-5", "anthropic/claude-small"]
+                .iter()
+                .map(|t| {
+                    let (p, m) = t.split_once('/').unwrap();
+                    TargetSpec {
+                        provider: p.into(),
+                        model: m.into(),
+                        weight: 1,
+                        priority: 0,
+                        capabilities: None,
+                    }
+                })
+                .collect(),
+        };
+        let run = |catalog: &Catalog| {
+            compute(
+                &providers,
+                &[],
+                std::slice::from_ref(&smart),
+                &[],
+                1024,
+                &Figures::default(),
+                &Pins::new(),
+                catalog,
+            )
+            .filter
+            .models
+        };
+        let models = run(&catalog);
+        let get = |name: &str| models.iter().find(|m| m.name == name);
+        let names: Vec<&str> = models.iter().map(|m| m.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "anthropic/claude-small",
+                "anthropic/claude-sonnet-4-5",
+                "anthropic/claude-static",
+                "claude-small",
+                "claude-static",
+                "gpt-4o",
+                "guessed",
+                "openai/gpt-4o",
+                "other/claude-sonnet-4-5",
+                "other/gpt-4o",
+                "other/guessed",
+                "smart",
+            ],
+            "vanished and disabled models are not served; an ambiguous plain name is not either"
+        );
+        assert_eq!(
+            get("gpt-4o").unwrap().targets[0].provider,
+            "openai",
+            "a static list beats a discovery for a plain name"
+        );
+        let sonnet = get("anthropic/claude-sonnet-4-5").unwrap();
+        assert_eq!(sonnet.card.owned_by, "anthropic");
+        assert_eq!(sonnet.card.created, 1_700_000_000);
+        assert_eq!(sonnet.card.context_window, Some(200_000));
+        assert_eq!(sonnet.card.tags, chat);
+        assert_eq!(
+            Capability::mask(sonnet.targets[0].capabilities.as_deref()),
+            Capability::ALL
+        );
+        let small = get("claude-small").unwrap();
+        assert_eq!(
+            Capability::mask(small.targets[0].capabilities.as_deref()),
+            0,
+            "the admin's tags say: no tools, no images"
+        );
+        assert_eq!(small.card.context_window, Some(8_000));
+        assert_eq!(
+            get("other/guessed").unwrap().targets[0].capabilities,
+            None,
+            "a guess by name does not keep requests away"
+        );
+        assert_eq!(
+            get("anthropic/claude-static").unwrap().card,
+            ModelCard {
+                owned_by: "anthropic".into(),
+                ..Default::default()
+            },
+            "a static model without a row"
+        );
+        let logical = get("smart").unwrap();
+        assert_eq!(logical.card.owned_by, "switchyard");
+        assert_eq!(
+            logical.card.context_window,
+            Some(8_000),
+            "its smallest target"
+        );
+        assert_eq!(logical.card.tags, chat, "what some target can do");
+        assert_eq!(
+            Capability::mask(logical.targets[1].capabilities.as_deref()),
+            0,
+            "a logical model's target takes its capabilities from the catalog"
+        );
+        assert!(!logical.failover_capable.is_empty());
+
+        catalog.aliases = vec![
+            AliasRow {
+                name: "claude-*".into(),
+                target: "anthropic".into(),
+            },
+            AliasRow {
+                name: "claude-sonnet-*".into(),
+                target: "other".into(),
+            },
+            AliasRow {
+                name: "fast".into(),
+                target: "openai/gpt-4o".into(),
+            },
+            AliasRow {
+                name: "clever".into(),
+                target: "smart".into(),
+            },
+            AliasRow {
+                name: "smart".into(),
+                target: "gpt-4o".into(),
+            },
+            AliasRow {
+                name: "broken".into(),
+                target: "nope".into(),
+            },
+            AliasRow {
+                name: "gpt-*".into(),
+                target: "missing-provider".into(),
+            },
+        ];
+        let models = run(&catalog);
+        let get = |name: &str| models.iter().find(|m| m.name == name);
+        let target = |name: &str| {
+            get(name).map(|m| {
+                m.targets
+                    .iter()
+                    .map(|t| format!("{}/{}", t.provider, t.model))
+                    .collect::<Vec<_>>()
+            })
+        };
+        assert_eq!(
+            target("claude-sonnet-4-5").unwrap(),
+            ["other/claude-sonnet-4-5"],
+            "the more specific glob wins"
+        );
+        assert_eq!(target("claude-small").unwrap(), ["anthropic/claude-small"]);
+        assert_eq!(
+            target("claude-static").unwrap(),
+            ["anthropic/claude-static"]
+        );
+        assert!(get("claude-old").is_none(), "globs give served models only");
+        assert_eq!(target("fast").unwrap(), ["openai/gpt-4o"]);
+        let clever = get("clever").unwrap();
+        let smart_route = get("smart").unwrap();
+        assert_eq!(clever.targets, smart_route.targets);
+        assert_eq!(
+            clever.failover, smart_route.failover,
+            "an alias shares its target's clusters"
+        );
+        assert_eq!(
+            target("smart").unwrap(),
+            ["anthropic/claude-sonnet-4-5", "anthropic/claude-small"],
+            "an alias never takes a logical model's name"
+        );
+        assert!(get("broken").is_none());
+        assert_eq!(target("gpt-4o").unwrap(), ["openai/gpt-4o"]);
     }
 
     #[test]
@@ -600,6 +995,7 @@ mod tests {
             1024,
             &Figures::default(),
             &Pins::new(),
+            &Catalog::default(),
         );
         let names: Vec<&str> = state
             .filter
@@ -646,6 +1042,7 @@ mod tests {
             1024,
             &Figures::default(),
             &Pins::new(),
+            &Catalog::default(),
         );
         assert_eq!(
             again.filter.version, state.filter.version,
@@ -680,6 +1077,7 @@ mod tests {
             1,
             &Figures::default(),
             &Pins::new(),
+            &Catalog::default(),
         );
         let ids: Vec<&str> = state.filter.keys.iter().map(|k| k.id.as_str()).collect();
         assert_eq!(ids, vec!["live"]);
@@ -726,6 +1124,7 @@ mod tests {
             1024,
             &Figures::default(),
             &Pins::new(),
+            &Catalog::default(),
         );
         let route = |name: &str| {
             state
@@ -830,6 +1229,7 @@ mod tests {
             1024,
             &Figures::default(),
             &Pins::new(),
+            &Catalog::default(),
         );
         let route = state
             .filter

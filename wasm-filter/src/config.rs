@@ -240,6 +240,81 @@ pub struct ModelRoute {
     /// users it is shared with); empty: every key. To anyone else the name does not exist.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub users: Vec<String>,
+    /// What `/v1/models` says of it besides its name.
+    #[serde(default, skip_serializing_if = "ModelCard::is_empty")]
+    pub card: ModelCard,
+}
+
+/// What a model can do, as the control plane detected it (or an admin set it).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum Tag {
+    Chat,
+    Vision,
+    FunctionCalling,
+    ImageGeneration,
+    Embeddings,
+    Reasoning,
+}
+
+impl Tag {
+    pub const ALL: [Tag; 6] = [
+        Tag::Chat,
+        Tag::Vision,
+        Tag::FunctionCalling,
+        Tag::ImageGeneration,
+        Tag::Embeddings,
+        Tag::Reasoning,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Tag::Chat => "chat",
+            Tag::Vision => "vision",
+            Tag::FunctionCalling => "function_calling",
+            Tag::ImageGeneration => "image_generation",
+            Tag::Embeddings => "embeddings",
+            Tag::Reasoning => "reasoning",
+        }
+    }
+
+    /// The routing capability this tag stands for, if any.
+    pub fn capability(self) -> Option<Capability> {
+        match self {
+            Tag::Vision => Some(Capability::Vision),
+            Tag::FunctionCalling => Some(Capability::FunctionCalling),
+            _ => None,
+        }
+    }
+}
+
+/// What `/v1/models` shows of a model besides its name (all optional).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct ModelCard {
+    /// The provider serving it (`switchyard` for logical models).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub owned_by: String,
+    /// Unix seconds: when the provider made it, or when the gateway first saw it.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub created: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    /// Most input tokens a request may carry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context_window: Option<u64>,
+    /// Sorted, without repeats.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<Tag>,
+}
+
+impl ModelCard {
+    pub fn is_empty(&self) -> bool {
+        *self == ModelCard::default()
+    }
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
 }
 
 /// What a request may need of a target beyond plain chat.

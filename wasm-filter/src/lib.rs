@@ -7,6 +7,7 @@ pub mod cooldown;
 pub mod error;
 pub mod eventstream;
 pub mod headers;
+pub mod models;
 pub mod outbox;
 pub mod pricing;
 pub mod rank;

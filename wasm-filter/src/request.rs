@@ -16,7 +16,10 @@ use crate::error::FilterError;
 pub enum Endpoint {
     ChatCompletions,
     Embeddings,
+    /// `GET /v1/models[/{id}]`, OpenAI's shape.
     Models,
+    /// The same for Anthropic clients (they send `anthropic-version`): Anthropic's shape.
+    AnthropicModels,
     /// Anthropic's Messages API.
     Messages,
     ImageGenerations,
@@ -33,6 +36,7 @@ impl Endpoint {
             "/v1/models" => Some(Endpoint::Models),
             "/v1/messages" => Some(Endpoint::Messages),
             "/v1/images/generations" => Some(Endpoint::ImageGenerations),
+            _ if path.starts_with("/v1/models/") => Some(Endpoint::Models),
             _ => None,
         }
     }
@@ -42,7 +46,7 @@ impl Endpoint {
         match self {
             Endpoint::ChatCompletions => "chat.completions",
             Endpoint::Embeddings => "embeddings",
-            Endpoint::Models => "models",
+            Endpoint::Models | Endpoint::AnthropicModels => "models",
             Endpoint::Messages => "messages",
             Endpoint::ImageGenerations => "images.generations",
         }
@@ -50,14 +54,14 @@ impl Endpoint {
 
     pub fn method(self) -> &'static str {
         match self {
-            Endpoint::Models => "GET",
+            Endpoint::Models | Endpoint::AnthropicModels => "GET",
             _ => "POST",
         }
     }
 
     /// Whether errors on this endpoint take Anthropic's shape.
     pub fn anthropic(self) -> bool {
-        self == Endpoint::Messages
+        matches!(self, Endpoint::Messages | Endpoint::AnthropicModels)
     }
 
     /// Path below an OpenAI-style provider's base URL (Messages requests reach such providers
@@ -67,7 +71,7 @@ impl Endpoint {
             Endpoint::ChatCompletions | Endpoint::Messages => "/chat/completions",
             Endpoint::Embeddings => "/embeddings",
             Endpoint::ImageGenerations => "/images/generations",
-            Endpoint::Models => "/models",
+            Endpoint::Models | Endpoint::AnthropicModels => "/models",
         }
     }
 
@@ -367,6 +371,11 @@ mod tests {
             Some(Endpoint::ChatCompletions)
         );
         assert_eq!(Endpoint::from_path("/v1/models/"), Some(Endpoint::Models));
+        assert_eq!(
+            Endpoint::from_path("/v1/models/anthropic/claude-x?x=1"),
+            Some(Endpoint::Models)
+        );
+        assert_eq!(Endpoint::from_path("/v1/modelsx"), None);
         assert_eq!(
             Endpoint::from_path("/v1/embeddings"),
             Some(Endpoint::Embeddings)

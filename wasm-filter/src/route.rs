@@ -46,6 +46,8 @@ pub struct ModelEntry {
     pub failover_capable: Vec<(u8, Vec<String>)>,
     /// Only these users' keys may use it (empty: every key).
     pub users: Vec<String>,
+    /// What `/v1/models` shows of it.
+    pub card: crate::config::ModelCard,
 }
 
 impl ModelEntry {
@@ -160,6 +162,7 @@ impl Index {
             failover,
             failover_capable,
             users,
+            card,
         } in cfg.models
         {
             let mut resolved = Vec::with_capacity(targets.len());
@@ -208,6 +211,7 @@ impl Index {
                     failover,
                     failover_capable,
                     users,
+                    card,
                 },
             );
         }
@@ -517,6 +521,7 @@ mod tests {
             failover: vec![],
             failover_capable: vec![],
             users: vec![],
+            card: Default::default(),
         }]);
         let targets = idx.targets("smart").expect("known");
         let mut counts = HashMap::new();
@@ -544,6 +549,7 @@ mod tests {
             failover: vec![],
             failover_capable: vec![],
             users: vec![],
+            card: Default::default(),
         }]);
         let entry = idx.targets("quick").expect("known");
         for now in 0..10 {
@@ -577,6 +583,7 @@ mod tests {
                 failover: vec![],
                 failover_capable: vec![],
                 users: vec![],
+                card: Default::default(),
             }],
             ..FilterConfig::default()
         })
@@ -631,6 +638,7 @@ mod tests {
             failover: vec!["f0".into(), "f1".into()],
             failover_capable: vec![],
             users: vec![],
+            card: Default::default(),
         }]);
         let entry = idx.targets("duo").unwrap();
         assert_eq!(idx.find_target(entry, b"a/m/1"), Some(0));
@@ -658,6 +666,7 @@ mod tests {
                 failover: vec!["only-one".into()],
                 failover_capable: vec![],
                 users: vec![],
+                card: Default::default(),
             }],
             ..Default::default()
         })

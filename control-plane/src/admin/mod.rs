@@ -8,6 +8,7 @@
 //! but GET) is written to the audit log with who, from where, and the answer's status.
 
 mod auth;
+mod catalog;
 mod keys;
 mod models;
 mod providers;
@@ -68,6 +69,7 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     let protected = OpenApiRouter::new()
         .merge(providers::router())
         .merge(models::router())
+        .merge(catalog::router())
         .merge(keys::router())
         .merge(usage::router())
         .merge(users::router())
@@ -371,6 +373,8 @@ pub enum ApiError {
         message: String,
         retry_after: i64,
     },
+    /// A provider the control plane asked did not give a usable answer (502).
+    Upstream(String),
     Internal(String),
 }
 
@@ -453,6 +457,12 @@ impl IntoResponse for ApiError {
                 m,
             ),
             ApiError::Forbidden(m) => (StatusCode::FORBIDDEN, "permission_error", "forbidden", m),
+            ApiError::Upstream(m) => (
+                StatusCode::BAD_GATEWAY,
+                "upstream_error",
+                "provider_error",
+                m,
+            ),
             ApiError::MethodNotAllowed => (
                 StatusCode::METHOD_NOT_ALLOWED,
                 "invalid_request_error",

@@ -84,6 +84,22 @@ struct CreateProvider {
     /// Egress proxies (admins only).
     #[serde(default)]
     proxies: Option<Vec<String>>,
+    /// `false`: only the static `models` are served, the provider's list is not read.
+    #[serde(default)]
+    discover: Option<bool>,
+    /// `enabled` (default) or `disabled`: whether discovered models are served at once.
+    #[serde(default)]
+    #[schema(value_type = Option<NewModelsName>)]
+    new_models: Option<crate::domain::NewModels>,
+}
+
+/// What happens to a model discovery finds for the first time.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+#[schema(rename_all = "snake_case")]
+enum NewModelsName {
+    Enabled,
+    Disabled,
 }
 
 /// Fields absent from an update keep their value; `keys`, when present, replaces the key set.
@@ -113,6 +129,11 @@ struct UpdateProvider {
     location: Option<String>,
     #[serde(default)]
     proxies: Option<Vec<String>>,
+    #[serde(default)]
+    discover: Option<bool>,
+    #[serde(default)]
+    #[schema(value_type = Option<NewModelsName>)]
+    new_models: Option<crate::domain::NewModels>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -239,7 +260,11 @@ fn check_untrusted_keys(kind: ProviderKind, keys: &[KeyInput]) -> Result<(), Api
 }
 
 /// The provider called `name` if the caller may see it (else 404, as if absent).
-async fn visible(app: &App, caller: &Principal, name: &str) -> Result<ProviderRow, ApiError> {
+pub(super) async fn visible(
+    app: &App,
+    caller: &Principal,
+    name: &str,
+) -> Result<ProviderRow, ApiError> {
     let p = app.store.get_provider(name).await?;
     if !sees(caller, &p) {
         return Err(ApiError::NotFound("not found".into()));
@@ -249,7 +274,11 @@ async fn visible(app: &App, caller: &Principal, name: &str) -> Result<ProviderRo
 
 /// The provider called `name` if the caller may change it: 404 when they cannot see it, 403
 /// when they see it but it is not theirs.
-async fn managed(app: &App, caller: &Principal, name: &str) -> Result<ProviderRow, ApiError> {
+pub(super) async fn managed(
+    app: &App,
+    caller: &Principal,
+    name: &str,
+) -> Result<ProviderRow, ApiError> {
     let p = visible(app, caller, name).await?;
     if !manages(caller, &p) {
         return Err(ApiError::Forbidden(
@@ -320,6 +349,8 @@ async fn create(
             project: input.project,
             location: input.location,
             proxies: input.proxies.unwrap_or_default(),
+            discover: input.discover,
+            new_models: input.new_models,
         },
     )
     .map_err(ApiError::BadRequest)?;
@@ -334,6 +365,7 @@ async fn create(
     }
     app.store.replace_provider_keys(&id, &keys).await?;
     publish(&app).await?;
+    crate::app::discover_soon(&app, &input.name);
     Ok((
         StatusCode::CREATED,
         Json(stored_view(&app, &input.name, &p).await?),
@@ -361,6 +393,8 @@ async fn update(
             project: input.project.or(current.settings.project),
             location: input.location.or(current.settings.location),
             proxies: input.proxies.unwrap_or(current.settings.proxies),
+            discover: input.discover.or(current.settings.discover),
+            new_models: input.new_models.or(current.settings.new_models),
         },
     )
     .map_err(ApiError::BadRequest)?;
@@ -394,6 +428,7 @@ async fn update(
             .await?;
     }
     publish(&app).await?;
+    crate::app::discover_soon(&app, &name);
     Ok(Json(stored_view(&app, &name, &p).await?))
 }
 

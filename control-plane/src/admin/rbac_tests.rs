@@ -219,6 +219,56 @@ fn table(
             p("/providers/bobs/review"),
             json!({"decision": "approve"}),
         ),
+        (
+            "GET",
+            "/providers/{name}/models",
+            Owner,
+            p("/providers/bobs/models"),
+            Value::Null,
+        ),
+        (
+            "PATCH",
+            "/providers/{name}/models/{model}",
+            Owner,
+            p("/providers/public/models/m"),
+            json!({"enabled": false, "tags": ["embeddings"]}),
+        ),
+        (
+            "POST",
+            "/providers/{name}/discover",
+            Owner,
+            p("/providers/public/discover"),
+            Value::Null,
+        ),
+        ("GET", "/aliases", Signed, p("/aliases"), Value::Null),
+        (
+            "POST",
+            "/aliases",
+            Admin,
+            p("/aliases"),
+            json!({"name": "hijack", "target": "smart"}),
+        ),
+        (
+            "GET",
+            "/aliases/{name}",
+            Signed,
+            p("/aliases/fast"),
+            Value::Null,
+        ),
+        (
+            "PUT",
+            "/aliases/{name}",
+            Admin,
+            p("/aliases/fast"),
+            json!({"target": "public/m"}),
+        ),
+        (
+            "DELETE",
+            "/aliases/{name}",
+            Admin,
+            p("/aliases/fast"),
+            Value::Null,
+        ),
         ("GET", "/models", Signed, p("/models"), Value::Null),
         (
             "POST",
@@ -420,6 +470,12 @@ async fn world(app: Arc<App>) -> (Client, String) {
         json!({"name": "smart", "targets": [{"provider": "public", "model": "m"}]}),
     )
     .await;
+    c.admin(
+        "POST",
+        "/aliases",
+        json!({"name": "fast", "target": "smart"}),
+    )
+    .await;
     let key = c
         .admin("POST", "/keys", json!({"name": "bobs-key", "user": "bob"}))
         .await;
@@ -532,6 +588,16 @@ async fn rbac_over_every_route(app: Arc<App>) {
     assert_eq!(bobs["shared_with"], json!(["carol"]));
     let public = c.admin("GET", "/providers/public", Value::Null).await;
     assert_eq!(public["enabled"], true);
+    let models = c
+        .admin("GET", "/providers/public/models", Value::Null)
+        .await;
+    assert_eq!(models["data"][0]["model"], "m");
+    assert_eq!(models["data"][0]["enabled"], true);
+    assert_eq!(models["data"][0]["tags_overridden"], false);
+    assert_eq!(
+        c.admin("GET", "/aliases", Value::Null).await,
+        json!([{"name": "fast", "target": "smart"}])
+    );
     assert_eq!(
         c.admin("GET", "/models/smart", Value::Null).await["strategy"],
         "balanced"

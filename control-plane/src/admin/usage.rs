@@ -139,7 +139,12 @@ async fn requests(
     Ok(Json(json!({"data": rows, "next_cursor": next})))
 }
 
-fn price_json(provider: &str, model: &str, p: &Price, source: &str) -> serde_json::Value {
+pub(super) fn price_json(
+    provider: &str,
+    model: &str,
+    p: &Price,
+    source: &str,
+) -> serde_json::Value {
     let usd = |m: u64| m as f64 / 1e6;
     json!({
         "provider": provider,

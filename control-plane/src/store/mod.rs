@@ -243,6 +243,7 @@ impl Store {
             .await?;
         let store = Store { pool, backend };
         store.migrate().await?;
+        store.sync_all_static_models().await?;
         Ok(store)
     }
 
@@ -284,7 +285,9 @@ impl Store {
         .bind(t)
         .fetch_one(&self.pool)
         .await?;
-        Ok(row.try_get("id")?)
+        let id: String = row.try_get("id")?;
+        self.sync_static_models(&id, &def.models).await?;
+        Ok(id)
     }
 
     /// Creates a provider; fails with `Conflict` when the name is taken.
@@ -305,6 +308,7 @@ impl Store {
         .execute(&self.pool)
         .await
         .map_err(map_unique("provider"))?;
+        self.sync_static_models(&id, &def.models).await?;
         Ok(id)
     }
 
@@ -395,17 +399,24 @@ impl Store {
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound);
         }
-        Ok(())
+        let id: String = sqlx::query("SELECT id FROM providers WHERE name = $1")
+            .bind(name)
+            .fetch_one(&self.pool)
+            .await?
+            .try_get("id")?;
+        self.sync_static_models(&id, &def.models).await
     }
 
     pub async fn delete_provider(&self, name: &str) -> Result<()> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            "DELETE FROM provider_keys WHERE provider_id IN (SELECT id FROM providers WHERE name = $1)",
-        )
-        .bind(name)
-        .execute(&mut *tx)
-        .await?;
+        for table in ["provider_keys", "provider_models"] {
+            sqlx::query(&format!(
+                "DELETE FROM {table} WHERE provider_id IN (SELECT id FROM providers WHERE name = $1)"
+            ))
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+        }
         let done = sqlx::query("DELETE FROM providers WHERE name = $1")
             .bind(name)
             .execute(&mut *tx)
@@ -852,6 +863,8 @@ impl Store {
 
 mod accounting;
 pub use accounting::*;
+mod catalog;
+pub use catalog::*;
 mod identity;
 pub use identity::*;
 

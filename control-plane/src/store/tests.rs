@@ -188,6 +188,7 @@ async fn strategies_choose_from_known_figures(s: Store) {
         1024,
         &figures,
         &crate::snapshot::Pins::new(),
+        &crate::snapshot::Catalog::default(),
     );
     let index = Index::new(state.filter).unwrap();
     let chosen = |model: &str| -> HashMap<String, usize> {
@@ -641,7 +642,209 @@ async fn identity_and_provider_access(s: Store) {
     );
 }
 
+fn found(
+    id: &str,
+    tags: &[crate::discovery::Tag],
+    window: Option<u64>,
+) -> crate::discovery::Discovered {
+    crate::discovery::Discovered {
+        id: id.into(),
+        display_name: Some(format!("The {id}")),
+        tags: tags.to_vec(),
+        context_window: window,
+        base_model: None,
+        tags_from_metadata: true,
+        created: Some(1_700_000_000),
+    }
+}
+
+/// Static lists, discoveries (new, vanished, back), the new-model policy and an admin's
+/// overrides, which discoveries keep.
+async fn catalog_follows_static_lists_and_discoveries(s: Store) {
+    use crate::discovery::Tag;
+    let statics = vec!["gpt-4o".to_string(), "static-only".to_string()];
+    let id = s
+        .upsert_provider(
+            "openai",
+            &def(ProviderKind::Openai, "https://api.openai.com/v1", &statics),
+        )
+        .await
+        .unwrap();
+    let rows = s.provider_models("openai").await.unwrap();
+    assert_eq!(rows.len(), 2);
+    assert!(rows
+        .iter()
+        .all(|r| r.static_listed && r.enabled && r.served() && !r.discovered));
+    assert!(
+        rows[0].capabilities().is_none(),
+        "a guess by name routes nothing"
+    );
+
+    let first = s
+        .apply_discovery(
+            &id,
+            &[
+                found("gpt-4o", &[Tag::Chat, Tag::Vision], Some(128_000)),
+                found("gpt-new", &[Tag::Chat], None),
+                found("gpt-new", &[Tag::Chat], None),
+            ],
+            false,
+        )
+        .await
+        .unwrap();
+    assert_eq!(first.added, ["gpt-new"]);
+    assert_eq!(first.updated, ["gpt-4o"], "a static model now discovered");
+    assert!(first.vanished.is_empty());
+    let new = s.get_provider_model("openai", "gpt-new").await.unwrap();
+    assert!(
+        !new.enabled && !new.served(),
+        "policy: new models wait for an admin"
+    );
+    assert_eq!(new.created, 1_700_000_000);
+    let gpt4o = s.get_provider_model("openai", "gpt-4o").await.unwrap();
+    assert_eq!(gpt4o.context_window(), Some(128_000));
+    assert_eq!(gpt4o.display_name.as_deref(), Some("The gpt-4o"));
+
+    // The same list again changes nothing.
+    let again = s
+        .apply_discovery(
+            &id,
+            &[
+                found("gpt-4o", &[Tag::Chat, Tag::Vision], Some(128_000)),
+                found("gpt-new", &[Tag::Chat], None),
+            ],
+            true,
+        )
+        .await
+        .unwrap();
+    assert!(!again.changed(), "{again:?}");
+
+    // An admin enables the new one and overrides its tags and window.
+    let patched = s
+        .update_provider_model(
+            "openai",
+            "gpt-new",
+            &ProviderModelPatch {
+                enabled: Some(true),
+                tags: Some(Some(vec![Tag::Chat, Tag::FunctionCalling])),
+                context_window: Some(Some(4096)),
+            },
+        )
+        .await
+        .unwrap();
+    assert!(patched.served());
+    assert_eq!(patched.tags(), [Tag::Chat, Tag::FunctionCalling]);
+    assert_eq!(
+        patched.capabilities(),
+        Some(vec![switchyard_filter::config::Capability::FunctionCalling])
+    );
+    assert_eq!(patched.context_window(), Some(4096));
+
+    // Gone from the list: marked, not deleted, and not served; back: served with its settings.
+    let gone = s
+        .apply_discovery(&id, &[found("gpt-4o", &[Tag::Chat], Some(128_000))], false)
+        .await
+        .unwrap();
+    assert_eq!(gone.vanished, ["gpt-new"]);
+    let vanished = s.get_provider_model("openai", "gpt-new").await.unwrap();
+    assert!(vanished.vanished_at.is_some() && !vanished.served());
+    let back = s
+        .apply_discovery(
+            &id,
+            &[
+                found("gpt-4o", &[Tag::Chat], Some(128_000)),
+                found("gpt-new", &[Tag::Chat], None),
+            ],
+            false,
+        )
+        .await
+        .unwrap();
+    assert_eq!(back.returned, ["gpt-new"]);
+    let returned = s.get_provider_model("openai", "gpt-new").await.unwrap();
+    assert!(returned.served() && returned.vanished_at.is_none());
+    assert_eq!(
+        returned.context_window(),
+        Some(4096),
+        "the admin's window stays"
+    );
+    let reset = s
+        .update_provider_model(
+            "openai",
+            "gpt-new",
+            &ProviderModelPatch {
+                tags: Some(None),
+                context_window: Some(None),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(reset.tags(), [Tag::Chat]);
+    assert_eq!(reset.context_window(), None);
+    assert!(reset.enabled);
+
+    // A static model no discovery lists any more is still served (it is configured).
+    let static_only = s.get_provider_model("openai", "static-only").await.unwrap();
+    assert!(static_only.served());
+    // Taken out of the static list: gone, unless discovered.
+    s.update_provider(
+        "openai",
+        &def(ProviderKind::Openai, "https://api.openai.com/v1", &[]),
+        true,
+    )
+    .await
+    .unwrap();
+    let names: Vec<String> = s
+        .provider_models("openai")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.model)
+        .collect();
+    assert_eq!(names, ["gpt-4o", "gpt-new"]);
+    assert!(matches!(
+        s.update_provider_model("openai", "nope", &ProviderModelPatch::default())
+            .await,
+        Err(StoreError::NotFound)
+    ));
+
+    // Aliases.
+    let alias = AliasRow {
+        name: "claude-*".into(),
+        target: "anthropic".into(),
+    };
+    s.put_alias(&alias).await.unwrap();
+    s.put_alias(&AliasRow {
+        name: "fast".into(),
+        target: "openai/gpt-4o".into(),
+    })
+    .await
+    .unwrap();
+    s.put_alias(&AliasRow {
+        name: "fast".into(),
+        target: "gpt-new".into(),
+    })
+    .await
+    .unwrap();
+    assert_eq!(s.get_alias("fast").await.unwrap().target, "gpt-new");
+    assert_eq!(s.list_aliases().await.unwrap().len(), 2);
+    s.delete_alias("fast").await.unwrap();
+    assert!(matches!(
+        s.delete_alias("fast").await,
+        Err(StoreError::NotFound)
+    ));
+    assert_eq!(s.list_aliases().await.unwrap(), [alias]);
+
+    // Deleting the provider deletes its models.
+    s.delete_provider("openai").await.unwrap();
+    assert!(s.list_provider_models().await.unwrap().is_empty());
+}
+
 on_both_backends! {
+    catalog_is_kept => |s: Store| async move {
+        catalog_follows_static_lists_and_discoveries(s).await;
+    };
+
     identity_and_provider_access_are_stored => |s: Store| async move {
         identity_and_provider_access(s).await;
     };

@@ -1000,6 +1000,7 @@ mod tests {
                 1024,
                 &crate::health::Figures::default(),
                 &crate::snapshot::Pins::new(),
+                &crate::snapshot::Catalog::default(),
             )
         };
         let state = make();

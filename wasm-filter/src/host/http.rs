@@ -207,11 +207,14 @@ impl Request {
         self.headers = abi::header_block(MapType::HttpRequestHeaders);
         let h = &self.headers;
         let path = h.find_str(":path").unwrap_or_default();
-        let endpoint = Endpoint::from_path(path).ok_or_else(FilterError::unknown_path)?;
+        let mut endpoint = Endpoint::from_path(path).ok_or_else(FilterError::unknown_path)?;
+        if endpoint == Endpoint::Models && h.find("anthropic-version").is_some() {
+            endpoint = Endpoint::AnthropicModels;
+        }
+        self.endpoint = Some(endpoint);
         if h.find(":method") != Some(endpoint.method().as_bytes()) {
             return Err(FilterError::method_not_allowed());
         }
-        self.endpoint = Some(endpoint);
         let index = self.index.clone().ok_or_else(not_configured)?;
 
         let presented = auth::presented_key(h.find_str("authorization"), h.find_str("x-api-key"));
@@ -219,8 +222,10 @@ impl Request {
         let (key, position) = auth::authenticate(&index, presented, || start_secs)?;
         self.key = Some(position);
 
-        if endpoint == Endpoint::Models {
-            let body = models_body(&index, key);
+        if matches!(endpoint, Endpoint::Models | Endpoint::AnthropicModels) {
+            let query = crate::models::ModelsQuery::parse(path)?;
+            let anthropic = endpoint == Endpoint::AnthropicModels;
+            let body = crate::models::answer(&index, key, &query, anthropic)?;
             let _ = hostcalls::send_http_response(
                 200,
                 vec![
@@ -830,24 +835,4 @@ fn response_header(name: &str) -> Option<String> {
         .ok()
         .flatten()
         .and_then(|v| String::from_utf8(v).ok())
-}
-
-/// `GET /v1/models`: the models this key may use, in OpenAI's list format.
-fn models_body(index: &Index, key: &auth::KeyEntry) -> Vec<u8> {
-    let mut out = String::with_capacity(64 + index.model_names().len() * 72);
-    out.push_str("{\"object\":\"list\",\"data\":[");
-    let mut first = true;
-    let usable =
-        |m: &&String| key.allows(m) && index.targets(m).is_some_and(|e| e.serves(&key.user));
-    for name in index.model_names().iter().filter(usable) {
-        if !first {
-            out.push(',');
-        }
-        first = false;
-        out.push_str("{\"id\":");
-        push_json_string(&mut out, name);
-        out.push_str(",\"object\":\"model\",\"created\":0,\"owned_by\":\"switchyard\"}");
-    }
-    out.push_str("]}");
-    out.into_bytes()
 }
