@@ -56,7 +56,7 @@ const BLOCKS: &[&str] = &[
 ];
 
 /// Bedrock's error: `{"message"}` with the type in `x-amzn-errortype`.
-fn error(status: u16, kind: &str, message: &str) -> Response {
+pub(crate) fn error(status: u16, kind: &str, message: &str) -> Response {
     (
         StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
         [
@@ -83,8 +83,9 @@ fn current(amz_date: &str) -> bool {
 }
 
 /// Whether the request carries a valid signature (or API key); the refusal otherwise.
-fn authenticate(
+pub(crate) fn authenticate(
     state: &MockState,
+    method: &str,
     headers: &HeaderMap,
     uri: &Uri,
     body: &[u8],
@@ -137,7 +138,7 @@ fn authenticate(
     }
     let expected = sigv4::sign(
         &sigv4::Request {
-            method: "POST",
+            method,
             host: header("host").unwrap_or_default(),
             path: uri.path(),
             query: uri.query().unwrap_or_default(),
@@ -300,7 +301,7 @@ pub async fn converse(
     body: Bytes,
 ) -> Response {
     record(&state, method, &uri, &headers, &body);
-    if let Err(refusal) = authenticate(&state, &headers, &uri, &body) {
+    if let Err(refusal) = authenticate(&state, "POST", &headers, &uri, &body) {
         return *refusal;
     }
     let stream = match action.as_str() {

@@ -23,7 +23,8 @@ pub(crate) const AZURE_ERROR_KEY: &str =
     include_str!("../../fixtures/azure/error_invalid_key.json");
 const AZURE_NO_DEPLOYMENT: &str =
     include_str!("../../fixtures/azure/error_deployment_not_found.json");
-const AZURE_NOT_FOUND: &str = include_str!("../../fixtures/azure/error_resource_not_found.json");
+pub(crate) const AZURE_NOT_FOUND: &str =
+    include_str!("../../fixtures/azure/error_resource_not_found.json");
 const AZURE_CHAT: &str = include_str!("../../fixtures/azure/chat_completion.json");
 const AZURE_API_VERSIONS: &[&str] = &["2024-06-01", "2024-10-21", "2025-04-01-preview"];
 

@@ -19,7 +19,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use axum::Router;
 use serde_json::{json, Value};
 use tokio::sync::Notify;
@@ -29,6 +29,7 @@ mod compat;
 pub mod connect_proxy;
 pub mod faulty;
 mod gemini;
+pub mod models;
 pub mod vertex;
 
 pub const CHAT_COMPLETION: &str = include_str!("../../fixtures/openai/chat_completion.json");
@@ -160,6 +161,8 @@ pub struct MockState {
     pub(crate) tokens: Mutex<Vec<String>>,
     pub(crate) token_count: std::sync::atomic::AtomicU64,
     pub(crate) token_lifetime: std::sync::atomic::AtomicU64,
+    /// The model lists it serves (see [`models`]).
+    pub(crate) models: Mutex<models::Lists>,
 }
 
 /// A running mock; stops when dropped.
@@ -197,8 +200,13 @@ impl MockOpenAi {
             tokens: Mutex::new(Vec::new()),
             token_count: std::sync::atomic::AtomicU64::new(0),
             token_lifetime: std::sync::atomic::AtomicU64::new(3599),
+            models: Mutex::default(),
         });
         let app = Router::new()
+            .route("/v1/models", get(models::list))
+            .route("/v1beta/models", get(models::gemini))
+            .route("/openai/deployments", get(models::azure))
+            .route("/foundation-models", get(models::bedrock))
             .route("/v1/chat/completions", post(chat))
             .route("/v1/embeddings", post(embeddings))
             .route("/v1/images/generations", post(images))
@@ -263,6 +271,28 @@ impl MockOpenAi {
         self.state
             .token_count
             .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Makes the mock list `ids` in `format`'s model list (answered 404 until then).
+    pub fn list_models(&self, format: models::Format, ids: &[&str]) {
+        if let Ok(mut m) = self.state.models.lock() {
+            m.lists
+                .insert(format, ids.iter().map(|s| (*s).to_owned()).collect());
+        }
+    }
+
+    /// Caps every model list page at `n` models (0: as many as the client asks).
+    pub fn set_model_page_size(&self, n: usize) {
+        if let Ok(mut m) = self.state.models.lock() {
+            m.page_size = n;
+        }
+    }
+
+    /// Makes every model list answer 500 (`true`) or work again.
+    pub fn fail_model_lists(&self, fail: bool) {
+        if let Ok(mut m) = self.state.models.lock() {
+            m.fail = fail;
+        }
     }
 
     /// Lets a `mock-gated` stream continue past its first chunk.
