@@ -60,21 +60,23 @@ fn query(uri: &Uri) -> HashMap<String, String> {
 }
 
 /// The list for `format` and the page size, or the answer when there is none to give.
-fn listed(state: &MockState, format: Format) -> Result<(Vec<String>, usize), Response> {
+fn listed(state: &MockState, format: Format) -> Result<(Vec<String>, usize), Box<Response>> {
     let lists = state
         .models
         .lock()
-        .map_err(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())?;
+        .map_err(|_| Box::new(StatusCode::INTERNAL_SERVER_ERROR.into_response()))?;
     let Some(list) = lists.lists.get(&format) else {
-        return Err((StatusCode::NOT_FOUND, "not found").into_response());
+        return Err(Box::new(
+            (StatusCode::NOT_FOUND, "not found").into_response(),
+        ));
     };
     if lists.fail {
-        return Err((
+        return Err(Box::new((
             StatusCode::INTERNAL_SERVER_ERROR,
             [("content-type", "application/json")],
             json!({"error": {"message": "The server had an error while processing your request.", "type": "server_error", "param": null, "code": null}}).to_string(),
         )
-            .into_response());
+            .into_response()));
     }
     Ok((list.clone(), lists.page_size))
 }
@@ -102,7 +104,7 @@ pub async fn list(
     };
     let (list, cap) = match listed(&state, format) {
         Ok(l) => l,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     record(&state, method, &uri, &headers, &Bytes::new());
     if format == Format::OpenAi {
@@ -182,7 +184,7 @@ pub async fn gemini(
 ) -> Response {
     let (list, cap) = match listed(&state, Format::Gemini) {
         Ok(l) => l,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     record(&state, method, &uri, &headers, &Bytes::new());
     if headers.get("x-goog-api-key").and_then(|v| v.to_str().ok()) != Some(state.key.as_str()) {
@@ -276,7 +278,7 @@ pub async fn azure(
 ) -> Response {
     let (list, _) = match listed(&state, Format::Azure) {
         Ok(l) => l,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     record(&state, method, &uri, &headers, &Bytes::new());
     if headers.get("api-key").and_then(|v| v.to_str().ok()) != Some(state.key.as_str()) {
@@ -306,7 +308,7 @@ pub async fn bedrock(
 ) -> Response {
     let (list, _) = match listed(&state, Format::Bedrock) {
         Ok(l) => l,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     record(&state, method, &uri, &headers, &Bytes::new());
     if let Err(refusal) = super::bedrock::authenticate(&state, "GET", &headers, &uri, b"") {
