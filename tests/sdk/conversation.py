@@ -3,7 +3,9 @@ it: plain, streamed, with tools, with a tool result turn, with an image. Prints 
 saw (text, tool calls, usage) as one JSON object; exits non-zero when a step fails.
 
 With --api embeddings or images, the OpenAI SDK asks for embeddings (as the SDK does by
-default: base64, decoded by the SDK) or an image instead.
+default: base64, decoded by the SDK) or an image instead. With --api models (base URL: the
+origin), both SDKs list the models (the Anthropic SDK three a page, following its cursor) and
+fetch --model by id.
 
 usage: conversation.py --api openai|anthropic|embeddings|images --base-url URL --key KEY --model M
 """
@@ -177,16 +179,37 @@ def run_images(args):
     return {"images": len(r.data), "usage": r.usage.model_dump() if r.usage else None}
 
 
+def run_models(args):
+    from anthropic import Anthropic
+    from openai import OpenAI
+
+    openai = OpenAI(base_url=args.base_url + "/v1", api_key=args.key, max_retries=0, timeout=20)
+    listed = [m.id for m in openai.models.list()]
+    one = openai.models.retrieve(args.model)
+    check(one.id == args.model and one.object == "model", "openai: retrieve")
+    anthropic = Anthropic(base_url=args.base_url, api_key=args.key, max_retries=0, timeout=20)
+    paged = [m.id for m in anthropic.models.list(limit=3)]  # the SDK follows `after_id`
+    info = anthropic.models.retrieve(args.model)
+    check(info.id == args.model and info.type == "model", "anthropic: retrieve")
+    return {
+        "openai": listed,
+        "openai_one": {"id": one.id, "owned_by": one.owned_by, "created": one.created},
+        "anthropic": paged,
+        "anthropic_one": {"id": info.id, "display_name": info.display_name,
+                          "created_at": info.created_at.isoformat()},
+    }
+
+
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("--api", choices=["openai", "anthropic", "embeddings", "images"], required=True)
+    p.add_argument("--api", choices=["openai", "anthropic", "embeddings", "images", "models"], required=True)
     p.add_argument("--base-url", required=True)
     p.add_argument("--key", required=True)
     p.add_argument("--model", required=True)
     args = p.parse_args()
     try:
         run = {"openai": run_openai, "anthropic": run_anthropic,
-               "embeddings": run_embeddings, "images": run_images}[args.api]
+               "embeddings": run_embeddings, "images": run_images, "models": run_models}[args.api]
         report = run(args)
     except Exception as e:  # every failure is reported the same way: type and message
         print(json.dumps({"error": f"{type(e).__name__}: {e}"}))

@@ -8,7 +8,7 @@ use switchyard_tests::{workspace_root, Stack, GATEWAY_KEY};
 
 fn converse(stack: &Stack, api: &str, model: &str) -> Value {
     let base_url = match api {
-        "anthropic" => stack.envoy.url(""),
+        "anthropic" | "models" => stack.envoy.url(""),
         _ => stack.envoy.url("/v1"),
     };
     let root = workspace_root();
@@ -192,4 +192,32 @@ async fn the_sdk_raises_on_every_stream_that_breaks_after_its_first_bytes() {
         assert!(report["raised"].is_string(), "{model} {fault:?}: {report}");
         assert!(report["chunks"].as_u64() >= Some(1), "{report}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_sdks_list_and_fetch_the_models_a_key_may_use() {
+    let stack = Stack::start().await;
+    let expected: Value = stack
+        .client()
+        .get(stack.envoy.url("/v1/models"))
+        .bearer_auth(GATEWAY_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let expected: Vec<&str> = expected["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert!(expected.len() > 10, "{expected:?}");
+    let report =
+        tokio::task::block_in_place(|| converse(&stack, "models", "claude/claude-sonnet-4-5"));
+    assert_eq!(report["openai"], json!(expected));
+    assert_eq!(report["anthropic"], json!(expected), "every page, in order");
+    assert_eq!(report["openai_one"]["owned_by"], "claude");
+    assert_eq!(report["anthropic_one"]["id"], "claude/claude-sonnet-4-5");
 }
