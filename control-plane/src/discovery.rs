@@ -474,10 +474,15 @@ fn transport(e: &reqwest::Error) -> String {
     }
 }
 
-/// The start of an error body, as one printable line (provider error messages help; they
-/// never carry the key, which goes in a header).
-fn excerpt(body: &[u8]) -> String {
-    let text = String::from_utf8_lossy(body);
+/// The start of an error body, as one printable line: provider error messages help, but some
+/// providers echo the key they were given, so the key (and each part of an AWS key pair) is
+/// taken out first.
+fn excerpt(body: &[u8], secret: &str) -> String {
+    let mut text = String::from_utf8_lossy(body).into_owned();
+    let parts = std::iter::once(secret).chain(secret.split(':'));
+    for part in parts.filter(|p| p.len() >= 8) {
+        text = text.replace(part, "[redacted]");
+    }
     let line: String = text
         .chars()
         .map(|c| if c.is_control() { ' ' } else { c })
@@ -485,6 +490,10 @@ fn excerpt(body: &[u8]) -> String {
         .collect();
     line.trim().to_owned()
 }
+
+/// Most models one provider may list: a provider listing more (a user's, say) would swell
+/// every Envoy's configuration.
+pub const MAX_MODELS: usize = 2000;
 
 /// Every model the provider lists, all pages; an error when any page fails (then nothing is
 /// recorded: a partial list would mark models vanished that are not).
@@ -507,11 +516,22 @@ pub async fn list(
             return Err(format!(
                 "the provider answered {}: {}",
                 status.as_u16(),
-                excerpt(&body)
+                excerpt(&body, secret)
             ));
         }
         let page = parse_page(provider.kind, deployments, &body)?;
-        models.extend(page.models);
+        // Names clients could not send (empty, too long, control characters, spaces) are
+        // left out.
+        models.extend(
+            page.models
+                .into_iter()
+                .filter(|m| domain::check_model_name(&m.id).is_ok()),
+        );
+        if models.len() > MAX_MODELS {
+            return Err(format!(
+                "the provider lists over {MAX_MODELS} models; give it a static list instead"
+            ));
+        }
         match page.next {
             Some(next) if cursor.as_deref() != Some(next.as_str()) => cursor = Some(next),
             _ => return Ok(models),
@@ -558,19 +578,38 @@ impl Runner {
     }
 }
 
+/// Why a discovery did not happen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    /// It could not be tried: off, no key, an address no longer allowed.
+    NotPossible(String),
+    /// The provider gave no usable list.
+    Provider(String),
+    /// The store or the publish failed.
+    Internal(String),
+}
+
+impl Failure {
+    pub fn message(&self) -> &str {
+        match self {
+            Failure::NotPossible(m) | Failure::Provider(m) | Failure::Internal(m) => m,
+        }
+    }
+}
+
 /// Lists the provider's models with one of its keys and records what changed; publishes when
 /// clients may see a difference.
 pub async fn discover(
     app: &crate::app::App,
     provider: &ProviderRow,
-) -> Result<crate::store::DiscoveryChange, String> {
+) -> Result<crate::store::DiscoveryChange, Failure> {
     let outcome = discover_inner(app, provider).await;
     app.discovery.set_status(
         &provider.name,
         Status {
             at: crate::store::now(),
             ok: outcome.is_ok(),
-            error: outcome.as_ref().err().cloned(),
+            error: outcome.as_ref().err().map(|f| f.message().to_owned()),
             listed: outcome.as_ref().map_or(0, |c| c.listed),
         },
     );
@@ -581,7 +620,7 @@ pub async fn discover(
         }
         Ok(_) => {}
         Err(e) => {
-            tracing::warn!(provider = %provider.name, "model discovery failed: {e}");
+            tracing::warn!(provider = %provider.name, "model discovery failed: {}", e.message());
             crate::metrics::add(&crate::metrics::METRICS.discoveries_failed, 1);
         }
     }
@@ -591,15 +630,19 @@ pub async fn discover(
 async fn discover_inner(
     app: &crate::app::App,
     provider: &ProviderRow,
-) -> Result<crate::store::DiscoveryChange, String> {
+) -> Result<crate::store::DiscoveryChange, Failure> {
+    let not_possible = |m: &str| Failure::NotPossible(m.to_owned());
+    let internal = |e: &dyn std::fmt::Display| Failure::Internal(e.to_string());
     if !provider.settings.discovers(provider.kind) {
-        return Err("discovery is off for this provider".into());
+        return Err(not_possible(
+            "discovery is off for this provider (or its kind has no model list)",
+        ));
     }
     let keys = app
         .store
         .list_provider_keys()
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| internal(&e))?;
     let refused = app.figures().probes.refused_keys;
     let mut candidates: Vec<_> = keys
         .iter()
@@ -609,11 +652,11 @@ async fn discover_inner(
     candidates.sort_by_key(|k| refused.contains(&k.id));
     let key = candidates
         .first()
-        .ok_or("the provider has no key to list its models with")?;
+        .ok_or_else(|| not_possible("the provider has no key to list its models with"))?;
     let secret = app
         .master
         .open(&key.secret_sealed)
-        .map_err(|_| "the provider key could not be opened".to_owned())?;
+        .map_err(|_| not_possible("the provider key could not be opened"))?;
     // Redirects are not followed (one to an address literal would pass by the resolver);
     // users' providers are reached through the SSRF guard's resolver only.
     let timeout = std::time::Duration::from_secs(app.discovery.spec.timeout_secs.max(1));
@@ -621,24 +664,28 @@ async fn discover_inner(
         .timeout(timeout)
         .redirect(reqwest::redirect::Policy::none());
     if provider.access.untrusted() {
-        let upstream = domain::Upstream::parse(&provider.base_url)?;
+        let upstream = domain::Upstream::parse(&provider.base_url).map_err(Failure::NotPossible)?;
         app.identity
             .guard
             .vet(&upstream.host, upstream.port)
             .await
-            .map_err(|e| format!("base_url refused: {e}"))?;
+            .map_err(|e| Failure::NotPossible(format!("base_url refused: {e}")))?;
         client = client.dns_resolver(app.identity.guard.reqwest_resolver());
     }
-    let client = client.build().map_err(|e| format!("no HTTP client: {e}"))?;
-    let found = list(&client, provider, &secret).await?;
+    let client = client.build().map_err(|e| internal(&e))?;
+    let found = list(&client, provider, &secret)
+        .await
+        .map_err(Failure::Provider)?;
     let enable = provider.settings.new_models.unwrap_or_default() == domain::NewModels::Enabled;
     let change = app
         .store
         .apply_discovery(&provider.id, &found, enable)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| internal(&e))?;
     if change.changed() {
-        app.publish().await.map_err(|e| format!("{e:#}"))?;
+        app.publish()
+            .await
+            .map_err(|e| internal(&format!("{e:#}")))?;
     }
     Ok(change)
 }
@@ -864,6 +911,22 @@ mod tests {
         assert!(page.models[0].tags.contains(&Tag::Reasoning));
         assert_eq!(page.models[1].tags, [Tag::Embeddings]);
         assert_eq!(page.models[2].tags, [Tag::ImageGeneration]);
+    }
+
+    #[test]
+    fn error_excerpts_are_one_short_line_without_the_key() {
+        let body = b"{\"error\": \"Incorrect API key provided: sk-secret-123456\nbye\"}";
+        let e = excerpt(body, "sk-secret-123456");
+        assert_eq!(
+            e,
+            "{\"error\": \"Incorrect API key provided: [redacted] bye\"}"
+        );
+        let aws = excerpt(
+            b"key AKIAEXAMPLE1 and wJalrXUtnFEMI/K7MDENG",
+            "AKIAEXAMPLE1:wJalrXUtnFEMI/K7MDENG",
+        );
+        assert!(!aws.contains("AKIA") && !aws.contains("wJalr"), "{aws}");
+        assert_eq!(excerpt(&[b'x'; 1000], "k").len(), 200);
     }
 
     #[test]

@@ -206,10 +206,11 @@ async fn update_model(
 }
 
 /// Lists the provider's models now (its owner or an admin): new ones are added (enabled or
-/// not, as the provider's `new_models` says), vanished ones marked. 502 when the provider
-/// gives no usable list.
+/// not, as the provider's `new_models` says), vanished ones marked. 409 when it cannot be
+/// tried (discovery off, no key); 502 when the provider gives no usable list.
 #[utoipa::path(post, path = "/providers/{name}/discover", tag = "models", params(("name" = String, Path)),
     responses((status = 200, body = DiscoveryChange),
+        (status = 409, description = "Discovery is off, or the provider has no key", body = super::ErrorBody),
         (status = 502, description = "The provider gave no usable list", body = super::ErrorBody), Errors))]
 async fn discover(
     Caller(p): Caller,
@@ -217,15 +218,14 @@ async fn discover(
     ApiPath(name): ApiPath<String>,
 ) -> Result<Json<DiscoveryChange>, ApiError> {
     let provider = managed(&app, &p, &name).await?;
-    if !provider.settings.discovers(provider.kind) {
-        return Err(ApiError::BadRequest(
-            "discovery is off for this provider (or its kind has no model list)".into(),
-        ));
-    }
     crate::discovery::discover(&app, &provider)
         .await
         .map(Json)
-        .map_err(ApiError::Upstream)
+        .map_err(|f| match f {
+            crate::discovery::Failure::NotPossible(m) => ApiError::Conflict(m),
+            crate::discovery::Failure::Provider(m) => ApiError::Upstream(m),
+            crate::discovery::Failure::Internal(m) => ApiError::Internal(m),
+        })
 }
 
 // ---- aliases -------------------------------------------------------------------------------
