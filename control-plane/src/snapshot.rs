@@ -340,10 +340,12 @@ pub fn compute(
         .iter()
         .filter(|p| known.contains_key(p.name.as_str()))
     {
+        // With discovery turned off, only the static list is served.
+        let discovers = p.settings.discovers(p.kind);
         let listed = catalog
             .models
             .iter()
-            .filter(|r| r.provider_id == p.id && r.served())
+            .filter(|r| r.provider_id == p.id && r.served() && (r.static_listed || discovers))
             .map(|r| (r.model.as_str(), r.static_listed));
         let unrecorded = p
             .models
@@ -934,6 +936,23 @@ mod tests {
         );
         assert!(get("broken").is_none());
         assert_eq!(target("gpt-4o").unwrap(), ["openai/gpt-4o"]);
+
+        // Discovery turned off: the provider serves its static list only.
+        let mut providers = providers.clone();
+        providers[1].settings.discover = Some(false);
+        let models = compute(
+            &providers,
+            &[],
+            &[],
+            &[],
+            1024,
+            &Figures::default(),
+            &Pins::new(),
+            &catalog,
+        )
+        .filter
+        .models;
+        assert!(models.iter().all(|m| m.targets[0].provider != "other"));
     }
 
     #[test]

@@ -79,7 +79,12 @@ struct ProviderModelView {
     price: Option<serde_json::Value>,
 }
 
-fn model_view(row: ProviderModelRow, prices: &[crate::store::PriceRow]) -> ProviderModelView {
+/// `discovers`: whether the provider's discovery is on (when off, only static models serve).
+fn model_view(
+    row: ProviderModelRow,
+    prices: &[crate::store::PriceRow],
+    discovers: bool,
+) -> ProviderModelView {
     let price = prices
         .iter()
         .find(|p| p.provider == row.provider && p.model == row.model)
@@ -89,7 +94,7 @@ fn model_view(row: ProviderModelRow, prices: &[crate::store::PriceRow]) -> Provi
                 .map(|p| super::usage::price_json(&row.provider, &row.model, &p, "default"))
         });
     ProviderModelView {
-        served: row.served(),
+        served: row.served() && (row.static_listed || discovers),
         tags: row.tags().to_vec(),
         tags_route: row.capabilities().is_some(),
         context_window: row.context_window(),
@@ -131,11 +136,15 @@ async fn provider_models(
     let provider = visible(&app, &p, &name).await?;
     let rows = app.store.provider_models(&name).await?;
     let prices = app.store.list_prices().await?;
+    let discovers = provider.settings.discovers(provider.kind);
     Ok(Json(ProviderModels {
-        discovers: provider.settings.discovers(provider.kind),
+        discovers,
         discovery: app.discovery.status(&name),
         provider: name,
-        data: rows.into_iter().map(|r| model_view(r, &prices)).collect(),
+        data: rows
+            .into_iter()
+            .map(|r| model_view(r, &prices, discovers))
+            .collect(),
     }))
 }
 
@@ -173,7 +182,7 @@ async fn update_model(
     ApiPath((name, model)): ApiPath<(String, String)>,
     ApiJson(input): ApiJson<ModelPatch>,
 ) -> Result<Json<ProviderModelView>, ApiError> {
-    managed(&app, &p, &name).await?;
+    let provider = managed(&app, &p, &name).await?;
     if let Some(Some(w)) = input.context_window {
         if !(1..=100_000_000).contains(&w) {
             return Err(ApiError::BadRequest(
@@ -202,7 +211,8 @@ async fn update_model(
     };
     publish(&app).await?;
     let prices = app.store.list_prices().await?;
-    Ok(Json(model_view(row, &prices)))
+    let discovers = provider.settings.discovers(provider.kind);
+    Ok(Json(model_view(row, &prices, discovers)))
 }
 
 /// Lists the provider's models now (its owner or an admin): new ones are added (enabled or
