@@ -10,8 +10,8 @@ use serde_json::{json, Value};
 use switchyard_tests::mock::models::Format;
 use switchyard_tests::mock::MockOpenAi;
 use switchyard_tests::{
-    wait_until, wasm_path, ControlPlane, Envoy, Ports, TempDir, ADMIN_TOKEN, GATEWAY_KEY,
-    LIMITED_KEY, PROVIDER_KEY,
+    wait_until, wasm_path, ControlPlane, Envoy, Ports, TempDir, GATEWAY_KEY, LIMITED_KEY,
+    PROVIDER_KEY,
 };
 
 const SECOND: Duration = Duration::from_secs(1);
@@ -98,15 +98,17 @@ api_keys:
 
 impl Gateway {
     async fn admin(&self, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
-        let mut req = reqwest::Client::new()
-            .request(method, self.cp.admin_url(path))
-            .bearer_auth(ADMIN_TOKEN);
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let resp = req.send().await.expect("admin request");
-        let status = resp.status().as_u16();
-        (status, resp.json().await.unwrap_or(Value::Null))
+        self.cp.admin(method, path, body).await
+    }
+
+    /// Creates an alias; the status and answer.
+    async fn alias(&self, name: &str, target: &str) -> (u16, Value) {
+        self.admin(
+            Method::POST,
+            "/aliases",
+            Some(json!({"name": name, "target": target})),
+        )
+        .await
     }
 
     async fn discover(&self, provider: &str) -> Value {
@@ -280,13 +282,7 @@ async fn discovery_enable_tags_and_aliases_reach_envoy_within_a_second() {
     .await;
 
     // A glob alias gives the plain names to anth.
-    let (status, v) = gw
-        .admin(
-            Method::POST,
-            "/aliases",
-            Some(json!({"name": "claude-*", "target": "anth"})),
-        )
-        .await;
+    let (status, v) = gw.alias("claude-*", "anth").await;
     assert_eq!(status, 201, "{v}");
     gw.within_a_second("the glob alias", |m| has(m, "claude-sonnet-4-5"))
         .await;
@@ -296,13 +292,7 @@ async fn discovery_enable_tags_and_aliases_reach_envoy_within_a_second() {
     assert_eq!(last.path, "/v1/messages", "anth (Anthropic) served it");
 
     // An exact alias, and a key scoped to `claude-*` and `fast` sees just those.
-    let (status, v) = gw
-        .admin(
-            Method::POST,
-            "/aliases",
-            Some(json!({"name": "fast", "target": "oai/gpt-4o-mini"})),
-        )
-        .await;
+    let (status, v) = gw.alias("fast", "oai/gpt-4o-mini").await;
     assert_eq!(status, 201, "{v}");
     gw.within_a_second("the alias", |m| has(m, "fast")).await;
     let (status, v) = gw.chat(GATEWAY_KEY, "fast", false).await;
@@ -323,14 +313,17 @@ async fn discovery_enable_tags_and_aliases_reach_envoy_within_a_second() {
          the backup)"
     );
     // Aliases that would hide a mistake are refused.
-    for bad in [
-        json!({"name": "typo", "target": "oai/gpt-5-nonexistent"}),
-        json!({"name": "gpt-*", "target": "no-such-provider"}),
-        json!({"name": "*", "target": "oai"}),
-        json!({"name": "fast", "target": "gpt-4.1"}),
+    for (name, target) in [
+        ("typo", "oai/gpt-5-nonexistent"),
+        ("gpt-*", "no-such-provider"),
+        ("*", "oai"),
+        ("fast", "gpt-4.1"),
     ] {
-        let (status, v) = gw.admin(Method::POST, "/aliases", Some(bad.clone())).await;
-        assert!(status == 400 || status == 409, "{bad} -> {status} {v}");
+        let (status, v) = gw.alias(name, target).await;
+        assert!(
+            status == 400 || status == 409,
+            "{name} -> {target}: {status} {v}"
+        );
         assert!(v["error"]["message"].is_string());
     }
 
