@@ -830,6 +830,30 @@ pub async fn apply_config(
         }
         let id = store.upsert_provider(&p.name, &def).await?;
         store.replace_provider_keys(&id, &keys).await?;
+        let mut settings = Vec::with_capacity(p.model_settings.len());
+        for (j, m) in p.model_settings.iter().enumerate() {
+            let at = format!("{at}.model_settings[{j}]");
+            domain::check_model_name(&m.model).map_err(|e| anyhow::anyhow!("{at}: {e}"))?;
+            if m.context_window
+                .is_some_and(|w| !(1..=100_000_000).contains(&w))
+            {
+                anyhow::bail!("{at}: context_window must be from 1 to 100,000,000 tokens");
+            }
+            let tags = m.tags.clone().map(|mut t| {
+                t.sort();
+                t.dedup();
+                t
+            });
+            settings.push((
+                m.model.clone(),
+                crate::store::ProviderModelPatch {
+                    enabled: m.enabled,
+                    tags: tags.map(Some),
+                    context_window: m.context_window.map(Some),
+                },
+            ));
+        }
+        store.configure_models(&p.name, &settings).await?;
     }
     for (i, m) in config.models.iter().enumerate() {
         let at = format!("models[{i}]");
@@ -1058,6 +1082,55 @@ mod tests {
         let config = Config::parse(text, &|_| None).unwrap().config;
         let result = apply_config(&store, &master, &config).await;
         (store, result)
+    }
+
+    #[tokio::test]
+    async fn model_settings_in_the_config_hold_before_and_after_discovery() {
+        use crate::discovery::Tag;
+        let text = "providers:\n  - name: p\n    kind: openai\n    keys: [{secret: sk-p}]\n    models: [a]\n    model_settings:\n      - {model: a, tags: [chat], context_window: 4096}\n      - {model: later, enabled: false}\n";
+        let (store, result) = apply(text).await;
+        result.unwrap();
+        let a = store.get_provider_model("p", "a").await.unwrap();
+        assert_eq!(
+            (a.tags(), a.context_window()),
+            (&[Tag::Chat][..], Some(4096))
+        );
+        let later = store.get_provider_model("p", "later").await.unwrap();
+        assert!(!later.enabled && !later.served(), "not listed yet");
+        // Discovery finds it (new models enabled): the config's decision holds.
+        let id = store.get_provider("p").await.unwrap().id;
+        let found = crate::discovery::parse_page(
+            crate::domain::ProviderKind::Openai,
+            false,
+            br#"{"object":"list","data":[{"id":"later","object":"model","created":1,"owned_by":"x"}]}"#,
+        )
+        .unwrap()
+        .models;
+        store.apply_discovery(&id, &found, true).await.unwrap();
+        let later = store.get_provider_model("p", "later").await.unwrap();
+        assert!(later.discovered && !later.enabled);
+        // Applying again changes nothing; a setting taken out of the config leaves the model
+        // (discovered) as it was, and a configured-only model goes.
+        let again = "providers:\n  - name: p\n    kind: openai\n    keys: [{secret: sk-p}]\n    models: [a]\n    model_settings:\n      - {model: ghost, enabled: false}\n";
+        let config = Config::parse(again, &|_| None).unwrap().config;
+        let master = MasterKey::from_bytes(&[1; 32]);
+        apply_config(&store, &master, &config).await.unwrap();
+        assert!(store.get_provider_model("p", "ghost").await.is_ok());
+        let config = Config::parse(text.split("    model_settings").next().unwrap(), &|_| None)
+            .unwrap()
+            .config;
+        apply_config(&store, &master, &config).await.unwrap();
+        assert!(store.get_provider_model("p", "ghost").await.is_err());
+        assert!(
+            !store
+                .get_provider_model("p", "later")
+                .await
+                .unwrap()
+                .enabled
+        );
+        let bad = "providers:\n  - name: p\n    kind: openai\n    model_settings: [{model: a, context_window: 0}]\n";
+        let err = apply(bad).await.1.expect_err("refused").to_string();
+        assert!(err.contains("providers[0].model_settings[0]"), "{err}");
     }
 
     #[tokio::test]

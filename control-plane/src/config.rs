@@ -226,6 +226,24 @@ pub struct ProviderSpec {
     /// an admin.
     #[serde(default)]
     pub new_models: Option<crate::domain::NewModels>,
+    /// What to set of some of its models (static or discovered, now or later), at every start.
+    #[serde(default)]
+    pub model_settings: Vec<ModelSettingSpec>,
+}
+
+/// One provider model's settings in the config file; fields left out stay as they are.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSettingSpec {
+    pub model: String,
+    #[serde(default)]
+    pub enabled: Option<bool>,
+    /// Replaces the detected capability tags.
+    #[serde(default)]
+    pub tags: Option<Vec<switchyard_filter::config::Tag>>,
+    /// Most input tokens.
+    #[serde(default)]
+    pub context_window: Option<i64>,
 }
 
 /// Model discovery's schedule (see `crate::discovery`).

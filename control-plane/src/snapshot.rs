@@ -717,6 +717,7 @@ mod tests {
             static_listed: false,
             discovered: true,
             vanished_at: None,
+            configured: false,
             enabled: true,
             detected_tags: tags.to_vec(),
             tags_from_metadata: true,

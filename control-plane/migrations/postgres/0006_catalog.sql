@@ -1,12 +1,14 @@
 -- The models of each provider: listed in its static list, found by discovery, or both. Rows are
 -- never deleted by discovery: a model a later listing no longer names is marked vanished (and
--- no longer served) and keeps its settings should it come back.
+-- no longer served) and keeps its settings should it come back. `configured`: the config file
+-- sets something of it (`model_settings`), which holds even before discovery finds it.
 CREATE TABLE provider_models (
     provider_id             TEXT   NOT NULL REFERENCES providers(id) ON DELETE CASCADE,
     model                   TEXT   NOT NULL,
     static_listed           BIGINT NOT NULL DEFAULT 0,
     discovered              BIGINT NOT NULL DEFAULT 0,
     vanished_at             BIGINT,
+    configured              BIGINT NOT NULL DEFAULT 0,
     enabled                 BIGINT NOT NULL DEFAULT 1,
     detected_tags           TEXT   NOT NULL DEFAULT '[]',
     tags_from_metadata      BIGINT NOT NULL DEFAULT 0,

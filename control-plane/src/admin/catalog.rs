@@ -52,6 +52,8 @@ struct ProviderModelView {
     discovered: bool,
     /// When a discovery no longer listed it (Unix seconds); `null`: listed.
     vanished_at: Option<i64>,
+    /// The config file's `model_settings` name it (applied at every start).
+    configured: bool,
     /// What it can do: the admin's tags, else the detected ones.
     #[schema(value_type = Vec<TagName>)]
     tags: Vec<Tag>,
@@ -105,6 +107,7 @@ fn model_view(
         static_listed: row.static_listed,
         discovered: row.discovered,
         vanished_at: row.vanished_at,
+        configured: row.configured,
         detected_tags: row.detected_tags,
         display_name: row.display_name,
         base_model: row.base_model,

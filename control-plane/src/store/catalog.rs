@@ -20,6 +20,8 @@ pub struct ProviderModelRow {
     pub discovered: bool,
     /// Unix seconds of the discovery that no longer listed it (`None`: listed, or static only).
     pub vanished_at: Option<i64>,
+    /// The config file's `model_settings` name it.
+    pub configured: bool,
     pub enabled: bool,
     /// What discovery (or, for static models, the name) says it can do.
     pub detected_tags: Vec<Tag>,
@@ -136,7 +138,7 @@ fn tags_json(tags: &[Tag]) -> String {
 }
 
 const COLUMNS: &str = "m.provider_id, p.name AS provider, m.model, m.static_listed, m.discovered,
-    m.vanished_at, m.enabled, m.detected_tags, m.tags_from_metadata, m.tags_override,
+    m.vanished_at, m.configured, m.enabled, m.detected_tags, m.tags_from_metadata, m.tags_override,
     m.display_name, m.context_window, m.context_window_override, m.base_model, m.created,
     m.first_seen, m.seen_at
     FROM provider_models m JOIN providers p ON p.id = m.provider_id";
@@ -151,6 +153,7 @@ impl Store {
             static_listed: flag("static_listed")?,
             discovered: flag("discovered")?,
             vanished_at: row.try_get("vanished_at")?,
+            configured: flag("configured")?,
             enabled: flag("enabled")?,
             detected_tags: parse_json("model tags", &row.try_get::<String, _>("detected_tags")?)?,
             tags_from_metadata: flag("tags_from_metadata")?,
@@ -225,7 +228,7 @@ impl Store {
         }
         sqlx::query(
             "DELETE FROM provider_models
-             WHERE provider_id = $1 AND static_listed = 0 AND discovered = 0",
+             WHERE provider_id = $1 AND static_listed = 0 AND discovered = 0 AND configured = 0",
         )
         .bind(provider_id)
         .execute(&mut *tx)
@@ -354,6 +357,51 @@ impl Store {
         tx.commit().await?;
         change.vanished.sort();
         Ok(change)
+    }
+
+    /// Makes `settings` what the config file says of the provider's models: each named model
+    /// gets a row (served only once static or discovered) with the settings given; models the
+    /// config no longer names lose the mark (keeping their values), and go when nothing else
+    /// keeps them.
+    pub async fn configure_models(
+        &self,
+        provider: &str,
+        settings: &[(String, ProviderModelPatch)],
+    ) -> Result<()> {
+        let id: String = sqlx::query("SELECT id FROM providers WHERE name = $1")
+            .bind(provider)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(StoreError::NotFound)?
+            .try_get("id")?;
+        sqlx::query("UPDATE provider_models SET configured = 0 WHERE provider_id = $1")
+            .bind(&id)
+            .execute(&self.pool)
+            .await?;
+        for (model, patch) in settings {
+            let t = now();
+            sqlx::query(
+                "INSERT INTO provider_models (provider_id, model, configured, enabled,
+                     detected_tags, created, first_seen)
+                 VALUES ($1, $2, 1, 1, $3, $4, $4)
+                 ON CONFLICT (provider_id, model) DO UPDATE SET configured = 1",
+            )
+            .bind(&id)
+            .bind(model)
+            .bind(tags_json(&tags_from_name(model)))
+            .bind(t)
+            .execute(&self.pool)
+            .await?;
+            self.update_provider_model(provider, model, patch).await?;
+        }
+        sqlx::query(
+            "DELETE FROM provider_models
+             WHERE provider_id = $1 AND static_listed = 0 AND discovered = 0 AND configured = 0",
+        )
+        .bind(&id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 
     /// An admin's change to one provider model.

@@ -835,6 +835,33 @@ async fn catalog_follows_static_lists_and_discoveries(s: Store) {
     ));
     assert_eq!(s.list_aliases().await.unwrap(), [alias]);
 
+    // The config file's settings: a model not listed yet gets a row that is not served.
+    s.configure_models(
+        "openai",
+        &[(
+            "gpt-future".into(),
+            ProviderModelPatch {
+                enabled: Some(false),
+                ..Default::default()
+            },
+        )],
+    )
+    .await
+    .unwrap();
+    let future = s.get_provider_model("openai", "gpt-future").await.unwrap();
+    assert!(future.configured && !future.enabled && !future.served());
+    s.configure_models("openai", &[]).await.unwrap();
+    assert!(matches!(
+        s.get_provider_model("openai", "gpt-future").await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(
+        !s.get_provider_model("openai", "gpt-new")
+            .await
+            .unwrap()
+            .configured
+    );
+
     // Deleting the provider deletes its models.
     s.delete_provider("openai").await.unwrap();
     assert!(s.list_provider_models().await.unwrap().is_empty());
