@@ -35,7 +35,14 @@ async fn main() {
     )
     .await
     {
-        Ok(m) => m,
+        Ok(m) => {
+            // Its model list, for discovery (`GET /v1/models`).
+            m.list_models(
+                switchyard_tests::mock::models::Format::OpenAi,
+                &["gpt-4o-mini", "gpt-4o", "text-embedding-3-small"],
+            );
+            m
+        }
         Err(e) => {
             eprintln!("switchyard-mock: cannot listen on {addr}: {e}");
             std::process::exit(1);
