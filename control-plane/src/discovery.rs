@@ -15,7 +15,10 @@
 //! - Bedrock `ListFoundationModels`, `GET https://bedrock.{region}.amazonaws.com/foundation-models`:
 //!   `{"modelSummaries":[{"modelId","modelName","providerName","inputModalities",
 //!   "outputModalities","responseStreamingSupported","inferenceTypesSupported",
-//!   "modelLifecycle":{"status"}}]}`, one page.
+//!   "modelLifecycle":{"status"}}]}`, one page; then `ListInferenceProfiles`,
+//!   `GET /inference-profiles?maxResults=&nextToken=`: `{"inferenceProfileSummaries":[{
+//!   "inferenceProfileId","inferenceProfileName","status","models":[{"modelArn"}]}],
+//!   "nextToken"}` (newer models are invoked on demand through a profile id only).
 //!
 //! Capabilities come from the provider's metadata where it has any (Gemini's generation
 //! methods and thinking flag, Bedrock's modalities), else from the model's name; an admin
@@ -321,54 +324,123 @@ fn azure(body: &[u8]) -> Result<Page, String> {
 }
 
 fn bedrock(body: &[u8]) -> Result<Page, String> {
+    bedrock_catalog(body).map(|(models, _)| Page { models, next: None })
+}
+
+/// Bedrock's foundation models: those invoked by their own id (active, on demand), and the
+/// tags of every active one by id (models served only through inference profiles included).
+pub fn bedrock_catalog(
+    body: &[u8],
+) -> Result<(Vec<Discovered>, std::collections::HashMap<String, Vec<Tag>>), String> {
     let list: BedrockList = serde_json::from_slice(body).map_err(|e| bad("Bedrock", e))?;
+    let mut on_demand = Vec::new();
+    let mut tags_by_id = std::collections::HashMap::new();
+    // Legacy models refuse new requests.
+    for m in list.model_summaries.into_iter().filter(|m| {
+        m.model_lifecycle
+            .as_ref()
+            .is_none_or(|l| l.status == "ACTIVE")
+    }) {
+        let input = |x: &str| m.input_modalities.iter().any(|v| v == x);
+        let output = |x: &str| m.output_modalities.iter().any(|v| v == x);
+        let mut tags = Vec::new();
+        if output("TEXT") {
+            tags.extend([Tag::Chat, Tag::FunctionCalling]);
+        }
+        if input("IMAGE") && output("TEXT") {
+            tags.push(Tag::Vision);
+        }
+        if output("EMBEDDING") {
+            tags.push(Tag::Embeddings);
+        }
+        if output("IMAGE") {
+            tags.push(Tag::ImageGeneration);
+        }
+        if reasoning_name(&m.model_id) {
+            tags.push(Tag::Reasoning);
+        }
+        tags.sort();
+        tags.dedup();
+        tags_by_id.insert(m.model_id.clone(), tags.clone());
+        // Provisioned-only models need a throughput ARN, profile-only ones a profile id.
+        let direct = m.inference_types_supported.is_empty()
+            || m.inference_types_supported.iter().any(|t| t == "ON_DEMAND");
+        if direct {
+            on_demand.push(Discovered {
+                id: m.model_id,
+                display_name: m.model_name,
+                tags,
+                context_window: None,
+                base_model: None,
+                tags_from_metadata: true,
+                created: None,
+            });
+        }
+    }
+    Ok((on_demand, tags_by_id))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct BedrockProfiles {
+    #[serde(default)]
+    inference_profile_summaries: Vec<BedrockProfile>,
+    #[serde(default)]
+    next_token: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct BedrockProfile {
+    inference_profile_id: String,
+    #[serde(default)]
+    inference_profile_name: Option<String>,
+    #[serde(default)]
+    status: Option<String>,
+    #[serde(default)]
+    models: Vec<BedrockProfileModel>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct BedrockProfileModel {
+    model_arn: String,
+}
+
+/// One page of Bedrock's `ListInferenceProfiles`: each active profile is a model id requests
+/// may use (`us.anthropic.claude-...`), able to do what the model behind it can.
+pub fn parse_profiles(
+    body: &[u8],
+    tags_by_id: &std::collections::HashMap<String, Vec<Tag>>,
+) -> Result<Page, String> {
+    let list: BedrockProfiles =
+        serde_json::from_slice(body).map_err(|e| bad("Bedrock inference profile", e))?;
     Ok(Page {
         models: list
-            .model_summaries
+            .inference_profile_summaries
             .into_iter()
-            // Legacy models refuse new requests; provisioned-only ones need a throughput ARN.
-            .filter(|m| {
-                m.model_lifecycle
-                    .as_ref()
-                    .is_none_or(|l| l.status == "ACTIVE")
-            })
-            .filter(|m| {
-                m.inference_types_supported.is_empty()
-                    || m.inference_types_supported.iter().any(|t| t == "ON_DEMAND")
-            })
-            .map(|m| {
-                let input = |x: &str| m.input_modalities.iter().any(|v| v == x);
-                let output = |x: &str| m.output_modalities.iter().any(|v| v == x);
-                let mut tags = Vec::new();
-                if output("TEXT") {
-                    tags.extend([Tag::Chat, Tag::FunctionCalling]);
-                }
-                if input("IMAGE") && output("TEXT") {
-                    tags.push(Tag::Vision);
-                }
-                if output("EMBEDDING") {
-                    tags.push(Tag::Embeddings);
-                }
-                if output("IMAGE") {
-                    tags.push(Tag::ImageGeneration);
-                }
-                if reasoning_name(&m.model_id) {
-                    tags.push(Tag::Reasoning);
-                }
-                tags.sort();
-                tags.dedup();
+            .filter(|p| p.status.as_deref().is_none_or(|s| s == "ACTIVE"))
+            .map(|p| {
+                let model = p
+                    .models
+                    .first()
+                    .and_then(|m| m.model_arn.rsplit_once("foundation-model/"))
+                    .map(|(_, id)| id.to_owned());
+                let known = model.as_ref().and_then(|m| tags_by_id.get(m));
                 Discovered {
-                    id: m.model_id,
-                    display_name: m.model_name,
-                    tags,
+                    tags: known
+                        .cloned()
+                        .unwrap_or_else(|| tags_from_name(&p.inference_profile_id)),
+                    tags_from_metadata: known.is_some(),
+                    id: p.inference_profile_id,
+                    display_name: p.inference_profile_name,
                     context_window: None,
-                    base_model: None,
-                    tags_from_metadata: true,
+                    base_model: model,
                     created: None,
                 }
             })
             .collect(),
-        next: None,
+        next: list.next_token.filter(|t| !t.is_empty()),
     })
 }
 
@@ -386,7 +458,7 @@ fn page_request(
 ) -> Result<reqwest::RequestBuilder, String> {
     let base = provider.base_url.trim_end_matches('/');
     if provider.kind == ProviderKind::Bedrock {
-        return bedrock_request(http, provider, secret);
+        return bedrock_request(http, provider, secret, "/foundation-models", "");
     }
     let deployments = azure_deployments(provider);
     let path = page_path(provider.kind, deployments, cursor)
@@ -413,6 +485,8 @@ fn bedrock_request(
     http: &reqwest::Client,
     provider: &ProviderRow,
     secret: &str,
+    operation: &str,
+    query: &str,
 ) -> Result<reqwest::RequestBuilder, String> {
     let mut upstream = domain::Upstream::parse(&provider.base_url)?;
     if let Some(rest) = upstream.host.strip_prefix("bedrock-runtime.") {
@@ -420,8 +494,13 @@ fn bedrock_request(
     }
     let scheme = if upstream.tls { "https" } else { "http" };
     let authority = upstream.authority();
-    let path = format!("{}/foundation-models", upstream.path_prefix);
-    let req = http.get(format!("{scheme}://{authority}{path}"));
+    let path = format!("{}{operation}", upstream.path_prefix);
+    let url = if query.is_empty() {
+        format!("{scheme}://{authority}{path}")
+    } else {
+        format!("{scheme}://{authority}{path}?{query}")
+    };
+    let req = http.get(url);
     let Some(creds) = switchyard_filter::sigv4::Credentials::parse(secret) else {
         return Ok(req.header("authorization", format!("Bearer {secret}")));
     };
@@ -431,7 +510,7 @@ fn bedrock_request(
             method: "GET",
             host: &authority,
             path: &path,
-            query: "",
+            query,
             content_type: "",
             body: b"",
         },
@@ -502,23 +581,15 @@ pub async fn list(
     provider: &ProviderRow,
     secret: &str,
 ) -> Result<Vec<Discovered>, String> {
+    if provider.kind == ProviderKind::Bedrock {
+        return bedrock_list(http, provider, secret).await;
+    }
     let deployments = azure_deployments(provider);
     let mut models = Vec::new();
     let mut cursor: Option<String> = None;
     for _ in 0..MAX_PAGES {
-        let resp = page_request(http, provider, secret, cursor.as_deref())?
-            .send()
-            .await
-            .map_err(|e| transport(&e))?;
-        let status = resp.status();
-        let body = body_within(resp, MAX_PAGE_BYTES).await?;
-        if !status.is_success() {
-            return Err(format!(
-                "the provider answered {}: {}",
-                status.as_u16(),
-                excerpt(&body, secret)
-            ));
-        }
+        let req = page_request(http, provider, secret, cursor.as_deref())?;
+        let body = fetch(req, secret, &[]).await?.unwrap_or_default();
         let page = parse_page(provider.kind, deployments, &body)?;
         // Names clients could not send (empty, too long, control characters, spaces) are
         // left out.
@@ -538,6 +609,84 @@ pub async fn list(
         }
     }
     Err(format!("the provider's list runs over {MAX_PAGES} pages"))
+}
+
+/// Sends a request and reads its answer: the body of a 2xx, else an error naming the status
+/// (`Ok(None)` for a status in `absent`: the list is not there).
+async fn fetch(
+    req: reqwest::RequestBuilder,
+    secret: &str,
+    absent: &[u16],
+) -> Result<Option<Vec<u8>>, String> {
+    let resp = req.send().await.map_err(|e| transport(&e))?;
+    let status = resp.status();
+    let body = body_within(resp, MAX_PAGE_BYTES).await?;
+    if absent.contains(&status.as_u16()) {
+        return Ok(None);
+    }
+    if !status.is_success() {
+        return Err(format!(
+            "the provider answered {}: {}",
+            status.as_u16(),
+            excerpt(&body, secret)
+        ));
+    }
+    Ok(Some(body))
+}
+
+/// AWS's query encoding (SigV4's canonical form): unreserved characters kept, the rest `%XX`.
+fn aws_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Bedrock: the foundation models invoked by their own id, then every inference profile
+/// (`ListInferenceProfiles`, paged by `nextToken`), which is how newer models are invoked on
+/// demand. A key without permission to list profiles (403) lists the foundation models only.
+async fn bedrock_list(
+    http: &reqwest::Client,
+    provider: &ProviderRow,
+    secret: &str,
+) -> Result<Vec<Discovered>, String> {
+    let req = bedrock_request(http, provider, secret, "/foundation-models", "")?;
+    let body = fetch(req, secret, &[]).await?.unwrap_or_default();
+    let (mut models, tags_by_id) = bedrock_catalog(&body)?;
+    let mut token: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        pages += 1;
+        if pages > MAX_PAGES {
+            return Err(format!("the provider's list runs over {MAX_PAGES} pages"));
+        }
+        let query = match &token {
+            None => "maxResults=1000".to_owned(),
+            Some(t) => format!("maxResults=1000&nextToken={}", aws_encode(t)),
+        };
+        let req = bedrock_request(http, provider, secret, "/inference-profiles", &query)?;
+        let Some(body) = fetch(req, secret, &[403, 404]).await? else {
+            break;
+        };
+        let page = parse_profiles(&body, &tags_by_id)?;
+        models.extend(page.models);
+        if models.len() > MAX_MODELS {
+            return Err(format!(
+                "the provider lists over {MAX_MODELS} models; give it a static list instead"
+            ));
+        }
+        match page.next {
+            Some(next) if token.as_deref() != Some(next.as_str()) => token = Some(next),
+            _ => break,
+        }
+    }
+    models.retain(|m| domain::check_model_name(&m.id).is_ok());
+    Ok(models)
 }
 
 /// How the latest discovery of a provider went.
@@ -911,6 +1060,36 @@ mod tests {
         assert!(page.models[0].tags.contains(&Tag::Reasoning));
         assert_eq!(page.models[1].tags, [Tag::Embeddings]);
         assert_eq!(page.models[2].tags, [Tag::ImageGeneration]);
+    }
+
+    #[test]
+    fn bedrock_profiles_take_the_tags_of_their_model() {
+        let (on_demand, tags) = bedrock_catalog(&fixture("bedrock.json")).unwrap();
+        assert_eq!(on_demand.len(), 3);
+        let page = parse_profiles(&fixture("bedrock_profiles.json"), &tags).unwrap();
+        assert_eq!(
+            ids(&page),
+            [
+                "us.anthropic.claude-sonnet-4-5-20250929-v1:0",
+                "us.meta.llama4-maverick-17b-instruct-v1:0"
+            ]
+        );
+        let sonnet = &page.models[0];
+        assert_eq!(sonnet.display_name.as_deref(), Some("US Claude Sonnet 4.5"));
+        assert!(sonnet.tags_from_metadata && sonnet.tags.contains(&Tag::Vision));
+        assert_eq!(
+            sonnet.base_model.as_deref(),
+            Some("anthropic.claude-sonnet-4-5-20250929-v1:0")
+        );
+        assert!(
+            !page.models[1].tags_from_metadata,
+            "its model is not in the list"
+        );
+        assert_eq!(page.next.as_deref(), Some("eyJ0b2tlbiI6IDJ9+/="));
+        assert_eq!(
+            aws_encode("eyJ0b2tlbiI6IDJ9+/="),
+            "eyJ0b2tlbiI6IDJ9%2B%2F%3D"
+        );
     }
 
     #[test]

@@ -201,6 +201,14 @@ fn list_all(mock: &MockOpenAi) {
             "amazon.titan-embed-text-v2:0",
         ],
     );
+    mock.list_models(
+        Format::BedrockProfiles,
+        &[
+            "us.anthropic.claude-sonnet-4-5-20250929-v1:0=anthropic.claude-sonnet-4-5-20250929-v1:0",
+            "global.anthropic.claude-sonnet-4-5-20250929-v1:0=anthropic.claude-sonnet-4-5-20250929-v1:0",
+            "us.amazon.titan-embed-text-v2:0=amazon.titan-embed-text-v2:0",
+        ],
+    );
     mock.set_model_page_size(2);
 }
 
@@ -405,15 +413,39 @@ async fn discovery_enable_tags_and_aliases_reach_envoy_within_a_second() {
     let (status, v) = gw.chat(GATEWAY_KEY, "gemini-2.5-flash", false).await;
     assert_eq!(status, 200, "{v}");
 
-    // Azure deployments and Bedrock's list (signed with SigV4).
+    // Azure deployments and Bedrock's lists (signed with SigV4): the foundation models invoked
+    // by their own id, and the inference profiles (two pages), which carry their model's tags.
     assert_eq!(gw.discover("az").await["added"], json!(["chat-prod"]));
     let (_, az) = gw.admin(Method::GET, "/providers/az/models", None).await;
     assert_eq!(az["data"][0]["base_model"], "gpt-4o");
-    assert_eq!(gw.discover("bed").await["listed"], 2);
+    assert_eq!(gw.discover("bed").await["listed"], 4);
+    let profile_pages: Vec<String> = gw
+        .mock
+        .requests()
+        .iter()
+        .filter(|r| r.path.starts_with("/inference-profiles"))
+        .map(|r| r.path.clone())
+        .collect();
+    assert_eq!(profile_pages.len(), 2, "{profile_pages:?}");
+    assert!(
+        profile_pages[1].contains("&nextToken=") && profile_pages[1].contains("%2B"),
+        "the token, encoded as SigV4 signs it: {profile_pages:?}"
+    );
     gw.within_a_second("deployments and Bedrock models", |m| {
-        has(m, "chat-prod") && has(m, "bed/amazon.titan-embed-text-v2:0")
+        has(m, "chat-prod")
+            && has(m, "bed/amazon.titan-embed-text-v2:0")
+            && has(m, "us.anthropic.claude-sonnet-4-5-20250929-v1:0")
+            && !has(m, "anthropic.claude-sonnet-4-5-20250929-v1:0")
     })
     .await;
+    let profile = card(
+        &gw.models(GATEWAY_KEY).await,
+        "us.anthropic.claude-sonnet-4-5-20250929-v1:0",
+    );
+    assert_eq!(
+        profile["capabilities"],
+        json!(["chat", "vision", "function_calling", "reasoning"])
+    );
     let (status, v) = gw.chat(GATEWAY_KEY, "chat-prod", false).await;
     assert_eq!(status, 200, "{v}");
 

@@ -207,6 +207,7 @@ impl MockOpenAi {
             .route("/v1beta/models", get(models::gemini))
             .route("/openai/deployments", get(models::azure))
             .route("/foundation-models", get(models::bedrock))
+            .route("/inference-profiles", get(models::bedrock_profiles))
             .route("/v1/chat/completions", post(chat))
             .route("/v1/embeddings", post(embeddings))
             .route("/v1/images/generations", post(images))

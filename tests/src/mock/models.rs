@@ -12,7 +12,9 @@
 //!   opaque `pageToken`.
 //! - Azure OpenAI `GET /openai/deployments?api-version=2022-12-01` (`api-key`): the deployments.
 //! - Bedrock `GET /foundation-models` (SigV4 for `bedrock`, or a Bedrock API key):
-//!   `{"modelSummaries":[...]}`, one page.
+//!   `{"modelSummaries":[...]}`, one page (Claude Sonnet 4.5 only through an inference
+//!   profile, as on AWS); `GET /inference-profiles?maxResults=&nextToken=`: the profiles,
+//!   listed as `profile=model`, paged by an opaque `nextToken`.
 //!
 //! The mock's page size caps every page ([`super::MockOpenAi::set_model_page_size`]), so that
 //! tests see paging with a few models; [`super::MockOpenAi::fail_model_lists`] makes every list
@@ -38,6 +40,7 @@ pub enum Format {
     Gemini,
     Azure,
     Bedrock,
+    BedrockProfiles,
 }
 
 /// What the mock lists, per format (absent: the list endpoint answers 404).
@@ -327,10 +330,79 @@ pub async fn bedrock(
                 "outputModalities": if embed { json!(["EMBEDDING"]) } else { json!(["TEXT"]) },
                 "responseStreamingSupported": !embed,
                 "customizationsSupported": [],
-                "inferenceTypesSupported": ["ON_DEMAND"],
+                "inferenceTypesSupported": if id.contains("claude-sonnet-4-5") {
+                    json!(["INFERENCE_PROFILE"])
+                } else {
+                    json!(["ON_DEMAND"])
+                },
                 "modelLifecycle": {"status": "ACTIVE"},
             })
         })
         .collect();
     axum::Json(json!({ "modelSummaries": summaries })).into_response()
+}
+
+/// `GET /inference-profiles`.
+pub async fn bedrock_profiles(
+    State(state): State<Arc<MockState>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    let (list, cap) = match listed(&state, Format::BedrockProfiles) {
+        Ok(l) => l,
+        Err(r) => return *r,
+    };
+    record(&state, method, &uri, &headers, &Bytes::new());
+    if let Err(refusal) = super::bedrock::authenticate(&state, "GET", &headers, &uri, b"") {
+        return *refusal;
+    }
+    let q = query(&uri);
+    let size = q
+        .get("maxResults")
+        .and_then(|s| s.parse::<usize>().ok())
+        .filter(|n| (1..=1000).contains(n))
+        .unwrap_or(1000);
+    let start = match q.get("nextToken") {
+        None => 0,
+        Some(token) => match base64::engine::general_purpose::STANDARD
+            .decode(token)
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok())
+            .and_then(|s| s.strip_prefix("after>>?").and_then(|n| n.parse().ok()))
+        {
+            Some(n) => n,
+            None => {
+                return super::bedrock::error(
+                    400,
+                    "ValidationException",
+                    "Invalid pagination token",
+                )
+            }
+        },
+    };
+    let end = (start + page_len(size, cap)).min(list.len());
+    let summaries: Vec<Value> = list[start.min(end)..end]
+        .iter()
+        .map(|entry| {
+            let (id, model) = entry.split_once('=').unwrap_or((entry, entry));
+            json!({
+                "inferenceProfileName": format!("US {}", display(model)),
+                "description": format!("Routes requests to {model}."),
+                "createdAt": "2025-09-29T00:00:00Z",
+                "updatedAt": "2025-09-29T00:00:00Z",
+                "inferenceProfileArn": format!("arn:aws:bedrock:us-east-1:123456789012:inference-profile/{id}"),
+                "models": [{"modelArn": format!("arn:aws:bedrock:us-east-1::foundation-model/{model}")}],
+                "inferenceProfileId": id,
+                "status": "ACTIVE",
+                "type": "SYSTEM_DEFINED",
+            })
+        })
+        .collect();
+    let mut body = json!({ "inferenceProfileSummaries": summaries });
+    if end < list.len() {
+        body["nextToken"] =
+            json!(base64::engine::general_purpose::STANDARD.encode(format!("after>>?{end}")));
+    }
+    axum::Json(body).into_response()
 }
