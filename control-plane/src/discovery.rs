@@ -327,14 +327,15 @@ fn bedrock(body: &[u8]) -> Result<Page, String> {
     bedrock_catalog(body).map(|(models, _)| Page { models, next: None })
 }
 
+/// Tags by model id.
+pub type TagsById = std::collections::HashMap<String, Vec<Tag>>;
+
 /// Bedrock's foundation models: those invoked by their own id (active, on demand), and the
 /// tags of every active one by id (models served only through inference profiles included).
-pub fn bedrock_catalog(
-    body: &[u8],
-) -> Result<(Vec<Discovered>, std::collections::HashMap<String, Vec<Tag>>), String> {
+pub fn bedrock_catalog(body: &[u8]) -> Result<(Vec<Discovered>, TagsById), String> {
     let list: BedrockList = serde_json::from_slice(body).map_err(|e| bad("Bedrock", e))?;
     let mut on_demand = Vec::new();
-    let mut tags_by_id = std::collections::HashMap::new();
+    let mut tags_by_id = TagsById::new();
     // Legacy models refuse new requests.
     for m in list.model_summaries.into_iter().filter(|m| {
         m.model_lifecycle
@@ -409,10 +410,7 @@ struct BedrockProfileModel {
 
 /// One page of Bedrock's `ListInferenceProfiles`: each active profile is a model id requests
 /// may use (`us.anthropic.claude-...`), able to do what the model behind it can.
-pub fn parse_profiles(
-    body: &[u8],
-    tags_by_id: &std::collections::HashMap<String, Vec<Tag>>,
-) -> Result<Page, String> {
+pub fn parse_profiles(body: &[u8], tags_by_id: &TagsById) -> Result<Page, String> {
     let list: BedrockProfiles =
         serde_json::from_slice(body).map_err(|e| bad("Bedrock inference profile", e))?;
     Ok(Page {
