@@ -674,11 +674,13 @@ async fn run_probes(app: Arc<App>) {
                 continue;
             };
             let client = if provider.access.untrusted() {
-                let vetted = match crate::domain::Upstream::parse(&provider.base_url) {
-                    Ok(u) => app.identity.guard.vet(&u.host, u.port).await.is_ok(),
-                    Err(_) => false,
-                };
-                if !vetted {
+                if app
+                    .identity
+                    .guard
+                    .vet_url(&provider.base_url)
+                    .await
+                    .is_err()
+                {
                     continue;
                 }
                 &guarded

@@ -811,10 +811,9 @@ async fn discover_inner(
         .timeout(timeout)
         .redirect(reqwest::redirect::Policy::none());
     if provider.access.untrusted() {
-        let upstream = domain::Upstream::parse(&provider.base_url).map_err(Failure::NotPossible)?;
         app.identity
             .guard
-            .vet(&upstream.host, upstream.port)
+            .vet_url(&provider.base_url)
             .await
             .map_err(|e| Failure::NotPossible(format!("base_url refused: {e}")))?;
         client = client.dns_resolver(app.identity.guard.reqwest_resolver());

@@ -119,11 +119,7 @@ pub async fn load(
         .iter()
         .filter(|p| p.enabled && p.access.untrusted())
     {
-        let vetted = match Upstream::parse(&p.base_url) {
-            Ok(u) => guard.vet(&u.host, u.port).await,
-            Err(e) => Err(e),
-        };
-        match vetted {
+        match guard.vet_url(&p.base_url).await {
             Ok(addrs) => {
                 pins.insert(p.name.clone(), addrs);
             }

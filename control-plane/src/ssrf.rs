@@ -211,6 +211,12 @@ impl Guard {
         Ok(addrs)
     }
 
+    /// [`Guard::vet`] for the host and port of a provider's base URL.
+    pub async fn vet_url(&self, base_url: &str) -> Result<Vec<SocketAddr>, String> {
+        let upstream = crate::domain::Upstream::parse(base_url)?;
+        self.vet(&upstream.host, upstream.port).await
+    }
+
     /// A resolver for reqwest that refuses what [`Guard::vet`] refuses (for the control plane's
     /// own requests to such providers; IP literals in URLs bypass resolvers, so check those with
     /// `vet` first).

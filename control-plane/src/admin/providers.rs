@@ -18,7 +18,7 @@ use utoipa_axum::routes;
 use super::{publish, AdminOnly, ApiError, ApiJson, ApiPath, ApiQuery, AppState, Caller, Errors};
 use crate::app::App;
 use crate::auth::Principal;
-use crate::domain::{self, ProviderDef, ProviderKind, ProviderSettings, Upstream};
+use crate::domain::{self, ProviderDef, ProviderKind, ProviderSettings};
 use crate::store::{NewProviderKey, ProviderKeyRow, ProviderRow, StoreError};
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -232,10 +232,9 @@ async fn check_untrusted(app: &App, def: &ProviderDef) -> Result<(), ApiError> {
     if !def.settings.proxies.is_empty() {
         return Err(ApiError::Forbidden("only admins set egress proxies".into()));
     }
-    let upstream = Upstream::parse(&def.base_url).map_err(ApiError::BadRequest)?;
     app.identity
         .guard
-        .vet(&upstream.host, upstream.port)
+        .vet_url(&def.base_url)
         .await
         .map_err(|e| ApiError::BadRequest(format!("base_url refused: {e}")))?;
     Ok(())
