@@ -455,20 +455,13 @@ fn page_request(
     cursor: Option<&str>,
 ) -> Result<reqwest::RequestBuilder, String> {
     let base = provider.base_url.trim_end_matches('/');
-    if provider.kind == ProviderKind::Bedrock {
-        return bedrock_request(http, provider, secret, "/foundation-models", "");
-    }
-    let deployments = azure_deployments(provider);
-    let path = page_path(provider.kind, deployments, cursor)
+    let path = page_path(provider.kind, azure_deployments(provider), cursor)
         .ok_or("this kind of provider has no model list")?;
-    let (header, prefix) = domain::auth_header(provider.kind);
-    let mut req = http
-        .get(format!("{base}{path}"))
-        .header(header, format!("{prefix}{secret}"));
-    for (name, value) in domain::required_headers(provider.kind) {
-        req = req.header(name, value);
-    }
-    Ok(req)
+    Ok(domain::authorize(
+        http.get(format!("{base}{path}")),
+        provider.kind,
+        secret,
+    ))
 }
 
 /// Azure with deployment URLs lists deployments (what requests name); its v1 API, models.
@@ -583,25 +576,37 @@ pub async fn list(
         return bedrock_list(http, provider, secret).await;
     }
     let deployments = azure_deployments(provider);
-    let mut models = Vec::new();
-    let mut cursor: Option<String> = None;
-    for _ in 0..MAX_PAGES {
+    follow(Vec::new(), |cursor| async move {
         let req = page_request(http, provider, secret, cursor.as_deref())?;
         let body = fetch(req, secret, &[]).await?.unwrap_or_default();
-        let page = parse_page(provider.kind, deployments, &body)?;
-        // Names clients could not send (empty, too long, control characters, spaces) are
-        // left out.
-        models.extend(
-            page.models
-                .into_iter()
-                .filter(|m| domain::check_model_name(&m.id).is_ok()),
-        );
+        parse_page(provider.kind, deployments, &body).map(Some)
+    })
+    .await
+}
+
+/// Reads a list page by page, from the first (cursor `None`) to one that names no new cursor
+/// or to `page` answering `None` (no more to read), adding each page's models to `models`;
+/// names clients could not send (empty, too long, control characters, spaces) are left out.
+/// At most [`MAX_PAGES`] pages and [`MAX_MODELS`] models.
+async fn follow<F, Fut>(mut models: Vec<Discovered>, mut page: F) -> Result<Vec<Discovered>, String>
+where
+    F: FnMut(Option<String>) -> Fut,
+    Fut: std::future::Future<Output = Result<Option<Page>, String>>,
+{
+    let sendable = |m: &Discovered| domain::check_model_name(&m.id).is_ok();
+    models.retain(sendable);
+    let mut cursor: Option<String> = None;
+    for _ in 0..MAX_PAGES {
+        let Some(p) = page(cursor.clone()).await? else {
+            return Ok(models);
+        };
+        models.extend(p.models.into_iter().filter(sendable));
         if models.len() > MAX_MODELS {
             return Err(format!(
                 "the provider lists over {MAX_MODELS} models; give it a static list instead"
             ));
         }
-        match page.next {
+        match p.next {
             Some(next) if cursor.as_deref() != Some(next.as_str()) => cursor = Some(next),
             _ => return Ok(models),
         }
@@ -655,36 +660,20 @@ async fn bedrock_list(
 ) -> Result<Vec<Discovered>, String> {
     let req = bedrock_request(http, provider, secret, "/foundation-models", "")?;
     let body = fetch(req, secret, &[]).await?.unwrap_or_default();
-    let (mut models, tags_by_id) = bedrock_catalog(&body)?;
-    let mut token: Option<String> = None;
-    let mut pages = 0;
-    loop {
-        pages += 1;
-        if pages > MAX_PAGES {
-            return Err(format!("the provider's list runs over {MAX_PAGES} pages"));
-        }
+    let (models, tags_by_id) = bedrock_catalog(&body)?;
+    let tags_by_id = &tags_by_id;
+    follow(models, |token| async move {
         let query = match &token {
             None => "maxResults=1000".to_owned(),
             Some(t) => format!("maxResults=1000&nextToken={}", aws_encode(t)),
         };
         let req = bedrock_request(http, provider, secret, "/inference-profiles", &query)?;
-        let Some(body) = fetch(req, secret, &[403, 404]).await? else {
-            break;
-        };
-        let page = parse_profiles(&body, &tags_by_id)?;
-        models.extend(page.models);
-        if models.len() > MAX_MODELS {
-            return Err(format!(
-                "the provider lists over {MAX_MODELS} models; give it a static list instead"
-            ));
+        match fetch(req, secret, &[403, 404]).await? {
+            Some(body) => parse_profiles(&body, tags_by_id).map(Some),
+            None => Ok(None),
         }
-        match page.next {
-            Some(next) if token.as_deref() != Some(next.as_str()) => token = Some(next),
-            _ => break,
-        }
-    }
-    models.retain(|m| domain::check_model_name(&m.id).is_ok());
-    Ok(models)
+    })
+    .await
 }
 
 /// How the latest discovery of a provider went.

@@ -449,6 +449,20 @@ pub fn auth_header(kind: ProviderKind) -> (&'static str, &'static str) {
     }
 }
 
+/// `req` with the provider's key in its kind's header and the headers its API requires (the
+/// control plane's own requests: probes, model lists).
+pub fn authorize(
+    req: reqwest::RequestBuilder,
+    kind: ProviderKind,
+    secret: &str,
+) -> reqwest::RequestBuilder {
+    let (header, prefix) = auth_header(kind);
+    required_headers(kind).into_iter().fold(
+        req.header(header, format!("{prefix}{secret}")),
+        |r, (k, v)| r.header(k, v),
+    )
+}
+
 /// Headers a provider kind's API requires on every request.
 /// Anthropic: <https://docs.anthropic.com/en/api/versioning>
 pub fn required_headers(kind: ProviderKind) -> Vec<(String, String)> {

@@ -38,7 +38,6 @@ pub fn request(
     secret: &str,
 ) -> Option<reqwest::RequestBuilder> {
     let base = provider.base_url.trim_end_matches('/');
-    let (header, prefix) = domain::auth_header(provider.kind);
     let url = match provider.kind {
         ProviderKind::Openai | ProviderKind::OpenaiCompatible => format!("{base}/models"),
         ProviderKind::AzureOpenai if base.ends_with("/openai/v1") => format!("{base}/models"),
@@ -54,11 +53,7 @@ pub fn request(
         ProviderKind::Gemini => format!("{base}/v1beta/models"),
         ProviderKind::Bedrock | ProviderKind::Vertex => return None,
     };
-    let mut req = http.get(url).header(header, format!("{prefix}{secret}"));
-    for (name, value) in domain::required_headers(provider.kind) {
-        req = req.header(name, value);
-    }
-    Some(req)
+    Some(domain::authorize(http.get(url), provider.kind, secret))
 }
 
 pub async fn probe(req: reqwest::RequestBuilder) -> (Outcome, Duration) {
