@@ -836,24 +836,13 @@ pub async fn apply_config(
         for (j, m) in p.model_settings.iter().enumerate() {
             let at = format!("{at}.model_settings[{j}]");
             domain::check_model_name(&m.model).map_err(|e| anyhow::anyhow!("{at}: {e}"))?;
-            if m.context_window
-                .is_some_and(|w| !(1..=100_000_000).contains(&w))
-            {
-                anyhow::bail!("{at}: context_window must be from 1 to 100,000,000 tokens");
-            }
-            let tags = m.tags.clone().map(|mut t| {
-                t.sort();
-                t.dedup();
-                t
-            });
-            settings.push((
-                m.model.clone(),
-                crate::store::ProviderModelPatch {
-                    enabled: m.enabled,
-                    tags: tags.map(Some),
-                    context_window: m.context_window.map(Some),
-                },
-            ));
+            let patch = crate::store::ProviderModelPatch::checked(
+                m.enabled,
+                m.tags.clone().map(Some),
+                m.context_window.map(Some),
+            )
+            .map_err(|e| anyhow::anyhow!("{at}: {e}"))?;
+            settings.push((m.model.clone(), patch));
         }
         store.configure_models(&p.name, &settings).await?;
     }

@@ -186,24 +186,8 @@ async fn update_model(
     ApiJson(input): ApiJson<ModelPatch>,
 ) -> Result<Json<ProviderModelView>, ApiError> {
     let provider = managed(&app, &p, &name).await?;
-    if let Some(Some(w)) = input.context_window {
-        if !(1..=100_000_000).contains(&w) {
-            return Err(ApiError::BadRequest(
-                "context_window must be from 1 to 100,000,000 tokens".into(),
-            ));
-        }
-    }
-    let patch = ProviderModelPatch {
-        enabled: input.enabled,
-        tags: input.tags.map(|t| {
-            t.map(|mut t| {
-                t.sort();
-                t.dedup();
-                t
-            })
-        }),
-        context_window: input.context_window,
-    };
+    let patch = ProviderModelPatch::checked(input.enabled, input.tags, input.context_window)
+        .map_err(ApiError::BadRequest)?;
     let row = match app.store.update_provider_model(&name, &model, &patch).await {
         Err(StoreError::NotFound) => {
             return Err(ApiError::NotFound(format!(

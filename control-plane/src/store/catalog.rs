@@ -99,6 +99,37 @@ pub struct ProviderModelPatch {
     pub context_window: Option<Option<i64>>,
 }
 
+/// Largest context window a model may be given (tokens).
+pub const MAX_CONTEXT_WINDOW: i64 = 100_000_000;
+
+impl ProviderModelPatch {
+    /// A change as given (admin API, config file): tags sorted without repeats, a context
+    /// window from 1 to [`MAX_CONTEXT_WINDOW`] tokens.
+    pub fn checked(
+        enabled: Option<bool>,
+        tags: Option<Option<Vec<Tag>>>,
+        context_window: Option<Option<i64>>,
+    ) -> std::result::Result<ProviderModelPatch, String> {
+        if let Some(Some(w)) = context_window {
+            if !(1..=MAX_CONTEXT_WINDOW).contains(&w) {
+                return Err("context_window must be from 1 to 100,000,000 tokens".into());
+            }
+        }
+        let tags = tags.map(|t| {
+            t.map(|mut t| {
+                t.sort();
+                t.dedup();
+                t
+            })
+        });
+        Ok(ProviderModelPatch {
+            enabled,
+            tags,
+            context_window,
+        })
+    }
+}
+
 /// Another name clients may use: exact (`fast` -> `openai/gpt-4o-mini`, or a logical model) or
 /// a glob over a provider's models (`claude-*` -> `anthropic`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -136,6 +167,10 @@ pub fn glob_matches(pattern: &str, name: &str) -> bool {
 fn tags_json(tags: &[Tag]) -> String {
     serde_json::to_string(tags).unwrap_or_else(|_| "[]".into())
 }
+
+/// Deletes a provider's rows that nothing keeps: not static, never discovered, not configured.
+const DELETE_UNKEPT: &str = "DELETE FROM provider_models
+    WHERE provider_id = $1 AND static_listed = 0 AND discovered = 0 AND configured = 0";
 
 const COLUMNS: &str = "m.provider_id, p.name AS provider, m.model, m.static_listed, m.discovered,
     m.vanished_at, m.configured, m.enabled, m.detected_tags, m.tags_from_metadata, m.tags_override,
@@ -226,13 +261,10 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         }
-        sqlx::query(
-            "DELETE FROM provider_models
-             WHERE provider_id = $1 AND static_listed = 0 AND discovered = 0 AND configured = 0",
-        )
-        .bind(provider_id)
-        .execute(&mut *tx)
-        .await?;
+        sqlx::query(DELETE_UNKEPT)
+            .bind(provider_id)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -394,13 +426,10 @@ impl Store {
             .await?;
             self.update_provider_model(provider, model, patch).await?;
         }
-        sqlx::query(
-            "DELETE FROM provider_models
-             WHERE provider_id = $1 AND static_listed = 0 AND discovered = 0 AND configured = 0",
-        )
-        .bind(&id)
-        .execute(&self.pool)
-        .await?;
+        sqlx::query(DELETE_UNKEPT)
+            .bind(&id)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 
