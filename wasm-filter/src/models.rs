@@ -95,21 +95,24 @@ fn decode(s: &str) -> Result<Cow<'_, str>, FilterError> {
     String::from_utf8(out).map(Cow::Owned).map_err(|_| bad())
 }
 
-/// The names the key may use, in configuration order (sorted by name).
-fn usable<'i>(index: &'i Index, key: &'i KeyEntry) -> impl Iterator<Item = &'i String> + 'i {
+/// The model `name` with what `/v1/models` shows of it, if the key may use it.
+fn usable_one<'i>(index: &'i Index, key: &KeyEntry, name: &str) -> Option<&'i ModelCard> {
+    let entry = index.targets(name)?;
+    (key.allows(name) && entry.serves(&key.user)).then_some(&entry.card)
+}
+
+/// The models the key may use, in configuration order (sorted by name), with their cards.
+fn usable<'i>(
+    index: &'i Index,
+    key: &'i KeyEntry,
+) -> impl Iterator<Item = (&'i String, &'i ModelCard)> + 'i {
     index
         .model_names()
         .iter()
-        .filter(move |m| key.allows(m) && index.targets(m).is_some_and(|e| e.serves(&key.user)))
+        .filter_map(move |m| Some((m, usable_one(index, key, m)?)))
 }
 
-fn card<'i>(index: &'i Index, name: &str) -> Option<&'i ModelCard> {
-    index.targets(name).map(|e| &e.card)
-}
-
-fn push_openai(out: &mut String, name: &str, card: Option<&ModelCard>) {
-    let default = ModelCard::default();
-    let card = card.unwrap_or(&default);
+fn push_openai(out: &mut String, name: &str, card: &ModelCard) {
     out.push_str("{\"id\":");
     push_json_string(out, name);
     out.push_str(",\"object\":\"model\",\"created\":");
@@ -144,9 +147,7 @@ fn push_openai(out: &mut String, name: &str, card: Option<&ModelCard>) {
     out.push('}');
 }
 
-fn push_anthropic(out: &mut String, name: &str, card: Option<&ModelCard>) {
-    let default = ModelCard::default();
-    let card = card.unwrap_or(&default);
+fn push_anthropic(out: &mut String, name: &str, card: &ModelCard) {
     out.push_str("{\"type\":\"model\",\"id\":");
     push_json_string(out, name);
     out.push_str(",\"display_name\":");
@@ -185,60 +186,58 @@ pub fn answer(
     };
     let mut out = String::new();
     if let Some(id) = &query.id {
-        if !usable(index, key).any(|m| m == id) {
-            return Err(FilterError::unknown_model(id));
-        }
-        push(&mut out, id, card(index, id));
+        let card = usable_one(index, key, id).ok_or_else(|| FilterError::unknown_model(id))?;
+        push(&mut out, id, card);
         return Ok(out.into_bytes());
     }
-    let names: Vec<&String> = usable(index, key).collect();
-    if !anthropic {
-        out.reserve(32 + names.len() * 96);
-        out.push_str("{\"object\":\"list\",\"data\":[");
-        for (i, name) in names.iter().enumerate() {
+    let models: Vec<(&String, &ModelCard)> = usable(index, key).collect();
+    // A JSON array of the models in `page`.
+    let push_data = |out: &mut String, page: &[(&String, &ModelCard)]| {
+        out.reserve(2 + page.len() * 96);
+        out.push('[');
+        for (i, (name, card)) in page.iter().enumerate() {
             if i > 0 {
                 out.push(',');
             }
-            push(&mut out, name, card(index, name));
+            push(out, name, card);
         }
-        out.push_str("]}");
+        out.push(']');
+    };
+    if !anthropic {
+        out.push_str("{\"object\":\"list\",\"data\":");
+        push_data(&mut out, &models);
+        out.push('}');
         return Ok(out.into_bytes());
     }
     // Anthropic's pages: `limit` models after `after_id`, or the `limit` before `before_id`.
-    let position = |id: &str| names.iter().position(|n| *n == id);
+    let position = |id: &str| models.iter().position(|(n, _)| *n == id);
     let (start, end) = match (&query.after_id, &query.before_id) {
         (Some(after), _) => {
-            let start = position(after).map_or(names.len(), |i| i + 1);
-            (start, (start + query.limit).min(names.len()))
+            let start = position(after).map_or(models.len(), |i| i + 1);
+            (start, (start + query.limit).min(models.len()))
         }
         (None, Some(before)) => {
             let end = position(before).unwrap_or(0);
             (end.saturating_sub(query.limit), end)
         }
-        (None, None) => (0, query.limit.min(names.len())),
+        (None, None) => (0, query.limit.min(models.len())),
     };
-    let page = &names[start..end];
+    let page = &models[start..end];
     let has_more = if query.before_id.is_some() {
         start > 0
     } else {
-        end < names.len()
+        end < models.len()
     };
-    out.reserve(64 + page.len() * 96);
-    out.push_str("{\"data\":[");
-    for (i, name) in page.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        push(&mut out, name, card(index, name));
-    }
-    out.push_str("],\"has_more\":");
+    out.push_str("{\"data\":");
+    push_data(&mut out, page);
+    out.push_str(",\"has_more\":");
     out.push_str(if has_more { "true" } else { "false" });
     for (field, id) in [("first_id", page.first()), ("last_id", page.last())] {
         out.push_str(",\"");
         out.push_str(field);
         out.push_str("\":");
         match id {
-            Some(id) => push_json_string(&mut out, id),
+            Some((id, _)) => push_json_string(&mut out, id),
             None => out.push_str("null"),
         }
     }
