@@ -291,6 +291,13 @@ pub fn compute(
         .map(|r| ((r.provider.as_str(), r.model.as_str()), r))
         .collect();
     let row_of = |provider: &str, model: &str| rows.get(&(provider, model)).copied();
+    let mut rows_by_provider: HashMap<&str, Vec<&ProviderModelRow>> = HashMap::new();
+    for r in &catalog.models {
+        rows_by_provider
+            .entry(r.provider_id.as_str())
+            .or_default()
+            .push(r);
+    }
     let mut cards: HashMap<String, ModelCard> = HashMap::new();
     let mut routes: BTreeMap<String, (Strategy, Vec<Target>)> = BTreeMap::new();
     for m in models {
@@ -338,10 +345,11 @@ pub fn compute(
     {
         // With discovery turned off, only the static list is served.
         let discovers = p.settings.discovers(p.kind);
-        let listed = catalog
-            .models
-            .iter()
-            .filter(|r| r.provider_id == p.id && r.served() && (r.static_listed || discovers))
+        let listed = rows_by_provider
+            .get(p.id.as_str())
+            .into_iter()
+            .flatten()
+            .filter(|r| r.served() && (r.static_listed || discovers))
             .map(|r| (r.model.as_str(), r.static_listed));
         let unrecorded = p
             .models
@@ -371,14 +379,7 @@ pub fn compute(
                 audiences.insert(name.clone(), users);
             }
             let row = row_of(&p.name, upstream_model);
-            cards.insert(name.clone(), direct_card(&p.name, row));
-            routes.insert(
-                name,
-                (
-                    Strategy::Weighted,
-                    vec![direct(&p.name, upstream_model, row)],
-                ),
-            );
+            insert_direct(&mut routes, &mut cards, name, &p.name, upstream_model, row);
         }
     }
     for (upstream_model, (by_static, by_discovery)) in plain {
@@ -389,13 +390,13 @@ pub fn compute(
         };
         if let ([only], false) = (owners.as_slice(), routes.contains_key(upstream_model)) {
             let row = row_of(&only.name, upstream_model);
-            cards.insert(upstream_model.to_owned(), direct_card(&only.name, row));
-            routes.insert(
+            insert_direct(
+                &mut routes,
+                &mut cards,
                 upstream_model.to_owned(),
-                (
-                    Strategy::Weighted,
-                    vec![direct(&only.name, upstream_model, row)],
-                ),
+                &only.name,
+                upstream_model,
+                row,
             );
         }
     }
@@ -534,7 +535,7 @@ pub fn compute(
         }
     }
 
-    let logical: Vec<&str> = models.iter().map(|m| m.name.as_str()).collect();
+    let logical: std::collections::HashSet<&str> = models.iter().map(|m| m.name.as_str()).collect();
     let mut model_routes: BTreeMap<String, ModelRoute> = routes
         .into_iter()
         .map(|(name, (strategy, targets))| {
@@ -587,6 +588,22 @@ fn direct(provider: &str, model: &str, row: Option<&ProviderModelRow>) -> Target
     }
 }
 
+/// Adds `name`, served by the provider's model alone, and its card.
+fn insert_direct(
+    routes: &mut BTreeMap<String, (Strategy, Vec<Target>)>,
+    cards: &mut HashMap<String, ModelCard>,
+    name: String,
+    provider: &str,
+    model: &str,
+    row: Option<&ProviderModelRow>,
+) {
+    cards.insert(name.clone(), direct_card(provider, row));
+    routes.insert(
+        name,
+        (Strategy::Weighted, vec![direct(provider, model, row)]),
+    );
+}
+
 /// What `/v1/models` shows of a provider's model.
 fn direct_card(provider: &str, row: Option<&ProviderModelRow>) -> ModelCard {
     let Some(row) = row else {
@@ -637,7 +654,7 @@ fn apply_aliases(
     routes: &mut BTreeMap<String, ModelRoute>,
     aliases: &[AliasRow],
     served: &HashMap<&str, Vec<&str>>,
-    logical: &[&str],
+    logical: &std::collections::HashSet<&str>,
 ) {
     let mut globs: Vec<&AliasRow> = aliases.iter().filter(|a| a.is_glob()).collect();
     // Least specific first, so that more specific globs overwrite.
