@@ -165,6 +165,17 @@ impl Gateway {
     }
 }
 
+/// `GET url` as an Anthropic client sends it.
+async fn anthropic_get(url: String) -> reqwest::Response {
+    reqwest::Client::new()
+        .get(url)
+        .header("x-api-key", GATEWAY_KEY)
+        .header("anthropic-version", "2023-06-01")
+        .send()
+        .await
+        .expect("models")
+}
+
 fn ids(list: &Value) -> Vec<String> {
     list["data"]
         .as_array()
@@ -458,16 +469,7 @@ async fn discovery_enable_tags_and_aliases_reach_envoy_within_a_second() {
         if let Some(a) = &after {
             url.push_str(&format!("&after_id={a}"));
         }
-        let page: Value = reqwest::Client::new()
-            .get(url)
-            .header("x-api-key", GATEWAY_KEY)
-            .header("anthropic-version", "2023-06-01")
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let page: Value = anthropic_get(url).await.json().await.unwrap();
         assert!(page["data"].as_array().unwrap().len() <= 4);
         assert!(page["data"][0]["type"] == "model", "{page}");
         paged.extend(ids(&page));
@@ -477,13 +479,8 @@ async fn discovery_enable_tags_and_aliases_reach_envoy_within_a_second() {
         after = page["last_id"].as_str().map(str::to_owned);
     }
     assert_eq!(paged, all);
-    let one: Value = reqwest::Client::new()
-        .get(gw.envoy.url("/v1/models/anth%2Fclaude-sonnet-4-5"))
-        .header("x-api-key", GATEWAY_KEY)
-        .header("anthropic-version", "2023-06-01")
-        .send()
+    let one: Value = anthropic_get(gw.envoy.url("/v1/models/anth%2Fclaude-sonnet-4-5"))
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
@@ -495,13 +492,7 @@ async fn discovery_enable_tags_and_aliases_reach_envoy_within_a_second() {
             &json!("Claude Sonnet 4 5")
         )
     );
-    let missing = reqwest::Client::new()
-        .get(gw.envoy.url("/v1/models/gpt-4.1"))
-        .header("x-api-key", GATEWAY_KEY)
-        .header("anthropic-version", "2023-06-01")
-        .send()
-        .await
-        .unwrap();
+    let missing = anthropic_get(gw.envoy.url("/v1/models/gpt-4.1")).await;
     assert_eq!(missing.status(), 404);
     let missing: Value = missing.json().await.unwrap();
     assert_eq!(

@@ -84,6 +84,22 @@ fn listed(state: &MockState, format: Format) -> Result<(Vec<String>, usize), Box
     Ok((list.clone(), lists.page_size))
 }
 
+/// An opaque page token: base64 of `tag` and the next offset (with `+`, `/` or `=` in it).
+fn page_token(tag: &str, offset: usize) -> String {
+    base64::engine::general_purpose::STANDARD.encode(format!("{tag}>>?{offset}"))
+}
+
+/// The offset a token from [`page_token`] with `tag` stands for.
+fn page_offset(tag: &str, token: &str) -> Option<usize> {
+    let text = String::from_utf8(
+        base64::engine::general_purpose::STANDARD
+            .decode(token)
+            .ok()?,
+    )
+    .ok()?;
+    text.strip_prefix(tag)?.strip_prefix(">>?")?.parse().ok()
+}
+
 fn page_len(asked: usize, cap: usize) -> usize {
     if cap == 0 {
         asked
@@ -206,15 +222,9 @@ pub async fn gemini(
         .filter(|n| *n > 0)
         .unwrap_or(50)
         .min(1000);
-    // The token is opaque to clients: base64 of the next offset (with `+`, `/` and `=`).
     let start = match q.get("pageToken") {
         None => 0,
-        Some(token) => match base64::engine::general_purpose::STANDARD
-            .decode(token)
-            .ok()
-            .and_then(|b| String::from_utf8(b).ok())
-            .and_then(|s| s.strip_prefix("offset>>?").and_then(|n| n.parse().ok()))
-        {
+        Some(token) => match page_offset("offset", token) {
             Some(n) => n,
             None => {
                 return super::gemini::error(
@@ -265,8 +275,7 @@ pub async fn gemini(
         .collect();
     let mut body = json!({ "models": models });
     if end < list.len() {
-        body["nextPageToken"] =
-            json!(base64::engine::general_purpose::STANDARD.encode(format!("offset>>?{end}")));
+        body["nextPageToken"] = json!(page_token("offset", end));
     }
     axum::Json(body).into_response()
 }
@@ -365,12 +374,7 @@ pub async fn bedrock_profiles(
         .unwrap_or(1000);
     let start = match q.get("nextToken") {
         None => 0,
-        Some(token) => match base64::engine::general_purpose::STANDARD
-            .decode(token)
-            .ok()
-            .and_then(|b| String::from_utf8(b).ok())
-            .and_then(|s| s.strip_prefix("after>>?").and_then(|n| n.parse().ok()))
-        {
+        Some(token) => match page_offset("after", token) {
             Some(n) => n,
             None => {
                 return super::bedrock::error(
@@ -401,8 +405,7 @@ pub async fn bedrock_profiles(
         .collect();
     let mut body = json!({ "inferenceProfileSummaries": summaries });
     if end < list.len() {
-        body["nextToken"] =
-            json!(base64::engine::general_purpose::STANDARD.encode(format!("after>>?{end}")));
+        body["nextToken"] = json!(page_token("after", end));
     }
     axum::Json(body).into_response()
 }
