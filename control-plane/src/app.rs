@@ -635,11 +635,7 @@ async fn run_probes(app: Arc<App>) {
     // redirect to an address literal would pass by the resolver).
     let (http, guarded) = match (
         reqwest::Client::builder().timeout(timeout).build(),
-        reqwest::Client::builder()
-            .timeout(timeout)
-            .dns_resolver(app.identity.guard.reqwest_resolver())
-            .redirect(reqwest::redirect::Policy::none())
-            .build(),
+        app.identity.guard.client_builder().timeout(timeout).build(),
     ) {
         (Ok(h), Ok(g)) => (h, g),
         (Err(e), _) | (_, Err(e)) => {

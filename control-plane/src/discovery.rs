@@ -796,18 +796,17 @@ async fn discover_inner(
     // Redirects are not followed (one to an address literal would pass by the resolver);
     // users' providers are reached through the SSRF guard's resolver only.
     let timeout = std::time::Duration::from_secs(app.discovery.spec.timeout_secs.max(1));
-    let mut client = reqwest::Client::builder()
-        .timeout(timeout)
-        .redirect(reqwest::redirect::Policy::none());
-    if provider.access.untrusted() {
+    let client = if provider.access.untrusted() {
         app.identity
             .guard
             .vet_url(&provider.base_url)
             .await
             .map_err(|e| Failure::NotPossible(format!("base_url refused: {e}")))?;
-        client = client.dns_resolver(app.identity.guard.reqwest_resolver());
-    }
-    let client = client.build().map_err(|e| internal(&e))?;
+        app.identity.guard.client_builder()
+    } else {
+        reqwest::Client::builder().redirect(reqwest::redirect::Policy::none())
+    };
+    let client = client.timeout(timeout).build().map_err(|e| internal(&e))?;
     let found = list(&client, provider, &secret)
         .await
         .map_err(Failure::Provider)?;

@@ -60,6 +60,20 @@ fn forbidden_v6(ip: Ipv6Addr) -> Option<&'static str> {
     if s[0] == 0x2002 {
         return forbidden_v4(embedded(s[1], s[2]));
     }
+    // Local-use NAT64 (RFC 8215): the operator chooses where the IPv4 address sits, so none of
+    // it can be told public. Teredo carries an (obfuscated) IPv4 address too.
+    if s[..3] == [0x64, 0xff9b, 1] {
+        return Some("a local-use NAT64 network");
+    }
+    if s[..2] == [0x2001, 0] {
+        return Some("Teredo (IPv4 carried in IPv6)");
+    }
+    if s[..4] == [0x100, 0, 0, 0] {
+        return Some("the discard-only network");
+    }
+    if s[..3] == [0x2001, 2, 0] {
+        return Some("a benchmarking network");
+    }
     Some(match s[0] {
         x if x & 0xfe00 == 0xfc00 => "a unique local network",
         x if x & 0xffc0 == 0xfe80 => "link-local",
@@ -223,6 +237,17 @@ impl Guard {
     pub fn reqwest_resolver(&self) -> Arc<Guard> {
         Arc::new(self.clone())
     }
+
+    /// An HTTP client for the control plane's own requests to providers a non-admin chose:
+    /// names resolved through this guard, no redirects (one to an address literal would pass
+    /// by the resolver), and no proxy from the environment (`HTTP(S)_PROXY`: the proxy would
+    /// resolve the name itself, past the guard).
+    pub fn client_builder(&self) -> reqwest::ClientBuilder {
+        reqwest::Client::builder()
+            .dns_resolver(self.reqwest_resolver())
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+    }
 }
 
 impl reqwest::dns::Resolve for Guard {
@@ -308,6 +333,11 @@ mod tests {
             "::ffff:10.0.0.1",
             "::ffff:169.254.169.254",
             "64:ff9b::a9fe:a9fe",
+            "64:ff9b:1::a9fe:a9fe",
+            "64:ff9b:1:a9fe:a9fe::",
+            "2001:0:4136:e378:8000:63bf:3fff:fdd2",
+            "100::1",
+            "2001:2::1",
             "2002:7f00:1::",
             "::127.0.0.1",
             "224.0.0.1",
@@ -367,10 +397,7 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let guard = guard(&[]);
-        let client = reqwest::Client::builder()
-            .dns_resolver(guard.reqwest_resolver())
-            .build()
-            .unwrap();
+        let client = guard.client_builder().build().unwrap();
         for host in ["localhost", "metadata.internal"] {
             let err = client
                 .get(format!("http://{host}:{port}/"))
@@ -395,6 +422,38 @@ mod tests {
             reached.is_ok_and(|r| r.unwrap_or(false)),
             "an allowed network is reached"
         );
+    }
+
+    /// `HTTP_PROXY` in the control plane's environment must not carry requests to users'
+    /// providers past the guard (the proxy would resolve the name itself).
+    #[tokio::test]
+    async fn the_guarded_client_ignores_proxies_from_the_environment() {
+        let proxy = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let proxy_url = format!("http://{}", proxy.local_addr().unwrap());
+        // Set for this process only, for as long as one client is built; tests that build
+        // clients meanwhile reach loopback addresses, which NO_PROXY keeps direct.
+        std::env::set_var("NO_PROXY", "127.0.0.1,localhost,::1");
+        std::env::set_var("HTTP_PROXY", &proxy_url);
+        std::env::set_var("http_proxy", &proxy_url);
+        let client = guard(&[])
+            .client_builder()
+            .timeout(std::time::Duration::from_millis(500))
+            .build()
+            .unwrap();
+        std::env::remove_var("HTTP_PROXY");
+        std::env::remove_var("http_proxy");
+        let asked = tokio::spawn(async move {
+            tokio::time::timeout(std::time::Duration::from_secs(2), proxy.accept())
+                .await
+                .is_ok()
+        });
+        let err = client
+            .get("http://metadata.internal/latest/meta-data/")
+            .send()
+            .await
+            .expect_err("refused");
+        assert!(err.is_connect() || err.is_request(), "{err}");
+        assert!(!asked.await.unwrap(), "the proxy was never asked");
     }
 
     #[test]
