@@ -11,7 +11,7 @@ WASM := target/wasm32-wasip1/release/switchyard_filter.wasm
 CONFIG ?= switchyard.example.yaml
 CARGO ?= cargo
 
-.PHONY: all run test unit e2e bench chaos lint fmt wasm build toolchain envoy sdk bootstrap clean
+.PHONY: all run test unit e2e bench chaos lint fmt fuzz-build wasm build toolchain envoy sdk bootstrap clean
 
 all: build wasm
 
@@ -72,6 +72,10 @@ lint: toolchain
 
 fmt:
 	$(CARGO) fmt --all
+
+## Build every fuzz target of the filter (cargo-fuzz, installed if missing); CI runs this.
+fuzz-build:
+	scripts/fuzz-build.sh
 
 ## Regenerate envoy/bootstrap-xds.yaml from the example config (a test checks they agree).
 bootstrap:

@@ -168,6 +168,54 @@ pub struct Gateway {
     /// environment (`SWITCHYARD_DATAPLANE_KEY`, printed by `switchyard dataplane-key`).
     #[serde(default = "yes")]
     pub seal_provider_keys: bool,
+    /// The most of one provider answer the filter holds: a whole answer it translates, or one
+    /// stream event; more is a 502 (`provider_response_too_large`).
+    #[serde(default = "default_max_response_bytes")]
+    pub max_response_bytes: usize,
+    /// A client must send its request headers within this (seconds); then a 408.
+    #[serde(default = "default_request_headers_timeout")]
+    pub request_headers_timeout_secs: u64,
+    /// A client must send its whole request (headers and body) within this (seconds).
+    #[serde(default = "default_request_receive_timeout")]
+    pub request_receive_timeout_secs: u64,
+    /// A client connection with no request in flight is closed after this (seconds).
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout_secs: u64,
+    /// A request with no bytes moving either way for this long is ended (seconds); it must
+    /// allow for non-streamed answers of reasoning models, silent for minutes.
+    #[serde(default = "default_stream_idle_timeout")]
+    pub stream_idle_timeout_secs: u64,
+    /// Proxies in front of Envoy whose `X-Forwarded-For` entries are trusted (0: the client is
+    /// the peer address).
+    #[serde(default)]
+    pub trusted_hops: u32,
+    /// Most concurrent requests on one HTTP/2 client connection.
+    #[serde(default = "default_max_concurrent_streams")]
+    pub max_concurrent_streams: u32,
+}
+
+fn default_max_response_bytes() -> usize {
+    switchyard_filter::config::default_max_response_bytes()
+}
+
+fn default_request_headers_timeout() -> u64 {
+    10
+}
+
+fn default_request_receive_timeout() -> u64 {
+    60
+}
+
+fn default_idle_timeout() -> u64 {
+    60
+}
+
+fn default_stream_idle_timeout() -> u64 {
+    300
+}
+
+fn default_max_concurrent_streams() -> u32 {
+    128
 }
 
 impl Default for Gateway {
@@ -185,6 +233,13 @@ impl Default for Gateway {
             first_byte_timeout_secs: default_first_byte_timeout(),
             attempt_timeout_secs: 0,
             seal_provider_keys: true,
+            max_response_bytes: default_max_response_bytes(),
+            request_headers_timeout_secs: default_request_headers_timeout(),
+            request_receive_timeout_secs: default_request_receive_timeout(),
+            idle_timeout_secs: default_idle_timeout(),
+            stream_idle_timeout_secs: default_stream_idle_timeout(),
+            trusted_hops: 0,
+            max_concurrent_streams: default_max_concurrent_streams(),
         }
     }
 }

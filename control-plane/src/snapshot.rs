@@ -556,6 +556,7 @@ pub fn compute(
     let mut filter = FilterConfig {
         version: String::new(),
         max_body_bytes,
+        max_response_bytes: switchyard_filter::config::default_max_response_bytes(),
         keys: filter_keys,
         providers: filter_providers,
         models: model_routes.into_values().collect(),

@@ -248,12 +248,12 @@ providers:
     base_url: "{mock_base_url}"
     keys: [{{secret: "{PROVIDER_KEY}"}}]
     models: [gpt-4o-mini, text-embedding-3-small, gpt-image-1, mock-gated, mock-cut, mock-truncated,
-             mock-slow]
+             mock-slow, mock-held, mock-gzip]
   - name: claude
     kind: anthropic
     base_url: "{origin}"
     keys: [{{secret: "{PROVIDER_KEY}"}}]
-    models: [claude-sonnet-4-5, claude-overloaded, claude-rate-limited, claude-gated]
+    models: [claude-sonnet-4-5, claude-overloaded, claude-rate-limited, claude-gated, claude-huge]
   - name: gem
     kind: gemini
     base_url: "{origin}"
@@ -632,6 +632,8 @@ impl Stack {
                 "mock-metered",
                 "mock-keys",
                 "mock-slow",
+                "mock-held",
+                "mock-gzip",
                 "mock-proxied",
                 "mock-private",
             ],

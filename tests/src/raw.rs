@@ -26,13 +26,46 @@ impl RawResponse {
     }
 }
 
-/// Sends `request` (which should carry `connection: close`) and reads the whole response.
+/// Sends `request` (which should carry `connection: close`) and reads the whole response: up to
+/// its end as its framing says (length or last chunk), or until the connection closes.
 pub async fn exchange(addr: SocketAddr, request: &[u8]) -> RawResponse {
     let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
     stream.write_all(request).await.expect("write");
     let mut data = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut data)).await;
+    let read = async {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => data.extend_from_slice(&buf[..n]),
+            }
+            if complete(&data) {
+                return;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(10), read).await;
     parse(&data)
+}
+
+/// Whether `data` holds a whole response (not waiting for the server's delayed close).
+fn complete(data: &[u8]) -> bool {
+    let Some(split) = data.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return false;
+    };
+    let head = String::from_utf8_lossy(&data[..split]).to_ascii_lowercase();
+    let body = &data[split + 4..];
+    if let Some(length) = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse::<usize>().ok())
+    {
+        return body.len() >= length;
+    }
+    if head.contains("transfer-encoding: chunked") {
+        return body.ends_with(b"0\r\n\r\n");
+    }
+    false
 }
 
 fn parse(data: &[u8]) -> RawResponse {
@@ -85,4 +118,74 @@ fn dechunk(mut data: &[u8]) -> Vec<u8> {
         out.extend_from_slice(&data[start..end]);
         data = data.get(end + 2..).unwrap_or_default();
     }
+}
+
+/// One HTTP/2 exchange over cleartext TCP with prior knowledge (as `h2c` clients speak to the
+/// listener), with optional request trailers: the framing a hostile client may choose.
+pub async fn h2_exchange(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+    trailers: Option<&[(&str, &str)]>,
+) -> RawResponse {
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (client, connection) = h2::client::handshake(tcp).await.expect("h2 handshake");
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    let mut client = client.ready().await.expect("h2 ready");
+    let mut request = http::Request::builder()
+        .method(method)
+        .uri(format!("http://{addr}{path}"));
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let request = request.body(()).expect("request");
+    let no_body = body.is_empty() && trailers.is_none();
+    let (response, mut send) = client.send_request(request, no_body).expect("send");
+    if !body.is_empty() {
+        send.send_data(bytes::Bytes::copy_from_slice(body), trailers.is_none())
+            .expect("data");
+    }
+    if let Some(trailers) = trailers {
+        let mut map = http::HeaderMap::new();
+        for (name, value) in trailers {
+            map.insert(
+                http::HeaderName::from_bytes(name.as_bytes()).expect("trailer name"),
+                http::HeaderValue::from_str(value).expect("trailer value"),
+            );
+        }
+        send.send_trailers(map).expect("trailers");
+    }
+    let exchange = async {
+        let response = response.await.expect("response");
+        let status = response.status().as_u16();
+        let headers = response
+            .headers()
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_owned(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect();
+        let mut stream = response.into_body();
+        let mut body = Vec::new();
+        while let Some(chunk) = stream.data().await {
+            let chunk = chunk.expect("body");
+            let _ = stream.flow_control().release_capacity(chunk.len());
+            body.extend_from_slice(&chunk);
+        }
+        RawResponse {
+            status,
+            headers,
+            body,
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), exchange)
+        .await
+        .expect("an answer within 10 s")
 }

@@ -75,7 +75,8 @@ async fn client_errors_are_json_and_never_reach_the_provider() {
     let (s, b) = post_raw_body(&stack, Some("sk-not-a-real-key-000"), CHAT.as_bytes()).await;
     assert_error(s, &b, 401, "invalid_api_key");
     let (s, b) = post_raw_body(&stack, Some(LIMITED_KEY), CHAT.as_bytes()).await;
-    assert_error(s, &b, 403, "model_not_allowed");
+    // Outside the key's scope: the same answer as a model that does not exist.
+    assert_error(s, &b, 404, "model_not_found");
     let (s, b) = post_raw_body(
         &stack,
         Some(GATEWAY_KEY),

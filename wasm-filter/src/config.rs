@@ -9,12 +9,16 @@ use serde::{Deserialize, Serialize};
 pub use crate::rank::{BalanceWeights, Strategy, TargetStats};
 
 /// The whole configuration of one filter instance.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct FilterConfig {
     /// Opaque version of this configuration (logged, and echoed in the request record).
     pub version: String,
     /// Largest request body accepted, in bytes; bigger bodies get 413.
     pub max_body_bytes: usize,
+    /// The most of a provider's answer the filter holds at once: a whole answer it translates,
+    /// or one stream event. More is a 502 (`provider_response_too_large`).
+    #[serde(default = "default_max_response_bytes")]
+    pub max_response_bytes: usize,
     /// Gateway API keys, identified by the SHA-256 digest of their secret.
     #[serde(default)]
     pub keys: Vec<GatewayKey>,
@@ -34,6 +38,27 @@ pub struct FilterConfig {
     /// access log; one host call per request, so only when that log is on.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub record_state: bool,
+}
+
+impl Default for FilterConfig {
+    fn default() -> Self {
+        FilterConfig {
+            version: String::new(),
+            max_body_bytes: 0,
+            max_response_bytes: default_max_response_bytes(),
+            keys: Vec::new(),
+            providers: Vec::new(),
+            models: Vec::new(),
+            balance: BalanceWeights::default(),
+            records: None,
+            record_state: false,
+        }
+    }
+}
+
+/// 32 MiB: room for a batch of generated images in base64, far below what would strain a worker.
+pub fn default_max_response_bytes() -> usize {
+    32 << 20
 }
 
 /// Where the filter sends request records: batches of JSON lines, POSTed over an Envoy cluster
@@ -381,6 +406,27 @@ pub const LIMITED_HEADER: &str = "x-switchyard-limited";
 pub const CHARGE_STATE: &str = "switchyard_charge";
 /// The request's cost in micro-USD (the charge's hits).
 pub const COST_STATE: &str = "switchyard_cost";
+/// Set (to `openai`) on an OpenAI client's request that carries `anthropic-version` only because
+/// the filter added it for an Anthropic provider: Envoy's own error replies then take OpenAI's
+/// shape, not Anthropic's (whose clients are known by that header). Removed before the provider.
+pub const CLIENT_API_HEADER: &str = "x-switchyard-api";
+/// Every header the filter uses between its roles and Envoy (routing, limits) starts with this:
+/// Envoy removes all such headers from a client's request before any filter runs, so none can
+/// come from a client.
+pub const INTERNAL_HEADER_PREFIX: &str = "x-switchyard-";
+/// The response code details of the filter's own local replies: Envoy's local reply mappers
+/// leave these as they are and turn Envoy's own replies into JSON.
+pub const LOCAL_REPLY_DETAILS: &str = "switchyard";
+/// OpenAI's rate limit headers. A provider's (about the gateway's provider key) are removed at
+/// the route; the rate limit service sends the client's own under the same names.
+pub const RATE_LIMIT_HEADERS: [&str; 6] = [
+    "x-ratelimit-limit-requests",
+    "x-ratelimit-remaining-requests",
+    "x-ratelimit-reset-requests",
+    "x-ratelimit-limit-tokens",
+    "x-ratelimit-remaining-tokens",
+    "x-ratelimit-reset-tokens",
+];
 /// Response header by which the rate limit service says why it refused a request (its error
 /// code; `insufficient_credits` becomes 402). Removed before the client sees the answer.
 pub const REFUSAL_HEADER: &str = "x-switchyard-refusal";

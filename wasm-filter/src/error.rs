@@ -73,21 +73,14 @@ impl FilterError {
         )
     }
 
-    pub fn model_not_allowed(model: &str) -> Self {
-        Self::new(
-            403,
-            "permission_error",
-            "model_not_allowed",
-            format!("This API key may not use the model `{model}`."),
-        )
-    }
-
+    /// A model that does not exist, or that the key may not use: the same answer for both
+    /// (OpenAI's words), so that a scoped key cannot enumerate the gateway's models.
     pub fn unknown_model(model: &str) -> Self {
         Self::new(
             404,
             "not_found_error",
             "model_not_found",
-            format!("The model `{model}` does not exist."),
+            format!("The model `{model}` does not exist or you do not have access to it."),
         )
     }
 
@@ -127,6 +120,27 @@ impl FilterError {
         );
         e.source = ErrorSource::Internal;
         e
+    }
+
+    /// The provider answered compressed although the gateway asked for no encoding: its usage
+    /// cannot be read (the request would go unmetered) nor its answer translated.
+    pub fn provider_encoding() -> Self {
+        Self::new(
+            502,
+            "api_error",
+            "provider_encoding",
+            "The provider answered in an encoding the gateway does not accept.".into(),
+        )
+    }
+
+    /// The provider's answer is larger than the gateway holds to translate it.
+    pub fn provider_too_large(limit: usize) -> Self {
+        Self::new(
+            502,
+            "api_error",
+            "provider_response_too_large",
+            format!("The provider's answer exceeds the gateway's limit of {limit} bytes."),
+        )
     }
 
     /// No target of the model has what the request needs (`Capability` bits).
@@ -232,7 +246,7 @@ mod tests {
         assert_eq!(v["error"]["code"], "model_not_found");
         assert_eq!(
             v["error"]["message"],
-            "The model `gpt-\"9\"\n` does not exist."
+            "The model `gpt-\"9\"\n` does not exist or you do not have access to it."
         );
         assert!(v["error"]["param"].is_null());
         assert_eq!(e.status, 404);

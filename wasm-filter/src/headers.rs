@@ -4,7 +4,9 @@
 //! more than the work around it, so the filter reads all request headers with one call, keeps the
 //! host's serialised block as is (no string per header), and writes back only what changes.
 
-use crate::config::{CLUSTER_HEADER, LIMITED_HEADER, STREAM_HEADER};
+use crate::config::{
+    CLIENT_API_HEADER, CLUSTER_HEADER, LIMITED_HEADER, RATE_LIMIT_HEADERS, STREAM_HEADER,
+};
 
 /// A header map in proxy-wasm's serialised form, kept as the one buffer the host wrote:
 /// `count: u32le`, then `name_len: u32le, value_len: u32le` per pair, then each name and value
@@ -81,6 +83,7 @@ const DROPPED: &[&str] = &[
     CLUSTER_HEADER,
     STREAM_HEADER,
     LIMITED_HEADER,
+    CLIENT_API_HEADER,
 ];
 
 /// One change to the request headers.
@@ -107,6 +110,62 @@ pub fn changes<'a>(client: &HeaderBlock, set: &[(&'a str, &'a [u8])]) -> Vec<Cha
         }
     }
     out
+}
+
+/// Response headers of a provider's answer that reach the client: the answer's framing and type,
+/// when to retry, and the gateway's own request id and rate limit figures
+/// ([`RATE_LIMIT_HEADERS`]: the route removes the provider's). Everything else a provider sends stays behind: its cookies, organisation and
+/// project ids, its rate limits for the gateway's key, tracing and server details.
+const RESPONSE_ALLOWED: &[&str] = &[
+    ":status",
+    "content-type",
+    "content-length",
+    "transfer-encoding",
+    "date",
+    "cache-control",
+    "retry-after",
+    "retry-after-ms",
+    "x-should-retry",
+    "x-request-id",
+];
+
+/// Whether a provider's response header may reach the client.
+pub fn response_header_allowed(name: &[u8]) -> bool {
+    RESPONSE_ALLOWED
+        .iter()
+        .chain(RATE_LIMIT_HEADERS.iter())
+        .any(|a| a.as_bytes() == name)
+}
+
+/// The response headers to write: those of `provider` that are allowed and not in `set`, then
+/// `set` (`None` values remove). `None` when nothing changes.
+pub fn response_headers<'a>(
+    provider: &'a HeaderBlock,
+    set: &[(&'a str, Option<&'a [u8]>)],
+) -> Option<Vec<(&'a str, &'a [u8])>> {
+    let mut changed = false;
+    let mut out = Vec::with_capacity(12);
+    for (name, value) in provider.iter() {
+        let Ok(name) = std::str::from_utf8(name) else {
+            changed = true;
+            continue;
+        };
+        if !response_header_allowed(name.as_bytes()) {
+            changed = true;
+            continue;
+        }
+        match set.iter().find(|(n, _)| *n == name) {
+            Some((_, wanted)) => changed |= *wanted != Some(value),
+            None => out.push((name, value)),
+        }
+    }
+    for (name, value) in set {
+        if let Some(value) = value {
+            changed |= provider.find(name) != Some(*value);
+            out.push((name, value));
+        }
+    }
+    changed.then_some(out)
 }
 
 #[cfg(test)]
@@ -137,6 +196,37 @@ mod tests {
     fn block(list: &[(&str, &[u8])]) -> HeaderBlock {
         let pairs: Vec<(&[u8], &[u8])> = list.iter().map(|(k, v)| (k.as_bytes(), *v)).collect();
         HeaderBlock::new(serialize(&pairs))
+    }
+
+    #[test]
+    fn provider_response_headers_are_allow_listed() {
+        let block = HeaderBlock::new(serialize(&[
+            (b":status", b"200"),
+            (b"content-type", b"application/json"),
+            (b"set-cookie", b"__cf_bm=x"),
+            (b"openai-organization", b"org-1"),
+            (b"x-request-id", b"req_provider"),
+            (b"content-length", b"12"),
+        ]));
+        let out = response_headers(
+            &block,
+            &[
+                ("x-request-id", Some(b"ours".as_slice())),
+                ("content-length", None),
+            ],
+        )
+        .expect("changed");
+        let names: Vec<&str> = out.iter().map(|(n, _)| *n).collect();
+        assert_eq!(names, vec![":status", "content-type", "x-request-id"]);
+        assert_eq!(out[2].1, b"ours");
+        // Nothing to change: nothing written.
+        let clean = HeaderBlock::new(serialize(&[
+            (b":status", b"200"),
+            (b"x-request-id", b"ours"),
+        ]));
+        assert!(response_headers(&clean, &[("x-request-id", Some(b"ours".as_slice()))]).is_none());
+        assert!(!response_header_allowed(b"server"));
+        assert!(response_header_allowed(b"retry-after"));
     }
 
     #[test]

@@ -90,6 +90,77 @@ impl Endpoint {
     }
 }
 
+/// Content part types that are images: OpenAI's `image_url` (Chat Completions) and
+/// `input_image` (Responses), Anthropic's `image` block.
+const IMAGE_TYPES: [&str; 3] = ["image_url", "image", "input_image"];
+
+/// Whether any object inside `messages` has an image `type`, at any depth (Anthropic's tool
+/// results carry images too). The raw bytes decide when they can: no `image` and no escape (a
+/// client may write `"\u0069mage"`) means no image part; otherwise the value is walked as JSON,
+/// so spacing and escapes cannot hide a part, and text that merely mentions images does not
+/// count.
+fn carries_image(messages: &RawValue) -> bool {
+    let raw = messages.get().as_bytes();
+    if memchr::memmem::find(raw, b"image").is_none() && memchr::memmem::find(raw, b"\\u").is_none()
+    {
+        return false;
+    }
+    serde_json::from_str::<ImageSearch>(messages.get()).is_ok_and(|s| s.0)
+}
+
+/// A JSON value walked for an image part; true when one was found.
+struct ImageSearch(bool);
+
+impl<'de> Deserialize<'de> for ImageSearch {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = ImageSearch;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("JSON")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ImageSearch, A::Error> {
+                let mut found = false;
+                while let Some(key) = map.next_key::<Key<'de>>()? {
+                    if key.0 == "type" {
+                        let kind: serde_json::Value = map.next_value()?;
+                        found |= kind.as_str().is_some_and(|k| IMAGE_TYPES.contains(&k));
+                    } else {
+                        found |= map.next_value::<ImageSearch>()?.0;
+                    }
+                }
+                Ok(ImageSearch(found))
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<ImageSearch, A::Error> {
+                let mut found = false;
+                while let Some(item) = seq.next_element::<ImageSearch>()? {
+                    found |= item.0;
+                }
+                Ok(ImageSearch(found))
+            }
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<ImageSearch, E> {
+                Ok(ImageSearch(false))
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<ImageSearch, E> {
+                Ok(ImageSearch(false))
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<ImageSearch, E> {
+                Ok(ImageSearch(false))
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<ImageSearch, E> {
+                Ok(ImageSearch(false))
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<ImageSearch, E> {
+                Ok(ImageSearch(false))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<ImageSearch, E> {
+                Ok(ImageSearch(false))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
 /// Appends `s` percent-encoded as one path segment.
 pub fn push_path_segment(out: &mut String, s: &str) {
     for b in s.bytes() {
@@ -101,6 +172,14 @@ pub fn push_path_segment(out: &mut String, s: &str) {
         }
     }
 }
+
+/// Most top-level fields a request may have: every API the gateway serves has fewer than a
+/// hundred, and a client must not make the filter keep (and check) an unbounded number.
+pub const MAX_FIELDS: usize = 256;
+/// Up to this many fields, a new name is compared with each earlier one; beyond, a set is used.
+const LINEAR_SCAN_FIELDS: usize = 16;
+/// The parse error that becomes `too_many_fields` (see [`TopLevel::parse`]).
+const TOO_MANY_FIELDS: &str = "too many top-level fields";
 
 /// A top-level JSON object kept as (key, raw value) pairs in their original order.
 pub struct TopLevel<'a> {
@@ -116,11 +195,20 @@ impl<'de> Deserialize<'de> for TopLevel<'de> {
                 f.write_str("a JSON object")
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-                let mut fields: Vec<(Cow<'de, str>, &'de RawValue)> =
-                    Vec::with_capacity(map.size_hint().unwrap_or(8));
+                let mut fields: Vec<(Cow<'de, str>, &'de RawValue)> = Vec::with_capacity(16);
+                // Names seen so far, once there are too many to compare each new one with all
+                // (a client chooses how many: the check must stay linear).
+                let mut seen: Option<std::collections::HashSet<Cow<'de, str>>> = None;
                 while let Some(key) = map.next_key::<Key<'de>>()? {
+                    if fields.len() == MAX_FIELDS {
+                        return Err(de::Error::custom(TOO_MANY_FIELDS));
+                    }
                     let value: &'de RawValue = map.next_value()?;
-                    if fields.iter().any(|(k, _)| *k == key.0) {
+                    let duplicate = match &mut seen {
+                        Some(seen) => !seen.insert(key.0.clone()),
+                        None => fields.iter().any(|(k, _)| *k == key.0),
+                    };
+                    if duplicate {
                         // Two parsers may disagree on which duplicate wins: refuse the ambiguity.
                         return Err(de::Error::custom(format_args!(
                             "duplicate field `{}`",
@@ -128,6 +216,9 @@ impl<'de> Deserialize<'de> for TopLevel<'de> {
                         )));
                     }
                     fields.push((key.0, value));
+                    if seen.is_none() && fields.len() == LINEAR_SCAN_FIELDS {
+                        seen = Some(fields.iter().map(|(k, _)| k.clone()).collect());
+                    }
                 }
                 Ok(TopLevel { fields })
             }
@@ -170,6 +261,12 @@ impl<'a> TopLevel<'a> {
             FilterError::invalid_request("invalid_json", "The request body is not valid UTF-8.")
         })?;
         serde_json::from_str(text).map_err(|e| {
+            if e.is_data() && e.to_string().starts_with(TOO_MANY_FIELDS) {
+                return FilterError::invalid_request(
+                    "too_many_fields",
+                    format!("The request has more than {MAX_FIELDS} top-level fields."),
+                );
+            }
             FilterError::invalid_request(
                 "invalid_json",
                 format!("The request body is not valid JSON: {e}."),
@@ -210,8 +307,7 @@ impl<'a> TopLevel<'a> {
     }
 
     /// The capabilities the request needs of a target ([`Capability`] bits): function calling
-    /// when it offers tools, vision when a message carries an image (OpenAI's `image_url` part,
-    /// Anthropic's `image` block). Read from the raw JSON without parsing the messages.
+    /// when it offers tools, vision when a message carries an image (see [`carries_image`]).
     pub fn needs(&self) -> u8 {
         let offered = |key: &str| {
             self.get(key)
@@ -221,12 +317,8 @@ impl<'a> TopLevel<'a> {
         if offered("tools") || offered("functions") {
             needs |= Capability::FunctionCalling.bit();
         }
-        if let Some(messages) = self.get("messages") {
-            let raw = messages.get().as_bytes();
-            let has = |needle: &[u8]| raw.windows(needle.len()).any(|w| w == needle);
-            if has(b"\"image_url\"") || has(b"\"type\":\"image\"") || has(b"\"type\": \"image\"") {
-                needs |= Capability::Vision.bit();
-            }
+        if self.get("messages").is_some_and(carries_image) {
+            needs |= Capability::Vision.bit();
         }
         needs
     }
@@ -567,5 +659,46 @@ mod tests {
             ),
             0
         );
+        // Escapes and spacing do not hide a part (issue 16: capability detection fooled).
+        for hidden in [
+            r#"{"model":"m","messages":[{"role":"user","content":[{"type":"\u0069mage_url","image_url":{"url":"x"}}]}]}"#,
+            r#"{"model":"m","messages":[{"role":"user","content":[{"type" :  "image","source":{}}]}]}"#,
+            r#"{"model":"m","messages":[{"role":"user","content":[{"t\u0079pe":"image_url"}]}]}"#,
+            r#"{"model":"m","messages":[{"role":"user","content":[{"type":"tool_result","content":[{"type":"image"}]}]}]}"#,
+            r#"{"model":"m","messages":[{"role":"user","content":[{"type":"input_image","image_url":"x"}]}]}"#,
+        ] {
+            assert_eq!(needs(hidden), Capability::Vision.bit(), "{hidden}");
+        }
+    }
+
+    #[test]
+    fn top_level_fields_are_bounded_and_checked_in_linear_time() {
+        let mut body = String::from("{");
+        for i in 0..MAX_FIELDS {
+            body.push_str(&format!("\"k{i}\":{i},"));
+        }
+        body.push_str("\"model\":\"m\"}");
+        let e = TopLevel::parse(body.as_bytes()).err().expect("refused");
+        assert_eq!(e.code, "too_many_fields");
+        let mut body = String::from("{");
+        for i in 0..MAX_FIELDS - 1 {
+            body.push_str(&format!("\"k{i}\":{i},"));
+        }
+        let fine = format!("{body}\"model\":\"m\"}}");
+        assert_eq!(
+            TopLevel::parse(fine.as_bytes())
+                .expect("parses")
+                .get("k7")
+                .map(|v| v.get()),
+            Some("7")
+        );
+        // A duplicate far beyond the linear scan, and one written with an escape.
+        let late = format!("{body}\"k200\":1}}");
+        assert!(TopLevel::parse(late.as_bytes())
+            .err()
+            .expect("refused")
+            .message
+            .contains("duplicate"));
+        assert!(TopLevel::parse(br#"{"model":"a","mod\u0065l":"b"}"#).is_err());
     }
 }

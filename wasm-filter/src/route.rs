@@ -14,6 +14,7 @@ use crate::rank::{self, BalanceWeights, Rankable, Strategy, TargetStats};
 pub struct Index {
     pub version: String,
     pub max_body_bytes: usize,
+    pub max_response_bytes: usize,
     keys: Vec<KeyEntry>,
     key_by_digest: HashMap<[u8; 32], usize, BuildHasherDefault<DigestHasher>>,
     providers: Vec<Provider>,
@@ -229,6 +230,7 @@ impl Index {
         Ok(Index {
             version: cfg.version,
             max_body_bytes: cfg.max_body_bytes,
+            max_response_bytes: cfg.max_response_bytes,
             keys,
             key_by_digest,
             providers: cfg.providers,

@@ -3,13 +3,27 @@
 //! Events end at a blank line; lines end in LF, CRLF or CR (WHATWG HTML, "event stream
 //! interpretation"). Nothing is interpreted beyond framing and the `data` field.
 
+/// The longest event kept while it is incomplete: a provider chooses how long its events are,
+/// and one without an end must not grow the filter's memory without bound. Longer events are
+/// skipped (up to their end) and counted (see [`EventSplitter::skipped`]).
+pub const MAX_EVENT_BYTES: usize = 8 << 20;
+
 /// Splits a byte stream into whole events, carrying a partial event to the next chunk.
 #[derive(Debug, Default)]
 pub struct EventSplitter {
     pending: Vec<u8>,
+    /// Inside an event over [`MAX_EVENT_BYTES`]: its bytes are dropped until it ends; the last
+    /// bytes seen are kept to find an end split across chunks.
+    skipping: Option<Vec<u8>>,
+    skipped: u32,
 }
 
 impl EventSplitter {
+    /// How many events were too long and were skipped.
+    pub fn skipped(&self) -> u32 {
+        self.skipped
+    }
+
     /// Whether bytes of an unfinished event are waiting for the next chunk.
     pub fn has_pending(&self) -> bool {
         !self.pending.is_empty()
@@ -24,9 +38,28 @@ impl EventSplitter {
     /// terminating blank line, in order. Returns whether the chunk was consumed exactly at an
     /// event boundary with nothing carried in or out (the caller may then forward it untouched).
     pub fn feed(&mut self, chunk: &[u8], mut on_event: impl FnMut(&[u8])) -> bool {
+        if let Some(tail) = self.skipping.take() {
+            // Find where the oversized event ends (its tail joined to this chunk), then go on
+            // with what follows it.
+            let joined = [tail.as_slice(), chunk].concat();
+            // The first event found starts where the skipped one did: its end is ours.
+            let mut end = None;
+            split_events(&joined, &mut |e| {
+                end.get_or_insert(e.len());
+            });
+            let Some(end) = end else {
+                let keep = joined.len().saturating_sub(3);
+                self.skipping = Some(joined[keep..].to_vec());
+                return false;
+            };
+            let rest = &joined[end..];
+            let used = split_events(rest, &mut on_event);
+            self.keep_pending(&rest[used..]);
+            return false;
+        }
         if self.pending.is_empty() {
             let used = split_events(chunk, &mut on_event);
-            self.pending.extend_from_slice(&chunk[used..]);
+            self.keep_pending(&chunk[used..]);
             used == chunk.len()
         } else {
             self.pending.extend_from_slice(chunk);
@@ -34,8 +67,28 @@ impl EventSplitter {
             let used = split_events(&pending, &mut on_event);
             self.pending = pending;
             self.pending.drain(..used);
+            if self.pending.len() > MAX_EVENT_BYTES {
+                let tail = std::mem::take(&mut self.pending);
+                self.skip(&tail);
+            }
             false
         }
+    }
+
+    /// Keeps an unfinished event's bytes, or starts skipping it when it is too long already.
+    fn keep_pending(&mut self, rest: &[u8]) {
+        if rest.len() > MAX_EVENT_BYTES {
+            self.skip(rest);
+        } else {
+            self.pending.extend_from_slice(rest);
+        }
+    }
+
+    fn skip(&mut self, event_so_far: &[u8]) {
+        self.skipped = self.skipped.saturating_add(1);
+        self.pending = Vec::new();
+        let keep = event_so_far.len().saturating_sub(3);
+        self.skipping = Some(event_so_far[keep..].to_vec());
     }
 }
 
@@ -112,6 +165,27 @@ mod tests {
             s.feed(c, |e| events.push(e.to_vec()));
         }
         (events, s.take_pending())
+    }
+
+    #[test]
+    fn an_event_without_end_is_skipped_not_kept() {
+        let mut s = EventSplitter::default();
+        let mut events = Vec::new();
+        s.feed(b"data: a\n\ndata: ", |e| events.push(e.to_vec()));
+        let big = vec![b'x'; MAX_EVENT_BYTES / 4 + 1];
+        for _ in 0..5 {
+            s.feed(&big, |e| events.push(e.to_vec()));
+            assert!(s.pending.len() <= MAX_EVENT_BYTES, "bounded");
+        }
+        assert_eq!(s.skipped(), 1);
+        // Its end, split across chunks, then a normal event.
+        s.feed(b"xx\r\n", |e| events.push(e.to_vec()));
+        s.feed(b"\r\ndata: b\n\n", |e| events.push(e.to_vec()));
+        assert_eq!(
+            events,
+            vec![b"data: a\n\n".to_vec(), b"data: b\n\n".to_vec()]
+        );
+        assert!(!s.has_pending());
     }
 
     #[test]

@@ -50,9 +50,9 @@ impl OpenAiStream {
         self.usage
     }
 
-    /// Whether the stream reached `[DONE]`.
+    /// Whether the stream reached `[DONE]` with every event in it (none too long to keep).
     pub fn completed(&self) -> bool {
-        self.done
+        self.done && self.splitter.skipped() == 0
     }
 
     /// Handles one chunk as it arrives; whole events are forwarded, a partial one waits.

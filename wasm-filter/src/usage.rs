@@ -94,6 +94,225 @@ pub fn from_openai_body(body: &[u8]) -> Option<Usage> {
         .map(Usage::from)
 }
 
+/// Finds the value of one top-level field of a JSON object fed chunk by chunk, keeping nothing
+/// but that value: an answer passing through is read for its `usage` without being copied
+/// (a provider chooses how big its answer is). Keys written with escapes are understood; the
+/// last occurrence wins; a value over [`MAX_CAPTURE`] bytes is not kept.
+#[derive(Debug)]
+pub struct FieldScan {
+    name: &'static str,
+    depth: u32,
+    in_string: bool,
+    escaped: bool,
+    /// Whether the next string at depth 1 is a key.
+    expect_key: bool,
+    /// The key being read (at depth 1), up to a few bytes.
+    key: Option<Vec<u8>>,
+    /// The last key read matched `name`: its value is captured after the colon.
+    armed: bool,
+    /// The value being captured, and the last complete one.
+    capture: Option<Vec<u8>>,
+    found: Option<Vec<u8>>,
+}
+
+/// The most of one field's value [`FieldScan`] keeps.
+pub const MAX_CAPTURE: usize = 64 << 10;
+/// Longer keys cannot spell a field name (even fully escaped).
+const MAX_KEY: usize = 96;
+
+impl FieldScan {
+    pub fn new(name: &'static str) -> FieldScan {
+        FieldScan {
+            name,
+            depth: 0,
+            in_string: false,
+            escaped: false,
+            expect_key: false,
+            key: None,
+            armed: false,
+            capture: None,
+            found: None,
+        }
+    }
+
+    /// Reads one chunk of the body.
+    pub fn feed(&mut self, chunk: &[u8]) {
+        let mut i = 0;
+        while i < chunk.len() {
+            if self.in_string {
+                // Inside a string only quotes and backslashes matter: jump to the next one.
+                let Some(off) = memchr::memchr2(b'"', b'\\', &chunk[i..]) else {
+                    self.take(&chunk[i..]);
+                    return;
+                };
+                let at = i + off;
+                let b = chunk[at];
+                if self.escaped {
+                    self.escaped = false;
+                    self.take(&chunk[i..=i]);
+                    i += 1;
+                    continue;
+                }
+                self.take(&chunk[i..=at]);
+                if b == b'\\' {
+                    self.escaped = true;
+                } else {
+                    self.in_string = false;
+                    self.key_done();
+                }
+                i = at + 1;
+                continue;
+            }
+            let b = chunk[i];
+            match b {
+                b'"' => {
+                    self.in_string = true;
+                    if self.depth == 1 && self.expect_key {
+                        self.expect_key = false;
+                        self.key = Some(Vec::new());
+                    } else {
+                        self.start_value_if_armed();
+                        self.take(&chunk[i..=i]);
+                    }
+                }
+                b'{' | b'[' => {
+                    self.start_value_if_armed();
+                    self.take(&chunk[i..=i]);
+                    self.depth = self.depth.saturating_add(1);
+                    self.expect_key = b == b'{' && self.depth == 1;
+                }
+                b'}' | b']' => {
+                    self.depth = self.depth.saturating_sub(1);
+                    if self.depth >= 1 {
+                        self.take(&chunk[i..=i]);
+                    }
+                    if self.depth <= 1 {
+                        self.value_done();
+                    }
+                }
+                b',' if self.depth == 1 => {
+                    self.value_done();
+                    self.expect_key = true;
+                }
+                b':' if self.depth == 1 => {}
+                b' ' | b'\n' | b'\r' | b'\t' => {}
+                _ => {
+                    self.start_value_if_armed();
+                    self.take(&chunk[i..=i]);
+                }
+            }
+            i += 1;
+        }
+    }
+
+    /// The field's last complete value, if the object had it.
+    pub fn value(&self) -> Option<&[u8]> {
+        self.found.as_deref()
+    }
+
+    fn take(&mut self, bytes: &[u8]) {
+        if let Some(key) = &mut self.key {
+            if key.len() + bytes.len() <= MAX_KEY {
+                key.extend_from_slice(bytes);
+            } else {
+                key.clear();
+                key.push(0); // cannot match any more
+            }
+        } else if let Some(capture) = &mut self.capture {
+            if capture.len() + bytes.len() <= MAX_CAPTURE {
+                capture.extend_from_slice(bytes);
+            } else {
+                self.capture = None;
+                self.armed = false;
+            }
+        }
+    }
+
+    fn key_done(&mut self) {
+        let Some(mut key) = self.key.take() else {
+            return;
+        };
+        key.pop(); // the closing quote
+        self.armed = key == self.name.as_bytes()
+            || (key.contains(&b'\\')
+                && serde_json::from_slice::<String>(&[b"\"", key.as_slice(), b"\""].concat())
+                    .is_ok_and(|k| k == self.name));
+    }
+
+    fn start_value_if_armed(&mut self) {
+        if self.armed && self.depth == 1 && self.capture.is_none() {
+            self.armed = false;
+            self.capture = Some(Vec::new());
+        }
+    }
+
+    fn value_done(&mut self) {
+        if self.depth <= 1 {
+            if let Some(v) = self.capture.take() {
+                self.found = Some(v);
+            }
+        }
+    }
+}
+
+/// Usage from the value a [`FieldScan`] of `usage` found in an OpenAI-style answer.
+pub fn from_openai_usage_value(value: &[u8]) -> Option<Usage> {
+    serde_json::from_slice::<Option<OpenAiUsage>>(value)
+        .ok()
+        .flatten()
+        .map(Usage::from)
+}
+
+/// Tokens a stream has sent so far, estimated from the text in its events (about four bytes
+/// of text a token, at least one per piece of text): what a client that leaves before the
+/// provider's own count arrives is charged for. Reads the text-carrying fields of OpenAI's and
+/// Anthropic's stream events as they reach the client.
+pub fn estimate_streamed_tokens(events: &[u8]) -> u64 {
+    const FIELDS: [&[u8]; 8] = [
+        b"\"content\"",
+        b"\"text\"",
+        b"\"partial_json\"",
+        b"\"thinking\"",
+        b"\"arguments\"",
+        b"\"reasoning_content\"",
+        b"\"refusal\"",
+        b"\"reasoning\"",
+    ];
+    let mut tokens = 0u64;
+    for field in FIELDS {
+        for at in memchr::memmem::find_iter(events, field) {
+            let rest = trim_start(&events[at + field.len()..]);
+            let Some(rest) = rest.strip_prefix(b":") else {
+                continue;
+            };
+            let Some(text) = trim_start(rest).strip_prefix(b"\"") else {
+                continue;
+            };
+            let len = string_length(text);
+            if len > 0 {
+                tokens = tokens.saturating_add(len.div_ceil(4).max(1) as u64);
+            }
+        }
+    }
+    tokens
+}
+
+/// Bytes of a JSON string's contents up to its closing quote (escapes counted as written).
+fn string_length(text: &[u8]) -> usize {
+    let mut i = 0;
+    while let Some(off) = memchr::memchr2(b'"', b'\\', &text[i..]) {
+        let at = i + off;
+        if text[at] == b'"' {
+            return at;
+        }
+        i = at + 2;
+        if i >= text.len() {
+            break;
+        }
+    }
+    0
+}
+
 fn trim_start(b: &[u8]) -> &[u8] {
     let n = b
         .iter()
@@ -141,6 +360,71 @@ mod tests {
     fn usage_not_last_is_found_by_the_full_parse() {
         let body = br#"{"usage":{"prompt_tokens":1,"completion_tokens":2},"choices":[{"x":{"usage":null}}]}"#;
         assert_eq!(from_openai_body(body).map(|u| u.total), Some(3));
+    }
+
+    /// Feeds `body` to a scan in pieces cut at `cut` and returns what it found.
+    fn scan(body: &[u8], cut: usize) -> Option<Vec<u8>> {
+        let mut s = FieldScan::new("usage");
+        let (a, b) = body.split_at(cut.min(body.len()));
+        s.feed(a);
+        s.feed(b);
+        s.value().map(<[u8]>::to_vec)
+    }
+
+    #[test]
+    fn the_usage_field_is_found_at_every_split_without_keeping_the_body() {
+        let body = br#"{"id":"c","choices":[{"message":{"content":"say \"usage\": {\"x\":1}, \\"}}],
+            "usage" : {"prompt_tokens": 19, "completion_tokens": 10, "total_tokens": 29},"n":[1,{"usage":2}]}"#;
+        for cut in 0..=body.len() {
+            let v = scan(body, cut).expect("found");
+            let u = from_openai_usage_value(&v).expect("usage");
+            assert_eq!(
+                (u.prompt, u.completion, u.total),
+                (19, 10, 29),
+                "cut at {cut}"
+            );
+        }
+        // Escaped key, value last, null, absent, not an object, nested only.
+        let escaped = br#"{"usage":{"prompt_tokens":1,"completion_tokens":2}}"#;
+        assert_eq!(
+            from_openai_usage_value(&scan(escaped, 3).unwrap()).map(|u| u.total),
+            Some(3)
+        );
+        assert_eq!(scan(br#"{"usage":null}"#, 5).as_deref(), Some(&b"null"[..]));
+        assert_eq!(from_openai_usage_value(b"null"), None);
+        assert_eq!(scan(br#"{"choices":[]}"#, 4), None);
+        assert_eq!(scan(b"<html>usage</html>", 4), None);
+        assert_eq!(scan(br#"{"a":{"usage":{"prompt_tokens":1}}}"#, 7), None);
+        assert_eq!(
+            scan(br#"{"usage":7,"usage":{"prompt_tokens":4}}"#, 9).as_deref(),
+            Some(&br#"{"prompt_tokens":4}"#[..])
+        );
+    }
+
+    #[test]
+    fn an_oversized_usage_value_is_dropped() {
+        let mut body = b"{\"usage\":\"".to_vec();
+        body.extend(std::iter::repeat_n(b'a', MAX_CAPTURE + 10));
+        body.extend_from_slice(b"\"}");
+        assert_eq!(scan(&body, 100), None);
+    }
+
+    #[test]
+    fn streamed_text_is_estimated_at_about_four_bytes_a_token() {
+        let openai = br#"data: {"choices":[{"delta":{"content":"Hello there"}}]}
+
+data: {"choices":[{"delta":{"content": "!"}}]}
+
+data: {"choices":[{"delta":{"content":""}}]}
+
+"#;
+        assert_eq!(estimate_streamed_tokens(openai), 3 + 1);
+        let anthropic = br#"event: content_block_delta
+data: {"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"abcdefgh \"q\""}}
+
+"#;
+        assert_eq!(estimate_streamed_tokens(anthropic), 4);
+        assert_eq!(estimate_streamed_tokens(b"data: [DONE]\n\n"), 0);
     }
 
     #[test]

@@ -4,12 +4,13 @@
 use std::path::Path;
 
 use envoy_types::pb::envoy::config::accesslog::v3::{
-    access_log, access_log_filter, AccessLog, AccessLogFilter, AndFilter, HeaderFilter,
-    ResponseFlagFilter,
+    access_log, access_log_filter, comparison_filter, AccessLog, AccessLogFilter, AndFilter,
+    ComparisonFilter, HeaderFilter, ResponseFlagFilter, StatusCodeFilter,
 };
 use envoy_types::pb::envoy::config::bootstrap::v3::{bootstrap, Bootstrap};
 use envoy_types::pb::envoy::config::cluster::v3::{circuit_breakers, CircuitBreakers};
 use envoy_types::pb::envoy::config::cluster::v3::{cluster, Cluster};
+use envoy_types::pb::envoy::config::common::mutation_rules::v3::{header_mutation, HeaderMutation};
 use envoy_types::pb::envoy::config::core::v3::{
     address, async_data_source, config_source, data_source, socket_address, transport_socket,
     Address, AggregatedConfigSource, ApiVersion, AsyncDataSource, ConfigSource, DataSource,
@@ -18,17 +19,21 @@ use envoy_types::pb::envoy::config::core::v3::{
 };
 use envoy_types::pb::envoy::config::core::v3::{grpc_service, GrpcService};
 use envoy_types::pb::envoy::config::core::v3::{health_check, HealthCheck, Metadata};
+use envoy_types::pb::envoy::config::core::v3::{
+    http_protocol_options, Http2ProtocolOptions, HttpProtocolOptions, RuntimeUInt32,
+};
 use envoy_types::pb::envoy::config::endpoint::v3::{
     lb_endpoint, ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints,
 };
 use envoy_types::pb::envoy::config::listener::v3::{filter, Filter, FilterChain, Listener};
 use envoy_types::pb::envoy::config::ratelimit::v3::RateLimitServiceConfig;
 use envoy_types::pb::envoy::config::route::v3::{
-    header_matcher, route, route_action, route_match, HeaderMatcher, Route, RouteAction,
-    RouteConfiguration, RouteMatch, VirtualHost,
+    header_matcher, route, route_action, route_match, DirectResponseAction, HeaderMatcher, Route,
+    RouteAction, RouteConfiguration, RouteMatch, VirtualHost,
 };
 use envoy_types::pb::envoy::config::route::v3::{rate_limit, RateLimit};
 use envoy_types::pb::envoy::config::route::v3::{retry_policy, RetryPolicy};
+use envoy_types::pb::envoy::extensions::access_loggers::filters::cel::v3::ExpressionFilter as CelFilter;
 use envoy_types::pb::envoy::extensions::access_loggers::stream::v3::{
     stdout_access_log, StdoutAccessLog,
 };
@@ -43,6 +48,7 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
     http_connection_manager, http_filter, HttpConnectionManager, HttpFilter, LocalReplyConfig, Rds,
     ResponseMapper,
 };
+use envoy_types::pb::envoy::extensions::http::early_header_mutation::header_mutation::v3::HeaderMutation as EarlyHeaderMutation;
 use envoy_types::pb::envoy::extensions::rate_limit_descriptors::expr::v3::{
     descriptor as expr_descriptor, Descriptor as ExprDescriptor,
 };
@@ -66,7 +72,8 @@ use envoy_types::pb::google::protobuf::{
 use envoy_types::util::pack_any;
 use switchyard_filter::config::{CHARGE_STATE, COST_STATE, LIMITED_HEADER};
 use switchyard_filter::config::{
-    CLUSTER_HEADER, METADATA_NAMESPACE, STREAM_HEADER, UPSTREAM_ROOT_ID,
+    CLIENT_API_HEADER, CLUSTER_HEADER, INTERNAL_HEADER_PREFIX, LOCAL_REPLY_DETAILS,
+    METADATA_NAMESPACE, RATE_LIMIT_HEADERS, STREAM_HEADER, UPSTREAM_ROOT_ID,
 };
 
 use crate::config::Gateway;
@@ -216,6 +223,38 @@ fn listener(gw: &Gateway, delivery: Delivery, state: &GatewayState) -> Listener 
     let hcm = HttpConnectionManager {
         stat_prefix: "switchyard".into(),
         route_specifier: Some(route_specifier),
+        // Before any filter and before the route is chosen, whatever the framing (trailers,
+        // HTTP/2, pipelining): a client's `x-switchyard-*` headers (routing, limits) and
+        // `x-envoy-*` headers (Envoy's own retry, timeout and tracing controls) are removed, so
+        // those the filter and Envoy act on can only be their own.
+        early_header_mutation_extensions: vec![strip_internal_headers()],
+        // The client is the peer (or what `trusted_hops` proxies in front say it is), never a
+        // forwarded-for header it wrote itself.
+        use_remote_address: Some(BoolValue { value: true }),
+        xff_num_trusted_hops: gw.trusted_hops,
+        // Slow clients hold no resources for long: headers, then the whole request, must
+        // arrive in time; idle connections are closed.
+        request_headers_timeout: Some(seconds(gw.request_headers_timeout_secs.max(1))),
+        request_timeout: Some(seconds(gw.request_receive_timeout_secs.max(1))),
+        common_http_protocol_options: Some(HttpProtocolOptions {
+            idle_timeout: Some(seconds(gw.idle_timeout_secs.max(1))),
+            max_headers_count: Some(UInt32Value { value: 100 }),
+            // `x_switchyard_cluster` is not our header, but some servers read it as if it were.
+            headers_with_underscores_action:
+                http_protocol_options::HeadersWithUnderscoresAction::DropHeader as i32,
+            ..Default::default()
+        }),
+        http2_protocol_options: Some(Http2ProtocolOptions {
+            max_concurrent_streams: Some(UInt32Value {
+                value: gw.max_concurrent_streams.clamp(1, 1024),
+            }),
+            // Envoy's defaults (256 MiB) let one connection push far more than one request.
+            initial_stream_window_size: Some(UInt32Value { value: 1 << 20 }),
+            initial_connection_window_size: Some(UInt32Value { value: 2 << 20 }),
+            ..Default::default()
+        }),
+        normalize_path: Some(BoolValue { value: true }),
+        merge_slashes: true,
         http_filters: vec![
             HttpFilter {
                 name: FILTER_NAME.into(),
@@ -234,25 +273,32 @@ fn listener(gw: &Gateway, delivery: Delivery, state: &GatewayState) -> Listener 
             },
             HttpFilter {
                 name: "envoy.filters.http.router".into(),
-                config_type: Some(http_filter::ConfigType::TypedConfig(pack_any(
-                    Router::default(),
-                ))),
+                config_type: Some(http_filter::ConfigType::TypedConfig(pack_any(Router {
+                    // No `x-envoy-*` headers to providers (timeouts, attempt counts) nor to
+                    // clients (upstream service time).
+                    suppress_envoy_headers: true,
+                    ..Default::default()
+                }))),
                 ..Default::default()
             },
         ],
         access_log,
-        local_reply_config: Some(upstream_failure_replies()),
-        // LLM answers stream for minutes; the route's timeout bounds a request instead.
-        stream_idle_timeout: Some(seconds(gw.request_timeout_secs.max(300))),
+        local_reply_config: Some(local_replies()),
+        // LLM answers stream for minutes (and a reasoning model's whole answer may be silent
+        // that long); the route's timeout bounds a request as a whole.
+        stream_idle_timeout: Some(seconds(gw.stream_idle_timeout_secs.max(1))),
         ..Default::default()
     };
     Listener {
         name: LISTENER_NAME.into(),
         address: Some(socket(&gw.listen.ip().to_string(), gw.listen.port())),
         // The filter buffers request bodies up to its own limit and answers 413 in JSON;
-        // Envoy's buffer must not give up first.
+        // Envoy's buffer must not give up first. A translated answer passes through it one
+        // upstream read at a time (the filter keeps what it needs and drains it), and those
+        // reads are bounded by the provider clusters' buffer limit.
         per_connection_buffer_limit_bytes: Some(UInt32Value {
-            value: u32::try_from(gw.max_body_bytes + 64 * 1024).unwrap_or(u32::MAX),
+            value: u32::try_from(gw.max_body_bytes.max(UPSTREAM_BUFFER_BYTES) + 64 * 1024)
+                .unwrap_or(u32::MAX),
         }),
         filter_chains: vec![FilterChain {
             filters: vec![Filter {
@@ -264,6 +310,59 @@ fn listener(gw: &Gateway, delivery: Delivery, state: &GatewayState) -> Listener 
         ..Default::default()
     }
 }
+
+/// The most Envoy reads from a provider connection before the answer moves on (the provider
+/// clusters' buffer limit): one chunk of an answer is never larger.
+const UPSTREAM_BUFFER_BYTES: usize = 1 << 20;
+
+/// The early header mutation that removes every internal header a client sent (see the
+/// listener).
+fn strip_internal_headers() -> TypedExtensionConfig {
+    let prefix = |p: &str| HeaderMutation {
+        action: Some(header_mutation::Action::RemoveOnMatch(
+            header_mutation::RemoveOnMatch {
+                key_matcher: Some(StringMatcher {
+                    match_pattern: Some(string_matcher::MatchPattern::Prefix(p.into())),
+                    ..Default::default()
+                }),
+            },
+        )),
+    };
+    TypedExtensionConfig {
+        name: "envoy.http.early_header_mutation.header_mutation".into(),
+        typed_config: Some(pack_any(EarlyHeaderMutation {
+            mutations: vec![prefix(INTERNAL_HEADER_PREFIX), prefix("x-envoy-")],
+        })),
+    }
+}
+
+/// Client request headers that never reach a provider: its cookies and proxy credentials, where
+/// it connects from, the encodings it accepts (an answer must arrive uncompressed: its usage is
+/// read and it may be translated), and account headers of its own SDK's environment (the
+/// provider gets the gateway's credentials, not a client's organisation). The internal headers
+/// the filter writes for the route go too.
+const REQUEST_HEADERS_NOT_FORWARDED: &[&str] = &[
+    CLUSTER_HEADER,
+    STREAM_HEADER,
+    LIMITED_HEADER,
+    CLIENT_API_HEADER,
+    "cookie",
+    "proxy-authorization",
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-port",
+    "x-forwarded-proto",
+    "x-real-ip",
+    "via",
+    "accept-encoding",
+    "te",
+    "openai-organization",
+    "openai-project",
+    // Added by Envoy itself at the edge.
+    "x-envoy-external-address",
+    "x-envoy-internal",
+];
 
 /// The rate limit filter: asks the control plane, allows requests when it cannot be reached
 /// in time (limits must not take the gateway down with the control plane).
@@ -345,11 +444,14 @@ fn rate_limits() -> Vec<RateLimit> {
     ]
 }
 
-/// Envoy's own replies when a provider cannot be reached (connect failure, reset, timeout, no
-/// cluster) become JSON errors: Anthropic-shaped for Anthropic clients, OpenAI-shaped otherwise.
-/// Only replies carrying an upstream-failure response flag are mapped: the filter's own local
-/// replies carry none and pass untouched. The first mapper that matches wins.
-fn upstream_failure_replies() -> LocalReplyConfig {
+/// Every local reply is JSON in the client's API shape. The filter's own replies (response code
+/// details [`LOCAL_REPLY_DETAILS`]) and the rate limit service's refusals are already, and pass
+/// as they are; Envoy's own replies are mapped: upstream failures (connect failure, reset,
+/// timeout) by their response flags, everything else (malformed HTTP, slow or oversized
+/// requests, overload, no route) by status. Anthropic clients (requests with
+/// `anthropic-version`) get Anthropic's shape, the rest OpenAI's. The first mapper that matches
+/// wins.
+fn local_replies() -> LocalReplyConfig {
     /// A constant JSON body. As text, not as a `Struct`: a `Struct`'s fields are a hash map
     /// whose encoding order changes from build to build, and so would the listener's version.
     fn json_body(body: serde_json::Value) -> SubstitutionFormatString {
@@ -367,75 +469,227 @@ fn upstream_failure_replies() -> LocalReplyConfig {
         }
     }
     /// `{"error":{"message","type","param","code"}}`
-    fn openai_body(message: &str, code: &str) -> SubstitutionFormatString {
+    fn openai_body(message: &str, kind: &str, code: &str) -> SubstitutionFormatString {
         json_body(serde_json::json!({
-            "error": {"message": message, "type": "api_error", "param": null, "code": code}
+            "error": {"message": message, "type": kind, "param": null, "code": code}
         }))
     }
     /// `{"type":"error","error":{"type","message"}}`
-    fn anthropic_body(message: &str) -> SubstitutionFormatString {
+    fn anthropic_body(message: &str, kind: &str) -> SubstitutionFormatString {
         json_body(serde_json::json!({
             "type": "error",
-            "error": {"type": "api_error", "message": message}
+            "error": {"type": kind, "message": message}
         }))
     }
-    fn on_flags(flags: &[&str]) -> AccessLogFilter {
+    fn filter(specifier: access_log_filter::FilterSpecifier) -> AccessLogFilter {
         AccessLogFilter {
-            filter_specifier: Some(access_log_filter::FilterSpecifier::ResponseFlagFilter(
-                ResponseFlagFilter {
-                    flags: flags.iter().map(|f| (*f).to_owned()).collect(),
-                },
-            )),
+            filter_specifier: Some(specifier),
         }
+    }
+    fn cel(expression: &str) -> AccessLogFilter {
+        filter(access_log_filter::FilterSpecifier::ExtensionFilter(
+            envoy_types::pb::envoy::config::accesslog::v3::ExtensionFilter {
+                name: "envoy.access_loggers.extension_filters.cel".into(),
+                config_type: Some(
+                    envoy_types::pb::envoy::config::accesslog::v3::extension_filter::ConfigType::TypedConfig(
+                        pack_any(CelFilter {
+                            expression: expression.into(),
+                            ..Default::default()
+                        }),
+                    ),
+                ),
+            },
+        ))
+    }
+    fn on_flags(flags: &[&str]) -> AccessLogFilter {
+        filter(access_log_filter::FilterSpecifier::ResponseFlagFilter(
+            ResponseFlagFilter {
+                flags: flags.iter().map(|f| (*f).to_owned()).collect(),
+            },
+        ))
+    }
+    fn on_status(status: u32) -> AccessLogFilter {
+        filter(access_log_filter::FilterSpecifier::StatusCodeFilter(
+            StatusCodeFilter {
+                comparison: Some(ComparisonFilter {
+                    op: comparison_filter::Op::Eq as i32,
+                    value: Some(RuntimeUInt32 {
+                        default_value: status,
+                        runtime_key: "switchyard.local_reply.status".into(),
+                    }),
+                }),
+            },
+        ))
     }
     /// Requests from Anthropic clients. `:path` cannot tell (the filter has rewritten it to the
     /// provider's by now); `anthropic-version`, which every Anthropic SDK sends and the filter
     /// keeps, can.
-    fn from_anthropic_client(flags: &[&str]) -> AccessLogFilter {
-        let header = AccessLogFilter {
-            filter_specifier: Some(access_log_filter::FilterSpecifier::HeaderFilter(
+    fn from_anthropic_client(and: AccessLogFilter) -> AccessLogFilter {
+        let present = |name: &str, invert_match: bool| {
+            filter(access_log_filter::FilterSpecifier::HeaderFilter(
                 HeaderFilter {
                     header: Some(HeaderMatcher {
-                        name: "anthropic-version".into(),
+                        name: name.into(),
                         header_match_specifier: Some(
                             header_matcher::HeaderMatchSpecifier::PresentMatch(true),
                         ),
+                        invert_match,
                         ..Default::default()
                     }),
                 },
-            )),
+            ))
         };
-        AccessLogFilter {
-            filter_specifier: Some(access_log_filter::FilterSpecifier::AndFilter(AndFilter {
-                filters: vec![header, on_flags(flags)],
-            })),
-        }
+        filter(access_log_filter::FilterSpecifier::AndFilter(AndFilter {
+            // The filter marks OpenAI clients' requests to Anthropic providers, which carry
+            // `anthropic-version` too.
+            filters: vec![
+                present("anthropic-version", false),
+                present(CLIENT_API_HEADER, true),
+                and,
+            ],
+        }))
     }
-    const TIMEOUT: &[&str] = &["UT"];
-    const UNREACHABLE: &[&str] = &["UF", "UH", "UO", "URX", "UC", "NR", "NC"];
-    const TIMEOUT_TEXT: &str = "The provider did not answer in time.";
-    const UNREACHABLE_TEXT: &str = "The provider could not be reached.";
-    let mapper = |filter, body| ResponseMapper {
+    let mapper = |filter, body, status: Option<u32>| ResponseMapper {
         filter: Some(filter),
-        body_format_override: Some(body),
+        status_code: status.map(|value| UInt32Value { value }),
+        body_format_override: body,
         ..Default::default()
     };
+    let mut mappers = vec![
+        // Already in the client's shape.
+        mapper(
+            cel(&format!(
+                "response.code_details == '{LOCAL_REPLY_DETAILS}' || response.code_details == 'request_rate_limited'"
+            )),
+            None,
+            None,
+        ),
+    ];
+    const TIMEOUT: &[&str] = &["UT"];
+    const UNREACHABLE: &[&str] = &["UF", "UH", "UO", "URX", "UC", "NC"];
+    const TIMEOUT_TEXT: &str = "The provider did not answer in time.";
+    const UNREACHABLE_TEXT: &str = "The provider could not be reached.";
+    for (flags, text, code) in [
+        (TIMEOUT, TIMEOUT_TEXT, "provider_timeout"),
+        (UNREACHABLE, UNREACHABLE_TEXT, "provider_unreachable"),
+    ] {
+        mappers.push(mapper(
+            from_anthropic_client(on_flags(flags)),
+            Some(anthropic_body(text, "api_error")),
+            None,
+        ));
+        mappers.push(mapper(
+            on_flags(flags),
+            Some(openai_body(text, "api_error", code)),
+            None,
+        ));
+    }
+    // An answer too large for Envoy's buffers is the provider's doing, not a gateway fault.
+    let too_large = "The provider's answer is too large.";
+    mappers.push(mapper(
+        from_anthropic_client(cel("response.code_details == 'response_payload_too_large'")),
+        Some(anthropic_body(too_large, "api_error")),
+        Some(502),
+    ));
+    mappers.push(mapper(
+        cel("response.code_details == 'response_payload_too_large'"),
+        Some(openai_body(
+            too_large,
+            "api_error",
+            "provider_response_too_large",
+        )),
+        Some(502),
+    ));
+    // (status, OpenAI code, Anthropic type, message)
+    const BY_STATUS: &[(u32, &str, &str, &str)] = &[
+        (
+            400,
+            "invalid_request",
+            "invalid_request_error",
+            "The request could not be read as HTTP.",
+        ),
+        (404, "unknown_path", "not_found_error", "Unknown API path."),
+        (
+            408,
+            "request_timeout",
+            "timeout_error",
+            "The request did not arrive in time.",
+        ),
+        (
+            413,
+            "request_too_large",
+            "request_too_large",
+            "The request is larger than the gateway accepts.",
+        ),
+        (
+            414,
+            "request_too_large",
+            "request_too_large",
+            "The request's path is too long.",
+        ),
+        (
+            429,
+            "rate_limit_exceeded",
+            "rate_limit_error",
+            "Too many requests; try again shortly.",
+        ),
+        (
+            431,
+            "request_headers_too_large",
+            "invalid_request_error",
+            "The request's headers are too large.",
+        ),
+        (
+            500,
+            "gateway_error",
+            "api_error",
+            "The gateway could not handle the request.",
+        ),
+        (
+            502,
+            "provider_error",
+            "api_error",
+            "The provider's answer could not be read.",
+        ),
+        (
+            503,
+            "overloaded",
+            "overloaded_error",
+            "The gateway is overloaded; try again shortly.",
+        ),
+        (504, "provider_timeout", "timeout_error", TIMEOUT_TEXT),
+    ];
+    for (status, code, anthropic_type, text) in BY_STATUS {
+        let kind = if *status >= 500 {
+            "api_error"
+        } else {
+            "invalid_request_error"
+        };
+        mappers.push(mapper(
+            from_anthropic_client(on_status(*status)),
+            Some(anthropic_body(text, anthropic_type)),
+            None,
+        ));
+        mappers.push(mapper(
+            on_status(*status),
+            Some(openai_body(text, kind, code)),
+            None,
+        ));
+    }
+    // Anything else Envoy might say.
+    let other = "The gateway could not handle the request.";
+    mappers.push(mapper(
+        from_anthropic_client(cel("true")),
+        Some(anthropic_body(other, "api_error")),
+        None,
+    ));
+    mappers.push(mapper(
+        cel("true"),
+        Some(openai_body(other, "api_error", "gateway_error")),
+        None,
+    ));
     LocalReplyConfig {
-        mappers: vec![
-            mapper(from_anthropic_client(TIMEOUT), anthropic_body(TIMEOUT_TEXT)),
-            mapper(
-                from_anthropic_client(UNREACHABLE),
-                anthropic_body(UNREACHABLE_TEXT),
-            ),
-            mapper(
-                on_flags(TIMEOUT),
-                openai_body(TIMEOUT_TEXT, "provider_timeout"),
-            ),
-            mapper(
-                on_flags(UNREACHABLE),
-                openai_body(UNREACHABLE_TEXT, "provider_unreachable"),
-            ),
-        ],
+        mappers,
         ..Default::default()
     }
 }
@@ -485,11 +739,16 @@ fn route_config(gw: &Gateway, state: &GatewayState) -> RouteConfiguration {
                 ..Default::default()
             }),
             action: Some(action(retry_policy)),
-            request_headers_to_remove: vec![
-                CLUSTER_HEADER.into(),
-                STREAM_HEADER.into(),
-                LIMITED_HEADER.into(),
-            ],
+            request_headers_to_remove: REQUEST_HEADERS_NOT_FORWARDED
+                .iter()
+                .map(|h| (*h).to_owned())
+                .collect(),
+            // The provider's rate limits for the gateway's key go as the answer arrives,
+            // before the rate limit filter adds the client's own under the same names.
+            response_headers_to_remove: RATE_LIMIT_HEADERS
+                .iter()
+                .map(|h| (*h).to_owned())
+                .collect(),
             ..Default::default()
         };
         let mut with_limits = base.clone();
@@ -537,7 +796,32 @@ fn route_config(gw: &Gateway, state: &GatewayState) -> RouteConfiguration {
             (gw.attempt_timeout_secs > 0).then(|| seconds(gw.attempt_timeout_secs));
         route(vec![to_failover], Some(answer));
     }
-    route(Vec::new(), None);
+    // Single-target models go to their provider's cluster; nothing else is routed: a request
+    // the filter did not send on (whatever headers it carries) meets the JSON 404 below and can
+    // never reach an internal cluster such as the control plane's.
+    route(
+        vec![header(
+            CLUSTER_HEADER,
+            header_matcher::HeaderMatchSpecifier::StringMatch(StringMatcher {
+                match_pattern: Some(string_matcher::MatchPattern::Prefix(
+                    crate::snapshot::cluster_name(""),
+                )),
+                ..Default::default()
+            }),
+        )],
+        None,
+    );
+    routes.push(Route {
+        r#match: Some(RouteMatch {
+            path_specifier: Some(route_match::PathSpecifier::Prefix("/".into())),
+            ..Default::default()
+        }),
+        action: Some(route::Action::DirectResponse(DirectResponseAction {
+            status: 404,
+            ..Default::default()
+        })),
+        ..Default::default()
+    });
     RouteConfiguration {
         name: ROUTE_NAME.into(),
         virtual_hosts: vec![VirtualHost {
@@ -733,6 +1017,9 @@ fn provider_cluster(gw: &Gateway, c: &ProviderCluster) -> Cluster {
         transport_socket,
         health_checks,
         circuit_breakers: Some(generous_limits()),
+        per_connection_buffer_limit_bytes: Some(UInt32Value {
+            value: UPSTREAM_BUFFER_BYTES as u32,
+        }),
         // No outlier detection: an ejected endpoint is not even tried as a fallback, and a
         // target ejected while failing stays out after it has recovered (ejections grow to
         // minutes); when the one target Envoy still trusts fails too, requests fail that a
@@ -837,6 +1124,7 @@ fn wasm_filter(gw: &Gateway, state: &GatewayState, wasm_path: &Path) -> Wasm {
     // Envoy's own access log shows each request's record when it is on.
     let mut filter = state.filter.clone();
     filter.record_state = gw.access_log;
+    filter.max_response_bytes = gw.max_response_bytes.max(64 << 10);
     let configuration = serde_json::to_string(&filter).unwrap_or_default();
     Wasm {
         config: Some(PluginConfig {
@@ -1138,10 +1426,10 @@ mod tests {
         let all = &routes.virtual_hosts[0].routes;
         assert_eq!(
             all.len(),
-            6,
-            "streamed and not, then the default; each for limited keys first"
+            7,
+            "streamed and not, then the default; each for limited keys first; then the 404"
         );
-        for pair in all.chunks(2) {
+        for pair in all[..6].chunks(2) {
             let (limited, plain) = (&pair[0], &pair[1]);
             assert_eq!(limited.action, plain.action);
             let headers = |r: &Route| r.r#match.as_ref().unwrap().headers.len();
@@ -1176,6 +1464,124 @@ mod tests {
         );
         assert!(retry(1).unwrap().per_try_idle_timeout.is_none());
         assert!(retry(2).is_none(), "a single target is not retried");
+    }
+
+    fn hcm(r: &Resources) -> HttpConnectionManager {
+        let listener = Listener::decode(r.listeners[0].1.value.as_slice()).unwrap();
+        let Some(filter::ConfigType::TypedConfig(any)) =
+            &listener.filter_chains[0].filters[0].config_type
+        else {
+            panic!("typed config")
+        };
+        HttpConnectionManager::decode(any.value.as_slice()).unwrap()
+    }
+
+    /// Issue 16: what a client sends cannot reach the filter's routing and limit headers nor
+    /// Envoy's own controls, and slow clients are cut off.
+    #[test]
+    fn the_listener_strips_internal_headers_before_any_filter() {
+        let r = resources(&Gateway::default(), &state(), Path::new("/x.wasm"));
+        let hcm = hcm(&r);
+        let early = &hcm.early_header_mutation_extensions[0];
+        let mutation =
+            EarlyHeaderMutation::decode(early.typed_config.as_ref().unwrap().value.as_slice())
+                .unwrap();
+        let prefixes: Vec<String> = mutation
+            .mutations
+            .iter()
+            .filter_map(|m| match &m.action {
+                Some(header_mutation::Action::RemoveOnMatch(r)) => {
+                    match r.key_matcher.as_ref()?.match_pattern.as_ref()? {
+                        string_matcher::MatchPattern::Prefix(p) => Some(p.clone()),
+                        _ => None,
+                    }
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(prefixes, vec!["x-switchyard-", "x-envoy-"]);
+        for internal in [
+            CLUSTER_HEADER,
+            STREAM_HEADER,
+            LIMITED_HEADER,
+            CLIENT_API_HEADER,
+        ] {
+            assert!(internal.starts_with(INTERNAL_HEADER_PREFIX), "{internal}");
+        }
+        assert_eq!(hcm.use_remote_address, Some(BoolValue { value: true }));
+        assert_eq!(hcm.request_headers_timeout.unwrap().seconds, 10);
+        assert_eq!(hcm.request_timeout.unwrap().seconds, 60);
+        let common = hcm.common_http_protocol_options.unwrap();
+        assert_eq!(common.idle_timeout.unwrap().seconds, 60);
+        let router = hcm.http_filters.last().unwrap();
+        let Some(http_filter::ConfigType::TypedConfig(any)) = &router.config_type else {
+            panic!("router config")
+        };
+        assert!(
+            Router::decode(any.value.as_slice())
+                .unwrap()
+                .suppress_envoy_headers
+        );
+        // The filter's own replies pass, Envoy's are made JSON, and the last mapper catches all.
+        let mappers = hcm.local_reply_config.unwrap().mappers;
+        assert!(mappers.len() > 20);
+        assert!(mappers
+            .iter()
+            .skip(1)
+            .all(|m| m.body_format_override.is_some()));
+    }
+
+    /// Whatever the cluster header says, a route reaches a provider or failover cluster, or
+    /// nothing (the JSON 404): never the control plane's cluster.
+    #[test]
+    fn no_route_reaches_an_internal_cluster() {
+        let mut state = state();
+        state.failover = vec![FailoverCluster {
+            name: "failover-2-0-smart".into(),
+            clusters: vec!["provider-local".into(), "provider-openai".into()],
+            attempts: 2,
+        }];
+        let r = resources(&Gateway::default(), &state, Path::new("/x.wasm"));
+        let routes = RouteConfiguration::decode(r.routes[0].1.value.as_slice()).unwrap();
+        let all = &routes.virtual_hosts[0].routes;
+        for route in all {
+            match &route.action {
+                Some(route::Action::Route(_)) => {
+                    let m = route.r#match.as_ref().unwrap();
+                    let prefix = m
+                        .headers
+                        .iter()
+                        .find(|h| h.name == CLUSTER_HEADER)
+                        .and_then(|h| match &h.header_match_specifier {
+                            Some(header_matcher::HeaderMatchSpecifier::StringMatch(s)) => {
+                                match &s.match_pattern {
+                                    Some(string_matcher::MatchPattern::Prefix(p)) => {
+                                        Some(p.clone())
+                                    }
+                                    _ => None,
+                                }
+                            }
+                            _ => None,
+                        })
+                        .expect("every routed route checks the cluster header");
+                    assert!(
+                        prefix.starts_with("provider-") || prefix.starts_with("failover-"),
+                        "{prefix}"
+                    );
+                    assert!(!XDS_CLUSTER.starts_with(&prefix));
+                    assert!(route
+                        .request_headers_to_remove
+                        .iter()
+                        .any(|h| h == "accept-encoding"));
+                }
+                Some(route::Action::DirectResponse(d)) => assert_eq!(d.status, 404),
+                other => panic!("unexpected action {other:?}"),
+            }
+        }
+        assert!(matches!(
+            all.last().unwrap().action,
+            Some(route::Action::DirectResponse(_))
+        ));
     }
 
     #[test]

@@ -4,7 +4,9 @@
 //!
 //! Special model names drive failure cases: `mock-gated` holds the stream after its first chunk
 //! until [`MockOpenAi::open_gate`]; `mock-cut` drops the connection mid-stream; `mock-truncated`
-//! ends the stream cleanly but without `[DONE]`; `mock-slow` answers after 300 ms.
+//! ends the stream cleanly but without `[DONE]`; `mock-slow` answers after 300 ms; `mock-held`
+//! holds the stream after its text (before the usage) until the gate opens; `mock-gzip` claims a
+//! `content-encoding: gzip` answer. Chat answers carry a cookie and provider headers.
 //!
 //! The same server also speaks Anthropic Messages at `POST /v1/messages` (the Anthropic SDK's
 //! base URL is the origin), checked as Anthropic checks it: `x-api-key`, `anthropic-version`,
@@ -32,6 +34,8 @@ mod gemini;
 pub mod models;
 pub mod vertex;
 
+/// A cookie the mock sets on its chat answers (the gateway must not pass it on).
+pub const PROVIDER_COOKIE: &str = "__cf_bm=mock-provider-session; path=/; HttpOnly";
 pub const CHAT_COMPLETION: &str = include_str!("../../fixtures/openai/chat_completion.json");
 pub const CHAT_STREAM: &str = include_str!("../../fixtures/openai/chat_stream_usage.sse");
 const CHAT_TOOL_CALL: &str = include_str!("../../fixtures/openai/chat_tool_call.json");
@@ -51,6 +55,7 @@ const ANTHROPIC_MODELS: &[&str] = &[
     "claude-rate-limited",
     "claude-gated",
     "claude-opus-4-1@20250805",
+    "claude-huge",
 ];
 
 /// Request fields of the Messages API; anything else is refused.
@@ -488,7 +493,27 @@ pub(crate) fn chat_answer(state: Arc<MockState>, obj: serde_json::Map<String, Va
             CHAT_COMPLETION
         };
         let text = fixture.replace("gpt-4o-mini-2024-07-18", &model);
-        return (StatusCode::OK, [("content-type", "application/json")], text).into_response();
+        // What OpenAI sends besides: none of it is the client's business.
+        let mut headers = vec![
+            ("content-type", "application/json"),
+            ("set-cookie", PROVIDER_COOKIE),
+            ("openai-organization", "org-mock-provider"),
+            ("x-ratelimit-remaining-requests", "4999"),
+        ];
+        if model == "mock-gzip" {
+            // A provider that compresses although nobody asked it to.
+            headers.push(("content-encoding", "gzip"));
+        }
+        let mut response = text.into_response();
+        for (name, value) in headers {
+            if let (Ok(name), Ok(value)) = (
+                axum::http::HeaderName::from_bytes(name.as_bytes()),
+                axum::http::HeaderValue::from_str(value),
+            ) {
+                response.headers_mut().insert(name, value);
+            }
+        }
+        return response;
     }
     let include_usage = obj
         .get("stream_options")
@@ -512,6 +537,8 @@ pub(crate) fn chat_answer(state: Arc<MockState>, obj: serde_json::Map<String, Va
         for (i, event) in events.into_iter().enumerate() {
             match model.as_str() {
                 "mock-gated" if i == 1 => state.gate.notified().await,
+                // Text has been sent; the rest (the usage included) waits.
+                "mock-held" if i == 3 => state.gate.notified().await,
                 "mock-cut" if i == 2 => {
                     yield Err(std::io::Error::other("connection cut by the mock"));
                     return;
@@ -527,6 +554,7 @@ pub(crate) fn chat_answer(state: Arc<MockState>, obj: serde_json::Map<String, Va
         .status(StatusCode::OK)
         .header("content-type", "text/event-stream; charset=utf-8")
         .header("cache-control", "no-cache")
+        .header("set-cookie", PROVIDER_COOKIE)
         .body(Body::from_stream(body))
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }
@@ -706,6 +734,17 @@ fn messages_answer_gated(
     let model = obj.get("model").and_then(Value::as_str).unwrap_or_default();
     if !ANTHROPIC_MODELS.contains(&model) {
         return anthropic_error(404, "not_found_error", &format!("model: {model}"));
+    }
+    if model == "claude-huge" {
+        // An answer far over any sane size: 2 MiB of text.
+        let mut answer: Value = serde_json::from_str(ANTHROPIC_MESSAGE).unwrap_or_default();
+        answer["content"][0]["text"] = Value::String("x".repeat(2 << 20));
+        return (
+            StatusCode::OK,
+            [("content-type", "application/json")],
+            answer.to_string(),
+        )
+            .into_response();
     }
     if model == "claude-overloaded" {
         return anthropic_error(529, "overloaded_error", "Overloaded");

@@ -1,8 +1,9 @@
 //! Raw proxy-wasm ABI calls the SDK wraps too expensively for the hot path: the header map read
 //! as one serialised block (the SDK's `get_map_bytes` allocates a string and a vector per header).
 
-use proxy_wasm::types::{MapType, Status};
+use proxy_wasm::types::{BufferType, MapType, Status};
 
+use crate::config::LOCAL_REPLY_DETAILS;
 use crate::headers::HeaderBlock;
 
 #[link(wasm_import_module = "env")]
@@ -12,6 +13,67 @@ extern "C" {
         return_map_data: *mut *mut u8,
         return_map_size: *mut usize,
     ) -> Status;
+    fn proxy_set_header_map_pairs(
+        map_type: MapType,
+        map_data: *const u8,
+        map_size: usize,
+    ) -> Status;
+    fn proxy_replace_header_map_value(
+        map_type: MapType,
+        key_data: *const u8,
+        key_size: usize,
+        value_data: *const u8,
+        value_size: usize,
+    ) -> Status;
+    fn proxy_remove_header_map_value(
+        map_type: MapType,
+        key_data: *const u8,
+        key_size: usize,
+    ) -> Status;
+    fn proxy_set_buffer_bytes(
+        buffer_type: BufferType,
+        start: usize,
+        size: usize,
+        buffer_data: *const u8,
+        buffer_size: usize,
+    ) -> Status;
+}
+
+fn result(status: Status) -> Result<(), Status> {
+    match status {
+        Status::Ok => Ok(()),
+        other => Err(other),
+    }
+}
+
+/// Sets (or, with `None`, removes) one header. Unlike the SDK's `set_map_value`, which panics
+/// (a trap) when the host refuses, for instance once the headers have left, a refusal is
+/// returned.
+pub fn set_map_value(map: MapType, name: &str, value: Option<&[u8]>) -> Result<(), Status> {
+    // SAFETY: the slices live for the call; the host copies them.
+    unsafe {
+        result(match value {
+            Some(v) => {
+                proxy_replace_header_map_value(map, name.as_ptr(), name.len(), v.as_ptr(), v.len())
+            }
+            None => proxy_remove_header_map_value(map, name.as_ptr(), name.len()),
+        })
+    }
+}
+
+/// Replaces the first `size` bytes of a body buffer (the chunk being processed) with `bytes`,
+/// returning the host's refusal instead of trapping as the SDK's `set_buffer` does.
+pub fn set_body(buffer: BufferType, size: usize, bytes: &[u8]) -> Result<(), Status> {
+    // SAFETY: `bytes` lives for the call; the host copies it.
+    unsafe {
+        result(proxy_set_buffer_bytes(
+            buffer,
+            0,
+            size,
+            bytes.as_ptr(),
+            bytes.len(),
+        ))
+    }
 }
 
 /// The whole header map in one host call; empty when the host has none to give.
@@ -27,6 +89,80 @@ pub fn header_block(map: MapType) -> HeaderBlock {
                 HeaderBlock::new(Vec::from_raw_parts(data, size, size))
             }
             _ => HeaderBlock::default(),
+        }
+    }
+}
+
+#[link(wasm_import_module = "env")]
+extern "C" {
+    fn proxy_send_local_response(
+        status_code: u32,
+        status_code_details_data: *const u8,
+        status_code_details_size: usize,
+        body_data: *const u8,
+        body_size: usize,
+        headers_data: *const u8,
+        headers_size: usize,
+        grpc_status: i32,
+    ) -> Status;
+}
+
+/// Pairs in proxy-wasm's serialised map form: `count`, then the lengths of each pair, then each
+/// name and value followed by a NUL (all integers u32le).
+fn serialize<V: AsRef<[u8]>>(pairs: &[(&str, V)]) -> Vec<u8> {
+    let mut map = Vec::with_capacity(
+        4 + pairs
+            .iter()
+            .map(|(k, v)| 10 + k.len() + v.as_ref().len())
+            .sum::<usize>(),
+    );
+    let len = |n: usize| u32::try_from(n).unwrap_or(0).to_le_bytes();
+    map.extend_from_slice(&len(pairs.len()));
+    for (k, v) in pairs {
+        map.extend_from_slice(&len(k.len()));
+        map.extend_from_slice(&len(v.as_ref().len()));
+    }
+    for (k, v) in pairs {
+        map.extend_from_slice(k.as_bytes());
+        map.push(0);
+        map.extend_from_slice(v.as_ref());
+        map.push(0);
+    }
+    map
+}
+
+/// Replaces a whole header map in one host call (the SDK's `set_map_bytes` panics, trapping
+/// the VM, when the host refuses).
+pub fn set_header_map(map: MapType, pairs: &[(&str, &[u8])]) -> Result<(), Status> {
+    let data = serialize(pairs);
+    // SAFETY: `data` lives for the call; the host copies it.
+    unsafe { result(proxy_set_header_map_pairs(map, data.as_ptr(), data.len())) }
+}
+
+/// Answers the request itself. Unlike the SDK's `send_http_response`, which panics (a trap:
+/// the worker's VM is rebuilt) when the host refuses, a refusal is returned; and the reply
+/// carries [`LOCAL_REPLY_DETAILS`].
+pub fn send_local_response(
+    status: u32,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Result<(), Status> {
+    let map = serialize(headers);
+    // SAFETY: every pointer and length describes a live slice for the duration of the call;
+    // the host copies what it needs.
+    unsafe {
+        match proxy_send_local_response(
+            status,
+            LOCAL_REPLY_DETAILS.as_ptr(),
+            LOCAL_REPLY_DETAILS.len(),
+            body.as_ptr(),
+            body.len(),
+            map.as_ptr(),
+            map.len(),
+            -1,
+        ) {
+            Status::Ok => Ok(()),
+            other => Err(other),
         }
     }
 }

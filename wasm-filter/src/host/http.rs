@@ -14,8 +14,8 @@ use super::upstream::PLAN_STATE;
 use crate::attempt::{Ask, Attempt};
 use crate::auth;
 use crate::config::{
-    CHARGE_STATE, CLUSTER_HEADER, COST_STATE, LIMITED_HEADER, REFUSAL_HEADER, STREAM_HEADER,
-    USAGE_FILTER_STATE,
+    CHARGE_STATE, CLIENT_API_HEADER, CLUSTER_HEADER, COST_STATE, LIMITED_HEADER, REFUSAL_HEADER,
+    STREAM_HEADER, USAGE_FILTER_STATE,
 };
 use crate::error::{push_json_string, FilterError};
 use crate::headers::{self, Change, HeaderBlock};
@@ -23,18 +23,21 @@ use crate::request::{Endpoint, TopLevel};
 use crate::route::Index;
 use crate::stream::{ChunkOutcome, OpenAiStream};
 use crate::translate::Translator;
-use crate::usage::{self, Usage};
+use crate::usage::{self, FieldScan, Usage};
 
 /// How the response is being handled.
 enum Response {
     /// Not ours to touch (a local reply, or nothing routed).
     Pass,
-    /// A JSON body copied aside as it passes, for its usage.
-    Json(Vec<u8>),
+    /// A JSON answer passing through, its `usage` read on the way (nothing kept).
+    Json(Box<FieldScan>),
     /// An SSE stream handled event by event.
     Stream(Box<OpenAiStream>),
     /// A provider with another API: every chunk goes through its translator.
     Translated(Box<dyn Translator>),
+    /// An answer the client must not get (compressed, or too large to translate): its bytes
+    /// are dropped and this error goes out instead when it ends.
+    Refused(Vec<u8>),
 }
 
 pub(crate) struct Request {
@@ -58,8 +61,18 @@ pub(crate) struct Request {
     response: Response,
     usage: Option<Usage>,
     complete: bool,
-    /// A translated error's headers wait for its body (which may say when to retry).
+    /// A translated answer (not a stream) is held until it is whole: its headers wait for its
+    /// body (which may change the status or say when to retry), and at most
+    /// `max_response_bytes` of it are kept (`held`).
     hold_headers: bool,
+    held: usize,
+    /// The client's request body size (a prompt estimate when the provider's count is missing).
+    request_bytes: usize,
+    /// Tokens of text the client has received in a stream, estimated as it passes; what a
+    /// stream the client left early is charged when the provider's count never came.
+    streamed_tokens: u64,
+    /// The usage in the record is (partly) that estimate.
+    estimated: bool,
     /// The failover plan shared with the upstream filter (models with several targets).
     plan: Option<(u64, plan::Shared)>,
     /// The provider key sent (position in the provider's keys).
@@ -102,6 +115,10 @@ impl Request {
             usage: None,
             complete: false,
             hold_headers: false,
+            held: 0,
+            request_bytes: 0,
+            streamed_tokens: 0,
+            estimated: false,
             plan: None,
             provider_key: None,
             id: String::new(),
@@ -139,8 +156,8 @@ impl Request {
 
     /// Whether the answer is the rate limit service's refusal (then it is the client's answer
     /// as it stands, with the status its reason calls for); the request never went upstream.
-    fn refused_by_limits(&mut self) -> bool {
-        let Some(reason) = response_header(REFUSAL_HEADER) else {
+    fn refused_by_limits(&mut self, head: &HeaderBlock) -> bool {
+        let Some(reason) = head.find_str(REFUSAL_HEADER) else {
             return false;
         };
         let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, REFUSAL_HEADER, None);
@@ -152,7 +169,7 @@ impl Request {
         if !from_limits {
             return false;
         }
-        self.error_code = match reason.as_str() {
+        self.error_code = match reason {
             "insufficient_credits" => "insufficient_credits",
             "budget_exceeded" => "budget_exceeded",
             "tokens_per_minute_exceeded" => "tokens_per_minute_exceeded",
@@ -183,11 +200,7 @@ impl Request {
         self.local_reply = true;
         self.local_status = error.status;
         self.error_code = error.code;
-        let body = if self.endpoint.is_some_and(Endpoint::anthropic) {
-            error.anthropic_body()
-        } else {
-            error.body()
-        };
+        let body = self.error_body(&error);
         let retry_after = error.retry_after.map(|s| s.to_string());
         let mut headers = vec![
             ("content-type", "application/json"),
@@ -196,8 +209,34 @@ impl Request {
         if let Some(secs) = &retry_after {
             headers.push(("retry-after", secs));
         }
-        let _ = hostcalls::send_http_response(error.status, headers, Some(&body));
+        if let Err(e) = abi::send_local_response(error.status, &headers, &body) {
+            log::warn!("switchyard: local reply refused by the host: {e:?}");
+        }
         Action::Pause
+    }
+
+    /// An error's body in the client's API shape.
+    fn error_body(&self, error: &FilterError) -> Vec<u8> {
+        if self.endpoint.is_some_and(Endpoint::anthropic) {
+            error.anthropic_body()
+        } else {
+            error.body()
+        }
+    }
+
+    /// A gateway error in place of the provider's answer, whose headers have not left yet:
+    /// the status and type are set now, the body when the answer ends.
+    fn refuse_answer(&mut self, error: FilterError) -> Vec<(&'static str, Option<Vec<u8>>)> {
+        self.local_error = true;
+        self.error_code = error.code;
+        self.response = Response::Refused(self.error_body(&error));
+        vec![
+            (":status", Some(error.status.to_string().into_bytes())),
+            ("content-type", Some(b"application/json".to_vec())),
+            ("content-length", None),
+            ("content-encoding", None),
+            ("retry-after", None),
+        ]
     }
 
     fn on_request_headers(&mut self, end_of_stream: bool) -> Result<Action, FilterError> {
@@ -226,14 +265,13 @@ impl Request {
             let query = crate::models::ModelsQuery::parse(path)?;
             let anthropic = endpoint == Endpoint::AnthropicModels;
             let body = crate::models::answer(&index, key, &query, anthropic)?;
-            let _ = hostcalls::send_http_response(
-                200,
-                vec![
-                    ("content-type", "application/json"),
-                    ("x-request-id", self.id.as_str()),
-                ],
-                Some(&body),
-            );
+            let headers = [
+                ("content-type", "application/json"),
+                ("x-request-id", self.id.as_str()),
+            ];
+            if let Err(e) = abi::send_local_response(200, &headers, &body) {
+                log::warn!("switchyard: local reply refused by the host: {e:?}");
+            }
             self.local_reply = true;
             self.local_status = 200;
             return Ok(Action::Pause);
@@ -267,6 +305,7 @@ impl Request {
             .ok()
             .flatten()
             .unwrap_or_default();
+        self.request_bytes = body.len();
         let endpoint = self.endpoint.unwrap_or(Endpoint::ChatCompletions);
         let top = TopLevel::parse(&body)?;
         // Kept from here on so that the record names the model even when it is refused.
@@ -277,15 +316,13 @@ impl Request {
         let client_wants_usage = stream && top.stream_usage_requested()?;
 
         let key = self.key.map(|k| index.key(k));
-        // A private provider's model does not exist for keys it does not serve.
+        // A model the key may not use answers exactly as one that does not exist (a private
+        // provider's model for keys it does not serve, or one outside the key's scope): a
+        // scoped key cannot find out which models exist.
         let entry = index
             .targets(model)
-            .filter(|e| key.is_none_or(|k| e.serves(&k.user)))
+            .filter(|e| key.is_some_and(|k| e.serves(&k.user) && k.allows(model)))
             .ok_or_else(|| FilterError::unknown_model(model))?;
-        let allowed = key.is_some_and(|k| k.allows(model));
-        if !allowed {
-            return Err(FilterError::model_not_allowed(model));
-        }
         // Targets that cannot serve what the request needs (tools, images) are out from the
         // start; then the best target whose provider has a key to spare this second (QPS
         // limits): one whose keys are all spent, or that has no usable key at all (all refused
@@ -371,6 +408,9 @@ impl Request {
         if let Some(value) = &limits {
             wanted.push((LIMITED_HEADER, value.as_bytes()));
         }
+        if !endpoint.anthropic() && wanted.iter().any(|(n, _)| *n == "anthropic-version") {
+            wanted.push((CLIENT_API_HEADER, b"openai"));
+        }
         for change in headers::changes(&self.headers, &wanted) {
             let _ = match change {
                 Change::Set(name, value) => {
@@ -409,6 +449,32 @@ impl Request {
         self.translator = translator;
         self.released_ns = super::now_ns();
         Ok(Action::Continue)
+    }
+
+    /// A stream the client left (or the provider cut) before the provider's own count arrived
+    /// is charged for what was sent: the usage known so far (a translated stream may have the
+    /// prompt's count), the completion at least the text the client received, and the prompt
+    /// estimated from the request's size when unknown. The record says so (`estimated`).
+    fn estimate_unfinished_stream(&mut self) {
+        if !self.stream || self.complete || self.provider.is_none() || self.streamed_tokens == 0 {
+            return;
+        }
+        let known = self.usage.or(match &self.response {
+            Response::Stream(s) => s.usage(),
+            Response::Translated(t) => t.usage(),
+            _ => None,
+        });
+        let mut u = known.unwrap_or_default();
+        if u.completion < self.streamed_tokens {
+            u.completion = self.streamed_tokens;
+            self.estimated = true;
+        }
+        if u.prompt == 0 {
+            u.prompt = (self.request_bytes as u64).div_ceil(4);
+            self.estimated = true;
+        }
+        u.total = u.prompt.saturating_add(u.completion);
+        self.usage = Some(u);
     }
 
     /// The GenAI histograms of a request that reached a provider.
@@ -520,6 +586,9 @@ impl Request {
                 out.push(']');
             }
         }
+        if self.estimated {
+            out.push_str(",\"estimated\":true");
+        }
         let _ = write!(
             out,
             ",\"attempts\":{attempts},\"stream\":{},\"complete\":{},\"prompt_tokens\":{},\"completion_tokens\":{},\"total_tokens\":{},\"cached_tokens\":{},\"cache_write_tokens\":{},\"reasoning_tokens\":{}",
@@ -570,79 +639,101 @@ impl HttpContext for Request {
         }
     }
 
+    fn on_http_request_trailers(&mut self, _n: usize) -> Action {
+        if self.local_reply {
+            return Action::Pause;
+        }
+        // Trailers end a request whose body never said `end_of_stream`: the body decisions
+        // (model, scope, route, key) have not been taken, and continuing would send the
+        // client's own headers on. Refused; no API the gateway serves uses request trailers.
+        self.reject(FilterError::invalid_request(
+            "trailers_not_allowed",
+            "Request trailers are not accepted.",
+        ))
+    }
+
     fn on_http_response_headers(&mut self, _n: usize, _end_of_stream: bool) -> Action {
-        // For OpenAI-style providers nothing here reads the status (every host call costs):
-        // Envoy formats its own upstream-failure replies (`local_reply_config`) and logs the
-        // status itself. Translated answers need it.
         if self.local_reply || self.provider.is_none() {
             return Action::Continue;
         }
         self.first_byte_ns = super::now_ns();
-        let _ =
-            hostcalls::set_map_value(MapType::HttpResponseHeaders, "x-request-id", Some(&self.id));
-        if self.limits_asked && self.refused_by_limits() {
+        // Every response header in one host call; written back in one, allow-listed.
+        let head = abi::header_block(MapType::HttpResponseHeaders);
+        if self.limits_asked && head.find(REFUSAL_HEADER).is_some() && self.refused_by_limits(&head)
+        {
+            let _ = hostcalls::set_map_value(
+                MapType::HttpResponseHeaders,
+                "x-request-id",
+                Some(&self.id),
+            );
             return Action::Continue;
         }
         self.follow_failover();
-        if let Some(mut translator) = self.translator.take() {
-            let status: u32 = response_header(":status")
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(0);
-            // Envoy's own replies (already OpenAI-style JSON) are not the provider's to translate.
-            let envoy_reply = status >= 400
-                && hostcalls::get_property(vec!["response", "code_details"])
-                    .ok()
-                    .flatten()
-                    .is_none_or(|d| d != b"via_upstream");
-            if !envoy_reply {
-                let content_type = response_header("content-type").unwrap_or_default();
-                let event_stream = content_type.starts_with("text/event-stream")
-                    || content_type.starts_with("application/vnd.amazon.eventstream");
+        let status: u32 = head
+            .find_str(":status")
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let content_type = head.find_str("content-type").unwrap_or_default();
+        let event_stream = content_type.starts_with("text/event-stream")
+            || content_type.starts_with("application/vnd.amazon.eventstream");
+        // Envoy's own replies (already JSON in the client's shape) are not the provider's.
+        let envoy_reply = status >= 400
+            && hostcalls::get_property(vec!["response", "code_details"])
+                .ok()
+                .flatten()
+                .is_none_or(|d| d != b"via_upstream");
+        let encoded = !envoy_reply
+            && head
+                .find("content-encoding")
+                .is_some_and(|e| !e.eq_ignore_ascii_case(b"identity"));
+        let mut changes: Vec<(&'static str, Option<Vec<u8>>)> = Vec::new();
+        let mut action = Action::Continue;
+        if encoded {
+            // The gateway asks for identity (the route drops the client's Accept-Encoding): a
+            // compressed answer would hide its usage and could not be translated.
+            changes = self.refuse_answer(FilterError::provider_encoding());
+        } else if let Some(mut translator) = self.translator.take() {
+            if envoy_reply {
+                // Nothing to translate; the usage is none.
+            } else {
                 let client_status = translator.response_headers(status, event_stream);
-                // The translated body has another length.
-                let _ =
-                    hostcalls::set_map_value(MapType::HttpResponseHeaders, "content-length", None);
-                let client_type = if !event_stream {
-                    Some("application/json")
+                let passes = translator.passes_through();
+                if event_stream || !passes {
+                    // The translated body has another length.
+                    changes.push(("content-length", None));
+                }
+                if !event_stream {
+                    changes.push(("content-type", Some(b"application/json".to_vec())));
                 } else if !content_type.starts_with("text/event-stream") {
-                    Some("text/event-stream")
-                } else {
-                    None
-                };
-                if let Some(t) = client_type {
-                    let _ = hostcalls::set_map_value(
-                        MapType::HttpResponseHeaders,
-                        "content-type",
-                        Some(t),
-                    );
+                    changes.push(("content-type", Some(b"text/event-stream".to_vec())));
                 }
                 if let Some(client_status) = client_status {
-                    let _ = hostcalls::set_map_value(
-                        MapType::HttpResponseHeaders,
-                        ":status",
-                        Some(&client_status.to_string()),
-                    );
+                    changes.push((":status", Some(client_status.to_string().into_bytes())));
+                }
+                if !event_stream && !passes {
+                    // A whole answer: held until it is complete (and within bounds), so that
+                    // its status can still change and a retry delay found in it be sent.
+                    self.hold_headers = true;
+                    action = Action::Pause;
                 }
                 self.response = Response::Translated(translator);
-                if status >= 400 && !event_stream {
-                    // Errors are small: hold the headers until the body is translated, so that
-                    // a retry delay found in it can still become `retry-after`.
-                    self.hold_headers = true;
-                    return Action::Pause;
-                }
             }
-            return Action::Continue;
-        }
-        self.response = if self.stream
-            && response_header("content-type").is_some_and(|t| t.starts_with("text/event-stream"))
-        {
+        } else if self.stream && content_type.starts_with("text/event-stream") {
             // The body may change (usage chunk dropped, error appended): the length is unknown.
-            let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, "content-length", None);
-            Response::Stream(Box::new(OpenAiStream::new(self.client_wants_usage)))
+            changes.push(("content-length", None));
+            self.response = Response::Stream(Box::new(OpenAiStream::new(self.client_wants_usage)));
         } else {
-            Response::Json(Vec::new())
-        };
-        Action::Continue
+            self.response = Response::Json(Box::new(FieldScan::new("usage")));
+        }
+        changes.push(("x-request-id", Some(self.id.clone().into_bytes())));
+        let set: Vec<(&str, Option<&[u8]>)> = changes
+            .iter()
+            .map(|(name, value)| (*name, value.as_deref()))
+            .collect();
+        if let Some(out) = headers::response_headers(&head, &set) {
+            let _ = abi::set_header_map(MapType::HttpResponseHeaders, &out);
+        }
+        action
     }
 
     fn on_http_response_body(&mut self, size: usize, end_of_stream: bool) -> Action {
@@ -652,59 +743,110 @@ impl HttpContext for Request {
         if end_of_stream && self.provider.is_some() {
             self.last_chunk_ns = super::now_ns();
         }
+        let limit = self
+            .index
+            .as_deref()
+            .map_or(usize::MAX, |i| i.max_response_bytes);
+        if self.hold_headers && matches!(self.response, Response::Translated(_)) {
+            self.held = self.held.saturating_add(size);
+            if self.held > limit {
+                // Nothing has reached the client yet: a clear error instead of the answer.
+                for (name, value) in self.refuse_answer(FilterError::provider_too_large(limit)) {
+                    let _ =
+                        abi::set_map_value(MapType::HttpResponseHeaders, name, value.as_deref());
+                }
+            }
+        }
         match &mut self.response {
             Response::Pass => {}
-            Response::Json(copy) => {
+            Response::Json(scan) => {
                 if size > 0 {
                     if let Ok(Some(chunk)) =
                         hostcalls::get_buffer(BufferType::HttpResponseBody, 0, size)
                     {
-                        copy.extend_from_slice(&chunk);
+                        scan.feed(&chunk);
                     }
                 }
                 if end_of_stream {
-                    self.usage = usage::from_openai_body(copy);
+                    self.usage = scan.value().and_then(usage::from_openai_usage_value);
                     self.complete = true;
-                    *copy = Vec::new();
+                }
+            }
+            Response::Refused(error) => {
+                // The provider's bytes are dropped unread.
+                let out = if end_of_stream {
+                    std::mem::take(error)
+                } else {
+                    Vec::new()
+                };
+                let _ = abi::set_body(BufferType::HttpResponseBody, size, &out);
+                if self.hold_headers && !end_of_stream {
+                    return Action::Pause;
                 }
             }
             Response::Translated(translator) => {
-                if self.hold_headers && !end_of_stream {
-                    // Envoy keeps the chunks; the last callback sees them all.
-                    return Action::Pause;
-                }
                 let chunk = response_chunk(size);
-                if let ChunkOutcome::Replace(bytes) =
-                    translator.response_body(&chunk, end_of_stream)
-                {
-                    let _ = hostcalls::set_buffer(BufferType::HttpResponseBody, 0, size, &bytes);
+                let out = translator.response_body(&chunk, end_of_stream);
+                if self.hold_headers {
+                    if !end_of_stream {
+                        // The translator keeps what it needs; Envoy keeps nothing.
+                        let _ = abi::set_body(BufferType::HttpResponseBody, size, &[]);
+                        return Action::Pause;
+                    }
+                    let body = match out {
+                        ChunkOutcome::Replace(bytes) => bytes,
+                        ChunkOutcome::Unchanged => chunk,
+                    };
+                    let _ = abi::set_body(BufferType::HttpResponseBody, size, &body);
+                    // The headers have waited for this: the exact length, and what only the
+                    // body told (a retry delay, the status an error should have).
+                    let set = [
+                        ("content-length", Some(body.len() as u64)),
+                        ("retry-after", translator.retry_after()),
+                        (":status", translator.error_status().map(u64::from)),
+                    ];
+                    for (name, value) in set {
+                        if let Some(value) = value {
+                            let value = value.to_string();
+                            let _ = abi::set_map_value(
+                                MapType::HttpResponseHeaders,
+                                name,
+                                Some(value.as_bytes()),
+                            );
+                        }
+                    }
+                } else {
+                    let sent = match &out {
+                        ChunkOutcome::Replace(bytes) => {
+                            let _ = abi::set_body(BufferType::HttpResponseBody, size, bytes);
+                            bytes.as_slice()
+                        }
+                        ChunkOutcome::Unchanged => chunk.as_slice(),
+                    };
+                    if self.stream {
+                        self.streamed_tokens = self
+                            .streamed_tokens
+                            .saturating_add(usage::estimate_streamed_tokens(sent));
+                    }
                 }
                 if end_of_stream {
                     self.usage = translator.usage();
                     self.complete = translator.completed();
-                    if self.hold_headers {
-                        if let Some(secs) = translator.retry_after() {
-                            let _ = hostcalls::set_map_value(
-                                MapType::HttpResponseHeaders,
-                                "retry-after",
-                                Some(&secs.to_string()),
-                            );
-                        }
-                        if let Some(status) = translator.error_status() {
-                            let _ = hostcalls::set_map_value(
-                                MapType::HttpResponseHeaders,
-                                ":status",
-                                Some(&status.to_string()),
-                            );
-                        }
-                    }
                 }
             }
             Response::Stream(stream) => {
                 let chunk = response_chunk(size);
-                if let ChunkOutcome::Replace(bytes) = stream.on_chunk(&chunk, end_of_stream) {
-                    let _ = hostcalls::set_buffer(BufferType::HttpResponseBody, 0, size, &bytes);
-                }
+                let out = stream.on_chunk(&chunk, end_of_stream);
+                let sent = match &out {
+                    ChunkOutcome::Replace(bytes) => {
+                        let _ = abi::set_body(BufferType::HttpResponseBody, size, bytes);
+                        bytes.as_slice()
+                    }
+                    ChunkOutcome::Unchanged => chunk.as_slice(),
+                };
+                self.streamed_tokens = self
+                    .streamed_tokens
+                    .saturating_add(usage::estimate_streamed_tokens(sent));
                 if end_of_stream {
                     self.usage = stream.usage();
                     self.complete = stream.completed();
@@ -715,6 +857,7 @@ impl HttpContext for Request {
     }
 
     fn on_log(&mut self) {
+        self.estimate_unfinished_stream();
         let status = if self.local_reply {
             self.local_status
         } else {
@@ -827,12 +970,4 @@ fn response_chunk(size: usize) -> Vec<u8> {
         .ok()
         .flatten()
         .unwrap_or_default()
-}
-
-/// A response header as text (read as bytes: `get_map_value` panics on non-UTF-8 values).
-fn response_header(name: &str) -> Option<String> {
-    hostcalls::get_map_value_bytes(MapType::HttpResponseHeaders, name)
-        .ok()
-        .flatten()
-        .and_then(|v| String::from_utf8(v).ok())
 }

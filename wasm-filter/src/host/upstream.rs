@@ -124,6 +124,27 @@ impl UpstreamAttempt {
     }
 }
 
+impl UpstreamAttempt {
+    /// Answers this attempt with `error`, in the client's API shape.
+    fn reply(&self, error: &FilterError) -> Action {
+        let anthropic = self
+            .plan
+            .as_ref()
+            .is_some_and(|p| p.borrow().ask.endpoint.anthropic());
+        let body = if anthropic {
+            error.anthropic_body()
+        } else {
+            error.body()
+        };
+        if let Err(e) =
+            abi::send_local_response(error.status, &[("content-type", "application/json")], &body)
+        {
+            log::warn!("switchyard: local reply refused by the host: {e:?}");
+        }
+        Action::Pause
+    }
+}
+
 impl Context for UpstreamAttempt {}
 
 impl HttpContext for UpstreamAttempt {
@@ -143,12 +164,19 @@ impl HttpContext for UpstreamAttempt {
             // This target cannot take the request (an endpoint its provider lacks): the
             // attempt answers with the reason, as the downstream filter would have.
             log::info!("switchyard: failover attempt not prepared: {}", e.message);
-            let _ = hostcalls::send_http_response(
-                e.status,
-                vec![("content-type", "application/json")],
-                Some(&e.body()),
-            );
-            return Action::Pause;
+            return self.reply(&e);
+        }
+        Action::Continue
+    }
+
+    fn on_http_request_trailers(&mut self, _n: usize) -> Action {
+        // The downstream role refuses requests with trailers; should one get here all the same,
+        // it is not sent on unprepared.
+        if self.prepare_for.take().is_some() {
+            return self.reply(&FilterError::invalid_request(
+                "trailers_not_allowed",
+                "Request trailers are not accepted.",
+            ));
         }
         Action::Continue
     }

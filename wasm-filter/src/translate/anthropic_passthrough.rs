@@ -11,13 +11,14 @@ use crate::error::FilterError;
 use crate::request::TopLevel;
 use crate::sse::EventSplitter;
 use crate::stream::ChunkOutcome;
-use crate::usage::Usage;
+use crate::usage::{FieldScan, Usage};
 
 #[derive(Debug, Default)]
 pub struct AnthropicPassthrough {
     status: u32,
     event_stream: bool,
-    body: Vec<u8>,
+    /// A whole answer's `usage`, read as it passes (the answer is not kept).
+    body_usage: Option<FieldScan>,
     splitter: EventSplitter,
     raw_usage: AnthropicUsage,
     usage: Option<Usage>,
@@ -27,12 +28,6 @@ pub struct AnthropicPassthrough {
     vertex: bool,
     stream: bool,
     upstream_model: String,
-}
-
-/// Just the usage of a whole Messages response.
-#[derive(serde::Deserialize)]
-struct UsageOnly {
-    usage: AnthropicUsage,
 }
 
 impl AnthropicPassthrough {
@@ -103,15 +98,21 @@ impl Translator for AnthropicPassthrough {
 
     fn response_body(&mut self, chunk: &[u8], end_of_stream: bool) -> ChunkOutcome {
         if !self.event_stream || self.status >= 400 {
-            self.body.extend_from_slice(chunk);
+            let scan = self
+                .body_usage
+                .get_or_insert_with(|| FieldScan::new("usage"));
+            if self.status < 400 {
+                scan.feed(chunk);
+            }
             if end_of_stream {
-                if self.status < 400 {
-                    if let Ok(u) = serde_json::from_slice::<UsageOnly>(&self.body) {
-                        self.usage = Some(usage_from(u.usage));
-                    }
+                let usage = scan
+                    .value()
+                    .and_then(|v| serde_json::from_slice::<AnthropicUsage>(v).ok());
+                if let Some(u) = usage {
+                    self.usage = Some(usage_from(u));
                 }
                 self.done = true;
-                self.body = Vec::new();
+                self.body_usage = None;
             }
             return ChunkOutcome::Unchanged;
         }
@@ -132,6 +133,10 @@ impl Translator for AnthropicPassthrough {
 
     fn completed(&self) -> bool {
         self.done
+    }
+
+    fn passes_through(&self) -> bool {
+        true
     }
 
     fn upstream_path(&self, out: &mut String) {

@@ -39,6 +39,12 @@ pub trait Translator {
     /// Whether the provider's answer arrived whole (a stream reached its end event).
     fn completed(&self) -> bool;
 
+    /// Whether answers pass through as they come (read on the way, never rewritten), so that
+    /// nothing needs to be held back until the answer is complete.
+    fn passes_through(&self) -> bool {
+        false
+    }
+
     /// Seconds the provider asked the client to wait, when its error body says so (Google's
     /// `RetryInfo`); sent as `retry-after`.
     fn retry_after(&self) -> Option<u64> {
@@ -92,6 +98,10 @@ impl Translator for Chain {
 
     fn completed(&self) -> bool {
         self.outer.completed() && self.inner.completed()
+    }
+
+    fn passes_through(&self) -> bool {
+        self.outer.passes_through() && self.inner.passes_through()
     }
 
     fn retry_after(&self) -> Option<u64> {
