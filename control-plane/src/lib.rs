@@ -12,6 +12,7 @@ pub mod gcp;
 pub mod health;
 pub mod limits;
 pub mod metrics;
+pub mod pki;
 pub mod probe;
 pub mod snapshot;
 pub mod ssrf;
