@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod app;
 pub mod auth;
+pub mod certs;
 pub mod config;
 pub mod crypto;
 pub mod discovery;
