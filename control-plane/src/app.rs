@@ -1040,7 +1040,8 @@ pub fn key_prefix(key: &str) -> String {
     key.chars().take(8).collect()
 }
 
-fn absolute(p: &Path) -> PathBuf {
+/// `p` as an absolute path (from the working directory), as another process will open it.
+pub(crate) fn absolute(p: &Path) -> PathBuf {
     if p.is_absolute() {
         p.to_owned()
     } else {

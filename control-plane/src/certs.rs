@@ -103,17 +103,6 @@ fn stamps(dir: &Path) -> std::io::Result<Vec<String>> {
     Ok(stamps)
 }
 
-/// A directory as Envoy will see it: absolute.
-fn absolute(dir: &Path) -> PathBuf {
-    if dir.is_absolute() {
-        dir.to_owned()
-    } else {
-        std::env::current_dir()
-            .map(|d| d.join(dir))
-            .unwrap_or_else(|_| dir.to_owned())
-    }
-}
-
 /// `switchyard bootstrap`: prints the bootstrap for `node_id`; over TCP it also issues the
 /// node's certificate into `certs_dir` (required there).
 pub async fn bootstrap(
@@ -134,7 +123,7 @@ pub async fn bootstrap(
                      written (or use a unix: socket for listen.xds)"
                 )
             })?;
-            let dir = absolute(dir);
+            let dir = crate::app::absolute(dir);
             issue_into(&config, node_id, &dir, days).await?;
             XdsUpstream::Tls {
                 addr: *addr,
@@ -182,7 +171,7 @@ pub async fn command(
         "renew" => {
             let node = node_id.ok_or_else(|| anyhow::anyhow!("--node-id is required"))?;
             let dir = certs_dir.ok_or_else(|| anyhow::anyhow!("--certs-dir is required"))?;
-            issue_into(&config, node, &absolute(dir), days).await
+            issue_into(&config, node, &crate::app::absolute(dir), days).await
         }
         "rotate-ca" | "retire-ca" => {
             let (store, master) = crate::app::open_store(&config).await?;

@@ -448,17 +448,30 @@ impl ControlPlane {
 
 /// `switchyard bootstrap` for `node_id`, its certificate written to `certs_dir`.
 pub fn bootstrap_text(config: &Path, node_id: &str, certs_dir: &Path) -> String {
+    let (config, certs_dir) = (config.as_os_str(), certs_dir.as_os_str());
+    switchyard_cli([
+        "bootstrap".as_ref(),
+        "--config".as_ref(),
+        config,
+        "--node-id".as_ref(),
+        node_id.as_ref(),
+        "--certs-dir".as_ref(),
+        certs_dir,
+    ])
+}
+
+/// Runs the control plane binary with `args` (the master key from the config's key file) and
+/// returns what it printed; panics with its error output when it fails.
+pub fn switchyard_cli<'a>(args: impl IntoIterator<Item = &'a std::ffi::OsStr>) -> String {
+    let args: Vec<&std::ffi::OsStr> = args.into_iter().collect();
     let out = Command::new(switchyard_bin())
-        .args(["bootstrap", "--config"])
-        .arg(config)
-        .args(["--node-id", node_id, "--certs-dir"])
-        .arg(certs_dir)
+        .args(&args)
         .env_remove("SWITCHYARD_MASTER_KEY")
         .output()
-        .expect("switchyard bootstrap");
+        .expect("switchyard runs");
     assert!(
         out.status.success(),
-        "bootstrap failed: {}",
+        "switchyard {args:?} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
@@ -522,18 +535,13 @@ pub const XDS_SERVER_NAME: &str = "switchyard-xds";
 
 /// The key Envoy opens sealed provider keys with (`switchyard dataplane-key`).
 pub fn dataplane_key(config: &Path) -> String {
-    let out = Command::new(switchyard_bin())
-        .args(["dataplane-key", "--config"])
-        .arg(config)
-        .env_remove("SWITCHYARD_MASTER_KEY")
-        .output()
-        .expect("switchyard dataplane-key");
-    assert!(
-        out.status.success(),
-        "dataplane-key failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    switchyard_cli([
+        "dataplane-key".as_ref(),
+        "--config".as_ref(),
+        config.as_os_str(),
+    ])
+    .trim()
+    .to_owned()
 }
 
 pub struct Envoy {
@@ -590,7 +598,15 @@ impl Envoy {
                 ..cp.ports
             },
         };
-        // Ready when the listener answers through the filter (401 without a key).
+        // Ready when this Envoy is live (its admin says so: the listener port may be shared
+        // with another Envoy already answering) and the listener answers through the filter
+        // (401 without a key).
+        let ready = format!("http://127.0.0.1:{admin_port}/ready");
+        wait_until("Envoy live", Duration::from_secs(60), || {
+            let ready = ready.clone();
+            async move { reqwest::get(&ready).await.is_ok_and(|r| r.status() == 200) }
+        })
+        .await;
         let url = envoy.url("/v1/models");
         wait_until(
             "Envoy listener with the filter",

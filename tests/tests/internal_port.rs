@@ -336,3 +336,75 @@ async fn connections_beyond_max_connections_are_not_served_while_the_first_ones_
     })
     .await;
 }
+
+/// The serial numbers of the client certificates Envoy holds (admin `/certs`).
+async fn envoy_cert_serials(envoy: &Envoy) -> Vec<String> {
+    let url = format!("http://127.0.0.1:{}/certs", envoy.ports.envoy_admin);
+    let certs: serde_json::Value = reqwest::get(&url)
+        .await
+        .expect("admin /certs")
+        .json()
+        .await
+        .unwrap_or_default();
+    certs["certificates"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|c| c["cert_chain"].as_array().cloned().unwrap_or_default())
+        .filter_map(|c| c["serial_number"].as_str().map(str::to_owned))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_renewed_node_certificate_is_taken_without_a_restart() {
+    let mut stack = Stack::start().await;
+    let before = envoy_cert_serials(&stack.envoy).await;
+    assert_eq!(
+        before.len(),
+        1,
+        "Envoy holds its node certificate: {before:?}"
+    );
+    let certs = stack.dir.0.join("certs");
+    switchyard_tests::switchyard_cli([
+        "certs".as_ref(),
+        "renew".as_ref(),
+        "--config".as_ref(),
+        stack.cp.config.as_os_str(),
+        "--node-id".as_ref(),
+        "test-gateway".as_ref(),
+        "--certs-dir".as_ref(),
+        certs.as_os_str(),
+    ]);
+    wait_until(
+        "Envoy to load the renewed certificate",
+        Duration::from_secs(10),
+        || async {
+            let now = envoy_cert_serials(&stack.envoy).await;
+            now.len() == 1 && now != before
+        },
+    )
+    .await;
+    // Envoy's next connection to the control plane presents it: restart the control plane and
+    // a key made then reaches Envoy.
+    stack.cp.stop();
+    let (config, ports) = (stack.cp.config.clone(), stack.cp.ports);
+    stack.cp = ControlPlane::start_with(config, &stack.dir.0, ports).await;
+    let (status, key) = stack
+        .admin(
+            Method::POST,
+            "/keys",
+            Some(serde_json::json!({"name": "after-renewal"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{key}");
+    let secret = key["key"].as_str().unwrap().to_owned();
+    wait_until("the new key to work", Duration::from_secs(10), || async {
+        reqwest::Client::new()
+            .get(stack.envoy.url("/v1/models"))
+            .bearer_auth(&secret)
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+}

@@ -361,24 +361,26 @@ mod tests {
         }
     }
 
+    /// Serves `ads` on a loopback port; a gRPC client of it.
+    async fn serve(ads: AdsServer) -> AggregatedDiscoveryServiceClient<tonic::transport::Channel> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tonic::transport::Server::builder()
+            .add_service(AggregatedDiscoveryServiceServer::new(ads))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener));
+        tokio::spawn(server);
+        AggregatedDiscoveryServiceClient::connect(format!("http://{addr}"))
+            .await
+            .unwrap()
+    }
+
     /// A real gRPC client against the server: first response, NACK (recorded, not resent),
     /// a new version (sent), ACK (recorded).
     #[tokio::test]
     async fn nack_is_recorded_and_not_retried_and_a_new_version_is_sent() {
         let cache = Arc::new(SnapshotCache::default());
         cache.set(resources(b"v1")).unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let server = tonic::transport::Server::builder()
-            .add_service(AggregatedDiscoveryServiceServer::new(AdsServer::new(
-                cache.clone(),
-            )))
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener));
-        tokio::spawn(server);
-
-        let mut client = AggregatedDiscoveryServiceClient::connect(format!("http://{addr}"))
-            .await
-            .unwrap();
+        let mut client = serve(AdsServer::new(cache.clone())).await;
         let (tx, rx) = mpsc::channel(8);
         let mut responses = client
             .stream_aggregated_resources(ReceiverStream::new(rx))
@@ -502,17 +504,7 @@ mod tests {
     async fn streams_are_capped_and_a_stream_breaking_a_bound_is_ended() {
         let cache = Arc::new(SnapshotCache::default());
         cache.set(resources(b"v1")).unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let server = tonic::transport::Server::builder()
-            .add_service(AggregatedDiscoveryServiceServer::new(
-                AdsServer::with_max_streams(cache.clone(), 1),
-            ))
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener));
-        tokio::spawn(server);
-        let mut client = AggregatedDiscoveryServiceClient::connect(format!("http://{addr}"))
-            .await
-            .unwrap();
+        let mut client = serve(AdsServer::with_max_streams(cache.clone(), 1)).await;
         let (tx, rx) = mpsc::channel(8);
         let mut first = client
             .stream_aggregated_resources(ReceiverStream::new(rx))
