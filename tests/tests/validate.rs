@@ -71,7 +71,19 @@ fn bootstrap_and_pushed_config_pass_envoy_validation() {
     let config_path = dir.0.join("switchyard.yaml");
     std::fs::write(&config_path, config).unwrap();
 
-    // Over TCP: mutual TLS, the node's certificate files (SDS) written beside it.
+    // Over TCP: mutual TLS, the node's certificate files (SDS) written beside it; without a
+    // directory for them there is no bootstrap.
+    let refused = Command::new(switchyard_bin())
+        .args(["bootstrap", "--config"])
+        .arg(&config_path)
+        .output()
+        .expect("switchyard runs");
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("--certs-dir"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
     let bootstrap = dir.0.join("bootstrap.yaml");
     let yaml = bootstrap_text(&config_path, "validate", &dir.0.join("certs"));
     std::fs::write(&bootstrap, yaml).unwrap();
