@@ -140,7 +140,7 @@ YAML
 "$ENVOY" -c "$work/bare.yaml" --concurrency 1 --use-dynamic-base-id -l error > "$work/bare.log" 2>&1 & pids+=($!); BARE_PID=$!
 SWITCHYARD_ADMIN_TOKEN=bench SWITCHYARD_LOG=warn "$BIN" serve --config "$work/switchyard.yaml" > "$work/cp.log" 2>&1 & pids+=($!)
 for _ in $(seq 100); do curl -fsS "http://127.0.0.1:$ADMIN/healthz" >/dev/null 2>&1 && break; sleep 0.05; done
-"$BIN" bootstrap --config "$work/switchyard.yaml" > "$work/bootstrap.yaml"
+"$BIN" bootstrap --config "$work/switchyard.yaml" --certs-dir "$work/certs" > "$work/bootstrap.yaml"
 # The access log (with the usage record) is written, to /dev/null: its formatting is part of the path.
 SWITCHYARD_DATAPLANE_KEY=$("$BIN" dataplane-key --config "$work/switchyard.yaml") \
   "$ENVOY" -c "$work/bootstrap.yaml" --concurrency 1 --use-dynamic-base-id -l error > /dev/null 2>&1 & pids+=($!); GW_PID=$!

@@ -23,7 +23,9 @@ if [[ "$config" == "switchyard.example.yaml" ]]; then
   pids+=($!)
 fi
 
-"$bin/switchyard" bootstrap --config "$config" > .run/bootstrap.yaml
+# Over TCP the xDS port takes only Envoys with a certificate from the control plane's CA:
+# bootstrap writes this node's to .run/certs (over a unix: socket, nothing is written).
+"$bin/switchyard" bootstrap --config "$config" --certs-dir .run/certs > .run/bootstrap.yaml
 "$bin/switchyard" serve --config "$config" &
 pids+=($!)
 for _ in $(seq 100); do curl -fsS "$ADMIN_URL/healthz" >/dev/null 2>&1 && break; sleep 0.1; done

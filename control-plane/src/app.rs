@@ -367,7 +367,7 @@ impl App {
 }
 
 /// The store the config names and the master key (from the environment or the key file).
-async fn open_store(config: &Config) -> anyhow::Result<(Store, MasterKey)> {
+pub(crate) async fn open_store(config: &Config) -> anyhow::Result<(Store, MasterKey)> {
     let store = Store::connect(&config.database)
         .await
         .with_context(|| format!("opening the store ({})", redact_url(&config.database)))?;
@@ -498,9 +498,20 @@ pub async fn serve(config_path: &Path) -> anyhow::Result<()> {
     let admin_listener = tokio::net::TcpListener::bind(config.listen.admin)
         .await
         .with_context(|| format!("binding the admin API to {}", config.listen.admin))?;
-    let xds_listener = tokio::net::TcpListener::bind(config.listen.xds)
-        .await
-        .with_context(|| format!("binding xDS to {}", config.listen.xds))?;
+    let xds_port = crate::xds::listen::bind(&config.listen.xds).await?;
+    // TCP: mutual TLS with certificates from the store's CA, renewed while serving.
+    let tls = match &config.listen.xds {
+        crate::config::XdsAddress::Tcp(addr) => {
+            let authorities = crate::pki::load_or_create(&app.store, &app.master).await?;
+            let tls = crate::xds::listen::ServerTls::new(
+                &authorities,
+                Some(addr.ip()),
+                crate::store::now(),
+            )?;
+            Some(Arc::new(tls))
+        }
+        crate::config::XdsAddress::Unix(_) => None,
+    };
     tracing::info!(admin = %config.listen.admin, xds = %config.listen.xds, "control plane ready");
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -522,18 +533,19 @@ pub async fn serve(config_path: &Path) -> anyhow::Result<()> {
             .add_service(RateLimitServiceServer::new(crate::limits::Service(
                 app.limits.clone(),
             )));
-    let ads = tonic::transport::Server::builder()
+    let router = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(15)))
-        .add_routes(routes)
-        .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(xds_listener),
-            stopped(stop_rx.clone()),
-        );
+        .max_concurrent_streams(Some(1024))
+        .add_routes(routes);
+    let ads = crate::xds::listen::serve(xds_port, tls.clone(), router, stopped(stop_rx.clone()));
     let admin = tokio::spawn(async move { admin.await.context("admin API") });
     tokio::spawn(refresh_tokens(app.clone()));
     tokio::spawn(refresh_health(app.clone()));
     tokio::spawn(run_probes(app.clone()));
     tokio::spawn(run_discovery(app.clone()));
+    if let Some(tls) = tls {
+        tokio::spawn(renew_xds_tls(app.clone(), tls));
+    }
     let ads = tokio::spawn(async move { ads.await.context("xDS server") });
 
     shutdown_signal().await;
@@ -547,6 +559,29 @@ pub async fn serve(config_path: &Path) -> anyhow::Result<()> {
     let _ = tokio::time::timeout(std::time::Duration::from_secs(3), wait).await;
     app.store.close().await;
     Ok(())
+}
+
+/// Renews the xDS port's server certificate at half its life, and follows the CAs in the store
+/// (`switchyard certs rotate-ca` / `retire-ca`, run anywhere on the same database).
+async fn renew_xds_tls(app: Arc<App>, tls: Arc<crate::xds::listen::ServerTls>) {
+    let mut tick = tokio::time::interval(crate::xds::listen::TLS_RELOAD);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        match crate::pki::load(&app.store, &app.master).await {
+            Ok(Some(authorities)) => match tls.refresh(&authorities, crate::store::now()) {
+                Ok(true) => {
+                    tracing::info!(cas = authorities.len(), "xDS server certificate renewed")
+                }
+                Ok(false) => {}
+                Err(e) => tracing::error!("xDS server certificate not renewed: {e}"),
+            },
+            Ok(None) => {
+                tracing::error!("the xDS CA is gone from the store; the current one is kept")
+            }
+            Err(e) => tracing::warn!("xDS CA not read: {e}"),
+        }
+    }
 }
 
 /// Keeps every Vertex key's access token fresh; publishes when one changes.
@@ -1001,7 +1036,8 @@ pub fn key_prefix(key: &str) -> String {
     key.chars().take(8).collect()
 }
 
-fn absolute(p: &Path) -> PathBuf {
+/// `p` as an absolute path (from the working directory), as another process will open it.
+pub(crate) fn absolute(p: &Path) -> PathBuf {
     if p.is_absolute() {
         p.to_owned()
     } else {

@@ -112,7 +112,50 @@ pub struct Listen {
     #[serde(default = "default_admin")]
     pub admin: SocketAddr,
     #[serde(default = "default_xds")]
-    pub xds: SocketAddr,
+    pub xds: XdsAddress,
+}
+
+/// Where the control plane serves Envoy (ADS, rate limit service, request records): a TCP
+/// address, where clients must present a certificate from the control plane's CA (mutual TLS),
+/// or `unix:PATH`, a socket only its owner may open (Envoy on the same host, same user).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum XdsAddress {
+    Tcp(SocketAddr),
+    Unix(PathBuf),
+}
+
+impl std::str::FromStr for XdsAddress {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.strip_prefix("unix:") {
+            Some("") => Err("unix: needs the socket's path".into()),
+            // Linux refuses longer socket paths (sun_path is 108 bytes with its NUL).
+            Some(path) if path.len() > 100 => Err("a socket path is at most 100 bytes long".into()),
+            Some(path) => Ok(XdsAddress::Unix(PathBuf::from(path))),
+            None => s
+                .parse()
+                .map(XdsAddress::Tcp)
+                .map_err(|_| format!("{s:?} is neither ip:port nor unix:/path/to/socket")),
+        }
+    }
+}
+
+impl std::fmt::Display for XdsAddress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            XdsAddress::Tcp(a) => write!(f, "{a}"),
+            XdsAddress::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for XdsAddress {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
 }
 
 impl Default for Listen {
@@ -192,6 +235,15 @@ pub struct Gateway {
     /// Most concurrent requests on one HTTP/2 client connection.
     #[serde(default = "default_max_concurrent_streams")]
     pub max_concurrent_streams: u32,
+    /// Envoy's overload manager: most downstream connections open at once, over every
+    /// listener but the admin (0 = no limit).
+    #[serde(default = "default_max_connections")]
+    pub max_connections: u64,
+    /// Envoy's overload manager: the heap size its memory actions scale to (shrink the heap,
+    /// reset the streams holding most memory, disable keep-alive, stop accepting connections,
+    /// then requests); 0 = no heap actions.
+    #[serde(default = "default_max_heap_bytes")]
+    pub max_heap_bytes: u64,
 }
 
 fn default_max_response_bytes() -> usize {
@@ -240,6 +292,8 @@ impl Default for Gateway {
             stream_idle_timeout_secs: default_stream_idle_timeout(),
             trusted_hops: 0,
             max_concurrent_streams: default_max_concurrent_streams(),
+            max_connections: default_max_connections(),
+            max_heap_bytes: default_max_heap_bytes(),
         }
     }
 }
@@ -491,8 +545,8 @@ fn default_master_key_file() -> PathBuf {
 fn default_admin() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 8081))
 }
-fn default_xds() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], 18000))
+fn default_xds() -> XdsAddress {
+    XdsAddress::Tcp(SocketAddr::from(([127, 0, 0, 1], 18000)))
 }
 fn default_gateway_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 10000))
@@ -508,6 +562,14 @@ fn default_max_body() -> usize {
 }
 fn default_failover_attempts() -> u32 {
     3
+}
+
+fn default_max_connections() -> u64 {
+    10_000
+}
+
+fn default_max_heap_bytes() -> u64 {
+    1 << 30
 }
 
 fn default_first_byte_timeout() -> u64 {
@@ -713,6 +775,34 @@ api_keys:
             .expect_err("rejected")
             .to_string();
         assert!(err.contains("gateway"), "{err}");
+    }
+
+    #[test]
+    fn the_xds_address_is_tcp_or_a_unix_socket() {
+        let c = Config::parse("listen: {xds: \"unix:/run/sy/xds.sock\"}\n", &env).unwrap();
+        assert_eq!(
+            c.config.listen.xds,
+            XdsAddress::Unix("/run/sy/xds.sock".into())
+        );
+        assert_eq!(c.config.listen.xds.to_string(), "unix:/run/sy/xds.sock");
+        let c = Config::parse("listen: {xds: \"0.0.0.0:18000\"}\n", &env).unwrap();
+        assert_eq!(c.config.listen.xds.to_string(), "0.0.0.0:18000");
+        for bad in ["unix:", "localhost:18000", "18000"] {
+            let text = format!("listen: {{xds: \"{bad}\"}}\n");
+            let err = Config::parse(&text, &env).expect_err(bad).to_string();
+            assert!(err.contains("listen.xds"), "{err}");
+        }
+        let long = format!("listen: {{xds: \"unix:/{}\"}}\n", "a".repeat(120));
+        assert!(Config::parse(&long, &env).is_err());
+        let c = Config::parse("gateway: {max_connections: 8, max_heap_bytes: 0}\n", &env).unwrap();
+        assert_eq!(
+            (
+                c.config.gateway.max_connections,
+                c.config.gateway.max_heap_bytes
+            ),
+            (8, 0)
+        );
+        assert_eq!(Gateway::default().max_connections, 10_000);
     }
 
     #[test]

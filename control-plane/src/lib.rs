@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod app;
 pub mod auth;
+pub mod certs;
 pub mod config;
 pub mod crypto;
 pub mod discovery;
@@ -12,6 +13,7 @@ pub mod gcp;
 pub mod health;
 pub mod limits;
 pub mod metrics;
+pub mod pki;
 pub mod probe;
 pub mod snapshot;
 pub mod ssrf;

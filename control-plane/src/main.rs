@@ -5,7 +5,15 @@ use std::process::ExitCode;
 
 const USAGE: &str = "usage:
   switchyard serve --config FILE                       run the admin API and the xDS server
-  switchyard bootstrap --config FILE [--node-id ID]    print the Envoy bootstrap for this config
+  switchyard bootstrap --config FILE [--node-id ID] [--certs-dir DIR] [--days N]
+                                                       print the Envoy bootstrap for this config; with
+                                                       a TCP xDS port, also write the node's client
+                                                       certificate (N days, default 90) to DIR
+  switchyard certs renew --config FILE --node-id ID --certs-dir DIR [--days N]
+                                                       issue the node a new certificate (Envoy takes
+                                                       it from DIR without a restart)
+  switchyard certs rotate-ca --config FILE             start a CA rotation (both CAs trusted)
+  switchyard certs retire-ca --config FILE             end it: only the new CA is trusted
   switchyard urls --config FILE                        print the configured addresses as shell assignments
   switchyard dataplane-key --config FILE               print the key Envoy opens provider keys with
                                                        (its SWITCHYARD_DATAPLANE_KEY)
@@ -51,18 +59,32 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let days = || -> anyhow::Result<i64> {
+        flag("--days").map_or(Ok(switchyard::pki::CLIENT_LIFETIME_DAYS), |d| {
+            d.parse()
+                .map_err(|_| anyhow::anyhow!("--days takes a number of days"))
+        })
+    };
     let result = runtime.block_on(async {
         match command {
             "serve" => switchyard::app::serve(&config).await,
             "bootstrap" => {
-                let loaded = switchyard::config::Config::load(&config)?;
                 let node = flag("--node-id").unwrap_or_else(|| "switchyard-gateway".into());
-                let c = loaded.config;
-                print!(
-                    "{}",
-                    switchyard::xds::build::bootstrap_yaml(&c.gateway, c.listen.xds, &node)
-                );
-                Ok(())
+                let dir = flag("--certs-dir").map(PathBuf::from);
+                switchyard::certs::bootstrap(&config, &node, dir.as_deref(), days()?).await
+            }
+            "certs" => {
+                let action = args.get(1).map(String::as_str).unwrap_or_default();
+                let dir = flag("--certs-dir").map(PathBuf::from);
+                let node = flag("--node-id");
+                switchyard::certs::command(
+                    &config,
+                    action,
+                    node.as_deref(),
+                    dir.as_deref(),
+                    days()?,
+                )
+                .await
             }
             "urls" => {
                 // Shell assignments for scripts (make run, make bench).

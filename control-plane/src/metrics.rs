@@ -26,6 +26,10 @@ pub struct Metrics {
     /// Model discoveries that changed what clients see, and that failed.
     pub discoveries_changed: AtomicU64,
     pub discoveries_failed: AtomicU64,
+    /// Connections to the xDS port refused in the TLS handshake (no or a foreign client
+    /// certificate, too slow, too many at once), and ADS streams refused (caps, node id).
+    pub xds_refused_handshakes: AtomicU64,
+    pub xds_refused_streams: AtomicU64,
 }
 
 /// The refusal codes of the rate limit service.
@@ -56,6 +60,8 @@ pub static METRICS: Metrics = Metrics {
     snapshots_published: AtomicU64::new(0),
     discoveries_changed: AtomicU64::new(0),
     discoveries_failed: AtomicU64::new(0),
+    xds_refused_handshakes: AtomicU64::new(0),
+    xds_refused_streams: AtomicU64::new(0),
 };
 
 pub fn add(counter: &AtomicU64, n: u64) {
@@ -144,6 +150,14 @@ pub fn render(gauges: &[(&str, &str, u64)]) -> String {
         &series(&[
             ("{outcome=\"changed\"}", get(&m.discoveries_changed)),
             ("{outcome=\"failed\"}", get(&m.discoveries_failed)),
+        ]),
+    );
+    counter(
+        "switchyard_cp_xds_refused_total",
+        "Peers of the xDS port refused: TLS handshakes, and ADS streams.",
+        &series(&[
+            ("{stage=\"handshake\"}", get(&m.xds_refused_handshakes)),
+            ("{stage=\"stream\"}", get(&m.xds_refused_streams)),
         ]),
     );
     for (name, help, value) in gauges {

@@ -446,20 +446,102 @@ impl ControlPlane {
     }
 }
 
-/// The key Envoy opens sealed provider keys with (`switchyard dataplane-key`).
-pub fn dataplane_key(config: &Path) -> String {
+/// `switchyard bootstrap` for `node_id`, its certificate written to `certs_dir`.
+pub fn bootstrap_text(config: &Path, node_id: &str, certs_dir: &Path) -> String {
+    let (config, certs_dir) = (config.as_os_str(), certs_dir.as_os_str());
+    switchyard_cli([
+        "bootstrap".as_ref(),
+        "--config".as_ref(),
+        config,
+        "--node-id".as_ref(),
+        node_id.as_ref(),
+        "--certs-dir".as_ref(),
+        certs_dir,
+    ])
+}
+
+/// Runs the control plane binary with `args` (the master key from the config's key file) and
+/// returns what it printed; panics with its error output when it fails.
+pub fn switchyard_cli<'a>(args: impl IntoIterator<Item = &'a std::ffi::OsStr>) -> String {
+    let args: Vec<&std::ffi::OsStr> = args.into_iter().collect();
     let out = Command::new(switchyard_bin())
-        .args(["dataplane-key", "--config"])
-        .arg(config)
+        .args(&args)
         .env_remove("SWITCHYARD_MASTER_KEY")
         .output()
-        .expect("switchyard dataplane-key");
+        .expect("switchyard runs");
     assert!(
         out.status.success(),
-        "dataplane-key failed: {}",
+        "switchyard {args:?} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A node's certificate files as `switchyard bootstrap` wrote them into a directory.
+pub struct NodeCerts {
+    pub cert_pem: String,
+    pub key_pem: String,
+    pub ca_pem: String,
+}
+
+impl NodeCerts {
+    /// Issues `node_id` a certificate from the control plane's CA into `dir` and reads it.
+    pub fn issue(config: &Path, node_id: &str, dir: &Path) -> NodeCerts {
+        bootstrap_text(config, node_id, dir);
+        NodeCerts::read(dir)
+    }
+
+    /// The newest certificate, key and CA bundle in `dir` (files `node-<stamp>.crt`,
+    /// `node-<stamp>.key`, `ca-<stamp>.crt`).
+    pub fn read(dir: &Path) -> NodeCerts {
+        let stamp = std::fs::read_dir(dir)
+            .expect("certs dir")
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter_map(|n| Some(n.strip_prefix("node-")?.strip_suffix(".crt")?.to_owned()))
+            .max()
+            .expect("a node certificate");
+        let read = |name: String| std::fs::read_to_string(dir.join(name)).expect("cert file");
+        NodeCerts {
+            cert_pem: read(format!("node-{stamp}.crt")),
+            key_pem: read(format!("node-{stamp}.key")),
+            ca_pem: read(format!("ca-{stamp}.crt")),
+        }
+    }
+
+    /// An HTTP/2 client of the xDS port at `addr` presenting this certificate (and, with
+    /// `identity: false`, presenting none), trusting the CA bundle and checking the server's
+    /// fixed name: URLs are `https://switchyard-xds/...`.
+    pub fn client(&self, addr: SocketAddr, identity: bool) -> reqwest::Client {
+        let mut builder = reqwest::Client::builder()
+            .use_rustls_tls()
+            .tls_built_in_root_certs(false)
+            .http2_prior_knowledge()
+            .resolve(XDS_SERVER_NAME, addr)
+            .timeout(Duration::from_secs(10));
+        for cert in reqwest::Certificate::from_pem_bundle(self.ca_pem.as_bytes()).expect("CA") {
+            builder = builder.add_root_certificate(cert);
+        }
+        if identity {
+            let pem = format!("{}{}", self.cert_pem, self.key_pem);
+            builder =
+                builder.identity(reqwest::Identity::from_pem(pem.as_bytes()).expect("identity"));
+        }
+        builder.build().expect("client")
+    }
+}
+
+/// The name the control plane's xDS server certificate carries.
+pub const XDS_SERVER_NAME: &str = "switchyard-xds";
+
+/// The key Envoy opens sealed provider keys with (`switchyard dataplane-key`).
+pub fn dataplane_key(config: &Path) -> String {
+    switchyard_cli([
+        "dataplane-key".as_ref(),
+        "--config".as_ref(),
+        config.as_os_str(),
+    ])
+    .trim()
+    .to_owned()
 }
 
 pub struct Envoy {
@@ -493,18 +575,8 @@ impl Envoy {
         admin_port: u16,
     ) -> Envoy {
         let bootstrap = dir.join("bootstrap.yaml");
-        let out = Command::new(switchyard_bin())
-            .args(["bootstrap", "--config"])
-            .arg(&cp.config)
-            .args(["--node-id", node_id])
-            .output()
-            .expect("switchyard bootstrap");
-        assert!(
-            out.status.success(),
-            "bootstrap failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let text = String::from_utf8_lossy(&out.stdout).replace(
+        // The node's client certificate for the xDS port lands in `certs/`.
+        let text = bootstrap_text(&cp.config, node_id, &dir.join("certs")).replace(
             &format!("port_value: {}", cp.ports.envoy_admin),
             &format!("port_value: {admin_port}"),
         );
@@ -526,7 +598,15 @@ impl Envoy {
                 ..cp.ports
             },
         };
-        // Ready when the listener answers through the filter (401 without a key).
+        // Ready when this Envoy is live (its admin says so: the listener port may be shared
+        // with another Envoy already answering) and the listener answers through the filter
+        // (401 without a key).
+        let ready = format!("http://127.0.0.1:{admin_port}/ready");
+        wait_until("Envoy live", Duration::from_secs(60), || {
+            let ready = ready.clone();
+            async move { reqwest::get(&ready).await.is_ok_and(|r| r.status() == 200) }
+        })
+        .await;
         let url = envoy.url("/v1/models");
         wait_until(
             "Envoy listener with the filter",

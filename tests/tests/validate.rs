@@ -4,7 +4,8 @@
 use std::process::Command;
 
 use switchyard_tests::{
-    dataplane_key, default_config, envoy_bin, switchyard_bin, workspace_root, Ports, TempDir,
+    bootstrap_text, dataplane_key, default_config, envoy_bin, switchyard_bin, workspace_root,
+    Ports, TempDir,
 };
 
 /// Envoy's verdict on a config: `Ok`, or what it printed.
@@ -70,15 +71,21 @@ fn bootstrap_and_pushed_config_pass_envoy_validation() {
     let config_path = dir.0.join("switchyard.yaml");
     std::fs::write(&config_path, config).unwrap();
 
-    let bootstrap = dir.0.join("bootstrap.yaml");
-    let yaml = switchyard(
-        &[
-            "bootstrap".as_ref(),
-            "--config".as_ref(),
-            config_path.as_os_str(),
-        ],
-        None,
+    // Over TCP: mutual TLS, the node's certificate files (SDS) written beside it; without a
+    // directory for them there is no bootstrap.
+    let refused = Command::new(switchyard_bin())
+        .args(["bootstrap", "--config"])
+        .arg(&config_path)
+        .output()
+        .expect("switchyard runs");
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("--certs-dir"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
     );
+    let bootstrap = dir.0.join("bootstrap.yaml");
+    let yaml = bootstrap_text(&config_path, "validate", &dir.0.join("certs"));
     std::fs::write(&bootstrap, yaml).unwrap();
     validate(&bootstrap, None);
 

@@ -812,6 +812,18 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 
+    /// Replaces a setting's value only if it is still `expected` (compare and swap: several
+    /// control planes, and the CLI, share the store); returns whether it was replaced.
+    pub async fn replace_setting(&self, key: &str, expected: &str, value: &str) -> Result<bool> {
+        let done = sqlx::query("UPDATE settings SET value = $1 WHERE key = $2 AND value = $3")
+            .bind(value)
+            .bind(key)
+            .bind(expected)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
     /// Seals every sealed value again (provider keys, and settings whose name ends in
     /// `_sealed`), in one transaction: `reseal` gives the new sealed text, or `None` to keep a
     /// value; an error aborts it all (nothing is lost). Returns how many values changed.

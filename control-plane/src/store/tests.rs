@@ -977,4 +977,13 @@ on_both_backends! {
         assert!(!s.set_setting_if_absent("admin", "b").await.unwrap());
         assert_eq!(s.get_setting("admin").await.unwrap().as_deref(), Some("a"));
     };
+
+    settings_are_replaced_only_from_the_expected_value => |s: Store| async move {
+        assert!(!s.replace_setting("ca", "a", "b").await.unwrap(), "absent: nothing to replace");
+        s.set_setting_if_absent("ca", "a").await.unwrap();
+        assert!(!s.replace_setting("ca", "stale", "b").await.unwrap());
+        assert_eq!(s.get_setting("ca").await.unwrap().as_deref(), Some("a"));
+        assert!(s.replace_setting("ca", "a", "b").await.unwrap());
+        assert_eq!(s.get_setting("ca").await.unwrap().as_deref(), Some("b"));
+    };
 }

@@ -101,6 +101,11 @@ pub struct Nack {
     pub message: String,
 }
 
+/// Nodes remembered at most (node ids are chosen by peers): beyond it a disconnected node is
+/// forgotten for a new one, and a new node is not recorded when all are connected (the ADS
+/// server admits fewer streams than this).
+const MAX_NODES: usize = 2 * super::server::MAX_STREAMS;
+
 #[derive(Debug)]
 pub struct SnapshotCache {
     tx: watch::Sender<Arc<Snapshot>>,
@@ -156,9 +161,22 @@ impl SnapshotCache {
     }
 
     pub fn update_node(&self, node: &str, f: impl FnOnce(&mut NodeStatus)) {
-        if let Ok(mut nodes) = self.nodes.lock() {
-            f(nodes.entry(node.to_owned()).or_default());
+        let Ok(mut nodes) = self.nodes.lock() else {
+            return;
+        };
+        if !nodes.contains_key(node) && nodes.len() >= MAX_NODES {
+            let gone = nodes
+                .iter()
+                .find(|(_, s)| !s.connected)
+                .map(|(id, _)| id.clone());
+            match gone {
+                Some(id) => {
+                    nodes.remove(&id);
+                }
+                None => return,
+            }
         }
+        f(nodes.entry(node.to_owned()).or_default());
     }
 
     pub fn nodes(&self) -> BTreeMap<String, NodeStatus> {
@@ -212,6 +230,24 @@ mod tests {
             2,
             "a rejected snapshot is not published"
         );
+    }
+
+    #[test]
+    fn nodes_are_capped_and_disconnected_ones_make_room() {
+        let cache = SnapshotCache::default();
+        for i in 0..MAX_NODES {
+            cache.update_node(&format!("n{i}"), |n| n.connected = true);
+        }
+        cache.update_node("late", |n| n.connected = true);
+        assert!(
+            !cache.nodes().contains_key("late"),
+            "all connected: not recorded"
+        );
+        cache.update_node("n7", |n| n.connected = false);
+        cache.update_node("late", |n| n.connected = true);
+        let nodes = cache.nodes();
+        assert_eq!(nodes.len(), MAX_NODES);
+        assert!(nodes.contains_key("late") && !nodes.contains_key("n7"));
     }
 
     #[test]

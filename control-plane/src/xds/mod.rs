@@ -1,6 +1,7 @@
 //! xDS: Envoy's configuration built from the domain (`build`), versioned snapshots (`cache`) and
-//! the ADS gRPC server (`server`).
+//! the ADS gRPC server (`server`) on the internal port (`listen`: mutual TLS or a Unix socket).
 
 pub mod build;
 pub mod cache;
+pub mod listen;
 pub mod server;

@@ -5,6 +5,10 @@
 //! and not answered with the same version again (no retry loop); anything else with the latest
 //! nonce is an ACK. A new snapshot sends each subscribed type whose version changed.
 //! <https://www.envoyproxy.io/docs/envoy/latest/api-docs/xds_protocol>
+//!
+//! What a peer sends is bounded: streams at once, types per stream, names per subscription and
+//! their size; a node id must be the one its client certificate names; NACK messages are
+//! cleaned before they are logged or shown.
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -21,15 +25,41 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::cache::{Nack, Snapshot, SnapshotCache};
 
+/// ADS streams open at once (one per Envoy; more are refused).
+pub const MAX_STREAMS: usize = 1024;
+/// Resource types one stream may subscribe to (we serve four).
+const MAX_TYPES: usize = 16;
+/// Resource names in one subscription (Envoy subscribes to clusters and listeners by
+/// wildcard, to one route and one filter config by name).
+const MAX_NAMES: usize = 1024;
+/// Bytes of one resource name or type URL.
+const MAX_NAME_BYTES: usize = 512;
+/// Bytes of a NACK message kept.
+const MAX_NACK_BYTES: usize = 1024;
+
 #[derive(Debug, Clone)]
 pub struct AdsServer {
     cache: Arc<SnapshotCache>,
+    streams: Arc<tokio::sync::Semaphore>,
 }
 
 impl AdsServer {
     pub fn new(cache: Arc<SnapshotCache>) -> Self {
-        AdsServer { cache }
+        Self::with_max_streams(cache, MAX_STREAMS)
     }
+
+    pub fn with_max_streams(cache: Arc<SnapshotCache>, max: usize) -> Self {
+        AdsServer {
+            cache,
+            streams: Arc::new(tokio::sync::Semaphore::new(max)),
+        }
+    }
+}
+
+/// A refused stream, counted.
+fn refuse(status: Status) -> Status {
+    crate::metrics::add(&crate::metrics::METRICS.xds_refused_streams, 1);
+    status
 }
 
 type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
@@ -43,9 +73,29 @@ impl AggregatedDiscoveryService for AdsServer {
         &self,
         request: Request<Streaming<DiscoveryRequest>>,
     ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
+        let Ok(slot) = self.streams.clone().try_acquire_owned() else {
+            return Err(refuse(Status::resource_exhausted("too many ADS streams")));
+        };
+        // Over mutual TLS, the node id the client certificate names (None on the Unix socket,
+        // where only the owner can connect).
+        let certified = request
+            .extensions()
+            .get::<super::listen::Peer>()
+            .and_then(|p| p.node.clone());
         let inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(16);
-        tokio::spawn(run_stream(self.cache.clone(), inbound, tx));
+        let state = StreamState {
+            cache: self.cache.clone(),
+            tx,
+            node: String::new(),
+            certified,
+            subs: HashMap::new(),
+            nonce: 0,
+        };
+        tokio::spawn(async move {
+            run_stream(state, inbound).await;
+            drop(slot);
+        });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
@@ -72,23 +122,14 @@ struct StreamState {
     cache: Arc<SnapshotCache>,
     tx: mpsc::Sender<Result<DiscoveryResponse, Status>>,
     node: String,
+    /// The node id the peer's certificate names, which its requests must carry.
+    certified: Option<Arc<str>>,
     subs: HashMap<String, Subscription>,
     nonce: u64,
 }
 
-async fn run_stream(
-    cache: Arc<SnapshotCache>,
-    mut inbound: Streaming<DiscoveryRequest>,
-    tx: mpsc::Sender<Result<DiscoveryResponse, Status>>,
-) {
-    let mut updates = cache.subscribe();
-    let mut state = StreamState {
-        cache,
-        tx,
-        node: String::new(),
-        subs: HashMap::new(),
-        nonce: 0,
-    };
+async fn run_stream(mut state: StreamState, mut inbound: Streaming<DiscoveryRequest>) {
+    let mut updates = state.cache.subscribe();
     loop {
         tokio::select! {
             msg = inbound.message() => match msg {
@@ -124,8 +165,65 @@ async fn run_stream(
 
 struct Closed;
 
+/// Why a request ends its stream, if it breaks a bound or names another node.
+fn check_request(
+    req: &DiscoveryRequest,
+    certified: Option<&str>,
+    subscribed: usize,
+    known_type: bool,
+) -> Result<(), Status> {
+    if let Some(node) = &req.node {
+        crate::pki::check_node_id(&node.id)
+            .map_err(|_| Status::invalid_argument("a node id is 1 to 128 plain characters"))?;
+        if certified.is_some_and(|c| c != node.id) {
+            return Err(Status::permission_denied(
+                "the node id is not the one the client certificate names",
+            ));
+        }
+    }
+    if req.type_url.len() > MAX_NAME_BYTES {
+        return Err(Status::invalid_argument("type URL too long"));
+    }
+    if !known_type && subscribed >= MAX_TYPES {
+        return Err(Status::resource_exhausted("too many resource types"));
+    }
+    if req.resource_names.len() > MAX_NAMES {
+        return Err(Status::resource_exhausted("too many resource names"));
+    }
+    if req.resource_names.iter().any(|n| n.len() > MAX_NAME_BYTES) {
+        return Err(Status::invalid_argument("resource name too long"));
+    }
+    Ok(())
+}
+
+/// A peer's NACK message as we keep it: control and bidirectional-override characters taken
+/// out (they would forge log lines or hide text), at most [`MAX_NACK_BYTES`].
+pub fn sanitize_nack(message: &str) -> String {
+    let mut out = String::with_capacity(message.len().min(MAX_NACK_BYTES + 3));
+    for c in message.chars() {
+        let hidden = c.is_control()
+            || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+        if hidden {
+            continue;
+        }
+        if out.len() + c.len_utf8() > MAX_NACK_BYTES {
+            out.push('…');
+            break;
+        }
+        out.push(c);
+    }
+    out
+}
+
 impl StreamState {
     async fn on_request(&mut self, req: DiscoveryRequest) -> Result<(), Closed> {
+        let known = self.subs.contains_key(&req.type_url);
+        if let Err(status) = check_request(&req, self.certified.as_deref(), self.subs.len(), known)
+        {
+            tracing::warn!(node = %self.node, certified = ?self.certified, "ADS stream refused: {}", status.message());
+            let _ = self.tx.send(Err(refuse(status))).await;
+            return Err(Closed);
+        }
         if let Some(node) = &req.node {
             if self.node.is_empty() {
                 self.node.clone_from(&node.id);
@@ -141,16 +239,11 @@ impl StreamState {
         }
         if let Some(error) = &req.error_detail {
             let version = sub.sent_version.clone().unwrap_or_default();
-            tracing::warn!(node = %self.node, %type_url, %version, "NACK: {}", error.message);
+            let message = sanitize_nack(&error.message);
+            tracing::warn!(node = %self.node, %type_url, %version, "NACK: {message}");
             sub.nacked_version = Some(version.clone());
             self.cache.update_node(&self.node, |n| {
-                n.nacked.insert(
-                    type_url.clone(),
-                    Nack {
-                        version,
-                        message: error.message.clone(),
-                    },
-                );
+                n.nacked.insert(type_url.clone(), Nack { version, message });
             });
         } else if !first {
             tracing::debug!(node = %self.node, %type_url, version = %req.version_info, "ACK");
@@ -268,24 +361,26 @@ mod tests {
         }
     }
 
+    /// Serves `ads` on a loopback port; a gRPC client of it.
+    async fn serve(ads: AdsServer) -> AggregatedDiscoveryServiceClient<tonic::transport::Channel> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tonic::transport::Server::builder()
+            .add_service(AggregatedDiscoveryServiceServer::new(ads))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener));
+        tokio::spawn(server);
+        AggregatedDiscoveryServiceClient::connect(format!("http://{addr}"))
+            .await
+            .unwrap()
+    }
+
     /// A real gRPC client against the server: first response, NACK (recorded, not resent),
     /// a new version (sent), ACK (recorded).
     #[tokio::test]
     async fn nack_is_recorded_and_not_retried_and_a_new_version_is_sent() {
         let cache = Arc::new(SnapshotCache::default());
         cache.set(resources(b"v1")).unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let server = tonic::transport::Server::builder()
-            .add_service(AggregatedDiscoveryServiceServer::new(AdsServer::new(
-                cache.clone(),
-            )))
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener));
-        tokio::spawn(server);
-
-        let mut client = AggregatedDiscoveryServiceClient::connect(format!("http://{addr}"))
-            .await
-            .unwrap();
+        let mut client = serve(AdsServer::new(cache.clone())).await;
         let (tx, rx) = mpsc::channel(8);
         let mut responses = client
             .stream_aggregated_resources(ReceiverStream::new(rx))
@@ -346,5 +441,97 @@ mod tests {
         tx.send(request("stale", "", Some("old"))).await.unwrap();
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert!(cache.nodes()["node-a"].nacked.is_empty());
+    }
+
+    #[test]
+    fn nack_messages_are_cleaned_and_bounded() {
+        assert_eq!(
+            sanitize_nack("bad\nNACK forged line\r\u{1b}[31m\u{202e}x"),
+            "badNACK forged line[31mx"
+        );
+        let long = "é".repeat(2000);
+        let cut = sanitize_nack(&long);
+        assert!(
+            cut.len() <= MAX_NACK_BYTES + '…'.len_utf8(),
+            "{}",
+            cut.len()
+        );
+        assert!(cut.ends_with('…') && cut.starts_with("éé"));
+        assert_eq!(
+            sanitize_nack("cluster c: bad config"),
+            "cluster c: bad config"
+        );
+    }
+
+    #[test]
+    fn requests_beyond_the_bounds_or_for_another_node_end_the_stream() {
+        let ok = request("", "", None);
+        assert!(check_request(&ok, Some("node-a"), 0, false).is_ok());
+        assert!(check_request(&ok, None, 0, false).is_ok());
+        let code = |r: &DiscoveryRequest, certified, subscribed, known| {
+            check_request(r, certified, subscribed, known)
+                .expect_err("refused")
+                .code()
+        };
+        assert_eq!(
+            code(&ok, Some("node-b"), 0, false),
+            tonic::Code::PermissionDenied
+        );
+        assert_eq!(
+            code(&ok, None, MAX_TYPES, false),
+            tonic::Code::ResourceExhausted
+        );
+        assert!(
+            check_request(&ok, None, MAX_TYPES, true).is_ok(),
+            "a type already subscribed"
+        );
+        let mut many = ok.clone();
+        many.resource_names = (0..=MAX_NAMES).map(|i| i.to_string()).collect();
+        assert_eq!(code(&many, None, 0, false), tonic::Code::ResourceExhausted);
+        let mut long = ok.clone();
+        long.resource_names = vec!["x".repeat(MAX_NAME_BYTES + 1)];
+        assert_eq!(code(&long, None, 0, false), tonic::Code::InvalidArgument);
+        let mut long = ok.clone();
+        long.type_url = "t".repeat(MAX_NAME_BYTES + 1);
+        assert_eq!(code(&long, None, 0, false), tonic::Code::InvalidArgument);
+        let mut odd = ok;
+        odd.node.as_mut().unwrap().id = "node\nforged".into();
+        assert_eq!(code(&odd, None, 0, false), tonic::Code::InvalidArgument);
+    }
+
+    /// Streams beyond the cap are refused; one that breaks a bound ends with its status.
+    #[tokio::test]
+    async fn streams_are_capped_and_a_stream_breaking_a_bound_is_ended() {
+        let cache = Arc::new(SnapshotCache::default());
+        cache.set(resources(b"v1")).unwrap();
+        let mut client = serve(AdsServer::with_max_streams(cache.clone(), 1)).await;
+        let (tx, rx) = mpsc::channel(8);
+        let mut first = client
+            .stream_aggregated_resources(ReceiverStream::new(rx))
+            .await
+            .unwrap()
+            .into_inner();
+        let (_tx2, rx2) = mpsc::channel(8);
+        let second = client
+            .stream_aggregated_resources(ReceiverStream::new(rx2))
+            .await
+            .expect_err("beyond the cap");
+        assert_eq!(second.code(), tonic::Code::ResourceExhausted);
+
+        let mut greedy = request("", "", None);
+        greedy.resource_names = (0..=MAX_NAMES).map(|i| format!("c{i}")).collect();
+        tx.send(greedy).await.unwrap();
+        let ended = tokio::time::timeout(Duration::from_secs(2), first.next())
+            .await
+            .expect("answered")
+            .expect("a status");
+        assert_eq!(ended.unwrap_err().code(), tonic::Code::ResourceExhausted);
+        // Its slot is free again.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let (_tx3, rx3) = mpsc::channel(8);
+        assert!(client
+            .stream_aggregated_resources(ReceiverStream::new(rx3))
+            .await
+            .is_ok());
     }
 }

@@ -2,9 +2,10 @@
 //!
 //! Starts the control plane (`SWITCHYARD_BIN`, the release build under `make bench`) on the
 //! given database, then sends synthetic records the way Envoy's workers do: batches of JSON
-//! lines over HTTP/2 to the records endpoint, several senders at once, each waiting for the
-//! answer (which comes once the rows are committed). Every record belongs to a metered user, so
-//! each one is also a ledger debit. Bounded: a fixed number of records, loopback only.
+//! lines over HTTP/2 and mutual TLS to the records endpoint, several senders at once, each
+//! waiting for the answer (which comes once the rows are committed). Every record belongs to
+//! a metered user, so each one is also a ledger debit. Bounded: a fixed number of records,
+//! loopback only.
 //!
 //! `switchyard-ingest-bench --database URL [--records 100000] [--senders 8] [--batch 500]`
 
@@ -73,11 +74,15 @@ api_keys:
     // Batches are signed with the data plane key, as Envoy's are (signing is part of the cost).
     let key = switchyard_filter::sealed::parse_key(&switchyard_tests::dataplane_key(&cp.config))
         .expect("a data plane key");
-    let url = format!("http://127.0.0.1:{}/switchyard.v1/records", ports.xds);
-    let client = reqwest::Client::builder()
-        .http2_prior_knowledge()
-        .build()
-        .expect("client");
+    // Over mutual TLS with a node certificate, as Envoy sends them.
+    let certs =
+        switchyard_tests::NodeCerts::issue(&cp.config, "ingest-bench", &dir.0.join("certs"));
+    let client = certs.client(([127, 0, 0, 1], ports.xds).into(), true);
+    let url = format!(
+        "https://{}:{}/switchyard.v1/records",
+        switchyard_tests::XDS_SERVER_NAME,
+        ports.xds
+    );
     let run = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default()
