@@ -51,6 +51,8 @@ pub struct App {
     pub dataplane_key: Option<[u8; 32]>,
     /// Model discovery's schedule and outcomes (see [`crate::discovery`]).
     pub discovery: crate::discovery::Runner,
+    /// Gateway key digests are made with this (see [`crypto::DigestKey`]).
+    pub digest_key: crypto::DigestKey,
 }
 
 /// The setting holding the data plane key (hex), sealed under the master key.
@@ -84,8 +86,45 @@ pub async fn dataplane_key(store: &Store, master: &MasterKey) -> anyhow::Result<
     sealed::parse_key(&text).ok_or_else(|| anyhow::anyhow!("the stored data plane key is corrupt"))
 }
 
-/// Seals every provider key of a filter configuration for the data plane.
-pub fn seal_for_dataplane(filter: &mut switchyard_filter::config::FilterConfig, key: &[u8; 32]) {
+/// The setting holding the gateway key digest key (hex), sealed under the master key.
+pub const DIGEST_KEY_SETTING: &str = "key_digest_key_sealed";
+
+/// The deployment's gateway key digest key (see [`crypto::DigestKey`]): the one in the store,
+/// made at first use (every control plane on the database shares it).
+pub async fn digest_key(store: &Store, master: &MasterKey) -> anyhow::Result<crypto::DigestKey> {
+    let stored = match store.get_setting(DIGEST_KEY_SETTING).await? {
+        Some(s) => s,
+        None => {
+            let fresh = master.seal(&hex::encode(crypto::DigestKey::random().bytes()));
+            store
+                .set_setting_if_absent(DIGEST_KEY_SETTING, &fresh)
+                .await?;
+            store
+                .get_setting(DIGEST_KEY_SETTING)
+                .await?
+                .unwrap_or(fresh)
+        }
+    };
+    let text = master.open(&stored).context("the key digest key")?;
+    switchyard_filter::sealed::parse_key(&text)
+        .map(crypto::DigestKey::from_bytes)
+        .ok_or_else(|| anyhow::anyhow!("the stored key digest key is corrupt"))
+}
+
+/// What a filter configuration needs before it leaves for Envoy: the key digest key, and, with
+/// a data plane key, both it and every provider key sealed under that (Envoy's `config_dump`
+/// then holds no secret in clear).
+pub fn prepare_for_dataplane(
+    filter: &mut switchyard_filter::config::FilterConfig,
+    digest_key: &crypto::DigestKey,
+    dataplane_key: Option<&[u8; 32]>,
+) {
+    let digest_key = hex::encode(digest_key.bytes());
+    let Some(key) = dataplane_key else {
+        filter.key_digest_key = Some(digest_key);
+        return;
+    };
+    filter.key_digest_key = Some(switchyard_filter::sealed::seal(key, &digest_key));
     for p in &mut filter.providers {
         for k in &mut p.keys {
             k.secret = switchyard_filter::sealed::seal(key, &k.secret);
@@ -220,6 +259,7 @@ impl App {
             vetting: std::sync::atomic::AtomicBool::new(false),
             dataplane_key: None,
             discovery: crate::discovery::Runner::default(),
+            digest_key: crypto::DigestKey::random(),
         }
     }
 
@@ -293,9 +333,11 @@ impl App {
         self.vetting
             .store(state.vetted, std::sync::atomic::Ordering::Relaxed);
         let mut state = state;
-        if let Some(key) = &self.dataplane_key {
-            seal_for_dataplane(&mut state.filter, key);
-        }
+        prepare_for_dataplane(
+            &mut state.filter,
+            &self.digest_key,
+            self.dataplane_key.as_ref(),
+        );
         Ok(state)
     }
 
@@ -394,7 +436,13 @@ pub async fn init(config_path: &Path) -> anyhow::Result<(App, Config)> {
     if resealed > 0 {
         tracing::info!(resealed, key = %master.current_id(), "stored secrets sealed again under the current master key");
     }
-    apply_config(&store, &master, &config).await?;
+    // Gateway keys are known by keyed digests; ones stored before are converted once.
+    let digest_key = digest_key(&store, &master).await?;
+    let rekeyed = store.rekey_api_key_digests(|d| digest_key.rekey(d)).await?;
+    if rekeyed > 0 {
+        tracing::info!(rekeyed, "gateway key digests keyed");
+    }
+    apply_config(&store, &master, &digest_key, &config).await?;
     let admin_token_digest = admin_token(&store).await?;
     let wasm_path = absolute(&config.gateway.wasm);
     if !wasm_path.exists() {
@@ -426,6 +474,7 @@ pub async fn init(config_path: &Path) -> anyhow::Result<(App, Config)> {
         limits,
     );
     app.identity = identity;
+    app.digest_key = digest_key;
     if config.gateway.seal_provider_keys {
         app.dataplane_key = Some(dataplane_key(&app.store, &app.master).await?);
     }
@@ -825,6 +874,7 @@ async fn admin_token(store: &Store) -> anyhow::Result<String> {
 pub async fn apply_config(
     store: &Store,
     master: &MasterKey,
+    digest_key: &crypto::DigestKey,
     config: &Config,
 ) -> anyhow::Result<()> {
     for (i, p) in config.providers.iter().enumerate() {
@@ -953,7 +1003,7 @@ pub async fn apply_config(
                     name: k.name.clone(),
                     user,
                     prefix: key_prefix(k.key.trim()),
-                    digest: crypto::digest(k.key.trim()),
+                    digest: digest_key.digest(k.key.trim()),
                     models: k.models.clone(),
                     rpm: k.rpm,
                     tpm: k.tpm,
@@ -1083,9 +1133,11 @@ pub async fn render_static(config_path: &Path, out: &Path) -> anyhow::Result<()>
     )
     .await?;
     let mut state = state;
-    if let Some(key) = &app.dataplane_key {
-        seal_for_dataplane(&mut state.filter, key);
-    }
+    prepare_for_dataplane(
+        &mut state.filter,
+        &app.digest_key,
+        app.dataplane_key.as_ref(),
+    );
     let bootstrap = build::static_bootstrap(&app.gateway, &state, &app.wasm_path);
     std::fs::write(out, bootstrap.encode_to_vec())
         .with_context(|| format!("writing {}", out.display()))?;
@@ -1103,7 +1155,7 @@ mod tests {
             .unwrap();
         let master = MasterKey::from_bytes(&[1; 32]);
         let config = Config::parse(text, &|_| None).unwrap().config;
-        let result = apply_config(&store, &master, &config).await;
+        let result = apply_config(&store, &master, &crypto::DigestKey::random(), &config).await;
         (store, result)
     }
 
@@ -1137,12 +1189,16 @@ mod tests {
         let again = "providers:\n  - name: p\n    kind: openai\n    keys: [{secret: sk-p}]\n    models: [a]\n    model_settings:\n      - {model: ghost, enabled: false}\n";
         let config = Config::parse(again, &|_| None).unwrap().config;
         let master = MasterKey::from_bytes(&[1; 32]);
-        apply_config(&store, &master, &config).await.unwrap();
+        apply_config(&store, &master, &crypto::DigestKey::random(), &config)
+            .await
+            .unwrap();
         assert!(store.get_provider_model("p", "ghost").await.is_ok());
         let config = Config::parse(text.split("    model_settings").next().unwrap(), &|_| None)
             .unwrap()
             .config;
-        apply_config(&store, &master, &config).await.unwrap();
+        apply_config(&store, &master, &crypto::DigestKey::random(), &config)
+            .await
+            .unwrap();
         assert!(store.get_provider_model("p", "ghost").await.is_err());
         assert!(
             !store
@@ -1181,7 +1237,9 @@ mod tests {
         let keys = store.list_provider_keys().await.unwrap();
         let master = MasterKey::from_bytes(&[1; 32]);
         let config = Config::parse(text, &|_| None).unwrap().config;
-        apply_config(&store, &master, &config).await.unwrap();
+        apply_config(&store, &master, &crypto::DigestKey::random(), &config)
+            .await
+            .unwrap();
         let again = store.list_provider_keys().await.unwrap();
         assert_eq!(keys.len(), 1);
         assert_eq!(

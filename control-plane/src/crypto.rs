@@ -363,7 +363,68 @@ fn warn_if_readable_by_others(file: &Path) {
     }
 }
 
-/// Lower-case hex SHA-256, the form in which gateway keys and tokens are stored.
+/// The deployment's key for gateway key digests (random, made at first start, kept sealed in
+/// the store and sent to Envoy sealed for the data plane): a key is stored, and known to the
+/// filter, only as HMAC-SHA256 under it of the secret's SHA-256, so neither a copy of the
+/// database nor Envoy's `config_dump` lets anyone test guesses of a weak key.
+#[derive(Clone)]
+pub struct DigestKey([u8; 32]);
+
+/// What a keyed digest starts with in the store (older rows hold the bare SHA-256).
+pub const KEYED_DIGEST_PREFIX: &str = "k1:";
+
+impl std::fmt::Debug for DigestKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DigestKey(..)")
+    }
+}
+
+impl DigestKey {
+    pub fn from_bytes(key: [u8; 32]) -> DigestKey {
+        DigestKey(key)
+    }
+
+    /// A new random key (tests, and the first start).
+    pub fn random() -> DigestKey {
+        let mut key = [0u8; 32];
+        rand::RngCore::fill_bytes(&mut rand::rng(), &mut key);
+        DigestKey(key)
+    }
+
+    pub fn bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// A gateway key's digest as stored: `k1:` and 64 hex digits.
+    pub fn digest(&self, secret: &str) -> String {
+        let digest = switchyard_filter::auth::digest(
+            Some(&switchyard_filter::auth::DigestKey::new(&self.0)),
+            secret,
+        );
+        format!("{KEYED_DIGEST_PREFIX}{}", hex::encode(digest))
+    }
+
+    /// The keyed form of a digest stored before digests were keyed (bare SHA-256 hex), or
+    /// `None` when it already is one (or is not a digest at all).
+    pub fn rekey(&self, stored: &str) -> Option<String> {
+        use hmac::Mac as _;
+        let mut plain = [0u8; 32];
+        hex::decode_to_slice(stored, &mut plain).ok()?;
+        let mut mac = <hmac::Hmac<Sha256> as hmac::Mac>::new_from_slice(&self.0).ok()?;
+        mac.update(&plain);
+        Some(format!(
+            "{KEYED_DIGEST_PREFIX}{}",
+            hex::encode(mac.finalize().into_bytes())
+        ))
+    }
+}
+
+/// The 64 hex digits the filter looks a key up by, from a stored digest.
+pub fn filter_digest(stored: &str) -> &str {
+    stored.strip_prefix(KEYED_DIGEST_PREFIX).unwrap_or(stored)
+}
+
+/// Lower-case hex SHA-256, the form in which tokens are stored.
 pub fn digest(secret: &str) -> String {
     hex::encode(Sha256::digest(secret.as_bytes()))
 }
@@ -513,6 +574,17 @@ mod tests {
         let b64 = B64.encode([3u8; 32]);
         assert!(MasterKey::load(Some(&b64), None, Path::new("/nonexistent")).is_ok());
         assert!(MasterKey::load(Some("short"), None, Path::new("/nonexistent")).is_err());
+    }
+
+    #[test]
+    fn keyed_digests_convert_from_plain_ones() {
+        let key = DigestKey::random();
+        let keyed = key.digest("sk-demo-change-me");
+        assert!(keyed.starts_with(KEYED_DIGEST_PREFIX));
+        assert_eq!(key.rekey(&digest("sk-demo-change-me")), Some(keyed.clone()));
+        assert_eq!(key.rekey(&keyed), None, "already keyed");
+        assert_ne!(DigestKey::random().digest("sk-demo-change-me"), keyed);
+        assert_eq!(filter_digest(&keyed).len(), 64);
     }
 
     #[test]

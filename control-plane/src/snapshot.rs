@@ -509,7 +509,7 @@ pub fn compute(
         .filter(|k| k.expires_at.is_none_or(|t| t > now) && k.user_active)
         .map(|k| GatewayKey {
             id: k.id.clone(),
-            digest: k.digest.clone(),
+            digest: crate::crypto::filter_digest(&k.digest).to_owned(),
             user: k.user.clone(),
             models: k.models.clone(),
             expires_at: k.expires_at.and_then(|t| u64::try_from(t).ok()),
@@ -557,6 +557,8 @@ pub fn compute(
         version: String::new(),
         max_body_bytes,
         max_response_bytes: switchyard_filter::config::default_max_response_bytes(),
+        // Set by the caller, which holds the key (see `app::prepare_for_dataplane`).
+        key_digest_key: None,
         keys: filter_keys,
         providers: filter_providers,
         models: model_routes.into_values().collect(),

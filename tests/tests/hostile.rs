@@ -342,6 +342,36 @@ async fn headers_are_cleaned_both_ways() {
     assert!(mock::PROVIDER_COOKIE.contains("mock-provider-session"));
 }
 
+/// Issue 16, point 13: Envoy's `config_dump` showed each gateway key's plain SHA-256, which
+/// anyone who saw it could test guesses of a weak key against (`sk-demo-change-me`).
+#[tokio::test]
+async fn config_dump_gives_nothing_to_test_key_guesses_against() {
+    use sha2::Digest as _;
+    let stack = Stack::start().await;
+    let dump = reqwest::get(format!(
+        "http://127.0.0.1:{}/config_dump",
+        stack.envoy.ports.envoy_admin
+    ))
+    .await
+    .expect("config_dump")
+    .text()
+    .await
+    .unwrap_or_default();
+    assert!(
+        dump.contains("key_digest_key"),
+        "the filter's configuration is there"
+    );
+    for key in [GATEWAY_KEY, LIMITED_KEY] {
+        let plain = hex::encode(sha2::Sha256::digest(key.as_bytes()));
+        assert!(!dump.contains(&plain), "a plain digest of {key}");
+        assert!(!dump.contains(key));
+    }
+    assert!(!dump.contains(PROVIDER_KEY));
+    // The keys still work.
+    let r = post_raw(&stack, CHAT, GATEWAY_KEY, &chat_body("gpt-4o-mini")).await;
+    assert_eq!(r.status, 200);
+}
+
 /// Issue 16, point 13: a key scoped to some models could tell the models it may not use (403)
 /// from those that do not exist (404).
 #[tokio::test]

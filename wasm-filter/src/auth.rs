@@ -1,5 +1,6 @@
-//! Pure authentication: gateway keys found by SHA-256 digest, and their model scope.
+//! Pure authentication: gateway keys found by digest, and their model scope.
 
+use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 
 use crate::config::GatewayKey;
@@ -50,6 +51,42 @@ impl KeyEntry {
     }
 }
 
+/// The deployment's key for gateway key digests, ready to use (the HMAC's inner and outer
+/// states are computed once per configuration, not per request).
+#[derive(Clone)]
+pub struct DigestKey(Hmac<Sha256>);
+
+impl std::fmt::Debug for DigestKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DigestKey(..)")
+    }
+}
+
+impl DigestKey {
+    pub fn new(key: &[u8; 32]) -> DigestKey {
+        // HMAC takes keys of any length: this cannot fail.
+        DigestKey(
+            <Hmac<Sha256> as Mac>::new_from_slice(key)
+                .unwrap_or_else(|_| <Hmac<Sha256> as Mac>::new(&Default::default())),
+        )
+    }
+}
+
+/// The digest a gateway key is known by: HMAC-SHA256 under the deployment's digest key of the
+/// secret's SHA-256 (so that digests stored before keys were keyed could be converted without
+/// the secrets), or, without a digest key, the plain SHA-256.
+pub fn digest(key: Option<&DigestKey>, secret: &str) -> [u8; 32] {
+    let plain: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
+    match key {
+        Some(DigestKey(mac)) => {
+            let mut mac = mac.clone();
+            mac.update(&plain);
+            mac.finalize().into_bytes().into()
+        }
+        None => plain,
+    }
+}
+
 /// Longest credential looked at; anything longer cannot be one of ours.
 const MAX_KEY_LEN: usize = 512;
 
@@ -82,7 +119,7 @@ pub fn authenticate<'i>(
     if secret.len() > MAX_KEY_LEN {
         return Err(FilterError::invalid_key());
     }
-    let digest: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
+    let digest = digest(index.digest_key.as_ref(), secret);
     let position = index
         .key_position(&digest)
         .ok_or_else(FilterError::invalid_key)?;
@@ -127,6 +164,54 @@ mod tests {
             ..FilterConfig::default()
         })
         .expect("valid")
+    }
+
+    /// Issue 16: a configuration (Envoy's `config_dump`) showing plain SHA-256 digests lets
+    /// anyone brute-force a weak key offline; keyed digests need the digest key, which travels
+    /// sealed for the data plane.
+    #[test]
+    fn keyed_digests_need_the_digest_key() {
+        let kd = [7u8; 32];
+        let dp = [9u8; 32];
+        let keyed = hex::encode(super::digest(Some(&DigestKey::new(&kd)), "sk-weak"));
+        assert_ne!(keyed, digest("sk-weak"));
+        let config = |key_digest_key: String| {
+            serde_json::to_vec(&FilterConfig {
+                version: "1".into(),
+                keys: vec![GatewayKey {
+                    id: "k1".into(),
+                    digest: keyed.clone(),
+                    user: "u".into(),
+                    models: vec!["*".into()],
+                    expires_at: None,
+                    limited: false,
+                }],
+                key_digest_key: Some(key_digest_key),
+                ..FilterConfig::default()
+            })
+            .expect("json")
+        };
+        let sealed = config(crate::sealed::seal(&dp, &hex::encode(kd)));
+        let idx = Index::from_json(&sealed, Some(&dp)).expect("opens");
+        assert_eq!(
+            authenticate(&idx, Some("sk-weak"), || 0)
+                .expect("found")
+                .0
+                .id,
+            "k1"
+        );
+        assert!(
+            Index::from_json(&sealed, None).is_err(),
+            "sealed needs the data plane key"
+        );
+        assert!(Index::from_json(&sealed, Some(&[1u8; 32])).is_err());
+        // Without the digest key, the same digests match nothing.
+        let mut plain: FilterConfig = serde_json::from_slice(&sealed).expect("json");
+        plain.key_digest_key = None;
+        let idx = Index::new(plain).expect("valid");
+        assert!(authenticate(&idx, Some("sk-weak"), || 0).is_err());
+        let idx = Index::from_json(&config(hex::encode(kd)), None).expect("plain hex");
+        assert!(authenticate(&idx, Some("sk-weak"), || 0).is_ok());
     }
 
     #[test]

@@ -19,9 +19,14 @@ pub struct FilterConfig {
     /// or one stream event. More is a 502 (`provider_response_too_large`).
     #[serde(default = "default_max_response_bytes")]
     pub max_response_bytes: usize,
-    /// Gateway API keys, identified by the SHA-256 digest of their secret.
+    /// Gateway API keys, identified by the digest of their secret (see [`crate::auth::digest`]).
     #[serde(default)]
     pub keys: Vec<GatewayKey>,
+    /// The deployment's key digest key (64 hex digits, usually sealed for the data plane): key
+    /// digests are HMAC-SHA256 under it, so a leaked configuration gives nothing to
+    /// brute-force a weak key with. Absent: plain SHA-256 digests (older control planes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_digest_key: Option<String>,
     /// Upstream providers with their clusters and keys.
     #[serde(default)]
     pub providers: Vec<Provider>,
@@ -47,6 +52,7 @@ impl Default for FilterConfig {
             max_body_bytes: 0,
             max_response_bytes: default_max_response_bytes(),
             keys: Vec::new(),
+            key_digest_key: None,
             providers: Vec::new(),
             models: Vec::new(),
             balance: BalanceWeights::default(),
@@ -78,7 +84,7 @@ pub struct RecordSink {
 pub struct GatewayKey {
     /// Stable id of the key in the store (for logs and usage records).
     pub id: String,
-    /// Lower-case hex SHA-256 of the secret the client presents.
+    /// Lower-case hex digest of the secret the client presents (see [`crate::auth::digest`]).
     pub digest: String,
     /// Owner of the key.
     #[serde(default)]

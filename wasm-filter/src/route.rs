@@ -15,6 +15,8 @@ pub struct Index {
     pub version: String,
     pub max_body_bytes: usize,
     pub max_response_bytes: usize,
+    /// Keys gateway key digests are made with (`None`: plain SHA-256).
+    pub digest_key: Option<crate::auth::DigestKey>,
     keys: Vec<KeyEntry>,
     key_by_digest: HashMap<[u8; 32], usize, BuildHasherDefault<DigestHasher>>,
     providers: Vec<Provider>,
@@ -113,31 +115,49 @@ impl Index {
     pub fn from_json(bytes: &[u8], dataplane_key: Option<&[u8; 32]>) -> Result<Index, ConfigError> {
         let mut cfg: FilterConfig = serde_json::from_slice(bytes)
             .map_err(|e| ConfigError(format!("invalid filter config: {e}")))?;
+        let open = |what: &str, sealed: &str| -> Result<String, ConfigError> {
+            let key = dataplane_key.ok_or_else(|| {
+                ConfigError(format!(
+                    "{what} is sealed, and {} is not in Envoy's environment",
+                    crate::sealed::KEY_ENV
+                ))
+            })?;
+            crate::sealed::open(key, sealed).ok_or_else(|| {
+                ConfigError(format!(
+                    "{what} does not open with {}: is it the control plane's?",
+                    crate::sealed::KEY_ENV
+                ))
+            })
+        };
         for p in &mut cfg.providers {
             for k in p
                 .keys
                 .iter_mut()
                 .filter(|k| crate::sealed::is_sealed(&k.secret))
             {
-                let key = dataplane_key.ok_or_else(|| {
-                    ConfigError(format!(
-                        "provider keys are sealed, and {} is not in Envoy's environment",
-                        crate::sealed::KEY_ENV
-                    ))
-                })?;
-                k.secret = crate::sealed::open(key, &k.secret).ok_or_else(|| {
-                    ConfigError(format!(
-                        "provider key {} does not open with {}: is it the control plane's?",
-                        k.id,
-                        crate::sealed::KEY_ENV
-                    ))
-                })?;
+                k.secret = open(&format!("provider key {}", k.id), &k.secret)?;
             }
+        }
+        if let Some(k) = cfg
+            .key_digest_key
+            .as_mut()
+            .filter(|k| crate::sealed::is_sealed(k))
+        {
+            *k = open("the key digest key", k)?;
         }
         Index::new(cfg)
     }
 
     pub fn new(cfg: FilterConfig) -> Result<Index, ConfigError> {
+        let digest_key = cfg
+            .key_digest_key
+            .as_deref()
+            .map(|k| {
+                crate::sealed::parse_key(k)
+                    .map(|k| crate::auth::DigestKey::new(&k))
+                    .ok_or_else(|| ConfigError("the key digest key is not 64 hex digits".into()))
+            })
+            .transpose()?;
         let mut keys = Vec::with_capacity(cfg.keys.len());
         let mut key_by_digest =
             HashMap::with_capacity_and_hasher(cfg.keys.len(), Default::default());
@@ -231,6 +251,7 @@ impl Index {
             version: cfg.version,
             max_body_bytes: cfg.max_body_bytes,
             max_response_bytes: cfg.max_response_bytes,
+            digest_key,
             keys,
             key_by_digest,
             providers: cfg.providers,

@@ -1,5 +1,5 @@
 //! `/admin/v1/keys`: gateway API keys. The secret is returned once, at creation; the store keeps
-//! only its SHA-256 digest and a short prefix for humans.
+//! only its keyed digest (see `crypto::DigestKey`) and a short prefix for humans.
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -201,7 +201,7 @@ async fn create(
                 name: input.name,
                 user,
                 prefix: key_prefix(&secret),
-                digest: crypto::digest(&secret),
+                digest: app.digest_key.digest(&secret),
                 models,
                 rpm: input.rpm,
                 tpm: input.tpm,

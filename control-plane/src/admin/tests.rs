@@ -245,11 +245,14 @@ async fn models_and_keys_lifecycle() {
     assert_eq!(one["prefix"], &secret[..8]);
     assert!(one.get("key").is_none());
 
-    // The pushed filter config knows the key by digest only.
+    // The pushed filter config knows the key by its keyed digest only: not the secret, not a
+    // plain SHA-256 anyone could test guesses against.
     let snapshot = app.cache.current();
     let ecds = &snapshot.types[crate::xds::build::ECDS_TYPE].resources[0].1;
     let text = String::from_utf8_lossy(&ecds.value);
-    assert!(text.contains(&crypto::digest(&secret)));
+    let keyed = app.digest_key.digest(&secret);
+    assert!(text.contains(crypto::filter_digest(&keyed)));
+    assert!(!text.contains(&crypto::digest(&secret)));
     assert!(!text.contains(&secret));
 
     assert_eq!(

@@ -790,6 +790,37 @@ impl Store {
             .collect()
     }
 
+    /// Turns gateway key digests stored before digests were keyed into keyed ones (`rekey`
+    /// gives the new form, `None` for a row already converted), in one transaction; a row is
+    /// changed only if it still holds what was read, so two control planes starting together
+    /// cannot convert one twice. Returns how many changed.
+    pub async fn rekey_api_key_digests(
+        &self,
+        rekey: impl Fn(&str) -> Option<String>,
+    ) -> Result<usize> {
+        let mut tx = self.pool.begin().await?;
+        let rows = sqlx::query("SELECT id, digest FROM api_keys")
+            .fetch_all(&mut *tx)
+            .await?;
+        let mut changed = 0;
+        for row in rows {
+            let id: String = row.try_get("id")?;
+            let digest: String = row.try_get("digest")?;
+            let Some(keyed) = rekey(&digest) else {
+                continue;
+            };
+            changed += sqlx::query("UPDATE api_keys SET digest = $1 WHERE id = $2 AND digest = $3")
+                .bind(&keyed)
+                .bind(&id)
+                .bind(&digest)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected() as usize;
+        }
+        tx.commit().await?;
+        Ok(changed)
+    }
+
     // ---- settings --------------------------------------------------------------------------
 
     pub async fn get_setting(&self, key: &str) -> Result<Option<String>> {

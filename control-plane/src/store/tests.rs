@@ -953,6 +953,21 @@ on_both_backends! {
         assert!(matches!(s.get_model("smart").await, Err(StoreError::NotFound)));
     };
 
+    api_key_digests_are_keyed_once => |s: Store| async move {
+        let key = crate::crypto::DigestKey::random();
+        s.put_api_key(&api_key("old", "sk-from-before"), false).await.unwrap();
+        let mut keyed = api_key("new", "sk-made-now");
+        keyed.digest = key.digest("sk-made-now");
+        s.put_api_key(&keyed, false).await.unwrap();
+        assert_eq!(s.rekey_api_key_digests(|d| key.rekey(d)).await.unwrap(), 1);
+        assert_eq!(s.rekey_api_key_digests(|d| key.rekey(d)).await.unwrap(), 0, "once");
+        let keys = s.list_api_keys().await.unwrap();
+        for (name, secret) in [("old", "sk-from-before"), ("new", "sk-made-now")] {
+            let k = keys.iter().find(|k| k.name == name).unwrap();
+            assert_eq!(k.digest, key.digest(secret), "{name}");
+        }
+    };
+
     api_keys_store_digests_only => |s: Store| async move {
         let id = s.put_api_key(&api_key("demo", "sk-demo-secret"), true).await.unwrap();
         let again = s.put_api_key(&api_key("demo", "sk-demo-secret"), true).await.unwrap();
