@@ -1135,6 +1135,34 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn users_limits_from_the_config_are_applied_and_checked() {
+        let text = "users:\n  - {name: intern, rpm: 5, models: [gpt-4o-mini, \"claude-*\"], daily_budget: 2.5}\n  - {name: free}\n";
+        let (store, result) = apply(text).await;
+        result.unwrap();
+        let intern = store.get_user_limits("intern").await.unwrap();
+        assert_eq!(intern.models, vec!["gpt-4o-mini", "claude-*"]);
+        assert_eq!(
+            (
+                intern.rpm,
+                intern.daily_budget_micros,
+                intern.monthly_budget_micros
+            ),
+            (Some(5), Some(2_500_000), None)
+        );
+        assert_eq!(
+            store.get_user_limits("free").await.unwrap().models,
+            vec!["*"]
+        );
+        for (bad, why) in [
+            ("users:\n  - {name: u, models: [\"bad model\"]}\n", "spaces"),
+            ("users:\n  - {name: u, daily_budget: 0}\n", "daily_budget"),
+        ] {
+            let err = apply(bad).await.1.expect_err("refused").to_string();
+            assert!(err.contains("users[0]") && err.contains(why), "{err}");
+        }
+    }
+
+    #[tokio::test]
     async fn provider_keys_from_config_must_be_printable() {
         let text = "providers:\n  - {name: p, kind: openai, keys: [{secret: \"sk-a\\nb\"}]}\n";
         let (_, result) = apply(text).await;
