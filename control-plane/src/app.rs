@@ -448,14 +448,15 @@ pub async fn init(config_path: &Path) -> anyhow::Result<(App, Config)> {
     if !wasm_path.exists() {
         tracing::warn!(path = %wasm_path.display(), "filter .wasm not found; build it with `make wasm`");
     }
+    // Redis is not needed to start: the limits connect on first use and again after a loss.
     let limits = crate::limits::Limits::connect(config.redis.as_deref(), &config.redis_prefix)
-        .await
         .with_context(|| {
             format!(
-                "connecting to Redis ({})",
+                "Redis URL ({})",
                 redact_url(config.redis.as_deref().unwrap_or_default())
             )
-        })?;
+        })?
+        .with_request_timeout(config.gateway.request_timeout_secs);
     let memory = config.redis.is_none();
     let identity = Identity::load(
         &config.auth,
@@ -478,7 +479,7 @@ pub async fn init(config_path: &Path) -> anyhow::Result<(App, Config)> {
     if config.gateway.seal_provider_keys {
         app.dataplane_key = Some(dataplane_key(&app.store, &app.master).await?);
     }
-    // Balances for the rate limit service; without Redis, also what keys spent today.
+    // Balances for the rate limit service; without Redis, also what keys and users spent.
     let accounts = app.store.list_accounts().await?;
     let balances: Vec<(String, i64)> = accounts
         .into_iter()
@@ -488,11 +489,10 @@ pub async fn init(config_path: &Path) -> anyhow::Result<(App, Config)> {
     if memory {
         let now = crate::store::now();
         let (day_start, month_start) = crate::limits::period_starts(now);
-        let spend = app
-            .store
-            .key_spend(day_start * 1_000, month_start * 1_000)
-            .await?;
-        app.limits.restore_spend(&spend, now).await?;
+        let (day_ms, month_ms) = (day_start * 1_000, month_start * 1_000);
+        let keys = app.store.key_spend(day_ms, month_ms).await?;
+        let users = app.store.user_spend(day_ms, month_ms).await?;
+        app.limits.restore_spend(&keys, &users, now).await?;
     }
     app.probe_spec = config.probes.clone();
     app.discovery = crate::discovery::Runner::new(config.discovery.clone());
@@ -989,14 +989,6 @@ pub async fn apply_config(
         }
         let user = k.user.clone().unwrap_or_else(|| k.name.clone());
         let owner = user.clone();
-        let budget = |usd: Option<f64>, name: &str| -> anyhow::Result<Option<i64>> {
-            usd.map(|v| {
-                crate::domain::usd_to_micros(v)
-                    .filter(|m| *m > 0)
-                    .ok_or_else(|| anyhow::anyhow!("{at}: {name} must be a positive amount of USD"))
-            })
-            .transpose()
-        };
         store
             .put_api_key(
                 &NewApiKey {
@@ -1009,8 +1001,8 @@ pub async fn apply_config(
                     tpm: k.tpm,
                     credits: k.credits,
                     expires_at: k.expires_at,
-                    daily_budget_micros: budget(k.daily_budget, "daily_budget")?,
-                    monthly_budget_micros: budget(k.monthly_budget, "monthly_budget")?,
+                    daily_budget_micros: budget_micros(k.daily_budget, &at, "daily_budget")?,
+                    monthly_budget_micros: budget_micros(k.monthly_budget, &at, "monthly_budget")?,
                 },
                 true,
             )
@@ -1029,8 +1021,16 @@ pub async fn apply_config(
         let at = format!("users[{i}]");
         domain::check_name("user", &u.name).map_err(|e| anyhow::anyhow!("{at}: {e}"))?;
         store.ensure_user(&u.name).await?;
+        crate::scope::check(&u.models).map_err(|e| anyhow::anyhow!("{at}: {e}"))?;
         store
-            .set_user_limits(&u.name, u.rpm.map(i64::from), u.tpm.map(i64::from))
+            .set_user_limits(&crate::store::UserLimitsRow {
+                user: u.name.clone(),
+                rpm: u.rpm.map(i64::from),
+                tpm: u.tpm.map(i64::from),
+                models: u.models.clone(),
+                daily_budget_micros: budget_micros(u.daily_budget, &at, "daily_budget")?,
+                monthly_budget_micros: budget_micros(u.monthly_budget, &at, "monthly_budget")?,
+            })
             .await?;
         let mut patch = crate::store::UserPatch {
             role: u.role,
@@ -1049,6 +1049,16 @@ pub async fn apply_config(
         store.update_user(&u.name, &patch).await?;
     }
     Ok(())
+}
+
+/// A spend cap of the config file (USD) in micro-USD; `at` and `name` say where it is.
+fn budget_micros(usd: Option<f64>, at: &str, name: &str) -> anyhow::Result<Option<i64>> {
+    usd.map(|v| {
+        crate::domain::usd_to_micros(v)
+            .filter(|m| *m > 0)
+            .ok_or_else(|| anyhow::anyhow!("{at}: {name} must be a positive amount of USD"))
+    })
+    .transpose()
 }
 
 /// Checks an alias by itself: a name clients can send (a glob: `*` and no `/`), a target that
@@ -1210,6 +1220,34 @@ mod tests {
         let bad = "providers:\n  - name: p\n    kind: openai\n    model_settings: [{model: a, context_window: 0}]\n";
         let err = apply(bad).await.1.expect_err("refused").to_string();
         assert!(err.contains("providers[0].model_settings[0]"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn users_limits_from_the_config_are_applied_and_checked() {
+        let text = "users:\n  - {name: intern, rpm: 5, models: [gpt-4o-mini, \"claude-*\"], daily_budget: 2.5}\n  - {name: free}\n";
+        let (store, result) = apply(text).await;
+        result.unwrap();
+        let intern = store.get_user_limits("intern").await.unwrap();
+        assert_eq!(intern.models, vec!["gpt-4o-mini", "claude-*"]);
+        assert_eq!(
+            (
+                intern.rpm,
+                intern.daily_budget_micros,
+                intern.monthly_budget_micros
+            ),
+            (Some(5), Some(2_500_000), None)
+        );
+        assert_eq!(
+            store.get_user_limits("free").await.unwrap().models,
+            vec!["*"]
+        );
+        for (bad, why) in [
+            ("users:\n  - {name: u, models: [\"bad model\"]}\n", "spaces"),
+            ("users:\n  - {name: u, daily_budget: 0}\n", "daily_budget"),
+        ] {
+            let err = apply(bad).await.1.expect_err("refused").to_string();
+            assert!(err.contains("users[0]") && err.contains(why), "{err}");
+        }
     }
 
     #[tokio::test]

@@ -463,6 +463,15 @@ pub struct UserSpec {
     pub rpm: Option<u32>,
     #[serde(default)]
     pub tpm: Option<u32>,
+    /// The models the user's keys may use (patterns like keys'); each key's own scope applies
+    /// within it. Applied at every start, like the rest of these limits.
+    #[serde(default = "all_models")]
+    pub models: Vec<String>,
+    /// Spend caps in USD per UTC day and month, over all of the user's keys.
+    #[serde(default)]
+    pub daily_budget: Option<f64>,
+    #[serde(default)]
+    pub monthly_budget: Option<f64>,
     /// `admin` or `user` (default); applied at every start.
     #[serde(default)]
     pub role: Option<crate::auth::Role>,

@@ -511,7 +511,8 @@ pub fn compute(
             id: k.id.clone(),
             digest: crate::crypto::filter_digest(&k.digest).to_owned(),
             user: k.user.clone(),
-            models: k.models.clone(),
+            // Narrowing a user narrows every key of theirs at the next snapshot.
+            models: crate::scope::intersect(&k.models, &k.user_models),
             expires_at: k.expires_at.and_then(|t| u64::try_from(t).ok()),
             limited: k.limited,
         })
@@ -1087,7 +1088,7 @@ mod tests {
     }
 
     #[test]
-    fn expired_keys_are_not_pushed() {
+    fn expired_keys_are_not_pushed_and_keys_serve_only_what_their_owner_may() {
         let key = |id: &str, expires_at| ApiKeyRow {
             id: id.into(),
             name: id.into(),
@@ -1104,19 +1105,26 @@ mod tests {
             monthly_budget_micros: None,
             limited: id == "live",
             user_active: true,
+            user_models: vec!["*".into()],
+        };
+        let narrowed = ApiKeyRow {
+            models: vec!["gpt-*".into(), "claude-*".into()],
+            user_models: vec!["gpt-4o-mini".into()],
+            ..key("narrowed", None)
         };
         let state = compute(
             &[],
             &[],
             &[],
-            &[key("live", None), key("gone", Some(1))],
+            &[key("live", None), key("gone", Some(1)), narrowed],
             1,
             &Figures::default(),
             &Pins::new(),
             &Catalog::default(),
         );
         let ids: Vec<&str> = state.filter.keys.iter().map(|k| k.id.as_str()).collect();
-        assert_eq!(ids, vec!["live"]);
+        assert_eq!(ids, vec!["live", "narrowed"]);
+        assert_eq!(state.filter.keys[1].models, vec!["gpt-4o-mini".to_string()]);
         assert!(
             state.filter.keys[0].limited,
             "a limited key asks the rate limit service"

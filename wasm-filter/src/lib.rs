@@ -12,6 +12,7 @@ pub mod outbox;
 pub mod pricing;
 pub mod rank;
 pub mod request;
+pub mod reserve;
 pub mod route;
 pub mod sealed;
 pub mod sigv4;

@@ -31,7 +31,9 @@ struct KeyInput {
     /// admin token, the caller for a user.
     #[serde(default)]
     user: Option<String>,
-    /// Model patterns: exact names, `*`, or a prefix ending in `*` (default `["*"]`).
+    /// Model patterns: exact names, `*`, or a prefix ending in `*`. A user's key may not go
+    /// beyond the models an admin allows the user (403), and gets exactly those by default; an
+    /// admin's default is `["*"]`. Either way the key serves only what its owner may.
     #[serde(default)]
     models: Option<Vec<String>>,
     #[serde(default)]
@@ -171,10 +173,24 @@ async fn create(
         return Err(ApiError::Forbidden("only admins give credits".into()));
     }
     domain::check_name("user", &user).map_err(ApiError::BadRequest)?;
-    let models = input.models.unwrap_or_else(|| vec!["*".into()]);
-    for m in models.iter().filter(|m| m.as_str() != "*") {
-        domain::check_model_name(m.trim_end_matches('*')).map_err(ApiError::BadRequest)?;
-    }
+    let models = if p.is_admin() {
+        input.models.unwrap_or_else(|| vec!["*".into()])
+    } else {
+        // What an admin allows the caller bounds what they give their own keys.
+        let allowed = match app.store.get_user_limits(&user).await {
+            Ok(limits) => limits.models,
+            Err(crate::store::StoreError::NotFound) => vec!["*".into()],
+            Err(e) => return Err(e.into()),
+        };
+        let models = input.models.unwrap_or_else(|| allowed.clone());
+        if let Some(outside) = crate::scope::beyond(&models, &allowed) {
+            return Err(ApiError::Forbidden(format!(
+                "`models` goes beyond the models your account may use: {outside:?} is not within {allowed:?}"
+            )));
+        }
+        models
+    };
+    crate::scope::check(&models).map_err(ApiError::BadRequest)?;
     if input.credits.is_some_and(|c| !c.is_finite() || c < 0.0) {
         return Err(ApiError::BadRequest(
             "credits must be a non-negative number".into(),

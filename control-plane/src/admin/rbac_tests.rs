@@ -139,11 +139,18 @@ fn table(
             Value::Null,
         ),
         (
+            "GET",
+            "/users/{user}/limits",
+            Owner,
+            p("/users/bob/limits"),
+            Value::Null,
+        ),
+        (
             "PUT",
             "/users/{user}/limits",
             Admin,
             p("/users/alice/limits"),
-            json!({"rpm": 1000000}),
+            json!({"rpm": 1000000, "models": ["*"]}),
         ),
         ("GET", "/audit", Admin, p("/audit"), Value::Null),
         ("GET", "/keys", Signed, p("/keys"), Value::Null),
@@ -1307,4 +1314,177 @@ async fn master_key_rotation_on_sqlite() {
         .await
         .unwrap();
     master_key_rotation_reseals_everything(app_on(store, Sessions::memory(3600)).await).await;
+}
+
+/// What an admin allows a user bounds the user's keys: a user cannot give a key more models
+/// than their own scope (403), a key made without `models` gets exactly that scope, each key
+/// serves only what it and its owner both allow (narrowing the user narrows keys made
+/// earlier, an admin's `*` key included), spend caps over all of a user's keys make them
+/// limited, and only an admin sets any of it.
+async fn users_scopes_and_caps_bound_their_keys(app: Arc<App>) {
+    let (c, _) = world(app.clone()).await;
+    let limits = c
+        .admin(
+            "PUT",
+            "/users/alice/limits",
+            json!({"models": ["gpt-4o-mini"], "daily_budget_micros": 5_000}),
+        )
+        .await;
+    assert_eq!(limits["models"], json!(["gpt-4o-mini"]));
+    let (alice, _, _) = c.login("alice", "laptop").await;
+    let user = |method: &'static str, path: &'static str, body: Value| {
+        let (c, alice) = (&c, alice.clone());
+        async move {
+            c.call(
+                method,
+                &format!("/admin/v1{path}"),
+                body,
+                Some(&alice),
+                "laptop",
+            )
+            .await
+        }
+    };
+    let (status, own) = user("GET", "/users/alice/limits", Value::Null).await;
+    assert_eq!(status, StatusCode::OK, "{own}");
+    assert_eq!(own["models"], json!(["gpt-4o-mini"]));
+    assert_eq!(own["daily_budget_micros"], 5_000);
+    assert_eq!(
+        user("GET", "/users/bob/limits", Value::Null).await.0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        user("PUT", "/users/alice/limits", json!({"models": ["*"]}))
+            .await
+            .0,
+        StatusCode::FORBIDDEN,
+        "a user does not set their own limits"
+    );
+    for wider in [
+        json!(["*"]),
+        json!(["gpt-4o*"]),
+        json!(["gpt-4o-mini", "gpt-4o"]),
+    ] {
+        let (status, v) = user("POST", "/keys", json!({"name": "wide", "models": wider})).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{wider}: {v}");
+        assert_eq!(v["error"]["code"], "forbidden", "{v}");
+        let message = v["error"]["message"].as_str().unwrap();
+        assert!(message.contains("gpt-4o-mini"), "{message}");
+    }
+    let (status, narrow) = user("POST", "/keys", json!({"name": "alice-default"})).await;
+    assert_eq!(status, StatusCode::CREATED, "{narrow}");
+    assert_eq!(
+        narrow["models"],
+        json!(["gpt-4o-mini"]),
+        "the user's scope by default"
+    );
+    let (status, exact) = user(
+        "POST",
+        "/keys",
+        json!({"name": "alice-exact", "models": ["gpt-4o-mini"], "rpm": 5}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{exact}");
+    let star = c
+        .admin(
+            "POST",
+            "/keys",
+            json!({"name": "alice-star", "user": "alice"}),
+        )
+        .await;
+    assert_eq!(star["models"], json!(["*"]));
+
+    let served = |state: &crate::snapshot::GatewayState| -> Vec<(String, Vec<String>, bool)> {
+        let mut keys: Vec<(String, Vec<String>, bool)> = state
+            .filter
+            .keys
+            .iter()
+            .filter(|k| k.user == "alice")
+            .map(|k| (k.id.clone(), k.models.clone(), k.limited))
+            .collect();
+        keys.sort();
+        keys
+    };
+    let state = app.desired_state_for_tests().await;
+    let keys = served(&state);
+    assert_eq!(keys.len(), 3);
+    for (id, models, limited) in &keys {
+        assert_eq!(models, &vec!["gpt-4o-mini".to_string()], "{id}");
+        assert!(
+            limited,
+            "{id}: the owner's spend cap asks the rate limit service"
+        );
+    }
+    // Narrowing the user takes every key's access away at the next snapshot.
+    c.admin(
+        "PUT",
+        "/users/alice/limits",
+        json!({"models": ["claude-*"]}),
+    )
+    .await;
+    let state = app.desired_state_for_tests().await;
+    let star_id = star["id"].as_str().unwrap();
+    for (id, models, limited) in served(&state) {
+        if id == star_id {
+            assert_eq!(models, vec!["claude-*".to_string()]);
+        } else {
+            assert!(models.is_empty(), "{id}: {models:?}");
+        }
+        assert_eq!(limited, id == exact["id"], "{id}: only the key with an rpm");
+    }
+    c.admin("PUT", "/users/alice/limits", json!({})).await;
+    let state = app.desired_state_for_tests().await;
+    let (_, models, _) = served(&state)
+        .into_iter()
+        .find(|(id, ..)| id == star_id)
+        .unwrap();
+    assert_eq!(
+        models,
+        vec!["*".to_string()],
+        "no limits: every model again"
+    );
+    for bad in [
+        json!({"models": ["bad model"]}),
+        json!({"daily_budget_micros": 0}),
+        json!({"monthly_budget_micros": -5}),
+        json!({"models": "gpt-4o-mini"}),
+    ] {
+        let (status, v) = c
+            .call(
+                "PUT",
+                "/admin/v1/users/alice/limits",
+                bad.clone(),
+                Some(TOKEN),
+                "t",
+            )
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {v}");
+    }
+    let (status, _) = c
+        .call(
+            "PUT",
+            "/admin/v1/users/nobody/limits",
+            json!({}),
+            Some(TOKEN),
+            "t",
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn users_scopes_and_caps_on_sqlite() {
+    let store = Store::connect(&crate::test_support::sqlite_url())
+        .await
+        .unwrap();
+    users_scopes_and_caps_bound_their_keys(app_on(store, Sessions::memory(3600)).await).await;
+}
+
+#[tokio::test]
+async fn users_scopes_and_caps_on_postgres() {
+    let Some(url) = crate::test_support::pg_url_for_schema().await else {
+        return;
+    };
+    let store = Store::connect(&url).await.unwrap();
+    users_scopes_and_caps_bound_their_keys(app_on(store, Sessions::memory(3600)).await).await;
 }

@@ -27,7 +27,6 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(ledger))
         .routes(routes!(add_entry))
         .routes(routes!(set_rules))
-        .routes(routes!(set_user_limits))
         .routes(routes!(usage_report))
         .routes(routes!(provider_series))
 }
@@ -398,33 +397,6 @@ async fn set_rules(
     let account = app.store.set_account_rules(&user, &rules).await?;
     app.credits_changed(&user).await?;
     Ok(Json(json!(account)))
-}
-
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-struct UserLimitsInput {
-    #[serde(default)]
-    rpm: Option<u32>,
-    #[serde(default)]
-    tpm: Option<u32>,
-}
-
-/// Requests and tokens per minute over all of a user's keys (`null` or absent: none).
-#[utoipa::path(put, path = "/users/{user}/limits", tag = "users", params(("user" = String, Path)),
-    request_body = UserLimitsInput, responses((status = 200, body = Object), Errors))]
-async fn set_user_limits(
-    _: AdminOnly,
-    State(app): State<AppState>,
-    ApiPath(user): ApiPath<String>,
-    ApiJson(input): ApiJson<UserLimitsInput>,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    app.store
-        .set_user_limits(&user, input.rpm.map(i64::from), input.tpm.map(i64::from))
-        .await?;
-    publish(&app).await?;
-    Ok(Json(
-        json!({"user": user, "rpm": input.rpm, "tpm": input.tpm}),
-    ))
 }
 
 /// Latest time a report may name: the year 9999, in Unix ms.

@@ -14,7 +14,7 @@ use super::{publish, AdminOnly, ApiError, ApiJson, ApiPath, ApiQuery, AppState, 
 use crate::app::App;
 use crate::auth::{self, Principal, Role};
 use crate::domain;
-use crate::store::{AuditEntry, AuditFilter, StoreError, UserPatch, UserRow};
+use crate::store::{AuditEntry, AuditFilter, StoreError, UserLimitsRow, UserPatch, UserRow};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -23,6 +23,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(sessions, end_sessions))
         .routes(routes!(end_session))
         .routes(routes!(audit))
+        .routes(routes!(limits, set_limits))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -305,4 +306,72 @@ async fn audit(
         .then(|| data.last().map(|e| e.id))
         .flatten();
     Ok(Json(AuditPage { data, next_cursor }))
+}
+
+/// What an admin allows a user over all of its keys; absent or `null`: no limit (`models`:
+/// every model).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct UserLimitsInput {
+    #[serde(default)]
+    rpm: Option<u32>,
+    #[serde(default)]
+    tpm: Option<u32>,
+    /// Model patterns the user's keys may use: exact names, `*`, or a prefix ending in `*`
+    /// (default `["*"]`). Each key serves what its own `models` and these both allow.
+    #[serde(default)]
+    models: Option<Vec<String>>,
+    /// Spend caps, micro-USD per UTC day and month, over all of the user's keys.
+    #[serde(default)]
+    daily_budget_micros: Option<i64>,
+    #[serde(default)]
+    monthly_budget_micros: Option<i64>,
+}
+
+/// What a user is allowed over all of its keys (admins: anyone's; users: their own).
+#[utoipa::path(get, path = "/users/{user}/limits", tag = "users", params(("user" = String, Path)),
+    responses((status = 200, body = UserLimitsRow), Errors))]
+async fn limits(
+    Caller(p): Caller,
+    State(app): State<AppState>,
+    ApiPath(user): ApiPath<String>,
+) -> Result<Json<UserLimitsRow>, ApiError> {
+    if !p.may_act_for(&user) {
+        return Err(ApiError::NotFound("not found".into()));
+    }
+    Ok(Json(app.store.get_user_limits(&user).await?))
+}
+
+/// Sets everything a user is allowed over all of its keys, at once (fields left out: no
+/// limit): requests and tokens per minute, the models their keys may use, spend caps. Their
+/// keys follow within a second; the user cannot change any of it.
+#[utoipa::path(put, path = "/users/{user}/limits", tag = "users", params(("user" = String, Path)),
+    request_body = UserLimitsInput, responses((status = 200, body = UserLimitsRow), Errors))]
+async fn set_limits(
+    _: AdminOnly,
+    State(app): State<AppState>,
+    ApiPath(user): ApiPath<String>,
+    ApiJson(input): ApiJson<UserLimitsInput>,
+) -> Result<Json<UserLimitsRow>, ApiError> {
+    let models = input.models.unwrap_or_else(|| vec!["*".into()]);
+    crate::scope::check(&models).map_err(ApiError::BadRequest)?;
+    if [input.daily_budget_micros, input.monthly_budget_micros]
+        .iter()
+        .any(|b| b.is_some_and(|b| !(1..=crate::limits::MAX_CHARGE_MICROS).contains(&b)))
+    {
+        return Err(ApiError::BadRequest(
+            "budgets must be positive and at most 1,000,000 USD".into(),
+        ));
+    }
+    let limits = UserLimitsRow {
+        user,
+        rpm: input.rpm.map(i64::from),
+        tpm: input.tpm.map(i64::from),
+        models,
+        daily_budget_micros: input.daily_budget_micros,
+        monthly_budget_micros: input.monthly_budget_micros,
+    };
+    app.store.set_user_limits(&limits).await?;
+    publish(&app).await?;
+    Ok(Json(limits))
 }

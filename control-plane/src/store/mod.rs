@@ -167,6 +167,9 @@ pub struct ApiKeyRow {
     pub limited: bool,
     /// The owner is not disabled (a disabled user's keys are left out of the configuration).
     pub user_active: bool,
+    /// The models an admin allows the owner: the key serves only those of its own `models`
+    /// that lie within these too (see [`crate::scope::intersect`]).
+    pub user_models: Vec<String>,
 }
 
 /// A gateway key to store: only the digest of its secret.
@@ -618,11 +621,12 @@ impl Store {
             monthly_budget_micros: row.try_get("monthly_budget_micros")?,
             limited: false,
             user_active: row.try_get::<String, _>("user_status")? == "active",
+            user_models: parse_json("user models", &row.try_get::<String, _>("user_models")?)?,
         })
     }
 
     const API_KEY_COLUMNS: &'static str = "k.id, k.name, u.name AS user_name, k.prefix, k.digest, k.models, k.rpm, k.tpm, k.credits, k.expires_at, k.created_at,
-         k.daily_budget_micros, k.monthly_budget_micros, u.status AS user_status
+         k.daily_budget_micros, k.monthly_budget_micros, u.status AS user_status, u.models AS user_models
          FROM api_keys k JOIN users u ON u.id = k.user_id";
 
     pub async fn list_api_keys(&self) -> Result<Vec<ApiKeyRow>> {

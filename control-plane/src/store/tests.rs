@@ -867,7 +867,67 @@ async fn catalog_follows_static_lists_and_discoveries(s: Store) {
     assert!(s.list_provider_models().await.unwrap().is_empty());
 }
 
+/// What an admin allows a user: stored, read back, in the limits table and in every key row;
+/// what users and keys with caps spent, from the log.
+async fn users_limits_and_spend(s: Store) {
+    s.put_api_key(&api_key("alice-key", "sk-alice-0123456789"), false)
+        .await
+        .unwrap();
+    let defaults = s.get_user_limits("alice").await.unwrap();
+    assert_eq!(defaults.models, vec!["*".to_string()]);
+    assert_eq!((defaults.rpm, defaults.daily_budget_micros), (None, None));
+    let limits = UserLimitsRow {
+        user: "alice".into(),
+        rpm: Some(10),
+        tpm: None,
+        models: vec!["gpt-4o-mini".into(), "claude-*".into()],
+        daily_budget_micros: Some(7_000),
+        monthly_budget_micros: Some(90_000),
+    };
+    s.set_user_limits(&limits).await.unwrap();
+    assert_eq!(s.get_user_limits("alice").await.unwrap(), limits);
+    assert!(matches!(
+        s.set_user_limits(&UserLimitsRow {
+            user: "nobody".into(),
+            ..limits.clone()
+        })
+        .await,
+        Err(StoreError::NotFound)
+    ));
+    let keys = s.list_api_keys().await.unwrap();
+    assert_eq!(keys[0].user_models, limits.models);
+    let table = s.limits_table().await.unwrap();
+    let alice = &table.users["alice"];
+    assert_eq!(
+        (alice.rpm, alice.daily_micros, alice.monthly_micros),
+        (Some(10), Some(7_000), Some(90_000))
+    );
+
+    s.ensure_user("bob").await.unwrap();
+    let day = 86_400_000;
+    let batch = vec![
+        request("r1", "alice", Some(300), 10 * day + 5),
+        request("r2", "alice", Some(200), 9 * day),
+        request("r3", "alice", None, 10 * day + 6),
+        request("r4", "bob", Some(50), 10 * day + 7),
+    ];
+    s.ingest(&batch).await.unwrap();
+    assert_eq!(
+        s.user_spend(10 * day, 9 * day).await.unwrap(),
+        vec![("alice".to_string(), 300, 500)],
+        "users without caps are not read"
+    );
+    assert_eq!(
+        s.key_spend(10 * day, 9 * day).await.unwrap(),
+        vec![("key_1".to_string(), 350, 550)]
+    );
+}
+
 on_both_backends! {
+    users_limits_and_spend_are_stored => |s: Store| async move {
+        users_limits_and_spend(s).await;
+    };
+
     catalog_is_kept => |s: Store| async move {
         catalog_follows_static_lists_and_discoveries(s).await;
     };

@@ -374,7 +374,6 @@ impl Request {
         };
         let attempt = Attempt::prepare(&index, &ask, &body, &top, target, key, now)?;
         self.provider_key = provider.keys.iter().position(|k| std::ptr::eq(k, key));
-        drop(top);
         if let Some(new_body) = &attempt.body {
             let _ = hostcalls::set_buffer(BufferType::HttpRequestBody, 0, size, new_body);
         }
@@ -392,19 +391,24 @@ impl Request {
         if stream && failover.is_some() {
             wanted.push((STREAM_HEADER, b"1"));
         }
-        // A limited key's request is admitted (or not) by the rate limit service next.
+        // A limited key's request is admitted (or not) by the rate limit service next, which
+        // holds the most it may cost from its owner's credits until its end is charged (under
+        // the same request id).
         let limits = self
             .key
             .map(|k| index.key(k))
             .filter(|k| k.limited)
             .map(|k| {
-                let api = if endpoint.anthropic() {
-                    "anthropic"
-                } else {
-                    "openai"
-                };
-                format!("{} {api}", k.id)
+                let price = provider.prices.get(&target.model);
+                crate::reserve::Admit {
+                    key: &k.id,
+                    anthropic: endpoint.anthropic(),
+                    request: &self.id,
+                    reserve: crate::reserve::estimate(endpoint, &top, body.len(), price),
+                }
+                .value()
             });
+        drop(top);
         if let Some(value) = &limits {
             wanted.push((LIMITED_HEADER, value.as_bytes()));
         }

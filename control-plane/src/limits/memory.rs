@@ -1,0 +1,263 @@
+//! The rate limit service's counters in memory: one control plane, nothing shared, lost on
+//! restart. Sums saturate and never go below zero; maps keyed by request ids are capped.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+
+use super::{Ask, End, Verdict, WindowState, CHARGE_TTL_SECS, MAX_HOLDS_PER_USER, WINDOW_SECS};
+
+/// Requests remembered as settled before their end was reported, at most (the oldest go
+/// first: its end, if it ever comes, then holds its cost until that expires).
+const MAX_SETTLED: usize = 100_000;
+
+#[derive(Default)]
+pub struct Memory {
+    /// Per window: (second, count), oldest first.
+    windows: HashMap<String, Vec<(i64, i64)>>,
+    /// Spend per key or user and day or month: (micro-USD, expires at); the names carry the
+    /// period.
+    totals: HashMap<String, (i64, i64)>,
+    /// Credits per user (users of the limits table and of the ledger only).
+    accounts: HashMap<String, Account>,
+    /// Requests whose record reached the ledger before Envoy reported their end (that end then
+    /// holds nothing): request id -> expires at; and the same in the order they came.
+    settled: HashMap<String, i64>,
+    settled_order: VecDeque<(i64, String)>,
+    /// When expired totals, windows and holds are next swept.
+    next_sweep: i64,
+}
+
+/// One user's credits as the counters see them.
+#[derive(Default)]
+struct Account {
+    /// The ledger balance (`None`: not known yet, read from the store).
+    balance: Option<i64>,
+    /// The sum of `holds`.
+    held: i64,
+    holds: HashMap<String, Hold>,
+    /// (expires at, request id) of every hold, soonest first.
+    expiry: BTreeSet<(i64, String)>,
+}
+
+/// What a request holds of its owner's credits.
+#[derive(Debug, Clone, Copy)]
+struct Hold {
+    micros: i64,
+    expires: i64,
+    /// Its end was reported: this is its cost (else its reservation).
+    ended: bool,
+}
+
+impl Account {
+    /// Holds whose time is up stop counting.
+    fn expire(&mut self, now: i64) {
+        while self.expiry.first().is_some_and(|(at, _)| *at <= now) {
+            if let Some((_, request)) = self.expiry.pop_first() {
+                if let Some(h) = self.holds.remove(&request) {
+                    self.held = (self.held.saturating_sub(h.micros)).max(0);
+                }
+            }
+        }
+    }
+
+    fn release(&mut self, request: &str) -> Option<Hold> {
+        let h = self.holds.remove(request)?;
+        self.expiry.remove(&(h.expires, request.to_owned()));
+        self.held = (self.held.saturating_sub(h.micros)).max(0);
+        Some(h)
+    }
+
+    /// Holds `hold` for `request`, instead of what it held; beyond the cap the hold expiring
+    /// first goes.
+    fn hold(&mut self, request: &str, hold: Hold) {
+        self.release(request);
+        if self.holds.len() >= MAX_HOLDS_PER_USER {
+            if let Some((_, first)) = self.expiry.first().cloned() {
+                self.release(&first);
+            }
+        }
+        self.expiry.insert((hold.expires, request.to_owned()));
+        self.holds.insert(request.to_owned(), hold);
+        self.held = self.held.saturating_add(hold.micros);
+    }
+}
+
+impl Memory {
+    pub(super) fn admit(&mut self, ask: &Ask<'_>) -> Verdict {
+        let now = ask.now;
+        self.sweep(now);
+        if let Some(credit) = &ask.credit {
+            let account = self.accounts.entry(credit.user.to_owned()).or_default();
+            account.expire(now);
+            let Some(balance) = account.balance else {
+                return Verdict::NoBalance;
+            };
+            if balance.saturating_sub(account.held) <= 0 {
+                return Verdict::NoCredits;
+            }
+            if !credit.request.is_empty()
+                && account.holds.len() >= MAX_HOLDS_PER_USER
+                && !account.holds.contains_key(credit.request)
+            {
+                return Verdict::TooManyHolds;
+            }
+        }
+        for (i, cap) in ask.caps.iter().enumerate() {
+            if self.totals.get(&cap.total).map_or(0, |(spent, _)| *spent) >= cap.cap {
+                return Verdict::OverCap(i);
+            }
+        }
+        let mut states = Vec::with_capacity(ask.windows.len());
+        let mut ok = true;
+        for w in &ask.windows {
+            let buckets = self.windows.entry(w.counter.clone()).or_default();
+            buckets.retain(|(s, _)| *s > now - WINDOW_SECS);
+            let used = buckets
+                .iter()
+                .fold(0i64, |sum, (_, n)| sum.saturating_add(*n));
+            let oldest = buckets.first().map_or(now, |(s, _)| *s);
+            if (w.hits > 0 && used.saturating_add(w.hits) > w.limit)
+                || (w.hits == 0 && used >= w.limit)
+            {
+                ok = false;
+            }
+            states.push(WindowState {
+                used,
+                reset_secs: oldest + WINDOW_SECS - now,
+            });
+        }
+        if ok {
+            for (w, state) in ask.windows.iter().zip(&mut states) {
+                if w.hits > 0 {
+                    self.add(&w.counter, now, w.hits);
+                    state.used = state.used.saturating_add(w.hits);
+                }
+            }
+            if let Some(credit) = ask.credit.as_ref().filter(|c| !c.request.is_empty()) {
+                if let Some(account) = self.accounts.get_mut(credit.user) {
+                    account.hold(
+                        credit.request,
+                        Hold {
+                            micros: credit.reserve,
+                            expires: credit.expires,
+                            ended: false,
+                        },
+                    );
+                }
+            }
+        }
+        Verdict::Windows { ok, states }
+    }
+
+    fn add(&mut self, counter: &str, now: i64, hits: i64) {
+        let buckets = self.windows.entry(counter.to_owned()).or_default();
+        match buckets.last_mut() {
+            Some((s, n)) if *s == now => *n = n.saturating_add(hits),
+            _ => buckets.push((now, hits)),
+        }
+    }
+
+    pub(super) fn ended(&mut self, end: &End<'_>) {
+        let now = end.now;
+        self.sweep(now);
+        for w in &end.windows {
+            self.add(w, now, end.tokens);
+        }
+        self.add_totals(&end.totals, end.cost, now);
+        let Some(settle) = &end.hold else {
+            return;
+        };
+        let account = self.accounts.entry(settle.user.to_owned()).or_default();
+        if self.settled.remove(settle.request).is_some() || end.cost == 0 {
+            // Its record came first (the balance has its cost), or it cost nothing.
+            account.release(settle.request);
+            return;
+        }
+        account.hold(
+            settle.request,
+            Hold {
+                micros: end.cost,
+                expires: now.saturating_add(CHARGE_TTL_SECS),
+                ended: true,
+            },
+        );
+    }
+
+    /// A request's cost reached the ledger: what it held goes; if its end has not been
+    /// reported yet, that end is remembered to hold nothing.
+    pub(super) fn settle(&mut self, request: &str, user: &str, now: i64) {
+        let hold = self.accounts.get_mut(user).and_then(|a| a.release(request));
+        if hold.is_some_and(|h| h.ended) {
+            return;
+        }
+        let expires = now.saturating_add(CHARGE_TTL_SECS);
+        self.settled.insert(request.to_owned(), expires);
+        self.settled_order.push_back((expires, request.to_owned()));
+        self.forget_settled(now);
+    }
+
+    pub(super) fn set_balance(&mut self, user: &str, balance: i64) {
+        self.accounts.entry(user.to_owned()).or_default().balance = Some(balance);
+    }
+
+    pub(super) fn add_totals(&mut self, totals: &[(String, i64)], delta: i64, now: i64) {
+        if delta <= 0 {
+            return;
+        }
+        for (name, ttl) in totals {
+            let total = self
+                .totals
+                .entry(name.clone())
+                .or_insert((0, now.saturating_add(*ttl)));
+            total.0 = total.0.saturating_add(delta);
+        }
+    }
+
+    /// Settled requests past their time, or beyond the cap, are forgotten (oldest first).
+    fn forget_settled(&mut self, now: i64) {
+        while let Some((expires, request)) = self.settled_order.front() {
+            if *expires > now && self.settled_order.len() <= MAX_SETTLED {
+                break;
+            }
+            if self.settled.get(request) == Some(expires) {
+                self.settled.remove(request);
+            }
+            self.settled_order.pop_front();
+        }
+    }
+
+    /// Forgets what expired: totals of past periods, empty windows, holds and settled requests
+    /// past their time; once a minute at most.
+    fn sweep(&mut self, now: i64) {
+        if now < self.next_sweep {
+            return;
+        }
+        self.totals.retain(|_, (_, expires)| *expires > now);
+        self.windows.retain(|_, buckets| {
+            buckets.retain(|(s, _)| *s > now - WINDOW_SECS);
+            !buckets.is_empty()
+        });
+        for account in self.accounts.values_mut() {
+            account.expire(now);
+        }
+        self.accounts
+            .retain(|_, a| a.balance.is_some() || !a.holds.is_empty());
+        self.forget_settled(now);
+        self.next_sweep = now + 60;
+    }
+
+    #[cfg(test)]
+    pub fn sizes(&self) -> (usize, usize, usize, usize) {
+        let holds = self.accounts.values().map(|a| a.holds.len()).sum();
+        (
+            self.totals.len(),
+            holds,
+            self.settled.len(),
+            self.settled_order.len(),
+        )
+    }
+
+    #[cfg(test)]
+    pub fn held(&self, user: &str) -> i64 {
+        self.accounts.get(user).map_or(0, |a| a.held)
+    }
+}

@@ -1,0 +1,475 @@
+//! The rate limit service's counters in Redis, shared by every control plane: each admission
+//! is one Lua script (checked and counted at once), every key has a TTL, figures are clamped
+//! to their bounds inside the scripts. Redis is optional at run time: the connection is made
+//! on first use and again after a failure, with short timeouts, so a dead or hanging Redis
+//! makes the service answer an error at once (Envoy then lets the request through).
+
+use std::sync::{LazyLock, Mutex};
+use std::time::{Duration, Instant};
+
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncConnectionConfig, Script};
+
+use super::{
+    Ask, End, LimitsError, Result, Verdict, WindowState, CHARGE_TTL_SECS, MAX_HOLDS_PER_USER,
+    WINDOW_SECS,
+};
+
+/// How long connecting may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(200);
+/// How long one command may take: well under Envoy's wait for the service (500 ms by default).
+const RESPONSE_TIMEOUT: Duration = Duration::from_millis(200);
+/// How long after a failure every call fails at once before connecting is tried again.
+const RETRY_AFTER: Duration = Duration::from_secs(1);
+/// How long a user's balance is trusted before it is read from the store again (a change
+/// that could not be written while Redis was away is picked up then).
+const BALANCE_TTL_SECS: i64 = 60;
+/// Time to live of a user's holds (refreshed on every change): longer than any one hold.
+const HOLDS_TTL_SECS: i64 = 2 * CHARGE_TTL_SECS;
+/// Expired holds dropped per script run at most (the rest on the next runs).
+const EXPIRE_PER_RUN: i64 = 100;
+/// Ledger reports settled per script run (each run well within [`RESPONSE_TIMEOUT`]).
+const SETTLE_PER_RUN: usize = 500;
+
+/// Shared by the scripts: `take(key, n)` lowers a total by `n`, never below zero, keeping its
+/// TTL; `drop_hold(held, holds, expiry, request)` forgets what `request` held.
+const HOLD_FUNCTIONS: &str = r#"
+local function take(key, n)
+  local v = redis.call('DECRBY', key, n)
+  if v < 0 then redis.call('INCRBY', key, -v) end
+end
+local function drop_hold(held, holds, expiry, request)
+  local amount = redis.call('HGET', holds, request)
+  if amount then
+    redis.call('HDEL', holds, request)
+    redis.call('ZREM', expiry, request)
+    take(held, amount)
+  end
+  return amount
+end
+local function keep(held, holds, expiry, ttl)
+  redis.call('EXPIRE', held, ttl)
+  redis.call('EXPIRE', holds, ttl)
+  redis.call('EXPIRE', expiry, ttl)
+end
+"#;
+
+/// One admission, atomically. KEYS: balance, held, holds (hash), expiry (sorted set) of the
+/// owner, then the spend totals of the caps, then the windows. ARGV: now, window seconds,
+/// metered (0/1), request id ('' = hold nothing), reserve, hold expires at, holds TTL, most
+/// holds, number of caps, expired holds dropped per run, then each cap, then (limit, hits) per
+/// window. Returns {-1} no balance, {-2} no credits, {-3} too many holds, {-4, i} cap i
+/// reached, or {allowed (0/1), then (used, oldest second) per window}.
+static ADMIT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        "{HOLD_FUNCTIONS}{}",
+        r#"
+local now = tonumber(ARGV[1])
+local win = tonumber(ARGV[2])
+local request = ARGV[4]
+local ncaps = tonumber(ARGV[9])
+if ARGV[3] == '1' then
+  local old = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now, 'LIMIT', 0, tonumber(ARGV[10]))
+  for _, r in ipairs(old) do drop_hold(KEYS[2], KEYS[3], KEYS[4], r) end
+  local balance = redis.call('GET', KEYS[1])
+  if not balance then return {-1} end
+  local held = tonumber(redis.call('GET', KEYS[2]) or '0')
+  if tonumber(balance) - held <= 0 then return {-2} end
+  if request ~= '' and redis.call('ZCARD', KEYS[4]) >= tonumber(ARGV[8])
+     and not redis.call('ZSCORE', KEYS[4], request) then
+    return {-3}
+  end
+end
+for i = 1, ncaps do
+  local spent = tonumber(redis.call('GET', KEYS[4 + i]) or '0')
+  if spent >= tonumber(ARGV[10 + i]) then return {-4, i} end
+end
+local used, oldest, ok = {}, {}, 1
+local first_window = 5 + ncaps
+for i = first_window, #KEYS do
+  local a = 10 + ncaps + 2 * (i - first_window)
+  local limit, hits = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
+  local all = redis.call('HGETALL', KEYS[i])
+  local sum, first = 0, now
+  for j = 1, #all, 2 do
+    local s = tonumber(all[j])
+    if s <= now - win then
+      redis.call('HDEL', KEYS[i], all[j])
+    else
+      sum = sum + tonumber(all[j + 1])
+      if s < first then first = s end
+    end
+  end
+  used[i], oldest[i] = sum, first
+  if (hits > 0 and sum + hits > limit) or (hits == 0 and sum >= limit) then ok = 0 end
+end
+local out = {ok}
+for i = first_window, #KEYS do
+  local a = 10 + ncaps + 2 * (i - first_window)
+  local hits = tonumber(ARGV[a + 2])
+  if ok == 1 and hits > 0 then
+    redis.call('HINCRBY', KEYS[i], now, hits)
+    redis.call('EXPIRE', KEYS[i], win + 1)
+    used[i] = used[i] + hits
+  end
+  table.insert(out, used[i])
+  table.insert(out, oldest[i])
+end
+if ok == 1 and ARGV[3] == '1' and request ~= '' then
+  drop_hold(KEYS[2], KEYS[3], KEYS[4], request)
+  redis.call('HSET', KEYS[3], request, ARGV[5])
+  redis.call('ZADD', KEYS[4], ARGV[6], request)
+  redis.call('INCRBY', KEYS[2], ARGV[5])
+  keep(KEYS[2], KEYS[3], KEYS[4], ARGV[7])
+end
+return out
+"#
+    ))
+});
+
+/// A request's end, in one step: tokens added to their windows, the cost to the spend
+/// totals, and (metered) the request's hold becomes its cost. KEYS: the request's marker, then
+/// held, holds, expiry of its owner, then the windows, then the totals. ARGV: request id (''
+/// = no hold), cost, hold expires at, marker TTL, holds TTL, most holds, now, tokens, window
+/// TTL, number of windows, then each total's TTL. The marker says which of the end and the
+/// ledger came first. (Called on its own, not in a pipeline: `EVALSHA` in a pipeline does not
+/// load a script Redis lost, and the other commands would run twice on a retry.)
+static END: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        "{HOLD_FUNCTIONS}{}",
+        r#"
+local request = ARGV[1]
+local nwin = tonumber(ARGV[10])
+if tonumber(ARGV[8]) > 0 then
+  for i = 5, 4 + nwin do
+    redis.call('HINCRBY', KEYS[i], ARGV[7], ARGV[8])
+    redis.call('EXPIRE', KEYS[i], ARGV[9])
+  end
+end
+if tonumber(ARGV[2]) > 0 then
+  for i = 5 + nwin, #KEYS do
+    redis.call('INCRBY', KEYS[i], ARGV[2])
+    redis.call('EXPIRE', KEYS[i], ARGV[10 + i - 4 - nwin])
+  end
+end
+if request == '' then return 0 end
+drop_hold(KEYS[2], KEYS[3], KEYS[4], request)
+if redis.call('GET', KEYS[1]) == 'settled' then
+  redis.call('DEL', KEYS[1])
+  return 0
+end
+if tonumber(ARGV[2]) <= 0 then return 0 end
+if redis.call('ZCARD', KEYS[4]) >= tonumber(ARGV[6]) then
+  local first = redis.call('ZRANGE', KEYS[4], 0, 0)
+  if first[1] then drop_hold(KEYS[2], KEYS[3], KEYS[4], first[1]) end
+end
+redis.call('HSET', KEYS[3], request, ARGV[2])
+redis.call('ZADD', KEYS[4], ARGV[3], request)
+redis.call('INCRBY', KEYS[2], ARGV[2])
+keep(KEYS[2], KEYS[3], KEYS[4], ARGV[5])
+redis.call('SET', KEYS[1], 'end', 'EX', ARGV[4])
+return 1
+"#
+    ))
+});
+
+/// Requests whose cost reached the ledger: what they held goes. KEYS: per request its marker,
+/// then held, holds, expiry of its owner. ARGV: marker TTL, then the request ids.
+static SETTLE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        "{HOLD_FUNCTIONS}{}",
+        r#"
+for n = 2, #ARGV do
+  local k = 4 * (n - 2)
+  drop_hold(KEYS[k + 2], KEYS[k + 3], KEYS[k + 4], ARGV[n])
+  if redis.call('GET', KEYS[k + 1]) == 'end' then
+    redis.call('DEL', KEYS[k + 1])
+  else
+    redis.call('SET', KEYS[k + 1], 'settled', 'EX', ARGV[1])
+  end
+end
+return 1
+"#
+    ))
+});
+
+/// A Redis connection made on first use and again after it failed; while Redis is away every
+/// call fails at once, and connecting is tried again every [`RETRY_AFTER`].
+pub struct Link {
+    client: redis::Client,
+    config: AsyncConnectionConfig,
+    state: Mutex<LinkState>,
+}
+
+enum LinkState {
+    Up(MultiplexedConnection),
+    /// One caller is connecting (since then; a caller that was cancelled leaves this behind,
+    /// so it counts as down once the connection timeout has passed).
+    Connecting(Instant),
+    Down {
+        retry_at: Instant,
+    },
+}
+
+impl Link {
+    pub fn new(url: &str) -> Result<Link> {
+        Ok(Link {
+            client: redis::Client::open(url)?,
+            config: AsyncConnectionConfig::new()
+                .set_connection_timeout(CONNECT_TIMEOUT)
+                .set_response_timeout(RESPONSE_TIMEOUT),
+            state: Mutex::new(LinkState::Down {
+                retry_at: Instant::now(),
+            }),
+        })
+    }
+
+    /// The connection, or [`LimitsError::Down`] at once while Redis is away.
+    pub async fn get(&self) -> Result<MultiplexedConnection> {
+        {
+            let mut state = self.state.lock().map_err(|_| LimitsError::Poisoned)?;
+            let now = Instant::now();
+            let wait = match &*state {
+                LinkState::Up(conn) => return Ok(conn.clone()),
+                LinkState::Connecting(since) => now < *since + CONNECT_TIMEOUT * 2,
+                LinkState::Down { retry_at } => now < *retry_at,
+            };
+            if wait {
+                return Err(LimitsError::Down);
+            }
+            *state = LinkState::Connecting(now);
+        }
+        let connected = tokio::time::timeout(
+            CONNECT_TIMEOUT,
+            self.client
+                .get_multiplexed_async_connection_with_config(&self.config),
+        )
+        .await;
+        let mut state = self.state.lock().map_err(|_| LimitsError::Poisoned)?;
+        match connected {
+            Ok(Ok(conn)) => {
+                tracing::info!("limits: connected to Redis");
+                *state = LinkState::Up(conn.clone());
+                Ok(conn)
+            }
+            Ok(Err(e)) => {
+                tracing::warn!("limits: Redis unreachable ({e}); requests go through unlimited until it is back");
+                *state = LinkState::Down {
+                    retry_at: Instant::now() + RETRY_AFTER,
+                };
+                Err(LimitsError::Down)
+            }
+            Err(_) => {
+                tracing::warn!("limits: Redis did not answer in time; requests go through unlimited until it does");
+                *state = LinkState::Down {
+                    retry_at: Instant::now() + RETRY_AFTER,
+                };
+                Err(LimitsError::Down)
+            }
+        }
+    }
+
+    /// After a command failed: a lost or hanging connection is dropped (the next call after
+    /// [`RETRY_AFTER`] connects again); other errors leave it.
+    pub fn failed(&self, e: &redis::RedisError) {
+        if e.is_unrecoverable_error() || e.is_timeout() || e.is_io_error() {
+            if let Ok(mut state) = self.state.lock() {
+                *state = LinkState::Down {
+                    retry_at: Instant::now() + RETRY_AFTER,
+                };
+            }
+        }
+    }
+
+    /// Runs `call` on the connection, noting a failure.
+    async fn run<T, F, Fut>(&self, call: F) -> Result<T>
+    where
+        F: FnOnce(MultiplexedConnection) -> Fut,
+        Fut: std::future::Future<Output = redis::RedisResult<T>>,
+    {
+        let conn = self.get().await?;
+        call(conn).await.map_err(|e| {
+            self.failed(&e);
+            LimitsError::Redis(e)
+        })
+    }
+}
+
+/// The counters in Redis, keys under a prefix.
+pub struct RedisCounters {
+    link: Link,
+    prefix: String,
+}
+
+impl RedisCounters {
+    pub fn new(url: &str, prefix: &str) -> Result<RedisCounters> {
+        Ok(RedisCounters {
+            link: Link::new(url)?,
+            prefix: prefix.into(),
+        })
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    fn name(&self, parts: &[&str]) -> String {
+        let mut k = self.prefix.clone();
+        for p in parts {
+            k.push(':');
+            k.push_str(p);
+        }
+        k
+    }
+
+    pub(super) async fn ping(&self) -> Result<()> {
+        self.link
+            .run(|mut c| async move { redis::cmd("PING").query_async::<()>(&mut c).await })
+            .await
+    }
+
+    /// The keys of a user's credits: balance, held, holds, expiry.
+    fn credit_keys(&self, user: &str) -> [String; 4] {
+        ["balance", "held", "holds", "expiry"].map(|kind| self.name(&[kind, user]))
+    }
+
+    pub(super) async fn admit(&self, ask: &Ask<'_>) -> Result<Verdict> {
+        let mut call = ADMIT.prepare_invoke();
+        let user = ask.credit.as_ref().map_or("", |c| c.user);
+        for key in self.credit_keys(user) {
+            call.key(key);
+        }
+        for cap in &ask.caps {
+            call.key(&cap.total);
+        }
+        for w in &ask.windows {
+            call.key(&w.counter);
+        }
+        let (metered, request, reserve, expires) = ask
+            .credit
+            .as_ref()
+            .map_or((0, "", 0, 0), |c| (1, c.request, c.reserve, c.expires));
+        call.arg(ask.now)
+            .arg(WINDOW_SECS)
+            .arg(metered)
+            .arg(request)
+            .arg(reserve)
+            .arg(expires)
+            .arg(HOLDS_TTL_SECS)
+            .arg(MAX_HOLDS_PER_USER)
+            .arg(ask.caps.len())
+            .arg(EXPIRE_PER_RUN);
+        for cap in &ask.caps {
+            call.arg(cap.cap);
+        }
+        for w in &ask.windows {
+            call.arg(w.limit).arg(w.hits);
+        }
+        let out: Vec<i64> = self
+            .link
+            .run(|mut c| async move { call.invoke_async(&mut c).await })
+            .await?;
+        Ok(match out.as_slice() {
+            [-1] => Verdict::NoBalance,
+            [-2] => Verdict::NoCredits,
+            [-3] => Verdict::TooManyHolds,
+            [-4, i] => Verdict::OverCap(usize::try_from(*i - 1).unwrap_or(0)),
+            [ok, rest @ ..] => Verdict::Windows {
+                ok: *ok == 1,
+                states: rest
+                    .chunks(2)
+                    .map(|c| WindowState {
+                        used: c[0],
+                        reset_secs: c.get(1).copied().unwrap_or(ask.now) + WINDOW_SECS - ask.now,
+                    })
+                    .collect(),
+            },
+            [] => Verdict::Windows {
+                ok: true,
+                states: Vec::new(),
+            },
+        })
+    }
+
+    /// Tokens, spend and the hold of a request's end: one script.
+    pub(super) async fn ended(&self, end: &End<'_>) -> Result<()> {
+        let mut call = END.prepare_invoke();
+        let (user, request) = end.hold.as_ref().map_or(("", ""), |h| (h.user, h.request));
+        let [_, held, holds, expiry] = self.credit_keys(user);
+        call.key(self.name(&["charge", request]))
+            .key(held)
+            .key(holds)
+            .key(expiry);
+        for w in &end.windows {
+            call.key(w);
+        }
+        for (total, _) in &end.totals {
+            call.key(total);
+        }
+        call.arg(request)
+            .arg(end.cost)
+            .arg(end.now.saturating_add(CHARGE_TTL_SECS))
+            .arg(CHARGE_TTL_SECS)
+            .arg(HOLDS_TTL_SECS)
+            .arg(MAX_HOLDS_PER_USER)
+            .arg(end.now)
+            .arg(end.tokens)
+            .arg(WINDOW_SECS + 1)
+            .arg(end.windows.len());
+        for (_, ttl) in &end.totals {
+            call.arg(*ttl);
+        }
+        self.link
+            .run(|mut c| async move { call.invoke_async::<i64>(&mut c).await })
+            .await
+            .map(drop)
+    }
+
+    /// Many ledger reports at once (one script per [`SETTLE_PER_RUN`]).
+    pub(super) async fn settle(&self, settled: &[(&str, &str)]) -> Result<()> {
+        for chunk in settled.chunks(SETTLE_PER_RUN) {
+            let mut call = SETTLE.prepare_invoke();
+            call.arg(CHARGE_TTL_SECS);
+            for (request, user) in chunk {
+                let [_, held, holds, expiry] = self.credit_keys(user);
+                call.key(self.name(&["charge", request]))
+                    .key(held)
+                    .key(holds)
+                    .key(expiry)
+                    .arg(*request);
+            }
+            self.link
+                .run(|mut c| async move { call.invoke_async::<i64>(&mut c).await })
+                .await?;
+        }
+        Ok(())
+    }
+
+    pub(super) async fn set_balances(&self, balances: &[(String, i64)]) -> Result<()> {
+        if balances.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        for (user, b) in balances {
+            pipe.set_ex(self.name(&["balance", user]), *b, BALANCE_TTL_SECS as u64)
+                .ignore();
+        }
+        self.link
+            .run(|mut c| async move { pipe.query_async::<()>(&mut c).await })
+            .await
+    }
+
+    /// Adds `delta` to each total, which lives `ttl` seconds: (name, ttl).
+    pub(super) async fn add_totals(&self, totals: &[(String, i64)], delta: i64) -> Result<()> {
+        if totals.is_empty() || delta <= 0 {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        for (name, ttl) in totals {
+            pipe.incr(name, delta).ignore().expire(name, *ttl).ignore();
+        }
+        self.link
+            .run(|mut c| async move { pipe.query_async::<()>(&mut c).await })
+            .await
+    }
+}

@@ -1,0 +1,235 @@
+//! Pure: what a limited key's request asks the rate limit service at admission, including the
+//! most the request may cost, which the control plane holds from its owner's credits until the
+//! request's end is charged (so concurrent requests cannot all spend the same balance).
+
+use crate::pricing::Price;
+use crate::request::{Endpoint, TopLevel};
+
+/// Output tokens assumed when a request sets no limit of its own.
+pub const DEFAULT_OUTPUT_TOKENS: u64 = 4_096;
+
+/// The largest reservation, micro-USD (USD 1,000,000); the control plane refuses any charge
+/// above it as forged or broken.
+pub const MAX_RESERVE_MICROS: u64 = 1_000_000_000_000;
+
+/// Body bytes per prompt token assumed: JSON around English text runs at about four bytes a
+/// token, so three errs high, as a reservation should.
+const BYTES_PER_TOKEN: u64 = 3;
+
+/// The output limit the client set: the largest of `max_tokens` (Chat Completions, Messages),
+/// `max_completion_tokens` (Chat Completions) and `max_output_tokens` (Responses), or
+/// [`DEFAULT_OUTPUT_TOKENS`] when none is a whole number. Read from the raw values the request's
+/// one parse kept: no second parse of the body.
+pub fn output_limit(top: &TopLevel) -> u64 {
+    ["max_tokens", "max_completion_tokens", "max_output_tokens"]
+        .iter()
+        .filter_map(|name| top.get(name))
+        .filter_map(|raw| raw.get().trim().parse::<u64>().ok())
+        .max()
+        .unwrap_or(DEFAULT_OUTPUT_TOKENS)
+}
+
+/// The most `body_len` bytes of prompt and `output_tokens` of answer cost at `price`, in
+/// micro-USD rounded up, every token at the dearer of its kinds (a prompt may be written to a
+/// cache, an answer may be reasoning), at most [`MAX_RESERVE_MICROS`].
+pub fn micros(body_len: usize, output_tokens: u64, price: &Price) -> u64 {
+    let prompt = u64::try_from(body_len)
+        .unwrap_or(u64::MAX)
+        .div_ceil(BYTES_PER_TOKEN);
+    let input = price.input.max(price.cache_write.unwrap_or(0));
+    let output = price.output.max(price.reasoning.unwrap_or(0));
+    // Each product fits in a u128; their sum may not (both at u64::MAX).
+    let pico = (u128::from(prompt) * u128::from(input))
+        .saturating_add(u128::from(output_tokens) * u128::from(output));
+    u64::try_from(pico.div_ceil(1_000_000))
+        .unwrap_or(u64::MAX)
+        .min(MAX_RESERVE_MICROS)
+}
+
+/// The reservation of a request to `endpoint` with this body going to a target priced `price`
+/// (none: nothing to reserve; embeddings produce no output tokens).
+pub fn estimate(endpoint: Endpoint, top: &TopLevel, body_len: usize, price: Option<&Price>) -> u64 {
+    let Some(price) = price else {
+        return 0;
+    };
+    let output = match endpoint {
+        Endpoint::Embeddings => 0,
+        _ => output_limit(top),
+    };
+    micros(body_len, output, price)
+}
+
+/// The admission descriptor's value (`admit`, from the header [`crate::config::LIMITED_HEADER`]):
+/// `"{key id} {openai|anthropic} {request id} {reserve micros}"`. The request id is the one the
+/// request's end is charged under. Older filters send only the first two fields (no
+/// reservation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Admit<'a> {
+    pub key: &'a str,
+    /// The client speaks Anthropic's API (refusals in its shape).
+    pub anthropic: bool,
+    /// Empty in the two-field form.
+    pub request: &'a str,
+    pub reserve: u64,
+}
+
+impl<'a> Admit<'a> {
+    pub fn value(&self) -> String {
+        let api = if self.anthropic {
+            "anthropic"
+        } else {
+            "openai"
+        };
+        format!("{} {api} {} {}", self.key, self.request, self.reserve)
+    }
+
+    /// Reads a value of one, two or four fields; anything else (or a reservation that is not
+    /// a whole number) is `None`.
+    pub fn parse(value: &'a str) -> Option<Admit<'a>> {
+        let mut fields = value.split(' ');
+        let key = fields.next().filter(|k| !k.is_empty())?;
+        let anthropic = fields.next() == Some("anthropic");
+        let (request, reserve) = match (fields.next(), fields.next()) {
+            (None, _) => ("", 0),
+            (Some(request), Some(reserve)) if !request.is_empty() => {
+                (request, reserve.parse().ok()?)
+            }
+            _ => return None,
+        };
+        if fields.next().is_some() {
+            return None;
+        }
+        Some(Admit {
+            key,
+            anthropic,
+            request,
+            reserve,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn top(body: &str) -> TopLevel<'_> {
+        TopLevel::parse(body.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn the_output_limit_is_the_largest_the_client_set_or_the_default() {
+        let limit = |body: &str| output_limit(&top(body));
+        assert_eq!(limit(r#"{"model":"m"}"#), DEFAULT_OUTPUT_TOKENS);
+        assert_eq!(limit(r#"{"model":"m","max_tokens":100}"#), 100);
+        assert_eq!(limit(r#"{"model":"m","max_completion_tokens": 250 }"#), 250);
+        assert_eq!(limit(r#"{"model":"m","max_output_tokens":7}"#), 7);
+        assert_eq!(
+            limit(r#"{"model":"m","max_tokens":10,"max_completion_tokens":20}"#),
+            20
+        );
+        for odd in ["null", "-5", "1.5", "\"100\"", "1e3", "{}"] {
+            assert_eq!(
+                limit(&format!(r#"{{"model":"m","max_tokens":{odd}}}"#)),
+                DEFAULT_OUTPUT_TOKENS,
+                "{odd}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_reservation_prices_every_token_at_its_dearest_kind_and_rounds_up() {
+        let price = Price {
+            input: 2_000_000,
+            output: 8_000_000,
+            ..Price::default()
+        };
+        // 300 bytes: 100 prompt tokens at USD 2/Mtok, 50 output tokens at USD 8/Mtok.
+        assert_eq!(micros(300, 50, &price), 200 + 400);
+        // 301 bytes: 101 tokens.
+        assert_eq!(micros(301, 0, &price), 202);
+        // A fraction of a micro-USD is a whole one.
+        assert_eq!(
+            micros(
+                1,
+                0,
+                &Price {
+                    input: 1,
+                    ..Price::default()
+                }
+            ),
+            1
+        );
+        let dear = Price {
+            cache_write: Some(3_000_000),
+            reasoning: Some(10_000_000),
+            ..price
+        };
+        assert_eq!(micros(300, 50, &dear), 300 + 500);
+        // Nothing overflows; the largest reservation is the cap.
+        let huge = Price {
+            input: u64::MAX,
+            output: u64::MAX,
+            ..Price::default()
+        };
+        assert_eq!(micros(usize::MAX, u64::MAX, &huge), MAX_RESERVE_MICROS);
+    }
+
+    #[test]
+    fn estimates_follow_the_endpoint_and_the_price() {
+        let body = r#"{"model":"m","max_tokens":1000}"#;
+        let price = Price {
+            input: 1_000_000,
+            output: 1_000_000,
+            ..Price::default()
+        };
+        let prompt = (body.len() as u64).div_ceil(3);
+        assert_eq!(
+            estimate(
+                Endpoint::ChatCompletions,
+                &top(body),
+                body.len(),
+                Some(&price)
+            ),
+            prompt + 1_000
+        );
+        assert_eq!(
+            estimate(Endpoint::Embeddings, &top(body), body.len(), Some(&price)),
+            prompt
+        );
+        assert_eq!(
+            estimate(Endpoint::Messages, &top(body), body.len(), None),
+            0,
+            "no price, no cost"
+        );
+    }
+
+    #[test]
+    fn admission_values_round_trip_and_odd_ones_are_refused() {
+        let admit = Admit {
+            key: "key_1",
+            anthropic: true,
+            request: "0123abcd",
+            reserve: 4_200,
+        };
+        assert_eq!(admit.value(), "key_1 anthropic 0123abcd 4200");
+        assert_eq!(Admit::parse(&admit.value()), Some(admit));
+        let old = Admit::parse("key_1 openai").unwrap();
+        assert_eq!(
+            (old.key, old.anthropic, old.request, old.reserve),
+            ("key_1", false, "", 0)
+        );
+        assert_eq!(Admit::parse("key_1").unwrap().key, "key_1");
+        for odd in [
+            "",
+            " openai",
+            "key_1 openai r1",
+            "key_1 openai r1 -5",
+            "key_1 openai r1 5.5",
+            "key_1 openai r1 99999999999999999999999",
+            "key_1 openai  5",
+            "key_1 openai r1 5 extra",
+        ] {
+            assert_eq!(Admit::parse(odd), None, "{odd:?}");
+        }
+    }
+}
