@@ -13,6 +13,7 @@ pub mod health;
 pub mod limits;
 pub mod metrics;
 pub mod probe;
+pub mod redis_link;
 pub mod snapshot;
 pub mod ssrf;
 pub mod store;

@@ -86,7 +86,7 @@ pub struct WindowState {
 pub enum Counters {
     Memory(Box<Mutex<Memory>>),
     Redis {
-        conn: redis::aio::ConnectionManager,
+        conn: crate::redis_link::RedisLink,
         prefix: String,
     },
 }
@@ -572,8 +572,8 @@ impl Limits {
         let counters = match redis_url {
             None => Counters::Memory(Box::default()),
             Some(url) => {
-                let client = redis::Client::open(url)?;
-                let conn = redis::aio::ConnectionManager::new(client).await?;
+                // Connected on first use: Redis down at start-up does not stop the control plane.
+                let conn = crate::redis_link::RedisLink::open(url)?;
                 Counters::Redis {
                     conn,
                     prefix: prefix.into(),
