@@ -135,18 +135,29 @@ pub fn prepare_for_dataplane(
 /// How often users' providers' names are resolved and vetted again.
 pub const RECHECK_SECS: i64 = 30;
 
-/// Everything about users signing in: the policy, the session store, the access token key, and
-/// the SSRF guard for the providers they add.
+/// Everything about users signing in: the policy, the session store, the access token key, the
+/// gate password hashes pass, the count of bad credentials per address, and the SSRF guard for
+/// the providers they add.
 pub struct Identity {
     pub spec: crate::config::AuthSpec,
     pub sessions: crate::auth::sessions::Sessions,
     pub token_key: crate::auth::TokenKey,
     pub guard: crate::ssrf::Guard,
     pub trusted_proxies: Vec<crate::ssrf::Cidr>,
+    /// Every argon2 hash and verification of the admin API (see [`crate::auth::Hashing`]).
+    pub hashing: crate::auth::Hashing,
+    /// Admin API requests with a wrong token, per client network (in memory: the throttle must
+    /// hold while Redis is down, and costs nothing to reach).
+    pub bad_credentials: crate::auth::attempts::Attempts,
 }
 
+/// Client networks whose bad credentials are counted at once; beyond, the soonest-ending
+/// window is forgotten.
+const BAD_CREDENTIAL_SUBJECTS: usize = 50_000;
+
 impl Default for Identity {
-    /// In memory, a random token key, no allowed inside networks: for tests.
+    /// In memory, a random token key, no allowed inside networks, hashing slots of its own:
+    /// for tests.
     fn default() -> Self {
         let spec = crate::config::AuthSpec::default();
         let mut key = [0u8; 32];
@@ -157,13 +168,16 @@ impl Default for Identity {
             token_key: crate::auth::TokenKey::from_bytes(&key),
             guard: crate::ssrf::Guard::default(),
             trusted_proxies: Vec::new(),
+            hashing: crate::auth::Hashing::for_this_machine(),
+            bad_credentials: crate::auth::attempts::Attempts::new(BAD_CREDENTIAL_SUBJECTS),
         }
     }
 }
 
 impl Identity {
-    /// From the config: sessions in Redis when there is one; the access token key from the
-    /// store (sealed), made at first start.
+    /// From the config: sessions in Redis when there is one (connected on first use: Redis
+    /// down at start-up does not stop the control plane); the access token key from the store
+    /// (sealed), made at first start, and the refresh token key derived from it.
     pub async fn load(
         spec: &crate::config::AuthSpec,
         redis: Option<&str>,
@@ -187,9 +201,6 @@ impl Identity {
             cidrs(&spec.allowed_provider_networks, "allowed_provider_networks")?,
             Arc::new(crate::ssrf::SystemResolver),
         );
-        let sessions =
-            crate::auth::sessions::Sessions::connect(redis, prefix, spec.refresh_token_ttl_secs)
-                .await?;
         let sealed = match store.get_setting(TOKEN_KEY_SETTING).await? {
             Some(s) => s,
             None => {
@@ -213,12 +224,22 @@ impl Identity {
             master.open(&sealed).context("the access token key")?,
         )
         .context("the access token key")?;
+        let token_key = crate::auth::TokenKey::from_bytes(&key);
+        let sessions =
+            crate::auth::sessions::Sessions::connect(redis, prefix, spec.refresh_token_ttl_secs)
+                .await?
+                .with_refresh_key(&token_key.derive(b"switchyard refresh tokens"))
+                .with_max_families(
+                    usize::try_from(spec.max_sessions_per_user).unwrap_or(usize::MAX),
+                );
         Ok(Identity {
             spec: spec.clone(),
             sessions,
-            token_key: crate::auth::TokenKey::from_bytes(&key),
+            token_key,
             guard,
             trusted_proxies: cidrs(&spec.trusted_proxies, "trusted_proxies")?,
+            hashing: crate::auth::Hashing::shared(),
+            bad_credentials: crate::auth::attempts::Attempts::new(BAD_CREDENTIAL_SUBJECTS),
         })
     }
 }
@@ -1040,10 +1061,10 @@ pub async fn apply_config(
         if let Some(password) = u.password.as_deref().filter(|p| !p.is_empty()) {
             crate::auth::check_password(password).map_err(|e| anyhow::anyhow!("{at}: {e}"))?;
             let stored = store.user_credentials(&u.name).await?.and_then(|(_, h)| h);
-            let current = crate::auth::verify_password_async(password.to_owned(), stored.clone());
-            if stored.is_none() || !current.await {
-                patch.password_hash =
-                    Some(crate::auth::hash_password_async(password.to_owned()).await);
+            let hashing = crate::auth::Hashing::shared();
+            let current = hashing.verify(password.to_owned(), stored.clone());
+            if stored.is_none() || !current.await? {
+                patch.password_hash = Some(hashing.hash(password.to_owned()).await?);
             }
         }
         store.update_user(&u.name, &patch).await?;

@@ -498,6 +498,14 @@ pub struct AuthSpec {
     /// (per address alone: ten times as many).
     #[serde(default = "default_max_failures")]
     pub max_failed_sign_ins: u32,
+    /// Admin API requests with a wrong admin token or an invalid or expired access token per
+    /// address in a minute before that address's requests with a token get 429.
+    #[serde(default = "default_max_bad_credentials")]
+    pub max_bad_credentials_per_minute: u32,
+    /// Live sessions (signed-in devices) per user; a new sign-in beyond it ends the one used
+    /// least recently.
+    #[serde(default = "default_max_sessions")]
+    pub max_sessions_per_user: u32,
     /// Reverse proxies in front of the admin API whose `X-Forwarded-For` is believed.
     #[serde(default)]
     pub trusted_proxies: Vec<String>,
@@ -517,6 +525,8 @@ impl Default for AuthSpec {
             access_token_ttl_secs: default_access_ttl(),
             refresh_token_ttl_secs: default_refresh_ttl(),
             max_failed_sign_ins: default_max_failures(),
+            max_bad_credentials_per_minute: default_max_bad_credentials(),
+            max_sessions_per_user: default_max_sessions(),
             trusted_proxies: Vec::new(),
             allowed_provider_networks: Vec::new(),
             audit_retention_days: default_audit_days(),
@@ -540,6 +550,12 @@ fn default_refresh_ttl() -> i64 {
 }
 fn default_max_failures() -> u32 {
     10
+}
+fn default_max_bad_credentials() -> u32 {
+    20
+}
+fn default_max_sessions() -> u32 {
+    20
 }
 fn default_audit_days() -> i64 {
     365

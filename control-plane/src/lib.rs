@@ -15,6 +15,7 @@ pub mod limits;
 pub mod metrics;
 pub mod pki;
 pub mod probe;
+pub mod redis_link;
 pub mod scope;
 pub mod snapshot;
 pub mod ssrf;

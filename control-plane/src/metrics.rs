@@ -30,7 +30,23 @@ pub struct Metrics {
     /// certificate, too slow, too many at once), and ADS streams refused (caps, node id).
     pub xds_refused_handshakes: AtomicU64,
     pub xds_refused_streams: AtomicU64,
+    /// Admin API requests refused before any work, by reason, in the order of [`ADMIN_REFUSALS`].
+    pub admin_refused: [AtomicU64; 3],
+    /// Sign-ins by outcome, in the order of [`SIGN_INS`].
+    pub sign_ins: [AtomicU64; 4],
+    /// Password hashes and verifications run, and refused for want of a slot.
+    pub password_hashes: AtomicU64,
+    pub password_hashes_busy: AtomicU64,
+    /// Admin API calls answered 503 because the session store (Redis) was unreachable.
+    pub session_store_unavailable: AtomicU64,
 }
+
+/// Why the admin API refused a request before any work: no valid credentials on a route that
+/// needs them, a wrong token (counted against the client's address), too many wrong tokens
+/// from that address.
+pub const ADMIN_REFUSALS: [&str; 3] = ["unauthenticated", "bad_credentials", "throttled"];
+/// Outcomes of `POST /admin/v1/auth/login`.
+pub const SIGN_INS: [&str; 4] = ["ok", "failed", "throttled", "busy"];
 
 /// The refusal codes of the rate limit service.
 pub const REFUSALS: [&str; 4] = [
@@ -62,6 +78,16 @@ pub static METRICS: Metrics = Metrics {
     discoveries_failed: AtomicU64::new(0),
     xds_refused_handshakes: AtomicU64::new(0),
     xds_refused_streams: AtomicU64::new(0),
+    admin_refused: [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)],
+    sign_ins: [
+        AtomicU64::new(0),
+        AtomicU64::new(0),
+        AtomicU64::new(0),
+        AtomicU64::new(0),
+    ],
+    password_hashes: AtomicU64::new(0),
+    password_hashes_busy: AtomicU64::new(0),
+    session_store_unavailable: AtomicU64::new(0),
 };
 
 pub fn add(counter: &AtomicU64, n: u64) {
@@ -70,8 +96,13 @@ pub fn add(counter: &AtomicU64, n: u64) {
 
 /// A refusal of the rate limit service, counted by its code.
 pub fn refused(code: &str) {
-    if let Some(i) = REFUSALS.iter().position(|c| *c == code) {
-        add(&METRICS.limits_refused[i], 1);
+    count(&METRICS.limits_refused, &REFUSALS, code);
+}
+
+/// Counts one event of a labelled family (`labels` names the counters of `counters`).
+pub fn count(counters: &[AtomicU64], labels: &[&str], label: &str) {
+    if let Some(i) = labels.iter().position(|l| *l == label) {
+        add(&counters[i], 1);
     }
 }
 
@@ -159,6 +190,36 @@ pub fn render(gauges: &[(&str, &str, u64)]) -> String {
             ("{stage=\"handshake\"}", get(&m.xds_refused_handshakes)),
             ("{stage=\"stream\"}", get(&m.xds_refused_streams)),
         ]),
+    );
+    let labelled = |key: &str, labels: &[&str], counters: &[AtomicU64]| -> Vec<(String, String)> {
+        labels
+            .iter()
+            .zip(counters)
+            .map(|(l, c)| (format!("{{{key}=\"{l}\"}}"), get(c)))
+            .collect()
+    };
+    counter(
+        "switchyard_cp_admin_refused_total",
+        "Admin API requests refused before any work, by reason.",
+        &labelled("reason", &ADMIN_REFUSALS, &m.admin_refused),
+    );
+    counter(
+        "switchyard_cp_sign_ins_total",
+        "Sign-ins by outcome (throttled: too many failures; busy: no hashing slot).",
+        &labelled("outcome", &SIGN_INS, &m.sign_ins),
+    );
+    counter(
+        "switchyard_cp_password_hashes_total",
+        "Password hashes and verifications, run and refused for want of a slot.",
+        &series(&[
+            ("{outcome=\"done\"}", get(&m.password_hashes)),
+            ("{outcome=\"busy\"}", get(&m.password_hashes_busy)),
+        ]),
+    );
+    counter(
+        "switchyard_cp_session_store_unavailable_total",
+        "Admin API calls answered 503 because the session store (Redis) was unreachable.",
+        &series(&[("", get(&m.session_store_unavailable))]),
     );
     for (name, help, value) in gauges {
         let _ = writeln!(

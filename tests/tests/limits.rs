@@ -409,7 +409,6 @@ async fn until_limited(url: &str, secret: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "the control plane starts without Redis once sessions connect lazily too (sec-auth)"]
 async fn a_control_plane_whose_redis_is_down_starts_and_serves_limited_keys() {
     let port = free_port();
     let stack = stack_with_redis_at(&format!("redis://127.0.0.1:{port}")).await;

@@ -11,7 +11,8 @@ use utoipa_axum::routes;
 
 use super::{ApiError, ApiJson, ApiPath, AppState, Caller, ClientInfo, Errors};
 use crate::app::App;
-use crate::auth::sessions::{Client, Refresh, Session, FAILURE_WINDOW_SECS};
+use crate::auth::attempts::Reserved;
+use crate::auth::sessions::{Client, Refresh, Session};
 use crate::auth::{self, Principal, Role, TokenKey};
 use crate::store::{AuditEntry, UserPatch, UserRow};
 
@@ -148,13 +149,13 @@ fn tokens(app: &App, user: UserRow, session: &str, refresh_token: String) -> Tok
 }
 
 /// Sign in with a password: starts a session (a device in the list) and returns its tokens.
-/// After `auth.max_failed_sign_ins` failures in 15 minutes for a name from one address (or ten
-/// times as many from one address), sign-ins from there wait (429 with `retry-after`).
+/// After `auth.max_failed_sign_ins` failures in 15 minutes for a name from one network (or ten
+/// times as many from one network), sign-ins from there wait (429 with `retry-after`).
 #[utoipa::path(post, path = "/auth/login", tag = "auth", security(()),
     request_body = LoginInput,
     responses((status = 200, body = TokenPair),
         (status = 401, description = "Wrong name or password, or a disabled account", body = super::ErrorBody),
-        (status = 429, description = "Too many failed sign-ins", body = super::ErrorBody), Errors))]
+        (status = 429, description = "Too many failed sign-ins, or no password hashing slot free", body = super::ErrorBody), Errors))]
 async fn login(
     State(app): State<AppState>,
     client: ClientInfo,
@@ -163,41 +164,45 @@ async fn login(
     let now = crate::store::now();
     let sessions = &app.identity.sessions;
     let login: String = input.login.trim().chars().take(256).collect();
-    // Failures count per (name, address), so that nobody locks a user out from elsewhere, and
-    // per address with ten times the allowance, against one address trying many names.
+    // Failures count per (name, network), so that nobody locks a user out from elsewhere, and
+    // per network with ten times the allowance, against one network trying many names. Each
+    // attempt is counted before anything is verified: N attempts at once then cost at most the
+    // allowance in password hashes, where a check made before counting would let all N pass.
     let max = app.identity.spec.max_failed_sign_ins;
-    let subjects = [
-        (format!("user:{login}|ip:{}", client.ip), max),
-        (format!("ip:{}", client.ip), max.saturating_mul(10)),
-    ];
-    for (s, max) in &subjects {
-        if sessions.failures(s, now).await? >= *max {
-            audit_event(
-                &app,
-                &client,
-                &login,
-                "",
-                "auth.login_throttled",
-                StatusCode::TOO_MANY_REQUESTS,
-                serde_json::Value::Null,
-            )
-            .await;
-            return Err(ApiError::TooManyRequests {
-                message: "Too many failed sign-ins; try again later.".into(),
-                retry_after: FAILURE_WINDOW_SECS,
-            });
-        }
+    let network = format!("ip:{}", client.network());
+    let by_network = sessions.reserve_attempt(&network, now).await?;
+    if by_network.count > max.saturating_mul(10) {
+        return Err(
+            sign_in_throttled(&app, &client, &login, by_network, max.saturating_mul(10)).await,
+        );
     }
+    let name = format!("user:{login}|{network}");
+    let by_name = sessions.reserve_attempt(&name, now).await?;
+    if by_name.count > max {
+        // Refused without verifying: not a failure of the network's.
+        sessions.give_back_attempt(&network).await?;
+        return Err(sign_in_throttled(&app, &client, &login, by_name, max).await);
+    }
+    let attempts = [name.as_str(), network.as_str()];
     let found = if input.password.len() > auth::MAX_PASSWORD_BYTES {
         None
     } else {
         app.store.user_credentials(&login).await?
     };
     let hash = found.as_ref().and_then(|(_, h)| h.clone());
-    let ok = auth::verify_password_async(input.password, hash).await && found.is_some();
+    let verified = match app.identity.hashing.verify(input.password, hash).await {
+        Ok(v) => v,
+        Err(busy) => {
+            // Nothing was verified: the attempt does not count.
+            give_back(&app, &attempts).await?;
+            sign_in_metric("busy");
+            return Err(busy.into());
+        }
+    };
     let user = match found {
-        Some((user, _)) if ok && user.active() => user,
-        Some((user, _)) if ok => {
+        Some((user, _)) if verified && user.active() => user,
+        Some((user, _)) if verified => {
+            give_back(&app, &attempts).await?;
             audit_event(
                 &app,
                 &client,
@@ -211,9 +216,8 @@ async fn login(
             return Err(ApiError::BadCredentials("This account is disabled.".into()));
         }
         _ => {
-            for (s, _) in &subjects {
-                sessions.add_failure(s, now).await?;
-            }
+            // The reservations stay: they are the failures.
+            sign_in_metric("failed");
             audit_event(
                 &app,
                 &client,
@@ -229,7 +233,8 @@ async fn login(
             ));
         }
     };
-    sessions.clear_failures(&subjects[0].0).await?;
+    sessions.clear_attempts(&name).await?;
+    sessions.give_back_attempt(&network).await?;
     let device: String = input
         .device
         .unwrap_or_default()
@@ -248,6 +253,7 @@ async fn login(
             now,
         )
         .await?;
+    sign_in_metric("ok");
     audit_event(
         &app,
         &client,
@@ -259,6 +265,46 @@ async fn login(
     )
     .await;
     Ok(Json(tokens(&app, user, &session.id, refresh_token)))
+}
+
+fn sign_in_metric(outcome: &str) {
+    let m = &crate::metrics::METRICS;
+    crate::metrics::count(&m.sign_ins, &crate::metrics::SIGN_INS, outcome);
+}
+
+async fn give_back(app: &App, subjects: &[&str]) -> Result<(), ApiError> {
+    for s in subjects {
+        app.identity.sessions.give_back_attempt(s).await?;
+    }
+    Ok(())
+}
+
+/// The refusal of a sign-in beyond its allowance. Only the window's first refusal is written
+/// to the audit log: a flood of refused attempts writes one row, not one each.
+async fn sign_in_throttled(
+    app: &App,
+    client: &ClientInfo,
+    login: &str,
+    reserved: Reserved,
+    allowance: u32,
+) -> ApiError {
+    sign_in_metric("throttled");
+    if reserved.count == allowance.saturating_add(1) {
+        audit_event(
+            app,
+            client,
+            login,
+            "",
+            "auth.login_throttled",
+            StatusCode::TOO_MANY_REQUESTS,
+            serde_json::Value::Null,
+        )
+        .await;
+    }
+    ApiError::TooManyRequests {
+        message: "Too many failed sign-ins; try again later.".into(),
+        retry_after: reserved.retry_after,
+    }
 }
 
 /// Trades a refresh token for a new pair. Each refresh token works once: presenting a used one
@@ -337,7 +383,7 @@ async fn refresh(
 }
 
 /// Creates a user (role `user`) when `auth.registration` is `open` (at most
-/// `auth.max_failed_sign_ins` attempts per address in 15 minutes).
+/// `auth.max_failed_sign_ins` attempts per network in 15 minutes).
 #[utoipa::path(post, path = "/auth/register", tag = "auth", security(()),
     request_body = RegisterInput,
     responses((status = 201, body = UserRow), (status = 409, description = "Name or email taken", body = super::ErrorBody), Errors))]
@@ -351,18 +397,26 @@ async fn register(
             "Registration is closed: an admin creates users.".into(),
         ));
     }
-    // Every attempt counts against the address: no mass registration from one place.
+    // Every attempt counts against the network, counted before any work: no mass
+    // registration from one place, and no password hashes beyond the allowance.
     let now = crate::store::now();
-    let subject = format!("register:{}", client.ip);
+    let subject = format!("register:{}", client.network());
     let sessions = &app.identity.sessions;
-    if sessions.failures(&subject, now).await? >= app.identity.spec.max_failed_sign_ins {
+    let reserved = sessions.reserve_attempt(&subject, now).await?;
+    if reserved.count > app.identity.spec.max_failed_sign_ins {
         return Err(ApiError::TooManyRequests {
-            message: "Too many registrations from this address; try again later.".into(),
-            retry_after: FAILURE_WINDOW_SECS,
+            message: "Too many registrations from this network; try again later.".into(),
+            retry_after: reserved.retry_after,
         });
     }
-    sessions.add_failure(&subject, now).await?;
-    let user = super::users::create_user(&app, input, Role::User).await?;
+    let user = match super::users::create_user(&app, input, Role::User).await {
+        Ok(user) => user,
+        Err(ApiError::Busy) => {
+            sessions.give_back_attempt(&subject).await?;
+            return Err(ApiError::Busy);
+        }
+        Err(e) => return Err(e),
+    };
     audit_event(
         &app,
         &client,
@@ -433,17 +487,45 @@ async fn change_password(
 ) -> Result<StatusCode, ApiError> {
     let (user_id, current_session) = session_of(&p)?;
     auth::check_password(&input.new_password).map_err(ApiError::BadRequest)?;
+    // A stolen access token must not become a way to guess the password: wrong current
+    // passwords count like failed sign-ins, per user.
+    let sessions = &app.identity.sessions;
+    let subject = format!("password:{user_id}");
+    let reserved = sessions
+        .reserve_attempt(&subject, crate::store::now())
+        .await?;
+    if reserved.count > app.identity.spec.max_failed_sign_ins {
+        return Err(ApiError::TooManyRequests {
+            message: "Too many wrong current passwords; try again later.".into(),
+            retry_after: reserved.retry_after,
+        });
+    }
     let stored = app
         .store
         .user_credentials(&p.name)
         .await?
         .and_then(|(_, h)| h);
-    if input.current_password.len() > auth::MAX_PASSWORD_BYTES
-        || !auth::verify_password_async(input.current_password, stored).await
-    {
+    let verified = if input.current_password.len() > auth::MAX_PASSWORD_BYTES {
+        false
+    } else {
+        match app
+            .identity
+            .hashing
+            .verify(input.current_password, stored)
+            .await
+        {
+            Ok(v) => v,
+            Err(busy) => {
+                sessions.give_back_attempt(&subject).await?;
+                return Err(busy.into());
+            }
+        }
+    };
+    if !verified {
         return Err(ApiError::Forbidden("the current password is wrong".into()));
     }
-    let hash = auth::hash_password_async(input.new_password).await;
+    sessions.clear_attempts(&subject).await?;
+    let hash = app.identity.hashing.hash(input.new_password).await?;
     app.store
         .update_user(
             &p.name,

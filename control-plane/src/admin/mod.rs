@@ -5,7 +5,13 @@
 //! Who calls: the admin token (the operator), or a user with an access token from
 //! `/auth/login` ([`crate::auth`]). Admin-only handlers take [`AdminOnly`]; the others take
 //! [`Caller`] and show or change only what the caller may act for. Every change (any method
-//! but GET) is written to the audit log with who, from where, and the answer's status.
+//! but GET) by an authenticated caller is written to the audit log with who, from where, and
+//! the answer's status; sign-in events are written by their (throttled) handlers. Requests
+//! that fail authentication write nothing: they are counted in `/metrics`, and per client
+//! network, so that an address guessing tokens gets 429 before any work.
+//!
+//! The API as a whole is bounded: bodies up to [`MAX_BODY_BYTES`], requests up to
+//! [`REQUEST_TIMEOUT`], every refusal a JSON error.
 
 mod auth;
 mod catalog;
@@ -92,7 +98,21 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     (protected.merge(open), doc)
 }
 
+/// The largest request body the admin API reads (the largest real one, a service account key
+/// file, is a few KiB).
+pub const MAX_BODY_BYTES: usize = 1 << 20;
+/// Bound on one admin request, body included (a provider's model listing, the slowest
+/// handler's work, has its own 30 s bound by default).
+pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+/// Window of the per-network count of bad credentials.
+const BAD_CREDENTIAL_WINDOW_SECS: i64 = 60;
+
 pub fn router(app: AppState) -> Router {
+    bounded_router(app, REQUEST_TIMEOUT)
+}
+
+/// [`router`] with requests bounded by `timeout`.
+pub fn bounded_router(app: AppState, timeout: std::time::Duration) -> Router {
     let (api, doc) = api();
     let doc = Arc::new(doc.to_json().unwrap_or_else(|_| "{}".into()));
     let api = api
@@ -117,6 +137,16 @@ pub fn router(app: AppState) -> Router {
         .nest("/admin/v1", api)
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn(
+            move |req: Request, next: Next| async move {
+                // A slow client (a trickled body) or a stuck handler ends here, in JSON.
+                match tokio::time::timeout(timeout, next.run(req)).await {
+                    Ok(resp) => resp,
+                    Err(_) => ApiError::Timeout.into_response(),
+                }
+            },
+        ))
         .with_state(app)
 }
 
@@ -207,6 +237,27 @@ impl ClientInfo {
             user_agent,
         }
     }
+
+    /// What throttles count against: the address, or its /64 for IPv6 (one host commonly holds
+    /// a whole /64, and would otherwise have 2^64 allowances).
+    pub fn network(&self) -> String {
+        match self.ip.parse::<std::net::IpAddr>() {
+            Ok(std::net::IpAddr::V6(v6)) if v6.to_ipv4_mapped().is_none() => {
+                let s = v6.segments();
+                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            }
+            Ok(std::net::IpAddr::V6(v6)) => v6.to_canonical().to_string(),
+            _ => self.ip.clone(),
+        }
+    }
+
+    fn of_request(app: &App, req: &Request) -> ClientInfo {
+        let peer = req
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0);
+        ClientInfo::of(app, req.headers(), peer)
+    }
 }
 
 impl FromRequestParts<AppState> for ClientInfo {
@@ -264,33 +315,80 @@ async fn identify(app: &App, headers: &HeaderMap) -> Result<Principal, ApiError>
     })
 }
 
-/// Outermost layer: who is calling (if anyone), for the handlers and the audit log.
+/// Outermost layer: who is calling (if anyone), for the handlers and the audit log. A request
+/// with a bearer token from a network that sent too many bad ones recently is refused before
+/// the token is looked at, the right token included: were it let through, a guesser would
+/// learn which guess was right. The refusal ends with the window (a minute), and other
+/// networks are not affected, so an operator is never locked out for long.
 async fn principal(State(app): State<AppState>, mut req: Request, next: Next) -> Response {
+    let presented = req
+        .headers()
+        .contains_key(axum::http::header::AUTHORIZATION);
+    let now = crate::store::now();
+    let network = if presented {
+        let network = ClientInfo::of_request(&app, &req).network();
+        let seen = app.identity.bad_credentials.count(&network, now);
+        if seen.count >= app.identity.spec.max_bad_credentials_per_minute {
+            refused_metric("throttled");
+            return ApiError::TooManyRequests {
+                message:
+                    "Too many requests with wrong credentials from this network; try again later."
+                        .into(),
+                retry_after: seen.retry_after,
+            }
+            .into_response();
+        }
+        Some(network)
+    } else {
+        None
+    };
+    // Checked above and counted below without a wait in between for the tokens a guesser can
+    // try (a wrong admin token, a JWT with a bad signature or expired: refused before any
+    // store is asked), so concurrent guesses overshoot the allowance by at most one per
+    // worker thread.
     match identify(&app, req.headers()).await {
         Ok(p) => {
             req.extensions_mut().insert(p);
         }
-        Err(ApiError::Unauthorized) => {}
+        Err(ApiError::Unauthorized) => {
+            if let Some(network) = network {
+                refused_metric("bad_credentials");
+                app.identity
+                    .bad_credentials
+                    .reserve(&network, now, BAD_CREDENTIAL_WINDOW_SECS);
+            }
+        }
         Err(e) => return e.into_response(),
     }
     next.run(req).await
 }
 
+fn refused_metric(reason: &str) {
+    let m = &crate::metrics::METRICS;
+    crate::metrics::count(&m.admin_refused, &crate::metrics::ADMIN_REFUSALS, reason);
+}
+
 /// Protected routes refuse anonymous calls.
 async fn authenticate(req: Request, next: Next) -> Response {
     if req.extensions().get::<Principal>().is_none() {
+        refused_metric("unauthenticated");
         return ApiError::Unauthorized.into_response();
     }
     next.run(req).await
 }
 
-/// Writes every change (any method but GET/HEAD) to the audit log. Sign-ins are written by
-/// their handlers, with what they know (the name tried, the session).
+/// Writes every change (any method but GET/HEAD) of an authenticated caller to the audit log.
+/// Anonymous requests write nothing (they are counted in `/metrics`): rows anyone can cause
+/// would let anyone fill the database. Sign-ins are written by their handlers, with what they
+/// know (the name tried, the session), and are throttled.
 async fn audit(State(app): State<AppState>, req: Request, next: Next) -> Response {
     let method = req.method().clone();
     if method == axum::http::Method::GET || method == axum::http::Method::HEAD {
         return next.run(req).await;
     }
+    let Some(who) = req.extensions().get::<Principal>().cloned() else {
+        return next.run(req).await;
+    };
     let route = req
         .extensions()
         .get::<MatchedPath>()
@@ -300,18 +398,13 @@ async fn audit(State(app): State<AppState>, req: Request, next: Next) -> Respons
         return next.run(req).await;
     }
     let target: String = req.uri().path().chars().take(512).collect();
-    let peer = req
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0);
-    let client = ClientInfo::of(&app, req.headers(), peer);
-    let who = req.extensions().get::<Principal>().cloned();
+    let client = ClientInfo::of_request(&app, &req);
     let resp = next.run(req).await;
     let entry = crate::store::AuditEntry {
         id: 0,
         at_ms: crate::store::now_ms(),
-        actor: who.as_ref().map(|p| p.name.clone()).unwrap_or_default(),
-        role: who.map(|p| p.role.as_str().to_owned()).unwrap_or_default(),
+        actor: who.name,
+        role: who.role.as_str().to_owned(),
         ip: client.ip,
         user_agent: client.user_agent,
         action: format!("{method} {route}"),
@@ -373,10 +466,21 @@ pub enum ApiError {
         message: String,
         retry_after: i64,
     },
+    /// Every password hashing slot stayed busy (429, `retry-after: 1`).
+    Busy,
+    /// The session store (Redis) cannot be reached now (503, with `retry-after`).
+    SessionsUnavailable,
+    /// The body is larger than [`MAX_BODY_BYTES`].
+    PayloadTooLarge,
+    /// The request took longer than its bound.
+    Timeout,
     /// A provider the control plane asked did not give a usable answer (502).
     Upstream(String),
     Internal(String),
 }
+
+/// Seconds a client waits before trying again while the session store is unreachable.
+const SESSIONS_RETRY_AFTER_SECS: i64 = 2;
 
 /// The error body every gateway-made error has.
 #[derive(utoipa::ToSchema, serde::Serialize)]
@@ -413,6 +517,13 @@ pub enum Errors {
     /// Not found, or not the caller's
     #[response(status = 404)]
     NotFound(ErrorBody),
+    /// Too many wrong credentials from the caller's network (`retry-after`), or no password
+    /// hashing slot free (`retry-after: 1`)
+    #[response(status = 429)]
+    TooManyRequests(ErrorBody),
+    /// The session store (Redis) is unreachable: access tokens cannot be checked (`retry-after`)
+    #[response(status = 503)]
+    Unavailable(ErrorBody),
 }
 
 impl From<StoreError> for ApiError {
@@ -422,6 +533,26 @@ impl From<StoreError> for ApiError {
             StoreError::Conflict(what) => ApiError::Conflict(format!("{what} already exists")),
             other => ApiError::Internal(other.to_string()),
         }
+    }
+}
+
+impl From<crate::auth::sessions::SessionError> for ApiError {
+    fn from(e: crate::auth::sessions::SessionError) -> Self {
+        use crate::auth::sessions::SessionError;
+        match e {
+            SessionError::Unavailable(detail) => {
+                crate::metrics::add(&crate::metrics::METRICS.session_store_unavailable, 1);
+                tracing::warn!("session store unavailable: {detail}");
+                ApiError::SessionsUnavailable
+            }
+            SessionError::Internal(detail) => ApiError::Internal(detail),
+        }
+    }
+}
+
+impl From<crate::auth::Busy> for ApiError {
+    fn from(_: crate::auth::Busy) -> Self {
+        ApiError::Busy
     }
 }
 
@@ -481,6 +612,41 @@ impl IntoResponse for ApiError {
                     message,
                 )
             }
+            ApiError::Busy => {
+                retry = Some(1);
+                (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limit_error",
+                    "too_many_requests",
+                    "The server is busy checking other passwords; try again in a second.".into(),
+                )
+            }
+            ApiError::SessionsUnavailable => {
+                retry = Some(SESSIONS_RETRY_AFTER_SECS);
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "api_error",
+                    "session_store_unavailable",
+                    "The session store is unavailable: sign-ins and access tokens cannot be \
+                     checked now. Try again shortly; the admin token still works."
+                        .into(),
+                )
+            }
+            ApiError::PayloadTooLarge => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "invalid_request_error",
+                "payload_too_large",
+                format!("The request body is larger than {MAX_BODY_BYTES} bytes."),
+            ),
+            ApiError::Timeout => {
+                retry = Some(1);
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "api_error",
+                    "request_timeout",
+                    "The request took too long and was abandoned.".into(),
+                )
+            }
             ApiError::Internal(detail) => {
                 tracing::error!("admin API internal error: {detail}");
                 (
@@ -520,7 +686,10 @@ where
         Json::<T>::from_request(req, state)
             .await
             .map(|Json(v)| ApiJson(v))
-            .map_err(|e| ApiError::BadRequest(e.body_text()))
+            .map_err(|e| match e.status() {
+                StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge,
+                _ => ApiError::BadRequest(e.body_text()),
+            })
     }
 }
 
@@ -573,6 +742,8 @@ pub(crate) async fn publish(app: &App) -> Result<(), ApiError> {
     app.publish().await.map(|_| ()).map_err(ApiError::from)
 }
 
+#[cfg(test)]
+mod abuse_tests;
 #[cfg(test)]
 mod rbac_tests;
 #[cfg(test)]

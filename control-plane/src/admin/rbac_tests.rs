@@ -391,10 +391,14 @@ async fn app_on(store: Store, sessions: Sessions) -> Arc<App> {
         crypto::digest(TOKEN),
         crate::limits::Limits::in_memory(),
     );
-    app.identity = Identity {
+    let mut identity = Identity {
         sessions,
         ..Identity::default()
     };
+    // Forged tokens are sent to every route from one address here; the throttle on them has
+    // tests of its own (`abuse_tests`).
+    identity.spec.max_bad_credentials_per_minute = u32::MAX;
+    app.identity = identity;
     Arc::new(app)
 }
 

@@ -90,7 +90,7 @@ pub(super) async fn create_user(
         Err(StoreError::NotFound) => {}
         Err(e) => return Err(e.into()),
     }
-    let hash = auth::hash_password_async(input.password).await;
+    let hash = app.identity.hashing.hash(input.password).await?;
     Ok(app
         .store
         .create_user(&input.name, input.email.as_deref(), &hash, role)
@@ -180,7 +180,7 @@ async fn update(
     let password_hash = match input.password {
         Some(pw) => {
             auth::check_password(&pw).map_err(ApiError::BadRequest)?;
-            Some(auth::hash_password_async(pw).await)
+            Some(app.identity.hashing.hash(pw).await?)
         }
         None => None,
     };

@@ -1,7 +1,11 @@
 //! Identity for the admin API: passwords (argon2id), access tokens (JWT, HS256, short-lived),
 //! and who is asking ([`Principal`]). Refresh tokens and devices are in [`sessions`].
 
+pub mod attempts;
 pub mod sessions;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use argon2::password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier as _, SaltString};
 use argon2::Argon2;
@@ -91,7 +95,7 @@ pub fn check_password(password: &str) -> Result<(), String> {
 }
 
 /// argon2id with the crate's defaults (19 MiB, 2 passes, 1 lane: OWASP's recommendation), as a
-/// PHC string. Slow on purpose: call it off the async threads ([`hash_password_async`]).
+/// PHC string. Slow on purpose: call it through [`Hashing`], off the async threads.
 pub fn hash_password(password: &str) -> String {
     let mut salt = [0u8; 16];
     rand::rng().fill_bytes(&mut salt);
@@ -114,26 +118,111 @@ pub fn verify_password(password: &str, phc: &str) -> bool {
         .unwrap_or(false)
 }
 
-pub async fn hash_password_async(password: String) -> String {
-    tokio::task::spawn_blocking(move || hash_password(&password))
-        .await
-        .expect("hashing does not panic")
+/// The one gate every argon2id hash and verification of the control plane passes. A hash
+/// takes 19 MiB and tens of milliseconds of a core; without a bound, a flood of sign-ins would
+/// take every core (and the memory) from the rate limit service Envoy waits on. Beyond the
+/// slots, a caller waits briefly and then gets [`Busy`] (429 at the admin API). Clones share
+/// the slots.
+#[derive(Clone)]
+pub struct Hashing(Arc<HashingInner>);
+
+struct HashingInner {
+    slots: Arc<tokio::sync::Semaphore>,
+    wait: std::time::Duration,
+    /// Hashes and verifications that ran, and that were refused for want of a slot.
+    done: AtomicU64,
+    refused: AtomicU64,
 }
 
-/// Verifies against `phc`, or against a fixed hash when there is none, so that an unknown user
-/// takes as long to refuse as a wrong password (no user enumeration by timing).
-pub async fn verify_password_async(password: String, phc: Option<String>) -> bool {
-    tokio::task::spawn_blocking(move || match phc {
-        Some(phc) => verify_password(&password, &phc),
-        None => {
-            static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-            let dummy = DUMMY.get_or_init(|| hash_password("not a password of anyone"));
-            verify_password(&password, dummy);
-            false
-        }
-    })
-    .await
-    .unwrap_or(false)
+/// Every hashing slot stayed busy for the whole wait.
+#[derive(Debug, thiserror::Error)]
+#[error("every password hashing slot is busy")]
+pub struct Busy;
+
+/// How long a caller waits for a hashing slot before [`Busy`].
+pub const HASH_WAIT: std::time::Duration = std::time::Duration::from_millis(250);
+/// Most slots, whatever the machine: each holds 19 MiB while it hashes.
+const MAX_HASH_SLOTS: usize = 16;
+
+impl Hashing {
+    pub fn new(slots: usize, wait: std::time::Duration) -> Hashing {
+        Hashing(Arc::new(HashingInner {
+            slots: Arc::new(tokio::sync::Semaphore::new(slots.max(1))),
+            wait,
+            done: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
+        }))
+    }
+
+    /// One slot per core the process may use (at least 2, at most 16): argon2 is bound by
+    /// the core and its memory bandwidth, so more hashes at once than cores only make each
+    /// slower while taking more of the cores the other services need.
+    pub fn for_this_machine() -> Hashing {
+        let cores = std::thread::available_parallelism().map_or(2, usize::from);
+        Hashing::new(cores.clamp(2, MAX_HASH_SLOTS), HASH_WAIT)
+    }
+
+    /// The process's gate: every [`crate::app::Identity`] and the config's users share it, so
+    /// the bound holds for the whole process.
+    pub fn shared() -> Hashing {
+        static SHARED: std::sync::OnceLock<Hashing> = std::sync::OnceLock::new();
+        SHARED.get_or_init(Hashing::for_this_machine).clone()
+    }
+
+    /// Runs `work` on the blocking pool once a slot is free. The slot goes with the work, so
+    /// a caller that gives up (its request cancelled) does not free it before the hash ends.
+    async fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, Busy> {
+        let inner = &self.0;
+        let permit =
+            match tokio::time::timeout(inner.wait, inner.slots.clone().acquire_owned()).await {
+                Ok(Ok(p)) => p,
+                _ => {
+                    inner.refused.fetch_add(1, Ordering::Relaxed);
+                    crate::metrics::add(&crate::metrics::METRICS.password_hashes_busy, 1);
+                    return Err(Busy);
+                }
+            };
+        inner.done.fetch_add(1, Ordering::Relaxed);
+        crate::metrics::add(&crate::metrics::METRICS.password_hashes, 1);
+        tokio::task::spawn_blocking(move || {
+            let out = work();
+            drop(permit);
+            out
+        })
+        .await
+        .map_err(|_| Busy)
+    }
+
+    /// [`hash_password`] through the gate.
+    pub async fn hash(&self, password: String) -> Result<String, Busy> {
+        self.run(move || hash_password(&password)).await
+    }
+
+    /// Verifies against `phc`, or against a fixed hash when there is none, so that an unknown
+    /// user takes as long to refuse as a wrong password (no user enumeration by timing).
+    pub async fn verify(&self, password: String, phc: Option<String>) -> Result<bool, Busy> {
+        self.run(move || match phc {
+            Some(phc) => verify_password(&password, &phc),
+            None => {
+                static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+                let dummy = DUMMY.get_or_init(|| hash_password("not a password of anyone"));
+                verify_password(&password, dummy);
+                false
+            }
+        })
+        .await
+    }
+
+    /// (hashes and verifications run, refused for want of a slot) since start.
+    pub fn counts(&self) -> (u64, u64) {
+        (
+            self.0.done.load(Ordering::Relaxed),
+            self.0.refused.load(Ordering::Relaxed),
+        )
+    }
 }
 
 /// What an access token says.
@@ -207,6 +296,12 @@ impl TokenKey {
         Ok(claims)
     }
 
+    /// A key for another purpose, derived from this one (so that one stored secret serves
+    /// both, and neither reveals the other).
+    pub fn derive(&self, purpose: &[u8]) -> Vec<u8> {
+        ring::hmac::sign(&self.0, purpose).as_ref().to_vec()
+    }
+
     pub fn claims(user_id: &str, name: &str, session: &str, now: i64, ttl_secs: i64) -> Claims {
         Claims {
             iss: ISSUER.into(),
@@ -237,6 +332,38 @@ mod tests {
         assert!(!verify_password("correct horse batterY", &phc));
         assert!(!verify_password("x", "not a phc string"));
         assert_ne!(phc, hash_password("correct horse battery"), "salted");
+    }
+
+    /// One slot: a second hash waits its bound, then is refused; a caller that gives up does
+    /// not free the slot before its work has ended.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn hashing_is_bounded_and_a_cancelled_caller_keeps_its_slot() {
+        let gate = Hashing::new(1, std::time::Duration::from_millis(50));
+        let (release, hold) = std::sync::mpsc::channel::<()>();
+        let first = tokio::spawn({
+            let gate = gate.clone();
+            async move { gate.run(move || hold.recv()).await }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        let started = std::time::Instant::now();
+        assert!(gate.verify("x".into(), None).await.is_err(), "busy");
+        assert!(started.elapsed() < std::time::Duration::from_millis(500));
+        first.abort();
+        let _ = first.await;
+        // The abandoned caller's work still holds the slot.
+        assert!(gate.verify("x".into(), None).await.is_err(), "still busy");
+        release.send(()).unwrap();
+        let gate = Hashing::new(1, std::time::Duration::from_secs(30));
+        let phc = gate.hash("correct horse battery".into()).await.unwrap();
+        assert!(gate
+            .verify("correct horse battery".into(), Some(phc))
+            .await
+            .unwrap());
+        assert!(!gate
+            .verify("wrong horse battery".into(), None)
+            .await
+            .unwrap());
+        assert_eq!(gate.counts(), (3, 0));
     }
 
     #[test]
