@@ -499,12 +499,50 @@ async fn framing_tricks_get_json_answers() {
 #[tokio::test]
 async fn a_client_leaving_mid_stream_is_charged_for_what_it_got() {
     let stack = Stack::start().await;
-    let resp = stack
-        .post(
-            CHAT,
-            &json!({"model": "mock-held", "stream": true, "messages": [{"role": "user", "content": "Say hello, then wait"}]}),
+    // A key with a token limit: what it is charged also reaches the rate limit service.
+    let (status, created) = stack
+        .admin(
+            reqwest::Method::POST,
+            "/keys",
+            Some(json!({"name": "leaver", "models": ["*"], "tpm": 1_000_000})),
         )
         .await;
+    assert_eq!(status, 201, "{created}");
+    let secret = created["key"].as_str().expect("secret").to_owned();
+    let chat = |stream: bool| {
+        stack
+            .client()
+            .post(stack.envoy.url(CHAT))
+            .bearer_auth(&secret)
+            .json(&json!({"model": "mock-held", "stream": stream, "messages": [{"role": "user", "content": "Say hello, then wait"}]}))
+    };
+    let charges = || stack.cp.metric("switchyard_cp_rate_limit_charges_total");
+    let before = charges().await.unwrap_or(0);
+    // Tokens of the whole answers so far, and how many there were.
+    let whole = std::sync::Mutex::new((0u64, 0u64));
+    let answer = || async {
+        let Ok(r) = chat(false).send().await else {
+            return None;
+        };
+        if r.status() != 200 {
+            return None;
+        }
+        let remaining = r
+            .headers()
+            .get("x-ratelimit-remaining-tokens")
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        let body: serde_json::Value = r.json().await.ok()?;
+        let mut w = whole.lock().unwrap();
+        w.0 += body["usage"]["total_tokens"].as_u64().unwrap_or(0);
+        w.1 += 1;
+        Some(remaining)
+    };
+    // The key reaches Envoy within a second.
+    switchyard_tests::wait_until("the new key", Duration::from_secs(5), || async {
+        answer().await.is_some()
+    })
+    .await;
+    let resp = chat(true).send().await.expect("request");
     assert_eq!(resp.status(), 200);
     let mut body = resp.bytes_stream();
     let mut got = Vec::new();
@@ -518,7 +556,16 @@ async fn a_client_leaving_mid_stream_is_charged_for_what_it_got() {
         got.extend_from_slice(&chunk);
     }
     drop(body);
-    let record = stack.usage_record("mock-held").await;
+    let streamed = || {
+        switchyard_tests::usage_records(&stack.envoy.proc.log_text())
+            .into_iter()
+            .find(|r| r["model"] == "mock-held" && r["stream"] == true)
+    };
+    switchyard_tests::wait_until("the stream's record", Duration::from_secs(10), || async {
+        streamed().is_some()
+    })
+    .await;
+    let record = streamed().unwrap_or_default();
     assert_eq!(record["complete"], false, "{record}");
     assert_eq!(record["estimated"], true, "{record}");
     assert!(
@@ -530,6 +577,18 @@ async fn a_client_leaving_mid_stream_is_charged_for_what_it_got() {
         "and the prompt: {record}"
     );
     stack.mock.open_gate();
+    // Its end reaches the rate limit service too, with what it was charged: the key's token
+    // window holds the whole answers' tokens and the stream's.
+    let (tokens, count) = *whole.lock().unwrap();
+    switchyard_tests::wait_until(
+        "the stream's end reported",
+        Duration::from_secs(5),
+        || async { charges().await.unwrap_or(0) > before + count },
+    )
+    .await;
+    let charged = record["total_tokens"].as_u64().unwrap_or(0);
+    let remaining = answer().await.flatten().expect("remaining tokens");
+    assert_eq!(remaining, 1_000_000 - tokens - charged);
 }
 
 /// Timeouts a client cannot stretch (slow headers, idle connections) and answers a provider
