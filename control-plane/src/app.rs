@@ -588,12 +588,12 @@ pub async fn serve(config_path: &Path) -> anyhow::Result<()> {
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
-    let admin = axum::serve(
+    let admin = crate::admin::server::serve(
         admin_listener,
-        crate::admin::router(app.clone())
-            .into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(stopped(stop_rx.clone()));
+        crate::admin::router(app.clone()),
+        crate::admin::server::Bounds::default(),
+        stopped(stop_rx.clone()),
+    );
     // Request records arrive beside xDS, over the cluster Envoy has to the control plane.
     let routes =
         tonic::service::Routes::from(crate::usage::router(app.ingest.clone(), app.dataplane_key))
@@ -608,7 +608,7 @@ pub async fn serve(config_path: &Path) -> anyhow::Result<()> {
         .max_concurrent_streams(Some(1024))
         .add_routes(routes);
     let ads = crate::xds::listen::serve(xds_port, tls.clone(), router, stopped(stop_rx.clone()));
-    let admin = tokio::spawn(async move { admin.await.context("admin API") });
+    let admin = tokio::spawn(admin);
     tokio::spawn(refresh_tokens(app.clone()));
     tokio::spawn(refresh_health(app.clone()));
     tokio::spawn(run_probes(app.clone()));

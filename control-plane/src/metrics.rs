@@ -39,6 +39,8 @@ pub struct Metrics {
     pub password_hashes_busy: AtomicU64,
     /// Admin API calls answered 503 because the session store (Redis) was unreachable.
     pub session_store_unavailable: AtomicU64,
+    /// Admin API connections closed as they arrived: too many open at once.
+    pub admin_connections_refused: AtomicU64,
 }
 
 /// Why the admin API refused a request before any work: no valid credentials on a route that
@@ -88,6 +90,7 @@ pub static METRICS: Metrics = Metrics {
     password_hashes: AtomicU64::new(0),
     password_hashes_busy: AtomicU64::new(0),
     session_store_unavailable: AtomicU64::new(0),
+    admin_connections_refused: AtomicU64::new(0),
 };
 
 pub fn add(counter: &AtomicU64, n: u64) {
@@ -215,6 +218,11 @@ pub fn render(gauges: &[(&str, &str, u64)]) -> String {
             ("{outcome=\"done\"}", get(&m.password_hashes)),
             ("{outcome=\"busy\"}", get(&m.password_hashes_busy)),
         ]),
+    );
+    counter(
+        "switchyard_cp_admin_connections_refused_total",
+        "Admin API connections closed as they arrived: too many open at once.",
+        &series(&[("", get(&m.admin_connections_refused))]),
     );
     counter(
         "switchyard_cp_session_store_unavailable_total",

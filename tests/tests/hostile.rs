@@ -367,9 +367,24 @@ async fn config_dump_gives_nothing_to_test_key_guesses_against() {
         assert!(!dump.contains(key));
     }
     assert!(!dump.contains(PROVIDER_KEY));
-    // The keys still work.
+    // The keys still work, and neither the keys nor the provider's appear in any log or answer.
     let r = post_raw(&stack, CHAT, GATEWAY_KEY, &chat_body("gpt-4o-mini")).await;
     assert_eq!(r.status, 200);
+    let wrong = post_raw(&stack, CHAT, "sk-wrong-key-0123", &chat_body("gpt-4o-mini")).await;
+    assert_eq!(wrong.status, 401);
+    let _ = post_raw(&stack, CHAT, LIMITED_KEY, &chat_body("claude-sonnet-4-5")).await;
+    for answer in [&r, &wrong] {
+        let text = String::from_utf8_lossy(&answer.body);
+        assert!(!text.contains(PROVIDER_KEY) && !text.contains(GATEWAY_KEY));
+    }
+    for (name, log) in [
+        ("envoy", stack.envoy.proc.log_text()),
+        ("control plane", stack.cp.proc.log_text()),
+    ] {
+        for secret in [PROVIDER_KEY, GATEWAY_KEY, LIMITED_KEY, "sk-wrong-key-0123"] {
+            assert!(!log.contains(secret), "{secret} in the {name} log");
+        }
+    }
 }
 
 /// Issue 16, point 13: a key scoped to some models could tell the models it may not use (403)

@@ -19,6 +19,7 @@ mod keys;
 mod models;
 mod providers;
 mod security;
+pub mod server;
 mod usage;
 mod users;
 
