@@ -753,3 +753,82 @@ async fn post_raw(stack: &Stack, path: &str, key: &str, body: &[u8]) -> RawRespo
     request.extend_from_slice(body);
     exchange(stack.envoy.addr(), &request).await
 }
+
+/// Methods and upgrades a client may try on the gateway's paths: each a client error in JSON.
+#[tokio::test]
+async fn odd_methods_and_upgrades_get_json_client_errors() {
+    let stack = Stack::start().await;
+    let addr = stack.envoy.addr();
+    let auth = format!("authorization: Bearer {GATEWAY_KEY}\r\n");
+    let cases = [
+        ("TRACE", format!("TRACE {CHAT} HTTP/1.1\r\nhost: x\r\n{auth}connection: close\r\n\r\n")),
+        ("HEAD", format!("HEAD /v1/models HTTP/1.1\r\nhost: x\r\n{auth}connection: close\r\n\r\n")),
+        ("CONNECT", "CONNECT 127.0.0.1:22 HTTP/1.1\r\nhost: 127.0.0.1:22\r\nconnection: close\r\n\r\n".to_owned()),
+        ("websocket upgrade", format!("GET /v1/models HTTP/1.1\r\nhost: x\r\n{auth}connection: upgrade\r\nupgrade: websocket\r\nsec-websocket-version: 13\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")),
+        ("h2c upgrade", format!("GET /v1/models HTTP/1.1\r\nhost: x\r\n{auth}connection: upgrade, http2-settings\r\nupgrade: h2c\r\nhttp2-settings: AAMAAABkAAQAoAAAAAIAAAAA\r\n\r\n")),
+        ("absolute URI to another host", format!("POST http://169.254.169.254{CHAT} HTTP/1.1\r\nhost: 169.254.169.254\r\n{auth}content-type: application/json\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{{}}")),
+        ("path traversal", format!("GET /v1/models/../../admin/v1/users HTTP/1.1\r\nhost: x\r\n{auth}connection: close\r\n\r\n")),
+        ("encoded slash", format!("GET /v1%2Fmodels HTTP/1.1\r\nhost: x\r\n{auth}connection: close\r\n\r\n")),
+        ("NUL in a header", format!("GET /v1/models HTTP/1.1\r\nhost: x\r\nx-a: a\0b\r\n{auth}connection: close\r\n\r\n")),
+        ("bare LF", format!("GET /v1/models HTTP/1.1\nhost: x\n{auth}connection: close\n\n")),
+        ("HTTP/1.0", format!("POST {CHAT} HTTP/1.0\r\nhost: x\r\n{auth}content-length: 2\r\n\r\n{{}}")),
+        ("HTTP/0.9", "GET /v1/models\r\n\r\n".to_owned()),
+    ];
+    for (what, request) in cases {
+        let started = Instant::now();
+        let r = exchange(addr, request.as_bytes()).await;
+        assert!(
+            r.status == 0
+                || (r.status >= 400 && r.status < 500)
+                // Envoy does not upgrade to h2c (the request is served as HTTP/1.1), and reads
+                // bare LF line ends as a lenient parser does: both are the key's own request.
+                || (matches!(what, "HEAD" | "h2c upgrade" | "bare LF") && r.status < 500),
+            "{what}: {} {:?} {}",
+            r.status,
+            r.headers,
+            String::from_utf8_lossy(&r.body)
+        );
+        if r.status >= 400 && what != "HEAD" {
+            assert!(
+                r.json()["error"]["message"].is_string(),
+                "{what}: JSON: {} {}",
+                r.status,
+                String::from_utf8_lossy(&r.body)
+            );
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{what}: answered in time"
+        );
+    }
+    assert_eq!(leaked_gateway_keys(&stack), 0);
+}
+
+/// The work one request can make a worker do is bounded: a body of `max_body_bytes` shaped to
+/// be as costly as possible to parse and translate (as many objects as a request may hold) is
+/// answered, and one with more objects is refused before any of that work.
+#[tokio::test]
+async fn the_costliest_bodies_are_bounded() {
+    let stack = big_body_stack().await;
+    let body = |parts: usize| {
+        // Each part: a message, its content array, the part, its image: four objects.
+        let part = r#"{"role":"user","content":[{"type":"image_url","image_url":{"url":"data:image/png;base64,AAAA"}}]}"#;
+        format!(
+            r#"{{"model":"claude-sonnet-4-5","max_tokens":5,"messages":[{}]}}"#,
+            vec![part; parts].join(",")
+        )
+    };
+    let over = post_raw(&stack, CHAT, GATEWAY_KEY, body(20_000).as_bytes()).await;
+    assert_eq!(
+        assert_openai_error(&over, 400, "80,000 objects"),
+        "too_complex"
+    );
+    let started = Instant::now();
+    let at_limit = post_raw(&stack, CHAT, GATEWAY_KEY, body(16_000).as_bytes()).await;
+    assert!(at_limit.status < 500, "{at_limit:?}");
+    eprintln!(
+        "64,000 objects translated: {} in {:?}",
+        at_limit.status,
+        started.elapsed()
+    );
+}

@@ -180,6 +180,46 @@ pub const MAX_FIELDS: usize = 256;
 const LINEAR_SCAN_FIELDS: usize = 16;
 /// The parse error that becomes `too_many_fields` (see [`TopLevel::parse`]).
 const TOO_MANY_FIELDS: &str = "too many top-level fields";
+/// Most objects and arrays a request may hold, at any depth. Translating a request costs about
+/// a microsecond per object; far more than any conversation needs (a thousand turns with tool
+/// calls hold some thousands), and small enough that no body keeps a worker busy for long.
+pub const MAX_CONTAINERS: usize = 65_536;
+
+/// Whether `json` holds more than `limit` objects and arrays. One pass that jumps from one
+/// structural character to the next (strings are skipped whole), so it costs little beside the
+/// parse itself.
+fn containers_over(json: &[u8], limit: usize) -> bool {
+    let mut count = 0usize;
+    let mut i = 0;
+    while let Some(off) = memchr::memchr3(b'"', b'{', b'[', &json[i..]) {
+        let at = i + off;
+        if json[at] == b'"' {
+            // To the string's closing quote.
+            let mut j = at + 1;
+            loop {
+                match memchr::memchr2(b'"', b'\\', &json[j.min(json.len())..]) {
+                    Some(o) if json[j + o] == b'\\' => j += o + 2,
+                    Some(o) => {
+                        j += o + 1;
+                        break;
+                    }
+                    None => return false,
+                }
+            }
+            i = j;
+        } else {
+            count += 1;
+            if count > limit {
+                return true;
+            }
+            i = at + 1;
+        }
+        if i >= json.len() {
+            break;
+        }
+    }
+    false
+}
 
 /// A top-level JSON object kept as (key, raw value) pairs in their original order.
 pub struct TopLevel<'a> {
@@ -260,6 +300,12 @@ impl<'a> TopLevel<'a> {
         let text = std::str::from_utf8(body).map_err(|_| {
             FilterError::invalid_request("invalid_json", "The request body is not valid UTF-8.")
         })?;
+        if containers_over(body, MAX_CONTAINERS) {
+            return Err(FilterError::invalid_request(
+                "too_complex",
+                format!("The request holds more than {MAX_CONTAINERS} JSON objects and arrays."),
+            ));
+        }
         serde_json::from_str(text).map_err(|e| {
             if e.is_data() && e.to_string().starts_with(TOO_MANY_FIELDS) {
                 return FilterError::invalid_request(
@@ -669,6 +715,27 @@ mod tests {
         ] {
             assert_eq!(needs(hidden), Capability::Vision.bit(), "{hidden}");
         }
+    }
+
+    #[test]
+    fn objects_and_arrays_are_counted_outside_strings() {
+        assert!(!containers_over(br#"{"a":[1,{"b":"[{[{"}]}"#, 3));
+        assert!(containers_over(br#"{"a":[1,{"b":"x"},{}]}"#, 3));
+        assert!(!containers_over(br#"{"a":"\"[[[[","b":"\\"}"#, 1));
+        assert!(!containers_over(br#"{"a":"unterminated [[[["#, 1));
+        let many = format!(
+            r#"{{"model":"m","messages":[{}]}}"#,
+            vec!["{}"; MAX_CONTAINERS].join(",")
+        );
+        assert_eq!(
+            TopLevel::parse(many.as_bytes()).err().map(|e| e.code),
+            Some("too_complex")
+        );
+        let fine = format!(
+            r#"{{"model":"m","messages":[{}]}}"#,
+            vec!["{}"; MAX_CONTAINERS - 2].join(",")
+        );
+        assert!(TopLevel::parse(fine.as_bytes()).is_ok());
     }
 
     #[test]
