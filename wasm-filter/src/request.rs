@@ -185,6 +185,13 @@ const TOO_MANY_FIELDS: &str = "too many top-level fields";
 /// calls hold some thousands), and small enough that no body keeps a worker busy for long.
 pub const MAX_CONTAINERS: usize = 65_536;
 
+/// Whether `json` holds more objects and arrays than a request may ([`MAX_CONTAINERS`]): what
+/// a provider sends is held to the same bound before it is parsed (a whole answer, one stream
+/// event), so that no answer keeps a worker busy either.
+pub fn too_complex(json: &[u8]) -> bool {
+    containers_over(json, MAX_CONTAINERS)
+}
+
 /// Whether `json` holds more than `limit` objects and arrays. One pass that jumps from one
 /// structural character to the next (strings are skipped whole), so it costs little beside the
 /// parse itself.
@@ -300,7 +307,7 @@ impl<'a> TopLevel<'a> {
         let text = std::str::from_utf8(body).map_err(|_| {
             FilterError::invalid_request("invalid_json", "The request body is not valid UTF-8.")
         })?;
-        if containers_over(body, MAX_CONTAINERS) {
+        if too_complex(body) {
             return Err(FilterError::invalid_request(
                 "too_complex",
                 format!("The request holds more than {MAX_CONTAINERS} JSON objects and arrays."),

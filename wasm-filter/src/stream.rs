@@ -155,6 +155,9 @@ fn inspect(
         #[serde(default)]
         error: Option<IgnoredAny>,
     }
+    if crate::request::too_complex(&data) {
+        return Verdict::Keep;
+    }
     let Ok(chunk) = serde_json::from_slice::<Chunk>(&data) else {
         return Verdict::Keep;
     };

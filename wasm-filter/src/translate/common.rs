@@ -18,7 +18,16 @@ impl WholeBody {
     /// nothing meanwhile).
     pub fn complete(&mut self, chunk: &[u8], end_of_stream: bool) -> Option<Vec<u8>> {
         self.0.extend_from_slice(chunk);
-        end_of_stream.then(|| std::mem::take(&mut self.0))
+        if !end_of_stream {
+            return None;
+        }
+        let whole = std::mem::take(&mut self.0);
+        // An answer too costly to parse is no answer: the translator reports a provider fault.
+        Some(if crate::request::too_complex(&whole) {
+            Vec::new()
+        } else {
+            whole
+        })
     }
 }
 
@@ -32,11 +41,12 @@ pub fn whole(v: &Value) -> ChunkOutcome {
     ChunkOutcome::Replace(v.to_string().into_bytes())
 }
 
-/// The `data` of every whole SSE event in `chunk` (a partial event waits in `splitter`).
+/// The `data` of every whole SSE event in `chunk` (a partial event waits in `splitter`); an
+/// event too costly to parse is skipped like an unknown one.
 pub fn sse_data(splitter: &mut EventSplitter, chunk: &[u8]) -> Vec<Vec<u8>> {
     let mut out = Vec::new();
     splitter.feed(chunk, |e| {
-        if let Some(d) = event_data(e) {
+        if let Some(d) = event_data(e).filter(|d| !crate::request::too_complex(d)) {
             out.push(d.into_owned());
         }
     });
@@ -253,6 +263,25 @@ mod tests {
         );
         assert!(image("data:image/png,raw".into()).is_err());
         assert!(image("file:///etc/passwd".into()).is_err());
+    }
+
+    /// A hostile provider (a user's own) must not keep a worker busy with an answer built to
+    /// be costly to parse: the whole answer, or a stream event, is dropped instead.
+    #[test]
+    fn answers_too_costly_to_parse_are_dropped() {
+        let costly = format!(
+            r#"{{"content":[{}]}}"#,
+            vec!["{}"; crate::request::MAX_CONTAINERS].join(",")
+        );
+        let mut body = WholeBody::default();
+        assert_eq!(body.complete(costly.as_bytes(), false), None);
+        assert_eq!(body.complete(b"", true), Some(Vec::new()));
+        let mut splitter = EventSplitter::default();
+        let events = format!("data: {costly}\n\ndata: {{\"ok\":1}}\n\n");
+        assert_eq!(
+            sse_data(&mut splitter, events.as_bytes()),
+            vec![b"{\"ok\":1}".to_vec()]
+        );
     }
 
     #[test]

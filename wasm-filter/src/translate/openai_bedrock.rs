@@ -307,7 +307,12 @@ pub fn error(status: u32, exception: Option<&str>, message: &str) -> Value {
 
 impl OpenAiToBedrock {
     fn on_message(&mut self, m: Message, out: &mut Vec<u8>) {
-        let payload: BedrockStreamPayload = serde_json::from_slice(&m.payload).unwrap_or_default();
+        // A payload too costly to parse is skipped like an unknown one.
+        let payload: BedrockStreamPayload = if crate::request::too_complex(&m.payload) {
+            BedrockStreamPayload::default()
+        } else {
+            serde_json::from_slice(&m.payload).unwrap_or_default()
+        };
         if m.header(":message-type") == Some("exception") {
             let message = payload.message.unwrap_or_default();
             emit(out, &error(500, m.header(":exception-type"), &message));
