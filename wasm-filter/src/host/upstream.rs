@@ -12,7 +12,7 @@ use proxy_wasm::types::{Action, BufferType, MapType};
 use super::abi;
 use super::plan::{self, Shared, Tried};
 use crate::attempt::Attempt;
-use crate::config::METADATA_NAMESPACE;
+use crate::config::{CLIENT_API_HEADER, METADATA_NAMESPACE};
 use crate::error::FilterError;
 use crate::headers::{self, Change};
 use crate::request::TopLevel;
@@ -102,6 +102,12 @@ impl UpstreamAttempt {
         let current = abi::header_block(MapType::HttpRequestHeaders);
         let mut wanted = attempt.headers(provider);
         wanted.push((":authority", provider.authority.as_bytes()));
+        // As in the downstream role: an OpenAI client's request now carrying `anthropic-version`
+        // is marked, so that Envoy's own error replies keep the client's shape (the request's
+        // headers are the downstream request's, carried from attempt to attempt).
+        if !p.ask.endpoint.anthropic() && wanted.iter().any(|(n, _)| *n == "anthropic-version") {
+            wanted.push((CLIENT_API_HEADER, b"openai"));
+        }
         for change in headers::changes(&current, &wanted) {
             let _ = match change {
                 Change::Set(name, value) => {
