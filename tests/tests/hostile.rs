@@ -832,3 +832,43 @@ async fn the_costliest_bodies_are_bounded() {
         started.elapsed()
     );
 }
+
+/// Envoy's own error replies keep the client's API shape when a failover attempt has taken an
+/// OpenAI client's request to an Anthropic provider (whose `anthropic-version` header the
+/// request then carries, as Anthropic clients' requests do).
+#[tokio::test]
+async fn envoy_errors_keep_the_clients_shape_across_provider_families() {
+    let dead = switchyard_tests::free_port();
+    let stack = Stack::start_edited(1, |_| {}, |c| {
+        *c = c.replacen(
+            "providers:\n",
+            &format!(
+                "providers:\n  - name: dead-claude\n    kind: anthropic\n    base_url: \"http://127.0.0.1:{dead}\"\n    keys: [{{secret: \"sk-ant-dead\"}}]\n    models: [claude-gone]\n"
+            ),
+            1,
+        );
+        *c = c.replacen(
+            "models:\n  - name: smart\n",
+            "models:\n  - name: doomed\n    targets: [{provider: dead, model: dead-model}, {provider: dead-claude, model: claude-gone, priority: 1}]\n  - name: smart\n",
+            1,
+        );
+    })
+    .await;
+    let r = post_raw(&stack, CHAT, GATEWAY_KEY, &chat_body("doomed")).await;
+    assert!(r.status >= 500, "{r:?}");
+    assert_eq!(
+        assert_openai_error(&r, r.status, "both targets unreachable"),
+        "provider_unreachable"
+    );
+    // An Anthropic client gets Anthropic's shape.
+    let body = json!({"model": "doomed", "max_tokens": 5, "messages": [{"role": "user", "content": "Hi"}]});
+    let r = post_raw(
+        &stack,
+        "/v1/messages",
+        GATEWAY_KEY,
+        body.to_string().as_bytes(),
+    )
+    .await;
+    assert!(r.status >= 500, "{r:?}");
+    assert_eq!(r.json()["type"], "error", "{r:?}");
+}
