@@ -57,13 +57,13 @@ e2e: toolchain envoy sdk wasm build
 
 ## Bounded load test: bare Envoy vs. Switchyard's full path against the same fast upstream.
 bench: toolchain envoy wasm
-	$(CARGO) build --release -p switchyard -p switchyard-tests --bin switchyard --bin switchyard-ingest-bench
+	$(CARGO) build --release -p switchyard -p switchyard-tools --bin switchyard --bin switchyard-ingest-bench
 	scripts/bench.sh
 
 ## Two minutes of bounded load while providers fail and recover at random; fails on any error a
 ## client sees (`CHAOS_ARGS="--secs 30"` for a shorter run).
 chaos: toolchain envoy wasm build
-	$(CARGO) run -q -p switchyard-tests --bin switchyard-chaos -- $(CHAOS_ARGS)
+	$(CARGO) run -q -p switchyard-tools --bin switchyard-chaos -- $(CHAOS_ARGS)
 
 lint: toolchain
 	$(CARGO) fmt --all -- --check
