@@ -6,6 +6,7 @@
 use std::time::{Duration, Instant};
 
 use serde_json::json;
+use switchyard_tests::config::{Model, Provider, Target};
 use switchyard_tests::raw::{exchange, h2_exchange, RawResponse};
 use switchyard_tests::{mock, Stack, GATEWAY_KEY, LIMITED_KEY, PROVIDER_KEY};
 
@@ -610,12 +611,15 @@ async fn a_client_leaving_mid_stream_is_charged_for_what_it_got() {
 /// cannot inflate (a translated answer over the limit): each ends with a clear answer.
 #[tokio::test]
 async fn slow_clients_and_huge_answers_are_bounded() {
-    let stack = Stack::start_edited(1, |_| {}, |c| {
-        *c = c.replace(
-            "  first_byte_timeout_secs: 2\n",
-            "  first_byte_timeout_secs: 2\n  request_headers_timeout_secs: 1\n  idle_timeout_secs: 2\n  max_response_bytes: 1048576\n",
-        );
-    })
+    let stack = Stack::start_edited(
+        1,
+        |_| {},
+        |c| {
+            c.gateway.request_headers_timeout_secs = Some(1);
+            c.gateway.idle_timeout_secs = Some(2);
+            c.gateway.max_response_bytes = Some(1_048_576);
+        },
+    )
     .await;
     let addr = stack.envoy.addr();
     // Headers that never end: closed (with a JSON 408) within a few seconds.
@@ -729,12 +733,7 @@ async fn no_malformed_request_gets_a_5xx() {
 
 /// A stack whose bodies may be as large as the gateway's default (4 MiB).
 async fn big_body_stack() -> Stack {
-    Stack::start_edited(
-        1,
-        |_| {},
-        |c| *c = c.replace("max_body_bytes: 65536", "max_body_bytes: 4194304"),
-    )
-    .await
+    Stack::start_edited(1, |_| {}, |c| c.gateway.max_body_bytes = Some(4_194_304)).await
 }
 
 /// `POST path` over a fresh HTTP/1.1 connection with `key` and `body` as given.
@@ -839,20 +838,28 @@ async fn the_costliest_bodies_are_bounded() {
 #[tokio::test]
 async fn envoy_errors_keep_the_clients_shape_across_provider_families() {
     let dead = switchyard_tests::free_port();
-    let stack = Stack::start_edited(1, |_| {}, |c| {
-        *c = c.replacen(
-            "providers:\n",
-            &format!(
-                "providers:\n  - name: dead-claude\n    kind: anthropic\n    base_url: \"http://127.0.0.1:{dead}\"\n    keys: [{{secret: \"sk-ant-dead\"}}]\n    models: [claude-gone]\n"
-            ),
-            1,
-        );
-        *c = c.replacen(
-            "models:\n  - name: smart\n",
-            "models:\n  - name: doomed\n    targets: [{provider: dead, model: dead-model}, {provider: dead-claude, model: claude-gone, priority: 1}]\n  - name: smart\n",
-            1,
-        );
-    })
+    let stack = Stack::start_edited(
+        1,
+        |_| {},
+        |c| {
+            let base_url = format!("http://127.0.0.1:{dead}");
+            c.providers.insert(
+                0,
+                Provider::new("dead-claude", "anthropic", &base_url, "sk-ant-dead")
+                    .models(&["claude-gone"]),
+            );
+            c.models.insert(
+                0,
+                Model::new(
+                    "doomed",
+                    vec![
+                        Target::new("dead", "dead-model"),
+                        Target::new("dead-claude", "claude-gone").priority(1),
+                    ],
+                ),
+            );
+        },
+    )
     .await;
     let r = post_raw(&stack, CHAT, GATEWAY_KEY, &chat_body("doomed")).await;
     assert!(r.status >= 500, "{r:?}");

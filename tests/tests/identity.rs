@@ -116,7 +116,11 @@ async fn private_providers_serve_their_owner_and_whom_they_share_with() {
     let stack = Stack::start_edited(
         1,
         |_| {},
-        |c| c.push_str("auth: {allowed_provider_networks: [\"127.0.0.1/32\"]}\n"),
+        |c| {
+            c.auth = Some(switchyard_tests::config::Auth {
+                allowed_provider_networks: vec!["127.0.0.1/32".into()],
+            })
+        },
     )
     .await;
     let bob = user(&stack, "bob").await;

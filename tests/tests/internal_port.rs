@@ -185,7 +185,7 @@ async fn only_a_certificate_from_the_control_planes_ca_reaches_the_xds_port() {
     let other_config = other_dir.0.join("switchyard.yaml");
     std::fs::write(
         &other_config,
-        default_config(Ports::pick(), &other_dir.0, "http://127.0.0.1:9/v1"),
+        default_config(Ports::pick(), &other_dir.0, "http://127.0.0.1:9/v1").to_yaml(),
     )
     .unwrap();
     let theirs = NodeCerts::issue(&other_config, "test-gateway", &other_dir.0.join("certs"));
@@ -223,11 +223,8 @@ async fn over_a_unix_socket_the_stack_serves_and_only_the_owner_may_connect() {
     let socket = socket_dir.0.join("run/xds.sock");
     let mock = MockOpenAi::start(PROVIDER_KEY, &["gpt-4o-mini"], &[]).await;
     let ports = Ports::pick();
-    let config = default_config(ports, &dir.0, &mock.base_url()).replace(
-        &format!("xds: \"127.0.0.1:{}\"", ports.xds),
-        &format!("xds: \"unix:{}\"", socket.display()),
-    );
-    assert!(config.contains("unix:"), "the address was replaced");
+    let mut config = default_config(ports, &dir.0, &mock.base_url());
+    config.listen.xds = format!("unix:{}", socket.display());
     let cp = ControlPlane::start(&dir.0, &config, ports).await;
     let mode = std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600, "{mode:o}");
@@ -293,12 +290,7 @@ async fn connections_beyond_max_connections_are_not_served_while_the_first_ones_
     let stack = Stack::start_edited(
         1,
         |_| {},
-        |config| {
-            *config = config.replace(
-                "  max_body_bytes: 65536\n",
-                &format!("  max_body_bytes: 65536\n  max_connections: {LIMIT}\n"),
-            );
-        },
+        |config| config.gateway.max_connections = Some(LIMIT as u64),
     )
     .await;
     let addr = stack.envoy.addr();

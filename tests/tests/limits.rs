@@ -21,8 +21,9 @@ async fn stack_with_redis_at(url: &str) -> Stack {
         1,
         |_| {},
         |config| {
-            config.push_str(&format!(
-                "redis: \"{url}\"\nredis_prefix: \"{prefix}-{}\"\n",
+            config.redis = Some(url.to_owned());
+            config.redis_prefix = Some(format!(
+                "{prefix}-{}",
                 std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .unwrap()

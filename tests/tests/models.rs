@@ -7,10 +7,11 @@ use std::time::Duration;
 
 use reqwest::Method;
 use serde_json::{json, Value};
+use switchyard_tests::config::{ApiKey, Discovery, Probes, Provider};
 use switchyard_tests::mock::models::Format;
 use switchyard_tests::mock::MockOpenAi;
 use switchyard_tests::{
-    wait_until, wasm_path, ControlPlane, Envoy, Ports, TempDir, GATEWAY_KEY, LIMITED_KEY,
+    wait_until, wasm_path, Config, ControlPlane, Envoy, Ports, TempDir, GATEWAY_KEY, LIMITED_KEY,
     PROVIDER_KEY,
 };
 
@@ -36,56 +37,44 @@ async fn start(interval: u64, prepare: impl FnOnce(&MockOpenAi)) -> Gateway {
     prepare(&mock);
     let ports = Ports::pick();
     let origin = format!("http://{}", mock.addr);
-    let config = format!(
-        r#"listen: {{admin: "127.0.0.1:{admin}", xds: "127.0.0.1:{xds}"}}
-gateway:
-  listen: "127.0.0.1:{gateway}"
-  admin: "127.0.0.1:{envoy_admin}"
-  wasm: "{wasm}"
-database: "sqlite://{dir}/switchyard.db"
-master_key_file: "{dir}/master.key"
-probes: {{interval_secs: 0}}
-discovery: {{interval_secs: {interval}, timeout_secs: 5}}
-providers:
-  - name: oai
-    kind: openai_compatible
-    base_url: "{origin}/v1"
-    keys: [{{secret: "{PROVIDER_KEY}"}}]
-    models: [gpt-4o-mini]
-  - name: anth
-    kind: anthropic
-    base_url: "{origin}"
-    keys: [{{secret: "{PROVIDER_KEY}"}}]
-    new_models: disabled
-  - name: anth-backup
-    kind: anthropic
-    base_url: "{origin}"
-    keys: [{{secret: "{PROVIDER_KEY}"}}]
-  - name: gem
-    kind: gemini
-    base_url: "{origin}"
-    keys: [{{secret: "{PROVIDER_KEY}"}}]
-  - name: az
-    kind: azure_openai
-    base_url: "{origin}"
-    keys: [{{secret: "{PROVIDER_KEY}"}}]
-  - name: bed
-    kind: bedrock
-    base_url: "{origin}"
-    region: us-east-1
-    keys: [{{secret: "{bedrock_key}:{PROVIDER_KEY}"}}]
-api_keys:
-  - {{name: test, key: "{GATEWAY_KEY}", models: ["*"]}}
-  - {{name: narrow, key: "{LIMITED_KEY}", models: ["claude-*", "fast"]}}
-"#,
-        admin = ports.admin,
-        xds = ports.xds,
-        gateway = ports.gateway,
-        envoy_admin = ports.envoy_admin,
-        wasm = wasm_path().display(),
-        dir = dir.0.display(),
-        bedrock_key = switchyard_tests::mock::bedrock::ACCESS_KEY_ID,
+    let bedrock_key = format!(
+        "{}:{PROVIDER_KEY}",
+        switchyard_tests::mock::bedrock::ACCESS_KEY_ID
     );
+    let mut config = Config::new(ports, &dir.0);
+    config.gateway.wasm = wasm_path();
+    config.probes = Some(Probes {
+        interval_secs: 0,
+        timeout_secs: None,
+    });
+    config.discovery = Some(Discovery {
+        interval_secs: interval,
+        timeout_secs: 5,
+    });
+    config.providers = vec![
+        Provider::new(
+            "oai",
+            "openai_compatible",
+            &format!("{origin}/v1"),
+            PROVIDER_KEY,
+        )
+        .models(&["gpt-4o-mini"]),
+        Provider {
+            new_models: Some("disabled".into()),
+            ..Provider::new("anth", "anthropic", &origin, PROVIDER_KEY)
+        },
+        Provider::new("anth-backup", "anthropic", &origin, PROVIDER_KEY),
+        Provider::new("gem", "gemini", &origin, PROVIDER_KEY),
+        Provider::new("az", "azure_openai", &origin, PROVIDER_KEY),
+        Provider {
+            region: Some("us-east-1".into()),
+            ..Provider::new("bed", "bedrock", &origin, &bedrock_key)
+        },
+    ];
+    config.api_keys = vec![
+        ApiKey::new("test", GATEWAY_KEY, &["*"]),
+        ApiKey::new("narrow", LIMITED_KEY, &["claude-*", "fast"]),
+    ];
     let cp = ControlPlane::start(&dir.0, &config, ports).await;
     let envoy = Envoy::start(&dir.0, &cp).await;
     Gateway {

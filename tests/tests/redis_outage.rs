@@ -115,10 +115,8 @@ async fn sessions_degrade_to_503_without_redis_and_the_gateway_keeps_serving() {
         1,
         |_| {},
         |config| {
-            config.push_str(&format!(
-                "redis: \"redis://127.0.0.1:{port}\"\nredis_prefix: \"outage-{}\"\n",
-                std::process::id()
-            ));
+            config.redis = Some(format!("redis://127.0.0.1:{port}"));
+            config.redis_prefix = Some(format!("outage-{}", std::process::id()));
         },
     )
     .await;

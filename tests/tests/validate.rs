@@ -3,6 +3,7 @@
 
 use std::process::Command;
 
+use switchyard_tests::config::Provider;
 use switchyard_tests::{
     bootstrap_text, dataplane_key, default_config, envoy_bin, switchyard_bin, workspace_root,
     Ports, TempDir,
@@ -64,12 +65,12 @@ fn bootstrap_and_pushed_config_pass_envoy_validation() {
     let dir = TempDir::new("validate");
     let mut config = default_config(Ports::pick(), &dir.0, "http://127.0.0.1:9/v1");
     // An https provider too, so the TLS (SNI, CA bundle) cluster shape is validated.
-    config = config.replace(
-        "models:\n  - name: smart",
-        "  - name: tls\n    kind: openai\n    base_url: \"https://api.openai.com/v1\"\n    keys: [{secret: \"sk-not-real\"}]\n    models: [gpt-4o]\nmodels:\n  - name: smart",
+    config.providers.push(
+        Provider::new("tls", "openai", "https://api.openai.com/v1", "sk-not-real")
+            .models(&["gpt-4o"]),
     );
     let config_path = dir.0.join("switchyard.yaml");
-    std::fs::write(&config_path, config).unwrap();
+    config.write(&config_path);
 
     // Over TCP: mutual TLS, the node's certificate files (SDS) written beside it; without a
     // directory for them there is no bootstrap.

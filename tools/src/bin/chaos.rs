@@ -13,9 +13,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+use switchyard_tests::config::{ApiKey, Model, Provider, Target};
 use switchyard_tests::mock::faulty::{Fault, Faulty};
 use switchyard_tests::{
-    data_events, free_port, read_all, usage_records, wasm_path, ControlPlane, Envoy, Ports,
+    data_events, free_port, read_all, usage_records, wasm_path, Config, ControlPlane, Envoy, Ports,
     TempDir, GATEWAY_KEY, PROVIDER_KEY,
 };
 
@@ -37,42 +38,36 @@ impl Rng {
     }
 }
 
-fn config(ports: Ports, dir: &std::path::Path, providers: &[Faulty]) -> String {
-    let mut out = format!(
-        r#"listen: {{admin: "127.0.0.1:{admin}", xds: "127.0.0.1:{xds}"}}
-gateway:
-  listen: "127.0.0.1:{gateway}"
-  admin: "127.0.0.1:{envoy_admin}"
-  wasm: "{wasm}"
-  access_log: true
-  first_byte_timeout_secs: 2
-  attempt_timeout_secs: 2
-  failover_attempts: {PROVIDERS}
-database: "sqlite://{dir}/switchyard.db"
-master_key_file: "{dir}/master.key"
-providers:
-"#,
-        admin = ports.admin,
-        xds = ports.xds,
-        gateway = ports.gateway,
-        envoy_admin = ports.envoy_admin,
-        wasm = wasm_path().display(),
-        dir = dir.display(),
-    );
-    for (i, p) in providers.iter().enumerate() {
-        out.push_str(&format!(
-            "  - {{name: p{i}, kind: openai_compatible, base_url: \"{}\", keys: [{{secret: \"{PROVIDER_KEY}\"}}]}}\n",
-            p.base_url()
-        ));
-    }
-    out.push_str("models:\n  - name: chaotic\n    strategy: balanced\n    targets:\n");
-    for i in 0..providers.len() {
-        out.push_str(&format!("      - {{provider: p{i}, model: gpt-4o-mini}}\n"));
-    }
-    out.push_str(&format!(
-        "api_keys:\n  - {{name: chaos, key: \"{GATEWAY_KEY}\", models: [\"*\"]}}\n"
-    ));
-    out
+fn config(ports: Ports, dir: &std::path::Path, providers: &[Faulty]) -> Config {
+    let mut config = Config::new(ports, dir);
+    config.gateway.wasm = wasm_path();
+    config.gateway.access_log = Some(true);
+    config.gateway.first_byte_timeout_secs = Some(2);
+    config.gateway.attempt_timeout_secs = Some(2);
+    config.gateway.failover_attempts = Some(PROVIDERS as u32);
+    config.providers = providers
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            Provider::new(
+                &format!("p{i}"),
+                "openai_compatible",
+                &p.base_url(),
+                PROVIDER_KEY,
+            )
+        })
+        .collect();
+    config.models = vec![Model {
+        strategy: Some("balanced".into()),
+        ..Model::new(
+            "chaotic",
+            (0..providers.len())
+                .map(|i| Target::new(&format!("p{i}"), "gpt-4o-mini"))
+                .collect(),
+        )
+    }];
+    config.api_keys = vec![ApiKey::new("chaos", GATEWAY_KEY, &["*"])];
+    config
 }
 
 #[derive(Default)]

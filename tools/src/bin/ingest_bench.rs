@@ -13,7 +13,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use switchyard_tests::{wasm_path_unchecked, ControlPlane, Ports, TempDir};
+use switchyard_tests::config::ApiKey;
+use switchyard_tests::{Config, ControlPlane, Ports, TempDir};
 
 fn arg(args: &[String], name: &str) -> Option<String> {
     args.iter()
@@ -55,21 +56,13 @@ async fn main() {
 
     let dir = TempDir::new("ingest-bench");
     let ports = Ports::pick();
-    let config = format!(
-        r#"listen: {{admin: "127.0.0.1:{admin}", xds: "127.0.0.1:{xds}"}}
-gateway: {{listen: "127.0.0.1:{gateway}", admin: "127.0.0.1:{envoy_admin}", wasm: "{wasm}"}}
-database: "{database}"
-master_key_file: "{dir}/master.key"
-api_keys:
-  - {{name: bench, key: "sk-bench-ingest-0123456789", models: ["*"], credits: 1000000000}}
-"#,
-        admin = ports.admin,
-        xds = ports.xds,
-        gateway = ports.gateway,
-        envoy_admin = ports.envoy_admin,
-        wasm = wasm_path_unchecked().display(),
-        dir = dir.0.display(),
-    );
+    // The filter is not loaded (no Envoy runs): its path need not exist.
+    let mut config = Config::new(ports, &dir.0);
+    config.database = database.clone();
+    config.api_keys = vec![ApiKey {
+        credits: Some(1_000_000_000),
+        ..ApiKey::new("bench", "sk-bench-ingest-0123456789", &["*"])
+    }];
     let mut cp = ControlPlane::start(&dir.0, &config, ports).await;
     // Batches are signed with the data plane key, as Envoy's are (signing is part of the cost).
     let key = switchyard_filter::sealed::parse_key(&switchyard_tests::dataplane_key(&cp.config))
