@@ -1,18 +1,26 @@
 //! Anthropic clients (`POST /v1/messages`) through the real Envoy: to Anthropic untouched apart
-//! from model and key, to OpenAI-style providers and to Gemini translated both ways, and every
-//! gateway error in Anthropic's shape.
+//! from model and key, to OpenAI-style providers, Gemini and Bedrock translated both ways, to
+//! Claude on Vertex, and every gateway error in Anthropic's shape.
 
 use serde_json::{json, Value};
 use switchyard_tests::{fixture, Stack, GATEWAY_KEY, PROVIDER_KEY};
 
-/// `POST /v1/messages` the way the Anthropic SDK sends it.
+/// `POST /v1/messages` the way the Anthropic SDK sends it, with a beta feature.
 async fn messages(stack: &Stack, body: &Value) -> reqwest::Response {
-    stack
+    post_messages(stack, body, Some("prompt-caching-2024-07-31")).await
+}
+
+/// `POST /v1/messages` with the gateway key, the version header and `anthropic-beta` if given.
+async fn post_messages(stack: &Stack, body: &Value, beta: Option<&str>) -> reqwest::Response {
+    let mut request = stack
         .client()
         .post(stack.envoy.url("/v1/messages"))
         .header("x-api-key", GATEWAY_KEY)
-        .header("anthropic-version", "2023-06-01")
-        .header("anthropic-beta", "prompt-caching-2024-07-31")
+        .header("anthropic-version", "2023-06-01");
+    if let Some(beta) = beta {
+        request = request.header("anthropic-beta", beta);
+    }
+    request
         .json(body)
         .send()
         .await
@@ -193,6 +201,40 @@ async fn to_gemini_and_to_a_quirky_provider() {
     assert_eq!(events.last().unwrap()["type"], "message_stop");
     let sent = stack.mock.requests()[2].json();
     assert!(sent.get("stream_options").is_none(), "{sent}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn to_bedrock_and_to_claude_on_vertex() {
+    let stack = Stack::start().await;
+    stack.wait_ready("gemini-2.5-pro").await;
+    // Bedrock: Converse translated both ways.
+    let resp = post_messages(
+        &stack,
+        &json!({"model": "anthropic.claude-3-5-sonnet-20240620-v1:0", "max_tokens": 64,
+                "messages": [{"role": "user", "content": "Hello"}]}),
+        None,
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["type"], "message");
+    assert_eq!(body["content"][0]["text"], "Hello! How can I help?");
+    // 150 prompt tokens: 100 read from the cache, 30 written to it, 20 plain input.
+    assert_eq!(body["usage"]["input_tokens"], 20);
+    assert_eq!(body["usage"]["cache_read_input_tokens"], 100);
+    assert_eq!(body["usage"]["cache_creation_input_tokens"], 30);
+
+    // Claude on Vertex, with the body passed through.
+    let resp = post_messages(
+        &stack,
+        &json!({"model": "claude-opus-4-1@20250805", "max_tokens": 64,
+                "messages": [{"role": "user", "content": "Hello"}]}),
+        None,
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["type"], "message");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
