@@ -11,7 +11,7 @@ WASM := target/wasm32-wasip1/release/switchyard_filter.wasm
 CONFIG ?= switchyard.example.yaml
 CARGO ?= cargo
 
-.PHONY: all run test unit e2e bench chaos lint fmt fuzz-build wasm build toolchain envoy sdk bootstrap clean
+.PHONY: all run test unit e2e bench chaos lint deny deny-advisories fmt fuzz-build wasm build toolchain envoy sdk bootstrap clean
 
 all: build wasm
 
@@ -69,6 +69,19 @@ lint: toolchain
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) clippy -p switchyard-filter --target wasm32-wasip1 --release -- -D warnings
+
+## The dependency tree against deny.toml: licences, banned and duplicate crates, sources
+## (cargo-deny, installed if missing). Advisories are a separate target: their database is
+## fetched from GitHub, which CI cannot always reach, so CI runs this one.
+deny: cargo-deny
+	$(CARGO) deny check licenses bans sources
+
+deny-advisories: cargo-deny
+	$(CARGO) deny check advisories
+
+.PHONY: cargo-deny
+cargo-deny:
+	@$(CARGO) deny --version >/dev/null 2>&1 || $(CARGO) install --locked cargo-deny
 
 fmt:
 	$(CARGO) fmt --all
