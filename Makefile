@@ -10,6 +10,7 @@ SDK_STAMP := $(VENV)/.sdk-stamp
 WASM := target/wasm32-wasip1/release/switchyard_filter.wasm
 CONFIG ?= switchyard.example.yaml
 CARGO ?= cargo
+TEST_LOG := .run/test.log
 
 .PHONY: all run test unit e2e bench chaos lint deny deny-advisories fmt fuzz-build wasm build toolchain envoy sdk bootstrap clean
 
@@ -46,11 +47,17 @@ run: toolchain envoy wasm
 	scripts/run.sh "$(CONFIG)"
 
 ## Everything: unit tests, store tests on SQLite and PostgreSQL, end-to-end tests through Envoy.
+## Both end with a summary line saying whether PostgreSQL-tier tests were skipped (the output is
+## kept in .run/test.log).
 test: toolchain envoy sdk wasm build
-	eval "$$(scripts/test-services.sh)" && $(CARGO) test --workspace
+	@mkdir -p .run
+	set -o pipefail; eval "$$(scripts/test-services.sh)" && $(CARGO) test --workspace 2>&1 | tee $(TEST_LOG)
+	@scripts/test-summary.sh $(TEST_LOG)
 
 unit:
-	$(CARGO) test -p switchyard-filter -p switchyard
+	@mkdir -p .run
+	set -o pipefail; $(CARGO) test -p switchyard-filter -p switchyard 2>&1 | tee $(TEST_LOG)
+	@scripts/test-summary.sh $(TEST_LOG)
 
 e2e: toolchain envoy sdk wasm build
 	$(CARGO) test -p switchyard-tests
