@@ -1,6 +1,7 @@
 //! Envoy under test: the real binary bootstrapped from the control plane (its own node id,
 //! admin port and client certificate), polled until it is live and its listener answers
-//! through the filter; its stats, and the usage records its access log carries.
+//! through the filter; its admin endpoints (stats, config dump), and the usage records its
+//! access log carries.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -116,6 +117,21 @@ impl Envoy {
         )
         .await;
         self.counter(name).await
+    }
+
+    /// This Envoy's `/config_dump` (`query`: `""`, or e.g. `"?include_eds"`): what the control
+    /// plane has pushed to it, as Envoy holds it.
+    pub async fn config_dump(&self, query: &str) -> String {
+        let url = format!(
+            "http://127.0.0.1:{}/config_dump{query}",
+            self.ports.envoy_admin
+        );
+        reqwest::get(&url)
+            .await
+            .expect("config_dump")
+            .text()
+            .await
+            .unwrap_or_default()
     }
 
     pub async fn stats(&self) -> String {

@@ -349,15 +349,7 @@ async fn headers_are_cleaned_both_ways() {
 async fn config_dump_gives_nothing_to_test_key_guesses_against() {
     use sha2::Digest as _;
     let stack = Stack::start().await;
-    let dump = reqwest::get(format!(
-        "http://127.0.0.1:{}/config_dump",
-        stack.envoy.ports.envoy_admin
-    ))
-    .await
-    .expect("config_dump")
-    .text()
-    .await
-    .unwrap_or_default();
+    let dump = stack.envoy.config_dump("").await;
     assert!(
         dump.contains("key_digest_key"),
         "the filter's configuration is there"

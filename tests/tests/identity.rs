@@ -292,18 +292,7 @@ async fn private_providers_serve_their_owner_and_whom_they_share_with() {
     }
     // Envoy holds the provider key sealed: its config_dump shows ciphertext only, and no
     // gateway key or admin token either.
-    let dump = stack
-        .client()
-        .get(format!(
-            "http://127.0.0.1:{}/config_dump?include_eds",
-            stack.cp.ports.envoy_admin
-        ))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let dump = stack.envoy.config_dump("?include_eds").await;
     assert!(dump.contains("sealed:v1:"), "provider keys travel sealed");
     for secret in [
         PROVIDER_KEY,
