@@ -241,11 +241,6 @@ impl<C: Converter> Framed<C> {
         }
     }
 
-    /// The pair's converter.
-    pub fn converter(&self) -> &C {
-        &self.converter
-    }
-
     fn whole(&mut self, chunk: &[u8], end_of_stream: bool) -> ChunkOutcome {
         if C::PASSES_THROUGH {
             let scan = self.scan.get_or_insert_with(|| FieldScan::new("usage"));
