@@ -14,6 +14,7 @@ pub mod headers;
 pub mod models;
 pub mod outbox;
 pub mod pricing;
+pub mod provider;
 pub mod rank;
 pub mod request;
 pub mod reserve;

@@ -1,7 +1,10 @@
-//! Pure, incremental Server-Sent Events framing: bytes in, whole events out, the rest carried over.
+//! Pure, incremental Server-Sent Events framing: bytes in, whole events out, the rest carried
+//! over; and the writing of events.
 //!
 //! Events end at a blank line; lines end in LF, CRLF or CR (WHATWG HTML, "event stream
 //! interpretation"). Nothing is interpreted beyond framing and the `data` field.
+
+use serde::Serialize;
 
 /// The longest event kept while it is incomplete: a provider chooses how long its events are,
 /// and one without an end must not grow the filter's memory without bound. Longer events are
@@ -27,6 +30,12 @@ impl EventSplitter {
     /// Whether bytes of an unfinished event are waiting for the next chunk.
     pub fn has_pending(&self) -> bool {
         !self.pending.is_empty()
+    }
+
+    /// Whether bytes from earlier chunks (an unfinished event, or the tail of one being skipped)
+    /// wait: the next chunk's events do not start at its first byte.
+    pub fn carries(&self) -> bool {
+        !self.pending.is_empty() || self.skipping.is_some()
     }
 
     /// Takes the unfinished event (at end of stream).
@@ -146,6 +155,22 @@ pub fn event_data(event: &[u8]) -> Option<std::borrow::Cow<'_, [u8]>> {
     result
 }
 
+/// Appends one `data:` event holding `value` as JSON.
+pub fn write_data(out: &mut Vec<u8>, value: &impl Serialize) {
+    out.extend_from_slice(b"data: ");
+    // Writing into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, value);
+    out.extend_from_slice(b"\n\n");
+}
+
+/// Appends one event named `name` (`event: name`) holding `value` as JSON.
+pub fn write_event(out: &mut Vec<u8>, name: &str, value: &impl Serialize) {
+    out.extend_from_slice(b"event: ");
+    out.extend_from_slice(name.as_bytes());
+    out.push(b'\n');
+    write_data(out, value);
+}
+
 /// Lines of an event without their terminators.
 fn lines(event: &[u8]) -> impl Iterator<Item = &[u8]> {
     event
@@ -221,6 +246,14 @@ mod tests {
         let (events, rest) = collect(&[b"data: a\n\ndata: b"]);
         assert_eq!(events, vec![b"data: a\n\n".to_vec()]);
         assert_eq!(rest, b"data: b");
+    }
+
+    #[test]
+    fn written_events_are_data_lines() {
+        let mut out = Vec::new();
+        write_data(&mut out, &[1, 2]);
+        write_event(&mut out, "e", &"x");
+        assert_eq!(out, b"data: [1,2]\n\nevent: e\ndata: \"x\"\n\n");
     }
 
     #[test]

@@ -10,27 +10,23 @@
 
 use serde_json::{json, Map, Value};
 
-use super::common::{held_back, parse_request, sse_data, whole, WholeBody};
+use super::driver::{ClientApi, Converter, ErrorHints, Event, Framed, Pass, Progress};
+use super::openai_request::{invalid, parse_request};
 use super::schema::anthropic::*;
 use super::schema::openai::*;
-use super::Translator;
 use crate::error::FilterError;
-use crate::sse::EventSplitter;
-use crate::stream::ChunkOutcome;
 use crate::usage::Usage;
 
 /// One request from an Anthropic client to an OpenAI-style provider.
+pub type AnthropicToOpenAi = Framed<AnthropicOpenAi>;
+
+/// The conversion of one request from an Anthropic client to an OpenAI-style provider.
 #[derive(Debug, Default)]
-pub struct AnthropicToOpenAi {
+pub struct AnthropicOpenAi {
     /// OpenAI's own API wants `max_completion_tokens` (its reasoning models refuse
     /// `max_tokens`); compatible providers know `max_tokens`.
     max_completion_tokens: bool,
     stream: bool,
-    status: u32,
-    event_stream: bool,
-    body: WholeBody,
-    splitter: EventSplitter,
-    usage: Option<Usage>,
     id: String,
     model: String,
     started: bool,
@@ -40,23 +36,17 @@ pub struct AnthropicToOpenAi {
     /// OpenAI tool call index -> Anthropic block index.
     tool_blocks: Vec<(usize, usize)>,
     stop_reason: Option<&'static str>,
-    done: bool,
-    saw_error: bool,
     /// Cache writes the provider reported beyond OpenAI's format (set in a chain).
     cache_write: u64,
 }
 
 impl AnthropicToOpenAi {
     pub fn new(max_completion_tokens: bool) -> Self {
-        AnthropicToOpenAi {
+        Framed::around(AnthropicOpenAi {
             max_completion_tokens,
             ..Default::default()
-        }
+        })
     }
-}
-
-fn invalid(message: impl Into<String>) -> FilterError {
-    FilterError::invalid_request("invalid_request", message)
 }
 
 /// Text of blocks where only text is allowed (system prompt, tool results).
@@ -268,16 +258,6 @@ pub fn stop_reason(finish: Option<&str>) -> &'static str {
     }
 }
 
-/// Usage with Anthropic semantics.
-fn usage_json(u: Usage) -> Value {
-    json!({
-        "input_tokens": u.prompt.saturating_sub(u.cached + u.cache_write),
-        "output_tokens": u.completion,
-        "cache_creation_input_tokens": u.cache_write,
-        "cache_read_input_tokens": u.cached,
-    })
-}
-
 fn message_id(openai_id: &str) -> String {
     if openai_id.starts_with("msg_") {
         openai_id.to_owned()
@@ -286,36 +266,46 @@ fn message_id(openai_id: &str) -> String {
     }
 }
 
-/// The Anthropic message for an OpenAI chat completion (`cache_write`: what the provider wrote
-/// to its cache, when known from beyond OpenAI's format).
-pub fn response(resp: OpenAiCompletion, cache_write: u64) -> (Value, Usage) {
+/// Appends the Anthropic message for an OpenAI chat completion (`cache_write`: what the
+/// provider wrote to its cache, when known from beyond OpenAI's format); returns its usage.
+pub fn response(resp: OpenAiCompletion, cache_write: u64, out: &mut Vec<u8>) -> Usage {
     let mut usage: Usage = resp.usage.map(Usage::from).unwrap_or_default();
     usage.cache_write = cache_write;
-    let mut content = Vec::new();
     let mut finish = None;
+    let mut text = None;
+    let mut calls = Vec::new();
     if let Some(choice) = resp.choices.into_iter().next() {
         finish = choice.finish_reason;
         let m = choice.message;
-        if let Some(text) = m.content.filter(|t| !t.is_empty()).or(m.refusal) {
-            content.push(json!({"type": "text", "text": text}));
-        }
-        for call in m.tool_calls.unwrap_or_default() {
-            let input: Value =
-                serde_json::from_str(&call.function.arguments).unwrap_or_else(|_| json!({}));
-            content.push(json!({"type": "tool_use", "id": call.id, "name": call.function.name, "input": input}));
-        }
+        text = m.content.filter(|t| !t.is_empty()).or(m.refusal);
+        calls = m.tool_calls.unwrap_or_default();
     }
-    let body = json!({
-        "id": message_id(&resp.id),
-        "type": "message",
-        "role": "assistant",
-        "model": resp.model,
-        "content": content,
-        "stop_reason": stop_reason(finish.as_deref()),
-        "stop_sequence": null,
-        "usage": usage_json(usage),
-    });
-    (body, usage)
+    let mut content = Vec::with_capacity(1 + calls.len());
+    if let Some(text) = &text {
+        content.push(AnthropicBlockOut::Text { text });
+    }
+    for call in &calls {
+        let input: Value =
+            serde_json::from_str(&call.function.arguments).unwrap_or_else(|_| json!({}));
+        content.push(AnthropicBlockOut::ToolUse {
+            id: &call.id,
+            name: &call.function.name,
+            input,
+        });
+    }
+    let id = message_id(&resp.id);
+    AnthropicMessageOut {
+        id: &id,
+        kind: "message",
+        role: "assistant",
+        model: &resp.model,
+        content,
+        stop_reason: Some(stop_reason(finish.as_deref())),
+        stop_sequence: (),
+        usage: usage.into(),
+    }
+    .write(out);
+    usage
 }
 
 /// Anthropic's error type for an HTTP status.
@@ -332,32 +322,15 @@ pub fn error_type(status: u32) -> &'static str {
     }
 }
 
-/// An Anthropic error body.
-pub fn error_json(kind: &str, message: &str) -> Value {
-    json!({"type": "error", "error": {"type": kind, "message": message}})
-}
-
-/// An OpenAI error body as Anthropic's.
-pub fn error(status: u32, body: &[u8]) -> Value {
+/// Appends an OpenAI error body as Anthropic's.
+pub fn error(status: u32, body: &[u8], out: &mut Vec<u8>) {
     let message = serde_json::from_slice::<OpenAiErrorBody>(body)
         .map(|b| b.error.message)
         .unwrap_or_else(|_| format!("The provider answered {status} with an unreadable error."));
-    error_json(error_type(status), &message)
+    AnthropicErrorOut::new(error_type(status), &message).write(out);
 }
 
-/// Appends one Anthropic SSE event.
-fn emit(out: &mut Vec<u8>, name: &str, data: &Value) {
-    out.extend_from_slice(b"event: ");
-    out.extend_from_slice(name.as_bytes());
-    out.extend_from_slice(b"\ndata: ");
-    let _ = serde_json::to_writer(&mut *out, data);
-    out.extend_from_slice(b"\n\n");
-}
-
-/// Sent when the provider's stream ends before it is complete.
-pub const INCOMPLETE: &[u8] = b"event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"api_error\",\"message\":\"The provider's stream ended before it was complete.\"}}\n\n";
-
-impl AnthropicToOpenAi {
+impl AnthropicOpenAi {
     fn start(&mut self, id: &str, model: &str, out: &mut Vec<u8>) {
         if self.started {
             return;
@@ -365,24 +338,29 @@ impl AnthropicToOpenAi {
         self.started = true;
         self.id = message_id(id);
         model.clone_into(&mut self.model);
-        emit(
-            out,
-            "message_start",
-            &json!({"type": "message_start", "message": {
-                "id": self.id, "type": "message", "role": "assistant", "model": self.model,
-                "content": [], "stop_reason": null, "stop_sequence": null,
-                "usage": {"input_tokens": 0, "output_tokens": 0},
-            }}),
-        );
+        AnthropicStreamEventOut::MessageStart {
+            message: AnthropicMessageOut {
+                id: &self.id,
+                kind: "message",
+                role: "assistant",
+                model: &self.model,
+                content: Vec::new(),
+                stop_reason: None,
+                stop_sequence: (),
+                usage: AnthropicUsageOut {
+                    input_tokens: 0,
+                    output_tokens: 0,
+                    cache_creation_input_tokens: None,
+                    cache_read_input_tokens: None,
+                },
+            },
+        }
+        .write(out);
     }
 
     fn close_block(&mut self, out: &mut Vec<u8>) {
         if let Some((index, _)) = self.open.take() {
-            emit(
-                out,
-                "content_block_stop",
-                &json!({"type": "content_block_stop", "index": index}),
-            );
+            AnthropicStreamEventOut::ContentBlockStop { index }.write(out);
         }
     }
 
@@ -397,21 +375,19 @@ impl AnthropicToOpenAi {
                 let i = self.blocks;
                 self.blocks += 1;
                 self.open = Some((i, true));
-                emit(
-                    out,
-                    "content_block_start",
-                    &json!({"type": "content_block_start", "index": i,
-                            "content_block": {"type": "text", "text": ""}}),
-                );
+                AnthropicStreamEventOut::ContentBlockStart {
+                    index: i,
+                    content_block: AnthropicBlockOut::Text { text: "" },
+                }
+                .write(out);
                 i
             }
         };
-        emit(
-            out,
-            "content_block_delta",
-            &json!({"type": "content_block_delta", "index": index,
-                    "delta": {"type": "text_delta", "text": text}}),
-        );
+        AnthropicStreamEventOut::ContentBlockDelta {
+            index,
+            delta: AnthropicDeltaOut::TextDelta { text },
+        }
+        .write(out);
     }
 
     fn tool_call(&mut self, call: OpenAiToolCallDelta, out: &mut Vec<u8>) {
@@ -428,52 +404,54 @@ impl AnthropicToOpenAi {
                 self.blocks += 1;
                 self.tool_blocks.push((call.index, b));
                 self.open = Some((b, false));
-                emit(
-                    out,
-                    "content_block_start",
-                    &json!({"type": "content_block_start", "index": b, "content_block": {
-                        "type": "tool_use", "id": call.id.unwrap_or_default(),
-                        "name": name.unwrap_or_default(), "input": {},
-                    }}),
-                );
+                AnthropicStreamEventOut::ContentBlockStart {
+                    index: b,
+                    content_block: AnthropicBlockOut::ToolUse {
+                        id: call.id.as_deref().unwrap_or_default(),
+                        name: name.as_deref().unwrap_or_default(),
+                        input: json!({}),
+                    },
+                }
+                .write(out);
                 b
             }
         };
         if let Some(args) = arguments.filter(|a| !a.is_empty()) {
-            emit(
-                out,
-                "content_block_delta",
-                &json!({"type": "content_block_delta", "index": index,
-                        "delta": {"type": "input_json_delta", "partial_json": args}}),
-            );
+            AnthropicStreamEventOut::ContentBlockDelta {
+                index,
+                delta: AnthropicDeltaOut::InputJsonDelta {
+                    partial_json: &args,
+                },
+            }
+            .write(out);
         }
     }
 
-    fn finish(&mut self, out: &mut Vec<u8>) {
+    fn finish(&mut self, usage: Option<Usage>, out: &mut Vec<u8>, p: &mut Progress) {
         self.close_block(out);
-        let usage = self.usage.unwrap_or_default();
-        emit(
-            out,
-            "message_delta",
-            &json!({"type": "message_delta",
-                    "delta": {"stop_reason": self.stop_reason.unwrap_or("end_turn"), "stop_sequence": null},
-                    "usage": usage_json(usage)}),
-        );
-        emit(out, "message_stop", &json!({"type": "message_stop"}));
-        self.done = true;
+        AnthropicStreamEventOut::MessageDelta {
+            delta: AnthropicStopOut {
+                stop_reason: self.stop_reason.unwrap_or("end_turn"),
+                stop_sequence: (),
+            },
+            usage: usage.unwrap_or_default().into(),
+        }
+        .write(out);
+        AnthropicStreamEventOut::MessageStop.write(out);
+        p.done = true;
     }
 
-    fn on_event(&mut self, data: &[u8], out: &mut Vec<u8>) {
+    fn on_event(&mut self, data: &[u8], out: &mut Vec<u8>, p: &mut Progress) {
         if data == b"[DONE]" {
-            if !self.saw_error && !self.done {
+            if !p.error_sent && !p.done {
                 if !self.started {
                     self.start("", "", out);
                 }
-                self.finish(out);
+                self.finish(p.usage, out, p);
             }
             return;
         }
-        let Ok(chunk) = serde_json::from_slice::<OpenAiChunk>(data) else {
+        let Some(chunk) = super::driver::parse_bounded::<OpenAiChunk>(data) else {
             return;
         };
         if let Some(e) = chunk.error {
@@ -482,15 +460,15 @@ impl AnthropicToOpenAi {
                 Some("invalid_request_error") => "invalid_request_error",
                 _ => "api_error",
             };
-            emit(out, "error", &error_json(kind, &e.message));
-            self.saw_error = true;
+            AnthropicErrorOut::new(kind, &e.message).write_event(out);
+            p.error_sent = true;
             return;
         }
         self.start(&chunk.id, &chunk.model, out);
         if let Some(u) = chunk.usage {
             let mut u: Usage = u.into();
             u.cache_write = self.cache_write;
-            self.usage = Some(u);
+            p.usage = Some(u);
         }
         for choice in chunk.choices {
             if let Some(text) = choice.delta.content.or(choice.delta.refusal) {
@@ -506,60 +484,36 @@ impl AnthropicToOpenAi {
     }
 }
 
-impl Translator for AnthropicToOpenAi {
-    fn request_body(&mut self, body: &[u8], upstream_model: &str) -> Result<Vec<u8>, FilterError> {
+impl Converter for AnthropicOpenAi {
+    const CLIENT: ClientApi = ClientApi::Anthropic;
+
+    fn request(&mut self, body: &[u8], upstream_model: &str) -> Result<Vec<u8>, FilterError> {
         let req: AnthropicInRequest = parse_request(body)?;
         self.stream = req.stream;
         let openai = request(req, upstream_model, self.max_completion_tokens)?;
         serde_json::to_vec(&openai).map_err(|e| invalid(e.to_string()))
     }
 
-    fn response_headers(&mut self, status: u32, event_stream: bool) -> Option<u32> {
-        self.status = status;
-        self.event_stream = event_stream;
-        None
+    type Answer<'a> = OpenAiCompletion;
+
+    fn response(&mut self, answer: OpenAiCompletion, out: &mut Vec<u8>) -> Option<Usage> {
+        Some(response(answer, self.cache_write, out))
     }
 
-    fn response_body(&mut self, chunk: &[u8], end_of_stream: bool) -> ChunkOutcome {
-        if !self.event_stream || self.status >= 400 {
-            let Some(body) = self.body.complete(chunk, end_of_stream) else {
-                return held_back();
-            };
-            self.done = true;
-            let out = if self.status >= 400 {
-                error(self.status, &body)
-            } else {
-                match serde_json::from_slice::<OpenAiCompletion>(&body) {
-                    Ok(resp) => {
-                        let (v, usage) = response(resp, self.cache_write);
-                        self.usage = Some(usage);
-                        v
-                    }
-                    Err(_) => error(502, b""),
-                }
-            };
-            return whole(&out);
-        }
-        let mut out = Vec::with_capacity(chunk.len() * 2);
-        for data in sse_data(&mut self.splitter, chunk) {
-            self.on_event(&data, &mut out);
-        }
-        if end_of_stream && !self.done && !self.saw_error {
-            out.extend_from_slice(INCOMPLETE);
-        }
-        ChunkOutcome::Replace(out)
+    fn error(&mut self, status: u32, body: &[u8], out: &mut Vec<u8>) -> ErrorHints {
+        error(status, body, out);
+        ErrorHints::default()
     }
 
-    fn usage(&self) -> Option<Usage> {
-        self.usage
+    fn event(&mut self, event: Event<'_>, out: &mut Vec<u8>, p: &mut Progress) -> Pass {
+        if let Some(data) = event.data() {
+            self.on_event(data, out, p);
+        }
+        Pass::Replaced
     }
 
     fn provider_usage(&mut self, usage: Usage) {
         self.cache_write = usage.cache_write;
-    }
-
-    fn completed(&self) -> bool {
-        self.done
     }
 
     fn upstream_path(&self, out: &mut String) {

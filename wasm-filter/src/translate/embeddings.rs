@@ -8,14 +8,16 @@
 //! The answer is OpenAI's list, with each vector as floats or, when the client asks for
 //! `encoding_format: "base64"` (the OpenAI Python SDK's default), as little-endian f32 in base64.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize, Serializer};
+use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
-use super::common::{error_json, held_back, invalid, parse_request, whole, WholeBody};
-use super::Translator;
+use super::driver::{ClientApi, Converter, ErrorHints, Event, Framed, Pass, Progress};
+use super::openai_bedrock::UNREADABLE;
+use super::openai_request::{invalid, parse_request};
+use super::schema::openai::OpenAiErrorOut;
 use crate::error::FilterError;
 use crate::request::push_path_segment;
-use crate::stream::ChunkOutcome;
 use crate::usage::Usage;
 
 /// An OpenAI embeddings request.
@@ -75,28 +77,23 @@ impl EmbeddingApi {
 }
 
 /// One embeddings request from an OpenAI client.
+pub type Embeddings = Framed<OpenAiEmbeddings>;
+
+/// The conversion of one embeddings request from an OpenAI client.
 #[derive(Debug)]
-pub struct Embeddings {
+pub struct OpenAiEmbeddings {
     api: EmbeddingApi,
     model: String,
     base64: bool,
-    status: u32,
-    body: WholeBody,
-    usage: Option<Usage>,
-    done: bool,
 }
 
 impl Embeddings {
     pub fn new(api: EmbeddingApi) -> Self {
-        Embeddings {
+        Framed::around(OpenAiEmbeddings {
             api,
             model: String::new(),
             base64: false,
-            status: 0,
-            body: WholeBody::default(),
-            usage: None,
-            done: false,
-        }
+        })
     }
 }
 
@@ -212,29 +209,75 @@ fn base64_f32(v: &[f32]) -> String {
 }
 
 /// OpenAI's embedding list.
-pub fn response(vectors: Vec<Vec<f32>>, model: &str, tokens: u64, base64: bool) -> Value {
-    let data: Vec<Value> = vectors
-        .iter()
-        .enumerate()
-        .map(|(i, v)| {
-            let embedding = if base64 {
-                Value::String(base64_f32(v))
-            } else {
-                json!(v)
-            };
-            json!({"object": "embedding", "index": i, "embedding": embedding})
-        })
-        .collect();
-    json!({
-        "object": "list",
-        "data": data,
-        "model": model,
-        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
-    })
+#[derive(Serialize)]
+struct EmbeddingListOut<'a> {
+    object: &'static str,
+    data: Vec<EmbeddingOut<'a>>,
+    model: &'a str,
+    usage: EmbeddingUsageOut,
 }
 
-impl Translator for Embeddings {
-    fn request_body(&mut self, body: &[u8], upstream_model: &str) -> Result<Vec<u8>, FilterError> {
+#[derive(Serialize)]
+struct EmbeddingOut<'a> {
+    object: &'static str,
+    index: usize,
+    embedding: Vector<'a>,
+}
+
+/// One vector: floats (written as OpenAI's, in double precision), or base64.
+enum Vector<'a> {
+    Floats(&'a [f32]),
+    Base64(String),
+}
+
+impl Serialize for Vector<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Vector::Floats(v) => s.collect_seq(v.iter().map(|&f| f64::from(f))),
+            Vector::Base64(b) => s.serialize_str(b),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct EmbeddingUsageOut {
+    prompt_tokens: u64,
+    total_tokens: u64,
+}
+
+/// Appends OpenAI's embedding list.
+pub fn response(vectors: &[Vec<f32>], model: &str, tokens: u64, base64: bool, out: &mut Vec<u8>) {
+    let data = vectors
+        .iter()
+        .enumerate()
+        .map(|(index, v)| EmbeddingOut {
+            object: "embedding",
+            index,
+            embedding: if base64 {
+                Vector::Base64(base64_f32(v))
+            } else {
+                Vector::Floats(v)
+            },
+        })
+        .collect();
+    let list = EmbeddingListOut {
+        object: "list",
+        data,
+        model,
+        usage: EmbeddingUsageOut {
+            prompt_tokens: tokens,
+            total_tokens: tokens,
+        },
+    };
+    // Writing into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, &list);
+}
+
+impl Converter for OpenAiEmbeddings {
+    const CLIENT: ClientApi = ClientApi::OpenAi;
+    const STREAMS: bool = false;
+
+    fn request(&mut self, body: &[u8], upstream_model: &str) -> Result<Vec<u8>, FilterError> {
         let req: OpenAiEmbeddingRequest = parse_request(body)?;
         self.base64 = match req.encoding_format.as_deref() {
             None | Some("float") => false,
@@ -246,53 +289,45 @@ impl Translator for Embeddings {
         serde_json::to_vec(&out).map_err(|e| invalid(e.to_string()))
     }
 
-    fn response_headers(&mut self, status: u32, _event_stream: bool) -> Option<u32> {
-        self.status = status;
-        None
-    }
+    /// Each API answers in its own shape: read by [`vectors`].
+    type Answer<'a> = &'a RawValue;
 
-    fn response_body(&mut self, chunk: &[u8], end_of_stream: bool) -> ChunkOutcome {
-        let Some(body) = self.body.complete(chunk, end_of_stream) else {
-            return held_back();
+    fn response(&mut self, answer: &RawValue, out: &mut Vec<u8>) -> Option<Usage> {
+        let Some((v, tokens)) = vectors(self.api, answer.get().as_bytes()) else {
+            self.unreadable(out);
+            return None;
         };
-        self.done = true;
-        let out = if self.status >= 400 {
-            match self.api {
-                EmbeddingApi::Gemini => super::openai_gemini::error(self.status, &body),
-                _ => {
-                    let message = serde_json::from_slice::<Value>(&body)
-                        .ok()
-                        .and_then(|v| v["message"].as_str().map(str::to_owned))
-                        .unwrap_or_else(|| format!("The provider answered {}.", self.status));
-                    super::openai_bedrock::error(self.status, None, &message)
-                }
-            }
-        } else {
-            match vectors(self.api, &body) {
-                Some((v, tokens)) => {
-                    self.usage = Some(Usage {
-                        prompt: tokens,
-                        total: tokens,
-                        ..Usage::default()
-                    });
-                    response(v, &self.model, tokens, self.base64)
-                }
-                None => error_json(
-                    "The provider's answer could not be read.",
-                    "server_error",
-                    None,
-                ),
-            }
-        };
-        whole(&out)
+        response(&v, &self.model, tokens, self.base64, out);
+        Some(Usage {
+            prompt: tokens,
+            total: tokens,
+            ..Usage::default()
+        })
     }
 
-    fn usage(&self) -> Option<Usage> {
-        self.usage
+    fn unreadable(&mut self, out: &mut Vec<u8>) {
+        OpenAiErrorOut::new(UNREADABLE, "server_error", None).write(out);
     }
 
-    fn completed(&self) -> bool {
-        self.done
+    fn error(&mut self, status: u32, body: &[u8], out: &mut Vec<u8>) -> ErrorHints {
+        match self.api {
+            EmbeddingApi::Gemini => {
+                super::openai_gemini::error(status, body, out);
+            }
+            _ => {
+                let message = serde_json::from_slice::<Value>(body)
+                    .ok()
+                    .and_then(|v| v["message"].as_str().map(str::to_owned))
+                    .unwrap_or_else(|| format!("The provider answered {status}."));
+                super::openai_bedrock::error(status, None, &message).write(out);
+            }
+        }
+        ErrorHints::default()
+    }
+
+    /// Embeddings are never streamed.
+    fn event(&mut self, _event: Event<'_>, _out: &mut Vec<u8>, _p: &mut Progress) -> Pass {
+        Pass::Replaced
     }
 
     fn upstream_path(&self, out: &mut String) {
@@ -314,6 +349,8 @@ impl Translator for Embeddings {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::translate::driver::ChunkOutcome;
+    use crate::translate::Translator;
 
     fn run(api: EmbeddingApi, model: &str, req: &str, answer: &str) -> (Value, Value, String) {
         let mut t = Embeddings::new(api);

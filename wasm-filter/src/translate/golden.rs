@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
+use super::ChunkOutcome;
 use super::Translator;
-use crate::stream::ChunkOutcome;
 
 pub const CREATED: u64 = 1_700_000_000;
 

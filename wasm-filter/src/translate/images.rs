@@ -4,14 +4,15 @@
 //!
 //! Imagen returns image bytes only, so clients get `b64_json`; a request for URLs is refused.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::common::{error_json, held_back, invalid, parse_request, whole, WholeBody};
-use super::Translator;
+use super::driver::{ClientApi, Converter, ErrorHints, Event, Framed, Pass, Progress};
+use super::openai_bedrock::UNREADABLE;
+use super::openai_request::{invalid, parse_request};
+use super::schema::openai::OpenAiErrorOut;
 use crate::error::FilterError;
 use crate::request::push_path_segment;
-use crate::stream::ChunkOutcome;
 use crate::usage::Usage;
 
 #[derive(Debug, Deserialize)]
@@ -52,21 +53,21 @@ pub fn aspect_ratio(size: &str) -> Result<Option<String>, FilterError> {
 }
 
 /// One image generation request from an OpenAI client to Imagen.
+pub type Imagen = Framed<OpenAiImagen>;
+
+/// The conversion of one image generation request from an OpenAI client to Imagen.
 #[derive(Debug, Default)]
-pub struct Imagen {
+pub struct OpenAiImagen {
     created: u64,
     model: String,
-    status: u32,
-    body: WholeBody,
-    done: bool,
 }
 
 impl Imagen {
     pub fn new(created: u64) -> Self {
-        Imagen {
+        Framed::around(OpenAiImagen {
             created,
-            ..Default::default()
-        }
+            model: String::new(),
+        })
     }
 }
 
@@ -93,66 +94,73 @@ pub fn request(req: OpenAiImageRequest) -> Result<Value, FilterError> {
     Ok(json!({"instances": [{"prompt": req.prompt}], "parameters": parameters}))
 }
 
-/// OpenAI's images response for Imagen's predictions.
-pub fn response(body: &[u8], created: u64) -> Option<Value> {
-    #[derive(Deserialize)]
-    #[serde(rename_all = "camelCase")]
-    struct Prediction {
-        #[serde(default)]
-        bytes_base64_encoded: Option<String>,
-    }
-    #[derive(Deserialize)]
-    struct Predictions {
-        #[serde(default)]
-        predictions: Vec<Prediction>,
-    }
-    let p: Predictions = serde_json::from_slice(body).ok()?;
-    let data: Vec<Value> = p
-        .predictions
-        .into_iter()
-        .filter_map(|p| p.bytes_base64_encoded)
-        .map(|b| json!({ "b64_json": b }))
-        .collect();
-    Some(json!({"created": created, "data": data}))
+/// OpenAI's images response.
+#[derive(Serialize)]
+struct ImagesOut<'a> {
+    created: u64,
+    data: Vec<ImageOut<'a>>,
 }
 
-impl Translator for Imagen {
-    fn request_body(&mut self, body: &[u8], upstream_model: &str) -> Result<Vec<u8>, FilterError> {
+#[derive(Serialize)]
+struct ImageOut<'a> {
+    b64_json: &'a str,
+}
+
+/// Imagen's answer. <https://ai.google.dev/api/models#method:-models.predict>
+#[derive(Deserialize)]
+pub struct ImagenPredictions {
+    #[serde(default)]
+    predictions: Vec<ImagenPrediction>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ImagenPrediction {
+    #[serde(default)]
+    bytes_base64_encoded: Option<String>,
+}
+
+/// Appends OpenAI's images response for Imagen's predictions.
+pub fn response(p: &ImagenPredictions, created: u64, out: &mut Vec<u8>) {
+    let data = p
+        .predictions
+        .iter()
+        .filter_map(|p| p.bytes_base64_encoded.as_deref())
+        .map(|b64_json| ImageOut { b64_json })
+        .collect();
+    // Writing into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, &ImagesOut { created, data });
+}
+
+impl Converter for OpenAiImagen {
+    const CLIENT: ClientApi = ClientApi::OpenAi;
+    const STREAMS: bool = false;
+
+    fn request(&mut self, body: &[u8], upstream_model: &str) -> Result<Vec<u8>, FilterError> {
         let req: OpenAiImageRequest = parse_request(body)?;
         upstream_model.clone_into(&mut self.model);
         serde_json::to_vec(&request(req)?).map_err(|e| invalid(e.to_string()))
     }
 
-    fn response_headers(&mut self, status: u32, _event_stream: bool) -> Option<u32> {
-        self.status = status;
+    type Answer<'a> = ImagenPredictions;
+
+    fn response(&mut self, answer: ImagenPredictions, out: &mut Vec<u8>) -> Option<Usage> {
+        response(&answer, self.created, out);
         None
     }
 
-    fn response_body(&mut self, chunk: &[u8], end_of_stream: bool) -> ChunkOutcome {
-        let Some(body) = self.body.complete(chunk, end_of_stream) else {
-            return held_back();
-        };
-        self.done = true;
-        let out = if self.status >= 400 {
-            super::openai_gemini::error(self.status, &body)
-        } else {
-            response(&body, self.created).unwrap_or_else(|| {
-                error_json(
-                    "The provider's answer could not be read.",
-                    "server_error",
-                    None,
-                )
-            })
-        };
-        whole(&out)
+    fn unreadable(&mut self, out: &mut Vec<u8>) {
+        OpenAiErrorOut::new(UNREADABLE, "server_error", None).write(out);
     }
 
-    fn usage(&self) -> Option<Usage> {
-        None
+    fn error(&mut self, status: u32, body: &[u8], out: &mut Vec<u8>) -> ErrorHints {
+        super::openai_gemini::error(status, body, out);
+        ErrorHints::default()
     }
 
-    fn completed(&self) -> bool {
-        self.done
+    /// Images are never streamed.
+    fn event(&mut self, _event: Event<'_>, _out: &mut Vec<u8>, _p: &mut Progress) -> Pass {
+        Pass::Replaced
     }
 
     fn upstream_path(&self, out: &mut String) {
@@ -165,6 +173,8 @@ impl Translator for Imagen {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::translate::driver::ChunkOutcome;
+    use crate::translate::Translator;
 
     #[test]
     fn a_prompt_becomes_an_imagen_prediction_and_back() {

@@ -1,9 +1,10 @@
 //! Translators between a client API and a provider API: pure code, one instance per request,
-//! holding that request's stream state.
+//! holding that request's stream state. Each is one pair's converter (a file per pair) inside
+//! the framing every pair shares ([`driver`]).
 
 pub mod anthropic_openai;
 pub mod anthropic_passthrough;
-pub mod common;
+pub mod driver;
 pub mod embeddings;
 #[cfg(test)]
 mod golden;
@@ -11,10 +12,13 @@ pub mod images;
 pub mod openai_anthropic;
 pub mod openai_bedrock;
 pub mod openai_gemini;
+pub mod openai_passthrough;
+pub mod openai_request;
 pub mod schema;
 
+pub use driver::ChunkOutcome;
+
 use crate::error::FilterError;
-use crate::stream::ChunkOutcome;
 use crate::usage::Usage;
 
 /// One (client API, provider API) pair for one request.
@@ -59,6 +63,24 @@ pub trait Translator {
 
     /// Appends the path below the provider's base URL for this request (query included).
     fn upstream_path(&self, out: &mut String);
+
+    /// Called with the provider's response headers: the `content-type` the client should see
+    /// instead of the provider's (`upstream`), if it differs. A translated whole answer is
+    /// JSON; a stream is SSE whatever framing the provider used.
+    fn content_type(&self, event_stream: bool, upstream: &str) -> Option<&'static str> {
+        client_content_type(event_stream, upstream)
+    }
+}
+
+/// The `content-type` of a translated answer, when it differs from the provider's `upstream`.
+fn client_content_type(event_stream: bool, upstream: &str) -> Option<&'static str> {
+    if !event_stream {
+        Some("application/json")
+    } else if !upstream.starts_with("text/event-stream") {
+        Some("text/event-stream")
+    } else {
+        None
+    }
 }
 
 /// Two translators in a row: the client's API to OpenAI's (`outer`), then OpenAI's to the

@@ -5,15 +5,14 @@
 //! <https://docs.anthropic.com/en/api/errors>. Client side:
 //! <https://platform.openai.com/docs/api-reference/chat>.
 
-use serde_json::{json, Value};
+use serde_json::json;
 
-use super::common::*;
+use super::driver::{ClientApi, Converter, ErrorHints, Event, Framed, Pass, Progress};
+use super::openai_request::*;
 use super::schema::anthropic::*;
 use super::schema::openai::*;
-use super::Translator;
 use crate::error::FilterError;
-use crate::sse::EventSplitter;
-use crate::stream::{ChunkOutcome, INCOMPLETE_EVENT};
+use crate::sse::write_data;
 use crate::usage::Usage;
 
 /// `max_tokens` is required by Anthropic; used when the client sets none.
@@ -23,24 +22,18 @@ pub const DEFAULT_MAX_TOKENS: u64 = 4096;
 const MIN_THINKING_BUDGET: u64 = 1024;
 
 /// One request from an OpenAI client to an Anthropic provider.
+pub type OpenAiToAnthropic = Framed<OpenAiAnthropic>;
+
+/// The conversion of one request from an OpenAI client to an Anthropic provider.
 #[derive(Debug, Default)]
-pub struct OpenAiToAnthropic {
+pub struct OpenAiAnthropic {
     /// `id`, `model` and `created` of the answers.
-    header: ChunkHeader,
+    head: OpenAiStreamHead,
     stream: bool,
-    client_wants_usage: bool,
-    status: u32,
-    event_stream: bool,
-    body: WholeBody,
-    splitter: EventSplitter,
-    usage: Option<Usage>,
     /// The stream's usage as Anthropic reports it (message_start, then message_delta).
     raw_usage: AnthropicUsage,
     /// Anthropic content block index -> OpenAI tool call index.
     tool_index: Vec<(usize, usize)>,
-    finish_reason: Option<&'static str>,
-    done: bool,
-    saw_error: bool,
     /// Claude on Vertex AI: the model goes in the path, `anthropic_version` in the body.
     vertex: bool,
     upstream_model: String,
@@ -51,21 +44,25 @@ pub const VERTEX_ANTHROPIC_VERSION: &str = "vertex-2023-10-16";
 
 impl OpenAiToAnthropic {
     pub fn new(created: u64) -> Self {
-        OpenAiToAnthropic {
-            header: ChunkHeader {
+        Framed::around(OpenAiAnthropic {
+            head: OpenAiStreamHead {
                 created,
                 ..Default::default()
             },
             ..Default::default()
-        }
+        })
     }
 
     /// Claude models on Vertex AI (below `/v1/projects/{p}/locations/{l}`).
     pub fn vertex(created: u64) -> Self {
-        OpenAiToAnthropic {
+        Framed::around(OpenAiAnthropic {
             vertex: true,
-            ..Self::new(created)
-        }
+            head: OpenAiStreamHead {
+                created,
+                ..Default::default()
+            },
+            ..Default::default()
+        })
     }
 }
 
@@ -294,51 +291,69 @@ pub(crate) fn usage_from(u: AnthropicUsage) -> Usage {
     }
 }
 
-/// The OpenAI `chat.completion` for an Anthropic message.
-pub fn response(resp: AnthropicResponse, created: u64) -> (Value, Usage) {
+/// Appends the OpenAI `chat.completion` for an Anthropic message; returns its usage.
+pub fn response(resp: AnthropicResponse, created: u64, out: &mut Vec<u8>) -> Usage {
     let mut text = String::new();
     let mut reasoning = String::new();
-    let mut tool_calls = Vec::new();
-    for block in resp.content {
+    let mut calls = Vec::new();
+    for block in &resp.content {
         match block {
-            AnthropicResponseBlock::Text { text: t } => text.push_str(&t),
-            AnthropicResponseBlock::Thinking { thinking } => reasoning.push_str(&thinking),
-            AnthropicResponseBlock::ToolUse { id, name, input } => tool_calls.push(json!({
-                "id": id,
-                "type": "function",
-                "function": {"name": name, "arguments": input.to_string()},
-            })),
+            AnthropicResponseBlock::Text { text: t } => text.push_str(t),
+            AnthropicResponseBlock::Thinking { thinking } => reasoning.push_str(thinking),
+            AnthropicResponseBlock::ToolUse { id, name, input } => {
+                calls.push(OpenAiToolCallOut::call(
+                    None,
+                    id.as_str(),
+                    name,
+                    input.to_string(),
+                ));
+            }
             AnthropicResponseBlock::Other => {}
         }
     }
-    let mut message = message(text, tool_calls);
-    if !reasoning.is_empty() {
-        message["reasoning_content"] = Value::String(reasoning);
-    }
     let usage = usage_from(resp.usage);
-    let header = ChunkHeader {
+    let head = OpenAiStreamHead {
         id: resp.id,
         model: resp.model,
         created,
+        ..Default::default()
     };
     let finish = finish_reason(resp.stop_reason.as_deref());
-    (completion(&header, message, finish, usage), usage)
+    head.completion(
+        out,
+        OpenAiAssistantOut::new(&text, &reasoning, calls),
+        finish,
+        usage,
+    );
+    usage
 }
 
-/// An Anthropic error body as the OpenAI error a client expects, with its status.
-pub fn error(status: u32, body: &[u8]) -> (u32, Value) {
+/// Appends an Anthropic error body as the OpenAI error a client expects; returns its status.
+pub fn error(status: u32, body: &[u8], out: &mut Vec<u8>) -> u32 {
     match serde_json::from_slice::<AnthropicErrorBody>(body) {
-        Ok(b) => openai_error(status, &b.error.kind, b.error.message),
+        Ok(b) => openai_error(status, &b.error.kind, &b.error.message, out),
         Err(_) => openai_error(
             status,
             "api_error",
-            "The provider answered with an unreadable error.".into(),
+            "The provider answered with an unreadable error.",
+            out,
         ),
     }
 }
 
+/// Appends one Anthropic error as OpenAI's body (type and code); returns its status.
+fn openai_error(status: u32, kind: &str, message: &str, out: &mut Vec<u8>) -> u32 {
+    let (status, openai_type, code) = openai_error_kind(status, kind, message);
+    OpenAiErrorOut::new(message, openai_type, code).write(out);
+    status
+}
+
 /// One Anthropic error type as OpenAI's status, type and code.
-fn openai_error(status: u32, kind: &str, message: String) -> (u32, Value) {
+fn openai_error_kind(
+    status: u32,
+    kind: &str,
+    message: &str,
+) -> (u32, &'static str, Option<&'static str>) {
     let (status, openai_type, code) = match kind {
         "invalid_request_error" => (status, "invalid_request_error", None),
         "authentication_error" => (status, "authentication_error", Some("invalid_api_key")),
@@ -354,91 +369,66 @@ fn openai_error(status: u32, kind: &str, message: String) -> (u32, Value) {
         None if message.contains("prompt is too long") => Some("context_length_exceeded"),
         code => code,
     };
-    (status, error_json(&message, openai_type, code))
+    (status, openai_type, code)
 }
 
-impl OpenAiToAnthropic {
+impl OpenAiAnthropic {
     /// OpenAI events for one Anthropic stream event, appended to `out`.
-    fn on_event(&mut self, event: AnthropicStreamEvent, out: &mut Vec<u8>) {
-        let h = &mut self.header;
+    fn on_event(&mut self, event: AnthropicStreamEvent, out: &mut Vec<u8>, p: &mut Progress) {
+        let h = &mut self.head;
         match event {
             AnthropicStreamEvent::MessageStart { message } => {
                 h.id = message.id;
                 h.model = message.model;
                 self.raw_usage = message.usage;
-                self.usage = Some(usage_from(message.usage));
-                emit(
-                    out,
-                    &h.chunk(json!({"role": "assistant", "content": ""}), None),
-                );
+                p.usage = Some(usage_from(message.usage));
+                h.chunk(out, OpenAiDeltaOut::start(), None);
             }
             AnthropicStreamEvent::ContentBlockStart {
                 index,
                 content_block,
             } => match content_block {
                 AnthropicStreamBlock::Text { text } if !text.is_empty() => {
-                    emit(out, &h.chunk(json!({"content": text}), None));
+                    h.chunk(out, OpenAiDeltaOut::content(&text), None);
                 }
                 AnthropicStreamBlock::ToolUse { id, name } => {
                     let i = self.tool_index.len();
                     self.tool_index.push((index, i));
-                    emit(
-                        out,
-                        &h.chunk(
-                            json!({"tool_calls": [{"index": i, "id": id, "type": "function",
-                                               "function": {"name": name, "arguments": ""}}]}),
-                            None,
-                        ),
-                    );
+                    let calls = [OpenAiToolCallOut::call(Some(i), id.as_str(), &name, "")];
+                    h.chunk(out, OpenAiDeltaOut::tool_calls(&calls), None);
                 }
                 _ => {}
             },
             AnthropicStreamEvent::ContentBlockDelta { index, delta } => match delta {
                 AnthropicDelta::TextDelta { text } => {
-                    emit(out, &h.chunk(json!({"content": text}), None));
+                    h.chunk(out, OpenAiDeltaOut::content(&text), None);
                 }
                 AnthropicDelta::InputJsonDelta { partial_json } => {
                     if let Some(&(_, i)) = self.tool_index.iter().find(|(b, _)| *b == index) {
-                        emit(out, &h.chunk(
-                            json!({"tool_calls": [{"index": i, "function": {"arguments": partial_json}}]}),
-                            None,
-                        ));
+                        let calls = [OpenAiToolCallOut::arguments(i, &partial_json)];
+                        h.chunk(out, OpenAiDeltaOut::tool_calls(&calls), None);
                     }
                 }
                 AnthropicDelta::ThinkingDelta { thinking } => {
-                    emit(out, &h.chunk(json!({"reasoning_content": thinking}), None));
+                    h.chunk(out, OpenAiDeltaOut::reasoning(&thinking), None);
                 }
                 AnthropicDelta::Other => {}
             },
             AnthropicStreamEvent::MessageDelta { delta, usage } => {
                 let reason = finish_reason(delta.stop_reason.as_deref());
-                self.finish_reason = Some(reason);
                 if let Some(d) = usage {
-                    // Cumulative figures: they replace message_start's, never add to them.
-                    let u = &mut self.raw_usage;
-                    u.output_tokens = d.output_tokens.unwrap_or(u.output_tokens);
-                    u.input_tokens = d.input_tokens.unwrap_or(u.input_tokens);
-                    u.cache_creation_input_tokens = d
-                        .cache_creation_input_tokens
-                        .or(u.cache_creation_input_tokens);
-                    u.cache_read_input_tokens =
-                        d.cache_read_input_tokens.or(u.cache_read_input_tokens);
-                    self.usage = Some(usage_from(*u));
+                    p.usage = Some(usage_from(self.raw_usage.update(d)));
                 }
-                emit(out, &h.chunk(json!({}), Some(reason)));
+                h.chunk(out, OpenAiDeltaOut::default(), Some(reason));
             }
             AnthropicStreamEvent::MessageStop => {
-                if self.client_wants_usage {
-                    if let Some(u) = self.usage {
-                        emit(out, &h.usage_chunk(u));
-                    }
-                }
-                out.extend_from_slice(b"data: [DONE]\n\n");
-                self.done = true;
+                h.end(out, p.usage);
+                p.done = true;
             }
             AnthropicStreamEvent::Error { error } => {
-                emit(out, &openai_error(500, &error.kind, error.message).1);
-                self.saw_error = true;
+                let (_, kind, code) = openai_error_kind(500, &error.kind, &error.message);
+                write_data(out, &OpenAiErrorOut::new(&error.message, kind, code));
+                p.error_sent = true;
             }
             AnthropicStreamEvent::ContentBlockStop { .. }
             | AnthropicStreamEvent::Ping
@@ -447,74 +437,44 @@ impl OpenAiToAnthropic {
     }
 }
 
-impl Translator for OpenAiToAnthropic {
-    fn request_body(&mut self, body: &[u8], upstream_model: &str) -> Result<Vec<u8>, FilterError> {
-        let req: OpenAiChatRequest = serde_json::from_slice(body).map_err(|e| {
-            FilterError::invalid_request("invalid_json", format!("Invalid request: {e}."))
-        })?;
+impl Converter for OpenAiAnthropic {
+    const CLIENT: ClientApi = ClientApi::OpenAi;
+
+    fn request(&mut self, body: &[u8], upstream_model: &str) -> Result<Vec<u8>, FilterError> {
+        let req: OpenAiChatRequest = parse_request(body)?;
         self.stream = req.stream.unwrap_or(false);
-        self.client_wants_usage = req
-            .stream_options
-            .as_ref()
-            .and_then(|o| o.include_usage)
-            .unwrap_or(false);
+        self.head.include_usage = req.wants_usage();
         upstream_model.clone_into(&mut self.upstream_model);
         let mut anthropic = request(req, upstream_model)?;
         if self.vertex {
             anthropic.model.clear();
             anthropic.anthropic_version = Some(VERTEX_ANTHROPIC_VERSION);
         }
-        serde_json::to_vec(&anthropic)
-            .map_err(|e| FilterError::invalid_request("invalid_request", e.to_string()))
+        serde_json::to_vec(&anthropic).map_err(|e| invalid(e.to_string()))
     }
 
-    fn response_headers(&mut self, status: u32, event_stream: bool) -> Option<u32> {
-        self.status = status;
-        self.event_stream = event_stream;
+    fn status(&self, status: u32) -> Option<u32> {
         // Anthropic's 529 "overloaded" is not a status OpenAI clients retry on; 503 is.
         (status == 529).then_some(503)
     }
 
-    fn response_body(&mut self, chunk: &[u8], end_of_stream: bool) -> ChunkOutcome {
-        if !self.event_stream || self.status >= 400 {
-            // Whole JSON bodies are translated once complete.
-            let Some(body) = self.body.complete(chunk, end_of_stream) else {
-                return held_back();
-            };
-            self.done = true;
-            let out = if self.status >= 400 {
-                error(self.status, &body).1
-            } else {
-                match serde_json::from_slice::<AnthropicResponse>(&body) {
-                    Ok(resp) => {
-                        let (v, usage) = response(resp, self.header.created);
-                        self.usage = Some(usage);
-                        v
-                    }
-                    Err(_) => error(502, b"").1, // not a Messages response: a provider fault
-                }
-            };
-            return whole(&out);
-        }
-        let mut out = Vec::with_capacity(chunk.len() * 2);
-        for data in sse_data(&mut self.splitter, chunk) {
-            // Unknown event types are skipped, never fatal.
-            if let Ok(ev) = serde_json::from_slice::<AnthropicStreamEvent>(&data) {
-                self.on_event(ev, &mut out);
-            }
-        }
-        if end_of_stream && !self.done && !self.saw_error {
-            out.extend_from_slice(INCOMPLETE_EVENT);
-        }
-        ChunkOutcome::Replace(out)
+    type Answer<'a> = AnthropicResponse;
+
+    fn response(&mut self, answer: AnthropicResponse, out: &mut Vec<u8>) -> Option<Usage> {
+        Some(response(answer, self.head.created, out))
     }
 
-    fn usage(&self) -> Option<Usage> {
-        self.usage
+    fn error(&mut self, status: u32, body: &[u8], out: &mut Vec<u8>) -> ErrorHints {
+        error(status, body, out);
+        ErrorHints::default()
     }
 
-    fn completed(&self) -> bool {
-        self.done
+    fn event(&mut self, event: Event<'_>, out: &mut Vec<u8>, p: &mut Progress) -> Pass {
+        // Unknown event types are skipped, never fatal.
+        if let Some(ev) = event.parse::<AnthropicStreamEvent>() {
+            self.on_event(ev, out, p);
+        }
+        Pass::Replaced
     }
 
     fn upstream_path(&self, out: &mut String) {

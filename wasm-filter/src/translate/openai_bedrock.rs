@@ -9,47 +9,44 @@
 
 use serde_json::{json, Value};
 
-use super::common::*;
+use super::driver::{
+    parse_bounded, ClientApi, Converter, ErrorHints, Event, Framed, Framing, Pass, Progress,
+};
+use super::openai_request::*;
 use super::schema::bedrock::*;
 use super::schema::openai::*;
-use super::Translator;
 use crate::error::FilterError;
-use crate::eventstream::{Decoder, Message};
+use crate::eventstream::Message;
 use crate::request::push_path_segment;
-use crate::stream::ChunkOutcome;
+use crate::sse::write_data;
 use crate::usage::Usage;
 
 /// One request from an OpenAI client to a Bedrock provider.
+pub type OpenAiToBedrock = Framed<OpenAiBedrock>;
+
+/// The conversion of one request from an OpenAI client to a Bedrock provider.
 #[derive(Debug, Default)]
-pub struct OpenAiToBedrock {
-    header: ChunkHeader,
+pub struct OpenAiBedrock {
+    head: OpenAiStreamHead,
     upstream_model: String,
     stream: bool,
-    client_wants_usage: bool,
-    status: u32,
-    event_stream: bool,
-    body: WholeBody,
-    decoder: Decoder,
-    usage: Option<Usage>,
     /// Bedrock content block index -> OpenAI tool call index.
     tool_index: Vec<(usize, usize)>,
     started: bool,
     finished: bool,
-    saw_error: bool,
-    done: bool,
 }
 
 impl OpenAiToBedrock {
     /// `id` becomes the answer's id (Bedrock's answers carry none in the body).
     pub fn new(created: u64, id: &str) -> Self {
-        OpenAiToBedrock {
-            header: ChunkHeader {
+        Framed::around(OpenAiBedrock {
+            head: OpenAiStreamHead {
                 created,
                 id: format!("chatcmpl-{id}"),
-                model: String::new(),
+                ..Default::default()
             },
             ..Default::default()
-        }
+        })
     }
 }
 
@@ -250,35 +247,40 @@ fn usage_from(u: BedrockUsage) -> Usage {
     }
 }
 
-/// The OpenAI `chat.completion` for a Converse answer.
-pub fn response(resp: BedrockResponse, header: &ChunkHeader) -> (Value, Usage) {
+/// Appends the OpenAI `chat.completion` for a Converse answer; returns its usage.
+pub fn response(resp: BedrockResponse, head: &OpenAiStreamHead, out: &mut Vec<u8>) -> Usage {
     let mut text = String::new();
     let mut reasoning = String::new();
-    let mut tool_calls = Vec::new();
+    let mut calls = Vec::new();
     for block in resp.output.message.content {
         if let Some(t) = block.text {
             text.push_str(&t);
         } else if let Some(call) = block.tool_use {
-            tool_calls.push(json!({
-                "id": call.tool_use_id, "type": "function",
-                "function": {"name": call.name, "arguments": call.input.to_string()},
-            }));
+            calls.push((call.tool_use_id, call.name, call.input.to_string()));
         } else if let Some(r) = block.reasoning_content.and_then(|r| r.reasoning_text) {
             reasoning.push_str(&r.text);
         }
     }
-    let mut message = message(text, tool_calls);
-    if !reasoning.is_empty() {
-        message["reasoning_content"] = Value::String(reasoning);
-    }
+    let tool_calls = calls
+        .iter()
+        .map(|(id, name, arguments)| {
+            OpenAiToolCallOut::call(None, id.as_str(), name, arguments.as_str())
+        })
+        .collect();
     let usage = usage_from(resp.usage);
     let finish = finish_reason(resp.stop_reason.as_deref());
-    (completion(header, message, finish, usage), usage)
+    head.completion(
+        out,
+        OpenAiAssistantOut::new(&text, &reasoning, tool_calls),
+        finish,
+        usage,
+    );
+    usage
 }
 
 /// A Bedrock error (HTTP status and `{"message"}`, or a stream exception's name and message)
 /// as OpenAI's error.
-pub fn error(status: u32, exception: Option<&str>, message: &str) -> Value {
+pub fn error<'a>(status: u32, exception: Option<&str>, message: &'a str) -> OpenAiErrorOut<'a> {
     let lower = message.to_ascii_lowercase();
     let (kind, code) = match (status, exception) {
         (_, Some("throttlingException")) | (429, _) => {
@@ -302,73 +304,70 @@ pub fn error(status: u32, exception: Option<&str>, message: &str) -> Value {
         (408, _) | (_, Some("modelTimeoutException")) => ("server_error", Some("timeout")),
         _ => ("server_error", None),
     };
-    error_json(message, kind, code)
+    OpenAiErrorOut::new(message, kind, code)
 }
 
-impl OpenAiToBedrock {
-    fn on_message(&mut self, m: Message, out: &mut Vec<u8>) {
+/// What a client is told of an answer that cannot be read.
+pub const UNREADABLE: &str = "The provider's answer could not be read.";
+
+/// The message of a Bedrock error body (`{"message"}`), or one saying it could not be read.
+pub fn error_message(status: u32, body: &[u8]) -> String {
+    serde_json::from_slice::<BedrockErrorBody>(body)
+        .map(|b| b.message)
+        .unwrap_or_else(|_| format!("The provider answered {status} with an unreadable error."))
+}
+
+impl OpenAiBedrock {
+    fn on_message(&mut self, m: Message, out: &mut Vec<u8>, p: &mut Progress) {
         // A payload too costly to parse is skipped like an unknown one.
-        let payload: BedrockStreamPayload = if crate::request::too_complex(&m.payload) {
-            BedrockStreamPayload::default()
-        } else {
-            serde_json::from_slice(&m.payload).unwrap_or_default()
-        };
+        let payload: BedrockStreamPayload = parse_bounded(&m.payload).unwrap_or_default();
         if m.header(":message-type") == Some("exception") {
             let message = payload.message.unwrap_or_default();
-            emit(out, &error(500, m.header(":exception-type"), &message));
-            self.saw_error = true;
+            write_data(out, &error(500, m.header(":exception-type"), &message));
+            p.error_sent = true;
             return;
         }
-        let h = &self.header;
+        let h = &self.head;
         match m.header(":event-type") {
             Some("messageStart") if !self.started => {
                 self.started = true;
-                emit(
-                    out,
-                    &h.chunk(json!({"role": "assistant", "content": ""}), None),
-                );
+                h.chunk(out, OpenAiDeltaOut::start(), None);
             }
             Some("contentBlockStart") => {
                 if let Some(tool) = payload.start.and_then(|s| s.tool_use) {
                     let i = self.tool_index.len();
                     self.tool_index.push((payload.content_block_index, i));
-                    emit(
-                        out,
-                        &h.chunk(
-                            json!({"tool_calls": [{"index": i, "id": tool.tool_use_id, "type": "function",
-                                                   "function": {"name": tool.name, "arguments": ""}}]}),
-                            None,
-                        ),
-                    );
+                    let calls = [OpenAiToolCallOut::call(
+                        Some(i),
+                        tool.tool_use_id.as_str(),
+                        &tool.name,
+                        "",
+                    )];
+                    h.chunk(out, OpenAiDeltaOut::tool_calls(&calls), None);
                 }
             }
             Some("contentBlockDelta") => {
                 let Some(delta) = payload.delta else { return };
                 if let Some(text) = delta.text {
-                    emit(out, &h.chunk(json!({"content": text}), None));
+                    h.chunk(out, OpenAiDeltaOut::content(&text), None);
                 } else if let Some(tool) = delta.tool_use {
                     let block = payload.content_block_index;
                     if let Some(&(_, i)) = self.tool_index.iter().find(|(b, _)| *b == block) {
-                        emit(
-                            out,
-                            &h.chunk(
-                                json!({"tool_calls": [{"index": i, "function": {"arguments": tool.input}}]}),
-                                None,
-                            ),
-                        );
+                        let calls = [OpenAiToolCallOut::arguments(i, &tool.input)];
+                        h.chunk(out, OpenAiDeltaOut::tool_calls(&calls), None);
                     }
                 } else if let Some(text) = delta.reasoning_content.and_then(|r| r.text) {
-                    emit(out, &h.chunk(json!({"reasoning_content": text}), None));
+                    h.chunk(out, OpenAiDeltaOut::reasoning(&text), None);
                 }
             }
             Some("messageStop") => {
                 let finish = finish_reason(payload.stop_reason.as_deref());
-                emit(out, &h.chunk(json!({}), Some(finish)));
+                h.chunk(out, OpenAiDeltaOut::default(), Some(finish));
                 self.finished = true;
             }
             Some("metadata") => {
                 if let Some(u) = payload.usage {
-                    self.usage = Some(usage_from(u));
+                    p.usage = Some(usage_from(u));
                 }
             }
             _ => {}
@@ -376,81 +375,48 @@ impl OpenAiToBedrock {
     }
 }
 
-impl Translator for OpenAiToBedrock {
-    fn request_body(&mut self, body: &[u8], upstream_model: &str) -> Result<Vec<u8>, FilterError> {
+impl Converter for OpenAiBedrock {
+    const CLIENT: ClientApi = ClientApi::OpenAi;
+    const FRAMING: Framing = Framing::AwsEventStream;
+
+    fn request(&mut self, body: &[u8], upstream_model: &str) -> Result<Vec<u8>, FilterError> {
         let req: OpenAiChatRequest = parse_request(body)?;
         self.stream = req.stream.unwrap_or(false);
-        self.client_wants_usage = req
-            .stream_options
-            .as_ref()
-            .and_then(|o| o.include_usage)
-            .unwrap_or(false);
+        self.head.include_usage = req.wants_usage();
         upstream_model.clone_into(&mut self.upstream_model);
-        upstream_model.clone_into(&mut self.header.model);
+        upstream_model.clone_into(&mut self.head.model);
         let bedrock = request(req)?;
         serde_json::to_vec(&bedrock).map_err(|e| invalid(e.to_string()))
     }
 
-    fn response_headers(&mut self, status: u32, event_stream: bool) -> Option<u32> {
-        self.status = status;
-        self.event_stream = event_stream;
-        None
+    type Answer<'a> = BedrockResponse;
+
+    fn response(&mut self, answer: BedrockResponse, out: &mut Vec<u8>) -> Option<Usage> {
+        Some(response(answer, &self.head, out))
     }
 
-    fn response_body(&mut self, chunk: &[u8], end_of_stream: bool) -> ChunkOutcome {
-        if !self.event_stream || self.status >= 400 {
-            let Some(body) = self.body.complete(chunk, end_of_stream) else {
-                return held_back();
-            };
-            self.done = true;
-            let out = if self.status >= 400 {
-                let message = serde_json::from_slice::<BedrockErrorBody>(&body)
-                    .map(|b| b.message)
-                    .unwrap_or_else(|_| {
-                        format!(
-                            "The provider answered {} with an unreadable error.",
-                            self.status
-                        )
-                    });
-                error(self.status, None, &message)
-            } else {
-                match serde_json::from_slice::<BedrockResponse>(&body) {
-                    Ok(resp) => {
-                        let (v, usage) = response(resp, &self.header);
-                        self.usage = Some(usage);
-                        v
-                    }
-                    Err(_) => error(502, None, "The provider's answer could not be read."),
-                }
-            };
-            return whole(&out);
-        }
-        let mut messages = Vec::new();
-        let framing = self.decoder.feed(chunk, |m| messages.push(m));
-        let mut out = Vec::with_capacity(chunk.len() * 2);
-        for m in messages {
-            self.on_message(m, &mut out);
-        }
-        if framing.is_err() && !self.saw_error {
-            emit(
-                &mut out,
-                &error(502, None, "The provider's stream could not be decoded."),
-            );
-            self.saw_error = true;
-        }
-        if end_of_stream {
-            let usage = self.usage.filter(|_| self.client_wants_usage);
-            self.done = end_stream(&mut out, &self.header, self.finished, self.saw_error, usage);
-        }
-        ChunkOutcome::Replace(out)
+    fn unreadable(&mut self, out: &mut Vec<u8>) {
+        error(502, None, UNREADABLE).write(out);
     }
 
-    fn usage(&self) -> Option<Usage> {
-        self.usage
+    fn error(&mut self, status: u32, body: &[u8], out: &mut Vec<u8>) -> ErrorHints {
+        error(status, None, &error_message(status, body)).write(out);
+        ErrorHints::default()
     }
 
-    fn completed(&self) -> bool {
-        self.done
+    fn event(&mut self, event: Event<'_>, out: &mut Vec<u8>, p: &mut Progress) -> Pass {
+        if let Event::Aws(m) = event {
+            self.on_message(m, out, p);
+        }
+        Pass::Replaced
+    }
+
+    /// Bedrock ends a stream by closing it: complete only after `messageStop`.
+    fn finish(&mut self, out: &mut Vec<u8>, p: &Progress) -> bool {
+        if self.finished {
+            self.head.end(out, p.usage);
+        }
+        self.finished
     }
 
     fn upstream_path(&self, out: &mut String) {

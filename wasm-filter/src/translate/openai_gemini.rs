@@ -8,59 +8,55 @@
 
 use serde_json::{json, Value};
 
-use super::common::*;
+use super::driver::{ClientApi, Converter, ErrorHints, Event, Framed, Pass, Progress};
+use super::openai_request::*;
 use super::schema::gemini::*;
 use super::schema::openai::*;
-use super::Translator;
 use crate::error::FilterError;
 use crate::request::push_path_segment;
-use crate::sse::EventSplitter;
-use crate::stream::ChunkOutcome;
+use crate::sse::write_data;
 use crate::usage::Usage;
 
 /// Separates a tool call's id from the thought signature it carries (see [`tool_call_id`]).
 const SIGNATURE_MARK: &str = "~sig~";
 
 /// One request from an OpenAI client to a Gemini provider.
+pub type OpenAiToGemini = Framed<OpenAiGemini>;
+
+/// The conversion of one request from an OpenAI client to a Gemini provider.
 #[derive(Debug, Default)]
-pub struct OpenAiToGemini {
-    header: ChunkHeader,
+pub struct OpenAiGemini {
+    head: OpenAiStreamHead,
     upstream_model: String,
     stream: bool,
-    client_wants_usage: bool,
-    status: u32,
-    event_stream: bool,
-    body: WholeBody,
-    splitter: EventSplitter,
-    usage: Option<Usage>,
     /// Tool calls sent so far in this stream (their OpenAI indexes).
     tool_calls: usize,
     started: bool,
     finished: bool,
-    saw_error: bool,
-    done: bool,
     /// Gemini on Vertex AI: the same bodies under Vertex's model paths.
     vertex: bool,
-    retry_after: Option<u64>,
-    error_status: Option<u32>,
 }
 
 impl OpenAiToGemini {
     pub fn new(created: u64) -> Self {
-        OpenAiToGemini {
-            header: ChunkHeader {
-                created,
-                ..Default::default()
-            },
-            ..Default::default()
-        }
+        Framed::around(OpenAiGemini::new(created, false))
     }
 
     /// Gemini models on Vertex AI (below `/v1/projects/{p}/locations/{l}`).
     pub fn vertex(created: u64) -> Self {
-        OpenAiToGemini {
-            vertex: true,
-            ..Self::new(created)
+        Framed::around(OpenAiGemini::new(created, true))
+    }
+}
+
+impl OpenAiGemini {
+    fn new(created: u64, vertex: bool) -> Self {
+        OpenAiGemini {
+            head: OpenAiStreamHead {
+                created,
+                ..Default::default()
+            },
+            vertex,
+            ..Default::default()
         }
     }
 }
@@ -350,13 +346,38 @@ fn usage_from(u: GeminiUsage) -> Usage {
     }
 }
 
+/// One function call of a Gemini response, in OpenAI's terms.
+struct Call {
+    id: String,
+    name: String,
+    arguments: String,
+}
+
 /// What one Gemini response (or stream event) says, in OpenAI's terms.
 #[derive(Default)]
 struct Content {
     text: String,
     reasoning: String,
-    tool_calls: Vec<Value>,
+    calls: Vec<Call>,
     finish: Option<String>,
+}
+
+impl Content {
+    /// The calls as OpenAI's; with their stream indexes from `first` when streamed.
+    fn tool_calls(&self, first: Option<usize>) -> Vec<OpenAiToolCallOut<'_>> {
+        self.calls
+            .iter()
+            .enumerate()
+            .map(|(n, c)| {
+                OpenAiToolCallOut::call(
+                    first.map(|f| f + n),
+                    c.id.as_str(),
+                    &c.name,
+                    c.arguments.as_str(),
+                )
+            })
+            .collect()
+    }
 }
 
 fn content(resp: &mut GeminiResponse, response_id: &str, first_call: usize) -> Content {
@@ -369,13 +390,17 @@ fn content(resp: &mut GeminiResponse, response_id: &str, first_call: usize) -> C
             .unwrap_or_default();
         for part in parts {
             if let Some(call) = part.function_call {
-                let n = first_call + out.tool_calls.len();
-                out.tool_calls.push(json!({
-                    "index": n,
-                    "id": tool_call_id(call.id.as_deref(), response_id, n, part.thought_signature.as_deref()),
-                    "type": "function",
-                    "function": {"name": call.name, "arguments": call.args.to_string()},
-                }));
+                let n = first_call + out.calls.len();
+                out.calls.push(Call {
+                    id: tool_call_id(
+                        call.id.as_deref(),
+                        response_id,
+                        n,
+                        part.thought_signature.as_deref(),
+                    ),
+                    name: call.name,
+                    arguments: call.args.to_string(),
+                });
             } else if let Some(text) = part.text {
                 if part.thought == Some(true) {
                     out.reasoning.push_str(&text);
@@ -400,37 +425,26 @@ fn content(resp: &mut GeminiResponse, response_id: &str, first_call: usize) -> C
     out
 }
 
-/// The OpenAI `chat.completion` for a Gemini response.
-pub fn response(mut resp: GeminiResponse, created: u64, model: &str) -> (Value, Usage) {
+/// Appends the OpenAI `chat.completion` for a Gemini response; returns its usage.
+pub fn response(mut resp: GeminiResponse, created: u64, model: &str, out: &mut Vec<u8>) -> Usage {
     let id = resp.response_id.take().unwrap_or_default();
     let c = content(&mut resp, &id, 0);
     let usage = resp.usage_metadata.map(usage_from).unwrap_or_default();
-    let finish = finish_reason(c.finish.as_deref().unwrap_or(""), !c.tool_calls.is_empty());
-    let tool_calls = c
-        .tool_calls
-        .into_iter()
-        .map(|mut call| {
-            if let Some(o) = call.as_object_mut() {
-                o.remove("index");
-            }
-            call
-        })
-        .collect();
-    let mut message = message(c.text, tool_calls);
-    if !c.reasoning.is_empty() {
-        message["reasoning_content"] = Value::String(c.reasoning);
-    }
-    let header = ChunkHeader {
+    let finish = finish_reason(c.finish.as_deref().unwrap_or(""), !c.calls.is_empty());
+    let head = OpenAiStreamHead {
         id: format!("chatcmpl-{id}"),
         model: resp.model_version.unwrap_or_else(|| model.to_owned()),
         created,
+        ..Default::default()
     };
-    (completion(&header, message, finish, usage), usage)
+    let message = OpenAiAssistantOut::new(&c.text, &c.reasoning, c.tool_calls(None));
+    head.completion(out, message, finish, usage);
+    usage
 }
 
-/// A Google error body (also as a one-element array, as streaming endpoints send it) as the
-/// OpenAI error a client expects.
-pub fn error(status: u32, body: &[u8]) -> Value {
+/// A Google error body (also as a one-element array, as streaming endpoints send it), appended
+/// as the OpenAI error a client expects; returns whether it says the credential is bad.
+pub fn error(status: u32, body: &[u8], out: &mut Vec<u8>) -> bool {
     let parsed = serde_json::from_slice::<GeminiErrorBody>(body)
         .ok()
         .or_else(|| {
@@ -439,12 +453,16 @@ pub fn error(status: u32, body: &[u8]) -> Value {
                 .and_then(|v| v.into_iter().next())
         });
     match parsed {
-        Some(b) => openai_error(&b.error),
-        None => error_json(
-            &format!("The provider answered {status} with an unreadable error."),
-            "server_error",
-            None,
-        ),
+        Some(b) => {
+            let (kind, code) = openai_error(&b.error);
+            OpenAiErrorOut::new(&b.error.message, kind, code).write(out);
+            kind == "authentication_error"
+        }
+        None => {
+            let message = format!("The provider answered {status} with an unreadable error.");
+            OpenAiErrorOut::new(&message, "server_error", None).write(out);
+            false
+        }
     }
 }
 
@@ -460,13 +478,13 @@ pub fn retry_delay(body: &[u8]) -> Option<u64> {
 
 /// One Google error as OpenAI's type and code.
 /// <https://cloud.google.com/apis/design/errors#handling_errors>
-fn openai_error(e: &GeminiError) -> Value {
+fn openai_error(e: &GeminiError) -> (&'static str, Option<&'static str>) {
     let reason = |r: &str| {
         e.details
             .iter()
             .any(|d| d.get("reason").and_then(Value::as_str) == Some(r))
     };
-    let (kind, code) = match e.status.as_str() {
+    match e.status.as_str() {
         _ if reason("API_KEY_INVALID") => ("authentication_error", Some("invalid_api_key")),
         "INVALID_ARGUMENT" | "FAILED_PRECONDITION" | "OUT_OF_RANGE" => {
             let too_long = e.message.contains("exceeds the maximum number of tokens")
@@ -483,135 +501,99 @@ fn openai_error(e: &GeminiError) -> Value {
         "UNAVAILABLE" => ("server_error", Some("overloaded")),
         "DEADLINE_EXCEEDED" => ("server_error", Some("timeout")),
         _ => ("server_error", None),
-    };
-    error_json(&e.message, kind, code)
+    }
 }
 
-impl OpenAiToGemini {
+impl OpenAiGemini {
     /// OpenAI events for one Gemini stream event, appended to `out`.
-    fn on_event(&mut self, mut event: GeminiResponse, out: &mut Vec<u8>) {
+    fn on_event(&mut self, mut event: GeminiResponse, out: &mut Vec<u8>, p: &mut Progress) {
         if let Some(e) = &event.error {
-            emit(out, &openai_error(e));
-            self.saw_error = true;
+            let (kind, code) = openai_error(e);
+            write_data(out, &OpenAiErrorOut::new(&e.message, kind, code));
+            p.error_sent = true;
             return;
         }
         if !self.started {
             self.started = true;
             let id = event.response_id.take().unwrap_or_default();
-            self.header.id = format!("chatcmpl-{id}");
-            self.header.model = event
+            self.head.id = format!("chatcmpl-{id}");
+            self.head.model = event
                 .model_version
                 .take()
                 .unwrap_or_else(|| self.upstream_model.clone());
-            emit(
-                out,
-                &self
-                    .header
-                    .chunk(json!({"role": "assistant", "content": ""}), None),
-            );
+            self.head.chunk(out, OpenAiDeltaOut::start(), None);
         }
         if let Some(u) = event.usage_metadata {
             // Each event carries the figures so far: they replace, never add.
-            self.usage = Some(usage_from(u));
+            p.usage = Some(usage_from(u));
         }
-        let response_id = self.header.id.trim_start_matches("chatcmpl-").to_owned();
-        let c = content(&mut event, &response_id, self.tool_calls);
-        let h = &self.header;
+        let response_id = self.head.id.trim_start_matches("chatcmpl-");
+        let c = content(&mut event, response_id, self.tool_calls);
+        let h = &self.head;
         if !c.reasoning.is_empty() {
-            emit(
-                out,
-                &h.chunk(json!({"reasoning_content": c.reasoning}), None),
-            );
+            h.chunk(out, OpenAiDeltaOut::reasoning(&c.reasoning), None);
         }
         if !c.text.is_empty() {
-            emit(out, &h.chunk(json!({"content": c.text}), None));
+            h.chunk(out, OpenAiDeltaOut::content(&c.text), None);
         }
-        if !c.tool_calls.is_empty() {
-            self.tool_calls += c.tool_calls.len();
-            emit(out, &h.chunk(json!({"tool_calls": c.tool_calls}), None));
+        if !c.calls.is_empty() {
+            let calls = c.tool_calls(Some(self.tool_calls));
+            h.chunk(out, OpenAiDeltaOut::tool_calls(&calls), None);
+            self.tool_calls += c.calls.len();
         }
-        if let Some(reason) = c.finish {
-            let finish = finish_reason(&reason, self.tool_calls > 0);
-            emit(out, &h.chunk(json!({}), Some(finish)));
+        if let Some(reason) = &c.finish {
+            let finish = finish_reason(reason, self.tool_calls > 0);
+            h.chunk(out, OpenAiDeltaOut::default(), Some(finish));
             self.finished = true;
         }
     }
 }
 
-impl Translator for OpenAiToGemini {
-    fn request_body(&mut self, body: &[u8], upstream_model: &str) -> Result<Vec<u8>, FilterError> {
+impl Converter for OpenAiGemini {
+    const CLIENT: ClientApi = ClientApi::OpenAi;
+
+    fn request(&mut self, body: &[u8], upstream_model: &str) -> Result<Vec<u8>, FilterError> {
         let req: OpenAiChatRequest = parse_request(body)?;
         self.stream = req.stream.unwrap_or(false);
-        self.client_wants_usage = req
-            .stream_options
-            .as_ref()
-            .and_then(|o| o.include_usage)
-            .unwrap_or(false);
+        self.head.include_usage = req.wants_usage();
         upstream_model.clone_into(&mut self.upstream_model);
         let gemini = request(req)?;
         serde_json::to_vec(&gemini).map_err(|e| invalid(e.to_string()))
     }
 
-    fn response_headers(&mut self, status: u32, event_stream: bool) -> Option<u32> {
-        self.status = status;
-        self.event_stream = event_stream;
-        None
+    type Answer<'a> = GeminiResponse;
+
+    fn response(&mut self, answer: GeminiResponse, out: &mut Vec<u8>) -> Option<Usage> {
+        Some(response(
+            answer,
+            self.head.created,
+            &self.upstream_model,
+            out,
+        ))
     }
 
-    fn response_body(&mut self, chunk: &[u8], end_of_stream: bool) -> ChunkOutcome {
-        if !self.event_stream || self.status >= 400 {
-            // Whole JSON bodies are translated once complete.
-            let Some(body) = self.body.complete(chunk, end_of_stream) else {
-                return held_back();
-            };
-            self.done = true;
-            let out = if self.status >= 400 {
-                self.retry_after = retry_delay(&body);
-                let out = error(self.status, &body);
-                if out["error"]["type"] == "authentication_error" {
-                    self.error_status = Some(401);
-                }
-                out
-            } else {
-                match serde_json::from_slice::<GeminiResponse>(&body) {
-                    Ok(resp) => {
-                        let (v, usage) = response(resp, self.header.created, &self.upstream_model);
-                        self.usage = Some(usage);
-                        v
-                    }
-                    Err(_) => error(502, b""),
-                }
-            };
-            return whole(&out);
+    fn error(&mut self, status: u32, body: &[u8], out: &mut Vec<u8>) -> ErrorHints {
+        let bad_key = error(status, body, out);
+        ErrorHints {
+            // Google answers a bad API key with 400; clients expect 401.
+            status: bad_key.then_some(401),
+            retry_after: retry_delay(body),
         }
-        let mut out = Vec::with_capacity(chunk.len() * 2);
-        for data in sse_data(&mut self.splitter, chunk) {
-            if let Ok(ev) = serde_json::from_slice::<GeminiResponse>(&data) {
-                self.on_event(ev, &mut out);
-            }
+    }
+
+    fn event(&mut self, event: Event<'_>, out: &mut Vec<u8>, p: &mut Progress) -> Pass {
+        if let Some(ev) = event.parse::<GeminiResponse>() {
+            self.on_event(ev, out, p);
         }
-        if end_of_stream {
-            // Gemini ends a stream by closing it: complete only after a finish reason.
-            let usage = self.usage.filter(|_| self.client_wants_usage);
-            self.done = end_stream(&mut out, &self.header, self.finished, self.saw_error, usage);
+        Pass::Replaced
+    }
+
+    /// Gemini ends a stream by closing it: complete only after a finish reason.
+    fn finish(&mut self, out: &mut Vec<u8>, p: &Progress) -> bool {
+        if self.finished {
+            self.head.end(out, p.usage);
         }
-        ChunkOutcome::Replace(out)
-    }
-
-    fn usage(&self) -> Option<Usage> {
-        self.usage
-    }
-
-    fn completed(&self) -> bool {
-        self.done
-    }
-
-    fn retry_after(&self) -> Option<u64> {
-        self.retry_after
-    }
-
-    fn error_status(&self) -> Option<u32> {
-        self.error_status
+        self.finished
     }
 
     fn upstream_path(&self, out: &mut String) {

@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::translate::golden::{self, events, feed, read};
+use crate::translate::Translator;
 
 const MODEL: &str = "gpt-4o";
 

@@ -5,6 +5,8 @@ use std::path::Path;
 
 use super::*;
 use crate::translate::golden::{self, events, feed, read, CREATED};
+use crate::translate::Translator;
+use serde_json::Value;
 
 const MODEL: &str = "claude-sonnet-4-5";
 

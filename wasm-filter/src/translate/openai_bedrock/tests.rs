@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::translate::golden::{self, events, feed, stream_body, CREATED};
+use crate::translate::Translator;
 
 const MODEL: &str = "anthropic.claude-3-5-sonnet-20240620-v1:0";
 

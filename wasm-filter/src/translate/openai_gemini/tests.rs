@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::translate::golden::{self, events, feed, read, CREATED};
+use crate::translate::Translator;
 
 const MODEL: &str = "gemini-2.5-flash";
 

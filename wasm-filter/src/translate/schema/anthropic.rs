@@ -1,4 +1,5 @@
-//! Anthropic Messages wire types (the provider side).
+//! Anthropic Messages wire types: what the gateway sends an Anthropic provider and reads of its
+//! answers, what an Anthropic client sends, and what the gateway answers it (typed, borrowed).
 //! <https://docs.anthropic.com/en/api/messages>
 
 use serde::{Deserialize, Serialize};
@@ -153,6 +154,20 @@ pub struct AnthropicUsage {
     pub cache_creation_input_tokens: Option<u64>,
     #[serde(default)]
     pub cache_read_input_tokens: Option<u64>,
+}
+
+impl AnthropicUsage {
+    /// Takes a `message_delta`'s figures: cumulative, they replace `message_start`'s, never add
+    /// to them. Returns the usage so far.
+    pub fn update(&mut self, d: AnthropicDeltaUsage) -> AnthropicUsage {
+        self.output_tokens = d.output_tokens.unwrap_or(self.output_tokens);
+        self.input_tokens = d.input_tokens.unwrap_or(self.input_tokens);
+        self.cache_creation_input_tokens = d
+            .cache_creation_input_tokens
+            .or(self.cache_creation_input_tokens);
+        self.cache_read_input_tokens = d.cache_read_input_tokens.or(self.cache_read_input_tokens);
+        *self
+    }
 }
 
 /// One event of a Messages stream.
@@ -384,4 +399,156 @@ pub enum AnthropicInToolChoice {
         disable_parallel_tool_use: Option<bool>,
     },
     None,
+}
+
+// ---- What the gateway answers an Anthropic client. ----------------------------------------------
+
+/// Sent when the provider's stream ends before it is complete.
+pub const ANTHROPIC_INCOMPLETE_EVENT: &[u8] = b"event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"api_error\",\"message\":\"The provider's stream ended before it was complete.\"}}\n\n";
+
+/// Usage with Anthropic's semantics (the cache figures only in final answers).
+#[derive(Debug, Serialize)]
+pub struct AnthropicUsageOut {
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache_creation_input_tokens: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache_read_input_tokens: Option<u64>,
+}
+
+impl From<crate::usage::Usage> for AnthropicUsageOut {
+    /// Anthropic's `input_tokens` leaves out the cache reads and writes OpenAI's count includes.
+    fn from(u: crate::usage::Usage) -> Self {
+        AnthropicUsageOut {
+            input_tokens: u.prompt.saturating_sub(u.cached + u.cache_write),
+            output_tokens: u.completion,
+            cache_creation_input_tokens: Some(u.cache_write),
+            cache_read_input_tokens: Some(u.cached),
+        }
+    }
+}
+
+/// A content block of an answer (whole, or as a stream starts it).
+#[derive(Debug, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum AnthropicBlockOut<'a> {
+    Text {
+        text: &'a str,
+    },
+    ToolUse {
+        id: &'a str,
+        name: &'a str,
+        input: Value,
+    },
+}
+
+/// A whole message, or the one `message_start` opens a stream with (no content yet).
+#[derive(Debug, Serialize)]
+pub struct AnthropicMessageOut<'a> {
+    pub id: &'a str,
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub role: &'static str,
+    pub model: &'a str,
+    pub content: Vec<AnthropicBlockOut<'a>>,
+    pub stop_reason: Option<&'a str>,
+    pub stop_sequence: (),
+    pub usage: AnthropicUsageOut,
+}
+
+impl AnthropicMessageOut<'_> {
+    /// Appends the message as a JSON body.
+    pub fn write(&self, out: &mut Vec<u8>) {
+        // Writing into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut *out, self);
+    }
+}
+
+#[derive(Debug, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum AnthropicDeltaOut<'a> {
+    TextDelta { text: &'a str },
+    InputJsonDelta { partial_json: &'a str },
+}
+
+#[derive(Debug, Serialize)]
+pub struct AnthropicStopOut<'a> {
+    pub stop_reason: &'a str,
+    pub stop_sequence: (),
+}
+
+/// One event of a Messages stream, as the gateway writes it.
+#[derive(Debug, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum AnthropicStreamEventOut<'a> {
+    MessageStart {
+        message: AnthropicMessageOut<'a>,
+    },
+    ContentBlockStart {
+        index: usize,
+        content_block: AnthropicBlockOut<'a>,
+    },
+    ContentBlockDelta {
+        index: usize,
+        delta: AnthropicDeltaOut<'a>,
+    },
+    ContentBlockStop {
+        index: usize,
+    },
+    MessageDelta {
+        delta: AnthropicStopOut<'a>,
+        usage: AnthropicUsageOut,
+    },
+    MessageStop,
+}
+
+impl AnthropicStreamEventOut<'_> {
+    /// Appends the event, named as its `type`.
+    pub fn write(&self, out: &mut Vec<u8>) {
+        let name = match self {
+            AnthropicStreamEventOut::MessageStart { .. } => "message_start",
+            AnthropicStreamEventOut::ContentBlockStart { .. } => "content_block_start",
+            AnthropicStreamEventOut::ContentBlockDelta { .. } => "content_block_delta",
+            AnthropicStreamEventOut::ContentBlockStop { .. } => "content_block_stop",
+            AnthropicStreamEventOut::MessageDelta { .. } => "message_delta",
+            AnthropicStreamEventOut::MessageStop => "message_stop",
+        };
+        crate::sse::write_event(out, name, self);
+    }
+}
+
+/// An error body: `{"type":"error","error":{"type","message"}}`.
+#[derive(Debug, Serialize)]
+pub struct AnthropicErrorOut<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    error: AnthropicErrorDetailOut<'a>,
+}
+
+#[derive(Debug, Serialize)]
+struct AnthropicErrorDetailOut<'a> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    message: &'a str,
+}
+
+impl<'a> AnthropicErrorOut<'a> {
+    pub fn new(kind: &'a str, message: &'a str) -> Self {
+        AnthropicErrorOut {
+            kind: "error",
+            error: AnthropicErrorDetailOut { kind, message },
+        }
+    }
+
+    /// Appends the error as a JSON body.
+    pub fn write(&self, out: &mut Vec<u8>) {
+        // Writing into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut *out, self);
+    }
+
+    /// Appends the error as a stream's `error` event.
+    pub fn write_event(&self, out: &mut Vec<u8>) {
+        crate::sse::write_event(out, "error", self);
+    }
 }

@@ -1,8 +1,14 @@
-//! OpenAI Chat Completions wire types (the client side).
+//! OpenAI Chat Completions wire types: what a client sends, what an OpenAI-style provider
+//! answers, and what the gateway answers an OpenAI client (typed and borrowed, written once).
 //! <https://platform.openai.com/docs/api-reference/chat/create>
+
+use std::borrow::Cow;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+
+use crate::sse::write_data;
+use crate::usage::Usage;
 
 #[derive(Debug, Deserialize)]
 pub struct OpenAiChatRequest {
@@ -42,6 +48,16 @@ pub struct OpenAiChatRequest {
     pub presence_penalty: Option<f64>,
     #[serde(default)]
     pub frequency_penalty: Option<f64>,
+}
+
+impl OpenAiChatRequest {
+    /// Whether the client asked for the usage chunk at the end of a stream.
+    pub fn wants_usage(&self) -> bool {
+        self.stream_options
+            .as_ref()
+            .and_then(|o| o.include_usage)
+            .unwrap_or(false)
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -274,4 +290,334 @@ pub struct OpenAiError {
     pub kind: Option<String>,
     #[serde(default)]
     pub code: Option<Value>,
+}
+
+// ---- What the gateway answers an OpenAI client. -------------------------------------------------
+
+/// Appended when the provider's stream ends before it is complete, so no client takes it as whole.
+pub const OPENAI_INCOMPLETE_EVENT: &[u8] = b"data: {\"error\":{\"message\":\"The provider's stream ended before it was complete.\",\"type\":\"api_error\",\"param\":null,\"code\":\"stream_incomplete\"}}\n\n";
+
+/// The last event of a complete stream.
+pub const OPENAI_DONE_EVENT: &[u8] = b"data: [DONE]\n\n";
+
+/// OpenAI's `usage` object.
+#[derive(Debug, Serialize)]
+pub struct OpenAiUsageOut {
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub total_tokens: u64,
+    pub prompt_tokens_details: OpenAiCachedOut,
+    pub completion_tokens_details: OpenAiReasoningOut,
+}
+
+#[derive(Debug, Serialize)]
+pub struct OpenAiCachedOut {
+    pub cached_tokens: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct OpenAiReasoningOut {
+    pub reasoning_tokens: u64,
+}
+
+impl From<Usage> for OpenAiUsageOut {
+    fn from(u: Usage) -> Self {
+        OpenAiUsageOut {
+            prompt_tokens: u.prompt,
+            completion_tokens: u.completion,
+            total_tokens: u.total,
+            prompt_tokens_details: OpenAiCachedOut {
+                cached_tokens: u.cached,
+            },
+            completion_tokens_details: OpenAiReasoningOut {
+                reasoning_tokens: u.reasoning,
+            },
+        }
+    }
+}
+
+/// OpenAI's error body: `{"error":{"message","type","param":null,"code"}}`.
+#[derive(Debug, Serialize)]
+pub struct OpenAiErrorOut<'a> {
+    pub error: OpenAiErrorDetailOut<'a>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct OpenAiErrorDetailOut<'a> {
+    pub message: &'a str,
+    #[serde(rename = "type")]
+    pub kind: &'a str,
+    pub param: (),
+    pub code: Option<&'a str>,
+}
+
+impl<'a> OpenAiErrorOut<'a> {
+    pub fn new(message: &'a str, kind: &'a str, code: Option<&'a str>) -> Self {
+        OpenAiErrorOut {
+            error: OpenAiErrorDetailOut {
+                message,
+                kind,
+                param: (),
+                code,
+            },
+        }
+    }
+
+    /// Appends the body as JSON.
+    pub fn write(&self, out: &mut Vec<u8>) {
+        // Writing into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut *out, self);
+    }
+}
+
+/// One tool call in an answer (`index` only in stream chunks; `id`, `type` and `name` only where
+/// the call starts).
+#[derive(Debug, Serialize)]
+pub struct OpenAiToolCallOut<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub index: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<Cow<'a, str>>,
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    pub kind: Option<&'static str>,
+    pub function: OpenAiFunctionOut<'a>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct OpenAiFunctionOut<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<&'a str>,
+    /// JSON text, as OpenAI sends it.
+    pub arguments: Cow<'a, str>,
+}
+
+impl<'a> OpenAiToolCallOut<'a> {
+    /// A whole call (or the start of one in a stream, with `index`).
+    pub fn call(
+        index: Option<usize>,
+        id: impl Into<Cow<'a, str>>,
+        name: &'a str,
+        arguments: impl Into<Cow<'a, str>>,
+    ) -> Self {
+        OpenAiToolCallOut {
+            index,
+            id: Some(id.into()),
+            kind: Some("function"),
+            function: OpenAiFunctionOut {
+                name: Some(name),
+                arguments: arguments.into(),
+            },
+        }
+    }
+
+    /// More of a streamed call's arguments.
+    pub fn arguments(index: usize, arguments: &'a str) -> Self {
+        OpenAiToolCallOut {
+            index: Some(index),
+            id: None,
+            kind: None,
+            function: OpenAiFunctionOut {
+                name: None,
+                arguments: Cow::Borrowed(arguments),
+            },
+        }
+    }
+}
+
+/// The `delta` of a stream chunk: only the fields set are written.
+#[derive(Debug, Default, Serialize)]
+pub struct OpenAiDeltaOut<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub role: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub content: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reasoning_content: Option<&'a str>,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    pub tool_calls: &'a [OpenAiToolCallOut<'a>],
+}
+
+impl<'a> OpenAiDeltaOut<'a> {
+    /// The first delta of a stream.
+    pub fn start() -> Self {
+        OpenAiDeltaOut {
+            role: Some("assistant"),
+            content: Some(""),
+            ..Default::default()
+        }
+    }
+
+    pub fn content(text: &'a str) -> Self {
+        OpenAiDeltaOut {
+            content: Some(text),
+            ..Default::default()
+        }
+    }
+
+    pub fn reasoning(text: &'a str) -> Self {
+        OpenAiDeltaOut {
+            reasoning_content: Some(text),
+            ..Default::default()
+        }
+    }
+
+    pub fn tool_calls(calls: &'a [OpenAiToolCallOut<'a>]) -> Self {
+        OpenAiDeltaOut {
+            tool_calls: calls,
+            ..Default::default()
+        }
+    }
+}
+
+/// One `chat.completion.chunk` with one choice.
+#[derive(Debug, Serialize)]
+struct OpenAiChunkOut<'a> {
+    id: &'a str,
+    object: &'static str,
+    created: u64,
+    model: &'a str,
+    choices: [OpenAiChunkChoiceOut<'a>; 1],
+}
+
+#[derive(Debug, Serialize)]
+struct OpenAiChunkChoiceOut<'a> {
+    index: u32,
+    delta: OpenAiDeltaOut<'a>,
+    logprobs: (),
+    finish_reason: Option<&'a str>,
+}
+
+/// The usage-only chunk sent last when the client asked for `include_usage`.
+#[derive(Debug, Serialize)]
+struct OpenAiUsageChunkOut<'a> {
+    id: &'a str,
+    object: &'static str,
+    created: u64,
+    model: &'a str,
+    choices: [(); 0],
+    usage: OpenAiUsageOut,
+}
+
+/// The fields every chunk (and the whole answer) of one stream shares, and whether the stream
+/// ends with the usage chunk.
+#[derive(Debug, Default)]
+pub struct OpenAiStreamHead {
+    pub id: String,
+    pub model: String,
+    pub created: u64,
+    /// The client asked for `stream_options.include_usage`.
+    pub include_usage: bool,
+}
+
+impl OpenAiStreamHead {
+    /// Appends one chunk event.
+    pub fn chunk(&self, out: &mut Vec<u8>, delta: OpenAiDeltaOut<'_>, finish_reason: Option<&str>) {
+        write_data(
+            out,
+            &OpenAiChunkOut {
+                id: &self.id,
+                object: "chat.completion.chunk",
+                created: self.created,
+                model: &self.model,
+                choices: [OpenAiChunkChoiceOut {
+                    index: 0,
+                    delta,
+                    logprobs: (),
+                    finish_reason,
+                }],
+            },
+        );
+    }
+
+    /// Appends the usage-only chunk.
+    pub fn usage_chunk(&self, out: &mut Vec<u8>, usage: Usage) {
+        write_data(
+            out,
+            &OpenAiUsageChunkOut {
+                id: &self.id,
+                object: "chat.completion.chunk",
+                created: self.created,
+                model: &self.model,
+                choices: [],
+                usage: usage.into(),
+            },
+        );
+    }
+
+    /// Ends a complete stream: the usage chunk (when the client asked for it and the usage is
+    /// known), then `[DONE]`.
+    pub fn end(&self, out: &mut Vec<u8>, usage: Option<Usage>) {
+        if let Some(u) = usage.filter(|_| self.include_usage) {
+            self.usage_chunk(out, u);
+        }
+        out.extend_from_slice(OPENAI_DONE_EVENT);
+    }
+
+    /// Appends the whole `chat.completion`.
+    pub fn completion(
+        &self,
+        out: &mut Vec<u8>,
+        message: OpenAiAssistantOut<'_>,
+        finish_reason: &str,
+        usage: Usage,
+    ) {
+        let body = OpenAiCompletionOut {
+            id: &self.id,
+            object: "chat.completion",
+            created: self.created,
+            model: &self.model,
+            choices: [OpenAiCompletionChoiceOut {
+                index: 0,
+                message,
+                logprobs: (),
+                finish_reason,
+            }],
+            usage: usage.into(),
+        };
+        // Writing into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut *out, &body);
+    }
+}
+
+/// The assistant message of a `chat.completion`.
+#[derive(Debug, Serialize)]
+pub struct OpenAiAssistantOut<'a> {
+    role: &'static str,
+    /// Null when the answer is only tool calls.
+    content: Option<&'a str>,
+    refusal: (),
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tool_calls: Vec<OpenAiToolCallOut<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reasoning_content: Option<&'a str>,
+}
+
+impl<'a> OpenAiAssistantOut<'a> {
+    pub fn new(text: &'a str, reasoning: &'a str, tool_calls: Vec<OpenAiToolCallOut<'a>>) -> Self {
+        OpenAiAssistantOut {
+            role: "assistant",
+            content: (!text.is_empty() || tool_calls.is_empty()).then_some(text),
+            refusal: (),
+            tool_calls,
+            reasoning_content: (!reasoning.is_empty()).then_some(reasoning),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct OpenAiCompletionOut<'a> {
+    id: &'a str,
+    object: &'static str,
+    created: u64,
+    model: &'a str,
+    choices: [OpenAiCompletionChoiceOut<'a>; 1],
+    usage: OpenAiUsageOut,
+}
+
+#[derive(Debug, Serialize)]
+struct OpenAiCompletionChoiceOut<'a> {
+    index: u32,
+    message: OpenAiAssistantOut<'a>,
+    logprobs: (),
+    finish_reason: &'a str,
 }
