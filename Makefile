@@ -50,7 +50,7 @@ test: toolchain envoy sdk wasm build
 	eval "$$(scripts/test-services.sh)" && $(CARGO) test --workspace
 
 unit:
-	$(CARGO) test -p switchyard-filter -p switchyard
+	$(CARGO) test -p switchyard-contract -p switchyard-filter -p switchyard
 
 e2e: toolchain envoy sdk wasm build
 	$(CARGO) test -p switchyard-tests
