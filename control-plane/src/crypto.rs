@@ -10,6 +10,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use rand::RngCore as _;
 use sha2::{Digest, Sha256};
+use switchyard_contract::key_digest;
 
 /// Binds ciphertexts to their purpose: a sealed provider key cannot be replayed elsewhere.
 const AAD: &[u8] = b"switchyard/provider-key/v1";
@@ -397,10 +398,7 @@ impl DigestKey {
 
     /// A gateway key's digest as stored: `k1:` and 64 hex digits.
     pub fn digest(&self, secret: &str) -> String {
-        let digest = switchyard_filter::auth::digest(
-            Some(&switchyard_filter::auth::DigestKey::new(&self.0)),
-            secret,
-        );
+        let digest = key_digest::digest(Some(&key_digest::DigestKey::new(&self.0)), secret);
         format!("{KEYED_DIGEST_PREFIX}{}", hex::encode(digest))
     }
 

@@ -12,7 +12,7 @@ use switchyard_filter::config::{
 use crate::crypto::MasterKey;
 
 /// Where the filter sends request records (on the control plane's xDS port).
-pub const RECORDS_PATH: &str = "/switchyard.v1/records";
+pub use switchyard_contract::record::PATH as RECORDS_PATH;
 /// `:authority` of those requests.
 pub const RECORDS_AUTHORITY: &str = "switchyard-control-plane";
 use crate::domain::{self, ProviderKind, Upstream};

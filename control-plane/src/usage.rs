@@ -12,7 +12,8 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::routing::post;
 use axum::{Json, Router};
-use serde::Deserialize;
+use switchyard_contract::record::{self, RequestRecord};
+use switchyard_contract::{ids, sealed};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::health::Health;
@@ -27,92 +28,40 @@ const QUEUE: usize = 64;
 /// Largest batch accepted (the filter sends at most 4 MiB).
 const MAX_BODY: usize = 16 << 20;
 
-/// One record as the filter writes it (see the filter's `host::http::Request::record`).
-#[derive(Debug, Deserialize)]
-struct Record {
-    id: String,
-    at: i64,
-    #[serde(default)]
-    api: String,
-    #[serde(default)]
-    status: i64,
-    #[serde(default)]
-    error: String,
-    #[serde(default)]
-    key: String,
-    #[serde(default)]
-    user: String,
-    #[serde(default)]
-    model: String,
-    #[serde(default)]
-    provider: String,
-    #[serde(default)]
-    upstream_model: String,
-    #[serde(default)]
-    attempts: i64,
-    #[serde(default)]
-    failed: Vec<String>,
-    #[serde(default)]
-    stream: bool,
-    #[serde(default)]
-    complete: bool,
-    #[serde(default)]
-    prompt_tokens: i64,
-    #[serde(default)]
-    completion_tokens: i64,
-    #[serde(default)]
-    cached_tokens: i64,
-    #[serde(default)]
-    cache_write_tokens: i64,
-    #[serde(default)]
-    reasoning_tokens: i64,
-    #[serde(default)]
-    cost_micros: Option<i64>,
-    #[serde(default)]
-    duration_ms: Option<i64>,
-    #[serde(default)]
-    upstream_ms: Option<i64>,
-    #[serde(default)]
-    ttft_ms: Option<i64>,
-}
-
-impl Record {
-    fn into_row(self) -> Option<RequestRow> {
-        let id_ok = (1..=64).contains(&self.id.len())
-            && self
-                .id
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-        if !id_ok || self.at < 0 {
-            return None;
-        }
-        let count = |v: i64| v.max(0);
-        Some(RequestRow {
-            request_id: self.id,
-            at_ms: self.at,
-            api: self.api,
-            status: self.status,
-            error: self.error,
-            key_id: self.key,
-            user: self.user,
-            model: self.model,
-            provider: self.provider,
-            upstream_model: self.upstream_model,
-            attempts: count(self.attempts),
-            failed: self.failed,
-            stream: self.stream,
-            complete: self.complete,
-            prompt_tokens: count(self.prompt_tokens),
-            completion_tokens: count(self.completion_tokens),
-            cached_tokens: count(self.cached_tokens),
-            cache_write_tokens: count(self.cache_write_tokens),
-            reasoning_tokens: count(self.reasoning_tokens),
-            cost_micros: self.cost_micros.map(count),
-            duration_ms: self.duration_ms.map(count),
-            upstream_ms: self.upstream_ms.map(count),
-            ttft_ms: self.ttft_ms.map(count),
-        })
+/// A record as a row, or `None` when it cannot be one (an id that is not plain, a time the
+/// store cannot hold).
+fn into_row(r: RequestRecord) -> Option<RequestRow> {
+    if r.id.is_empty() || !ids::is_plain(&r.id) {
+        return None;
     }
+    let at_ms = i64::try_from(r.at).ok()?;
+    // Counts read from a record are at most `i64::MAX` (see `RequestRecord`).
+    let count = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+    Some(RequestRow {
+        request_id: r.id,
+        at_ms,
+        api: r.api,
+        status: i64::from(r.status),
+        error: r.error,
+        key_id: r.key,
+        user: r.user,
+        model: r.model,
+        provider: r.provider,
+        upstream_model: r.upstream_model,
+        attempts: count(r.attempts),
+        failed: r.failed,
+        stream: r.stream,
+        complete: r.complete,
+        prompt_tokens: count(r.prompt_tokens),
+        completion_tokens: count(r.completion_tokens),
+        cached_tokens: count(r.cached_tokens),
+        cache_write_tokens: count(r.cache_write_tokens),
+        reasoning_tokens: count(r.reasoning_tokens),
+        cost_micros: r.cost_micros.map(count),
+        duration_ms: r.duration_ms.map(count),
+        upstream_ms: r.upstream_ms.map(count),
+        ttft_ms: r.ttft_ms.map(count),
+    })
 }
 
 /// The rows of a batch, and how many lines were not records (logged and left out: sending
@@ -120,14 +69,8 @@ impl Record {
 pub fn parse(body: &[u8]) -> (Vec<RequestRow>, usize) {
     let mut rows = Vec::new();
     let mut bad = 0;
-    for line in body.split(|&b| b == b'\n') {
-        if line.iter().all(u8::is_ascii_whitespace) {
-            continue;
-        }
-        match serde_json::from_slice::<Record>(line)
-            .ok()
-            .and_then(Record::into_row)
-        {
+    for record in record::read_batch(body) {
+        match record.ok().and_then(into_row) {
             Some(row) => rows.push(row),
             None => bad += 1,
         }
@@ -230,11 +173,11 @@ async fn writer(
 }
 
 /// The records endpoint, served beside xDS. With a data plane key, each batch must carry its
-/// signature under that key (see `switchyard_filter::sealed::sign_records`): nobody else who
+/// signature under that key (see `switchyard_contract::sealed`): nobody else who
 /// reaches the port writes records, and so debits.
 pub fn router(ingest: Ingest, dataplane_key: Option<[u8; 32]>) -> Router {
     Router::new()
-        .route(crate::snapshot::RECORDS_PATH, post(receive))
+        .route(record::PATH, post(receive))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state((ingest, dataplane_key))
 }
@@ -244,7 +187,6 @@ async fn receive(
     headers: axum::http::HeaderMap,
     body: Bytes,
 ) -> (StatusCode, Json<serde_json::Value>) {
-    use switchyard_filter::sealed;
     if let Some(key) = &key {
         let signed = headers
             .get(sealed::SIGNATURE_HEADER)
@@ -333,13 +275,13 @@ not json
         let post = |sig: Option<String>| {
             let mut req = axum::http::Request::builder()
                 .method("POST")
-                .uri(crate::snapshot::RECORDS_PATH);
+                .uri(record::PATH);
             if let Some(sig) = sig {
-                req = req.header(switchyard_filter::sealed::SIGNATURE_HEADER, sig);
+                req = req.header(sealed::SIGNATURE_HEADER, sig);
             }
             req.body(axum::body::Body::from(body.clone())).unwrap()
         };
-        let forged = switchyard_filter::sealed::sign_records(&[1u8; 32], &body);
+        let forged = sealed::sign_records(&[1u8; 32], &body);
         for req in [post(None), post(Some(forged)), post(Some("zz".into()))] {
             let resp = app.clone().oneshot(req).await.unwrap();
             assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
@@ -349,7 +291,7 @@ not json
             ..Default::default()
         };
         assert!(store.list_requests(&all).await.unwrap().is_empty());
-        let signed = switchyard_filter::sealed::sign_records(&key, &body);
+        let signed = sealed::sign_records(&key, &body);
         let resp = app.clone().oneshot(post(Some(signed))).await.unwrap();
         assert_eq!(resp.status(), StatusCode::OK);
     }

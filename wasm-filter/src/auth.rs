@@ -1,8 +1,5 @@
 //! Pure authentication: gateway keys found by digest, and their model scope.
 
-use hmac::{Hmac, Mac};
-use sha2::{Digest, Sha256};
-
 use crate::config::GatewayKey;
 use crate::error::FilterError;
 use crate::route::Index;
@@ -51,41 +48,8 @@ impl KeyEntry {
     }
 }
 
-/// The deployment's key for gateway key digests, ready to use (the HMAC's inner and outer
-/// states are computed once per configuration, not per request).
-#[derive(Clone)]
-pub struct DigestKey(Hmac<Sha256>);
-
-impl std::fmt::Debug for DigestKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("DigestKey(..)")
-    }
-}
-
-impl DigestKey {
-    pub fn new(key: &[u8; 32]) -> DigestKey {
-        // HMAC takes keys of any length: this cannot fail.
-        DigestKey(
-            <Hmac<Sha256> as Mac>::new_from_slice(key)
-                .unwrap_or_else(|_| <Hmac<Sha256> as Mac>::new(&Default::default())),
-        )
-    }
-}
-
-/// The digest a gateway key is known by: HMAC-SHA256 under the deployment's digest key of the
-/// secret's SHA-256 (so that digests stored before keys were keyed could be converted without
-/// the secrets), or, without a digest key, the plain SHA-256.
-pub fn digest(key: Option<&DigestKey>, secret: &str) -> [u8; 32] {
-    let plain: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
-    match key {
-        Some(DigestKey(mac)) => {
-            let mut mac = mac.clone();
-            mac.update(&plain);
-            mac.finalize().into_bytes().into()
-        }
-        None => plain,
-    }
-}
+/// How a gateway key is known: the contract's (the control plane makes the digests).
+pub use switchyard_contract::key_digest::{digest, DigestKey};
 
 /// Longest credential looked at; anything longer cannot be one of ours.
 const MAX_KEY_LEN: usize = 512;
@@ -134,6 +98,7 @@ pub fn authenticate<'i>(
 mod tests {
     use super::*;
     use crate::config::FilterConfig;
+    use sha2::{Digest, Sha256};
 
     fn digest(s: &str) -> String {
         hex::encode(Sha256::digest(s.as_bytes()))

@@ -9,69 +9,7 @@
 //! near-equal targets are not starved and a target that has no figures yet (scored as the best)
 //! gets measured.
 
-use serde::{Deserialize, Serialize};
-
-/// What a model's targets are ranked by.
-#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum Strategy {
-    /// By weight only.
-    #[default]
-    Weighted,
-    /// Lowest recent latency (time to first token where known).
-    Latency,
-    /// Lowest price per token for the measured token mix.
-    Cost,
-    /// Highest recent success rate.
-    Reliability,
-    /// A weighted sum of the three.
-    Balanced,
-}
-
-/// How `balanced` weighs its figures (normalised to sum to one).
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
-pub struct BalanceWeights {
-    pub latency: f64,
-    pub cost: f64,
-    pub reliability: f64,
-}
-
-impl Default for BalanceWeights {
-    fn default() -> Self {
-        BalanceWeights {
-            latency: 1.0,
-            cost: 1.0,
-            reliability: 1.0,
-        }
-    }
-}
-
-/// What the control plane measured for one target; absent figures are unknown.
-#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq)]
-pub struct TargetStats {
-    /// Recent time to first token (or latency), milliseconds.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub latency_ms: Option<f64>,
-    /// Recent share of successful requests, 0..1.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub success_rate: Option<f64>,
-    /// Price per million tokens for the measured token mix, USD.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cost_per_mtok: Option<f64>,
-    /// Unix seconds until which the target is cooling down after failures.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cooldown_until: Option<u64>,
-    /// Unix seconds since which the provider answers again (a successful probe after failed
-    /// ones): this Envoy's own cooldowns from failures before then are over.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub recovered_at: Option<u64>,
-}
-
-impl TargetStats {
-    pub fn is_unknown(&self) -> bool {
-        *self == TargetStats::default()
-    }
-}
+pub use crate::config::{BalanceWeights, Strategy, TargetStats};
 
 /// Targets within this score of the best are candidates.
 pub const BAND: f64 = 0.1;

@@ -5,12 +5,12 @@
 use crate::pricing::Price;
 use crate::request::{Endpoint, TopLevel};
 
+/// The admission value this module's reservation travels in, and the largest one: the
+/// contract's (the control plane reads them).
+pub use switchyard_contract::limits::{Admit, MAX_RESERVE_MICROS};
+
 /// Output tokens assumed when a request sets no limit of its own.
 pub const DEFAULT_OUTPUT_TOKENS: u64 = 4_096;
-
-/// The largest reservation, micro-USD (USD 1,000,000); the control plane refuses any charge
-/// above it as forged or broken.
-pub const MAX_RESERVE_MICROS: u64 = 1_000_000_000_000;
 
 /// Body bytes per prompt token assumed: JSON around English text runs at about four bytes a
 /// token, so three errs high, as a reservation should.
@@ -57,55 +57,6 @@ pub fn estimate(endpoint: Endpoint, top: &TopLevel, body_len: usize, price: Opti
         _ => output_limit(top),
     };
     micros(body_len, output, price)
-}
-
-/// The admission descriptor's value (`admit`, from the header [`crate::config::LIMITED_HEADER`]):
-/// `"{key id} {openai|anthropic} {request id} {reserve micros}"`. The request id is the one the
-/// request's end is charged under. Older filters send only the first two fields (no
-/// reservation).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Admit<'a> {
-    pub key: &'a str,
-    /// The client speaks Anthropic's API (refusals in its shape).
-    pub anthropic: bool,
-    /// Empty in the two-field form.
-    pub request: &'a str,
-    pub reserve: u64,
-}
-
-impl<'a> Admit<'a> {
-    pub fn value(&self) -> String {
-        let api = if self.anthropic {
-            "anthropic"
-        } else {
-            "openai"
-        };
-        format!("{} {api} {} {}", self.key, self.request, self.reserve)
-    }
-
-    /// Reads a value of one, two or four fields; anything else (or a reservation that is not
-    /// a whole number) is `None`.
-    pub fn parse(value: &'a str) -> Option<Admit<'a>> {
-        let mut fields = value.split(' ');
-        let key = fields.next().filter(|k| !k.is_empty())?;
-        let anthropic = fields.next() == Some("anthropic");
-        let (request, reserve) = match (fields.next(), fields.next()) {
-            (None, _) => ("", 0),
-            (Some(request), Some(reserve)) if !request.is_empty() => {
-                (request, reserve.parse().ok()?)
-            }
-            _ => return None,
-        };
-        if fields.next().is_some() {
-            return None;
-        }
-        Some(Admit {
-            key,
-            anthropic,
-            request,
-            reserve,
-        })
-    }
 }
 
 #[cfg(test)]
@@ -201,35 +152,5 @@ mod tests {
             0,
             "no price, no cost"
         );
-    }
-
-    #[test]
-    fn admission_values_round_trip_and_odd_ones_are_refused() {
-        let admit = Admit {
-            key: "key_1",
-            anthropic: true,
-            request: "0123abcd",
-            reserve: 4_200,
-        };
-        assert_eq!(admit.value(), "key_1 anthropic 0123abcd 4200");
-        assert_eq!(Admit::parse(&admit.value()), Some(admit));
-        let old = Admit::parse("key_1 openai").unwrap();
-        assert_eq!(
-            (old.key, old.anthropic, old.request, old.reserve),
-            ("key_1", false, "", 0)
-        );
-        assert_eq!(Admit::parse("key_1").unwrap().key, "key_1");
-        for odd in [
-            "",
-            " openai",
-            "key_1 openai r1",
-            "key_1 openai r1 -5",
-            "key_1 openai r1 5.5",
-            "key_1 openai r1 99999999999999999999999",
-            "key_1 openai  5",
-            "key_1 openai r1 5 extra",
-        ] {
-            assert_eq!(Admit::parse(odd), None, "{odd:?}");
-        }
     }
 }

@@ -461,20 +461,9 @@ fn weighted_pick<'a, T>(
     None
 }
 
-/// Why a model name from a client was refused before any lookup.
-pub fn check_model_name(model: &str) -> Result<(), &'static str> {
-    const MAX: usize = 256;
-    if model.is_empty() {
-        return Err("`model` must not be empty");
-    }
-    if model.len() > MAX {
-        return Err("`model` is longer than 256 bytes");
-    }
-    if model.chars().any(|c| c.is_control()) {
-        return Err("`model` contains control characters");
-    }
-    Ok(())
-}
+/// Why a model name from a client was refused before any lookup (the contract's rule: the
+/// control plane holds configured names to it too).
+pub use switchyard_contract::names::check_model_name;
 
 #[cfg(test)]
 mod tests {
@@ -640,16 +629,6 @@ mod tests {
         assert!(err.0.contains("k1"), "{}", err.0);
         // Plain keys still load (a control plane that does not seal).
         assert!(Index::from_json(config("sk-plain").as_bytes(), None).is_ok());
-    }
-
-    #[test]
-    fn hostile_model_names_are_refused() {
-        assert!(check_model_name("gpt-4o").is_ok());
-        assert!(check_model_name("anthropic/claude-sonnet-4-5@2025").is_ok());
-        assert!(check_model_name("").is_err());
-        assert!(check_model_name("a\r\nx-evil: 1").is_err());
-        assert!(check_model_name("a\u{0}b").is_err());
-        assert!(check_model_name(&"m".repeat(257)).is_err());
     }
 
     #[test]

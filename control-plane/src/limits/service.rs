@@ -6,15 +6,16 @@ use envoy_types::pb::envoy::extensions::common::ratelimit::v3::RateLimitDescript
 use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::Code;
 use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_server::RateLimitService;
 use envoy_types::pb::envoy::service::ratelimit::v3::{RateLimitRequest, RateLimitResponse};
-use switchyard_filter::reserve::Admit;
+use switchyard_contract::ids;
+use switchyard_contract::limits::{
+    Admit, Charge, ADMIT_DESCRIPTOR, CHARGE_DESCRIPTOR, REFUSAL_HEADER,
+};
 use tonic::{Request, Response, Status};
 
 use super::{Admission, Limits, Refusal};
 
 /// Descriptors one call may carry (Envoy sends one): more is not Envoy's doing.
 const MAX_DESCRIPTORS: usize = 4;
-/// The longest key or request id (request ids are 32 hex digits, key ids shorter).
-const MAX_ID_LEN: usize = 64;
 
 /// The descriptors' entries as (key, value) pairs.
 fn entries(d: &RateLimitDescriptor) -> impl Iterator<Item = (&str, &str)> {
@@ -23,10 +24,7 @@ fn entries(d: &RateLimitDescriptor) -> impl Iterator<Item = (&str, &str)> {
 
 /// Whether `id` may be a key or request id: it becomes part of counter names.
 fn plain_id(id: &str) -> bool {
-    id.len() <= MAX_ID_LEN
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    ids::is_plain(id)
 }
 
 fn header(key: &str, value: String) -> HeaderValue {
@@ -75,14 +73,9 @@ fn window_headers(admission: &Admission, out: &mut Vec<HeaderValue>) {
     }
 }
 
-/// A request's end as Envoy reports it: `"{key} {request id} {tokens}"`, the cost as hits.
-fn charge(value: &str) -> Option<(&str, &str, i64)> {
-    let mut parts = value.split(' ');
-    let (key, request, tokens) = (parts.next()?, parts.next()?, parts.next()?);
-    if parts.next().is_some() || !plain_id(key) || request.is_empty() || !plain_id(request) {
-        return None;
-    }
-    Some((key, request, tokens.parse().ok()?))
+/// A request's end as Envoy reports it (a [`Charge`]; the cost comes as hits), its ids plain.
+fn charge(value: &str) -> Option<Charge<'_>> {
+    Charge::parse(value).filter(|c| plain_id(c.key) && plain_id(c.request))
 }
 
 /// The gRPC rate limit service over [`Limits`].
@@ -113,10 +106,7 @@ impl Service {
             response.overall_code = Code::OverLimit as i32;
             response.raw_body = error_body(refusal, admit.anthropic);
             headers.push(header("content-type", "application/json".into()));
-            headers.push(header(
-                switchyard_filter::config::REFUSAL_HEADER,
-                refusal.code.into(),
-            ));
+            headers.push(header(REFUSAL_HEADER, refusal.code.into()));
             if let Some(secs) = refusal.retry_after {
                 headers.push(header("retry-after", secs.max(1).to_string()));
             }
@@ -126,10 +116,16 @@ impl Service {
     }
 
     async fn charge(&self, value: &str, hits: u64, now: i64) {
-        let Some((key, request, tokens)) = charge(value) else {
+        let Some(Charge {
+            key,
+            request,
+            tokens,
+        }) = charge(value)
+        else {
             tracing::warn!("request end not counted: malformed charge descriptor");
             return;
         };
+        let tokens = i64::try_from(tokens).unwrap_or(i64::MAX);
         let cost = i64::try_from(hits).unwrap_or(i64::MAX);
         let charged = self.0.ended(key, request, tokens, cost, now).await;
         crate::metrics::add(&crate::metrics::METRICS.limits_charges, 1);
@@ -162,8 +158,8 @@ impl RateLimitService for Service {
                 .map_or(u64::from(req.hits_addend), |h| h.value);
             for (name, value) in entries(d) {
                 match name {
-                    "admit" => self.admit(value, now, &mut response).await?,
-                    "charge" => self.charge(value, hits, now).await,
+                    ADMIT_DESCRIPTOR => self.admit(value, now, &mut response).await?,
+                    CHARGE_DESCRIPTOR => self.charge(value, hits, now).await,
                     _ => {}
                 }
             }
@@ -178,26 +174,19 @@ mod tests {
 
     #[test]
     fn charges_are_read_strictly() {
-        assert_eq!(charge("key_1 0123abcd 42"), Some(("key_1", "0123abcd", 42)));
-        assert_eq!(
-            charge("key_1 0123abcd -5"),
-            Some(("key_1", "0123abcd", -5)),
-            "refused later, counted nowhere"
-        );
+        fn read(v: &str) -> Option<(&str, &str, u64)> {
+            charge(v).map(|c| (c.key, c.request, c.tokens))
+        }
+        assert_eq!(read("key_1 0123abcd 42"), Some(("key_1", "0123abcd", 42)));
         for odd in [
             "",
-            "key_1",
-            "key_1 r1",
-            "key_1 r1 x",
+            "key_1 r1 -5",
             "key_1 r1 5 6",
-            "key_1  5",
             "key:1 r1 5",
             "key_1 r*1 5",
         ] {
-            assert_eq!(charge(odd), None, "{odd:?}");
+            assert_eq!(read(odd), None, "{odd:?}");
         }
-        assert!(plain_id(&"a".repeat(64)));
-        assert!(!plain_id(&"a".repeat(65)));
         assert!(plain_id(""), "the two-field admission has no request id");
     }
 }

@@ -1,12 +1,14 @@
 //! One HTTP request through the filter: authenticate and route on the way in, pass the response
 //! (or each stream chunk) back with usage taken from it, and publish the request's record.
 
-use std::fmt::Write as _;
 use std::rc::Rc;
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, BufferType, MapType};
+use switchyard_contract::limits::{Charge, RefusalCode};
+use switchyard_contract::names::TargetName;
+use switchyard_contract::record::RequestRecord;
 
 use super::abi;
 use super::plan::{self, Plan};
@@ -17,7 +19,7 @@ use crate::config::{
     CHARGE_STATE, CLIENT_API_HEADER, CLUSTER_HEADER, COST_STATE, LIMITED_HEADER, REFUSAL_HEADER,
     STREAM_HEADER, USAGE_FILTER_STATE,
 };
-use crate::error::{push_json_string, FilterError};
+use crate::error::FilterError;
 use crate::headers::{self, Change, HeaderBlock};
 use crate::request::{Endpoint, TopLevel};
 use crate::route::Index;
@@ -169,17 +171,9 @@ impl Request {
         if !from_limits {
             return false;
         }
-        self.error_code = match reason {
-            "insufficient_credits" => "insufficient_credits",
-            "budget_exceeded" => "budget_exceeded",
-            "tokens_per_minute_exceeded" => "tokens_per_minute_exceeded",
-            _ => "rate_limit_exceeded",
-        };
-        self.local_status = if self.error_code == "insufficient_credits" {
-            402
-        } else {
-            429
-        };
+        let code = RefusalCode::from_header(reason);
+        self.error_code = code.as_str();
+        self.local_status = code.status();
         if self.local_status != 429 {
             let _ = hostcalls::set_map_value(
                 MapType::HttpResponseHeaders,
@@ -534,7 +528,7 @@ impl Request {
         Some(price.cost_micros(&self.usage.unwrap_or_default()))
     }
 
-    /// The request's record: one JSON object (see the control plane's `usage::Record`).
+    /// The request's record: one JSON object (see `switchyard_contract::record`).
     fn record(&self, status: u32, end_ns: u64, cost: Option<u64>) -> String {
         let index = self.index.as_deref();
         let provider = match (index, self.provider) {
@@ -546,71 +540,54 @@ impl Request {
             _ => ("", ""),
         };
         let u = self.usage.unwrap_or_default();
-        let mut out = String::with_capacity(512);
-        out.push_str("{\"id\":\"");
-        out.push_str(&self.id);
         let ms = |ns: u64| ns / 1_000_000;
         let since_start = |ns: u64| (ns >= self.start_ns).then(|| ms(ns - self.start_ns));
-        let _ = write!(
-            out,
-            "\",\"at\":{},\"api\":\"{}\",\"status\":{status}",
-            ms(self.start_ns),
-            self.endpoint.map_or("", Endpoint::name),
-        );
-        if !self.error_code.is_empty() {
-            let _ = write!(out, ",\"error\":\"{}\"", self.error_code);
-        }
-        out.push_str(",\"key\":");
-        push_json_string(&mut out, key_id);
-        out.push_str(",\"user\":");
-        push_json_string(&mut out, user);
-        out.push_str(",\"model\":");
-        push_json_string(&mut out, &self.model);
-        out.push_str(",\"provider\":");
-        push_json_string(&mut out, provider.map_or("", |p| p.name.as_str()));
-        out.push_str(",\"upstream_model\":");
-        push_json_string(&mut out, &self.upstream_model);
         // Attempts before the last one failed (they were retried): the health figures count them.
         let mut attempts = usize::from(provider.is_some());
+        let mut failed = Vec::new();
         if let (Some(index), Some((_, shared))) = (index, &self.plan) {
             let p = shared.borrow();
             let entry = index.targets(&p.ask.model);
             attempts = attempts.max(p.attempts.len());
-            let failed = p.attempts.len().saturating_sub(1);
-            let mut listed = 0;
-            for tried in p.attempts.iter().take(failed) {
+            let tried = p.attempts.len().saturating_sub(1);
+            for tried in p.attempts.iter().take(tried) {
                 if let Some(t) = entry.and_then(|e| e.targets.get(tried.target)) {
-                    out.push_str(if listed == 0 { ",\"failed\":[" } else { "," });
-                    listed += 1;
-                    let name = format!("{}/{}", index.provider(t.provider).name, t.model);
-                    push_json_string(&mut out, &name);
+                    failed.push(TargetName {
+                        provider: index.provider(t.provider).name.as_str(),
+                        model: t.model.as_str(),
+                    });
                 }
             }
-            if listed > 0 {
-                out.push(']');
-            }
         }
-        if self.estimated {
-            out.push_str(",\"estimated\":true");
-        }
-        let _ = write!(
-            out,
-            ",\"attempts\":{attempts},\"stream\":{},\"complete\":{},\"prompt_tokens\":{},\"completion_tokens\":{},\"total_tokens\":{},\"cached_tokens\":{},\"cache_write_tokens\":{},\"reasoning_tokens\":{}",
-            self.stream, self.complete, u.prompt, u.completion, u.total, u.cached, u.cache_write, u.reasoning
-        );
-        if let Some(cost) = cost {
-            let _ = write!(out, ",\"cost_micros\":{cost}");
-        }
-        if let Some(d) = since_start(end_ns) {
-            let _ = write!(out, ",\"duration_ms\":{d}");
-        }
-        if let Some(d) = since_start(self.first_byte_ns) {
-            let _ = write!(out, ",\"upstream_ms\":{d}");
-        }
-        if let Some(d) = since_start(self.first_token_ns) {
-            let _ = write!(out, ",\"ttft_ms\":{d}");
-        }
-        out.push('}');
+        let record = RequestRecord {
+            id: self.id.as_str(),
+            at: ms(self.start_ns),
+            api: self.endpoint.map_or("", Endpoint::name),
+            status,
+            error: self.error_code,
+            key: key_id,
+            user,
+            model: self.model.as_str(),
+            provider: provider.map_or("", |p| p.name.as_str()),
+            upstream_model: self.upstream_model.as_str(),
+            failed,
+            estimated: self.estimated,
+            attempts: attempts as u64,
+            stream: self.stream,
+            complete: self.complete,
+            prompt_tokens: u.prompt,
+            completion_tokens: u.completion,
+            total_tokens: u.total,
+            cached_tokens: u.cached,
+            cache_write_tokens: u.cache_write,
+            reasoning_tokens: u.reasoning,
+            cost_micros: cost,
+            duration_ms: since_start(end_ns),
+            upstream_ms: since_start(self.first_byte_ns),
+            ttft_ms: since_start(self.first_token_ns),
+        };
+        let mut out = String::with_capacity(512);
+        record.write(&mut out);
         out
     }
 }
@@ -917,8 +894,12 @@ impl HttpContext for Request {
             // What the rate limit service charges when the stream is done: tokens against
             // per-minute limits, cost against spend caps and credits.
             if let Some(k) = self.key.zip(self.index.as_deref()).map(|(k, i)| i.key(k)) {
-                let tokens = self.usage.map_or(0, |u| u.total);
-                let charge = format!("{} {} {tokens}", k.id, self.id);
+                let charge = Charge {
+                    key: &k.id,
+                    request: &self.id,
+                    tokens: self.usage.map_or(0, |u| u.total),
+                }
+                .value();
                 let micros = cost.unwrap_or(0).to_string();
                 for (name, value) in [
                     (CHARGE_STATE, charge.as_bytes()),

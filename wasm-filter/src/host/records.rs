@@ -65,7 +65,7 @@ pub(crate) fn flush(sink: &RecordSink, now_ms: u64, key: Option<&[u8; 32]>) {
         (":method", "POST"),
         (":path", sink.path.as_str()),
         (":authority", sink.authority.as_str()),
-        ("content-type", "application/x-ndjson"),
+        ("content-type", switchyard_contract::record::CONTENT_TYPE),
     ];
     if let Some(sig) = &signature {
         headers.push((crate::sealed::SIGNATURE_HEADER, sig.as_str()));
