@@ -1,55 +1,8 @@
-//! Pure authentication: gateway keys found by digest, and their model scope.
+//! Pure authentication: the key a client presented, found by its digest and checked.
 
-use crate::config::GatewayKey;
 use crate::error::FilterError;
+pub use crate::gateway_key::{digest, DigestKey, KeyEntry};
 use crate::route::Index;
-
-/// A gateway key ready for per-request checks.
-#[derive(Debug)]
-pub struct KeyEntry {
-    pub id: String,
-    pub user: String,
-    /// Asks the control plane's rate limit service (see [`crate::config::GatewayKey::limited`]).
-    pub limited: bool,
-    expires_at: Option<u64>,
-    any_model: bool,
-    exact: Vec<String>,
-    prefixes: Vec<String>,
-}
-
-impl KeyEntry {
-    pub(crate) fn new(key: GatewayKey) -> Self {
-        let mut entry = KeyEntry {
-            id: key.id,
-            user: key.user,
-            limited: key.limited,
-            expires_at: key.expires_at,
-            any_model: false,
-            exact: Vec::new(),
-            prefixes: Vec::new(),
-        };
-        for pattern in key.models {
-            if pattern == "*" {
-                entry.any_model = true;
-            } else if let Some(prefix) = pattern.strip_suffix('*') {
-                entry.prefixes.push(prefix.to_owned());
-            } else {
-                entry.exact.push(pattern);
-            }
-        }
-        entry
-    }
-
-    /// Whether this key may use the model the client named.
-    pub fn allows(&self, model: &str) -> bool {
-        self.any_model
-            || self.exact.iter().any(|m| m == model)
-            || self.prefixes.iter().any(|p| model.starts_with(p.as_str()))
-    }
-}
-
-/// How a gateway key is known: the contract's (the control plane makes the digests).
-pub use switchyard_contract::key_digest::{digest, DigestKey};
 
 /// Longest credential looked at; anything longer cannot be one of ours.
 const MAX_KEY_LEN: usize = 512;
@@ -96,9 +49,10 @@ pub fn authenticate<'i>(
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use crate::config::FilterConfig;
     use sha2::{Digest, Sha256};
+
+    use super::*;
+    use crate::config::{FilterConfig, GatewayKey};
 
     fn digest(s: &str) -> String {
         hex::encode(Sha256::digest(s.as_bytes()))

@@ -2,7 +2,7 @@
 //! while doubling with each failure in a row (5 s, 10 s, ... up to 5 minutes, or longer when the
 //! provider's `retry-after` says so) and ending at its first success. The host keeps one
 //! [`Cooldowns`] per worker and shares entries with the other workers through proxy-wasm shared
-//! data (see `host::http`).
+//! data (see [`crate::exchange::health`]).
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};

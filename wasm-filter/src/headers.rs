@@ -112,6 +112,30 @@ pub fn changes<'a>(client: &HeaderBlock, set: &[(&'a str, &'a [u8])]) -> Vec<Cha
     out
 }
 
+/// The one place request headers are written, by both filter roles: [`changes`] from `current`
+/// to `wanted`, then the removal of each `stale` header present and not wanted (another
+/// provider's, set by an earlier attempt). `write` sets a header, or with `None` removes it.
+pub fn apply(
+    current: &HeaderBlock,
+    wanted: &[(&str, &[u8])],
+    stale: &[String],
+    mut write: impl FnMut(&str, Option<&[u8]>),
+) {
+    for change in changes(current, wanted) {
+        match change {
+            Change::Set(name, value) => write(name, Some(value)),
+            Change::Remove(name) => write(name, None),
+        }
+    }
+    for name in stale {
+        let name = name.as_str();
+        let removed = DROPPED.contains(&name);
+        if !removed && !wanted.iter().any(|(w, _)| *w == name) && current.find(name).is_some() {
+            write(name, None);
+        }
+    }
+}
+
 /// Response headers of a provider's answer that reach the client: the answer's framing and type,
 /// when to retry, and the gateway's own request id and rate limit figures
 /// ([`RATE_LIMIT_HEADERS`]: the route removes the provider's). Everything else a provider sends stays behind: its cookies, organisation and
@@ -169,11 +193,20 @@ pub fn response_headers<'a>(
 }
 
 #[cfg(test)]
+impl HeaderBlock {
+    /// A block of these pairs, as the host would hand it over.
+    pub fn from_pairs(list: &[(&str, &[u8])]) -> HeaderBlock {
+        let pairs: Vec<(&[u8], &[u8])> = list.iter().map(|(k, v)| (k.as_bytes(), *v)).collect();
+        HeaderBlock::new(tests::serialize(&pairs))
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
     /// Serialises pairs into proxy-wasm's map form (for writing a whole header map at once).
-    fn serialize(pairs: &[(&[u8], &[u8])]) -> Vec<u8> {
+    pub(super) fn serialize(pairs: &[(&[u8], &[u8])]) -> Vec<u8> {
         let size: usize = 4 + pairs
             .iter()
             .map(|(k, v)| k.len() + v.len() + 10)
@@ -194,8 +227,7 @@ mod tests {
     }
 
     fn block(list: &[(&str, &[u8])]) -> HeaderBlock {
-        let pairs: Vec<(&[u8], &[u8])> = list.iter().map(|(k, v)| (k.as_bytes(), *v)).collect();
-        HeaderBlock::new(serialize(&pairs))
+        HeaderBlock::from_pairs(list)
     }
 
     #[test]
@@ -290,5 +322,36 @@ mod tests {
         assert_eq!(HeaderBlock::new(lying).iter().count(), 0);
         assert_eq!(HeaderBlock::new(Vec::new()).iter().count(), 0);
         assert_eq!(HeaderBlock::new(good).iter().count(), 1);
+    }
+
+    #[test]
+    fn applying_writes_the_changes_and_removes_stale_provider_headers() {
+        let client = block(&[
+            ("authorization", b"Bearer gw"),
+            ("anthropic-version", b"2023-06-01"),
+            ("x-goog-api-key", b"old"),
+            (":path", b"/v1/chat/completions"),
+        ]);
+        let stale = [
+            "anthropic-version".to_owned(),
+            "x-goog-api-key".to_owned(),
+            "authorization".to_owned(),
+        ];
+        let mut written = Vec::new();
+        apply(
+            &client,
+            &[(":path", b"/v1/messages"), ("x-goog-api-key", b"new")],
+            &stale,
+            |name, value| written.push((name.to_owned(), value.map(<[u8]>::to_vec))),
+        );
+        assert_eq!(
+            written,
+            [
+                (":path".to_owned(), Some(b"/v1/messages".to_vec())),
+                ("x-goog-api-key".to_owned(), Some(b"new".to_vec())),
+                ("authorization".to_owned(), None),
+                ("anthropic-version".to_owned(), None),
+            ]
+        );
     }
 }

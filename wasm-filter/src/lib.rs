@@ -10,6 +10,8 @@ pub mod config;
 pub mod cooldown;
 pub mod error;
 pub mod eventstream;
+pub mod exchange;
+pub mod gateway_key;
 pub mod headers;
 pub mod models;
 pub mod outbox;

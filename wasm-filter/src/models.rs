@@ -8,9 +8,9 @@
 
 use std::borrow::Cow;
 
-use crate::auth::KeyEntry;
 use crate::config::ModelCard;
 use crate::error::{push_json_string, FilterError};
+use crate::gateway_key::KeyEntry;
 use crate::route::Index;
 
 /// What a models request asks for.

@@ -4,9 +4,9 @@ use std::cell::Cell;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
-use crate::auth::KeyEntry;
 use crate::config::{Capability, FilterConfig, ModelRoute, Provider, ProviderKey, Target};
 use crate::cooldown::{self, Cooldowns};
+use crate::gateway_key::{DigestKey, KeyEntry};
 use crate::rank::{self, BalanceWeights, Rankable, Strategy, TargetStats};
 
 /// The filter's configuration, indexed once per `on_configure`, shared by all requests.
@@ -16,7 +16,7 @@ pub struct Index {
     pub max_body_bytes: usize,
     pub max_response_bytes: usize,
     /// Keys gateway key digests are made with (`None`: plain SHA-256).
-    pub digest_key: Option<crate::auth::DigestKey>,
+    pub digest_key: Option<DigestKey>,
     keys: Vec<KeyEntry>,
     key_by_digest: HashMap<[u8; 32], usize, BuildHasherDefault<DigestHasher>>,
     providers: Vec<Provider>,
@@ -154,7 +154,7 @@ impl Index {
             .as_deref()
             .map(|k| {
                 crate::sealed::parse_key(k)
-                    .map(|k| crate::auth::DigestKey::new(&k))
+                    .map(|k| DigestKey::new(&k))
                     .ok_or_else(|| ConfigError("the key digest key is not 64 hex digits".into()))
             })
             .transpose()?;

@@ -1,9 +1,12 @@
-//! Raw proxy-wasm ABI calls the SDK wraps too expensively for the hot path: the header map read
-//! as one serialised block (the SDK's `get_map_bytes` allocates a string and a vector per header).
+//! Reading from and writing to Envoy: raw proxy-wasm ABI calls the SDK wraps too expensively
+//! for the hot path (the header map read as one serialised block: the SDK's `get_map_bytes`
+//! allocates a string and a vector per header) or would trap on a refusal, and the writers both
+//! filter roles share (request out, local replies).
 
 use proxy_wasm::types::{BufferType, MapType, Status};
 
 use crate::config::LOCAL_REPLY_DETAILS;
+use crate::exchange::{Outgoing, Reply};
 use crate::headers::HeaderBlock;
 
 #[link(wasm_import_module = "env")]
@@ -165,4 +168,51 @@ pub fn send_local_response(
             other => Err(other),
         }
     }
+}
+
+/// The request on its way upstream, as the exchange writes it: `size` is the body's length as
+/// Envoy holds it.
+pub struct RequestOut {
+    pub size: usize,
+}
+
+impl Outgoing for RequestOut {
+    fn set_body(&mut self, body: &[u8]) {
+        let _ = proxy_wasm::hostcalls::set_buffer(BufferType::HttpRequestBody, 0, self.size, body);
+    }
+
+    fn set_header(&mut self, name: &str, value: Option<&[u8]>) {
+        let _ =
+            proxy_wasm::hostcalls::set_map_value_bytes(MapType::HttpRequestHeaders, name, value);
+    }
+}
+
+/// Sends a local reply (with the request's id when the client is to get it).
+pub fn reply(reply: &Reply, request_id: Option<&str>) {
+    if let Err(e) = send_local_response(reply.status, &reply.headers(request_id), &reply.body) {
+        log::warn!("switchyard: local reply refused by the host: {e:?}");
+    }
+}
+
+/// Writes single header values (`None`: removes), ignoring the host's refusals.
+pub fn set_each(map: MapType, writes: &[(&str, Option<Vec<u8>>)]) {
+    for (name, value) in writes {
+        let _ = set_map_value(map, name, value.as_deref());
+    }
+}
+
+/// The body chunk being processed (the last callback of a stream may be empty).
+pub fn body_chunk(buffer: BufferType, size: usize) -> Vec<u8> {
+    if size == 0 {
+        return Vec::new();
+    }
+    proxy_wasm::hostcalls::get_buffer(buffer, 0, size)
+        .ok()
+        .flatten()
+        .unwrap_or_default()
+}
+
+/// A property Envoy keeps for the stream (`None` when it has none).
+pub fn property(path: Vec<&str>) -> Option<Vec<u8>> {
+    proxy_wasm::hostcalls::get_property(path).ok().flatten()
 }

@@ -1,0 +1,229 @@
+//! A whole exchange run natively: request in, forward or reply out, answer back, outcome.
+
+use std::rc::Rc;
+
+use sha2::{Digest, Sha256};
+
+use super::failover::FailoverAttempt;
+use super::health::Subject;
+use super::shared::Memory;
+use super::*;
+use crate::stream::ChunkOutcome;
+
+fn index() -> Rc<Index> {
+    let digest = hex::encode(Sha256::digest(b"sk-gw"));
+    let config = format!(
+        r#"{{"version":"1","max_body_bytes":65536,"record_state":true,
+        "keys":[{{"id":"gk","digest":"{digest}","user":"u","models":["*"]}}],
+        "providers":[
+          {{"name":"oa","kind":"openai_compatible","cluster":"provider-oa","authority":"oa.test",
+           "path_prefix":"/v1","auth_header":"authorization","auth_prefix":"Bearer ",
+           "keys":[{{"id":"k1","secret":"sk-oa"}}]}},
+          {{"name":"an","kind":"anthropic","cluster":"provider-an","authority":"an.test",
+           "auth_header":"x-api-key","keys":[{{"id":"k2","secret":"sk-an"}}],
+           "headers":[["anthropic-version","2023-06-01"]]}}],
+        "models":[{{"name":"solo","targets":[{{"provider":"oa","model":"gpt-x"}}]}},
+                  {{"name":"duo","targets":[{{"provider":"oa","model":"gpt-x"}},
+                                           {{"provider":"an","model":"claude-x"}}],
+                   "failover":["failover-2-0-duo","failover-2-1-duo"]}}]}}"#
+    );
+    Rc::new(Index::from_json(config.as_bytes(), None).expect("config"))
+}
+
+/// A configuration of one provider `p` with these keys (JSON objects) serving model `m` as `up`.
+pub(super) fn one_provider(keys: &str) -> Index {
+    let config = format!(
+        r#"{{"version":"1","max_body_bytes":1,"providers":[{{"name":"p","kind":"openai_compatible",
+        "cluster":"provider-p","authority":"p.test","auth_header":"authorization",
+        "keys":[{keys}]}}],"models":[{{"name":"m","targets":[{{"provider":"p","model":"up"}}]}}]}}"#
+    );
+    Index::from_json(config.as_bytes(), None).expect("config")
+}
+
+/// What the exchange wrote into the request.
+#[derive(Default)]
+struct Written {
+    body: Option<Vec<u8>>,
+    headers: Vec<(String, Option<Vec<u8>>)>,
+}
+
+impl Outgoing for Written {
+    fn set_body(&mut self, body: &[u8]) {
+        self.body = Some(body.to_vec());
+    }
+
+    fn set_header(&mut self, name: &str, value: Option<&[u8]>) {
+        self.headers
+            .push((name.to_owned(), value.map(<[u8]>::to_vec)));
+    }
+}
+
+impl Written {
+    fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .and_then(|(_, v)| v.as_deref())
+    }
+}
+
+fn request(path: &str, extra: &[(&str, &[u8])]) -> HeaderBlock {
+    let mut pairs: Vec<(&str, &[u8])> = vec![
+        (":method", b"POST"),
+        (":path", path.as_bytes()),
+        ("authorization", b"Bearer sk-gw"),
+    ];
+    pairs.extend_from_slice(extra);
+    HeaderBlock::from_pairs(&pairs)
+}
+
+/// Runs a request through the exchange to its forward or reply.
+fn send(ex: &mut Exchange, path: &str, body: &[u8], shared: &Memory) -> (Step, Written) {
+    let step = ex.request_headers(shared.now_ns(), "id-1".into(), request(path, &[]), false);
+    assert_eq!(step, Step::Pause, "waits for the body");
+    let mut out = Written::default();
+    let step = ex.request_body(
+        body.len(),
+        true,
+        || body.to_vec(),
+        &Cooldowns::default(),
+        shared,
+        &mut out,
+    );
+    (step, out)
+}
+
+#[test]
+fn a_request_is_routed_written_out_and_its_usage_recorded() {
+    let shared = Memory::at(1_000);
+    let mut ex = Exchange::new(Some(index()));
+    let body = br#"{"model":"solo","messages":[{"role":"user","content":"Hi"}]}"#;
+    let (step, out) = send(&mut ex, "/v1/chat/completions", body, &shared);
+    assert_eq!(step, Step::Continue);
+    assert!(ex.plan().is_none(), "one target: no failover");
+    assert_eq!(
+        out.header("x-switchyard-cluster"),
+        Some(&b"provider-oa"[..])
+    );
+    assert_eq!(out.header("authorization"), Some(&b"Bearer sk-oa"[..]));
+    let sent: serde_json::Value = serde_json::from_slice(out.body.as_ref().unwrap()).unwrap();
+    assert_eq!(sent["model"], "gpt-x");
+
+    let head = HeaderBlock::from_pairs(&[
+        (":status", b"200"),
+        ("content-type", b"application/json"),
+        ("set-cookie", b"x"),
+    ]);
+    let h = ex.response_headers(&head, || Some(b"via_upstream".to_vec()), &shared);
+    assert!(!h.pause);
+    let map = h.map(&head).expect("headers change");
+    assert!(map.contains(&("x-request-id", &b"id-1"[..])));
+    assert!(!map.iter().any(|(n, _)| *n == "set-cookie"));
+
+    assert!(ex.reads_chunks());
+    let answer =
+        br#"{"id":"x","usage":{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7}}"#;
+    let chunk = ex.response_body(answer.to_vec(), answer.len(), true, &shared);
+    assert_eq!(chunk.body, ChunkOutcome::Unchanged);
+    assert!(chunk.headers.is_empty() && !chunk.pause);
+
+    let outcome = ex.finish(|| 200, &shared);
+    assert_eq!(outcome.status, 200);
+    assert_eq!(outcome.counts.prompt_tokens, 3);
+    assert!(outcome.charge.is_none(), "the key is not limited");
+    let record: serde_json::Value =
+        serde_json::from_str(outcome.record.as_deref().unwrap()).unwrap();
+    assert_eq!(record["model"], "solo");
+    assert_eq!(record["provider"], "oa");
+    assert_eq!(record["total_tokens"], 7);
+    assert!(outcome.record_to_state && !outcome.record_to_outbox);
+    let index = index();
+    assert!(outcome
+        .observations
+        .iter()
+        .any(|o| o.subject == Subject::Target(index.key_of(0, "gpt-x")) && o.status == 200));
+}
+
+#[test]
+fn refusals_answer_in_the_clients_shape() {
+    let shared = Memory::at(1_000);
+    for (path, anthropic) in [("/v1/chat/completions", false), ("/v1/messages", true)] {
+        let mut ex = Exchange::new(Some(index()));
+        let body = br#"{"model":"nope","max_tokens":5,"messages":[]}"#;
+        let (step, out) = send(&mut ex, path, body, &shared);
+        let Step::Reply(reply) = step else {
+            panic!("refused: {step:?}")
+        };
+        assert!(out.headers.is_empty() && out.body.is_none(), "nothing sent");
+        assert_eq!(reply.status, 404);
+        let v: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
+        assert_eq!(v["type"] == "error", anthropic, "{v}");
+        let outcome = ex.finish(|| unreachable!("a local reply's status is known"), &shared);
+        assert_eq!(outcome.status, 404);
+        assert!(outcome.counts.gateway_error);
+        assert!(outcome.observations.is_empty());
+    }
+}
+
+#[test]
+fn an_anthropic_client_of_a_failover_attempt_gets_anthropic_errors() {
+    let shared = Memory::at(1_000);
+    let mut ex = Exchange::new(Some(index()));
+    let body = br#"{"model":"duo","max_tokens":5,"messages":[{"role":"user","content":"Hi"}]}"#;
+    let (step, out) = send(&mut ex, "/v1/messages", body, &shared);
+    assert_eq!(step, Step::Continue);
+    let plan = ex.plan().expect("several targets: a plan").clone();
+    let cluster = out.header("x-switchyard-cluster").unwrap();
+    assert!(cluster.starts_with(b"failover-2-"));
+    // The attempt at the target the downstream role did not choose is prepared again.
+    let other = if plan.primary == 0 {
+        &b"an/claude-x"[..]
+    } else {
+        &b"oa/gpt-x"[..]
+    };
+    let (mut attempt, step) = FailoverAttempt::start(plan.clone(), other).expect("known target");
+    assert_eq!(step, Step::Pause);
+    let reply = attempt.request_trailers().expect("refused unprepared");
+    assert_eq!(reply.status, 400);
+    let v: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
+    assert_eq!(v["type"], "error");
+    assert_eq!(v["error"]["type"], "invalid_request_error");
+    // Its answer counts towards its target, and the downstream role sees the attempt.
+    let seen = attempt.answered(503);
+    assert!(!seen.is_empty());
+    assert_eq!(plan.attempts().len(), 1);
+}
+
+#[test]
+fn a_failover_attempt_to_another_provider_is_rewritten_for_it() {
+    let shared = Memory::at(1_000);
+    let mut ex = Exchange::new(Some(index()));
+    let body = br#"{"model":"duo","messages":[{"role":"user","content":"Hi"}]}"#;
+    let (_, _) = send(&mut ex, "/v1/chat/completions", body, &shared);
+    let plan = ex.plan().expect("a plan").clone();
+    let (other, provider_auth) = if plan.primary == 0 {
+        (&b"an/claude-x"[..], "x-api-key")
+    } else {
+        (&b"oa/gpt-x"[..], "authorization")
+    };
+    let (mut attempt, _) = FailoverAttempt::start(plan.clone(), other).expect("known target");
+    let mut out = Written::default();
+    let current = || request("/v1/chat/completions", &[("x-api-key", b"stale")]);
+    let step = attempt
+        .request_body(true, current, &Cooldowns::default(), &shared, &mut out)
+        .expect("prepared");
+    assert_eq!(step, Step::Continue);
+    assert!(out.header(provider_auth).is_some());
+    assert!(out.body.is_some());
+    // The downstream role takes the switched attempt's target when the answer comes.
+    let head =
+        HeaderBlock::from_pairs(&[(":status", b"200"), ("content-type", b"application/json")]);
+    ex.response_headers(&head, || Some(b"via_upstream".to_vec()), &shared);
+    let outcome = ex.finish(|| 200, &shared);
+    let record: serde_json::Value =
+        serde_json::from_str(outcome.record.as_deref().unwrap()).unwrap();
+    assert_ne!(
+        record["provider"],
+        if plan.primary == 0 { "oa" } else { "an" }
+    );
+}
