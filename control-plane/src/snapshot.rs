@@ -17,6 +17,7 @@ pub const RECORDS_PATH: &str = "/switchyard.v1/records";
 pub const RECORDS_AUTHORITY: &str = "switchyard-control-plane";
 use crate::domain::{self, ProviderKind, Upstream};
 use crate::health::Figures;
+use crate::names::{cluster_name, failover_prefix, XDS_CLUSTER};
 use crate::store::{
     glob_matches, AliasRow, ApiKeyRow, ModelRow, ProviderKeyRow, ProviderModelRow, ProviderRow,
     Store, StoreError,
@@ -71,12 +72,6 @@ pub struct GatewayState {
     pub vetted: bool,
 }
 
-/// Name prefix of failover clusters allowing `attempts` attempts; the route that retries
-/// matches it.
-pub fn failover_prefix(attempts: usize) -> String {
-    format!("failover-{attempts}-")
-}
-
 /// `s` as a cluster-name part: letters, digits, `.`, `_`, `-` kept, anything else `_`; a
 /// short hash of `s` follows when that changed it (or cut it), so names stay distinct.
 fn slug(s: &str) -> String {
@@ -96,10 +91,6 @@ fn slug(s: &str) -> String {
         out.push_str(&content_version(s.as_bytes())[..6]);
     }
     out
-}
-
-pub fn cluster_name(provider: &str) -> String {
-    format!("provider-{provider}")
 }
 
 /// Reads the store and computes the state (provider keys decrypted here, in memory only).
@@ -565,7 +556,7 @@ pub fn compute(
         models: model_routes.into_values().collect(),
         balance: BalanceWeights::default(),
         records: Some(RecordSink {
-            cluster: crate::xds::build::XDS_CLUSTER.into(),
+            cluster: XDS_CLUSTER.into(),
             authority: RECORDS_AUTHORITY.into(),
             path: RECORDS_PATH.into(),
         }),
