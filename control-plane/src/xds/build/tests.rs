@@ -55,16 +55,11 @@ fn building_twice_gives_the_same_bytes() {
         access: crate::store::ProviderAccess::public(),
     };
     let make = || {
-        crate::snapshot::compute(
-            std::slice::from_ref(&provider),
-            &[],
-            &[],
-            &[],
-            1024,
-            &crate::health::Figures::default(),
-            &crate::snapshot::Pins::new(),
-            &crate::snapshot::Catalog::default(),
-        )
+        crate::snapshot::compute(&crate::snapshot::Input {
+            providers: vec![provider.clone()],
+            max_body_bytes: 1024,
+            ..Default::default()
+        })
     };
     let state = make();
     assert!(state.filter.providers[0].prices.len() >= 3, "priced models");
