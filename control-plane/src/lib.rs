@@ -13,6 +13,7 @@ pub mod gcp;
 pub mod health;
 pub mod limits;
 pub mod metrics;
+pub mod names;
 pub mod pki;
 pub mod probe;
 pub mod redis_link;

@@ -180,16 +180,14 @@ async fn strategies_choose_from_known_figures(s: Store) {
         .into_iter()
         .map(|k| (k, "secret".to_string()))
         .collect();
-    let state = crate::snapshot::compute(
-        &s.list_providers().await.unwrap(),
-        &keys,
-        &s.list_models().await.unwrap(),
-        &[],
-        1024,
-        &figures,
-        &crate::snapshot::Pins::new(),
-        &crate::snapshot::Catalog::default(),
-    );
+    let state = crate::snapshot::compute(&crate::snapshot::Input {
+        providers: s.list_providers().await.unwrap(),
+        keys,
+        models: s.list_models().await.unwrap(),
+        max_body_bytes: 1024,
+        figures,
+        ..Default::default()
+    });
     let index = Index::new(state.filter).unwrap();
     let chosen = |model: &str| -> HashMap<String, usize> {
         let entry = index.targets(model).unwrap();

@@ -10,6 +10,7 @@ use envoy_types::pb::google::protobuf::Any;
 use serde::Serialize;
 use tokio::sync::watch;
 
+use super::bounds::MAX_NODES;
 use super::build::{self, Resources};
 use crate::snapshot::content_version;
 
@@ -100,11 +101,6 @@ pub struct Nack {
     pub version: String,
     pub message: String,
 }
-
-/// Nodes remembered at most (node ids are chosen by peers): beyond it a disconnected node is
-/// forgotten for a new one, and a new node is not recorded when all are connected (the ADS
-/// server admits fewer streams than this).
-const MAX_NODES: usize = 2 * super::server::MAX_STREAMS;
 
 #[derive(Debug)]
 pub struct SnapshotCache {

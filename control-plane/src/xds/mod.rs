@@ -1,6 +1,8 @@
 //! xDS: Envoy's configuration built from the domain (`build`), versioned snapshots (`cache`) and
-//! the ADS gRPC server (`server`) on the internal port (`listen`: mutual TLS or a Unix socket).
+//! the ADS gRPC server (`server`), both sized by `bounds`, on the internal port (`listen`: mutual
+//! TLS or a Unix socket).
 
+pub mod bounds;
 pub mod build;
 pub mod cache;
 pub mod listen;

@@ -23,10 +23,9 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
+use super::bounds::MAX_STREAMS;
 use super::cache::{Nack, Snapshot, SnapshotCache};
 
-/// ADS streams open at once (one per Envoy; more are refused).
-pub const MAX_STREAMS: usize = 1024;
 /// Resource types one stream may subscribe to (we serve four).
 const MAX_TYPES: usize = 16;
 /// Resource names in one subscription (Envoy subscribes to clusters and listeners by

@@ -1,0 +1,201 @@
+//! Providers -> what the filter knows of each enabled provider (authority, paths, keys,
+//! headers) and the Envoy cluster reaching its endpoint.
+
+use std::collections::HashMap;
+
+use switchyard_filter::config::{PathStyle, Provider as FilterProvider, ProviderKey, Target};
+
+use super::{Input, ProviderCluster};
+use crate::domain::{self, ProviderKind, ProviderSettings, Upstream};
+use crate::health::Figures;
+use crate::names::cluster_name;
+use crate::store::ProviderRow;
+
+/// The enabled providers whose base URL parses: the filter's view of each, and their clusters
+/// (in the same order).
+pub(super) struct Providers {
+    pub filter: Vec<FilterProvider>,
+    pub clusters: Vec<ProviderCluster>,
+}
+
+pub(super) fn providers(input: &Input) -> Providers {
+    let mut out = Providers {
+        filter: Vec::new(),
+        clusters: Vec::new(),
+    };
+    for p in input.providers.iter().filter(|p| p.enabled) {
+        let upstream = match Upstream::parse(&p.base_url) {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::warn!(provider = %p.name, "provider skipped: {e}");
+                continue;
+            }
+        };
+        out.filter.push(filter_provider(input, p, &upstream));
+        out.clusters.push(provider_cluster(input, p, upstream));
+    }
+    out
+}
+
+/// What the filter knows of a provider: its keys less those the provider refused at its
+/// latest probe (they wait for a probe to pass).
+fn filter_provider(input: &Input, p: &ProviderRow, upstream: &Upstream) -> FilterProvider {
+    let (auth_header, auth_prefix) = domain::auth_header(p.kind);
+    FilterProvider {
+        name: p.name.clone(),
+        kind: p.kind,
+        cluster: cluster_name(&p.name),
+        authority: upstream.authority(),
+        path_prefix: path_prefix(p.kind, &p.settings, &upstream.path_prefix),
+        auth_header: auth_header.into(),
+        auth_prefix: auth_prefix.into(),
+        keys: input
+            .keys
+            .iter()
+            .filter(|(k, _)| k.provider_id == p.id)
+            .filter(|(k, _)| !input.figures.probes.refused_keys.contains(&k.id))
+            .map(|(k, secret)| ProviderKey {
+                id: k.id.clone(),
+                secret: secret.clone(),
+                weight: k.weight,
+                qps: k.qps,
+            })
+            .collect(),
+        headers: domain::required_headers(p.kind),
+        path_style: path_style(p.kind, &p.settings),
+        query: query(p.kind, &p.settings),
+        region: p.settings.region.clone().unwrap_or_default(),
+        quirks: domain::quirks(p.kind, &p.settings),
+        prices: HashMap::new(),
+    }
+}
+
+/// The provider's cluster; with several keys its endpoint names the provider, so that a failed
+/// key is retried on another.
+fn provider_cluster(input: &Input, p: &ProviderRow, upstream: Upstream) -> ProviderCluster {
+    let several_keys = input
+        .keys
+        .iter()
+        .filter(|(k, _)| k.provider_id == p.id)
+        .count()
+        > 1;
+    ProviderCluster {
+        name: cluster_name(&p.name),
+        upstream,
+        target: several_keys.then(|| p.name.clone()),
+        proxies: p
+            .settings
+            .proxies
+            .iter()
+            .filter_map(|a| a.parse().ok())
+            .collect(),
+        pinned: input.pins.get(&p.name).cloned().unwrap_or_default(),
+    }
+}
+
+/// Vertex paths name the project and location; models sit below.
+fn path_prefix(kind: ProviderKind, settings: &ProviderSettings, base: &str) -> String {
+    match (&settings.project, &settings.location) {
+        (Some(project), Some(location)) if kind == ProviderKind::Vertex => {
+            format!("{base}/v1/projects/{project}/locations/{location}")
+        }
+        _ => base.to_owned(),
+    }
+}
+
+/// Azure deployment URLs carry the model and an `api-version`; its v1 API has neither.
+fn path_style(kind: ProviderKind, settings: &ProviderSettings) -> PathStyle {
+    match (kind, &settings.api_version) {
+        (ProviderKind::AzureOpenai, Some(_)) => PathStyle::AzureDeployment,
+        _ => PathStyle::Openai,
+    }
+}
+
+/// The query string of every request path (Azure's `api-version`).
+fn query(kind: ProviderKind, settings: &ProviderSettings) -> String {
+    match (kind, &settings.api_version) {
+        (ProviderKind::AzureOpenai, Some(v)) => format!("api-version={v}"),
+        _ => String::new(),
+    }
+}
+
+/// Each served (provider, model) with its price, for every request's cost.
+pub(super) fn price_served<'a>(
+    providers: &mut [FilterProvider],
+    targets: impl Iterator<Item = &'a Target>,
+    figures: &Figures,
+) {
+    let position: HashMap<String, usize> = providers
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (p.name.clone(), i))
+        .collect();
+    for t in targets {
+        if let Some(p) = position.get(&t.provider).map(|&i| &mut providers[i]) {
+            if !p.prices.contains_key(&t.model) {
+                if let Some(price) = figures.price(&t.provider, &t.model) {
+                    p.prices.insert(t.model.clone(), price);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_and_queries_follow_the_kind_and_its_settings() {
+        let settings =
+            |project: Option<&str>, location: Option<&str>, api: Option<&str>| ProviderSettings {
+                project: project.map(String::from),
+                location: location.map(String::from),
+                api_version: api.map(String::from),
+                ..Default::default()
+            };
+        // (kind, settings, path prefix, path style, query)
+        let cases = [
+            (
+                ProviderKind::Vertex,
+                settings(Some("p"), Some("global"), None),
+                "/base/v1/projects/p/locations/global",
+                PathStyle::Openai,
+                "",
+            ),
+            (
+                ProviderKind::Vertex,
+                settings(Some("p"), None, None),
+                "/base",
+                PathStyle::Openai,
+                "",
+            ),
+            (
+                ProviderKind::Openai,
+                settings(Some("p"), Some("global"), Some("2024-10-21")),
+                "/base",
+                PathStyle::Openai,
+                "",
+            ),
+            (
+                ProviderKind::AzureOpenai,
+                settings(None, None, Some("2024-10-21")),
+                "/base",
+                PathStyle::AzureDeployment,
+                "api-version=2024-10-21",
+            ),
+            (
+                ProviderKind::AzureOpenai,
+                settings(None, None, None),
+                "/base",
+                PathStyle::Openai,
+                "",
+            ),
+        ];
+        for (kind, settings, prefix, style, q) in cases {
+            assert_eq!(path_prefix(kind, &settings, "/base"), prefix, "{kind:?}");
+            assert_eq!(path_style(kind, &settings), style, "{kind:?}");
+            assert_eq!(query(kind, &settings), q, "{kind:?}");
+        }
+    }
+}
