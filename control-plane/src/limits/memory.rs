@@ -2,13 +2,81 @@
 //! restart. Sums saturate and never go below zero; maps keyed by request ids are capped.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::{Mutex, MutexGuard};
 
-use super::{Ask, End, Verdict, WindowState, CHARGE_TTL_SECS, MAX_HOLDS_PER_USER, WINDOW_SECS};
+use futures::future::{ready, BoxFuture};
+
+use super::counters::{Ask, Counters, End, Verdict, WindowState};
+use super::{LimitsError, Result, CHARGE_TTL_SECS, MAX_HOLDS_PER_USER, WINDOW_SECS};
 
 /// Requests remembered as settled before their end was reported, at most (the oldest go
 /// first: its end, if it ever comes, then holds its cost until that expires).
 const MAX_SETTLED: usize = 100_000;
 
+/// The counters in this process's memory.
+#[derive(Default)]
+pub struct MemoryCounters(Mutex<Memory>);
+
+impl MemoryCounters {
+    /// The counters, locked for one step.
+    pub(super) fn lock(&self) -> Result<MutexGuard<'_, Memory>> {
+        self.0.lock().map_err(|_| LimitsError::Poisoned)
+    }
+
+    /// Runs one step on the counters, at once.
+    fn step<'a, T: Send + 'a>(&self, f: impl FnOnce(&mut Memory) -> T) -> BoxFuture<'a, Result<T>> {
+        Box::pin(ready(self.lock().map(|mut m| f(&mut m))))
+    }
+}
+
+impl Counters for MemoryCounters {
+    fn prefix(&self) -> &str {
+        ""
+    }
+
+    fn admit<'a>(&'a self, ask: &'a Ask<'_>) -> BoxFuture<'a, Result<Verdict>> {
+        self.step(|m| m.admit(ask))
+    }
+
+    fn ended<'a>(&'a self, end: &'a End<'_>) -> BoxFuture<'a, Result<()>> {
+        self.step(|m| m.ended(end))
+    }
+
+    fn settle<'a>(
+        &'a self,
+        settled: &'a [(&'a str, &'a str)],
+        now: i64,
+    ) -> BoxFuture<'a, Result<()>> {
+        self.step(|m| {
+            for (request, user) in settled {
+                m.settle(request, user, now);
+            }
+        })
+    }
+
+    fn set_balances<'a>(&'a self, balances: &'a [(String, i64)]) -> BoxFuture<'a, Result<()>> {
+        self.step(|m| {
+            for (user, b) in balances {
+                m.set_balance(user, *b);
+            }
+        })
+    }
+
+    fn add_totals<'a>(
+        &'a self,
+        totals: &'a [(String, i64)],
+        delta: i64,
+        now: i64,
+    ) -> BoxFuture<'a, Result<()>> {
+        self.step(|m| m.add_totals(totals, delta, now))
+    }
+
+    fn reachable(&self) -> BoxFuture<'_, bool> {
+        Box::pin(ready(true))
+    }
+}
+
+/// The counters' state.
 #[derive(Default)]
 pub struct Memory {
     /// Per window: (second, count), oldest first.
@@ -82,7 +150,7 @@ impl Account {
 }
 
 impl Memory {
-    pub(super) fn admit(&mut self, ask: &Ask<'_>) -> Verdict {
+    fn admit(&mut self, ask: &Ask<'_>) -> Verdict {
         let now = ask.now;
         self.sweep(now);
         if let Some(credit) = &ask.credit {
@@ -156,7 +224,7 @@ impl Memory {
         }
     }
 
-    pub(super) fn ended(&mut self, end: &End<'_>) {
+    fn ended(&mut self, end: &End<'_>) {
         let now = end.now;
         self.sweep(now);
         for w in &end.windows {
@@ -184,7 +252,7 @@ impl Memory {
 
     /// A request's cost reached the ledger: what it held goes; if its end has not been
     /// reported yet, that end is remembered to hold nothing.
-    pub(super) fn settle(&mut self, request: &str, user: &str, now: i64) {
+    fn settle(&mut self, request: &str, user: &str, now: i64) {
         let hold = self.accounts.get_mut(user).and_then(|a| a.release(request));
         if hold.is_some_and(|h| h.ended) {
             return;
@@ -195,11 +263,11 @@ impl Memory {
         self.forget_settled(now);
     }
 
-    pub(super) fn set_balance(&mut self, user: &str, balance: i64) {
+    fn set_balance(&mut self, user: &str, balance: i64) {
         self.accounts.entry(user.to_owned()).or_default().balance = Some(balance);
     }
 
-    pub(super) fn add_totals(&mut self, totals: &[(String, i64)], delta: i64, now: i64) {
+    fn add_totals(&mut self, totals: &[(String, i64)], delta: i64, now: i64) {
         if delta <= 0 {
             return;
         }

@@ -28,17 +28,23 @@
 //! Redis key a TTL.
 
 mod calendar;
+mod counters;
 mod memory;
+mod policy;
 mod redis;
 mod service;
+mod table;
 
-use std::collections::HashMap;
 use std::sync::RwLock;
 
-use calendar::calendar;
 pub use calendar::{date, period_starts};
+pub use counters::{Ask, Cap, Counters, Credit, End, Settle, Verdict, Window, WindowState};
+pub use memory::MemoryCounters;
+pub use policy::{Admission, Refusal};
+pub use redis::RedisCounters;
 pub use service::Service;
 use switchyard_filter::reserve::Admit;
+pub use table::{KeyLimits, Table, UserLimits};
 
 use crate::store::{Store, StoreError};
 
@@ -57,69 +63,12 @@ pub const MAX_TOKENS: i64 = 1_000_000_000;
 /// ledger). Admission refuses more; a reported end beyond it drops the hold expiring first.
 pub const MAX_HOLDS_PER_USER: usize = 10_000;
 
-/// One key's limits and owner.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct KeyLimits {
-    pub user: String,
-    pub rpm: Option<i64>,
-    pub tpm: Option<i64>,
-    pub daily_micros: Option<i64>,
-    pub monthly_micros: Option<i64>,
-}
-
-/// One user's limits, over all of its keys.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct UserLimits {
-    pub rpm: Option<i64>,
-    pub tpm: Option<i64>,
-    /// Spend caps, micro-USD per UTC day and month.
-    pub daily_micros: Option<i64>,
-    pub monthly_micros: Option<i64>,
-    /// The user has a credit account: requests need a positive spendable balance.
-    pub metered: bool,
-}
-
-/// Everything the service enforces, loaded from the store.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Table {
-    pub keys: HashMap<String, KeyLimits>,
-    pub users: HashMap<String, UserLimits>,
-}
-
-impl Table {
-    /// Whether requests with this key need asking.
-    pub fn limited(&self, key: &str) -> bool {
-        self.keys.get(key).is_some_and(|k| {
-            k.rpm.is_some()
-                || k.tpm.is_some()
-                || k.daily_micros.is_some()
-                || k.monthly_micros.is_some()
-                || self.users.get(&k.user).is_some_and(|u| {
-                    u.rpm.is_some()
-                        || u.tpm.is_some()
-                        || u.daily_micros.is_some()
-                        || u.monthly_micros.is_some()
-                        || u.metered
-                })
-        })
-    }
-}
-
-/// A sliding window's state after a request: used, and seconds until the oldest use leaves it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct WindowState {
-    pub used: i64,
-    pub reset_secs: i64,
-}
-
 /// Why the service could not answer.
 #[derive(Debug, thiserror::Error)]
 pub enum LimitsError {
+    /// Redis failed, or is unreachable (see [`crate::redis_link::RedisLink`]).
     #[error("Redis: {0}")]
     Redis(#[from] ::redis::RedisError),
-    /// Redis did not answer lately; the next try waits a moment (see [`redis::Link`]).
-    #[error("Redis is unreachable")]
-    Down,
     #[error("store: {0}")]
     Store(#[from] StoreError),
     /// A peer's report with a figure out of bounds (forged or broken): refused, counted nowhere.
@@ -131,202 +80,9 @@ pub enum LimitsError {
 
 type Result<T> = std::result::Result<T, LimitsError>;
 
-/// A metered user's part of an admission: the reservation to hold if admitted.
-#[derive(Debug)]
-pub(super) struct Credit<'a> {
-    user: &'a str,
-    /// Empty: nothing to hold (an older filter's descriptor).
-    request: &'a str,
-    reserve: i64,
-    /// When the hold stops counting if no end comes.
-    expires: i64,
-}
-
-/// A spend cap: refused once its total reached it.
-#[derive(Debug)]
-pub(super) struct Cap {
-    total: String,
-    cap: i64,
-    /// Seconds until the period ends.
-    left: i64,
-    period: &'static str,
-    /// The owner's cap (else the key's).
-    user: bool,
-}
-
-/// A per-minute window: `hits` counted if admitted (0: only checked).
-#[derive(Debug)]
-pub(super) struct Window {
-    counter: String,
-    limit: i64,
-    hits: i64,
-    /// Requests (else tokens).
-    requests: bool,
-}
-
-/// One admission as the counters see it: checked in this order, counted only if all allow.
-#[derive(Debug)]
-pub(super) struct Ask<'a> {
-    now: i64,
-    credit: Option<Credit<'a>>,
-    caps: Vec<Cap>,
-    windows: Vec<Window>,
-}
-
-/// What the counters found.
-#[derive(Debug, PartialEq, Eq)]
-pub(super) enum Verdict {
-    /// The user's balance is not in the counters (Redis emptied): read it, then ask again.
-    NoBalance,
-    NoCredits,
-    /// The user has [`MAX_HOLDS_PER_USER`] requests held already.
-    TooManyHolds,
-    /// The cap at this position in [`Ask::caps`] is reached.
-    OverCap(usize),
-    /// The windows after the request (counted only if `ok`).
-    Windows {
-        ok: bool,
-        states: Vec<WindowState>,
-    },
-}
-
-/// A metered user's request ended: its hold becomes its cost (or goes, at no cost).
-#[derive(Debug)]
-pub(super) struct Settle<'a> {
-    user: &'a str,
-    request: &'a str,
-}
-
-/// A request's end as the counters see it.
-#[derive(Debug)]
-pub(super) struct End<'a> {
-    now: i64,
-    /// Token windows to add `tokens` to.
-    windows: Vec<String>,
-    tokens: i64,
-    /// Spend totals to add `cost` to, with their time to live.
-    totals: Vec<(String, i64)>,
-    cost: i64,
-    hold: Option<Settle<'a>>,
-}
-
-/// Where the counters live: two implementations of the same operations.
-pub enum Counters {
-    Memory(Box<std::sync::Mutex<memory::Memory>>),
-    Redis(Box<redis::RedisCounters>),
-}
-
-impl Counters {
-    /// A counter's name (under the prefix in Redis).
-    fn name(&self, parts: &[&str]) -> String {
-        let prefix = match self {
-            Counters::Memory(_) => "",
-            Counters::Redis(r) => r.prefix(),
-        };
-        let mut k = String::from(prefix);
-        for p in parts {
-            k.push(':');
-            k.push_str(p);
-        }
-        k
-    }
-
-    fn memory(
-        m: &std::sync::Mutex<memory::Memory>,
-    ) -> Result<std::sync::MutexGuard<'_, memory::Memory>> {
-        m.lock().map_err(|_| LimitsError::Poisoned)
-    }
-
-    async fn admit(&self, ask: &Ask<'_>) -> Result<Verdict> {
-        match self {
-            Counters::Memory(m) => Ok(Self::memory(m)?.admit(ask)),
-            Counters::Redis(r) => r.admit(ask).await,
-        }
-    }
-
-    async fn ended(&self, end: &End<'_>) -> Result<()> {
-        match self {
-            Counters::Memory(m) => {
-                Self::memory(m)?.ended(end);
-                Ok(())
-            }
-            Counters::Redis(r) => r.ended(end).await,
-        }
-    }
-
-    /// Requests whose cost reached the ledger: (request id, user).
-    async fn settle(&self, settled: &[(&str, &str)], now: i64) -> Result<()> {
-        match self {
-            Counters::Memory(m) => {
-                let mut m = Self::memory(m)?;
-                for (request, user) in settled {
-                    m.settle(request, user, now);
-                }
-                Ok(())
-            }
-            Counters::Redis(r) => r.settle(settled).await,
-        }
-    }
-
-    async fn set_balances(&self, balances: &[(String, i64)]) -> Result<()> {
-        match self {
-            Counters::Memory(m) => {
-                let mut m = Self::memory(m)?;
-                for (user, b) in balances {
-                    m.set_balance(user, *b);
-                }
-                Ok(())
-            }
-            Counters::Redis(r) => r.set_balances(balances).await,
-        }
-    }
-
-    /// Adds `delta` to each total, which lives `ttl` seconds from `now`: (name, ttl).
-    async fn add_totals(&self, totals: &[(String, i64)], delta: i64, now: i64) -> Result<()> {
-        match self {
-            Counters::Memory(m) => {
-                Self::memory(m)?.add_totals(totals, delta, now);
-                Ok(())
-            }
-            Counters::Redis(r) => r.add_totals(totals, delta).await,
-        }
-    }
-}
-
-/// Why a request was refused.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Refusal {
-    /// Error code (also the reason header the filter reads).
-    pub code: &'static str,
-    pub message: String,
-    pub retry_after: Option<i64>,
-}
-
-/// What admission found: a refusal, or the windows for the `x-ratelimit-*` headers.
-#[derive(Debug, Default)]
-pub struct Admission {
-    pub refusal: Option<Refusal>,
-    /// (limit, state) of the tightest request and token windows.
-    pub requests: Option<(i64, WindowState)>,
-    pub tokens: Option<(i64, WindowState)>,
-}
-
-impl Admission {
-    fn refused(code: &'static str, message: String, retry_after: Option<i64>) -> Admission {
-        Admission {
-            refusal: Some(Refusal {
-                code,
-                message,
-                retry_after,
-            }),
-            ..Admission::default()
-        }
-    }
-}
-
 /// The limits service.
 pub struct Limits {
-    counters: Counters,
+    counters: Box<dyn Counters>,
     table: RwLock<Table>,
     /// Where a balance the counters do not know (Redis emptied) is read from.
     store: Option<Store>,
@@ -336,12 +92,12 @@ pub struct Limits {
 
 impl Limits {
     pub fn in_memory() -> Limits {
-        Limits::new(Counters::Memory(Box::default()))
+        Limits::new(MemoryCounters::default())
     }
 
-    pub fn new(counters: Counters) -> Limits {
+    pub fn new(counters: impl Counters + 'static) -> Limits {
         Limits {
-            counters,
+            counters: Box::new(counters),
             table: RwLock::default(),
             store: None,
             reserve_ttl: 600 + RESERVE_MARGIN_SECS,
@@ -351,19 +107,15 @@ impl Limits {
     /// Limits in Redis at `url` (keys under `prefix`), or in memory without one. Redis is not
     /// needed now: its connection is made on first use and again whenever it was lost.
     pub fn connect(redis_url: Option<&str>, prefix: &str) -> Result<Limits> {
-        let counters = match redis_url {
-            None => Counters::Memory(Box::default()),
-            Some(url) => Counters::Redis(Box::new(redis::RedisCounters::new(url, prefix)?)),
-        };
-        Ok(Limits::new(counters))
+        Ok(match redis_url {
+            None => Limits::in_memory(),
+            Some(url) => Limits::new(RedisCounters::new(url, prefix)?),
+        })
     }
 
     /// Whether the counters answer now (Redis reachable; memory always).
     pub async fn reachable(&self) -> bool {
-        match &self.counters {
-            Counters::Memory(_) => true,
-            Counters::Redis(r) => r.ping().await.is_ok(),
-        }
+        self.counters.reachable().await
     }
 
     /// Reads balances the counters lack from `store`.
@@ -411,101 +163,7 @@ impl Limits {
     /// A key's limits and its owner's (`None`: a key without any).
     fn lookup(&self, key: &str) -> Result<Option<(KeyLimits, UserLimits)>> {
         let table = self.table.read().map_err(|_| LimitsError::Poisoned)?;
-        Ok(table.keys.get(key).map(|k| {
-            let user = table.users.get(&k.user).cloned().unwrap_or_default();
-            (k.clone(), user)
-        }))
-    }
-
-    /// What admitting a request of `key` checks and counts.
-    fn ask<'a>(
-        &self,
-        admit: &Admit<'a>,
-        limits: &'a KeyLimits,
-        user: &UserLimits,
-        now: i64,
-    ) -> Ask<'a> {
-        let c = &self.counters;
-        let key = admit.key;
-        let credit = user.metered.then(|| Credit {
-            user: &limits.user,
-            request: admit.request,
-            reserve: i64::try_from(admit.reserve)
-                .unwrap_or(MAX_CHARGE_MICROS)
-                .min(MAX_CHARGE_MICROS),
-            expires: now.saturating_add(self.reserve_ttl),
-        });
-        let (day, day_left, month, month_left) = calendar(now);
-        let mut caps = Vec::new();
-        for (cap, total, left, period, of_user) in [
-            (
-                limits.daily_micros,
-                ["spend", key, day.as_str()],
-                day_left,
-                "day",
-                false,
-            ),
-            (
-                limits.monthly_micros,
-                ["spend", key, month.as_str()],
-                month_left,
-                "month",
-                false,
-            ),
-            (
-                user.daily_micros,
-                ["spend-user", limits.user.as_str(), day.as_str()],
-                day_left,
-                "day",
-                true,
-            ),
-            (
-                user.monthly_micros,
-                ["spend-user", limits.user.as_str(), month.as_str()],
-                month_left,
-                "month",
-                true,
-            ),
-        ] {
-            if let Some(cap) = cap {
-                caps.push(Cap {
-                    total: c.name(&total),
-                    cap,
-                    left,
-                    period,
-                    user: of_user,
-                });
-            }
-        }
-        // Requests counted now, tokens only checked.
-        let mut windows = Vec::new();
-        for (who, id, rpm, tpm) in [
-            ("key", key, limits.rpm, limits.tpm),
-            ("user", limits.user.as_str(), user.rpm, user.tpm),
-        ] {
-            if let Some(rpm) = rpm {
-                windows.push(Window {
-                    counter: c.name(&["rpm", who, id]),
-                    limit: rpm,
-                    hits: 1,
-                    requests: true,
-                });
-            }
-            if let Some(tpm) = tpm {
-                windows.push(Window {
-                    counter: c.name(&["tpm", who, id]),
-                    limit: tpm,
-                    hits: 0,
-                    requests: false,
-                });
-            }
-        }
-        Ask {
-            now,
-            credit,
-            caps,
-            windows,
-        }
+        Ok(table.lookup(key))
     }
 
     /// Whether a request may go now; counts it, and holds its reservation, if so.
@@ -513,7 +171,14 @@ impl Limits {
         let Some((limits, user)) = self.lookup(admit.key)? else {
             return Ok(Admission::default());
         };
-        let ask = self.ask(admit, &limits, &user, now);
+        let ask = policy::ask(
+            &*self.counters,
+            admit,
+            &limits,
+            &user,
+            now,
+            self.reserve_ttl,
+        );
         let mut verdict = self.counters.admit(&ask).await?;
         if verdict == Verdict::NoBalance {
             self.load_balance(&limits.user).await?;
@@ -522,7 +187,7 @@ impl Limits {
                 verdict = Verdict::NoCredits;
             }
         }
-        Ok(admission(&ask, verdict))
+        Ok(policy::admission(&ask, verdict))
     }
 
     /// Reads a user's balance from the store into the counters (none: 0).
@@ -559,58 +224,11 @@ impl Limits {
         let Some((limits, user)) = self.lookup(key)? else {
             return Ok(());
         };
-        let c = &self.counters;
-        let mut windows = Vec::new();
-        if tokens > 0 {
-            if limits.tpm.is_some() {
-                windows.push(c.name(&["tpm", "key", key]));
-            }
-            if user.tpm.is_some() {
-                windows.push(c.name(&["tpm", "user", &limits.user]));
-            }
+        let counters = &*self.counters;
+        match policy::end(counters, key, request, &limits, &user, tokens, cost, now) {
+            Some(end) => counters.ended(&end).await,
+            None => Ok(()),
         }
-        let mut totals = Vec::new();
-        if cost > 0 {
-            let (day, day_left, month, month_left) = calendar(now);
-            for (cap, total, ttl) in [
-                (limits.daily_micros, ["spend", key, day.as_str()], day_left),
-                (
-                    limits.monthly_micros,
-                    ["spend", key, month.as_str()],
-                    month_left,
-                ),
-                (
-                    user.daily_micros,
-                    ["spend-user", limits.user.as_str(), day.as_str()],
-                    day_left,
-                ),
-                (
-                    user.monthly_micros,
-                    ["spend-user", limits.user.as_str(), month.as_str()],
-                    month_left,
-                ),
-            ] {
-                if cap.is_some() {
-                    totals.push((c.name(&total), ttl + 3_600));
-                }
-            }
-        }
-        let hold = (user.metered && !request.is_empty()).then_some(Settle {
-            user: &limits.user,
-            request,
-        });
-        if windows.is_empty() && totals.is_empty() && hold.is_none() {
-            return Ok(());
-        }
-        c.ended(&End {
-            now,
-            windows,
-            tokens,
-            totals,
-            cost,
-            hold,
-        })
-        .await
     }
 
     /// Spend so far today and this month of each key and user with a cap, from the request log
@@ -621,97 +239,17 @@ impl Limits {
         users: &[(String, i64, i64)],
         now: i64,
     ) -> Result<()> {
-        let (day, day_left, month, month_left) = calendar(now);
-        let c = &self.counters;
+        let counters = &*self.counters;
         for (kind, spend) in [("spend", keys), ("spend-user", users)] {
             for (who, today, this_month) in spend {
-                for (amount, period, left) in
-                    [(*today, &day, day_left), (*this_month, &month, month_left)]
+                for (total, ttl, amount) in
+                    policy::restored_totals(counters, kind, who, *today, *this_month, now)
                 {
-                    if amount > 0 {
-                        let total = c.name(&[kind, who, period]);
-                        c.add_totals(&[(total, left + 3_600)], amount.min(MAX_CHARGE_MICROS), now)
-                            .await?;
-                    }
+                    counters.add_totals(&[(total, ttl)], amount, now).await?;
                 }
             }
         }
         Ok(())
-    }
-}
-
-/// The answer to an admission from what the counters found.
-fn admission(ask: &Ask<'_>, verdict: Verdict) -> Admission {
-    match verdict {
-        Verdict::NoBalance | Verdict::NoCredits => Admission::refused(
-            "insufficient_credits",
-            "The credit balance of this key's owner is used up; add credits to continue.".into(),
-            None,
-        ),
-        Verdict::TooManyHolds => Admission::refused(
-            "rate_limit_exceeded",
-            "Too many requests of this key's owner are in flight.".into(),
-            Some(1),
-        ),
-        Verdict::OverCap(i) => {
-            let Some(cap) = ask.caps.get(i) else {
-                return Admission::refused("budget_exceeded", "Budget spent.".into(), None);
-            };
-            let whose = if cap.user {
-                "This key's owner"
-            } else {
-                "This key"
-            };
-            Admission::refused(
-                "budget_exceeded",
-                format!(
-                    "{whose} has spent its budget for the {} ({} USD).",
-                    cap.period,
-                    crate::domain::micros_to_usd(cap.cap)
-                ),
-                Some(cap.left),
-            )
-        }
-        Verdict::Windows { ok, states } => {
-            let mut admission = Admission::default();
-            // The tightest window of each kind: the one with the least left.
-            for (w, state) in ask.windows.iter().zip(&states) {
-                let slot = if w.requests {
-                    &mut admission.requests
-                } else {
-                    &mut admission.tokens
-                };
-                let left = w.limit.saturating_sub(state.used);
-                if slot.is_none_or(|(l, s)| l.saturating_sub(s.used) > left) {
-                    *slot = Some((w.limit, *state));
-                }
-            }
-            if !ok {
-                // The first window that is full says why.
-                let full = ask.windows.iter().zip(&states).find(|(w, state)| {
-                    if w.hits > 0 {
-                        state.used.saturating_add(w.hits) > w.limit
-                    } else {
-                        state.used >= w.limit
-                    }
-                });
-                let (requests, reset) = full.map_or((true, 1), |(w, s)| (w.requests, s.reset_secs));
-                admission.refusal = Some(if requests {
-                    Refusal {
-                        code: "rate_limit_exceeded",
-                        message: "Too many requests per minute for this key.".into(),
-                        retry_after: Some(reset.max(1)),
-                    }
-                } else {
-                    Refusal {
-                        code: "tokens_per_minute_exceeded",
-                        message: "Too many tokens per minute for this key.".into(),
-                        retry_after: Some(reset.max(1)),
-                    }
-                });
-            }
-            admission
-        }
     }
 }
 

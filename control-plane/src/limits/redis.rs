@@ -4,23 +4,15 @@
 //! on first use and again after a failure, with short timeouts, so a dead or hanging Redis
 //! makes the service answer an error at once (Envoy then lets the request through).
 
-use std::sync::{LazyLock, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::LazyLock;
 
-use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, Script};
+use futures::future::BoxFuture;
+use redis::Script;
 
-use super::{
-    Ask, End, LimitsError, Result, Verdict, WindowState, CHARGE_TTL_SECS, MAX_HOLDS_PER_USER,
-    WINDOW_SECS,
-};
+use super::counters::{Ask, Counters, End, Verdict, WindowState};
+use super::{Result, CHARGE_TTL_SECS, MAX_HOLDS_PER_USER, WINDOW_SECS};
+use crate::redis_link::{RedisLink, Waits};
 
-/// How long connecting may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_millis(200);
-/// How long one command may take: well under Envoy's wait for the service (500 ms by default).
-const RESPONSE_TIMEOUT: Duration = Duration::from_millis(200);
-/// How long after a failure every call fails at once before connecting is tried again.
-const RETRY_AFTER: Duration = Duration::from_secs(1);
 /// How long a user's balance is trusted before it is read from the store again (a change
 /// that could not be written while Redis was away is picked up then).
 const BALANCE_TTL_SECS: i64 = 60;
@@ -28,7 +20,7 @@ const BALANCE_TTL_SECS: i64 = 60;
 const HOLDS_TTL_SECS: i64 = 2 * CHARGE_TTL_SECS;
 /// Expired holds dropped per script run at most (the rest on the next runs).
 const EXPIRE_PER_RUN: i64 = 100;
-/// Ledger reports settled per script run (each run well within [`RESPONSE_TIMEOUT`]).
+/// Ledger reports settled per script run (each run well within [`Waits::RATE_LIMITS`]).
 const SETTLE_PER_RUN: usize = 500;
 
 /// Shared by the scripts: `take(key, n)` lowers a total by `n`, never below zero, keeping its
@@ -193,139 +185,19 @@ return 1
     ))
 });
 
-/// A Redis connection made on first use and again after it failed; while Redis is away every
-/// call fails at once, and connecting is tried again every [`RETRY_AFTER`].
-pub struct Link {
-    client: redis::Client,
-    config: AsyncConnectionConfig,
-    state: Mutex<LinkState>,
-}
-
-enum LinkState {
-    Up(MultiplexedConnection),
-    /// One caller is connecting (since then; a caller that was cancelled leaves this behind,
-    /// so it counts as down once the connection timeout has passed).
-    Connecting(Instant),
-    Down {
-        retry_at: Instant,
-    },
-}
-
-impl Link {
-    pub fn new(url: &str) -> Result<Link> {
-        Ok(Link {
-            client: redis::Client::open(url)?,
-            config: AsyncConnectionConfig::new()
-                .set_connection_timeout(CONNECT_TIMEOUT)
-                .set_response_timeout(RESPONSE_TIMEOUT),
-            state: Mutex::new(LinkState::Down {
-                retry_at: Instant::now(),
-            }),
-        })
-    }
-
-    /// The connection, or [`LimitsError::Down`] at once while Redis is away.
-    pub async fn get(&self) -> Result<MultiplexedConnection> {
-        {
-            let mut state = self.state.lock().map_err(|_| LimitsError::Poisoned)?;
-            let now = Instant::now();
-            let wait = match &*state {
-                LinkState::Up(conn) => return Ok(conn.clone()),
-                LinkState::Connecting(since) => now < *since + CONNECT_TIMEOUT * 2,
-                LinkState::Down { retry_at } => now < *retry_at,
-            };
-            if wait {
-                return Err(LimitsError::Down);
-            }
-            *state = LinkState::Connecting(now);
-        }
-        let connected = tokio::time::timeout(
-            CONNECT_TIMEOUT,
-            self.client
-                .get_multiplexed_async_connection_with_config(&self.config),
-        )
-        .await;
-        let mut state = self.state.lock().map_err(|_| LimitsError::Poisoned)?;
-        match connected {
-            Ok(Ok(conn)) => {
-                tracing::info!("limits: connected to Redis");
-                *state = LinkState::Up(conn.clone());
-                Ok(conn)
-            }
-            Ok(Err(e)) => {
-                tracing::warn!("limits: Redis unreachable ({e}); requests go through unlimited until it is back");
-                *state = LinkState::Down {
-                    retry_at: Instant::now() + RETRY_AFTER,
-                };
-                Err(LimitsError::Down)
-            }
-            Err(_) => {
-                tracing::warn!("limits: Redis did not answer in time; requests go through unlimited until it does");
-                *state = LinkState::Down {
-                    retry_at: Instant::now() + RETRY_AFTER,
-                };
-                Err(LimitsError::Down)
-            }
-        }
-    }
-
-    /// After a command failed: a lost or hanging connection is dropped (the next call after
-    /// [`RETRY_AFTER`] connects again); other errors leave it.
-    pub fn failed(&self, e: &redis::RedisError) {
-        if e.is_unrecoverable_error() || e.is_timeout() || e.is_io_error() {
-            if let Ok(mut state) = self.state.lock() {
-                *state = LinkState::Down {
-                    retry_at: Instant::now() + RETRY_AFTER,
-                };
-            }
-        }
-    }
-
-    /// Runs `call` on the connection, noting a failure.
-    async fn run<T, F, Fut>(&self, call: F) -> Result<T>
-    where
-        F: FnOnce(MultiplexedConnection) -> Fut,
-        Fut: std::future::Future<Output = redis::RedisResult<T>>,
-    {
-        let conn = self.get().await?;
-        call(conn).await.map_err(|e| {
-            self.failed(&e);
-            LimitsError::Redis(e)
-        })
-    }
-}
-
 /// The counters in Redis, keys under a prefix.
 pub struct RedisCounters {
-    link: Link,
+    link: RedisLink,
     prefix: String,
 }
 
 impl RedisCounters {
+    /// Checks the URL only: Redis is connected on first use (see [`RedisLink`]).
     pub fn new(url: &str, prefix: &str) -> Result<RedisCounters> {
         Ok(RedisCounters {
-            link: Link::new(url)?,
+            link: RedisLink::open(url, Waits::RATE_LIMITS, "limits")?,
             prefix: prefix.into(),
         })
-    }
-
-    pub fn prefix(&self) -> &str {
-        &self.prefix
-    }
-
-    fn name(&self, parts: &[&str]) -> String {
-        let mut k = self.prefix.clone();
-        for p in parts {
-            k.push(':');
-            k.push_str(p);
-        }
-        k
-    }
-
-    pub(super) async fn ping(&self) -> Result<()> {
-        self.link
-            .run(|mut c| async move { redis::cmd("PING").query_async::<()>(&mut c).await })
-            .await
     }
 
     /// The keys of a user's credits: balance, held, holds, expiry.
@@ -333,7 +205,7 @@ impl RedisCounters {
         ["balance", "held", "holds", "expiry"].map(|kind| self.name(&[kind, user]))
     }
 
-    pub(super) async fn admit(&self, ask: &Ask<'_>) -> Result<Verdict> {
+    async fn admit(&self, ask: &Ask<'_>) -> Result<Verdict> {
         let mut call = ADMIT.prepare_invoke();
         let user = ask.credit.as_ref().map_or("", |c| c.user);
         for key in self.credit_keys(user) {
@@ -365,10 +237,7 @@ impl RedisCounters {
         for w in &ask.windows {
             call.arg(w.limit).arg(w.hits);
         }
-        let out: Vec<i64> = self
-            .link
-            .run(|mut c| async move { call.invoke_async(&mut c).await })
-            .await?;
+        let out: Vec<i64> = call.invoke_async(&mut self.link.clone()).await?;
         Ok(match out.as_slice() {
             [-1] => Verdict::NoBalance,
             [-2] => Verdict::NoCredits,
@@ -392,7 +261,7 @@ impl RedisCounters {
     }
 
     /// Tokens, spend and the hold of a request's end: one script.
-    pub(super) async fn ended(&self, end: &End<'_>) -> Result<()> {
+    async fn ended(&self, end: &End<'_>) -> Result<()> {
         let mut call = END.prepare_invoke();
         let (user, request) = end.hold.as_ref().map_or(("", ""), |h| (h.user, h.request));
         let [_, held, holds, expiry] = self.credit_keys(user);
@@ -419,14 +288,12 @@ impl RedisCounters {
         for (_, ttl) in &end.totals {
             call.arg(*ttl);
         }
-        self.link
-            .run(|mut c| async move { call.invoke_async::<i64>(&mut c).await })
-            .await
-            .map(drop)
+        call.invoke_async::<i64>(&mut self.link.clone()).await?;
+        Ok(())
     }
 
     /// Many ledger reports at once (one script per [`SETTLE_PER_RUN`]).
-    pub(super) async fn settle(&self, settled: &[(&str, &str)]) -> Result<()> {
+    async fn settle(&self, settled: &[(&str, &str)]) -> Result<()> {
         for chunk in settled.chunks(SETTLE_PER_RUN) {
             let mut call = SETTLE.prepare_invoke();
             call.arg(CHARGE_TTL_SECS);
@@ -438,14 +305,12 @@ impl RedisCounters {
                     .key(expiry)
                     .arg(*request);
             }
-            self.link
-                .run(|mut c| async move { call.invoke_async::<i64>(&mut c).await })
-                .await?;
+            call.invoke_async::<i64>(&mut self.link.clone()).await?;
         }
         Ok(())
     }
 
-    pub(super) async fn set_balances(&self, balances: &[(String, i64)]) -> Result<()> {
+    async fn set_balances(&self, balances: &[(String, i64)]) -> Result<()> {
         if balances.is_empty() {
             return Ok(());
         }
@@ -454,13 +319,12 @@ impl RedisCounters {
             pipe.set_ex(self.name(&["balance", user]), *b, BALANCE_TTL_SECS as u64)
                 .ignore();
         }
-        self.link
-            .run(|mut c| async move { pipe.query_async::<()>(&mut c).await })
-            .await
+        pipe.query_async::<()>(&mut self.link.clone()).await?;
+        Ok(())
     }
 
     /// Adds `delta` to each total, which lives `ttl` seconds: (name, ttl).
-    pub(super) async fn add_totals(&self, totals: &[(String, i64)], delta: i64) -> Result<()> {
+    async fn add_totals(&self, totals: &[(String, i64)], delta: i64) -> Result<()> {
         if totals.is_empty() || delta <= 0 {
             return Ok(());
         }
@@ -468,8 +332,46 @@ impl RedisCounters {
         for (name, ttl) in totals {
             pipe.incr(name, delta).ignore().expire(name, *ttl).ignore();
         }
-        self.link
-            .run(|mut c| async move { pipe.query_async::<()>(&mut c).await })
-            .await
+        pipe.query_async::<()>(&mut self.link.clone()).await?;
+        Ok(())
+    }
+}
+
+impl Counters for RedisCounters {
+    fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    fn admit<'a>(&'a self, ask: &'a Ask<'_>) -> BoxFuture<'a, Result<Verdict>> {
+        Box::pin(RedisCounters::admit(self, ask))
+    }
+
+    fn ended<'a>(&'a self, end: &'a End<'_>) -> BoxFuture<'a, Result<()>> {
+        Box::pin(RedisCounters::ended(self, end))
+    }
+
+    fn settle<'a>(
+        &'a self,
+        settled: &'a [(&'a str, &'a str)],
+        _now: i64,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(RedisCounters::settle(self, settled))
+    }
+
+    fn set_balances<'a>(&'a self, balances: &'a [(String, i64)]) -> BoxFuture<'a, Result<()>> {
+        Box::pin(RedisCounters::set_balances(self, balances))
+    }
+
+    fn add_totals<'a>(
+        &'a self,
+        totals: &'a [(String, i64)],
+        delta: i64,
+        _now: i64,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(RedisCounters::add_totals(self, totals, delta))
+    }
+
+    fn reachable(&self) -> BoxFuture<'_, bool> {
+        Box::pin(self.link.reachable())
     }
 }

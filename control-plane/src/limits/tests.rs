@@ -8,18 +8,28 @@ use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::Code;
 use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_server::RateLimitService;
 use envoy_types::pb::envoy::service::ratelimit::v3::RateLimitRequest;
 
+use std::sync::Arc;
+
 use super::*;
 
+/// What a test may look at inside a backend's counters.
+enum Inside {
+    Memory(Arc<MemoryCounters>),
+    /// The prefix of the counters' keys.
+    Redis(String),
+}
+
 /// Every backend, each with `table`.
-async fn backends(table: Table) -> Vec<(&'static str, Limits)> {
-    let memory = Limits::in_memory();
+async fn backends(table: Table) -> Vec<(&'static str, Limits, Inside)> {
+    let counters = Arc::new(MemoryCounters::default());
+    let memory = Limits::new(counters.clone());
     memory.set_table(table.clone());
-    let mut out = vec![("memory", memory)];
+    let mut out = vec![("memory", memory, Inside::Memory(counters))];
     let prefix = crate::crypto::new_id("sy-limits-test-");
     let redis = Limits::connect(Some("redis://127.0.0.1:6379"), &prefix).expect("a valid URL");
     if redis.reachable().await {
         redis.set_table(table);
-        out.push(("redis", redis));
+        out.push(("redis", redis, Inside::Redis(prefix)));
     } else if std::env::var_os("CI").is_some() {
         panic!("Redis is required in CI");
     } else {
@@ -91,7 +101,7 @@ async fn requests_per_minute_slide() {
         keys: [("k".to_string(), key("u", Some(3), None))].into(),
         ..Table::default()
     };
-    for (name, l) in backends(table).await {
+    for (name, l, _) in backends(table).await {
         for t in 0..3 {
             let a = admit(&l, "k", "", 0, 1_000 + t).await;
             assert!(a.refusal.is_none(), "{name}");
@@ -133,7 +143,7 @@ async fn tokens_count_when_responses_end_and_users_share_their_limits() {
         )]
         .into(),
     };
-    for (name, l) in backends(table).await {
+    for (name, l, _) in backends(table).await {
         assert!(code(&l, "a", "", 0, 10).await.is_none(), "{name}");
         l.ended("a", "r1", 120, 0, 11).await.unwrap();
         assert_eq!(
@@ -155,7 +165,7 @@ async fn tokens_count_when_responses_end_and_users_share_their_limits() {
 
 #[tokio::test]
 async fn credits_count_each_request_once_whichever_report_comes_first() {
-    for (name, l) in backends(metered_table()).await {
+    for (name, l, _) in backends(metered_table()).await {
         assert!(l.table().limited("k"));
         l.balances_changed(&[("u".into(), 100)]).await;
         l.ended("k", "r1", 5, 60, 1).await.unwrap();
@@ -180,7 +190,7 @@ async fn credits_count_each_request_once_whichever_report_comes_first() {
 
 #[tokio::test]
 async fn reservations_hold_credits_until_the_end_replaces_them_with_the_cost() {
-    for (name, l) in backends(metered_table()).await {
+    for (name, l, inside) in backends(metered_table()).await {
         l.balances_changed(&[("u".into(), 100)]).await;
         // Two requests in flight reserve 80 each: the first leaves 20, the second -60.
         assert!(code(&l, "k", "r1", 80, 10).await.is_none(), "{name}");
@@ -220,7 +230,7 @@ async fn reservations_hold_credits_until_the_end_replaces_them_with_the_cost() {
         l.settled(&settled, 14).await;
         l.balances_changed(&[("u".into(), 5)]).await;
         assert!(code(&l, "k", "r6", 0, 14).await.is_none(), "{name}");
-        if let Counters::Memory(m) = &l.counters {
+        if let Inside::Memory(m) = &inside {
             assert_eq!(m.lock().unwrap().held("u"), 0, "only r6's zero reservation");
         }
     }
@@ -228,7 +238,7 @@ async fn reservations_hold_credits_until_the_end_replaces_them_with_the_cost() {
 
 #[tokio::test]
 async fn a_reservation_whose_end_never_comes_stops_counting_after_the_request_timeout() {
-    for (name, l) in backends(metered_table()).await {
+    for (name, l, _) in backends(metered_table()).await {
         let l = l.with_request_timeout(30);
         l.balances_changed(&[("u".into(), 100)]).await;
         assert!(
@@ -249,7 +259,7 @@ async fn a_reservation_whose_end_never_comes_stops_counting_after_the_request_ti
 
 #[tokio::test]
 async fn forged_charges_never_let_a_user_without_credits_through() {
-    for (name, l) in backends(metered_table()).await {
+    for (name, l, _) in backends(metered_table()).await {
         l.balances_changed(&[("u".into(), 0)]).await;
         // Out of bounds: refused, counted nowhere.
         for (tokens, cost) in [
@@ -362,7 +372,7 @@ async fn spend_caps_per_day_of_a_key_and_of_its_owner_over_all_keys() {
         "a key whose owner has a cap is limited"
     );
     assert!(!table.limited("other"));
-    for (name, l) in backends(table).await {
+    for (name, l, inside) in backends(table).await {
         let now = 1_795_705_200;
         l.ended("k", "r1", 10, 999, now).await.unwrap();
         assert!(code(&l, "k", "", 0, now).await.is_none(), "{name}");
@@ -395,7 +405,7 @@ async fn spend_caps_per_day_of_a_key_and_of_its_owner_over_all_keys() {
         );
         // The past day's totals are forgotten once they expired.
         l.ended("k", "r5", 10, 1, now + 11 * 3_600).await.unwrap();
-        if let Counters::Memory(m) = &l.counters {
+        if let Inside::Memory(m) = &inside {
             assert_eq!(
                 m.lock().unwrap().sizes().0,
                 2,
@@ -407,7 +417,7 @@ async fn spend_caps_per_day_of_a_key_and_of_its_owner_over_all_keys() {
 
 #[tokio::test]
 async fn maps_keyed_by_request_ids_are_bounded() {
-    for (name, l) in backends(metered_table()).await {
+    for (name, l, inside) in backends(metered_table()).await {
         l.balances_changed(&[("u".into(), i64::MAX / 2)]).await;
         // Ends of requests never admitted (forged, or reservations long gone): each holds its
         // cost, up to the cap; beyond it the soonest to expire goes.
@@ -426,8 +436,8 @@ async fn maps_keyed_by_request_ids_are_bounded() {
         for chunk in settled.chunks(2_000) {
             l.settled(chunk, 100).await;
         }
-        match &l.counters {
-            Counters::Memory(m) => {
+        match &inside {
+            Inside::Memory(m) => {
                 let m = m.lock().unwrap();
                 let (_, holds, settled, order) = m.sizes();
                 assert_eq!(holds, MAX_HOLDS_PER_USER, "{name}");
@@ -441,7 +451,7 @@ async fn maps_keyed_by_request_ids_are_bounded() {
                     "{name}: the sum follows"
                 );
             }
-            Counters::Redis(r) => {
+            Inside::Redis(prefix) => {
                 // Without the service's short timeouts: the checks below read every key.
                 let mut c = ::redis::Client::open("redis://127.0.0.1:6379")
                     .unwrap()
@@ -449,20 +459,20 @@ async fn maps_keyed_by_request_ids_are_bounded() {
                     .await
                     .unwrap();
                 let holds: usize = ::redis::cmd("ZCARD")
-                    .arg(format!("{}:expiry:u", r.prefix()))
+                    .arg(format!("{prefix}:expiry:u"))
                     .query_async(&mut c)
                     .await
                     .unwrap();
                 assert_eq!(holds, MAX_HOLDS_PER_USER, "{name}");
                 let held: i64 = ::redis::cmd("GET")
-                    .arg(format!("{}:held:u", r.prefix()))
+                    .arg(format!("{prefix}:held:u"))
                     .query_async(&mut c)
                     .await
                     .unwrap();
                 assert_eq!(held, MAX_HOLDS_PER_USER as i64, "{name}: the sum follows");
                 // Every key the counters made expires.
                 let keys: Vec<String> = ::redis::cmd("KEYS")
-                    .arg(format!("{}:*", r.prefix()))
+                    .arg(format!("{prefix}:*"))
                     .query_async(&mut c)
                     .await
                     .unwrap();

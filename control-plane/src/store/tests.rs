@@ -1,7 +1,11 @@
 //! The same store tests on SQLite and on the real PostgreSQL (`SWITCHYARD_TEST_PG`, default
 //! `postgres://postgres@127.0.0.1:5432/test`), each PostgreSQL test in a schema of its own.
 
+use switchyard_filter::pricing::Price;
+
 use super::*;
+use crate::config::TargetSpec;
+use crate::domain::{ProviderDef, ProviderKind, ProviderSettings, Strategy};
 use crate::test_support::{pg_url_for_schema, sqlite_url};
 
 async fn sqlite() -> Store {

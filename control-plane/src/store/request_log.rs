@@ -1,0 +1,290 @@
+//! The request log: every request's record, stored once per request id (records may arrive
+//! twice), its cost debited in the same transaction (see [`super::ledger`]), and queried
+//! newest first.
+
+use std::collections::HashSet;
+
+use serde::Serialize;
+use sqlx::any::AnyRow;
+use sqlx::Row as _;
+
+use super::ledger::debit_usage;
+use super::{Result, Store};
+
+/// One request as the log keeps it. Times are Unix milliseconds, money micro-USD.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct RequestRow {
+    pub request_id: String,
+    pub at_ms: i64,
+    /// The client API (`chat.completions`, `messages`, `embeddings`, ...).
+    pub api: String,
+    pub status: i64,
+    /// The gateway's error code when the gateway refused the request.
+    pub error: String,
+    pub key_id: String,
+    pub user: String,
+    pub model: String,
+    pub provider: String,
+    pub upstream_model: String,
+    pub attempts: i64,
+    /// Targets tried before the one that answered (`provider/model`).
+    pub failed: Vec<String>,
+    pub stream: bool,
+    pub complete: bool,
+    pub prompt_tokens: i64,
+    pub completion_tokens: i64,
+    pub cached_tokens: i64,
+    pub cache_write_tokens: i64,
+    pub reasoning_tokens: i64,
+    /// `None`: no price known for the model.
+    pub cost_micros: Option<i64>,
+    pub duration_ms: Option<i64>,
+    /// Time to the provider's first byte.
+    pub upstream_ms: Option<i64>,
+    /// Time to the first streamed bytes.
+    pub ttft_ms: Option<i64>,
+}
+
+const REQUEST_COLUMNS: &str = "request_id, at_ms, api, status, error, key_id, user_name, model, provider, \
+     upstream_model, attempts, failed, stream, complete, prompt_tokens, completion_tokens, \
+     cached_tokens, cache_write_tokens, reasoning_tokens, cost_micros, duration_ms, upstream_ms, ttft_ms";
+const REQUEST_COLUMN_COUNT: usize = 23;
+/// Rows per INSERT statement on PostgreSQL (23 parameters each, well below its limit).
+const ROWS_PER_STATEMENT: usize = 400;
+/// On SQLite: binding looks every parameter up by name, in time that grows with the number of
+/// parameters, so statements stay short (measured: 400 rows per statement spent 88 % of the
+/// time in `sqlite3_bind_parameter_name`).
+const ROWS_PER_STATEMENT_SQLITE: usize = 20;
+
+/// What one ingest did.
+#[derive(Debug, Default)]
+pub struct IngestOutcome {
+    /// Per row given: whether it was new (false: that request id was stored before).
+    pub inserted: Vec<bool>,
+    /// Accounts debited, with their balances afterwards: (user, balance).
+    pub balances: Vec<(String, i64)>,
+    /// Requests debited now: (request id, user, cost).
+    pub debited: Vec<(String, String, i64)>,
+}
+
+/// Filters of a request log query; rows come newest first.
+#[derive(Debug, Clone, Default)]
+pub struct RequestQuery {
+    pub from_ms: Option<i64>,
+    pub to_ms: Option<i64>,
+    pub key_id: Option<String>,
+    pub user: Option<String>,
+    pub model: Option<String>,
+    pub provider: Option<String>,
+    /// An exact status, or a class: `(lowest, highest)`.
+    pub status: Option<(i64, i64)>,
+    /// Rows strictly older than this (at_ms, request_id): the previous page's last row.
+    pub before: Option<(i64, String)>,
+    pub limit: i64,
+}
+
+/// `$from, $from+1, ...`: `count` numbered placeholders.
+pub(super) fn placeholders(from: usize, count: usize) -> String {
+    (from..from + count)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl Store {
+    /// Rows per multi-row INSERT on this backend.
+    fn rows_per_statement(&self) -> usize {
+        match self.backend {
+            super::Backend::Sqlite => ROWS_PER_STATEMENT_SQLITE,
+            super::Backend::Postgres => ROWS_PER_STATEMENT,
+        }
+    }
+
+    /// Stores records and debits their cost, in one transaction: a request id already stored
+    /// is skipped (records may arrive twice), and only new rows are debited, so each request
+    /// is debited once.
+    pub async fn ingest(&self, rows: &[RequestRow]) -> Result<IngestOutcome> {
+        let mut tx = self.pool.begin().await?;
+        let mut new_ids: HashSet<String> = HashSet::with_capacity(rows.len());
+        let per_statement = self.rows_per_statement();
+        for chunk in rows.chunks(per_statement) {
+            let mut sql = String::with_capacity(64 + chunk.len() * REQUEST_COLUMN_COUNT * 5);
+            sql.push_str("INSERT INTO request_log (");
+            sql.push_str(REQUEST_COLUMNS);
+            sql.push_str(") VALUES ");
+            for i in 0..chunk.len() {
+                if i > 0 {
+                    sql.push(',');
+                }
+                sql.push('(');
+                sql.push_str(&placeholders(
+                    i * REQUEST_COLUMN_COUNT + 1,
+                    REQUEST_COLUMN_COUNT,
+                ));
+                sql.push(')');
+            }
+            sql.push_str(" ON CONFLICT (request_id) DO NOTHING RETURNING request_id");
+            let mut q = sqlx::query(&sql);
+            for r in chunk {
+                q = q
+                    .bind(&r.request_id)
+                    .bind(r.at_ms)
+                    .bind(&r.api)
+                    .bind(r.status)
+                    .bind(&r.error)
+                    .bind(&r.key_id)
+                    .bind(&r.user)
+                    .bind(&r.model)
+                    .bind(&r.provider)
+                    .bind(&r.upstream_model)
+                    .bind(r.attempts)
+                    .bind(if r.failed.is_empty() {
+                        String::new()
+                    } else {
+                        serde_json::to_string(&r.failed).unwrap_or_default()
+                    })
+                    .bind(i64::from(r.stream))
+                    .bind(i64::from(r.complete))
+                    .bind(r.prompt_tokens)
+                    .bind(r.completion_tokens)
+                    .bind(r.cached_tokens)
+                    .bind(r.cache_write_tokens)
+                    .bind(r.reasoning_tokens)
+                    .bind(r.cost_micros)
+                    .bind(r.duration_ms)
+                    .bind(r.upstream_ms)
+                    .bind(r.ttft_ms);
+            }
+            for row in q.fetch_all(&mut *tx).await? {
+                new_ids.insert(row.try_get("request_id")?);
+            }
+        }
+        // A request id given twice (a batch sent again while the first was still being
+        // written, both in this transaction) is new once.
+        let inserted: Vec<bool> = rows.iter().map(|r| new_ids.remove(&r.request_id)).collect();
+
+        let (balances, debited) = debit_usage(&mut tx, rows, &inserted, per_statement).await?;
+        tx.commit().await?;
+        Ok(IngestOutcome {
+            inserted,
+            balances,
+            debited,
+        })
+    }
+
+    /// Requests matching `q`, newest first.
+    pub async fn list_requests(&self, q: &RequestQuery) -> Result<Vec<RequestRow>> {
+        enum Bind {
+            Int(i64),
+            Text(String),
+        }
+        let mut sql = format!("SELECT {REQUEST_COLUMNS} FROM request_log WHERE 1 = 1");
+        let mut binds: Vec<Bind> = Vec::new();
+        // `?` in a clause is the next placeholder.
+        let mut clause = |sql: &mut String, text: &str, values: Vec<Bind>| {
+            let mut out = String::with_capacity(text.len() + 8);
+            let mut values = values.into_iter();
+            for part in text.split_inclusive('?') {
+                match part.strip_suffix('?') {
+                    Some(head) => {
+                        out.push_str(head);
+                        binds.extend(values.next());
+                        out.push_str(&format!("${}", binds.len()));
+                    }
+                    None => out.push_str(part),
+                }
+            }
+            sql.push_str(&out);
+        };
+        if let Some(v) = q.from_ms {
+            clause(&mut sql, " AND at_ms >= ?", vec![Bind::Int(v)]);
+        }
+        if let Some(v) = q.to_ms {
+            clause(&mut sql, " AND at_ms < ?", vec![Bind::Int(v)]);
+        }
+        if let Some((lo, hi)) = q.status {
+            clause(
+                &mut sql,
+                " AND status >= ? AND status <= ?",
+                vec![Bind::Int(lo), Bind::Int(hi)],
+            );
+        }
+        for (column, value) in [
+            ("key_id", &q.key_id),
+            ("user_name", &q.user),
+            ("model", &q.model),
+            ("provider", &q.provider),
+        ] {
+            if let Some(v) = value {
+                clause(
+                    &mut sql,
+                    &format!(" AND {column} = ?"),
+                    vec![Bind::Text(v.clone())],
+                );
+            }
+        }
+        if let Some((at, id)) = &q.before {
+            clause(
+                &mut sql,
+                " AND (at_ms < ? OR (at_ms = ? AND request_id < ?))",
+                vec![Bind::Int(*at), Bind::Int(*at), Bind::Text(id.clone())],
+            );
+        }
+        clause(
+            &mut sql,
+            " ORDER BY at_ms DESC, request_id DESC LIMIT ?",
+            vec![Bind::Int(q.limit.clamp(1, 1000))],
+        );
+        let mut query = sqlx::query(&sql);
+        for b in binds {
+            query = match b {
+                Bind::Int(v) => query.bind(v),
+                Bind::Text(v) => query.bind(v),
+            };
+        }
+        let rows = query.fetch_all(&self.pool).await?;
+        rows.iter().map(request_from).collect()
+    }
+}
+
+fn request_from(r: &AnyRow) -> Result<RequestRow> {
+    Ok(RequestRow {
+        request_id: r.try_get("request_id")?,
+        at_ms: r.try_get("at_ms")?,
+        api: r.try_get("api")?,
+        status: r.try_get("status")?,
+        error: r.try_get("error")?,
+        key_id: r.try_get("key_id")?,
+        user: r.try_get("user_name")?,
+        model: r.try_get("model")?,
+        provider: r.try_get("provider")?,
+        upstream_model: r.try_get("upstream_model")?,
+        attempts: r.try_get("attempts")?,
+        failed: {
+            let text: String = r.try_get("failed")?;
+            if text.is_empty() {
+                Vec::new()
+            } else {
+                super::parse_json("failed targets", &text)?
+            }
+        },
+        stream: r.try_get::<i64, _>("stream")? != 0,
+        complete: r.try_get::<i64, _>("complete")? != 0,
+        prompt_tokens: r.try_get("prompt_tokens")?,
+        completion_tokens: r.try_get("completion_tokens")?,
+        cached_tokens: r.try_get("cached_tokens")?,
+        cache_write_tokens: r.try_get("cache_write_tokens")?,
+        reasoning_tokens: r.try_get("reasoning_tokens")?,
+        cost_micros: r.try_get("cost_micros")?,
+        duration_ms: r.try_get("duration_ms")?,
+        upstream_ms: r.try_get("upstream_ms")?,
+        ttft_ms: r.try_get("ttft_ms")?,
+    })
+}
+
+/// Unix milliseconds.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
