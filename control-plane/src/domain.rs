@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::providers;
+
 pub use switchyard_filter::config::ProviderKind;
 
 /// How a logical model ranks its targets; the filter applies it (`switchyard_filter::rank`).
@@ -26,34 +28,14 @@ pub fn default_strategy() -> Strategy {
     Strategy::Balanced
 }
 
+/// The kind's name in the configuration file, the admin API and the store.
 pub fn kind_str(kind: ProviderKind) -> &'static str {
-    match kind {
-        ProviderKind::Openai => "openai",
-        ProviderKind::OpenaiCompatible => "openai_compatible",
-        ProviderKind::AzureOpenai => "azure_openai",
-        ProviderKind::Anthropic => "anthropic",
-        ProviderKind::Gemini => "gemini",
-        ProviderKind::Vertex => "vertex",
-        ProviderKind::Bedrock => "bedrock",
-    }
+    providers::spec(kind).name()
 }
 
 pub fn parse_kind(s: &str) -> Option<ProviderKind> {
     serde_json::from_value(serde_json::Value::String(s.to_owned())).ok()
 }
-
-/// The provider's public endpoint, used when `base_url` is not given.
-pub fn default_base_url(kind: ProviderKind) -> Option<&'static str> {
-    match kind {
-        ProviderKind::Openai => Some("https://api.openai.com/v1"),
-        ProviderKind::Anthropic => Some("https://api.anthropic.com"),
-        ProviderKind::Gemini => Some("https://generativelanguage.googleapis.com"),
-        _ => None,
-    }
-}
-
-/// Azure OpenAI's `api-version` for deployment URLs when none is configured (the latest GA).
-pub const AZURE_API_VERSION: &str = "2024-10-21";
 
 /// What a provider is besides its name, keys and state: checked, with defaults applied.
 #[derive(Debug, Clone, PartialEq)]
@@ -68,7 +50,7 @@ pub struct ProviderDef {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProviderSettings {
-    /// `openai_compatible`: the provider's preset (see [`PRESETS`]).
+    /// `openai_compatible`: the provider's preset (see [`providers::PRESETS`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preset: Option<String>,
     /// `azure_openai`: `api-version` of deployment URLs.
@@ -109,13 +91,13 @@ pub enum NewModels {
 impl ProviderSettings {
     /// Whether discovery lists this provider's models.
     pub fn discovers(&self, kind: ProviderKind) -> bool {
-        kind != ProviderKind::Vertex && self.discover != Some(false)
+        providers::spec(kind).lists_models() && self.discover != Some(false)
     }
 }
 
 impl ProviderDef {
     /// Checks a provider as given (config file or admin API) and applies the defaults: the base
-    /// URL from the kind or preset, Azure's API version for deployment URLs.
+    /// URL and the settings its kind (see [`providers::ProviderSpec`]) derives.
     pub fn resolve(
         kind: ProviderKind,
         base_url: Option<&str>,
@@ -128,72 +110,22 @@ impl ProviderDef {
                 format!("proxy {proxy:?} must be an IP address and port, such as 10.0.0.8:3128")
             })?;
         }
-        let preset = match settings.preset.as_deref() {
-            None => None,
-            Some(name) if kind == ProviderKind::OpenaiCompatible => {
-                Some(preset(name).ok_or_else(|| {
-                    let names: Vec<&str> = PRESETS.iter().map(|p| p.name).collect();
-                    format!("unknown preset {name:?}; known: {}", names.join(", "))
-                })?)
-            }
-            Some(_) => return Err("preset is only for kind openai_compatible".into()),
-        };
-        if let Some(region) = &settings.region {
-            if kind != ProviderKind::Bedrock {
-                return Err("region is only for kind bedrock".into());
-            }
-            check_region(region)?;
+        if let Some(other) = providers::Setting::ALL
+            .into_iter()
+            .find(|s| s.kind() != kind && s.is_set(&settings))
+        {
+            return Err(other.refusal());
         }
-        if kind == ProviderKind::Vertex {
-            let project = settings
-                .project
-                .as_deref()
-                .ok_or("project is required for kind vertex")?;
-            check_gcp_name("project", project)?;
-            let location = settings.location.get_or_insert_with(|| "global".into());
-            check_gcp_name("location", location)?;
-        } else if settings.project.is_some() || settings.location.is_some() {
-            return Err("project and location are only for kind vertex".into());
-        }
-        let vertex_url = settings.location.as_deref().map(|l| {
-            if l == "global" {
-                "https://aiplatform.googleapis.com".to_owned()
-            } else {
-                format!("https://{l}-aiplatform.googleapis.com")
-            }
-        });
-        let url = match (base_url, preset.and_then(|p| p.base_url), &settings.region) {
-            (Some(u), _, _) => u.to_owned(),
-            (None, Some(u), _) => u.to_owned(),
-            (None, None, Some(region)) if kind == ProviderKind::Bedrock => {
-                format!("https://bedrock-runtime.{region}.amazonaws.com")
-            }
-            (None, None, _) if kind == ProviderKind::Vertex => vertex_url.unwrap_or_default(),
-            (None, None, _) => default_base_url(kind)
-                .ok_or_else(|| format!("base_url is required for kind {}", kind_str(kind)))?
-                .to_owned(),
+        let spec = providers::spec(kind);
+        spec.check_settings(&mut settings)?;
+        let url = match base_url {
+            Some(u) => u.to_owned(),
+            None => spec
+                .default_base_url(&settings)
+                .ok_or_else(|| format!("base_url is required for kind {}", spec.name()))?,
         };
         let upstream = Upstream::parse(&url)?;
-        if kind == ProviderKind::Bedrock && settings.region.is_none() {
-            // `https://bedrock-runtime.<region>.amazonaws.com` names its region.
-            let region = upstream
-                .host
-                .strip_prefix("bedrock-runtime.")
-                .and_then(|h| h.split('.').next())
-                .filter(|r| !r.is_empty())
-                .ok_or("region is required for kind bedrock when base_url does not name it")?;
-            settings.region = Some(region.to_owned());
-        }
-        match (kind, &settings.api_version) {
-            (ProviderKind::AzureOpenai, Some(v)) => check_api_version(v)?,
-            // The v1 API (`.../openai/v1`) takes no version; deployment URLs need one.
-            (ProviderKind::AzureOpenai, None) if !upstream.path_prefix.ends_with("/openai/v1") => {
-                settings.api_version = Some(AZURE_API_VERSION.into());
-            }
-            (ProviderKind::AzureOpenai, None) => {}
-            (_, Some(_)) => return Err("api_version is only for kind azure_openai".into()),
-            (_, None) => {}
-        }
+        spec.complete_settings(&upstream, &mut settings)?;
         Ok(ProviderDef {
             kind,
             base_url: url,
@@ -203,138 +135,12 @@ impl ProviderDef {
     }
 }
 
-fn check_gcp_name(what: &str, v: &str) -> Result<(), String> {
-    let ok = !v.is_empty()
-        && v.len() <= 64
-        && v.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "{what} {v:?} must be lower-case letters, digits and '-'"
-        ))
-    }
-}
-
-fn check_region(r: &str) -> Result<(), String> {
-    let ok = !r.is_empty()
-        && r.len() <= 32
-        && r.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-    if ok {
-        Ok(())
-    } else {
-        Err(format!("region {r:?} must look like us-east-1"))
-    }
-}
-
-fn check_api_version(v: &str) -> Result<(), String> {
-    let ok =
-        !v.is_empty() && v.len() <= 32 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
-    if ok {
-        Ok(())
-    } else {
-        Err(format!("api_version {v:?} must look like 2024-10-21"))
-    }
-}
-
-/// An OpenAI-compatible provider's defaults and its differences from OpenAI, as data.
-#[derive(Debug)]
-pub struct Preset {
-    pub name: &'static str,
-    pub base_url: Option<&'static str>,
-    /// Top-level request fields the provider refuses or ignores.
-    pub drop: &'static [&'static str],
-    /// Fields it names differently: (OpenAI's name, the provider's).
-    pub rename: &'static [(&'static str, &'static str)],
-    /// Whether it takes `stream_options.include_usage`.
-    pub stream_usage: bool,
-}
-
-/// OpenAI platform features no compatible provider has; dropped for all of them (the strict
-/// ones refuse unknown fields).
-const OPENAI_ONLY: &[&str] = &[
-    "store",
-    "metadata",
-    "service_tier",
-    "modalities",
-    "audio",
-    "verbosity",
-    "web_search_options",
-    "safety_identifier",
-    "prompt_cache_key",
-];
-
-macro_rules! presets {
-    ($($name:literal => $url:expr, drop: [$($d:literal),*], rename: [$($from:literal => $to:literal),*], stream_usage: $su:expr;)*) => {
-        /// Every OpenAI-compatible preset. Sources: each provider's API reference.
-        pub const PRESETS: &[Preset] = &[$(Preset {
-            name: $name,
-            base_url: $url,
-            drop: &[$($d),*],
-            rename: &[$(($from, $to)),*],
-            stream_usage: $su,
-        }),*];
-    };
-}
-
-presets! {
-    "openai" => Some("https://api.openai.com/v1"), drop: [], rename: [], stream_usage: true;
-    "deepseek" => Some("https://api.deepseek.com/v1"), drop: [], rename: [], stream_usage: true;
-    // Mistral refuses unknown fields (422), names the seed `random_seed`, always sends usage
-    // with the last chunk and takes no stream_options.
-    "mistral" => Some("https://api.mistral.ai/v1"),
-        drop: ["stream_options", "user", "logprobs", "top_logprobs", "logit_bias", "reasoning_effort"],
-        rename: ["seed" => "random_seed", "max_completion_tokens" => "max_tokens"], stream_usage: false;
-    // Groq refuses logprobs, logit_bias and top_logprobs.
-    "groq" => Some("https://api.groq.com/openai/v1"),
-        drop: ["logprobs", "top_logprobs", "logit_bias"], rename: [], stream_usage: true;
-    "xai" => Some("https://api.x.ai/v1"), drop: [], rename: [], stream_usage: true;
-    "openrouter" => Some("https://openrouter.ai/api/v1"), drop: [], rename: [], stream_usage: true;
-    "together" => Some("https://api.together.xyz/v1"), drop: [], rename: [], stream_usage: true;
-    "fireworks" => Some("https://api.fireworks.ai/inference/v1"), drop: [], rename: [], stream_usage: true;
-    "dashscope" => Some("https://dashscope-intl.aliyuncs.com/compatible-mode/v1"),
-        drop: [], rename: [], stream_usage: true;
-    "moonshot" => Some("https://api.moonshot.ai/v1"), drop: [], rename: [], stream_usage: true;
-    // Zhipu takes `max_tokens` only and puts usage in the last chunk by itself.
-    "zhipu" => Some("https://open.bigmodel.cn/api/paas/v4"),
-        drop: ["stream_options"], rename: ["max_completion_tokens" => "max_tokens"], stream_usage: false;
-    "baichuan" => Some("https://api.baichuan-ai.com/v1"),
-        drop: ["stream_options"], rename: ["max_completion_tokens" => "max_tokens"], stream_usage: false;
-    "ollama" => Some("http://127.0.0.1:11434/v1"), drop: [], rename: [], stream_usage: true;
-    "vllm" => None, drop: [], rename: [], stream_usage: true;
-}
-
-pub fn preset(name: &str) -> Option<&'static Preset> {
-    PRESETS.iter().find(|p| p.name == name)
-}
-
-/// The filter's quirks for a provider (none for OpenAI itself and for unknown presets).
+/// The filter's quirks for a provider (see [`providers::ProviderSpec::quirks`]).
 pub fn quirks(
-    def_kind: ProviderKind,
+    kind: ProviderKind,
     settings: &ProviderSettings,
 ) -> switchyard_filter::config::Quirks {
-    use switchyard_filter::config::Quirks;
-    let Some(p) = settings.preset.as_deref().and_then(preset) else {
-        return Quirks::default();
-    };
-    if def_kind != ProviderKind::OpenaiCompatible || p.name == "openai" {
-        return Quirks::default();
-    }
-    Quirks {
-        drop: OPENAI_ONLY
-            .iter()
-            .chain(p.drop)
-            .map(|s| (*s).to_owned())
-            .collect(),
-        rename: p
-            .rename
-            .iter()
-            .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
-            .collect(),
-        stream_usage: p.stream_usage,
-    }
+    providers::spec(kind).quirks(settings)
 }
 
 /// Every name in a provider's model list must be one a client can send.
@@ -441,35 +247,16 @@ impl Upstream {
 
 /// How a provider kind expects its key: header name and value prefix.
 pub fn auth_header(kind: ProviderKind) -> (&'static str, &'static str) {
-    match kind {
-        ProviderKind::Anthropic => ("x-api-key", ""),
-        ProviderKind::AzureOpenai => ("api-key", ""),
-        ProviderKind::Gemini => ("x-goog-api-key", ""),
-        _ => ("authorization", "Bearer "),
-    }
-}
-
-/// `req` with the provider's key in its kind's header and the headers its API requires (the
-/// control plane's own requests: probes, model lists).
-pub fn authorize(
-    req: reqwest::RequestBuilder,
-    kind: ProviderKind,
-    secret: &str,
-) -> reqwest::RequestBuilder {
-    let (header, prefix) = auth_header(kind);
-    required_headers(kind).into_iter().fold(
-        req.header(header, format!("{prefix}{secret}")),
-        |r, (k, v)| r.header(k, v),
-    )
+    providers::spec(kind).auth_header()
 }
 
 /// Headers a provider kind's API requires on every request.
-/// Anthropic: <https://docs.anthropic.com/en/api/versioning>
 pub fn required_headers(kind: ProviderKind) -> Vec<(String, String)> {
-    match kind {
-        ProviderKind::Anthropic => vec![("anthropic-version".into(), "2023-06-01".into())],
-        _ => Vec::new(),
-    }
+    providers::spec(kind)
+        .required_headers()
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
 }
 
 /// An amount of US dollars as integer micro-USD, if it is a finite amount of at most a billion
@@ -574,7 +361,10 @@ mod tests {
             )
         };
         let d = azure("https://res.openai.azure.com", None).expect("resolves");
-        assert_eq!(d.settings.api_version.as_deref(), Some(AZURE_API_VERSION));
+        assert_eq!(
+            d.settings.api_version.as_deref(),
+            Some(providers::AZURE_API_VERSION)
+        );
         let v1 = azure("https://res.openai.azure.com/openai/v1", None).expect("resolves");
         assert_eq!(v1.settings.api_version, None);
         assert!(azure("https://res.openai.azure.com", Some("2024-10-21&x=1")).is_err());

@@ -9,13 +9,13 @@ pub mod config;
 pub mod crypto;
 pub mod discovery;
 pub mod domain;
-pub mod gcp;
 pub mod health;
 pub mod limits;
 pub mod metrics;
 pub mod names;
 pub mod pki;
 pub mod probe;
+pub mod providers;
 pub mod redis_link;
 pub mod scope;
 pub mod snapshot;
@@ -23,6 +23,9 @@ pub mod ssrf;
 pub mod store;
 pub mod usage;
 pub mod xds;
+
+/// Vertex access tokens, under their old name.
+pub use providers::vertex::token as gcp;
 
 #[cfg(test)]
 mod test_support;

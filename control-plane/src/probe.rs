@@ -5,10 +5,9 @@
 //! cooled down until its next probe; a provider that answers again ends every cooldown of its
 //! targets, the filter's own included.
 //!
-//! Probed kinds: OpenAI and OpenAI-compatible (`GET {base}/models`), Azure OpenAI
-//! (`GET /openai/models?api-version=`), Anthropic (`GET /v1/models`), Gemini
-//! (`GET /v1beta/models`). Bedrock and Vertex are not probed (their model lists live on other
-//! hosts than their inference APIs); traffic alone measures them.
+//! What a probe asks for is its kind's answer ([`crate::providers`]); kinds whose model lists
+//! live on other hosts than their inference APIs (Bedrock, Vertex) are not probed, traffic
+//! alone measures them.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Mutex;
@@ -16,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::domain::{self, ProviderKind};
+use crate::providers;
 use crate::store::ProviderRow;
 
 /// What one probe found.
@@ -31,31 +30,20 @@ pub enum Outcome {
     Down(String),
 }
 
-/// The probe request for a provider kind, or `None` for kinds not probed.
+/// The probe request for a provider (its kind's [`providers::ProviderSpec::probe_url`], with
+/// the key in the kind's header), or `None` for kinds not probed.
 pub fn request(
     http: &reqwest::Client,
     provider: &ProviderRow,
     secret: &str,
 ) -> Option<reqwest::RequestBuilder> {
+    let spec = providers::spec(provider.kind);
     let base = provider.base_url.trim_end_matches('/');
-    let url = match provider.kind {
-        ProviderKind::Openai | ProviderKind::OpenaiCompatible => format!("{base}/models"),
-        ProviderKind::AzureOpenai if base.ends_with("/openai/v1") => format!("{base}/models"),
-        ProviderKind::AzureOpenai => format!(
-            "{base}/openai/models?api-version={}",
-            provider
-                .settings
-                .api_version
-                .as_deref()
-                .unwrap_or("2024-10-21")
-        ),
-        ProviderKind::Anthropic => format!("{base}/v1/models"),
-        ProviderKind::Gemini => format!("{base}/v1beta/models"),
-        ProviderKind::Bedrock | ProviderKind::Vertex => return None,
-    };
-    Some(domain::authorize(http.get(url), provider.kind, secret))
+    let url = spec.probe_url(base, &provider.settings)?;
+    Some(providers::authorize(spec, http.get(url), secret))
 }
 
+/// Sends a probe and reads its answer: the status alone, the same for every kind.
 pub async fn probe(req: reqwest::RequestBuilder) -> (Outcome, Duration) {
     let started = Instant::now();
     let outcome = match req.send().await {
@@ -188,6 +176,7 @@ impl Probes {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::ProviderKind;
 
     #[test]
     fn a_provider_is_down_only_when_no_key_got_an_answer() {

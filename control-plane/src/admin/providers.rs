@@ -240,22 +240,13 @@ async fn check_untrusted(app: &App, def: &ProviderDef) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// A Vertex service account key names the URL the control plane asks for tokens: in a user's
-/// key it must be Google's.
+/// The checks a kind makes of the keys of a user's own provider (a Vertex key must ask Google
+/// for its tokens).
 fn check_untrusted_keys(kind: ProviderKind, keys: &[KeyInput]) -> Result<(), ApiError> {
-    if kind != ProviderKind::Vertex {
-        return Ok(());
-    }
-    for k in keys {
-        let sa = crate::gcp::ServiceAccount::parse(&k.secret).map_err(ApiError::BadRequest)?;
-        if sa.token_uri != crate::gcp::GOOGLE_TOKEN_URI {
-            return Err(ApiError::BadRequest(format!(
-                "a service account key's token_uri must be {}",
-                crate::gcp::GOOGLE_TOKEN_URI
-            )));
-        }
-    }
-    Ok(())
+    let spec = crate::providers::spec(kind);
+    keys.iter()
+        .try_for_each(|k| spec.check_untrusted_secret(&k.secret))
+        .map_err(ApiError::BadRequest)
 }
 
 /// The provider called `name` if the caller may see it (else 404, as if absent).

@@ -67,9 +67,7 @@ impl NewProviderKey {
         if secret.is_empty() || secret.chars().any(char::is_control) {
             return Err("a provider key must be non-empty and printable".into());
         }
-        if kind == ProviderKind::Vertex {
-            crate::gcp::ServiceAccount::parse(secret)?;
-        }
+        crate::providers::spec(kind).check_secret(secret)?;
         Ok(NewProviderKey {
             digest: crate::crypto::digest(secret),
             secret_sealed: master.seal(secret),
