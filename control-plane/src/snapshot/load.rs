@@ -3,7 +3,7 @@
 
 use super::{compute, Catalog, GatewayState, Input, Pins};
 use crate::crypto::MasterKey;
-use crate::domain::ProviderKind;
+
 use crate::health::Figures;
 use crate::store::{ProviderKeyRow, ProviderRow, Store, StoreError};
 
@@ -109,7 +109,7 @@ fn open_keys(
 fn vertex_providers(providers: &[ProviderRow], keep: impl Fn(&ProviderRow) -> bool) -> Vec<&str> {
     providers
         .iter()
-        .filter(|p| p.kind == ProviderKind::Vertex && keep(p))
+        .filter(|p| crate::providers::spec(p.kind).mints_access_tokens() && keep(p))
         .map(|p| p.id.as_str())
         .collect()
 }

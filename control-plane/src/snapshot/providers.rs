@@ -3,10 +3,10 @@
 
 use std::collections::HashMap;
 
-use switchyard_filter::config::{PathStyle, Provider as FilterProvider, ProviderKey, Target};
+use switchyard_filter::config::{Provider as FilterProvider, ProviderKey, Target};
 
 use super::{Input, ProviderCluster};
-use crate::domain::{self, ProviderKind, ProviderSettings, Upstream};
+use crate::domain::{self, Upstream};
 use crate::health::Figures;
 use crate::names::cluster_name;
 use crate::store::ProviderRow;
@@ -40,13 +40,14 @@ pub(super) fn providers(input: &Input) -> Providers {
 /// What the filter knows of a provider: its keys less those the provider refused at its
 /// latest probe (they wait for a probe to pass).
 fn filter_provider(input: &Input, p: &ProviderRow, upstream: &Upstream) -> FilterProvider {
+    let kind = crate::providers::spec(p.kind);
     let (auth_header, auth_prefix) = domain::auth_header(p.kind);
     FilterProvider {
         name: p.name.clone(),
         kind: p.kind,
         cluster: cluster_name(&p.name),
         authority: upstream.authority(),
-        path_prefix: path_prefix(p.kind, &p.settings, &upstream.path_prefix),
+        path_prefix: kind.path_prefix(upstream, &p.settings),
         auth_header: auth_header.into(),
         auth_prefix: auth_prefix.into(),
         keys: input
@@ -62,8 +63,8 @@ fn filter_provider(input: &Input, p: &ProviderRow, upstream: &Upstream) -> Filte
             })
             .collect(),
         headers: domain::required_headers(p.kind),
-        path_style: path_style(p.kind, &p.settings),
-        query: query(p.kind, &p.settings),
+        path_style: kind.path_style(&p.settings),
+        query: kind.query(&p.settings),
         region: p.settings.region.clone().unwrap_or_default(),
         quirks: domain::quirks(p.kind, &p.settings),
         prices: HashMap::new(),
@@ -93,32 +94,6 @@ fn provider_cluster(input: &Input, p: &ProviderRow, upstream: Upstream) -> Provi
     }
 }
 
-/// Vertex paths name the project and location; models sit below.
-fn path_prefix(kind: ProviderKind, settings: &ProviderSettings, base: &str) -> String {
-    match (&settings.project, &settings.location) {
-        (Some(project), Some(location)) if kind == ProviderKind::Vertex => {
-            format!("{base}/v1/projects/{project}/locations/{location}")
-        }
-        _ => base.to_owned(),
-    }
-}
-
-/// Azure deployment URLs carry the model and an `api-version`; its v1 API has neither.
-fn path_style(kind: ProviderKind, settings: &ProviderSettings) -> PathStyle {
-    match (kind, &settings.api_version) {
-        (ProviderKind::AzureOpenai, Some(_)) => PathStyle::AzureDeployment,
-        _ => PathStyle::Openai,
-    }
-}
-
-/// The query string of every request path (Azure's `api-version`).
-fn query(kind: ProviderKind, settings: &ProviderSettings) -> String {
-    match (kind, &settings.api_version) {
-        (ProviderKind::AzureOpenai, Some(v)) => format!("api-version={v}"),
-        _ => String::new(),
-    }
-}
-
 /// Each served (provider, model) with its price, for every request's cost.
 pub(super) fn price_served<'a>(
     providers: &mut [FilterProvider],
@@ -144,6 +119,8 @@ pub(super) fn price_served<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::{ProviderKind, ProviderSettings};
+    use switchyard_filter::config::PathStyle;
 
     #[test]
     fn paths_and_queries_follow_the_kind_and_its_settings() {
@@ -192,10 +169,12 @@ mod tests {
                 "",
             ),
         ];
+        let upstream = Upstream::parse("https://h/base").unwrap();
         for (kind, settings, prefix, style, q) in cases {
-            assert_eq!(path_prefix(kind, &settings, "/base"), prefix, "{kind:?}");
-            assert_eq!(path_style(kind, &settings), style, "{kind:?}");
-            assert_eq!(query(kind, &settings), q, "{kind:?}");
+            let spec = crate::providers::spec(kind);
+            assert_eq!(spec.path_prefix(&upstream, &settings), prefix, "{kind:?}");
+            assert_eq!(spec.path_style(&settings), style, "{kind:?}");
+            assert_eq!(spec.query(&settings), q, "{kind:?}");
         }
     }
 }
