@@ -67,24 +67,18 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match command {
-            "serve" => switchyard::app::serve(&config).await,
+            "serve" => switchyard::serve::serve(&config).await,
             "bootstrap" => {
                 let node = flag("--node-id").unwrap_or_else(|| "switchyard-gateway".into());
                 let dir = flag("--certs-dir").map(PathBuf::from);
-                switchyard::certs::bootstrap(&config, &node, dir.as_deref(), days()?).await
+                switchyard::cli::bootstrap(&config, &node, dir.as_deref(), days()?).await
             }
             "certs" => {
                 let action = args.get(1).map(String::as_str).unwrap_or_default();
                 let dir = flag("--certs-dir").map(PathBuf::from);
                 let node = flag("--node-id");
-                switchyard::certs::command(
-                    &config,
-                    action,
-                    node.as_deref(),
-                    dir.as_deref(),
-                    days()?,
-                )
-                .await
+                switchyard::cli::certs(&config, action, node.as_deref(), dir.as_deref(), days()?)
+                    .await
             }
             "urls" => {
                 // Shell assignments for scripts (make run, make bench).
@@ -95,10 +89,10 @@ fn main() -> ExitCode {
                 println!("XDS_ADDR={}", c.listen.xds);
                 Ok(())
             }
-            "dataplane-key" => switchyard::app::print_dataplane_key(&config).await,
+            "dataplane-key" => switchyard::cli::print_dataplane_key(&config).await,
             "render-static" => {
                 let out = flag("--out").ok_or_else(|| anyhow::anyhow!("--out is required"))?;
-                switchyard::app::render_static(&config, &PathBuf::from(out)).await
+                switchyard::cli::render_static(&config, &PathBuf::from(out)).await
             }
             other => Err(anyhow::anyhow!("unknown command {other:?}\n{USAGE}")),
         }

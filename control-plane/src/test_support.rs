@@ -1,4 +1,5 @@
-//! Test helpers: throwaway SQLite files and PostgreSQL schemas.
+//! Test helpers: throwaway SQLite files and PostgreSQL schemas, Redis servers of a test's own,
+//! and the control plane's state as the admin API tests build it.
 
 /// A fresh SQLite database file under the system temp dir.
 pub fn sqlite_url() -> String {
@@ -155,4 +156,28 @@ impl Drop for OwnRedis {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// The state of a control plane on `store` with `identity`, the admin token `admin_token`, a
+/// fixed master key, limits in memory and the default gateway settings.
+pub fn app_state(
+    store: crate::store::Store,
+    identity: crate::identity::Identity,
+    admin_token: &str,
+) -> crate::state::AppState {
+    crate::state::AppState::new(crate::state::Parts {
+        store,
+        secrets: crate::secrets::Secrets::new(
+            crate::crypto::MasterKey::from_bytes(&[9; 32]),
+            crate::crypto::DigestKey::random(),
+            None,
+        ),
+        identity,
+        admin_token: crate::identity::AdminToken::from_digest(crate::crypto::digest(admin_token)),
+        limits: crate::limits::Limits::in_memory(),
+        gateway: crate::config::Gateway::default(),
+        wasm_path: "/filter.wasm".into(),
+        probes: crate::config::ProbeSpec::default(),
+        discovery: crate::config::DiscoverySpec::default(),
+    })
 }

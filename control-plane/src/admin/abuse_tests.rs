@@ -14,10 +14,10 @@ use http_body_util::BodyExt as _;
 use serde_json::{json, Value};
 use tower::ServiceExt as _;
 
-use crate::app::{App, Identity};
 use crate::auth::sessions::Sessions;
-use crate::config::Gateway;
-use crate::crypto::{self, MasterKey};
+use crate::crypto;
+use crate::identity::Identity;
+use crate::state::AppState;
 use crate::store::Store;
 use crate::test_support::OwnRedis;
 
@@ -26,14 +26,14 @@ const TOKEN: &str = "admin-test-token";
 /// The app and its router, built once (building it per request would cost more than the
 /// requests themselves, and starve the runtime in a hashing flood).
 struct Api {
-    app: Arc<App>,
+    app: AppState,
     router: axum::Router,
 }
 
 impl std::ops::Deref for Api {
-    type Target = App;
+    type Target = AppState;
 
-    fn deref(&self) -> &App {
+    fn deref(&self) -> &AppState {
         &self.app
     }
 }
@@ -46,20 +46,12 @@ async fn app_hashing(sessions: Sessions, hashing: crate::auth::Hashing) -> Api {
     let store = Store::connect(&crate::test_support::sqlite_url())
         .await
         .unwrap();
-    let mut app = App::new(
-        store,
-        MasterKey::from_bytes(&[9; 32]),
-        Gateway::default(),
-        "/filter.wasm".into(),
-        crypto::digest(TOKEN),
-        crate::limits::Limits::in_memory(),
-    );
-    app.identity = Identity {
+    let identity = Identity {
         sessions,
         hashing,
         ..Identity::default()
     };
-    let app = Arc::new(app);
+    let app = crate::test_support::app_state(store, identity, TOKEN);
     Api {
         router: super::router(app.clone()),
         app,

@@ -1,7 +1,9 @@
 //! `/admin/v1/auth/*` and `/admin/v1/me/*`: sign-in, refresh, registration, sign-out, and the
 //! caller's own account and devices.
 
-use axum::extract::State;
+use std::sync::Arc;
+
+use axum::extract::{FromRef, State};
 use axum::http::StatusCode;
 use axum::Json;
 use serde::{Deserialize, Serialize};
@@ -10,11 +12,27 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::{ApiError, ApiJson, ApiPath, AppState, Caller, ClientInfo, Errors};
-use crate::app::App;
 use crate::auth::attempts::Reserved;
-use crate::auth::sessions::{Client, Refresh, Session};
+use crate::auth::sessions::{Client, Refresh, Session, Sessions};
 use crate::auth::{self, Principal, Role, TokenKey};
-use crate::store::{AuditEntry, UserPatch, UserRow};
+use crate::identity::Identity;
+use crate::store::{AuditEntry, Store, UserPatch, UserRow};
+
+/// What signing in uses: the users in the store, and the sessions and their policy.
+#[derive(Clone)]
+pub(super) struct SignIn {
+    pub(super) store: Store,
+    pub(super) identity: Arc<Identity>,
+}
+
+impl FromRef<AppState> for SignIn {
+    fn from_ref(app: &AppState) -> SignIn {
+        SignIn {
+            store: app.store.clone(),
+            identity: app.identity.clone(),
+        }
+    }
+}
 
 /// Routes anyone may call.
 pub fn open_router() -> OpenApiRouter<AppState> {
@@ -104,7 +122,7 @@ pub(super) struct Device {
 
 /// Writes an auth event to the audit log; a failure to write is logged, not returned.
 pub(super) async fn audit_event(
-    app: &App,
+    state: &SignIn,
     client: &ClientInfo,
     actor: &str,
     role: &str,
@@ -128,21 +146,21 @@ pub(super) async fn audit_event(
             detail.to_string()
         },
     };
-    if let Err(e) = app.store.add_audit(&entry).await {
+    if let Err(e) = state.store.add_audit(&entry).await {
         tracing::error!("audit entry not written: {e}");
     }
 }
 
-fn tokens(app: &App, user: UserRow, session: &str, refresh_token: String) -> TokenPair {
+fn tokens(state: &SignIn, user: UserRow, session: &str, refresh_token: String) -> TokenPair {
     let now = crate::store::now();
-    let ttl = app.identity.spec.access_token_ttl_secs;
+    let ttl = state.identity.spec.access_token_ttl_secs;
     let claims = TokenKey::claims(&user.id, &user.name, session, now, ttl);
     TokenPair {
-        access_token: app.identity.token_key.issue(&claims),
+        access_token: state.identity.token_key.issue(&claims),
         token_type: "Bearer",
         expires_in: ttl,
         refresh_token,
-        refresh_expires_in: app.identity.sessions.ttl_secs(),
+        refresh_expires_in: state.identity.sessions.ttl_secs(),
         session_id: session.into(),
         user,
     }
@@ -157,23 +175,23 @@ fn tokens(app: &App, user: UserRow, session: &str, refresh_token: String) -> Tok
         (status = 401, description = "Wrong name or password, or a disabled account", body = super::ErrorBody),
         (status = 429, description = "Too many failed sign-ins, or no password hashing slot free", body = super::ErrorBody), Errors))]
 async fn login(
-    State(app): State<AppState>,
+    State(state): State<SignIn>,
     client: ClientInfo,
     ApiJson(input): ApiJson<LoginInput>,
 ) -> Result<Json<TokenPair>, ApiError> {
     let now = crate::store::now();
-    let sessions = &app.identity.sessions;
+    let sessions = &state.identity.sessions;
     let login: String = input.login.trim().chars().take(256).collect();
     // Failures count per (name, network), so that nobody locks a user out from elsewhere, and
     // per network with ten times the allowance, against one network trying many names. Each
     // attempt is counted before anything is verified: N attempts at once then cost at most the
     // allowance in password hashes, where a check made before counting would let all N pass.
-    let max = app.identity.spec.max_failed_sign_ins;
+    let max = state.identity.spec.max_failed_sign_ins;
     let network = format!("ip:{}", client.network());
     let by_network = sessions.reserve_attempt(&network, now).await?;
     if by_network.count > max.saturating_mul(10) {
         return Err(
-            sign_in_throttled(&app, &client, &login, by_network, max.saturating_mul(10)).await,
+            sign_in_throttled(&state, &client, &login, by_network, max.saturating_mul(10)).await,
         );
     }
     let name = format!("user:{login}|{network}");
@@ -181,20 +199,20 @@ async fn login(
     if by_name.count > max {
         // Refused without verifying: not a failure of the network's.
         sessions.give_back_attempt(&network).await?;
-        return Err(sign_in_throttled(&app, &client, &login, by_name, max).await);
+        return Err(sign_in_throttled(&state, &client, &login, by_name, max).await);
     }
     let attempts = [name.as_str(), network.as_str()];
     let found = if input.password.len() > auth::MAX_PASSWORD_BYTES {
         None
     } else {
-        app.store.user_credentials(&login).await?
+        state.store.user_credentials(&login).await?
     };
     let hash = found.as_ref().and_then(|(_, h)| h.clone());
-    let verified = match app.identity.hashing.verify(input.password, hash).await {
+    let verified = match state.identity.hashing.verify(input.password, hash).await {
         Ok(v) => v,
         Err(busy) => {
             // Nothing was verified: the attempt does not count.
-            give_back(&app, &attempts).await?;
+            give_back(&state, &attempts).await?;
             sign_in_metric("busy");
             return Err(busy.into());
         }
@@ -202,9 +220,9 @@ async fn login(
     let user = match found {
         Some((user, _)) if verified && user.active() => user,
         Some((user, _)) if verified => {
-            give_back(&app, &attempts).await?;
+            give_back(&state, &attempts).await?;
             audit_event(
-                &app,
+                &state,
                 &client,
                 &user.name,
                 user.role.as_str(),
@@ -219,7 +237,7 @@ async fn login(
             // The reservations stay: they are the failures.
             sign_in_metric("failed");
             audit_event(
-                &app,
+                &state,
                 &client,
                 &login,
                 "",
@@ -255,7 +273,7 @@ async fn login(
         .await?;
     sign_in_metric("ok");
     audit_event(
-        &app,
+        &state,
         &client,
         &user.name,
         user.role.as_str(),
@@ -264,7 +282,7 @@ async fn login(
         serde_json::json!({"session": session.id}),
     )
     .await;
-    Ok(Json(tokens(&app, user, &session.id, refresh_token)))
+    Ok(Json(tokens(&state, user, &session.id, refresh_token)))
 }
 
 fn sign_in_metric(outcome: &str) {
@@ -272,9 +290,9 @@ fn sign_in_metric(outcome: &str) {
     crate::metrics::count(&m.sign_ins, &crate::metrics::SIGN_INS, outcome);
 }
 
-async fn give_back(app: &App, subjects: &[&str]) -> Result<(), ApiError> {
+async fn give_back(state: &SignIn, subjects: &[&str]) -> Result<(), ApiError> {
     for s in subjects {
-        app.identity.sessions.give_back_attempt(s).await?;
+        state.identity.sessions.give_back_attempt(s).await?;
     }
     Ok(())
 }
@@ -282,7 +300,7 @@ async fn give_back(app: &App, subjects: &[&str]) -> Result<(), ApiError> {
 /// The refusal of a sign-in beyond its allowance. Only the window's first refusal is written
 /// to the audit log: a flood of refused attempts writes one row, not one each.
 async fn sign_in_throttled(
-    app: &App,
+    state: &SignIn,
     client: &ClientInfo,
     login: &str,
     reserved: Reserved,
@@ -291,7 +309,7 @@ async fn sign_in_throttled(
     sign_in_metric("throttled");
     if reserved.count == allowance.saturating_add(1) {
         audit_event(
-            app,
+            state,
             client,
             login,
             "",
@@ -315,12 +333,12 @@ async fn sign_in_throttled(
     responses((status = 200, body = TokenPair),
         (status = 401, description = "Unknown, expired, revoked or reused refresh token", body = super::ErrorBody), Errors))]
 async fn refresh(
-    State(app): State<AppState>,
+    State(state): State<SignIn>,
     client: ClientInfo,
     ApiJson(input): ApiJson<RefreshInput>,
 ) -> Result<Json<TokenPair>, ApiError> {
     let now = crate::store::now();
-    let sessions = &app.identity.sessions;
+    let sessions = &state.identity.sessions;
     match sessions
         .refresh(&input.refresh_token, &client.ip, &client.user_agent, now)
         .await?
@@ -330,7 +348,7 @@ async fn refresh(
             session,
             suspicious,
         } => {
-            let user = match app.store.get_user_by_id(&session.user_id).await {
+            let user = match state.store.get_user_by_id(&session.user_id).await {
                 Ok(u) if u.active() => u,
                 Ok(_) | Err(crate::store::StoreError::NotFound) => {
                     sessions.revoke(&session.user_id, &session.id).await?;
@@ -341,7 +359,7 @@ async fn refresh(
             if !suspicious.is_empty() {
                 tracing::warn!(user = %user.name, session = %session.id, "refresh from another device or network");
                 audit_event(
-                    &app,
+                    &state,
                     &client,
                     &user.name,
                     user.role.as_str(),
@@ -351,10 +369,10 @@ async fn refresh(
                 )
                 .await;
             }
-            Ok(Json(tokens(&app, user, &session.id, token)))
+            Ok(Json(tokens(&state, user, &session.id, token)))
         }
         Refresh::Replayed { user_id, session } => {
-            let name = app
+            let name = state
                 .store
                 .get_user_by_id(&user_id)
                 .await
@@ -362,7 +380,7 @@ async fn refresh(
                 .unwrap_or(user_id);
             tracing::warn!(user = %name, session = %session, "refresh token reused: session revoked");
             audit_event(
-                &app,
+                &state,
                 &client,
                 &name,
                 "",
@@ -388,11 +406,11 @@ async fn refresh(
     request_body = RegisterInput,
     responses((status = 201, body = UserRow), (status = 409, description = "Name or email taken", body = super::ErrorBody), Errors))]
 async fn register(
-    State(app): State<AppState>,
+    State(state): State<SignIn>,
     client: ClientInfo,
     ApiJson(input): ApiJson<RegisterInput>,
 ) -> Result<(StatusCode, Json<UserRow>), ApiError> {
-    if app.identity.spec.registration != crate::config::Registration::Open {
+    if state.identity.spec.registration != crate::config::Registration::Open {
         return Err(ApiError::Forbidden(
             "Registration is closed: an admin creates users.".into(),
         ));
@@ -401,24 +419,27 @@ async fn register(
     // registration from one place, and no password hashes beyond the allowance.
     let now = crate::store::now();
     let subject = format!("register:{}", client.network());
-    let sessions = &app.identity.sessions;
+    let sessions = &state.identity.sessions;
     let reserved = sessions.reserve_attempt(&subject, now).await?;
-    if reserved.count > app.identity.spec.max_failed_sign_ins {
+    if reserved.count > state.identity.spec.max_failed_sign_ins {
         return Err(ApiError::TooManyRequests {
             message: "Too many registrations from this network; try again later.".into(),
             retry_after: reserved.retry_after,
         });
     }
-    let user = match super::users::create_user(&app, input, Role::User).await {
-        Ok(user) => user,
-        Err(ApiError::Busy) => {
-            sessions.give_back_attempt(&subject).await?;
-            return Err(ApiError::Busy);
-        }
-        Err(e) => return Err(e),
-    };
+    let user =
+        match super::users::create_user(&state.store, &state.identity.hashing, input, Role::User)
+            .await
+        {
+            Ok(user) => user,
+            Err(ApiError::Busy) => {
+                sessions.give_back_attempt(&subject).await?;
+                return Err(ApiError::Busy);
+            }
+            Err(e) => return Err(e),
+        };
     audit_event(
-        &app,
+        &state,
         &client,
         &user.name,
         "user",
@@ -443,14 +464,14 @@ fn session_of(p: &Principal) -> Result<(&str, &str), ApiError> {
 #[utoipa::path(post, path = "/auth/logout", tag = "auth",
     responses((status = 204, description = "Signed out"), Errors))]
 async fn logout(
-    State(app): State<AppState>,
+    State(state): State<SignIn>,
     client: ClientInfo,
     Caller(p): Caller,
 ) -> Result<StatusCode, ApiError> {
     let (user_id, session) = session_of(&p)?;
-    app.identity.sessions.revoke(user_id, session).await?;
+    state.identity.sessions.revoke(user_id, session).await?;
     audit_event(
-        &app,
+        &state,
         &client,
         &p.name,
         p.role.as_str(),
@@ -464,9 +485,9 @@ async fn logout(
 
 /// Who the caller is.
 #[utoipa::path(get, path = "/me", tag = "me", responses((status = 200, body = Me), Errors))]
-async fn me(State(app): State<AppState>, Caller(p): Caller) -> Result<Json<Me>, ApiError> {
+async fn me(State(state): State<SignIn>, Caller(p): Caller) -> Result<Json<Me>, ApiError> {
     let user = match &p.user_id {
-        Some(id) => Some(app.store.get_user_by_id(id).await?),
+        Some(id) => Some(state.store.get_user_by_id(id).await?),
         None => None,
     };
     Ok(Json(Me {
@@ -481,7 +502,7 @@ async fn me(State(app): State<AppState>, Caller(p): Caller) -> Result<Json<Me>, 
 #[utoipa::path(put, path = "/me/password", tag = "me", request_body = PasswordInput,
     responses((status = 204, description = "Changed"), Errors))]
 async fn change_password(
-    State(app): State<AppState>,
+    State(state): State<SignIn>,
     Caller(p): Caller,
     ApiJson(input): ApiJson<PasswordInput>,
 ) -> Result<StatusCode, ApiError> {
@@ -489,18 +510,18 @@ async fn change_password(
     auth::check_password(&input.new_password).map_err(ApiError::BadRequest)?;
     // A stolen access token must not become a way to guess the password: wrong current
     // passwords count like failed sign-ins, per user.
-    let sessions = &app.identity.sessions;
+    let sessions = &state.identity.sessions;
     let subject = format!("password:{user_id}");
     let reserved = sessions
         .reserve_attempt(&subject, crate::store::now())
         .await?;
-    if reserved.count > app.identity.spec.max_failed_sign_ins {
+    if reserved.count > state.identity.spec.max_failed_sign_ins {
         return Err(ApiError::TooManyRequests {
             message: "Too many wrong current passwords; try again later.".into(),
             retry_after: reserved.retry_after,
         });
     }
-    let stored = app
+    let stored = state
         .store
         .user_credentials(&p.name)
         .await?
@@ -508,7 +529,7 @@ async fn change_password(
     let verified = if input.current_password.len() > auth::MAX_PASSWORD_BYTES {
         false
     } else {
-        match app
+        match state
             .identity
             .hashing
             .verify(input.current_password, stored)
@@ -525,8 +546,9 @@ async fn change_password(
         return Err(ApiError::Forbidden("the current password is wrong".into()));
     }
     sessions.clear_attempts(&subject).await?;
-    let hash = app.identity.hashing.hash(input.new_password).await?;
-    app.store
+    let hash = state.identity.hashing.hash(input.new_password).await?;
+    state
+        .store
         .update_user(
             &p.name,
             &UserPatch {
@@ -536,24 +558,20 @@ async fn change_password(
         )
         .await?;
     let now = crate::store::now();
-    for s in app.identity.sessions.list(user_id, now).await? {
+    for s in state.identity.sessions.list(user_id, now).await? {
         if s.id != current_session {
-            app.identity.sessions.revoke(user_id, &s.id).await?;
+            state.identity.sessions.revoke(user_id, &s.id).await?;
         }
     }
     Ok(StatusCode::NO_CONTENT)
 }
 
 pub(super) async fn devices(
-    app: &App,
+    sessions: &Sessions,
     user_id: &str,
     current: Option<&str>,
 ) -> Result<Vec<Device>, ApiError> {
-    let list = app
-        .identity
-        .sessions
-        .list(user_id, crate::store::now())
-        .await?;
+    let list = sessions.list(user_id, crate::store::now()).await?;
     Ok(list
         .into_iter()
         .map(|s| Device {
@@ -567,22 +585,25 @@ pub(super) async fn devices(
 #[utoipa::path(get, path = "/me/sessions", tag = "me",
     responses((status = 200, body = [Device]), Errors))]
 async fn my_sessions(
-    State(app): State<AppState>,
+    State(state): State<SignIn>,
     Caller(p): Caller,
 ) -> Result<Json<Vec<Device>>, ApiError> {
     let (user_id, session) = session_of(&p)?;
-    Ok(Json(devices(&app, user_id, Some(session)).await?))
+    Ok(Json(
+        devices(&state.identity.sessions, user_id, Some(session)).await?,
+    ))
 }
 
 /// Signs the caller out everywhere (this session too).
 #[utoipa::path(delete, path = "/me/sessions", tag = "me",
     responses((status = 204, description = "Every session ended"), Errors))]
 async fn end_all_my_sessions(
-    State(app): State<AppState>,
+    State(state): State<SignIn>,
     Caller(p): Caller,
 ) -> Result<StatusCode, ApiError> {
     let (user_id, _) = session_of(&p)?;
-    app.identity
+    state
+        .identity
         .sessions
         .revoke_all(user_id, crate::store::now())
         .await?;
@@ -594,12 +615,12 @@ async fn end_all_my_sessions(
     params(("id" = String, Path, description = "Session id from the device list")),
     responses((status = 204, description = "Session ended"), Errors))]
 async fn end_my_session(
-    State(app): State<AppState>,
+    State(state): State<SignIn>,
     Caller(p): Caller,
     ApiPath(id): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     let (user_id, _) = session_of(&p)?;
-    if app.identity.sessions.revoke(user_id, &id).await? {
+    if state.identity.sessions.revoke(user_id, &id).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::NotFound("no such session".into()))

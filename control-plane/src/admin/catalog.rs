@@ -3,7 +3,7 @@
 //! the provider's models now) and `/admin/v1/aliases` (more names for models). Every change
 //! reaches Envoy in the same publish.
 
-use axum::extract::State;
+use axum::extract::{FromRef, State};
 use axum::http::StatusCode;
 use axum::Json;
 use serde::{Deserialize, Deserializer, Serialize};
@@ -12,9 +12,30 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::providers::{managed, visible};
-use super::{publish, AdminOnly, ApiError, ApiJson, ApiPath, AppState, Caller, Errors};
-use crate::discovery::Tag;
-use crate::store::{AliasRow, DiscoveryChange, ProviderModelPatch, ProviderModelRow, StoreError};
+use super::{AdminOnly, ApiError, ApiJson, ApiPath, AppState, Caller, Errors};
+use crate::discovery::{Discoverer, Tag};
+use crate::reconcile::Publisher;
+use crate::store::{
+    AliasRow, DiscoveryChange, ProviderModelPatch, ProviderModelRow, Store, StoreError,
+};
+
+/// What the catalog routes use: the store, the publisher and discovery.
+#[derive(Clone)]
+pub(super) struct Catalog {
+    pub(super) store: Store,
+    pub(super) publisher: Publisher,
+    pub(super) discoverer: Discoverer,
+}
+
+impl FromRef<AppState> for Catalog {
+    fn from_ref(app: &AppState) -> Catalog {
+        Catalog {
+            store: app.store.clone(),
+            publisher: app.publisher.clone(),
+            discoverer: app.discoverer.clone(),
+        }
+    }
+}
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -133,16 +154,16 @@ struct ProviderModels {
     responses((status = 200, body = ProviderModels), Errors))]
 async fn provider_models(
     Caller(p): Caller,
-    State(app): State<AppState>,
+    State(state): State<Catalog>,
     ApiPath(name): ApiPath<String>,
 ) -> Result<Json<ProviderModels>, ApiError> {
-    let provider = visible(&app, &p, &name).await?;
-    let rows = app.store.provider_models(&name).await?;
-    let prices = app.store.list_prices().await?;
+    let provider = visible(&state.store, &p, &name).await?;
+    let rows = state.store.provider_models(&name).await?;
+    let prices = state.store.list_prices().await?;
     let discovers = provider.settings.discovers(provider.kind);
     Ok(Json(ProviderModels {
         discovers,
-        discovery: app.discovery.status(&name),
+        discovery: state.discoverer.runner.status(&name),
         provider: name,
         data: rows
             .into_iter()
@@ -181,14 +202,18 @@ struct ModelPatch {
     request_body = ModelPatch, responses((status = 200, body = ProviderModelView), Errors))]
 async fn update_model(
     Caller(p): Caller,
-    State(app): State<AppState>,
+    State(state): State<Catalog>,
     ApiPath((name, model)): ApiPath<(String, String)>,
     ApiJson(input): ApiJson<ModelPatch>,
 ) -> Result<Json<ProviderModelView>, ApiError> {
-    let provider = managed(&app, &p, &name).await?;
+    let provider = managed(&state.store, &p, &name).await?;
     let patch = ProviderModelPatch::checked(input.enabled, input.tags, input.context_window)
         .map_err(ApiError::BadRequest)?;
-    let row = match app.store.update_provider_model(&name, &model, &patch).await {
+    let row = match state
+        .store
+        .update_provider_model(&name, &model, &patch)
+        .await
+    {
         Err(StoreError::NotFound) => {
             return Err(ApiError::NotFound(format!(
                 "provider {name:?} has no model {model:?}"
@@ -196,8 +221,8 @@ async fn update_model(
         }
         other => other?,
     };
-    publish(&app).await?;
-    let prices = app.store.list_prices().await?;
+    state.publisher.publish().await?;
+    let prices = state.store.list_prices().await?;
     let discovers = provider.settings.discovers(provider.kind);
     Ok(Json(model_view(row, &prices, discovers)))
 }
@@ -211,11 +236,11 @@ async fn update_model(
         (status = 502, description = "The provider gave no usable list", body = super::ErrorBody), Errors))]
 async fn discover(
     Caller(p): Caller,
-    State(app): State<AppState>,
+    State(state): State<Catalog>,
     ApiPath(name): ApiPath<String>,
 ) -> Result<Json<DiscoveryChange>, ApiError> {
-    let provider = managed(&app, &p, &name).await?;
-    crate::discovery::discover(&app, &provider)
+    let provider = managed(&state.store, &p, &name).await?;
+    crate::discovery::discover(&state.discoverer, &provider)
         .await
         .map(Json)
         .map_err(|f| match f {
@@ -244,12 +269,12 @@ struct AliasTarget {
 }
 
 /// Refuses an alias whose name is taken by a logical model or whose target does not exist.
-async fn check_alias(app: &crate::app::App, alias: &AliasRow) -> Result<(), ApiError> {
-    let logical = app.store.list_models().await?;
-    crate::app::check_alias(alias, logical.iter().map(|m| m.name.as_str()))
+async fn check_alias(store: &Store, alias: &AliasRow) -> Result<(), ApiError> {
+    let logical = store.list_models().await?;
+    crate::apply::check_alias(alias, logical.iter().map(|m| m.name.as_str()))
         .map_err(ApiError::BadRequest)?;
     if alias.is_glob() {
-        return match app.store.get_provider(&alias.target).await {
+        return match store.get_provider(&alias.target).await {
             Err(StoreError::NotFound) => Err(ApiError::BadRequest(format!(
                 "unknown provider {:?}",
                 alias.target
@@ -260,12 +285,12 @@ async fn check_alias(app: &crate::app::App, alias: &AliasRow) -> Result<(), ApiE
     if logical.iter().any(|m| m.name == alias.target) {
         return Ok(());
     }
-    if app.store.get_alias(&alias.target).await.is_ok() {
+    if store.get_alias(&alias.target).await.is_ok() {
         return Err(ApiError::BadRequest(
             "an alias names a model, not another alias".into(),
         ));
     }
-    let catalog = app.store.list_provider_models().await?;
+    let catalog = store.list_provider_models().await?;
     let known = catalog.iter().any(|r| {
         r.model == alias.target
             || alias
@@ -288,9 +313,9 @@ async fn check_alias(app: &crate::app::App, alias: &AliasRow) -> Result<(), ApiE
 #[utoipa::path(get, path = "/aliases", tag = "models", responses((status = 200, body = [Alias]), Errors))]
 async fn list_aliases(
     _: Caller,
-    State(app): State<AppState>,
+    State(state): State<Catalog>,
 ) -> Result<Json<Vec<Alias>>, ApiError> {
-    let rows = app.store.list_aliases().await?;
+    let rows = state.store.list_aliases().await?;
     Ok(Json(
         rows.into_iter()
             .map(|a| Alias {
@@ -306,10 +331,10 @@ async fn list_aliases(
     responses((status = 200, body = Alias), Errors))]
 async fn read_alias(
     _: Caller,
-    State(app): State<AppState>,
+    State(state): State<Catalog>,
     ApiPath(name): ApiPath<String>,
 ) -> Result<Json<Alias>, ApiError> {
-    let a = app.store.get_alias(&name).await?;
+    let a = state.store.get_alias(&name).await?;
     Ok(Json(Alias {
         name: a.name,
         target: a.target,
@@ -321,15 +346,15 @@ async fn read_alias(
     responses((status = 201, body = Alias), (status = 409, description = "Name taken", body = super::ErrorBody), Errors))]
 async fn create_alias(
     _: AdminOnly,
-    State(app): State<AppState>,
+    State(state): State<Catalog>,
     ApiJson(input): ApiJson<Alias>,
 ) -> Result<(StatusCode, Json<Alias>), ApiError> {
     let row = AliasRow {
         name: input.name,
         target: input.target,
     };
-    check_alias(&app, &row).await?;
-    match app.store.get_alias(&row.name).await {
+    check_alias(&state.store, &row).await?;
+    match state.store.get_alias(&row.name).await {
         Ok(_) => {
             return Err(ApiError::Conflict(format!(
                 "alias {:?} already exists",
@@ -339,8 +364,8 @@ async fn create_alias(
         Err(StoreError::NotFound) => {}
         Err(e) => return Err(e.into()),
     }
-    app.store.put_alias(&row).await?;
-    publish(&app).await?;
+    state.store.put_alias(&row).await?;
+    state.publisher.publish().await?;
     Ok((
         StatusCode::CREATED,
         Json(Alias {
@@ -355,7 +380,7 @@ async fn create_alias(
     request_body = AliasTarget, responses((status = 200, body = Alias), Errors))]
 async fn put_alias(
     _: AdminOnly,
-    State(app): State<AppState>,
+    State(state): State<Catalog>,
     ApiPath(name): ApiPath<String>,
     ApiJson(input): ApiJson<AliasTarget>,
 ) -> Result<Json<Alias>, ApiError> {
@@ -363,9 +388,9 @@ async fn put_alias(
         name,
         target: input.target,
     };
-    check_alias(&app, &row).await?;
-    app.store.put_alias(&row).await?;
-    publish(&app).await?;
+    check_alias(&state.store, &row).await?;
+    state.store.put_alias(&row).await?;
+    state.publisher.publish().await?;
     Ok(Json(Alias {
         name: row.name,
         target: row.target,
@@ -377,10 +402,10 @@ async fn put_alias(
     responses((status = 204, description = "Deleted"), Errors))]
 async fn delete_alias(
     _: AdminOnly,
-    State(app): State<AppState>,
+    State(state): State<Catalog>,
     ApiPath(name): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
-    app.store.delete_alias(&name).await?;
-    publish(&app).await?;
+    state.store.delete_alias(&name).await?;
+    state.publisher.publish().await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -1,7 +1,9 @@
 //! `/admin/v1/keys`: gateway API keys. The secret is returned once, at creation; the store keeps
 //! only its keyed digest (see `crypto::DigestKey`) and a short prefix for humans.
 
-use axum::extract::State;
+use std::sync::Arc;
+
+use axum::extract::{FromRef, State};
 use axum::http::StatusCode;
 use axum::Json;
 use serde::{Deserialize, Serialize};
@@ -9,11 +11,35 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{publish, ApiError, ApiJson, ApiPath, ApiQuery, AppState, Caller, Errors};
-use crate::app::key_prefix;
+use super::usage::Credits;
+use super::{ApiError, ApiJson, ApiPath, ApiQuery, AppState, Caller, Errors};
+use crate::apply::key_prefix;
 use crate::crypto;
 use crate::domain;
-use crate::store::{ApiKeyRow, NewApiKey};
+use crate::reconcile::Publisher;
+use crate::secrets::Secrets;
+use crate::store::{ApiKeyRow, NewApiKey, Store};
+
+/// What the gateway keys routes use: the store, the digest key, the publisher and the credit
+/// accounts.
+#[derive(Clone)]
+pub(super) struct Keys {
+    pub(super) store: Store,
+    pub(super) secrets: Arc<Secrets>,
+    pub(super) publisher: Publisher,
+    pub(super) credits: Credits,
+}
+
+impl FromRef<AppState> for Keys {
+    fn from_ref(app: &AppState) -> Keys {
+        Keys {
+            store: app.store.clone(),
+            secrets: app.secrets.clone(),
+            publisher: app.publisher.clone(),
+            credits: Credits::from_ref(app),
+        }
+    }
+}
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -108,7 +134,7 @@ struct ListParams {
     responses((status = 200, body = [KeyView]), Errors))]
 async fn list(
     Caller(p): Caller,
-    State(app): State<AppState>,
+    State(state): State<Keys>,
     ApiQuery(q): ApiQuery<ListParams>,
 ) -> Result<Json<Vec<KeyView>>, ApiError> {
     let only = if p.is_admin() {
@@ -116,7 +142,7 @@ async fn list(
     } else {
         Some(p.name.clone())
     };
-    let keys = app.store.list_api_keys().await?;
+    let keys = state.store.list_api_keys().await?;
     Ok(Json(
         keys.into_iter()
             .filter(|k| only.as_ref().is_none_or(|u| *u == k.user))
@@ -127,11 +153,11 @@ async fn list(
 
 /// The key with this id, if the caller may see it.
 async fn own_key(
-    app: &AppState,
+    store: &Store,
     p: &crate::auth::Principal,
     id: &str,
 ) -> Result<ApiKeyRow, ApiError> {
-    let key = app.store.get_api_key(id).await?;
+    let key = store.get_api_key(id).await?;
     if !p.may_act_for(&key.user) {
         return Err(ApiError::NotFound("not found".into()));
     }
@@ -143,10 +169,10 @@ async fn own_key(
     responses((status = 200, body = KeyView), Errors))]
 async fn read(
     Caller(p): Caller,
-    State(app): State<AppState>,
+    State(state): State<Keys>,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<KeyView>, ApiError> {
-    Ok(Json(own_key(&app, &p, &id).await?.into()))
+    Ok(Json(own_key(&state.store, &p, &id).await?.into()))
 }
 
 /// Creates a key; its secret is in this answer only.
@@ -154,7 +180,7 @@ async fn read(
     responses((status = 201, body = CreatedKey), (status = 409, description = "Name taken", body = super::ErrorBody), Errors))]
 async fn create(
     Caller(p): Caller,
-    State(app): State<AppState>,
+    State(state): State<Keys>,
     ApiJson(input): ApiJson<KeyInput>,
 ) -> Result<(StatusCode, Json<CreatedKey>), ApiError> {
     domain::check_name("API key", &input.name).map_err(ApiError::BadRequest)?;
@@ -177,7 +203,7 @@ async fn create(
         input.models.unwrap_or_else(|| vec!["*".into()])
     } else {
         // What an admin allows the caller bounds what they give their own keys.
-        let allowed = match app.store.get_user_limits(&user).await {
+        let allowed = match state.store.get_user_limits(&user).await {
             Ok(limits) => limits.models,
             Err(crate::store::StoreError::NotFound) => vec!["*".into()],
             Err(e) => return Err(e.into()),
@@ -210,14 +236,14 @@ async fn create(
         })
         .transpose()?;
     let secret = crypto::token("sk-sy-");
-    let id = app
+    let id = state
         .store
         .put_api_key(
             &NewApiKey {
                 name: input.name,
                 user,
                 prefix: key_prefix(&secret),
-                digest: app.digest_key.digest(&secret),
+                digest: state.secrets.digest_key.digest(&secret),
                 models,
                 rpm: input.rpm,
                 tpm: input.tpm,
@@ -229,12 +255,12 @@ async fn create(
             false,
         )
         .await?;
-    let key = app.store.get_api_key(&id).await?;
+    let key = state.store.get_api_key(&id).await?;
     if let Some(amount) = starting_credits {
-        app.store.open_account_with(&key.user, amount).await?;
-        app.credits_changed(&key.user).await?;
+        state.store.open_account_with(&key.user, amount).await?;
+        state.credits.changed(&key.user).await?;
     } else {
-        publish(&app).await?;
+        state.publisher.publish().await?;
     }
     Ok((
         StatusCode::CREATED,
@@ -250,11 +276,11 @@ async fn create(
     responses((status = 204, description = "Revoked"), Errors))]
 async fn remove(
     Caller(p): Caller,
-    State(app): State<AppState>,
+    State(state): State<Keys>,
     ApiPath(id): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
-    own_key(&app, &p, &id).await?;
-    app.store.delete_api_key(&id).await?;
-    publish(&app).await?;
+    own_key(&state.store, &p, &id).await?;
+    state.store.delete_api_key(&id).await?;
+    state.publisher.publish().await?;
     Ok(StatusCode::NO_CONTENT)
 }

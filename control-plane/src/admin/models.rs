@@ -1,6 +1,6 @@
 //! `/admin/v1/models`: logical models, the names clients send, and their targets.
 
-use axum::extract::State;
+use axum::extract::{FromRef, State};
 use axum::http::StatusCode;
 use axum::Json;
 use serde::{Deserialize, Serialize};
@@ -8,10 +8,27 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{publish, AdminOnly, ApiError, ApiJson, ApiPath, AppState, Caller, Errors};
+use super::{AdminOnly, ApiError, ApiJson, ApiPath, AppState, Caller, Errors};
 use crate::config::TargetSpec;
 use crate::domain::{self, Strategy};
-use crate::store::{ModelRow, StoreError};
+use crate::reconcile::Publisher;
+use crate::store::{ModelRow, Store, StoreError};
+
+/// What the logical models routes use: the store and the publisher.
+#[derive(Clone)]
+pub(super) struct Models {
+    pub(super) store: Store,
+    pub(super) publisher: Publisher,
+}
+
+impl FromRef<AppState> for Models {
+    fn from_ref(app: &AppState) -> Models {
+        Models {
+            store: app.store.clone(),
+            publisher: app.publisher.clone(),
+        }
+    }
+}
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -70,7 +87,7 @@ impl From<ModelRow> for ModelView {
     }
 }
 
-async fn check_targets(app: &crate::app::App, targets: &[TargetSpec]) -> Result<(), ApiError> {
+async fn check_targets(store: &Store, targets: &[TargetSpec]) -> Result<(), ApiError> {
     if targets.is_empty() {
         return Err(ApiError::BadRequest(
             "a model needs at least one target".into(),
@@ -78,7 +95,7 @@ async fn check_targets(app: &crate::app::App, targets: &[TargetSpec]) -> Result<
     }
     for t in targets {
         domain::check_model_name(&t.model).map_err(ApiError::BadRequest)?;
-        match app.store.get_provider(&t.provider).await {
+        match store.get_provider(&t.provider).await {
             Ok(_) => {}
             Err(StoreError::NotFound) => {
                 return Err(ApiError::BadRequest(format!(
@@ -94,8 +111,8 @@ async fn check_targets(app: &crate::app::App, targets: &[TargetSpec]) -> Result<
 
 /// Logical models.
 #[utoipa::path(get, path = "/models", tag = "models", responses((status = 200, body = [ModelView]), Errors))]
-async fn list(_: Caller, State(app): State<AppState>) -> Result<Json<Vec<ModelView>>, ApiError> {
-    let models = app.store.list_models().await?;
+async fn list(_: Caller, State(state): State<Models>) -> Result<Json<Vec<ModelView>>, ApiError> {
+    let models = state.store.list_models().await?;
     Ok(Json(models.into_iter().map(ModelView::from).collect()))
 }
 
@@ -104,10 +121,10 @@ async fn list(_: Caller, State(app): State<AppState>) -> Result<Json<Vec<ModelVi
     responses((status = 200, body = ModelView), Errors))]
 async fn read(
     _: Caller,
-    State(app): State<AppState>,
+    State(state): State<Models>,
     ApiPath(name): ApiPath<String>,
 ) -> Result<Json<ModelView>, ApiError> {
-    Ok(Json(app.store.get_model(&name).await?.into()))
+    Ok(Json(state.store.get_model(&name).await?.into()))
 }
 
 /// Creates a logical model: a name clients send, served by its targets.
@@ -115,12 +132,12 @@ async fn read(
     responses((status = 201, body = ModelView), (status = 409, description = "Name taken", body = super::ErrorBody), Errors))]
 async fn create(
     _: AdminOnly,
-    State(app): State<AppState>,
+    State(state): State<Models>,
     ApiJson(input): ApiJson<ModelInput>,
 ) -> Result<(StatusCode, Json<ModelView>), ApiError> {
     domain::check_model_name(&input.name).map_err(ApiError::BadRequest)?;
-    check_targets(&app, &input.targets).await?;
-    match app.store.get_model(&input.name).await {
+    check_targets(&state.store, &input.targets).await?;
+    match state.store.get_model(&input.name).await {
         Ok(_) => {
             return Err(ApiError::Conflict(format!(
                 "model {:?} already exists",
@@ -135,8 +152,8 @@ async fn create(
         strategy: input.strategy,
         targets: input.targets,
     };
-    app.store.upsert_model(&row).await?;
-    publish(&app).await?;
+    state.store.upsert_model(&row).await?;
+    state.publisher.publish().await?;
     Ok((StatusCode::CREATED, Json(row.into())))
 }
 
@@ -145,20 +162,20 @@ async fn create(
     request_body = ModelUpdate, responses((status = 200, body = ModelView), Errors))]
 async fn update(
     _: AdminOnly,
-    State(app): State<AppState>,
+    State(state): State<Models>,
     ApiPath(name): ApiPath<String>,
     ApiJson(input): ApiJson<ModelUpdate>,
 ) -> Result<Json<ModelView>, ApiError> {
-    let mut row = app.store.get_model(&name).await?;
+    let mut row = state.store.get_model(&name).await?;
     if let Some(s) = input.strategy {
         row.strategy = s;
     }
     if let Some(t) = input.targets {
-        check_targets(&app, &t).await?;
+        check_targets(&state.store, &t).await?;
         row.targets = t;
     }
-    app.store.upsert_model(&row).await?;
-    publish(&app).await?;
+    state.store.upsert_model(&row).await?;
+    state.publisher.publish().await?;
     Ok(Json(row.into()))
 }
 
@@ -167,10 +184,10 @@ async fn update(
     responses((status = 204, description = "Deleted"), Errors))]
 async fn remove(
     _: AdminOnly,
-    State(app): State<AppState>,
+    State(state): State<Models>,
     ApiPath(name): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
-    app.store.delete_model(&name).await?;
-    publish(&app).await?;
+    state.store.delete_model(&name).await?;
+    state.publisher.publish().await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -7,7 +7,9 @@
 //! An owner's change to an approved provider sends it back to review. The base URL of a user's
 //! provider may only reach public addresses ([`crate::ssrf`]), checked here and at connect time.
 
-use axum::extract::State;
+use std::sync::Arc;
+
+use axum::extract::{FromRef, State};
 use axum::http::StatusCode;
 use axum::Json;
 use serde::{Deserialize, Serialize};
@@ -15,11 +17,38 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{publish, AdminOnly, ApiError, ApiJson, ApiPath, ApiQuery, AppState, Caller, Errors};
-use crate::app::App;
+use super::{AdminOnly, ApiError, ApiJson, ApiPath, ApiQuery, AppState, Caller, Errors};
 use crate::auth::Principal;
+use crate::crypto::MasterKey;
+use crate::discovery::Discoverer;
 use crate::domain::{self, ProviderDef, ProviderKind, ProviderSettings};
-use crate::store::{NewProviderKey, ProviderKeyRow, ProviderRow, StoreError};
+use crate::reconcile::Publisher;
+use crate::secrets::Secrets;
+use crate::ssrf::Guard;
+use crate::store::{NewProviderKey, ProviderKeyRow, ProviderRow, Store, StoreError};
+
+/// What the providers routes use: the store, the master key (keys are sealed), the SSRF guard
+/// (users' providers), the publisher and discovery.
+#[derive(Clone)]
+pub(super) struct Providers {
+    pub(super) store: Store,
+    pub(super) secrets: Arc<Secrets>,
+    pub(super) guard: Guard,
+    pub(super) publisher: Publisher,
+    pub(super) discoverer: Discoverer,
+}
+
+impl FromRef<AppState> for Providers {
+    fn from_ref(app: &AppState) -> Providers {
+        Providers {
+            store: app.store.clone(),
+            secrets: app.secrets.clone(),
+            guard: app.identity.guard.clone(),
+            publisher: app.publisher.clone(),
+            discoverer: app.discoverer.clone(),
+        }
+    }
+}
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -199,9 +228,13 @@ fn view(p: ProviderRow, keys: &[ProviderKeyRow], caller: &Principal) -> Provider
 }
 
 /// The provider called `name` as stored now, as the caller sees it.
-async fn stored_view(app: &App, name: &str, caller: &Principal) -> Result<ProviderView, ApiError> {
-    let row = app.store.get_provider(name).await?;
-    let keys = app.store.list_provider_keys().await?;
+async fn stored_view(
+    store: &Store,
+    name: &str,
+    caller: &Principal,
+) -> Result<ProviderView, ApiError> {
+    let row = store.get_provider(name).await?;
+    let keys = store.list_provider_keys().await?;
     Ok(view(row, &keys, caller))
 }
 
@@ -217,23 +250,22 @@ fn sees(caller: &Principal, p: &ProviderRow) -> bool {
 }
 
 fn seal_keys(
-    app: &App,
+    master: &MasterKey,
     kind: ProviderKind,
     keys: &[KeyInput],
 ) -> Result<Vec<NewProviderKey>, ApiError> {
     keys.iter()
-        .map(|k| NewProviderKey::seal(&app.master, kind, &k.secret, k.weight, k.qps))
+        .map(|k| NewProviderKey::seal(master, kind, &k.secret, k.weight, k.qps))
         .collect::<Result<_, _>>()
         .map_err(ApiError::BadRequest)
 }
 
 /// What a non-admin's provider may point at: public addresses only, no proxies.
-async fn check_untrusted(app: &App, def: &ProviderDef) -> Result<(), ApiError> {
+async fn check_untrusted(guard: &Guard, def: &ProviderDef) -> Result<(), ApiError> {
     if !def.settings.proxies.is_empty() {
         return Err(ApiError::Forbidden("only admins set egress proxies".into()));
     }
-    app.identity
-        .guard
+    guard
         .vet_url(&def.base_url)
         .await
         .map_err(|e| ApiError::BadRequest(format!("base_url refused: {e}")))?;
@@ -251,11 +283,11 @@ fn check_untrusted_keys(kind: ProviderKind, keys: &[KeyInput]) -> Result<(), Api
 
 /// The provider called `name` if the caller may see it (else 404, as if absent).
 pub(super) async fn visible(
-    app: &App,
+    store: &Store,
     caller: &Principal,
     name: &str,
 ) -> Result<ProviderRow, ApiError> {
-    let p = app.store.get_provider(name).await?;
+    let p = store.get_provider(name).await?;
     if !sees(caller, &p) {
         return Err(ApiError::NotFound("not found".into()));
     }
@@ -265,11 +297,11 @@ pub(super) async fn visible(
 /// The provider called `name` if the caller may change it: 404 when they cannot see it, 403
 /// when they see it but it is not theirs.
 pub(super) async fn managed(
-    app: &App,
+    store: &Store,
     caller: &Principal,
     name: &str,
 ) -> Result<ProviderRow, ApiError> {
-    let p = visible(app, caller, name).await?;
+    let p = visible(store, caller, name).await?;
     if !manages(caller, &p) {
         return Err(ApiError::Forbidden(
             "only its owner or an admin changes a provider".into(),
@@ -290,11 +322,11 @@ struct ListParams {
     responses((status = 200, body = [ProviderView]), Errors))]
 async fn list(
     Caller(p): Caller,
-    State(app): State<AppState>,
+    State(state): State<Providers>,
     ApiQuery(q): ApiQuery<ListParams>,
 ) -> Result<Json<Vec<ProviderView>>, ApiError> {
-    let keys = app.store.list_provider_keys().await?;
-    let providers = app.store.list_providers().await?;
+    let keys = state.store.list_provider_keys().await?;
+    let providers = state.store.list_providers().await?;
     Ok(Json(
         providers
             .into_iter()
@@ -310,11 +342,11 @@ async fn list(
     responses((status = 200, body = ProviderView), Errors))]
 async fn read(
     Caller(p): Caller,
-    State(app): State<AppState>,
+    State(state): State<Providers>,
     ApiPath(name): ApiPath<String>,
 ) -> Result<Json<ProviderView>, ApiError> {
-    let row = visible(&app, &p, &name).await?;
-    let keys = app.store.list_provider_keys().await?;
+    let row = visible(&state.store, &p, &name).await?;
+    let keys = state.store.list_provider_keys().await?;
     Ok(Json(view(row, &keys, &p)))
 }
 
@@ -324,7 +356,7 @@ async fn read(
     responses((status = 201, body = ProviderView), (status = 409, description = "Name taken", body = super::ErrorBody), Errors))]
 async fn create(
     Caller(p): Caller,
-    State(app): State<AppState>,
+    State(state): State<Providers>,
     ApiJson(input): ApiJson<CreateProvider>,
 ) -> Result<(StatusCode, Json<ProviderView>), ApiError> {
     domain::check_name("provider", &input.name).map_err(ApiError::BadRequest)?;
@@ -345,20 +377,20 @@ async fn create(
     )
     .map_err(ApiError::BadRequest)?;
     if !p.is_admin() {
-        check_untrusted(&app, &def).await?;
+        check_untrusted(&state.guard, &def).await?;
         check_untrusted_keys(def.kind, &input.keys)?;
     }
-    let keys = seal_keys(&app, def.kind, &input.keys)?;
-    let id = app.store.insert_provider(&input.name, &def).await?;
+    let keys = seal_keys(&state.secrets.master, def.kind, &input.keys)?;
+    let id = state.store.insert_provider(&input.name, &def).await?;
     if let (Some(owner), false) = (&p.user_id, p.is_admin()) {
-        app.store.set_provider_owner(&input.name, owner).await?;
+        state.store.set_provider_owner(&input.name, owner).await?;
     }
-    app.store.replace_provider_keys(&id, &keys).await?;
-    publish(&app).await?;
-    crate::app::discover_soon(&app, &input.name);
+    state.store.replace_provider_keys(&id, &keys).await?;
+    state.publisher.publish().await?;
+    crate::discovery_schedule::discover_soon(&state.discoverer, &input.name);
     Ok((
         StatusCode::CREATED,
-        Json(stored_view(&app, &input.name, &p).await?),
+        Json(stored_view(&state.store, &input.name, &p).await?),
     ))
 }
 
@@ -367,11 +399,11 @@ async fn create(
     request_body = UpdateProvider, responses((status = 200, body = ProviderView), Errors))]
 async fn update(
     Caller(p): Caller,
-    State(app): State<AppState>,
+    State(state): State<Providers>,
     ApiPath(name): ApiPath<String>,
     ApiJson(input): ApiJson<UpdateProvider>,
 ) -> Result<Json<ProviderView>, ApiError> {
-    let current = managed(&app, &p, &name).await?;
+    let current = managed(&state.store, &p, &name).await?;
     let def = ProviderDef::resolve(
         input.kind.unwrap_or(current.kind),
         Some(input.base_url.as_deref().unwrap_or(&current.base_url)),
@@ -389,7 +421,7 @@ async fn update(
     )
     .map_err(ApiError::BadRequest)?;
     if current.access.untrusted() {
-        check_untrusted(&app, &def).await?;
+        check_untrusted(&state.guard, &def).await?;
         match &input.keys {
             Some(keys) => check_untrusted_keys(def.kind, keys)?,
             // Keys given for another kind are not checked as service account keys.
@@ -403,23 +435,28 @@ async fn update(
     }
     let keys = input
         .keys
-        .map(|k| seal_keys(&app, def.kind, &k))
+        .map(|k| seal_keys(&state.secrets.master, def.kind, &k))
         .transpose()?;
-    app.store
+    state
+        .store
         .update_provider(&name, &def, input.enabled.unwrap_or(current.enabled))
         .await?;
     if let Some(keys) = keys {
-        app.store.replace_provider_keys(&current.id, &keys).await?;
+        state
+            .store
+            .replace_provider_keys(&current.id, &keys)
+            .await?;
     }
     // What an admin approved is not what its owner changes it to: back to review.
     if !p.is_admin() && current.access.public {
-        app.store
+        state
+            .store
             .set_provider_review(&name, "pending", "changed by its owner", false)
             .await?;
     }
-    publish(&app).await?;
-    crate::app::discover_soon(&app, &name);
-    Ok(Json(stored_view(&app, &name, &p).await?))
+    state.publisher.publish().await?;
+    crate::discovery_schedule::discover_soon(&state.discoverer, &name);
+    Ok(Json(stored_view(&state.store, &name, &p).await?))
 }
 
 /// Deletes a provider (its owner or an admin).
@@ -427,12 +464,12 @@ async fn update(
     responses((status = 204, description = "Deleted"), Errors))]
 async fn remove(
     Caller(p): Caller,
-    State(app): State<AppState>,
+    State(state): State<Providers>,
     ApiPath(name): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
-    managed(&app, &p, &name).await?;
-    app.store.delete_provider(&name).await?;
-    publish(&app).await?;
+    managed(&state.store, &p, &name).await?;
+    state.store.delete_provider(&name).await?;
+    state.publisher.publish().await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -442,11 +479,11 @@ async fn remove(
     responses((status = 200, body = ProviderView), Errors))]
 async fn share(
     Caller(p): Caller,
-    State(app): State<AppState>,
+    State(state): State<Providers>,
     ApiPath((name, user)): ApiPath<(String, String)>,
 ) -> Result<Json<ProviderView>, ApiError> {
-    let row = managed(&app, &p, &name).await?;
-    let target = match app.store.get_user(&user).await {
+    let row = managed(&state.store, &p, &name).await?;
+    let target = match state.store.get_user(&user).await {
         Ok(u) => u,
         Err(StoreError::NotFound) => {
             return Err(ApiError::BadRequest(format!("no user called {user:?}")))
@@ -456,9 +493,9 @@ async fn share(
     if row.access.owner.as_deref() == Some(user.as_str()) {
         return Err(ApiError::BadRequest("the owner has it already".into()));
     }
-    app.store.share_provider(&row.id, &target.id).await?;
-    publish(&app).await?;
-    Ok(Json(stored_view(&app, &name, &p).await?))
+    state.store.share_provider(&row.id, &target.id).await?;
+    state.publisher.publish().await?;
+    Ok(Json(stored_view(&state.store, &name, &p).await?))
 }
 
 /// Stops sharing a provider with a user.
@@ -467,13 +504,13 @@ async fn share(
     responses((status = 204, description = "No longer shared"), Errors))]
 async fn unshare(
     Caller(p): Caller,
-    State(app): State<AppState>,
+    State(state): State<Providers>,
     ApiPath((name, user)): ApiPath<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    let row = managed(&app, &p, &name).await?;
-    let target = app.store.get_user(&user).await?;
-    app.store.unshare_provider(&row.id, &target.id).await?;
-    publish(&app).await?;
+    let row = managed(&state.store, &p, &name).await?;
+    let target = state.store.get_user(&user).await?;
+    state.store.unshare_provider(&row.id, &target.id).await?;
+    state.publisher.publish().await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -482,17 +519,18 @@ async fn unshare(
     responses((status = 200, body = ProviderView), Errors))]
 async fn submit(
     Caller(p): Caller,
-    State(app): State<AppState>,
+    State(state): State<Providers>,
     ApiPath(name): ApiPath<String>,
 ) -> Result<Json<ProviderView>, ApiError> {
-    let row = managed(&app, &p, &name).await?;
+    let row = managed(&state.store, &p, &name).await?;
     if row.access.owner.is_none() || row.access.public {
         return Err(ApiError::Conflict("the provider is public already".into()));
     }
-    app.store
+    state
+        .store
         .set_provider_review(&name, "pending", "", false)
         .await?;
-    Ok(Json(stored_view(&app, &name, &p).await?))
+    Ok(Json(stored_view(&state.store, &name, &p).await?))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -509,11 +547,11 @@ struct ReviewInput {
     request_body = ReviewInput, responses((status = 200, body = ProviderView), Errors))]
 async fn review(
     AdminOnly(p): AdminOnly,
-    State(app): State<AppState>,
+    State(state): State<Providers>,
     ApiPath(name): ApiPath<String>,
     ApiJson(input): ApiJson<ReviewInput>,
 ) -> Result<Json<ProviderView>, ApiError> {
-    let row = app.store.get_provider(&name).await?;
+    let row = state.store.get_provider(&name).await?;
     if row.access.review != "pending" {
         return Err(ApiError::Conflict(
             "the provider is not waiting for review".into(),
@@ -531,9 +569,10 @@ async fn review(
             ))
         }
     };
-    app.store
+    state
+        .store
         .set_provider_review(&name, review, &input.note, public)
         .await?;
-    publish(&app).await?;
-    Ok(Json(stored_view(&app, &name, &p).await?))
+    state.publisher.publish().await?;
+    Ok(Json(stored_view(&state.store, &name, &p).await?))
 }

@@ -15,10 +15,10 @@ use http_body_util::BodyExt as _;
 use serde_json::{json, Value};
 use tower::ServiceExt as _;
 
-use crate::app::{App, Identity};
 use crate::auth::sessions::Sessions;
-use crate::config::Gateway;
-use crate::crypto::{self, MasterKey};
+use crate::crypto;
+use crate::identity::Identity;
+use crate::state::AppState;
 use crate::store::Store;
 
 const TOKEN: &str = "admin-test-token";
@@ -382,15 +382,12 @@ fn table(
     ]
 }
 
-async fn app_on(store: Store, sessions: Sessions) -> Arc<App> {
-    let mut app = App::new(
-        store,
-        MasterKey::from_bytes(&[9; 32]),
-        Gateway::default(),
-        "/filter.wasm".into(),
-        crypto::digest(TOKEN),
-        crate::limits::Limits::in_memory(),
-    );
+async fn app_on(store: Store, sessions: Sessions) -> AppState {
+    app_with(store, sessions, |_| {})
+}
+
+/// [`app_on`], with `adjust` applied to the identity settings first.
+fn app_with(store: Store, sessions: Sessions, adjust: impl FnOnce(&mut Identity)) -> AppState {
     let mut identity = Identity {
         sessions,
         ..Identity::default()
@@ -398,12 +395,12 @@ async fn app_on(store: Store, sessions: Sessions) -> Arc<App> {
     // Forged tokens are sent to every route from one address here; the throttle on them has
     // tests of its own (`abuse_tests`).
     identity.spec.max_bad_credentials_per_minute = u32::MAX;
-    app.identity = identity;
-    Arc::new(app)
+    adjust(&mut identity);
+    crate::test_support::app_state(store, identity, TOKEN)
 }
 
 struct Client {
-    app: Arc<App>,
+    app: AppState,
 }
 
 impl Client {
@@ -464,7 +461,7 @@ impl Client {
 
 /// Users alice and bob (role user), carol (admin); a public provider, bob's private provider,
 /// bob's key, a logical model.
-async fn world(app: Arc<App>) -> (Client, String) {
+async fn world(app: AppState) -> (Client, String) {
     let c = Client { app };
     for (name, role) in [("alice", "user"), ("bob", "user"), ("carol", "admin")] {
         c.admin(
@@ -493,7 +490,7 @@ async fn world(app: Arc<App>) -> (Client, String) {
     (c, key["id"].as_str().unwrap().to_owned())
 }
 
-async fn rbac_over_every_route(app: Arc<App>) {
+async fn rbac_over_every_route(app: AppState) {
     let (c, bob_key) = world(app).await;
     let (bob, _, bob_session) = c.login("bob", "bob-phone/1").await;
     let (status, v) = c
@@ -710,7 +707,7 @@ async fn rbac_over_every_route(app: Arc<App>) {
     assert_eq!(status, StatusCode::OK, "{v}");
 }
 
-async fn sessions_rotate_detect_replay_and_log_out_remotely(app: Arc<App>) {
+async fn sessions_rotate_detect_replay_and_log_out_remotely(app: AppState) {
     let (c, _) = world(app).await;
     let (access, refresh, session) = c.login("bob", "bob-phone/1").await;
     let (status, me) = c
@@ -957,11 +954,10 @@ async fn open_registration_makes_users_and_is_bounded_per_address() {
     let store = Store::connect(&crate::test_support::sqlite_url())
         .await
         .unwrap();
-    let mut app = Arc::try_unwrap(app_on(store, Sessions::memory(3600)).await)
-        .ok()
-        .expect("one owner");
-    app.identity.spec.registration = crate::config::Registration::Open;
-    let c = Client { app: Arc::new(app) };
+    let app = app_with(store, Sessions::memory(3600), |identity| {
+        identity.spec.registration = crate::config::Registration::Open;
+    });
+    let c = Client { app };
     let (status, v) = c
         .call(
             "POST",
@@ -1025,7 +1021,7 @@ async fn open_registration_makes_users_and_is_bounded_per_address() {
     assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{v}");
 }
 
-async fn sign_ins_are_throttled_after_failures(app: Arc<App>) {
+async fn sign_ins_are_throttled_after_failures(app: AppState) {
     let (c, _) = world(app).await;
     for _ in 0..10 {
         c.call(
@@ -1086,18 +1082,19 @@ on_backends!(
 /// network are refused at creation and on update; at connect time the control plane resolves
 /// the name again and gives Envoy only vetted addresses, so a name that turns private later
 /// (DNS rebinding) leaves the provider out of the configuration.
-async fn providers_of_users_reach_only_public_addresses(app: Arc<App>) {
+async fn providers_of_users_reach_only_public_addresses(store: Store) {
     let names = Arc::new(crate::ssrf::Fixed::default());
     names.set("metadata.evil.example", &["169.254.169.254"]);
     names.set("intranet.evil.example", &["10.20.30.40"]);
     names.set("loop6.evil.example", &["::1"]);
     names.set("rebind.evil.example", &["93.184.216.34"]);
     names.set("aiplatform.googleapis.com", &["142.250.80.10"]);
-    let mut app = Arc::try_unwrap(app).ok().expect("one owner");
-    app.identity.guard = crate::ssrf::Guard::new(Vec::new(), names.clone());
-    let (c, _) = world(Arc::new(app)).await;
+    let app = app_with(store, Sessions::memory(3600), |identity| {
+        identity.guard = crate::ssrf::Guard::new(Vec::new(), names.clone());
+    });
+    let (c, _) = world(app).await;
     assert!(
-        !c.app.desired_state_for_tests().await.vetted,
+        !c.app.reconciler.compute().await.unwrap().vetted,
         "nothing to re-check yet"
     );
     let (alice, _, _) = c.login("alice", "a").await;
@@ -1164,7 +1161,7 @@ async fn providers_of_users_reach_only_public_addresses(app: Arc<App>) {
         )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{v}");
-    let state = c.app.desired_state_for_tests().await;
+    let state = c.app.reconciler.compute().await.unwrap();
     assert!(state.vetted, "re-checked every 30 s from now on");
     assert!(state.filter.models.iter().any(|m| m.name == "mine/m"));
     let cluster = state
@@ -1200,14 +1197,14 @@ async fn providers_of_users_reach_only_public_addresses(app: Arc<App>) {
     assert_eq!(status, StatusCode::BAD_REQUEST);
     // The name turns private: at the next configuration the provider is out.
     names.set("rebind.evil.example", &["127.0.0.1"]);
-    let state = c.app.desired_state_for_tests().await;
+    let state = c.app.reconciler.compute().await.unwrap();
     assert!(
         !state.filter.models.iter().any(|m| m.name == "mine/m"),
         "rebound name refused at connect time"
     );
     assert!(!state.clusters.iter().any(|c| c.name == "provider-mine"));
     names.set("rebind.evil.example", &["93.184.216.35"]);
-    let state = c.app.desired_state_for_tests().await;
+    let state = c.app.reconciler.compute().await.unwrap();
     let cluster = state
         .clusters
         .iter()
@@ -1221,13 +1218,12 @@ async fn providers_of_users_reach_only_public_addresses_on_sqlite() {
     let store = Store::connect(&crate::test_support::sqlite_url())
         .await
         .unwrap();
-    providers_of_users_reach_only_public_addresses(app_on(store, Sessions::memory(3600)).await)
-        .await;
+    providers_of_users_reach_only_public_addresses(store).await;
 }
 
 /// Rotation: every stored secret sealed again under the new key, the gateway's configuration
 /// unchanged, the old key forgotten.
-async fn master_key_rotation_reseals_everything(app: Arc<App>) {
+async fn master_key_rotation_reseals_everything(app: AppState) {
     let (c, _) = world(app).await;
     c.admin(
         "PUT",
@@ -1235,15 +1231,15 @@ async fn master_key_rotation_reseals_everything(app: Arc<App>) {
         json!({"keys": [{"secret": "sk-upstream-one"}, {"secret": "sk-upstream-two"}]}),
     )
     .await;
-    let before = c.app.desired_state_for_tests().await;
+    let before = c.app.reconciler.compute().await.unwrap();
     // The access token key, as `Identity::load` keeps it.
-    let sealed_setting = c.app.master.seal("token key");
+    let sealed_setting = c.app.secrets.master.seal("token key");
     c.app
         .store
-        .set_setting_if_absent(crate::app::TOKEN_KEY_SETTING, &sealed_setting)
+        .set_setting_if_absent(crate::identity::TOKEN_KEY_SETTING, &sealed_setting)
         .await
         .unwrap();
-    let old_id = c.app.master.current_id();
+    let old_id = c.app.secrets.master.current_id();
     let old_sealed: Vec<String> = c
         .app
         .store
@@ -1264,25 +1260,27 @@ async fn master_key_rotation_reseals_everything(app: Arc<App>) {
     assert!(!rotated.to_string().contains("sk-upstream"));
     let keys = c.app.store.list_provider_keys().await.unwrap();
     for k in &keys {
-        assert!(c.app.master.is_current(&k.secret_sealed));
+        assert!(c.app.secrets.master.is_current(&k.secret_sealed));
         assert!(!old_sealed.contains(&k.secret_sealed));
     }
     let setting = c
         .app
         .store
-        .get_setting(crate::app::TOKEN_KEY_SETTING)
+        .get_setting(crate::identity::TOKEN_KEY_SETTING)
         .await
         .unwrap()
         .unwrap();
-    assert!(c.app.master.is_current(&setting));
-    assert_eq!(c.app.master.open(&setting).unwrap(), "token key");
-    let after = c.app.desired_state_for_tests().await;
+    assert!(c.app.secrets.master.is_current(&setting));
+    assert_eq!(c.app.secrets.master.open(&setting).unwrap(), "token key");
+    let after = c.app.reconciler.compute().await.unwrap();
     assert_eq!(
         before.filter, after.filter,
         "Envoy's configuration is unchanged"
     );
     // Old sealed values no longer open: the old key is gone.
-    assert!(old_sealed.iter().all(|s| c.app.master.open(s).is_err()));
+    assert!(old_sealed
+        .iter()
+        .all(|s| c.app.secrets.master.open(s).is_err()));
     // Sessions survive (the access token key was sealed again, not replaced).
     let (token, _, _) = c.login("alice", "a").await;
     assert_eq!(
@@ -1325,7 +1323,7 @@ async fn master_key_rotation_on_sqlite() {
 /// serves only what it and its owner both allow (narrowing the user narrows keys made
 /// earlier, an admin's `*` key included), spend caps over all of a user's keys make them
 /// limited, and only an admin sets any of it.
-async fn users_scopes_and_caps_bound_their_keys(app: Arc<App>) {
+async fn users_scopes_and_caps_bound_their_keys(app: AppState) {
     let (c, _) = world(app.clone()).await;
     let limits = c
         .admin(
@@ -1409,7 +1407,7 @@ async fn users_scopes_and_caps_bound_their_keys(app: Arc<App>) {
         keys.sort();
         keys
     };
-    let state = app.desired_state_for_tests().await;
+    let state = app.reconciler.compute().await.unwrap();
     let keys = served(&state);
     assert_eq!(keys.len(), 3);
     for (id, models, limited) in &keys {
@@ -1426,7 +1424,7 @@ async fn users_scopes_and_caps_bound_their_keys(app: Arc<App>) {
         json!({"models": ["claude-*"]}),
     )
     .await;
-    let state = app.desired_state_for_tests().await;
+    let state = app.reconciler.compute().await.unwrap();
     let star_id = star["id"].as_str().unwrap();
     for (id, models, limited) in served(&state) {
         if id == star_id {
@@ -1437,7 +1435,7 @@ async fn users_scopes_and_caps_bound_their_keys(app: Arc<App>) {
         assert_eq!(limited, id == exact["id"], "{id}: only the key with an rpm");
     }
     c.admin("PUT", "/users/alice/limits", json!({})).await;
-    let state = app.desired_state_for_tests().await;
+    let state = app.reconciler.compute().await.unwrap();
     let (_, models, _) = served(&state)
         .into_iter()
         .find(|(id, ..)| id == star_id)

@@ -1,14 +1,37 @@
 //! `/admin/v1/security/*`: master key rotation.
 
-use axum::extract::State;
+use std::sync::Arc;
+
+use axum::extract::{FromRef, State};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{publish, AdminOnly, ApiError, ApiJson, AppState, Errors};
+use super::{AdminOnly, ApiError, ApiJson, AppState, Errors};
 use crate::crypto::{self, Source};
+use crate::reconcile::Publisher;
+use crate::secrets::Secrets;
+use crate::store::Store;
+
+/// What master key rotation uses: the store (every sealed value), the keys, the publisher.
+#[derive(Clone)]
+pub(super) struct Security {
+    pub(super) store: Store,
+    pub(super) secrets: Arc<Secrets>,
+    pub(super) publisher: Publisher,
+}
+
+impl FromRef<AppState> for Security {
+    fn from_ref(app: &AppState) -> Security {
+        Security {
+            store: app.store.clone(),
+            secrets: app.secrets.clone(),
+            publisher: app.publisher.clone(),
+        }
+    }
+}
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(rotate))
@@ -42,10 +65,10 @@ struct Rotated {
     request_body = RotateInput, responses((status = 200, body = Rotated), Errors))]
 async fn rotate(
     _: AdminOnly,
-    State(app): State<AppState>,
+    State(state): State<Security>,
     ApiJson(input): ApiJson<RotateInput>,
 ) -> Result<Json<Rotated>, ApiError> {
-    let new = match (input.key, app.master.source()) {
+    let new = match (input.key, state.secrets.master.source()) {
         (Some(k), _) => crypto::parse_master_key(&k).ok_or_else(|| {
             ApiError::BadRequest("`key` must be 32 bytes, as base64 or 64 hex digits".into())
         })?,
@@ -58,12 +81,12 @@ async fn rotate(
         }
         (None, _) => crypto::new_master_key(),
     };
-    let resealed = crate::app::rotate_master_key(&app, &new).await?;
-    publish(&app).await?;
+    let resealed = state.secrets.rotate_master_key(&state.store, &new).await?;
+    state.publisher.publish().await?;
     Ok(Json(Rotated {
-        key_id: app.master.current_id(),
+        key_id: state.secrets.master.current_id(),
         resealed,
-        source: match app.master.source() {
+        source: match state.secrets.master.source() {
             Source::Env => "environment",
             Source::File(_) => "file",
             Source::Fixed => "fixed",

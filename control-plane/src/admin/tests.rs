@@ -1,37 +1,28 @@
 //! Admin API through the router with `oneshot`: auth, CRUD, validation, secrets never returned,
 //! and every change published as a new snapshot.
 
-use std::sync::Arc;
-
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt as _;
 use serde_json::{json, Value};
 use tower::ServiceExt as _;
 
-use crate::app::App;
-use crate::config::Gateway;
-use crate::crypto::{self, MasterKey};
+use crate::crypto;
+use crate::identity::Identity;
+use crate::state::AppState;
 use crate::store::Store;
 
 const TOKEN: &str = "admin-test-token";
 
-async fn app() -> Arc<App> {
+async fn app() -> AppState {
     let store = Store::connect(&crate::test_support::sqlite_url())
         .await
         .unwrap();
-    Arc::new(App::new(
-        store,
-        MasterKey::from_bytes(&[9; 32]),
-        Gateway::default(),
-        "/filter.wasm".into(),
-        crypto::digest(TOKEN),
-        crate::limits::Limits::in_memory(),
-    ))
+    crate::test_support::app_state(store, Identity::default(), TOKEN)
 }
 
 async fn call(
-    app: &Arc<App>,
+    app: &AppState,
     method: &str,
     path: &str,
     body: Option<Value>,
@@ -60,7 +51,7 @@ async fn call(
 }
 
 async fn admin(
-    app: &Arc<App>,
+    app: &AppState,
     method: &str,
     path: &str,
     body: Option<Value>,
@@ -107,7 +98,7 @@ async fn provider_crud_never_returns_secrets_and_publishes() {
     assert_eq!(status, StatusCode::CREATED, "{body}");
     assert_eq!(body["keys"][0]["weight"], 2);
     assert!(!body.to_string().contains(secret));
-    let serial = app.cache.current().serial;
+    let serial = app.reconciler.cache().current().serial;
     assert!(serial >= 1);
 
     let (_, list) = admin(&app, "GET", "/admin/v1/providers", None).await;
@@ -137,7 +128,7 @@ async fn provider_crud_never_returns_secrets_and_publishes() {
         1,
         "keys kept when not given"
     );
-    assert!(app.cache.current().serial > serial);
+    assert!(app.reconciler.cache().current().serial > serial);
 
     assert_eq!(
         admin(&app, "DELETE", "/admin/v1/providers/local", None)
@@ -247,10 +238,10 @@ async fn models_and_keys_lifecycle() {
 
     // The pushed filter config knows the key by its keyed digest only: not the secret, not a
     // plain SHA-256 anyone could test guesses against.
-    let snapshot = app.cache.current();
+    let snapshot = app.reconciler.cache().current();
     let ecds = &snapshot.types[crate::xds::build::ECDS_TYPE].resources[0].1;
     let text = String::from_utf8_lossy(&ecds.value);
-    let keyed = app.digest_key.digest(&secret);
+    let keyed = app.secrets.digest_key.digest(&secret);
     assert!(text.contains(crypto::filter_digest(&keyed)));
     assert!(!text.contains(&crypto::digest(&secret)));
     assert!(!text.contains(&secret));

@@ -2,7 +2,9 @@
 //! pricing table and credit accounts. Money is integer micro-USD (`*_micros`); prices are
 //! micro-USD per million tokens, and may be written in USD per million tokens as in the config.
 
-use axum::extract::State;
+use std::sync::Arc;
+
+use axum::extract::{FromRef, State};
 use axum::http::StatusCode;
 use axum::Json;
 use base64::Engine as _;
@@ -13,9 +15,64 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{publish, AdminOnly, ApiError, ApiJson, ApiPath, ApiQuery, AppState, Caller, Errors};
+use super::{AdminOnly, ApiError, ApiJson, ApiPath, ApiQuery, AppState, Caller, Errors};
 use crate::auth::Principal;
-use crate::store::{AccountRules, PriceRow, ReportGroup, RequestQuery};
+use crate::health::Reports;
+use crate::limits::Limits;
+use crate::reconcile::Publisher;
+use crate::store::{AccountRules, PriceRow, ReportGroup, RequestQuery, Store};
+
+/// What the usage, prices and credits routes use: the store, Envoy's reports (prices move the
+/// figures), the publisher and the credit accounts.
+#[derive(Clone)]
+pub(super) struct Usage {
+    pub(super) store: Store,
+    pub(super) reports: Reports,
+    pub(super) publisher: Publisher,
+    pub(super) credits: Credits,
+}
+
+impl FromRef<AppState> for Usage {
+    fn from_ref(app: &AppState) -> Usage {
+        Usage {
+            store: app.store.clone(),
+            reports: app.reports.clone(),
+            publisher: app.publisher.clone(),
+            credits: Credits::from_ref(app),
+        }
+    }
+}
+
+/// The credit accounts, as the rate limit service and Envoy see them.
+#[derive(Clone)]
+pub(super) struct Credits {
+    pub(super) store: Store,
+    pub(super) limits: Arc<Limits>,
+    pub(super) publisher: Publisher,
+}
+
+impl FromRef<AppState> for Credits {
+    fn from_ref(app: &AppState) -> Credits {
+        Credits {
+            store: app.store.clone(),
+            limits: app.limits.clone(),
+            publisher: app.publisher.clone(),
+        }
+    }
+}
+
+impl Credits {
+    /// After a credit account changed: its balance to the rate limit service, and the keys it
+    /// meters to Envoy.
+    pub(super) async fn changed(&self, user: &str) -> Result<(), ApiError> {
+        let account = self.store.get_account(user).await?;
+        self.limits
+            .balances_changed(&[(account.user, account.balance_micros)])
+            .await;
+        self.publisher.publish().await?;
+        Ok(())
+    }
+}
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -92,7 +149,7 @@ fn limit(params: &Params) -> Result<i64, ApiError> {
     responses((status = 200, description = "`data` (request records) and `next_cursor`", body = Object), Errors))]
 async fn requests(
     Caller(p): Caller,
-    State(app): State<AppState>,
+    State(state): State<Usage>,
     params: Params,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let user = match params.0.get("user") {
@@ -131,7 +188,7 @@ async fn requests(
         before: params.get("cursor").map(|c| decode_cursor(c)).transpose()?,
         limit: limit(&params)?,
     };
-    let rows = app.store.list_requests(&query).await?;
+    let rows = state.store.list_requests(&query).await?;
     let next = (rows.len() as i64 == query.limit)
         .then(|| rows.last().map(|r| encode_cursor(r.at_ms, &r.request_id)))
         .flatten();
@@ -166,16 +223,16 @@ pub(super) fn price_json(
     responses((status = 200, description = "`data`: prices in micro-USD per million tokens", body = Object), Errors))]
 async fn prices(
     _: Caller,
-    State(app): State<AppState>,
+    State(state): State<Usage>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let table = app.store.list_prices().await?;
+    let table = state.store.list_prices().await?;
     let mut out = Vec::new();
     let mut seen = std::collections::BTreeSet::new();
     for row in &table {
         seen.insert((row.provider.clone(), row.model.clone()));
         out.push(price_json(&row.provider, &row.model, &row.price, "table"));
     }
-    let served = app.served_models().await?;
+    let served = state.publisher.served_models().await?;
     for (provider, model) in served {
         if seen.contains(&(provider.clone(), model.clone())) {
             continue;
@@ -219,7 +276,7 @@ fn price_micros(name: &str, usd: f64) -> Result<u64, ApiError> {
     request_body = PriceInput, responses((status = 200, body = Object), Errors))]
 async fn put_price(
     _: AdminOnly,
-    State(app): State<AppState>,
+    State(state): State<Usage>,
     ApiPath((provider, model)): ApiPath<(String, String)>,
     ApiJson(input): ApiJson<PriceInput>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
@@ -236,14 +293,15 @@ async fn put_price(
             "provider and model are required".into(),
         ));
     }
-    app.store
+    state
+        .store
         .put_price(&PriceRow {
             provider: provider.clone(),
             model: model.clone(),
             price,
         })
         .await?;
-    prices_changed(&app).await?;
+    prices_changed(&state).await?;
     Ok(Json(price_json(&provider, &model, &price, "table")))
 }
 
@@ -253,18 +311,19 @@ async fn put_price(
     responses((status = 204, description = "Removed"), Errors))]
 async fn delete_price(
     _: AdminOnly,
-    State(app): State<AppState>,
+    State(state): State<Usage>,
     ApiPath((provider, model)): ApiPath<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    app.store.delete_price(&provider, &model).await?;
-    prices_changed(&app).await?;
+    state.store.delete_price(&provider, &model).await?;
+    prices_changed(&state).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 /// Prices reach the filter (each request's cost) and the cost figures routing ranks by.
-async fn prices_changed(app: &AppState) -> Result<(), ApiError> {
-    app.update_health().await?;
-    publish(app).await
+async fn prices_changed(state: &Usage) -> Result<(), ApiError> {
+    state.publisher.set_figures(state.reports.figures().await?);
+    state.publisher.publish().await?;
+    Ok(())
 }
 
 /// Every credit account.
@@ -272,9 +331,9 @@ async fn prices_changed(app: &AppState) -> Result<(), ApiError> {
     responses((status = 200, description = "`data`: accounts", body = Object), Errors))]
 async fn accounts(
     _: AdminOnly,
-    State(app): State<AppState>,
+    State(state): State<Usage>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    Ok(Json(json!({ "data": app.store.list_accounts().await? })))
+    Ok(Json(json!({ "data": state.store.list_accounts().await? })))
 }
 
 /// A user's credit account (users: their own).
@@ -282,11 +341,11 @@ async fn accounts(
     responses((status = 200, description = "The account", body = Object), Errors))]
 async fn account(
     Caller(p): Caller,
-    State(app): State<AppState>,
+    State(state): State<Usage>,
     ApiPath(user): ApiPath<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     may_read(&p, &user)?;
-    Ok(Json(json!(app.store.get_account(&user).await?)))
+    Ok(Json(json!(state.store.get_account(&user).await?)))
 }
 
 /// A credit account's ledger, newest first (users: their own).
@@ -297,15 +356,15 @@ async fn account(
     responses((status = 200, description = "`data` (entries) and `next_cursor`", body = Object), Errors))]
 async fn ledger(
     Caller(p): Caller,
-    State(app): State<AppState>,
+    State(state): State<Usage>,
     ApiPath(user): ApiPath<String>,
     params: Params,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     may_read(&p, &user)?;
     let limit = limit(&params)?;
     let before = params.get("cursor").map(|c| decode_cursor(c)).transpose()?;
-    app.store.get_account(&user).await?;
-    let entries = app.store.ledger(&user, before, limit).await?;
+    state.store.get_account(&user).await?;
+    let entries = state.store.ledger(&user, before, limit).await?;
     let next = (entries.len() as i64 == limit)
         .then(|| entries.last().map(|e| encode_cursor(e.at_ms, &e.id)))
         .flatten();
@@ -327,7 +386,7 @@ struct EntryInput {
     request_body = EntryInput, responses((status = 201, description = "The account after the entry", body = Object), Errors))]
 async fn add_entry(
     _: AdminOnly,
-    State(app): State<AppState>,
+    State(state): State<Usage>,
     ApiPath(user): ApiPath<String>,
     ApiJson(input): ApiJson<EntryInput>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
@@ -350,11 +409,11 @@ async fn add_entry(
     if input.note.len() > 500 {
         return Err(ApiError::BadRequest("`note` is at most 500 bytes".into()));
     }
-    let account = app
+    let account = state
         .store
         .credit(&user, input.amount_micros, &input.kind, &input.note)
         .await?;
-    app.credits_changed(&user).await?;
+    state.credits.changed(&user).await?;
     Ok((StatusCode::CREATED, Json(json!(account))))
 }
 
@@ -375,7 +434,7 @@ struct RulesInput {
     request_body = RulesInput, responses((status = 200, description = "The account", body = Object), Errors))]
 async fn set_rules(
     _: AdminOnly,
-    State(app): State<AppState>,
+    State(state): State<Usage>,
     ApiPath(user): ApiPath<String>,
     ApiJson(input): ApiJson<RulesInput>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
@@ -394,8 +453,8 @@ async fn set_rules(
         topup_below_micros: input.topup_below_micros,
         topup_amount_micros: input.topup_amount_micros,
     };
-    let account = app.store.set_account_rules(&user, &rules).await?;
-    app.credits_changed(&user).await?;
+    let account = state.store.set_account_rules(&user, &rules).await?;
+    state.credits.changed(&user).await?;
     Ok(Json(json!(account)))
 }
 
@@ -427,7 +486,7 @@ fn range(params: &Params) -> Result<(i64, i64), ApiError> {
     responses((status = 200, description = "`from`, `to` and `data`", body = Object), Errors))]
 async fn usage_report(
     Caller(p): Caller,
-    State(app): State<AppState>,
+    State(state): State<Usage>,
     params: Params,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let group = match params.get("group_by").map(String::as_str).unwrap_or("day") {
@@ -444,7 +503,7 @@ async fn usage_report(
     };
     let (from, to) = range(&params)?;
     let only = (!p.is_admin()).then_some(p.name.as_str());
-    let rows = app.store.usage_report(group, from, to, only).await?;
+    let rows = state.store.usage_report(group, from, to, only).await?;
     Ok(Json(json!({"from": from, "to": to, "data": rows})))
 }
 
@@ -460,7 +519,7 @@ const SERIES_MAX_ROWS: i64 = 500_000;
     responses((status = 200, description = "`data`: points", body = Object), Errors))]
 async fn provider_series(
     _: AdminOnly,
-    State(app): State<AppState>,
+    State(state): State<Usage>,
     params: Params,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let (from, to) = range(&params)?;
@@ -470,7 +529,7 @@ async fn provider_series(
             "`bucket_secs` must be 1 to 86400, at most 10,000 buckets in the range".into(),
         ));
     }
-    match app
+    match state
         .store
         .provider_series(from, to, bucket * 1_000, SERIES_MAX_ROWS)
         .await?

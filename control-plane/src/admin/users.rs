@@ -1,7 +1,9 @@
 //! `/admin/v1/users` and `/admin/v1/audit`: accounts (admins manage them; a user sees their
 //! own), their sessions, and the audit log.
 
-use axum::extract::State;
+use std::sync::Arc;
+
+use axum::extract::{FromRef, State};
 use axum::http::StatusCode;
 use axum::Json;
 use serde::Deserialize;
@@ -10,11 +12,30 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::auth::{devices, Device, RegisterInput};
-use super::{publish, AdminOnly, ApiError, ApiJson, ApiPath, ApiQuery, AppState, Caller, Errors};
-use crate::app::App;
-use crate::auth::{self, Principal, Role};
+use super::{AdminOnly, ApiError, ApiJson, ApiPath, ApiQuery, AppState, Caller, Errors};
+use crate::auth::{self, Hashing, Principal, Role};
 use crate::domain;
-use crate::store::{AuditEntry, AuditFilter, StoreError, UserLimitsRow, UserPatch, UserRow};
+use crate::identity::Identity;
+use crate::reconcile::Publisher;
+use crate::store::{AuditEntry, AuditFilter, Store, StoreError, UserLimitsRow, UserPatch, UserRow};
+
+/// What the users routes use: the store, the sessions and password hashing, the publisher.
+#[derive(Clone)]
+pub(super) struct Users {
+    pub(super) store: Store,
+    pub(super) identity: Arc<Identity>,
+    pub(super) publisher: Publisher,
+}
+
+impl FromRef<AppState> for Users {
+    fn from_ref(app: &AppState) -> Users {
+        Users {
+            store: app.store.clone(),
+            identity: app.identity.clone(),
+            publisher: app.publisher.clone(),
+        }
+    }
+}
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -74,7 +95,8 @@ fn check_email(email: &str) -> Result<(), ApiError> {
 
 /// Creates a user who signs in with a password.
 pub(super) async fn create_user(
-    app: &App,
+    store: &Store,
+    hashing: &Hashing,
     input: RegisterInput,
     role: Role,
 ) -> Result<UserRow, ApiError> {
@@ -85,30 +107,29 @@ pub(super) async fn create_user(
     }
     // A user made by a gateway key or the config has no password yet: taking its name would
     // take its keys and credits, so the name counts as taken.
-    match app.store.get_user(&input.name).await {
+    match store.get_user(&input.name).await {
         Ok(_) => return Err(ApiError::Conflict("user already exists".into())),
         Err(StoreError::NotFound) => {}
         Err(e) => return Err(e.into()),
     }
-    let hash = app.identity.hashing.hash(input.password).await?;
-    Ok(app
-        .store
+    let hash = hashing.hash(input.password).await?;
+    Ok(store
         .create_user(&input.name, input.email.as_deref(), &hash, role)
         .await?)
 }
 
 /// The user called `name`, if the caller may act for them (else 404, as if absent).
-async fn visible_user(app: &App, p: &Principal, name: &str) -> Result<UserRow, ApiError> {
+async fn visible_user(store: &Store, p: &Principal, name: &str) -> Result<UserRow, ApiError> {
     if !p.may_act_for(name) {
         return Err(ApiError::NotFound("not found".into()));
     }
-    Ok(app.store.get_user(name).await?)
+    Ok(store.get_user(name).await?)
 }
 
 /// Every user.
 #[utoipa::path(get, path = "/users", tag = "users", responses((status = 200, body = [UserRow]), Errors))]
-async fn list(_: AdminOnly, State(app): State<AppState>) -> Result<Json<Vec<UserRow>>, ApiError> {
-    Ok(Json(app.store.list_users().await?))
+async fn list(_: AdminOnly, State(state): State<Users>) -> Result<Json<Vec<UserRow>>, ApiError> {
+    Ok(Json(state.store.list_users().await?))
 }
 
 /// Creates a user (any role).
@@ -116,12 +137,13 @@ async fn list(_: AdminOnly, State(app): State<AppState>) -> Result<Json<Vec<User
     responses((status = 201, body = UserRow), (status = 409, description = "Name or email taken", body = super::ErrorBody), Errors))]
 async fn create(
     _: AdminOnly,
-    State(app): State<AppState>,
+    State(state): State<Users>,
     ApiJson(input): ApiJson<CreateUser>,
 ) -> Result<(StatusCode, Json<UserRow>), ApiError> {
     let role = input.role.unwrap_or(Role::User);
     let user = create_user(
-        &app,
+        &state.store,
+        &state.identity.hashing,
         RegisterInput {
             name: input.name,
             password: input.password,
@@ -138,10 +160,10 @@ async fn create(
     params(("name" = String, Path)), responses((status = 200, body = UserRow), Errors))]
 async fn read(
     Caller(p): Caller,
-    State(app): State<AppState>,
+    State(state): State<Users>,
     ApiPath(name): ApiPath<String>,
 ) -> Result<Json<UserRow>, ApiError> {
-    Ok(Json(visible_user(&app, &p, &name).await?))
+    Ok(Json(visible_user(&state.store, &p, &name).await?))
 }
 
 /// Changes a user's role, status, email or password. The last active admin who can sign in
@@ -150,11 +172,11 @@ async fn read(
     request_body = UpdateUser, responses((status = 200, body = UserRow), Errors))]
 async fn update(
     _: AdminOnly,
-    State(app): State<AppState>,
+    State(state): State<Users>,
     ApiPath(name): ApiPath<String>,
     ApiJson(input): ApiJson<UpdateUser>,
 ) -> Result<Json<UserRow>, ApiError> {
-    let current = app.store.get_user(&name).await?;
+    let current = state.store.get_user(&name).await?;
     if let Some(s) = &input.status {
         if s != "active" && s != "disabled" {
             return Err(ApiError::BadRequest(
@@ -171,7 +193,7 @@ async fn update(
         && current.active()
         && current.has_password
         && (demoted || disabled)
-        && app.store.active_admins().await? <= 1
+        && state.store.active_admins().await? <= 1
     {
         return Err(ApiError::Conflict(
             "this is the last admin who can sign in; make another admin first".into(),
@@ -180,13 +202,13 @@ async fn update(
     let password_hash = match input.password {
         Some(pw) => {
             auth::check_password(&pw).map_err(ApiError::BadRequest)?;
-            Some(app.identity.hashing.hash(pw).await?)
+            Some(state.identity.hashing.hash(pw).await?)
         }
         None => None,
     };
     let ends_sessions = disabled || password_hash.is_some();
     let status_changed = input.status.as_deref().is_some_and(|s| s != current.status);
-    let user = app
+    let user = state
         .store
         .update_user(
             &name,
@@ -199,14 +221,15 @@ async fn update(
         )
         .await?;
     if ends_sessions {
-        app.identity
+        state
+            .identity
             .sessions
             .revoke_all(&user.id, crate::store::now())
             .await?;
     }
     if status_changed {
         // A disabled user's gateway keys leave the configuration (and come back).
-        publish(&app).await?;
+        state.publisher.publish().await?;
     }
     Ok(Json(user))
 }
@@ -216,11 +239,13 @@ async fn update(
     params(("name" = String, Path)), responses((status = 200, body = [Device]), Errors))]
 async fn sessions(
     Caller(p): Caller,
-    State(app): State<AppState>,
+    State(state): State<Users>,
     ApiPath(name): ApiPath<String>,
 ) -> Result<Json<Vec<Device>>, ApiError> {
-    let user = visible_user(&app, &p, &name).await?;
-    Ok(Json(devices(&app, &user.id, p.session.as_deref()).await?))
+    let user = visible_user(&state.store, &p, &name).await?;
+    Ok(Json(
+        devices(&state.identity.sessions, &user.id, p.session.as_deref()).await?,
+    ))
 }
 
 /// Signs a user out everywhere.
@@ -228,11 +253,12 @@ async fn sessions(
     params(("name" = String, Path)), responses((status = 204, description = "Every session ended"), Errors))]
 async fn end_sessions(
     Caller(p): Caller,
-    State(app): State<AppState>,
+    State(state): State<Users>,
     ApiPath(name): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
-    let user = visible_user(&app, &p, &name).await?;
-    app.identity
+    let user = visible_user(&state.store, &p, &name).await?;
+    state
+        .identity
         .sessions
         .revoke_all(&user.id, crate::store::now())
         .await?;
@@ -245,11 +271,11 @@ async fn end_sessions(
     responses((status = 204, description = "Session ended"), Errors))]
 async fn end_session(
     Caller(p): Caller,
-    State(app): State<AppState>,
+    State(state): State<Users>,
     ApiPath((name, id)): ApiPath<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    let user = visible_user(&app, &p, &name).await?;
-    if app.identity.sessions.revoke(&user.id, &id).await? {
+    let user = visible_user(&state.store, &p, &name).await?;
+    if state.identity.sessions.revoke(&user.id, &id).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::NotFound("no such session".into()))
@@ -284,14 +310,14 @@ struct AuditPage {
     responses((status = 200, body = AuditPage), Errors))]
 async fn audit(
     _: AdminOnly,
-    State(app): State<AppState>,
+    State(state): State<Users>,
     ApiQuery(q): ApiQuery<AuditParams>,
 ) -> Result<Json<AuditPage>, ApiError> {
     let limit = q.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
         return Err(ApiError::BadRequest("`limit` must be 1 to 1000".into()));
     }
-    let data = app
+    let data = state
         .store
         .list_audit(&AuditFilter {
             actor: q.actor,
@@ -333,13 +359,13 @@ struct UserLimitsInput {
     responses((status = 200, body = UserLimitsRow), Errors))]
 async fn limits(
     Caller(p): Caller,
-    State(app): State<AppState>,
+    State(state): State<Users>,
     ApiPath(user): ApiPath<String>,
 ) -> Result<Json<UserLimitsRow>, ApiError> {
     if !p.may_act_for(&user) {
         return Err(ApiError::NotFound("not found".into()));
     }
-    Ok(Json(app.store.get_user_limits(&user).await?))
+    Ok(Json(state.store.get_user_limits(&user).await?))
 }
 
 /// Sets everything a user is allowed over all of its keys, at once (fields left out: no
@@ -349,7 +375,7 @@ async fn limits(
     request_body = UserLimitsInput, responses((status = 200, body = UserLimitsRow), Errors))]
 async fn set_limits(
     _: AdminOnly,
-    State(app): State<AppState>,
+    State(state): State<Users>,
     ApiPath(user): ApiPath<String>,
     ApiJson(input): ApiJson<UserLimitsInput>,
 ) -> Result<Json<UserLimitsRow>, ApiError> {
@@ -371,7 +397,7 @@ async fn set_limits(
         daily_budget_micros: input.daily_budget_micros,
         monthly_budget_micros: input.monthly_budget_micros,
     };
-    app.store.set_user_limits(&limits).await?;
-    publish(&app).await?;
+    state.store.set_user_limits(&limits).await?;
+    state.publisher.publish().await?;
     Ok(Json(limits))
 }

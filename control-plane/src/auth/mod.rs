@@ -162,7 +162,7 @@ impl Hashing {
         Hashing::new(cores.clamp(2, MAX_HASH_SLOTS), HASH_WAIT)
     }
 
-    /// The process's gate: every [`crate::app::Identity`] and the config's users share it, so
+    /// The process's gate: every [`crate::identity::Identity`] and the config's users share it, so
     /// the bound holds for the whole process.
     pub fn shared() -> Hashing {
         static SHARED: std::sync::OnceLock<Hashing> = std::sync::OnceLock::new();

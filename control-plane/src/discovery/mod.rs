@@ -16,7 +16,7 @@ use crate::providers;
 pub use crate::providers::{tags_from_name, Discovered, Page, Tag};
 pub use fetch::{list, MAX_MODELS, MAX_PAGES};
 pub use outcome::{Failure, Status};
-pub use runner::{discover, Runner};
+pub use runner::{discover, Discoverer, Runner};
 
 /// Parses one page of `kind`'s model list; `azure_deployments`: Azure's list of deployments
 /// rather than its v1 API's list of models.

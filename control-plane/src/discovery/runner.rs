@@ -3,7 +3,6 @@
 //! each provider's latest outcome.
 
 use super::{Failure, Status};
-use crate::app::App;
 use crate::domain;
 use crate::store::{DiscoveryChange, ProviderRow};
 
@@ -33,11 +32,25 @@ impl Runner {
     }
 }
 
+/// What a discovery uses: the store, the master key (to open a provider key), the SSRF guard
+/// (users' providers), the runner (status, timeout) and the publisher (what it changed).
+#[derive(Clone)]
+pub struct Discoverer {
+    pub store: crate::store::Store,
+    pub secrets: std::sync::Arc<crate::secrets::Secrets>,
+    pub guard: crate::ssrf::Guard,
+    pub runner: std::sync::Arc<Runner>,
+    pub publisher: crate::reconcile::Publisher,
+}
+
 /// Lists the provider's models with one of its keys and records what changed; publishes when
 /// clients may see a difference.
-pub async fn discover(app: &App, provider: &ProviderRow) -> Result<DiscoveryChange, Failure> {
+pub async fn discover(
+    app: &Discoverer,
+    provider: &ProviderRow,
+) -> Result<DiscoveryChange, Failure> {
     let outcome = discover_inner(app, provider).await;
-    app.discovery.set_status(
+    app.runner.set_status(
         &provider.name,
         Status {
             at: crate::store::now(),
@@ -60,7 +73,10 @@ pub async fn discover(app: &App, provider: &ProviderRow) -> Result<DiscoveryChan
     outcome
 }
 
-async fn discover_inner(app: &App, provider: &ProviderRow) -> Result<DiscoveryChange, Failure> {
+async fn discover_inner(
+    app: &Discoverer,
+    provider: &ProviderRow,
+) -> Result<DiscoveryChange, Failure> {
     let not_possible = |m: &str| Failure::NotPossible(m.to_owned());
     let internal = |e: &dyn std::fmt::Display| Failure::Internal(e.to_string());
     if !provider.settings.discovers(provider.kind) {
@@ -73,7 +89,7 @@ async fn discover_inner(app: &App, provider: &ProviderRow) -> Result<DiscoveryCh
         .list_provider_keys()
         .await
         .map_err(|e| internal(&e))?;
-    let refused = app.figures().probes.refused_keys;
+    let refused = app.publisher.figures().probes.refused_keys;
     let mut candidates: Vec<_> = keys
         .iter()
         .filter(|k| k.provider_id == provider.id)
@@ -84,19 +100,19 @@ async fn discover_inner(app: &App, provider: &ProviderRow) -> Result<DiscoveryCh
         .first()
         .ok_or_else(|| not_possible("the provider has no key to list its models with"))?;
     let secret = app
+        .secrets
         .master
         .open(&key.secret_sealed)
         .map_err(|_| not_possible("the provider key could not be opened"))?;
     // Redirects are not followed (one to an address literal would pass by the resolver);
     // users' providers are reached through the SSRF guard's resolver only.
-    let timeout = std::time::Duration::from_secs(app.discovery.spec.timeout_secs.max(1));
+    let timeout = std::time::Duration::from_secs(app.runner.spec.timeout_secs.max(1));
     let client = if provider.access.untrusted() {
-        app.identity
-            .guard
+        app.guard
             .vet_url(&provider.base_url)
             .await
             .map_err(|e| Failure::NotPossible(format!("base_url refused: {e}")))?;
-        app.identity.guard.client_builder()
+        app.guard.client_builder()
     } else {
         reqwest::Client::builder().redirect(reqwest::redirect::Policy::none())
     };
@@ -111,9 +127,7 @@ async fn discover_inner(app: &App, provider: &ProviderRow) -> Result<DiscoveryCh
         .await
         .map_err(|e| internal(&e))?;
     if change.changed() {
-        app.publish()
-            .await
-            .map_err(|e| internal(&format!("{e:#}")))?;
+        app.publisher.publish().await.map_err(|e| internal(&e))?;
     }
     Ok(change)
 }

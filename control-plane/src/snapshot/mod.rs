@@ -68,7 +68,7 @@ pub struct GatewayState {
     /// What the rate limit service enforces (not sent to Envoy).
     pub limits: crate::limits::Table,
     /// Some provider's addresses are vetted by the control plane (a non-admin's provider):
-    /// the configuration is worth recomputing now and then (see `App::recheck_due`).
+    /// the configuration is worth recomputing now and then (see `Reconciler::follow_figures`).
     pub vetted: bool,
 }
 
@@ -114,7 +114,7 @@ pub fn compute(input: &Input) -> GatewayState {
         version: String::new(),
         max_body_bytes: input.max_body_bytes,
         max_response_bytes: switchyard_filter::config::default_max_response_bytes(),
-        // Set by the caller, which holds the key (see `app::prepare_for_dataplane`).
+        // Set by the caller, which holds the key (see `Secrets::prepare_for_dataplane`).
         key_digest_key: None,
         keys,
         providers: providers.filter,

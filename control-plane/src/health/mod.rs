@@ -12,6 +12,9 @@ use switchyard_filter::pricing::{default_price, Price};
 
 use crate::store::{HealthRow, PriceRow, RequestRow};
 
+mod reports;
+pub use reports::{prune_old_rows, Reports};
+
 /// How far back figures look.
 pub const WINDOW_MINUTES: i64 = 5;
 /// Fewer attempts than this in the window say nothing yet (the target counts as unknown).
