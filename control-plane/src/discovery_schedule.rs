@@ -15,7 +15,7 @@ pub async fn run(discoverer: Discoverer) {
             Ok(providers) => {
                 let due = providers
                     .iter()
-                    .filter(|p| p.enabled && p.settings.discovers(p.kind))
+                    .filter(|p| p.enabled && crate::providers::discovers(p.kind, &p.settings))
                     .map(|p| discovery::discover(&discoverer, p));
                 futures::future::join_all(due).await;
             }
@@ -30,7 +30,7 @@ pub fn discover_soon(discoverer: &Discoverer, provider: &str) {
     let (discoverer, name) = (discoverer.clone(), provider.to_owned());
     tokio::spawn(async move {
         match discoverer.store.get_provider(&name).await {
-            Ok(p) if p.enabled && p.settings.discovers(p.kind) => {
+            Ok(p) if p.enabled && crate::providers::discovers(p.kind, &p.settings) => {
                 let _ = discovery::discover(&discoverer, &p).await;
             }
             Ok(_) => {}

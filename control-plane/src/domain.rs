@@ -2,8 +2,6 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::providers;
-
 pub use switchyard_filter::config::ProviderKind;
 
 /// How a logical model ranks its targets; the filter applies it (`switchyard_filter::rank`).
@@ -28,11 +26,6 @@ pub fn default_strategy() -> Strategy {
     Strategy::Balanced
 }
 
-/// The kind's name in the configuration file, the admin API and the store.
-pub fn kind_str(kind: ProviderKind) -> &'static str {
-    providers::spec(kind).name()
-}
-
 pub fn parse_kind(s: &str) -> Option<ProviderKind> {
     serde_json::from_value(serde_json::Value::String(s.to_owned())).ok()
 }
@@ -50,7 +43,7 @@ pub struct ProviderDef {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProviderSettings {
-    /// `openai_compatible`: the provider's preset (see [`providers::PRESETS`]).
+    /// `openai_compatible`: the provider's preset (see [`crate::providers::PRESETS`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preset: Option<String>,
     /// `azure_openai`: `api-version` of deployment URLs.
@@ -86,61 +79,6 @@ pub enum NewModels {
     #[default]
     Enabled,
     Disabled,
-}
-
-impl ProviderSettings {
-    /// Whether discovery lists this provider's models.
-    pub fn discovers(&self, kind: ProviderKind) -> bool {
-        providers::spec(kind).lists_models() && self.discover != Some(false)
-    }
-}
-
-impl ProviderDef {
-    /// Checks a provider as given (config file or admin API) and applies the defaults: the base
-    /// URL and the settings its kind (see [`providers::ProviderSpec`]) derives.
-    pub fn resolve(
-        kind: ProviderKind,
-        base_url: Option<&str>,
-        models: Vec<String>,
-        mut settings: ProviderSettings,
-    ) -> Result<ProviderDef, String> {
-        check_model_names(&models)?;
-        for proxy in &settings.proxies {
-            proxy.parse::<std::net::SocketAddr>().map_err(|_| {
-                format!("proxy {proxy:?} must be an IP address and port, such as 10.0.0.8:3128")
-            })?;
-        }
-        if let Some(other) = providers::Setting::ALL
-            .into_iter()
-            .find(|s| s.kind() != kind && s.is_set(&settings))
-        {
-            return Err(other.refusal());
-        }
-        let spec = providers::spec(kind);
-        spec.check_settings(&mut settings)?;
-        let url = match base_url {
-            Some(u) => u.to_owned(),
-            None => spec
-                .default_base_url(&settings)
-                .ok_or_else(|| format!("base_url is required for kind {}", spec.name()))?,
-        };
-        let upstream = Upstream::parse(&url)?;
-        spec.complete_settings(&upstream, &mut settings)?;
-        Ok(ProviderDef {
-            kind,
-            base_url: url,
-            models,
-            settings,
-        })
-    }
-}
-
-/// The filter's quirks for a provider (see [`providers::ProviderSpec::quirks`]).
-pub fn quirks(
-    kind: ProviderKind,
-    settings: &ProviderSettings,
-) -> switchyard_filter::config::Quirks {
-    providers::spec(kind).quirks(settings)
 }
 
 /// Every name in a provider's model list must be one a client can send.
@@ -245,20 +183,6 @@ impl Upstream {
     }
 }
 
-/// How a provider kind expects its key: header name and value prefix.
-pub fn auth_header(kind: ProviderKind) -> (&'static str, &'static str) {
-    providers::spec(kind).auth_header()
-}
-
-/// Headers a provider kind's API requires on every request.
-pub fn required_headers(kind: ProviderKind) -> Vec<(String, String)> {
-    providers::spec(kind)
-        .required_headers()
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect()
-}
-
 /// An amount of US dollars as integer micro-USD, if it is a finite amount of at most a billion
 /// dollars either way. Exact for any amount written with up to six decimals.
 pub fn usd_to_micros(usd: f64) -> Option<i64> {
@@ -305,134 +229,6 @@ mod tests {
         assert!(Upstream::parse("not a url").is_err());
     }
 
-    /// The base URL a provider uses: the one given, or its kind's public endpoint; checked.
-    fn resolve_base_url(kind: ProviderKind, base_url: Option<&str>) -> Result<String, String> {
-        ProviderDef::resolve(kind, base_url, Vec::new(), ProviderSettings::default())
-            .map(|d| d.base_url)
-    }
-
-    #[test]
-    fn base_urls_default_by_kind_and_are_checked() {
-        assert_eq!(
-            resolve_base_url(ProviderKind::Anthropic, None).as_deref(),
-            Ok("https://api.anthropic.com")
-        );
-        assert!(resolve_base_url(ProviderKind::OpenaiCompatible, None).is_err());
-        assert!(resolve_base_url(ProviderKind::Openai, Some("ftp://x")).is_err());
-        assert!(check_model_names(&["a".into(), "b c".into()]).is_err());
-    }
-
-    #[test]
-    fn presets_and_azure_settings_resolve() {
-        let mistral = ProviderSettings {
-            preset: Some("mistral".into()),
-            ..Default::default()
-        };
-        let def = ProviderDef::resolve(ProviderKind::OpenaiCompatible, None, vec![], mistral)
-            .expect("resolves");
-        assert_eq!(def.base_url, "https://api.mistral.ai/v1");
-        let q = quirks(def.kind, &def.settings);
-        assert!(q.drop.iter().any(|d| d == "store"));
-        assert!(q.rename.contains(&("seed".into(), "random_seed".into())));
-        assert!(!q.stream_usage);
-
-        let unknown = ProviderSettings {
-            preset: Some("nope".into()),
-            ..Default::default()
-        };
-        let err = ProviderDef::resolve(ProviderKind::OpenaiCompatible, None, vec![], unknown)
-            .expect_err("unknown preset");
-        assert!(err.contains("mistral"), "{err}");
-        let vllm = ProviderSettings {
-            preset: Some("vllm".into()),
-            ..Default::default()
-        };
-        assert!(ProviderDef::resolve(ProviderKind::OpenaiCompatible, None, vec![], vllm).is_err());
-
-        let azure = |url: &str, version: Option<&str>| {
-            ProviderDef::resolve(
-                ProviderKind::AzureOpenai,
-                Some(url),
-                vec![],
-                ProviderSettings {
-                    api_version: version.map(Into::into),
-                    ..Default::default()
-                },
-            )
-        };
-        let d = azure("https://res.openai.azure.com", None).expect("resolves");
-        assert_eq!(
-            d.settings.api_version.as_deref(),
-            Some(providers::AZURE_API_VERSION)
-        );
-        let v1 = azure("https://res.openai.azure.com/openai/v1", None).expect("resolves");
-        assert_eq!(v1.settings.api_version, None);
-        assert!(azure("https://res.openai.azure.com", Some("2024-10-21&x=1")).is_err());
-        assert!(azure("https://res.openai.azure.com", None).is_ok());
-        assert!(ProviderDef::resolve(
-            ProviderKind::Openai,
-            None,
-            vec![],
-            ProviderSettings {
-                api_version: Some("2024-10-21".into()),
-                ..Default::default()
-            }
-        )
-        .is_err());
-    }
-
-    #[test]
-    fn vertex_needs_a_project_and_defaults_to_global() {
-        let vertex = |project: Option<&str>, location: Option<&str>| {
-            ProviderDef::resolve(
-                ProviderKind::Vertex,
-                None,
-                vec![],
-                ProviderSettings {
-                    project: project.map(Into::into),
-                    location: location.map(Into::into),
-                    ..Default::default()
-                },
-            )
-        };
-        let d = vertex(Some("my-proj"), None).expect("resolves");
-        assert_eq!(d.base_url, "https://aiplatform.googleapis.com");
-        assert_eq!(d.settings.location.as_deref(), Some("global"));
-        let d = vertex(Some("my-proj"), Some("us-east5")).expect("resolves");
-        assert_eq!(d.base_url, "https://us-east5-aiplatform.googleapis.com");
-        assert!(vertex(None, None).is_err());
-        assert!(vertex(Some("My Project"), None).is_err());
-    }
-
-    #[test]
-    fn bedrock_regions_resolve() {
-        let bedrock = |url: Option<&str>, region: Option<&str>| {
-            ProviderDef::resolve(
-                ProviderKind::Bedrock,
-                url,
-                vec![],
-                ProviderSettings {
-                    region: region.map(Into::into),
-                    ..Default::default()
-                },
-            )
-        };
-        let d = bedrock(None, Some("eu-west-1")).expect("resolves");
-        assert_eq!(
-            d.base_url,
-            "https://bedrock-runtime.eu-west-1.amazonaws.com"
-        );
-        let d = bedrock(
-            Some("https://bedrock-runtime.us-west-2.amazonaws.com"),
-            None,
-        )
-        .expect("resolves");
-        assert_eq!(d.settings.region.as_deref(), Some("us-west-2"));
-        assert!(bedrock(Some("http://127.0.0.1:9000"), None).is_err());
-        assert!(bedrock(None, Some("US_EAST")).is_err());
-        assert!(bedrock(None, None).is_err());
-    }
-
     #[test]
     fn names_are_checked() {
         assert!(check_name("provider", "open-ai_1.x").is_ok());
@@ -450,7 +246,10 @@ mod tests {
             parse_kind("openai_compatible"),
             Some(ProviderKind::OpenaiCompatible)
         );
-        assert_eq!(kind_str(ProviderKind::AzureOpenai), "azure_openai");
+        assert_eq!(
+            crate::providers::spec(ProviderKind::AzureOpenai).name(),
+            "azure_openai"
+        );
         assert_eq!(parse_kind("nope"), None);
         assert_eq!(parse_strategy("cost"), Some(Strategy::Cost));
         assert_eq!(strategy_str(Strategy::Weighted), "weighted");

@@ -11,6 +11,7 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::registration::{create_user, RegisterInput};
 use super::{ApiError, ApiJson, ApiPath, AppState, Caller, ClientInfo, Errors};
 use crate::auth::attempts::Reserved;
 use crate::auth::sessions::{Client, Refresh, Session, Sessions};
@@ -67,17 +68,6 @@ struct LoginInput {
 #[serde(deny_unknown_fields)]
 struct RefreshInput {
     refresh_token: String,
-}
-
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RegisterInput {
-    #[schema(pattern = r"^[A-Za-z0-9._-]{1,64}$")]
-    pub name: String,
-    #[schema(min_length = 10, max_length = 1024)]
-    pub password: String,
-    #[serde(default)]
-    pub email: Option<String>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -427,17 +417,14 @@ async fn register(
             retry_after: reserved.retry_after,
         });
     }
-    let user =
-        match super::users::create_user(&state.store, &state.identity.hashing, input, Role::User)
-            .await
-        {
-            Ok(user) => user,
-            Err(ApiError::Busy) => {
-                sessions.give_back_attempt(&subject).await?;
-                return Err(ApiError::Busy);
-            }
-            Err(e) => return Err(e),
-        };
+    let user = match create_user(&state.store, &state.identity.hashing, input, Role::User).await {
+        Ok(user) => user,
+        Err(ApiError::Busy) => {
+            sessions.give_back_attempt(&subject).await?;
+            return Err(ApiError::Busy);
+        }
+        Err(e) => return Err(e),
+    };
     audit_event(
         &state,
         &client,

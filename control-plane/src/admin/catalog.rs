@@ -160,7 +160,7 @@ async fn provider_models(
     let provider = visible(&state.store, &p, &name).await?;
     let rows = state.store.provider_models(&name).await?;
     let prices = state.store.list_prices().await?;
-    let discovers = provider.settings.discovers(provider.kind);
+    let discovers = crate::providers::discovers(provider.kind, &provider.settings);
     Ok(Json(ProviderModels {
         discovers,
         discovery: state.discoverer.runner.status(&name),
@@ -223,7 +223,7 @@ async fn update_model(
     };
     state.publisher.publish().await?;
     let prices = state.store.list_prices().await?;
-    let discovers = provider.settings.discovers(provider.kind);
+    let discovers = crate::providers::discovers(provider.kind, &provider.settings);
     Ok(Json(model_view(row, &prices, discovers)))
 }
 

@@ -21,6 +21,7 @@ mod gate;
 mod keys;
 mod models;
 mod providers;
+mod registration;
 mod security;
 pub mod server;
 mod usage;

@@ -360,7 +360,7 @@ async fn create(
     ApiJson(input): ApiJson<CreateProvider>,
 ) -> Result<(StatusCode, Json<ProviderView>), ApiError> {
     domain::check_name("provider", &input.name).map_err(ApiError::BadRequest)?;
-    let def = ProviderDef::resolve(
+    let def = crate::providers::resolve(
         input.kind,
         input.base_url.as_deref(),
         input.models,
@@ -404,7 +404,7 @@ async fn update(
     ApiJson(input): ApiJson<UpdateProvider>,
 ) -> Result<Json<ProviderView>, ApiError> {
     let current = managed(&state.store, &p, &name).await?;
-    let def = ProviderDef::resolve(
+    let def = crate::providers::resolve(
         input.kind.unwrap_or(current.kind),
         Some(input.base_url.as_deref().unwrap_or(&current.base_url)),
         input.models.unwrap_or(current.models),

@@ -11,13 +11,13 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::auth::{devices, Device, RegisterInput};
+use super::auth::{devices, Device};
+use super::registration::{check_email, create_user, RegisterInput};
 use super::{AdminOnly, ApiError, ApiJson, ApiPath, ApiQuery, AppState, Caller, Errors};
-use crate::auth::{self, Hashing, Principal, Role};
-use crate::domain;
+use crate::auth::{self, Principal, Role};
 use crate::identity::Identity;
 use crate::reconcile::Publisher;
-use crate::store::{AuditEntry, AuditFilter, Store, StoreError, UserLimitsRow, UserPatch, UserRow};
+use crate::store::{AuditEntry, AuditFilter, Store, UserLimitsRow, UserPatch, UserRow};
 
 /// What the users routes use: the store, the sessions and password hashing, the publisher.
 #[derive(Clone)]
@@ -76,46 +76,6 @@ struct UpdateUser {
     #[serde(default)]
     #[schema(min_length = 10, max_length = 1024)]
     password: Option<String>,
-}
-
-fn check_email(email: &str) -> Result<(), ApiError> {
-    let ok = email.len() <= 254
-        && email
-            .split_once('@')
-            .is_some_and(|(local, domain)| !local.is_empty() && domain.contains('.'))
-        && !email.chars().any(|c| c.is_whitespace() || c.is_control());
-    if ok {
-        Ok(())
-    } else {
-        Err(ApiError::BadRequest(
-            "`email` is not an email address".into(),
-        ))
-    }
-}
-
-/// Creates a user who signs in with a password.
-pub(super) async fn create_user(
-    store: &Store,
-    hashing: &Hashing,
-    input: RegisterInput,
-    role: Role,
-) -> Result<UserRow, ApiError> {
-    domain::check_name("user", &input.name).map_err(ApiError::BadRequest)?;
-    auth::check_password(&input.password).map_err(ApiError::BadRequest)?;
-    if let Some(e) = &input.email {
-        check_email(e)?;
-    }
-    // A user made by a gateway key or the config has no password yet: taking its name would
-    // take its keys and credits, so the name counts as taken.
-    match store.get_user(&input.name).await {
-        Ok(_) => return Err(ApiError::Conflict("user already exists".into())),
-        Err(StoreError::NotFound) => {}
-        Err(e) => return Err(e.into()),
-    }
-    let hash = hashing.hash(input.password).await?;
-    Ok(store
-        .create_user(&input.name, input.email.as_deref(), &hash, role)
-        .await?)
 }
 
 /// The user called `name`, if the caller may act for them (else 404, as if absent).

@@ -17,7 +17,7 @@ pub(super) async fn apply(
     for (i, p) in providers.iter().enumerate() {
         let at = format!("providers[{i}]");
         domain::check_name("provider", &p.name).map_err(|e| invalid(&at, e))?;
-        let def = domain::ProviderDef::resolve(
+        let def = crate::providers::resolve(
             p.kind,
             p.base_url.as_deref(),
             p.models.clone(),

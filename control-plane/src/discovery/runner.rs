@@ -79,7 +79,7 @@ async fn discover_inner(
 ) -> Result<DiscoveryChange, Failure> {
     let not_possible = |m: &str| Failure::NotPossible(m.to_owned());
     let internal = |e: &dyn std::fmt::Display| Failure::Internal(e.to_string());
-    if !provider.settings.discovers(provider.kind) {
+    if !crate::providers::discovers(provider.kind, &provider.settings) {
         return Err(not_possible(
             "discovery is off for this provider (or its kind has no model list)",
         ));

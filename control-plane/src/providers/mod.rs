@@ -9,6 +9,7 @@ mod gemini;
 mod listing;
 mod openai;
 mod openai_compatible;
+mod resolve;
 mod tags;
 pub mod vertex;
 
@@ -19,6 +20,7 @@ use crate::domain::{ProviderKind, ProviderSettings, Upstream};
 pub use azure::AZURE_API_VERSION;
 pub use listing::{Discovered, Listing, Page, PAGE_SIZE};
 pub use openai_compatible::{preset, Preset, PRESETS};
+pub use resolve::{discovers, resolve};
 pub use switchyard_filter::config::Tag;
 pub use tags::tags_from_name;
 

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use switchyard_filter::config::{Provider as FilterProvider, ProviderKey, Target};
 
 use super::{Input, ProviderCluster};
-use crate::domain::{self, Upstream};
+use crate::domain::Upstream;
 use crate::health::Figures;
 use crate::names::cluster_name;
 use crate::store::ProviderRow;
@@ -41,7 +41,7 @@ pub(super) fn providers(input: &Input) -> Providers {
 /// latest probe (they wait for a probe to pass).
 fn filter_provider(input: &Input, p: &ProviderRow, upstream: &Upstream) -> FilterProvider {
     let kind = crate::providers::spec(p.kind);
-    let (auth_header, auth_prefix) = domain::auth_header(p.kind);
+    let (auth_header, auth_prefix) = kind.auth_header();
     FilterProvider {
         name: p.name.clone(),
         kind: p.kind,
@@ -62,11 +62,15 @@ fn filter_provider(input: &Input, p: &ProviderRow, upstream: &Upstream) -> Filte
                 qps: k.qps,
             })
             .collect(),
-        headers: domain::required_headers(p.kind),
+        headers: kind
+            .required_headers()
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect(),
         path_style: kind.path_style(&p.settings),
         query: kind.query(&p.settings),
         region: p.settings.region.clone().unwrap_or_default(),
-        quirks: domain::quirks(p.kind, &p.settings),
+        quirks: kind.quirks(&p.settings),
         prices: HashMap::new(),
     }
 }

@@ -143,7 +143,7 @@ fn provider_models<'a>(
 /// catalog's served rows (only static ones with discovery turned off), then static models
 /// the catalog has no row for.
 fn served_by<'a>(p: &'a ProviderRow, rows: &Rows<'a>) -> Vec<(&'a str, bool)> {
-    let discovers = p.settings.discovers(p.kind);
+    let discovers = crate::providers::discovers(p.kind, &p.settings);
     let listed = rows
         .of_provider(&p.id)
         .iter()

@@ -43,6 +43,7 @@ pub struct Store {
 mod catalog;
 mod health;
 mod identity;
+mod ingest;
 mod keys;
 mod ledger;
 mod models;
@@ -56,6 +57,7 @@ mod user_limits;
 pub use catalog::*;
 pub use health::*;
 pub use identity::*;
+pub use ingest::*;
 pub use keys::*;
 pub use ledger::*;
 pub use models::*;

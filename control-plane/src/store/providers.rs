@@ -95,7 +95,7 @@ impl Store {
         )
         .bind(crate::crypto::new_id("prov_"))
         .bind(name)
-        .bind(domain::kind_str(def.kind))
+        .bind(crate::providers::spec(def.kind).name())
         .bind(&def.base_url)
         .bind(json_list(&def.models))
         .bind(settings_json(&def.settings))
@@ -117,7 +117,7 @@ impl Store {
         )
         .bind(&id)
         .bind(name)
-        .bind(domain::kind_str(def.kind))
+        .bind(crate::providers::spec(def.kind).name())
         .bind(&def.base_url)
         .bind(json_list(&def.models))
         .bind(settings_json(&def.settings))
@@ -204,7 +204,7 @@ impl Store {
                  updated_at = $6
              WHERE name = $7",
         )
-        .bind(domain::kind_str(def.kind))
+        .bind(crate::providers::spec(def.kind).name())
         .bind(&def.base_url)
         .bind(json_list(&def.models))
         .bind(settings_json(&def.settings))
