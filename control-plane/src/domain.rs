@@ -2,10 +2,10 @@
 
 use serde::{Deserialize, Serialize};
 
-pub use switchyard_filter::config::ProviderKind;
+pub use switchyard_contract::config::ProviderKind;
 
 /// How a logical model ranks its targets; the filter applies it (`switchyard_filter::rank`).
-pub use switchyard_filter::rank::Strategy;
+pub use switchyard_contract::config::Strategy;
 
 pub fn strategy_str(s: Strategy) -> &'static str {
     match s {
@@ -105,7 +105,7 @@ pub fn check_name(what: &str, name: &str) -> Result<(), String> {
 
 /// A model name as clients send it (logical names may also contain `/`, `:` and `@`).
 pub fn check_model_name(name: &str) -> Result<(), String> {
-    switchyard_filter::route::check_model_name(name)
+    switchyard_contract::names::check_model_name(name)
         .map_err(|e| e.replace("`model`", &format!("model name {name:?}")))?;
     if name.chars().any(char::is_whitespace) {
         return Err(format!("model name {name:?} must not contain spaces"));

@@ -18,6 +18,7 @@ pub mod limits;
 pub mod metrics;
 pub mod names;
 pub mod pki;
+pub mod pricing;
 pub mod probe;
 pub mod probe_rounds;
 pub mod providers;

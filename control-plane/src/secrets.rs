@@ -1,8 +1,8 @@
 //! The deployment's keys besides the master key (the data plane key and the gateway key
 //! digest key, both sealed in the store) and master key rotation.
 
-use switchyard_filter::config::FilterConfig;
-use switchyard_filter::sealed;
+use switchyard_contract::config::FilterConfig;
+use switchyard_contract::sealed;
 
 use crate::crypto::{self, DigestKey, KeyError, MasterKey};
 use crate::store::{Store, StoreError};
@@ -39,7 +39,7 @@ pub struct Secrets {
     pub master: MasterKey,
     /// Gateway key digests are made with this (see [`crypto::DigestKey`]).
     pub digest_key: DigestKey,
-    /// Seals provider keys in the filter's configuration (see `switchyard_filter::sealed`);
+    /// Seals provider keys in the filter's configuration (see `switchyard_contract::sealed`);
     /// `None`: they travel in plain text (`gateway.seal_provider_keys: false`).
     pub dataplane_key: Option<[u8; 32]>,
     /// One master key rotation at a time.

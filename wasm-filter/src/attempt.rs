@@ -7,8 +7,8 @@ use crate::config::{Provider, ProviderKey};
 use crate::error::FilterError;
 use crate::request::{Endpoint, TopLevel};
 use crate::route::{Index, ResolvedTarget};
-use crate::sigv4;
 use crate::translate::Translator;
+use switchyard_aws::sigv4;
 
 /// What the client asked for, the same for every attempt.
 #[derive(Debug, Clone)]

@@ -159,7 +159,7 @@ fn push_anthropic(out: &mut String, name: &str, card: &ModelCard) {
 
 /// `YYYY-MM-DDTHH:MM:SSZ` for Unix seconds.
 fn rfc3339(unix: u64) -> String {
-    let d = crate::sigv4::amz_date(unix); // YYYYMMDDTHHMMSSZ
+    let d = switchyard_aws::sigv4::amz_date(unix); // YYYYMMDDTHHMMSSZ
     format!(
         "{}-{}-{}T{}:{}:{}Z",
         &d[0..4],

@@ -2,8 +2,8 @@
 //! most the request may cost, which the control plane holds from its owner's credits until the
 //! request's end is charged (so concurrent requests cannot all spend the same balance).
 
-use crate::pricing::Price;
 use crate::request::{Endpoint, TopLevel};
+use switchyard_contract::pricing::Price;
 
 /// The admission value this module's reservation travels in, and the largest one: the
 /// contract's (the control plane reads them).

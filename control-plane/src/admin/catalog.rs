@@ -113,7 +113,7 @@ fn model_view(
         .find(|p| p.provider == row.provider && p.model == row.model)
         .map(|p| super::usage::price_json(&p.provider, &p.model, &p.price, "table"))
         .or_else(|| {
-            switchyard_filter::pricing::default_price(&row.model)
+            crate::pricing::default_price(&row.model)
                 .map(|p| super::usage::price_json(&row.provider, &row.model, &p, "default"))
         });
     ProviderModelView {

@@ -10,7 +10,7 @@ use axum::Json;
 use base64::Engine as _;
 use serde::Deserialize;
 use serde_json::json;
-use switchyard_filter::pricing::Price;
+use switchyard_contract::pricing::Price;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -237,7 +237,7 @@ async fn prices(
         if seen.contains(&(provider.clone(), model.clone())) {
             continue;
         }
-        match switchyard_filter::pricing::default_price(&model) {
+        match crate::pricing::default_price(&model) {
             Some(p) => out.push(price_json(&provider, &model, &p, "default")),
             None => out.push(json!({"provider": provider, "model": model, "source": "unpriced"})),
         }

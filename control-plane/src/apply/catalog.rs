@@ -1,7 +1,7 @@
 //! The `models`, `aliases` and `prices` sections, and the rule every alias follows (the admin
 //! API checks aliases with it too).
 
-use switchyard_filter::pricing::Price;
+use switchyard_contract::pricing::Price;
 
 use super::{invalid, ApplyError};
 use crate::config::{Config, ModelSpec, PriceSpec};

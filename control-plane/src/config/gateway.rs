@@ -86,7 +86,7 @@ pub struct Gateway {
 }
 
 fn default_max_response_bytes() -> usize {
-    switchyard_filter::config::default_max_response_bytes()
+    switchyard_contract::config::default_max_response_bytes()
 }
 
 fn default_request_headers_timeout() -> u64 {

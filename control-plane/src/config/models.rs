@@ -27,7 +27,7 @@ pub struct TargetSpec {
     /// tools or images go only to targets that can take them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Vec<String>>)]
-    pub capabilities: Option<Vec<switchyard_filter::config::Capability>>,
+    pub capabilities: Option<Vec<switchyard_contract::config::Capability>>,
 }
 
 /// Another name for a model: `{name: fast, target: openai/gpt-4o-mini}`, or a glob over a

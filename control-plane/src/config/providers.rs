@@ -57,7 +57,7 @@ pub struct ModelSettingSpec {
     pub enabled: Option<bool>,
     /// Replaces the detected capability tags.
     #[serde(default)]
-    pub tags: Option<Vec<switchyard_filter::config::Tag>>,
+    pub tags: Option<Vec<switchyard_contract::config::Tag>>,
     /// Most input tokens.
     #[serde(default)]
     pub context_window: Option<i64>,

@@ -7,8 +7,9 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Mutex;
 
-use switchyard_filter::config::{Target, TargetStats};
-use switchyard_filter::pricing::{default_price, Price};
+use crate::pricing::default_price;
+use switchyard_contract::config::{Target, TargetStats};
+use switchyard_contract::pricing::Price;
 
 use crate::store::{HealthRow, PriceRow, RequestRow};
 

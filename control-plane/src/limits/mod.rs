@@ -43,7 +43,7 @@ pub use memory::MemoryCounters;
 pub use policy::{Admission, Refusal};
 pub use redis::RedisCounters;
 pub use service::Service;
-use switchyard_filter::reserve::Admit;
+use switchyard_contract::limits::Admit;
 pub use table::{KeyLimits, Table, UserLimits};
 
 use crate::store::{Store, StoreError};
@@ -56,7 +56,7 @@ pub const CHARGE_TTL_SECS: i64 = 3_600;
 const RESERVE_MARGIN_SECS: i64 = 60;
 /// The largest charge or reservation, micro-USD (USD 1,000,000): a report above it is forged or
 /// broken, and is refused.
-pub const MAX_CHARGE_MICROS: i64 = switchyard_filter::reserve::MAX_RESERVE_MICROS as i64;
+pub const MAX_CHARGE_MICROS: i64 = switchyard_contract::limits::MAX_RESERVE_MICROS as i64;
 /// The most tokens one request's end may report.
 pub const MAX_TOKENS: i64 = 1_000_000_000;
 /// Requests a user's credits are held for at once (reservations and costs not yet in the

@@ -1,7 +1,7 @@
 //! The admission policy, pure: what admitting a request checks, reserves and counts; what its
 //! reported end charges; and the refusal a client gets from what the counters found.
 
-use switchyard_filter::reserve::Admit;
+use switchyard_contract::limits::Admit;
 
 use super::calendar::calendar;
 use super::counters::{Ask, Cap, Counters, Credit, End, Settle, Verdict, Window, WindowState};

@@ -7,7 +7,7 @@
 //! "status","object":"deployment"}]}`; with the v1 API, OpenAI's `GET {base}/models`.
 
 use serde::Deserialize;
-use switchyard_filter::config::PathStyle;
+use switchyard_contract::config::PathStyle;
 
 use super::listing::not_a_list;
 use super::openai::parse_list;

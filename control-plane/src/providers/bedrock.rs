@@ -156,12 +156,12 @@ impl BedrockListing<'_> {
             format!("{scheme}://{authority}{path}?{query}")
         };
         let req = http.get(url);
-        let Some(creds) = switchyard_filter::sigv4::Credentials::parse(self.secret) else {
+        let Some(creds) = switchyard_aws::sigv4::Credentials::parse(self.secret) else {
             return Ok(req.header("authorization", format!("Bearer {}", self.secret)));
         };
         let region = self.settings.region.as_deref().unwrap_or("us-east-1");
-        let signed = switchyard_filter::sigv4::sign(
-            &switchyard_filter::sigv4::Request {
+        let signed = switchyard_aws::sigv4::sign(
+            &switchyard_aws::sigv4::Request {
                 method: "GET",
                 host: &authority,
                 path: &path,
@@ -172,7 +172,7 @@ impl BedrockListing<'_> {
             &creds,
             region,
             "bedrock",
-            &switchyard_filter::sigv4::amz_date(crate::store::now().max(0) as u64),
+            &switchyard_aws::sigv4::amz_date(crate::store::now().max(0) as u64),
         );
         let mut req = req
             .header("authorization", signed.authorization)

@@ -13,7 +13,7 @@ mod resolve;
 mod tags;
 pub mod vertex;
 
-use switchyard_filter::config::{PathStyle, Quirks};
+use switchyard_contract::config::{PathStyle, Quirks};
 
 use crate::domain::{ProviderKind, ProviderSettings, Upstream};
 
@@ -21,7 +21,7 @@ pub use azure::AZURE_API_VERSION;
 pub use listing::{Discovered, Listing, Page, PAGE_SIZE};
 pub use openai_compatible::{preset, Preset, PRESETS};
 pub use resolve::{discovers, resolve};
-pub use switchyard_filter::config::Tag;
+pub use switchyard_contract::config::Tag;
 pub use tags::tags_from_name;
 
 /// The module answering for `kind`: the one place the control plane matches on a kind.

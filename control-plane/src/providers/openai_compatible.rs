@@ -1,7 +1,7 @@
 //! OpenAI-compatible providers (DeepSeek, Mistral, Groq, vLLM, ...): OpenAI's protocol, keys
 //! and model list, with each provider's defaults and differences as data (its preset).
 
-use switchyard_filter::config::Quirks;
+use switchyard_contract::config::Quirks;
 
 use super::openai::OpenAi;
 use super::{Page, ProviderSpec};

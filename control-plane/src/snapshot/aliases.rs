@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use switchyard_filter::config::ModelRoute;
+use switchyard_contract::config::ModelRoute;
 
 use crate::store::{glob_matches, AliasRow};
 

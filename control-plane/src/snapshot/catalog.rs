@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use switchyard_filter::config::{ModelCard, Tag, Target};
+use switchyard_contract::config::{ModelCard, Tag, Target};
 
 use crate::store::{AliasRow, ProviderModelRow};
 

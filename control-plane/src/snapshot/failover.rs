@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use switchyard_filter::config::{Capability, Provider as FilterProvider, Target};
+use switchyard_contract::config::{Capability, Provider as FilterProvider, Target};
 
 use super::routes::Table;
 use super::{content_version, FailoverCluster, ProviderCluster};

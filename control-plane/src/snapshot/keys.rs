@@ -1,7 +1,7 @@
 //! Gateway keys -> what the filter checks of each: the live keys of active users, each held to
 //! its owner's models, marked when the rate limit service must be asked.
 
-use switchyard_filter::config::GatewayKey;
+use switchyard_contract::config::GatewayKey;
 
 use crate::limits::Table;
 use crate::store::ApiKeyRow;

@@ -16,7 +16,7 @@ mod routes;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use sha2::{Digest as _, Sha256};
-use switchyard_filter::config::{BalanceWeights, FilterConfig, ModelRoute, RecordSink};
+use switchyard_contract::config::{BalanceWeights, FilterConfig, ModelRoute, RecordSink};
 
 pub use catalog::Catalog;
 pub use load::{load, load_input, vertex_keys};
@@ -113,7 +113,7 @@ pub fn compute(input: &Input) -> GatewayState {
     let mut filter = FilterConfig {
         version: String::new(),
         max_body_bytes: input.max_body_bytes,
-        max_response_bytes: switchyard_filter::config::default_max_response_bytes(),
+        max_response_bytes: switchyard_contract::config::default_max_response_bytes(),
         // Set by the caller, which holds the key (see `Secrets::prepare_for_dataplane`).
         key_digest_key: None,
         keys,

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use switchyard_filter::config::{Provider as FilterProvider, ProviderKey, Target};
+use switchyard_contract::config::{Provider as FilterProvider, ProviderKey, Target};
 
 use super::{Input, ProviderCluster};
 use crate::domain::Upstream;
@@ -124,7 +124,7 @@ pub(super) fn price_served<'a>(
 mod tests {
     use super::*;
     use crate::domain::{ProviderKind, ProviderSettings};
-    use switchyard_filter::config::PathStyle;
+    use switchyard_contract::config::PathStyle;
 
     #[test]
     fn paths_and_queries_follow_the_kind_and_its_settings() {

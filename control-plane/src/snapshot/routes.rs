@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use switchyard_filter::config::{
+use switchyard_contract::config::{
     ModelCard, Provider as FilterProvider, Strategy, Target, TargetStats,
 };
 

@@ -1,7 +1,7 @@
 //! The whole computation over small stores: which names are served, by whom, with which
 //! clusters.
 
-use switchyard_filter::config::{Capability, ModelCard, Tag};
+use switchyard_contract::config::{Capability, ModelCard, Tag};
 
 use super::*;
 use crate::config::TargetSpec;
@@ -504,7 +504,7 @@ fn models_with_several_targets_get_target_and_failover_clusters() {
 
 #[test]
 fn requests_that_need_tools_or_images_get_clusters_of_capable_targets_only() {
-    use switchyard_filter::config::Capability;
+    use switchyard_contract::config::Capability;
     let providers = vec![
         provider("a", "http://127.0.0.1:9001/v1", &["m"], true),
         provider("b", "http://127.0.0.1:9002/v1", &["m"], true),

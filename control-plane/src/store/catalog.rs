@@ -53,7 +53,7 @@ impl ProviderModelRow {
 
     /// What routing may rely on: the admin's tags, or tags from the provider's metadata; a
     /// guess from the name decides nothing (`None`: able to do everything).
-    pub fn capabilities(&self) -> Option<Vec<switchyard_filter::config::Capability>> {
+    pub fn capabilities(&self) -> Option<Vec<switchyard_contract::config::Capability>> {
         if self.tags_override.is_none() && !self.tags_from_metadata {
             return None;
         }

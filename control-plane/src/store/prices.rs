@@ -1,7 +1,7 @@
 //! Prices of provider models (micro-USD per million tokens, by kind of token).
 
 use sqlx::Row as _;
-use switchyard_filter::pricing::Price;
+use switchyard_contract::pricing::Price;
 
 use super::{Result, Store, StoreError};
 

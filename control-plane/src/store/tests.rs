@@ -1,7 +1,7 @@
 //! The same store tests on SQLite and on the real PostgreSQL (`SWITCHYARD_TEST_PG`, default
 //! `postgres://postgres@127.0.0.1:5432/test`), each PostgreSQL test in a schema of its own.
 
-use switchyard_filter::pricing::Price;
+use switchyard_contract::pricing::Price;
 
 use super::*;
 use crate::config::TargetSpec;
@@ -738,7 +738,9 @@ async fn catalog_follows_static_lists_and_discoveries(s: Store) {
     assert_eq!(patched.tags(), [Tag::Chat, Tag::FunctionCalling]);
     assert_eq!(
         patched.capabilities(),
-        Some(vec![switchyard_filter::config::Capability::FunctionCalling])
+        Some(vec![
+            switchyard_contract::config::Capability::FunctionCalling
+        ])
     );
     assert_eq!(patched.context_window(), Some(4096));
 
@@ -1005,7 +1007,7 @@ on_both_backends! {
         let m = ModelRow {
             name: "smart".into(),
             strategy: Strategy::Cost,
-            targets: vec![TargetSpec { provider: "p".into(), model: "m".into(), weight: 2, priority: 1, capabilities: Some(vec![switchyard_filter::config::Capability::Vision]) }],
+            targets: vec![TargetSpec { provider: "p".into(), model: "m".into(), weight: 2, priority: 1, capabilities: Some(vec![switchyard_contract::config::Capability::Vision]) }],
         };
         s.upsert_model(&m).await.unwrap();
         s.upsert_model(&m).await.unwrap();

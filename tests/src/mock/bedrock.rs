@@ -14,7 +14,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Map, Value};
-use switchyard_filter::{eventstream, sigv4};
+use switchyard_aws::{eventstream, sigv4};
 
 use super::{record, streamed, MockState};
 

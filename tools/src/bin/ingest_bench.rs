@@ -65,7 +65,7 @@ async fn main() {
     }];
     let mut cp = ControlPlane::start(&dir.0, &config, ports).await;
     // Batches are signed with the data plane key, as Envoy's are (signing is part of the cost).
-    let key = switchyard_filter::sealed::parse_key(&switchyard_tests::dataplane_key(&cp.config))
+    let key = switchyard_contract::sealed::parse_key(&switchyard_tests::dataplane_key(&cp.config))
         .expect("a data plane key");
     // Over mutual TLS with a node certificate, as Envoy sends them.
     let certs =
@@ -98,11 +98,11 @@ async fn main() {
                     record(&mut body, n, run);
                 }
                 let sent = Instant::now();
-                let signature = switchyard_filter::sealed::sign_records(&key, body.as_bytes());
+                let signature = switchyard_contract::sealed::sign_records(&key, body.as_bytes());
                 let resp = client
                     .post(&url)
                     .header("content-type", "application/x-ndjson")
-                    .header(switchyard_filter::sealed::SIGNATURE_HEADER, signature)
+                    .header(switchyard_contract::sealed::SIGNATURE_HEADER, signature)
                     .body(body)
                     .send()
                     .await

@@ -6,7 +6,7 @@
 mod common;
 
 use libfuzzer_sys::fuzz_target;
-use switchyard_filter::eventstream::Decoder;
+use switchyard_aws::eventstream::Decoder;
 use switchyard_filter::translate::openai_bedrock::OpenAiToBedrock;
 
 fuzz_target!(|data: &[u8]| {

@@ -6,11 +6,11 @@ use super::{Credential, ProviderApi};
 use crate::config::{Provider, ProviderKey};
 use crate::error::FilterError;
 use crate::request::Endpoint;
-use crate::sigv4;
 use crate::translate::anthropic_openai::AnthropicToOpenAi;
 use crate::translate::embeddings::{EmbeddingApi, Embeddings};
 use crate::translate::openai_bedrock::OpenAiToBedrock;
 use crate::translate::{Chain, Translator};
+use switchyard_aws::sigv4;
 
 pub struct Bedrock;
 

@@ -14,8 +14,8 @@ mod vertex;
 use crate::config::{Provider, ProviderKey, ProviderKind};
 use crate::error::FilterError;
 use crate::request::Endpoint;
-use crate::sigv4;
 use crate::translate::Translator;
+use switchyard_aws::sigv4;
 
 /// One provider kind's answers.
 pub trait ProviderApi: Sync {

@@ -10,9 +10,9 @@ use serde::Deserialize;
 
 use super::Translator;
 use crate::error::FilterError;
-use crate::eventstream::{Decoder, Message};
 use crate::sse::{event_data, EventSplitter};
 use crate::usage::{FieldScan, Usage};
+use switchyard_aws::eventstream::{Decoder, Message};
 
 /// What to do with one response chunk.
 #[derive(Debug, PartialEq, Eq)]
@@ -28,7 +28,7 @@ pub enum ChunkOutcome {
 pub enum Framing {
     /// Server-Sent Events (`text/event-stream`).
     Sse,
-    /// The AWS event stream (`application/vnd.amazon.eventstream`), see [`crate::eventstream`].
+    /// The AWS event stream (`application/vnd.amazon.eventstream`), see [`switchyard_aws::eventstream`].
     AwsEventStream,
 }
 

@@ -105,7 +105,7 @@ pub fn stream_body(case: &Path) -> Vec<u8> {
             .map(|(k, v)| (k.as_str(), v.as_str().expect("string header")))
             .collect();
         let payload = serde_json::to_vec(&e["payload"]).expect("payload");
-        out.extend(crate::eventstream::encode(&headers, &payload));
+        out.extend(switchyard_aws::eventstream::encode(&headers, &payload));
     }
     out
 }

@@ -1,11 +1,11 @@
 //! OpenAI Chat Completions (client) <-> Amazon Bedrock Converse / ConverseStream (provider).
 //!
 //! Converse: <https://docs.aws.amazon.com/bedrock/latest/APIReference/API_runtime_Converse.html>;
-//! ConverseStream answers in the AWS event-stream framing ([`crate::eventstream`]), one JSON
+//! ConverseStream answers in the AWS event-stream framing ([`switchyard_aws::eventstream`]), one JSON
 //! payload per event named by its `:event-type` header: `messageStart`, `contentBlockStart`,
 //! `contentBlockDelta`, `contentBlockStop`, `messageStop`, `metadata` (the usage, last);
 //! exceptions are messages with `:message-type: exception`. Requests are signed by the host
-//! (SigV4, [`crate::sigv4`]) once the body is known.
+//! (SigV4, [`switchyard_aws::sigv4`]) once the body is known.
 
 use serde_json::{json, Value};
 
@@ -16,10 +16,10 @@ use super::openai_request::*;
 use super::schema::bedrock::*;
 use super::schema::openai::*;
 use crate::error::FilterError;
-use crate::eventstream::Message;
 use crate::request::push_path_segment;
 use crate::sse::write_data;
 use crate::usage::Usage;
+use switchyard_aws::eventstream::Message;
 
 /// One request from an OpenAI client to a Bedrock provider.
 pub type OpenAiToBedrock = Framed<OpenAiBedrock>;

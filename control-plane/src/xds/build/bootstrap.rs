@@ -205,7 +205,7 @@ static_resources:
         admin_ip = gw.admin.ip(),
         admin_port = gw.admin.port(),
         overload = overload_yaml(gw),
-        stats_tags = switchyard_filter::config::METRIC_TAGS
+        stats_tags = switchyard_contract::names::METRIC_TAGS
             .iter()
             .map(|(label, part)| format!(
                 "  - {{tag_name: {label}, regex: \"(;{part}=([^;]*))\"}}\n"

@@ -24,7 +24,7 @@ use envoy_types::pb::envoy::extensions::upstreams::http::v3::{
 use envoy_types::pb::envoy::extensions::wasm::v3::{plugin_config, FailurePolicy, PluginConfig};
 use envoy_types::pb::google::protobuf::{BoolValue, StringValue, UInt32Value};
 use envoy_types::util::pack_any;
-use switchyard_filter::config::UPSTREAM_ROOT_ID;
+use switchyard_contract::names::UPSTREAM_ROOT_ID;
 
 use super::endpoints;
 use super::filter::vm_config;

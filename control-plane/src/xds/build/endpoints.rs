@@ -9,7 +9,7 @@ use envoy_types::pb::envoy::config::endpoint::v3::{
 };
 use envoy_types::pb::google::protobuf::{Struct, UInt32Value};
 use envoy_types::util::pack_any;
-use switchyard_filter::config::METADATA_NAMESPACE;
+use switchyard_contract::names::METADATA_NAMESPACE;
 
 use super::{seconds, socket, text};
 use crate::snapshot::ProviderCluster;

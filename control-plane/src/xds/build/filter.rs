@@ -56,7 +56,7 @@ pub(super) fn vm_config(wasm_path: &Path) -> VmConfig {
         // The data plane key that opens sealed provider keys, from Envoy's own environment
         // (never in its configuration).
         environment_variables: Some(EnvironmentVariables {
-            host_env_keys: vec![switchyard_filter::sealed::KEY_ENV.into()],
+            host_env_keys: vec![switchyard_contract::sealed::KEY_ENV.into()],
             ..Default::default()
         }),
         ..Default::default()

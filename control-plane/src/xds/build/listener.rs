@@ -26,7 +26,7 @@ use envoy_types::pb::envoy::extensions::http::early_header_mutation::header_muta
 use envoy_types::pb::envoy::r#type::matcher::v3::{string_matcher, StringMatcher};
 use envoy_types::pb::google::protobuf::{BoolValue, UInt32Value};
 use envoy_types::util::pack_any;
-use switchyard_filter::config::INTERNAL_HEADER_PREFIX;
+use switchyard_contract::names::INTERNAL_HEADER_PREFIX;
 
 use super::clusters::UPSTREAM_BUFFER_BYTES;
 use super::local_replies::local_replies;

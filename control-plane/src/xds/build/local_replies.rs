@@ -13,7 +13,7 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
 };
 use envoy_types::pb::google::protobuf::UInt32Value;
 use envoy_types::util::pack_any;
-use switchyard_filter::config::{CLIENT_API_HEADER, LOCAL_REPLY_DETAILS};
+use switchyard_contract::names::{CLIENT_API_HEADER, LOCAL_REPLY_DETAILS};
 
 /// Every local reply is JSON in the client's API shape. The filter's own replies (response code
 /// details [`LOCAL_REPLY_DETAILS`]) and the rate limit service's refusals are already, and pass

@@ -17,10 +17,9 @@ use envoy_types::pb::envoy::extensions::retry::priority::previous_priorities::v3
 use envoy_types::pb::envoy::r#type::matcher::v3::{string_matcher, StringMatcher};
 use envoy_types::pb::google::protobuf::{BoolValue, Duration, UInt32Value};
 use envoy_types::util::pack_any;
-use switchyard_filter::config::{CHARGE_STATE, COST_STATE, LIMITED_HEADER};
-use switchyard_filter::config::{
-    CLIENT_API_HEADER, CLUSTER_HEADER, RATE_LIMIT_HEADERS, STREAM_HEADER,
-};
+use switchyard_contract::limits::RATE_LIMIT_HEADERS;
+use switchyard_contract::limits::{CHARGE_STATE, COST_STATE, LIMITED_HEADER};
+use switchyard_contract::names::{CLIENT_API_HEADER, CLUSTER_HEADER, STREAM_HEADER};
 
 use super::names::ROUTE_NAME;
 use super::seconds;

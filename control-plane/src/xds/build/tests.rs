@@ -19,8 +19,8 @@ use envoy_types::pb::envoy::extensions::upstreams::http::v3::HttpProtocolOptions
 use envoy_types::pb::envoy::r#type::matcher::v3::string_matcher;
 use envoy_types::pb::google::protobuf::{value, BoolValue};
 use prost::Message as _;
-use switchyard_filter::config::LIMITED_HEADER;
-use switchyard_filter::config::{
+use switchyard_contract::limits::LIMITED_HEADER;
+use switchyard_contract::names::{
     CLIENT_API_HEADER, CLUSTER_HEADER, INTERNAL_HEADER_PREFIX, METADATA_NAMESPACE, STREAM_HEADER,
     UPSTREAM_ROOT_ID,
 };

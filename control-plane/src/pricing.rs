@@ -1,4 +1,5 @@
-//! List prices of well-known models, for models an administrator has priced at nothing.
+//! List prices of well-known models, for models an administrator has priced at nothing (the
+//! control plane fills them in before the filter sees them).
 
 pub use switchyard_contract::pricing::Price;
 
