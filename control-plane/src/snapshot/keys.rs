@@ -43,7 +43,6 @@ mod tests {
             created_at: 0,
             daily_budget_micros: None,
             monthly_budget_micros: None,
-            limited: false,
             user_active,
             user_models: vec!["*".into()],
         }

@@ -22,9 +22,6 @@ pub struct ApiKeyRow {
     /// Spend caps, micro-USD per UTC day and month.
     pub daily_budget_micros: Option<i64>,
     pub monthly_budget_micros: Option<i64>,
-    /// Requests with this key ask the rate limit service (see [`crate::limits::Table::limited`];
-    /// filled in when the gateway state is loaded).
-    pub limited: bool,
     /// The owner is not disabled (a disabled user's keys are left out of the configuration).
     pub user_active: bool,
     /// The models an admin allows the owner: the key serves only those of its own `models`
@@ -115,7 +112,6 @@ impl Store {
             created_at: row.try_get("created_at")?,
             daily_budget_micros: row.try_get("daily_budget_micros")?,
             monthly_budget_micros: row.try_get("monthly_budget_micros")?,
-            limited: false,
             user_active: row.try_get::<String, _>("user_status")? == "active",
             user_models: parse_json("user models", &row.try_get::<String, _>("user_models")?)?,
         })
