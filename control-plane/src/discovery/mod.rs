@@ -10,7 +10,9 @@ pub mod fetch;
 mod outcome;
 mod runner;
 
+#[cfg(test)]
 use crate::domain::{ProviderKind, ProviderSettings};
+#[cfg(test)]
 use crate::providers;
 
 pub use crate::providers::{tags_from_name, Discovered, Page, Tag};
@@ -19,8 +21,9 @@ pub use outcome::{Failure, Status};
 pub use runner::{discover, Discoverer, Runner};
 
 /// Parses one page of `kind`'s model list; `azure_deployments`: Azure's list of deployments
-/// rather than its v1 API's list of models.
-pub fn parse_page(
+/// rather than its v1 API's list of models. (For tests that start from a provider's answer.)
+#[cfg(test)]
+pub(crate) fn parse_page(
     kind: ProviderKind,
     azure_deployments: bool,
     body: &[u8],
