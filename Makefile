@@ -56,7 +56,7 @@ test: toolchain envoy sdk wasm build
 
 unit:
 	@mkdir -p .run
-	set -o pipefail; $(CARGO) test -p switchyard-aws -p switchyard-contract -p switchyard-filter -p switchyard 2>&1 | tee $(TEST_LOG)
+	set -o pipefail; $(CARGO) test -p switchyard-aws -p switchyard-contract -p switchyard-core -p switchyard 2>&1 | tee $(TEST_LOG)
 	@scripts/test-summary.sh $(TEST_LOG)
 
 e2e: toolchain envoy sdk wasm build

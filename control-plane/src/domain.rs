@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 
 pub use switchyard_contract::config::ProviderKind;
 
-/// How a logical model ranks its targets; the filter applies it (`switchyard_filter::rank`).
+/// How a logical model ranks its targets; the filter applies it (`switchyard_core::rank`).
 pub use switchyard_contract::config::Strategy;
 
 pub fn strategy_str(s: Strategy) -> &'static str {

@@ -565,7 +565,7 @@ fn requests_that_need_tools_or_images_get_clusters_of_capable_targets_only() {
     assert!(images.iter().all(String::is_empty));
     assert_eq!(family(Capability::ALL), images);
     // The filter takes it.
-    let index = switchyard_filter::route::Index::new(state.filter.clone()).unwrap();
+    let index = switchyard_core::route::Index::new(state.filter.clone()).unwrap();
     let entry = index.targets("mixed").unwrap();
     assert_eq!(
         entry.failover_cluster(1, Capability::FunctionCalling.bit()),

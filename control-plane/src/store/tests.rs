@@ -75,8 +75,8 @@ async fn strategies_choose_from_known_figures(s: Store) {
     use crate::config::TargetSpec;
     use crate::domain::Strategy;
     use crate::health::Figures;
-    use switchyard_filter::cooldown::Cooldowns;
-    use switchyard_filter::route::Index;
+    use switchyard_core::cooldown::Cooldowns;
+    use switchyard_core::route::Index;
 
     // fast: quick, reliable, dear. cheap: slow, reliable, cheap. shaky: quick-ish, fails 40 %.
     let figures = [

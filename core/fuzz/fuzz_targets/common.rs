@@ -1,7 +1,7 @@
 //! What every translator target does: an arbitrary request, or a fixed request followed by an
 //! arbitrary provider answer (JSON or event stream, success or error) cut at an arbitrary point.
 
-use switchyard_filter::translate::Translator;
+use switchyard_core::translate::Translator;
 
 pub fn drive(data: &[u8], mut t: Box<dyn Translator>, request: &[u8], error_status: u32) {
     let Some((&mode, rest)) = data.split_first() else {

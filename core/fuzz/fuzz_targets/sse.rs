@@ -1,9 +1,10 @@
-//! The SSE splitter and the OpenAI stream handler on arbitrary bytes cut at arbitrary points.
+//! The SSE splitter and the OpenAI pass-through converter on arbitrary bytes cut at arbitrary points.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use switchyard_filter::sse::EventSplitter;
-use switchyard_filter::stream::{ChunkOutcome, OpenAiStream};
+use switchyard_core::sse::EventSplitter;
+use switchyard_core::translate::openai_passthrough::OpenAiPassthrough;
+use switchyard_core::translate::{ChunkOutcome, Translator};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&cut, body)) = data.split_first() else {
@@ -21,9 +22,10 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(seen, body);
 
     for wants_usage in [false, true] {
-        let mut stream = OpenAiStream::new(wants_usage);
+        let mut stream = OpenAiPassthrough::new(wants_usage);
+        stream.response_headers(200, true);
         for (chunk, last) in [(a, false), (b, true)] {
-            if let ChunkOutcome::Replace(out) = stream.on_chunk(chunk, last) {
+            if let ChunkOutcome::Replace(out) = stream.response_body(chunk, last) {
                 let _ = out.len();
             }
         }

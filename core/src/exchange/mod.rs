@@ -1,7 +1,7 @@
 //! One request through the gateway as pure decisions: the request in (authenticate, parse,
 //! route, limits, target, attempt) and forward or reply out; the response's headers and chunks
 //! in and the client's bytes out; at the end, the request's record, what it told of each target's
-//! health, and what the limits service charges. The host (`host/`) only reads from and writes to
+//! health, and what the limits service charges. The host (the `switchyard-filter` crate) only reads from and writes to
 //! Envoy and calls this; everything here runs natively in tests.
 
 pub mod failover;
@@ -26,9 +26,8 @@ use crate::error::FilterError;
 use crate::headers::HeaderBlock;
 use crate::request::{Endpoint, TopLevel};
 use crate::route::Index;
-use crate::stream::OpenAiStream;
 use crate::translate::Translator;
-use crate::usage::{FieldScan, Usage};
+use crate::usage::Usage;
 
 pub use finish::{histogram, Charge, Counts, Outcome};
 pub use plan::Plan;
@@ -59,11 +58,9 @@ pub enum Step {
 enum Response {
     /// Not ours to touch (a local reply, or nothing routed).
     Pass,
-    /// A JSON answer passing through, its `usage` read on the way (nothing kept).
-    Json(Box<FieldScan>),
-    /// An SSE stream handled event by event.
-    Stream(Box<OpenAiStream>),
-    /// A provider with another API: every chunk goes through its translator.
+    /// The provider's answer, through its translator: the pair's converter, or the OpenAI
+    /// pass-through one (which reads usage on the way and changes nothing else but what the
+    /// gateway's own `include_usage` added).
     Translated(Box<dyn Translator>),
     /// An answer the client must not get (compressed, or too large to translate): its bytes
     /// are dropped and this error goes out instead when it ends.
@@ -87,6 +84,9 @@ pub struct Exchange {
     local_error: bool,
     /// The filter answered itself (an error or the model list).
     local_reply: bool,
+    /// The status of a gateway error the provider's answer caused (compressed, too large): the
+    /// client's status, and what the target's health is told whatever the provider's status.
+    provider_fault: Option<u32>,
     /// Set for providers whose API is not OpenAI's; moves into `response` with the headers.
     translator: Option<Box<dyn Translator>>,
     response: Response,
@@ -141,6 +141,7 @@ impl Exchange {
             client_wants_usage: false,
             local_error: false,
             local_reply: false,
+            provider_fault: None,
             translator: None,
             response: Response::Pass,
             usage: None,

@@ -1,5 +1,5 @@
 //! Request records to the control plane: each request's record joins this worker's outbox
-//! (see [`crate::outbox`]); the root context's tick sends the outbox in batches over the
+//! (see [`switchyard_core::outbox`]); the root context's tick sends the outbox in batches over the
 //! configured cluster and keeps every batch until the control plane confirms it.
 
 use std::cell::RefCell;
@@ -8,8 +8,8 @@ use std::time::Duration;
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::MapType;
 
-use crate::config::RecordSink;
-use crate::outbox::{Ids, Outbox};
+use switchyard_core::config::RecordSink;
+use switchyard_core::outbox::{Ids, Outbox};
 
 /// How long a batch may take before it counts as not stored (and is sent again).
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
@@ -60,7 +60,7 @@ pub(crate) fn flush(sink: &RecordSink, now_ms: u64, key: Option<&[u8; 32]>) {
         return;
     };
     // Signed with the data plane key: only Envoys holding it write records.
-    let signature = key.map(|k| crate::sealed::sign_records(k, &batch));
+    let signature = key.map(|k| switchyard_core::sealed::sign_records(k, &batch));
     let mut headers = vec![
         (":method", "POST"),
         (":path", sink.path.as_str()),
@@ -68,7 +68,7 @@ pub(crate) fn flush(sink: &RecordSink, now_ms: u64, key: Option<&[u8; 32]>) {
         ("content-type", switchyard_contract::record::CONTENT_TYPE),
     ];
     if let Some(sig) = &signature {
-        headers.push((crate::sealed::SIGNATURE_HEADER, sig.as_str()));
+        headers.push((switchyard_core::sealed::SIGNATURE_HEADER, sig.as_str()));
     }
     match hostcalls::dispatch_http_call(&sink.cluster, headers, Some(&batch), vec![], SEND_TIMEOUT)
     {

@@ -5,9 +5,9 @@
 mod common;
 
 use libfuzzer_sys::fuzz_target;
-use switchyard_filter::translate::embeddings::{EmbeddingApi, Embeddings};
-use switchyard_filter::translate::images::Imagen;
-use switchyard_filter::translate::Translator;
+use switchyard_core::translate::embeddings::{EmbeddingApi, Embeddings};
+use switchyard_core::translate::images::Imagen;
+use switchyard_core::translate::Translator;
 
 fuzz_target!(|data: &[u8]| {
     let Some((&which, rest)) = data.split_first() else {

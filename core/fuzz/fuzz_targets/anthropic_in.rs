@@ -5,10 +5,10 @@
 mod common;
 
 use libfuzzer_sys::fuzz_target;
-use switchyard_filter::translate::anthropic_openai::AnthropicToOpenAi;
-use switchyard_filter::translate::anthropic_passthrough::AnthropicPassthrough;
-use switchyard_filter::translate::openai_gemini::OpenAiToGemini;
-use switchyard_filter::translate::{Chain, Translator};
+use switchyard_core::translate::anthropic_openai::AnthropicToOpenAi;
+use switchyard_core::translate::anthropic_passthrough::AnthropicPassthrough;
+use switchyard_core::translate::openai_gemini::OpenAiToGemini;
+use switchyard_core::translate::{Chain, Translator};
 
 const REQUEST: &[u8] =
     br#"{"model":"m","max_tokens":9,"stream":true,"messages":[{"role":"user","content":"x"}]}"#;

@@ -1,4 +1,4 @@
-//! Where failover plans (see [`crate::exchange::plan`]) wait for the upstream role. Both roles
+//! Where failover plans (see [`switchyard_core::exchange::plan`]) wait for the upstream role. Both roles
 //! run in one VM per worker thread and all of a request's callbacks run on that thread, so a
 //! thread-local map keyed by a token the downstream role hands over in filter state is enough.
 
@@ -6,7 +6,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 
-use crate::exchange::Plan;
+use switchyard_core::exchange::Plan;
 
 /// Filter state naming the request's plan, set by the downstream role.
 pub(crate) const PLAN_STATE: &str = "switchyard_plan";

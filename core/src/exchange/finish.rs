@@ -62,6 +62,8 @@ impl Exchange {
         self.estimate_unfinished_stream();
         let status = if self.local_reply {
             self.local_status
+        } else if let Some(fault) = self.provider_fault {
+            fault
         } else {
             response_code()
         };
@@ -122,6 +124,17 @@ impl Exchange {
                         seen.extend(health::attribute(index, t.provider, &t.model, None, failed));
                     }
                 }
+                if let Some(fault) = self.provider_fault {
+                    // The attempt that answered was fine to the upstream role; its answer
+                    // was not.
+                    seen.extend(health::attribute(
+                        index,
+                        provider,
+                        &self.upstream_model,
+                        self.provider_key,
+                        fault,
+                    ));
+                }
                 seen
             }
             _ => health::attribute(
@@ -160,7 +173,6 @@ impl Exchange {
             return;
         }
         let known = self.usage.or(match &self.response {
-            Response::Stream(s) => s.usage(),
             Response::Translated(t) => t.usage(),
             _ => None,
         });

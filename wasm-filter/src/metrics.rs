@@ -1,7 +1,7 @@
 //! Metrics at Envoy's `/stats/prometheus` (names without prefix); upstream errors are Envoy's
 //! own per-cluster `upstream_rq_xx` stats. Counters add to VM-local totals that the root
 //! context's tick flushes, so a request costs no counter host calls. Histograms (see
-//! [`crate::exchange::histogram`]) take one host call per sample.
+//! [`switchyard_core::exchange::histogram`]) take one host call per sample.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -41,7 +41,7 @@ pub(crate) fn count(f: impl FnOnce(&mut Pending)) {
     PENDING.with(|p| f(&mut p.borrow_mut()));
 }
 
-/// Records one sample; `labels` are (name part, value) pairs of [`crate::config::METRIC_TAGS`].
+/// Records one sample; `labels` are (name part, value) pairs of [`switchyard_core::config::METRIC_TAGS`].
 pub(crate) fn record(name: &str, labels: &[(&str, &str)], value: u64) {
     // The full name is built in one buffer per worker: a known histogram costs no
     // allocation (a request records four to six samples).

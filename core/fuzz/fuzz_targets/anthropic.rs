@@ -3,8 +3,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use switchyard_filter::translate::openai_anthropic::OpenAiToAnthropic;
-use switchyard_filter::translate::Translator;
+use switchyard_core::translate::openai_anthropic::OpenAiToAnthropic;
+use switchyard_core::translate::Translator;
 
 fuzz_target!(|data: &[u8]| {
     let Some((&mode, rest)) = data.split_first() else {

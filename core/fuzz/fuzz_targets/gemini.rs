@@ -4,7 +4,7 @@
 mod common;
 
 use libfuzzer_sys::fuzz_target;
-use switchyard_filter::translate::openai_gemini::OpenAiToGemini;
+use switchyard_core::translate::openai_gemini::OpenAiToGemini;
 
 fuzz_target!(|data: &[u8]| {
     common::drive(

@@ -8,9 +8,9 @@ use proxy_wasm::types::{Action, MapType};
 use super::abi::{self, RequestOut};
 use super::plan::{self, PLAN_STATE};
 use super::shared::{self, Host};
-use crate::config::METADATA_NAMESPACE;
-use crate::exchange::failover::FailoverAttempt;
-use crate::exchange::{Reply, Step};
+use switchyard_core::config::{METADATA_NAMESPACE, METADATA_TARGET_FIELD};
+use switchyard_core::exchange::failover::FailoverAttempt;
+use switchyard_core::exchange::{Reply, Step};
 
 #[derive(Default)]
 pub(crate) struct UpstreamAttempt {
@@ -37,7 +37,7 @@ impl HttpContext for UpstreamAttempt {
             "upstream_host_metadata",
             "filter_metadata",
             METADATA_NAMESPACE,
-            "target",
+            METADATA_TARGET_FIELD,
         ]);
         let Some((attempt, step)) = target.and_then(|t| FailoverAttempt::start(plan, &t)) else {
             return Action::Continue;

@@ -8,7 +8,7 @@ use super::failover::FailoverAttempt;
 use super::health::Subject;
 use super::shared::Memory;
 use super::*;
-use crate::stream::ChunkOutcome;
+use crate::translate::ChunkOutcome;
 
 fn index() -> Rc<Index> {
     let digest = hex::encode(Sha256::digest(b"sk-gw"));
@@ -226,4 +226,43 @@ fn a_failover_attempt_to_another_provider_is_rewritten_for_it() {
         record["provider"],
         if plan.primary == 0 { "oa" } else { "an" }
     );
+}
+
+/// An answer the gateway cannot pass on is the provider's fault whatever its status said: the
+/// client gets the gateway's 502, the record says 502, and the target's health hears a failure.
+#[test]
+fn a_provider_fault_counts_against_its_target() {
+    let shared = Memory::at(1_000);
+    let mut ex = Exchange::new(Some(index()));
+    let body = br#"{"model":"solo","messages":[{"role":"user","content":"Hi"}]}"#;
+    let (step, _) = send(&mut ex, "/v1/chat/completions", body, &shared);
+    assert_eq!(step, Step::Continue);
+    let head = HeaderBlock::from_pairs(&[
+        (":status", b"200"),
+        ("content-type", b"application/json"),
+        ("content-encoding", b"gzip"),
+    ]);
+    let h = ex.response_headers(&head, || Some(b"via_upstream".to_vec()), &shared);
+    let map = h.map(&head).expect("headers change");
+    assert!(map.contains(&(":status", &b"502"[..])), "{map:?}");
+    let chunk = ex.response_body(b"\x1f\x8b".to_vec(), 2, true, &shared);
+    let ChunkOutcome::Replace(sent) = chunk.body else {
+        panic!("the compressed bytes must not pass")
+    };
+    let v: serde_json::Value = serde_json::from_slice(&sent).unwrap();
+    assert_eq!(v["error"]["code"], "provider_encoding");
+
+    // Envoy saw the provider's 200; the outcome goes by the fault.
+    let outcome = ex.finish(|| 200, &shared);
+    assert_eq!(outcome.status, 502);
+    let target = Subject::Target(index().key_of(0, "gpt-x"));
+    assert!(
+        outcome
+            .observations
+            .iter()
+            .any(|o| o.subject == target && o.status == 502),
+        "{:?}",
+        outcome.observations
+    );
+    // A client's mistake never does (see refusals_answer_in_the_clients_shape).
 }

@@ -3,9 +3,9 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use switchyard_filter::config::Quirks;
-use switchyard_filter::request::TopLevel;
-use switchyard_filter::usage::{estimate_streamed_tokens, from_openai_body, FieldScan};
+use switchyard_core::config::Quirks;
+use switchyard_core::request::TopLevel;
+use switchyard_core::usage::{estimate_streamed_tokens, from_openai_body, FieldScan};
 
 fuzz_target!(|data: &[u8]| {
     let _ = from_openai_body(data);

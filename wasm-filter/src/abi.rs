@@ -5,9 +5,9 @@
 
 use proxy_wasm::types::{BufferType, MapType, Status};
 
-use crate::config::LOCAL_REPLY_DETAILS;
-use crate::exchange::{Outgoing, Reply};
-use crate::headers::HeaderBlock;
+use switchyard_core::config::LOCAL_REPLY_DETAILS;
+use switchyard_core::exchange::{Outgoing, Reply};
+use switchyard_core::headers::HeaderBlock;
 
 #[link(wasm_import_module = "env")]
 extern "C" {

@@ -2,7 +2,9 @@
 
 use std::fmt::Write as _;
 
-/// Who caused an error: decides status, retry and whether a provider earns a cooldown.
+/// Who caused an error. A provider's fault (an answer the gateway cannot pass on: compressed,
+/// too large) counts against its target's health like a failed answer, whatever status the
+/// provider gave; a client's or the gateway's own (`Internal`) does not.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorSource {
     Client,

@@ -3,10 +3,11 @@
 //! translated, or replaced by a gateway error).
 
 use crate::config::REFUSAL_HEADER;
-use crate::error::FilterError;
+use crate::error::{ErrorSource, FilterError};
 use crate::headers::{self, HeaderBlock};
-use crate::stream::{ChunkOutcome, OpenAiStream};
-use crate::usage::{self, FieldScan};
+use crate::translate::openai_passthrough::OpenAiPassthrough;
+use crate::translate::{ChunkOutcome, Translator};
+use crate::usage;
 use switchyard_contract::limits::RefusalCode;
 
 use super::{Exchange, Reply, Response, Shared};
@@ -56,6 +57,10 @@ impl Exchange {
         let reply = Reply::error(error, self.anthropic());
         self.local_error = true;
         self.error_code = reply.code;
+        if error.source == ErrorSource::Provider {
+            // The provider's fault, whatever its status said: its target's health hears so.
+            self.provider_fault = Some(reply.status);
+        }
         let status = reply.status.to_string().into_bytes();
         self.response = Response::Refused(reply.body);
         vec![
@@ -148,39 +153,33 @@ impl Exchange {
             // The gateway asks for identity (the route drops the client's Accept-Encoding): a
             // compressed answer would hide its usage and could not be translated.
             changes = self.refuse_answer(&FilterError::provider_encoding());
-        } else if let Some(mut translator) = self.translator.take() {
-            if envoy_reply {
-                // Nothing to translate; the usage is none.
-            } else {
-                let client_status = translator.response_headers(status, event_stream);
-                let passes = translator.passes_through();
-                if event_stream || !passes {
-                    // The translated body has another length.
-                    changes.push(("content-length", None));
-                }
-                if !event_stream {
-                    changes.push(("content-type", Some(b"application/json".to_vec())));
-                } else if !content_type.starts_with("text/event-stream") {
-                    changes.push(("content-type", Some(b"text/event-stream".to_vec())));
-                }
-                if let Some(client_status) = client_status {
-                    changes.push((":status", Some(client_status.to_string().into_bytes())));
-                }
-                if !event_stream && !passes {
-                    // A whole answer: held until it is complete (and within bounds), so that
-                    // its status can still change and a retry delay found in it be sent.
-                    self.hold_headers = true;
-                    out.pause = true;
-                }
-                self.response = Response::Translated(translator);
+        } else if !envoy_reply {
+            // An OpenAI-style provider's answer goes through the pass-through converter.
+            let mut translator = self.translator.take().unwrap_or_else(|| {
+                Box::new(OpenAiPassthrough::new(self.client_wants_usage)) as Box<dyn Translator>
+            });
+            let client_status = translator.response_headers(status, event_stream);
+            let passes = translator.passes_through();
+            if event_stream || !passes {
+                // The body may change (translated, a usage chunk dropped, an error
+                // appended): its length is unknown.
+                changes.push(("content-length", None));
             }
-        } else if self.stream && content_type.starts_with("text/event-stream") {
-            // The body may change (usage chunk dropped, error appended): the length is unknown.
-            changes.push(("content-length", None));
-            self.response = Response::Stream(Box::new(OpenAiStream::new(self.client_wants_usage)));
-        } else {
-            self.response = Response::Json(Box::new(FieldScan::new("usage")));
+            if let Some(client_type) = translator.content_type(event_stream, content_type) {
+                changes.push(("content-type", Some(client_type.as_bytes().to_vec())));
+            }
+            if let Some(client_status) = client_status {
+                changes.push((":status", Some(client_status.to_string().into_bytes())));
+            }
+            if !event_stream && !passes {
+                // A whole answer: held until it is complete (and within bounds), so that
+                // its status can still change and a retry delay found in it be sent.
+                self.hold_headers = true;
+                out.pause = true;
+            }
+            self.response = Response::Translated(translator);
         }
+        // An Envoy reply: nothing to translate, and no usage.
         changes.push(("x-request-id", Some(self.id.clone().into_bytes())));
         out.set = Some(changes);
         out
@@ -189,10 +188,7 @@ impl Exchange {
     /// Whether [`Exchange::response_body`] reads the chunks' bytes (else the host need not
     /// fetch them).
     pub fn reads_chunks(&self) -> bool {
-        matches!(
-            self.response,
-            Response::Json(_) | Response::Stream(_) | Response::Translated(_)
-        )
+        matches!(self.response, Response::Translated(_))
     }
 
     /// One chunk of the answer: `chunk` holds its `size` bytes when [`Exchange::reads_chunks`]
@@ -228,15 +224,6 @@ impl Exchange {
         }
         match &mut self.response {
             Response::Pass => {}
-            Response::Json(scan) => {
-                if size > 0 {
-                    scan.feed(&chunk);
-                }
-                if end_of_stream {
-                    self.usage = scan.value().and_then(usage::from_openai_usage_value);
-                    self.complete = true;
-                }
-            }
             Response::Refused(error) => {
                 // The provider's bytes are dropped unread.
                 out.body = ChunkOutcome::Replace(if end_of_stream {
@@ -289,21 +276,6 @@ impl Exchange {
                     self.usage = translator.usage();
                     self.complete = translator.completed();
                 }
-            }
-            Response::Stream(stream) => {
-                let streamed = stream.on_chunk(&chunk, end_of_stream);
-                let sent = match &streamed {
-                    ChunkOutcome::Replace(bytes) => bytes.as_slice(),
-                    ChunkOutcome::Unchanged => chunk.as_slice(),
-                };
-                self.streamed_tokens = self
-                    .streamed_tokens
-                    .saturating_add(usage::estimate_streamed_tokens(sent));
-                if end_of_stream {
-                    self.usage = stream.usage();
-                    self.complete = stream.completed();
-                }
-                out.body = streamed;
             }
         }
         out

@@ -7,7 +7,7 @@ mod common;
 
 use libfuzzer_sys::fuzz_target;
 use switchyard_aws::eventstream::Decoder;
-use switchyard_filter::translate::openai_bedrock::OpenAiToBedrock;
+use switchyard_core::translate::openai_bedrock::OpenAiToBedrock;
 
 fuzz_target!(|data: &[u8]| {
     let Some((&mode, rest)) = data.split_first() else {

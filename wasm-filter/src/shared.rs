@@ -1,15 +1,15 @@
 //! proxy-wasm shared data and the host's clock behind [`Shared`], and this worker's cooldowns
-//! (kept in step with the other workers' by [`crate::exchange::health`]).
+//! (kept in step with the other workers' by [`switchyard_core::exchange::health`]).
 
 use std::cell::RefCell;
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{MapType, Status};
 
-use crate::cooldown::Cooldowns;
-use crate::exchange::health::{self, Observation};
-use crate::exchange::shared::{SetError, Shared, Unavailable};
-use crate::route::Index;
+use switchyard_core::cooldown::Cooldowns;
+use switchyard_core::exchange::health::{self, Observation};
+use switchyard_core::exchange::shared::{SetError, Shared, Unavailable};
+use switchyard_core::route::Index;
 
 /// Envoy's shared data (one store for every worker of the Envoy) and clock.
 pub(crate) struct Host;

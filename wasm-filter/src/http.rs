@@ -11,10 +11,10 @@ use proxy_wasm::types::{Action, BufferType, MapType};
 use super::abi::{self, RequestOut};
 use super::plan::{self, PLAN_STATE};
 use super::shared::{self, Host};
-use crate::config::{CHARGE_STATE, COST_STATE, USAGE_FILTER_STATE};
-use crate::exchange::{Exchange, Shared as _, Step};
-use crate::route::Index;
-use crate::stream::ChunkOutcome;
+use switchyard_core::config::{CHARGE_STATE, COST_STATE, USAGE_FILTER_STATE};
+use switchyard_core::exchange::{Exchange, Shared as _, Step};
+use switchyard_core::route::Index;
+use switchyard_core::translate::ChunkOutcome;
 
 pub(crate) struct Request {
     exchange: Exchange,
