@@ -26,8 +26,9 @@ pub const COST_STATE: &str = "switchyard_cost";
 /// [`RefusalCode`]). Removed before the client sees the answer.
 pub const REFUSAL_HEADER: &str = "x-switchyard-refusal";
 
-/// OpenAI's rate limit headers. A provider's (about the gateway's provider key) are removed at
-/// the route; the rate limit service sends the client's own under the same names.
+/// OpenAI's rate limit headers: limit, remaining and reset of the request window, then of the
+/// token window. A provider's (about the gateway's provider key) are removed at the route; the
+/// rate limit service sends the client's own under the same names, in this order.
 pub const RATE_LIMIT_HEADERS: [&str; 6] = [
     "x-ratelimit-limit-requests",
     "x-ratelimit-remaining-requests",

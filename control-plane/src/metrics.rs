@@ -5,6 +5,8 @@
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use switchyard_contract::limits::RefusalCode;
+
 /// Counters, by the name they are exported under.
 pub struct Metrics {
     pub records_stored: AtomicU64,
@@ -18,8 +20,8 @@ pub struct Metrics {
     pub ingest_micros: AtomicU64,
     pub limits_admitted: AtomicU64,
     pub limits_errors: AtomicU64,
-    /// Refusals by reason, in the order of [`REFUSALS`].
-    pub limits_refused: [AtomicU64; 4],
+    /// Refusals by reason, in the order of [`RefusalCode::ALL`].
+    pub limits_refused: [AtomicU64; RefusalCode::ALL.len()],
     /// Requests whose end (tokens, cost) was charged.
     pub limits_charges: AtomicU64,
     pub snapshots_published: AtomicU64,
@@ -49,14 +51,6 @@ pub struct Metrics {
 pub const ADMIN_REFUSALS: [&str; 3] = ["unauthenticated", "bad_credentials", "throttled"];
 /// Outcomes of `POST /admin/v1/auth/login`.
 pub const SIGN_INS: [&str; 4] = ["ok", "failed", "throttled", "busy"];
-
-/// The refusal codes of the rate limit service.
-pub const REFUSALS: [&str; 4] = [
-    "insufficient_credits",
-    "budget_exceeded",
-    "rate_limit_exceeded",
-    "tokens_per_minute_exceeded",
-];
 
 pub static METRICS: Metrics = Metrics {
     records_stored: AtomicU64::new(0),
@@ -98,8 +92,10 @@ pub fn add(counter: &AtomicU64, n: u64) {
 }
 
 /// A refusal of the rate limit service, counted by its code.
-pub fn refused(code: &str) {
-    count(&METRICS.limits_refused, &REFUSALS, code);
+pub fn refused(code: RefusalCode) {
+    if let Some(i) = RefusalCode::ALL.iter().position(|c| *c == code) {
+        add(&METRICS.limits_refused[i], 1);
+    }
 }
 
 /// Counts one event of a labelled family (`labels` names the counters of `counters`).
@@ -158,7 +154,7 @@ pub fn render(gauges: &[(&str, &str, u64)]) -> String {
         ("{decision=\"error\"}", get(&m.limits_errors)),
     ]);
     decisions.extend(
-        REFUSALS
+        RefusalCode::ALL
             .iter()
             .zip(&m.limits_refused)
             .map(|(code, c)| (format!("{{decision=\"refused\",code=\"{code}\"}}"), get(c))),
@@ -246,7 +242,7 @@ mod tests {
     fn text_format() {
         add(&METRICS.records_stored, 3);
         add(&METRICS.ingest_micros, 1_500_000);
-        refused("budget_exceeded");
+        refused(RefusalCode::BudgetExceeded);
         let text = render(&[("switchyard_cp_envoy_nodes", "Envoy nodes.", 2)]);
         assert!(text.contains("# TYPE switchyard_cp_records_total counter\n"));
         let stored = text

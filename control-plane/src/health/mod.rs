@@ -9,6 +9,7 @@ use std::sync::Mutex;
 
 use crate::pricing::default_price;
 use switchyard_contract::config::{Target, TargetStats};
+use switchyard_contract::names::TargetName as Named;
 use switchyard_contract::pricing::Price;
 
 use crate::store::{HealthRow, PriceRow, RequestRow};
@@ -110,7 +111,7 @@ impl Health {
         }
         let minute = now / 60;
         for name in &r.failed {
-            if let Some((provider, model)) = name.split_once('/') {
+            if let Some(Named { provider, model }) = Named::parse(name) {
                 self.add(provider, model, minute, |row| {
                     row.attempts += 1;
                     row.failures += 1;

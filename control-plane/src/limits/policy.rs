@@ -1,7 +1,7 @@
 //! The admission policy, pure: what admitting a request checks, reserves and counts; what its
 //! reported end charges; and the refusal a client gets from what the counters found.
 
-use switchyard_contract::limits::Admit;
+use switchyard_contract::limits::{Admit, RefusalCode};
 
 use super::calendar::calendar;
 use super::counters::{Ask, Cap, Counters, Credit, End, Settle, Verdict, Window, WindowState};
@@ -15,7 +15,7 @@ const TOTAL_MARGIN_SECS: i64 = 3_600;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {
     /// Error code (also the reason header the filter reads).
-    pub code: &'static str,
+    pub code: RefusalCode,
     pub message: String,
     pub retry_after: Option<i64>,
 }
@@ -30,7 +30,7 @@ pub struct Admission {
 }
 
 impl Admission {
-    fn refused(code: &'static str, message: String, retry_after: Option<i64>) -> Admission {
+    fn refused(code: RefusalCode, message: String, retry_after: Option<i64>) -> Admission {
         Admission {
             refusal: Some(Refusal {
                 code,
@@ -222,18 +222,22 @@ pub(super) fn restored_totals(
 pub(super) fn admission(ask: &Ask<'_>, verdict: Verdict) -> Admission {
     match verdict {
         Verdict::NoBalance | Verdict::NoCredits => Admission::refused(
-            "insufficient_credits",
+            RefusalCode::InsufficientCredits,
             "The credit balance of this key's owner is used up; add credits to continue.".into(),
             None,
         ),
         Verdict::TooManyHolds => Admission::refused(
-            "rate_limit_exceeded",
+            RefusalCode::RateLimitExceeded,
             "Too many requests of this key's owner are in flight.".into(),
             Some(1),
         ),
         Verdict::OverCap(i) => {
             let Some(cap) = ask.caps.get(i) else {
-                return Admission::refused("budget_exceeded", "Budget spent.".into(), None);
+                return Admission::refused(
+                    RefusalCode::BudgetExceeded,
+                    "Budget spent.".into(),
+                    None,
+                );
             };
             let whose = if cap.user {
                 "This key's owner"
@@ -241,7 +245,7 @@ pub(super) fn admission(ask: &Ask<'_>, verdict: Verdict) -> Admission {
                 "This key"
             };
             Admission::refused(
-                "budget_exceeded",
+                RefusalCode::BudgetExceeded,
                 format!(
                     "{whose} has spent its budget for the {} ({} USD).",
                     cap.period,
@@ -276,13 +280,13 @@ pub(super) fn admission(ask: &Ask<'_>, verdict: Verdict) -> Admission {
                 let (requests, reset) = full.map_or((true, 1), |(w, s)| (w.requests, s.reset_secs));
                 admission.refusal = Some(if requests {
                     Refusal {
-                        code: "rate_limit_exceeded",
+                        code: RefusalCode::RateLimitExceeded,
                         message: "Too many requests per minute for this key.".into(),
                         retry_after: Some(reset.max(1)),
                     }
                 } else {
                     Refusal {
-                        code: "tokens_per_minute_exceeded",
+                        code: RefusalCode::TokensPerMinuteExceeded,
                         message: "Too many tokens per minute for this key.".into(),
                         retry_after: Some(reset.max(1)),
                     }

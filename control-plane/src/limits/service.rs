@@ -8,7 +8,8 @@ use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_server::R
 use envoy_types::pb::envoy::service::ratelimit::v3::{RateLimitRequest, RateLimitResponse};
 use switchyard_contract::ids;
 use switchyard_contract::limits::{
-    Admit, Charge, ADMIT_DESCRIPTOR, CHARGE_DESCRIPTOR, REFUSAL_HEADER,
+    Admit, Charge, RefusalCode, ADMIT_DESCRIPTOR, CHARGE_DESCRIPTOR, RATE_LIMIT_HEADERS,
+    REFUSAL_HEADER,
 };
 use tonic::{Request, Response, Status};
 
@@ -37,7 +38,7 @@ fn header(key: &str, value: String) -> HeaderValue {
 
 /// The error body of a refusal in the client API's shape.
 fn error_body(refusal: &Refusal, anthropic: bool) -> Vec<u8> {
-    let kind = if refusal.code == "insufficient_credits" {
+    let kind = if refusal.code == RefusalCode::InsufficientCredits {
         "insufficient_quota"
     } else {
         "rate_limit_error"
@@ -45,30 +46,25 @@ fn error_body(refusal: &Refusal, anthropic: bool) -> Vec<u8> {
     let body = if anthropic {
         serde_json::json!({"type": "error", "error": {"type": "rate_limit_error", "message": refusal.message}})
     } else {
-        serde_json::json!({"error": {"message": refusal.message, "type": kind, "param": null, "code": refusal.code}})
+        serde_json::json!({"error": {"message": refusal.message, "type": kind, "param": null, "code": refusal.code.as_str()}})
     };
     body.to_string().into_bytes()
 }
 
-/// `x-ratelimit-*` headers in OpenAI's names.
+/// `x-ratelimit-*` headers in OpenAI's names: limit, remaining and reset of the request
+/// window, then of the token window ([`RATE_LIMIT_HEADERS`]' order).
 fn window_headers(admission: &Admission, out: &mut Vec<HeaderValue>) {
-    for (kind, window) in [
-        ("requests", admission.requests),
-        ("tokens", admission.tokens),
-    ] {
-        if let Some((limit, state)) = window {
+    for (names, window) in RATE_LIMIT_HEADERS
+        .chunks(3)
+        .zip([admission.requests, admission.tokens])
+    {
+        if let (Some((limit, state)), [limit_name, remaining_name, reset_name]) = (window, names) {
+            out.push(header(limit_name, limit.to_string()));
             out.push(header(
-                &format!("x-ratelimit-limit-{kind}"),
-                limit.to_string(),
-            ));
-            out.push(header(
-                &format!("x-ratelimit-remaining-{kind}"),
+                remaining_name,
                 limit.saturating_sub(state.used).max(0).to_string(),
             ));
-            out.push(header(
-                &format!("x-ratelimit-reset-{kind}"),
-                format!("{}s", state.reset_secs.max(0)),
-            ));
+            out.push(header(reset_name, format!("{}s", state.reset_secs.max(0))));
         }
     }
 }
@@ -106,7 +102,7 @@ impl Service {
             response.overall_code = Code::OverLimit as i32;
             response.raw_body = error_body(refusal, admit.anthropic);
             headers.push(header("content-type", "application/json".into()));
-            headers.push(header(REFUSAL_HEADER, refusal.code.into()));
+            headers.push(header(REFUSAL_HEADER, refusal.code.as_str().into()));
             if let Some(secs) = refusal.retry_after {
                 headers.push(header("retry-after", secs.max(1).to_string()));
             }

@@ -10,6 +10,10 @@ use envoy_types::pb::envoy::service::ratelimit::v3::RateLimitRequest;
 
 use std::sync::Arc;
 
+use switchyard_contract::limits::RefusalCode;
+
+use crate::test_support;
+
 use super::*;
 
 /// What a test may look at inside a backend's counters.
@@ -26,14 +30,14 @@ async fn backends(table: Table) -> Vec<(&'static str, Limits, Inside)> {
     memory.set_table(table.clone());
     let mut out = vec![("memory", memory, Inside::Memory(counters))];
     let prefix = crate::crypto::new_id("sy-limits-test-");
-    let redis = Limits::connect(Some("redis://127.0.0.1:6379"), &prefix).expect("a valid URL");
+    let redis = Limits::connect(Some(test_support::REDIS_URL), &prefix).expect("a valid URL");
     if redis.reachable().await {
         redis.set_table(table);
         out.push(("redis", redis, Inside::Redis(prefix)));
-    } else if std::env::var_os("CI").is_some() {
+    } else if test_support::services_required() {
         panic!("Redis is required in CI");
     } else {
-        eprintln!("Redis not running: testing limits in memory only");
+        test_support::skip_tier("redis", test_support::REDIS_URL, &"not reachable");
     }
     out
 }
@@ -92,7 +96,7 @@ async fn code(
     admit(l, key, request, reserve, now)
         .await
         .refusal
-        .map(|r| r.code)
+        .map(|r| r.code.as_str())
 }
 
 #[tokio::test]
@@ -109,7 +113,7 @@ async fn requests_per_minute_slide() {
         }
         let refused = admit(&l, "k", "", 0, 1_010).await;
         let r = refused.refusal.unwrap();
-        assert_eq!(r.code, "rate_limit_exceeded", "{name}");
+        assert_eq!(r.code, RefusalCode::RateLimitExceeded, "{name}");
         assert_eq!(
             r.retry_after,
             Some(50),
@@ -380,7 +384,7 @@ async fn spend_caps_per_day_of_a_key_and_of_its_owner_over_all_keys() {
         let r = admit(&l, "k", "", 0, now).await.refusal.unwrap();
         assert_eq!(
             (r.code, r.retry_after),
-            ("budget_exceeded", Some(9 * 3_600)),
+            (RefusalCode::BudgetExceeded, Some(9 * 3_600)),
             "{name}"
         );
         assert!(
@@ -393,7 +397,7 @@ async fn spend_caps_per_day_of_a_key_and_of_its_owner_over_all_keys() {
         assert!(code(&l, "k2", "", 0, now).await.is_none(), "{name}");
         l.ended("k2", "r4", 10, 1, now).await.unwrap();
         let r = admit(&l, "k2", "", 0, now).await.refusal.unwrap();
-        assert_eq!(r.code, "budget_exceeded", "{name}");
+        assert_eq!(r.code, RefusalCode::BudgetExceeded, "{name}");
         assert!(
             r.message.starts_with("This key's owner has spent"),
             "{name}: {}",

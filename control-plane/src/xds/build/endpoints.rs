@@ -9,7 +9,7 @@ use envoy_types::pb::envoy::config::endpoint::v3::{
 };
 use envoy_types::pb::google::protobuf::{Struct, UInt32Value};
 use envoy_types::util::pack_any;
-use switchyard_contract::names::METADATA_NAMESPACE;
+use switchyard_contract::names::{METADATA_NAMESPACE, METADATA_TARGET_FIELD};
 
 use super::{seconds, socket, text};
 use crate::snapshot::ProviderCluster;
@@ -73,7 +73,7 @@ fn endpoint(
                     (
                         METADATA_NAMESPACE.to_string(),
                         Struct {
-                            fields: [("target".to_string(), text(t))].into(),
+                            fields: [(METADATA_TARGET_FIELD.to_string(), text(t))].into(),
                         },
                     )
                 })

@@ -27,6 +27,7 @@ use envoy_types::pb::envoy::r#type::matcher::v3::{string_matcher, StringMatcher}
 use envoy_types::pb::google::protobuf::{BoolValue, UInt32Value};
 use envoy_types::util::pack_any;
 use switchyard_contract::names::INTERNAL_HEADER_PREFIX;
+use switchyard_contract::record::USAGE_FILTER_STATE;
 
 use super::clusters::UPSTREAM_BUFFER_BYTES;
 use super::local_replies::local_replies;
@@ -38,7 +39,11 @@ use crate::names::XDS_CLUSTER;
 use crate::snapshot::GatewayState;
 
 /// The access-log line: Envoy's view of the request plus the filter's usage record.
-pub(super) const ACCESS_LOG_FORMAT: &str = "[%START_TIME%] \"%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%\" %RESPONSE_CODE% %RESPONSE_FLAGS% cluster=%UPSTREAM_CLUSTER% attempts=%UPSTREAM_REQUEST_ATTEMPT_COUNT% dur=%DURATION%ms ttfb=%RESPONSE_DURATION%ms usage=%FILTER_STATE(wasm.switchyard_usage:PLAIN)%\n";
+pub(super) fn access_log_format() -> String {
+    format!(
+        "[%START_TIME%] \"%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%\" %RESPONSE_CODE% %RESPONSE_FLAGS% cluster=%UPSTREAM_CLUSTER% attempts=%UPSTREAM_REQUEST_ATTEMPT_COUNT% dur=%DURATION%ms ttfb=%RESPONSE_DURATION%ms usage=%FILTER_STATE(wasm.{USAGE_FILTER_STATE}:PLAIN)%\n"
+    )
+}
 
 pub(super) fn listener(gw: &Gateway, delivery: Delivery, state: &GatewayState) -> Listener {
     let (filter_config, route_specifier) = match delivery {
@@ -68,7 +73,7 @@ pub(super) fn listener(gw: &Gateway, delivery: Delivery, state: &GatewayState) -
                             envoy_types::pb::envoy::config::core::v3::substitution_format_string::Format::TextFormatSource(
                                 DataSource {
                                     specifier: Some(data_source::Specifier::InlineString(
-                                        ACCESS_LOG_FORMAT.into(),
+                                        access_log_format(),
                                     )),
                                     ..Default::default()
                                 },

@@ -18,7 +18,9 @@ use envoy_types::pb::envoy::r#type::matcher::v3::{string_matcher, StringMatcher}
 use envoy_types::pb::google::protobuf::{BoolValue, Duration, UInt32Value};
 use envoy_types::util::pack_any;
 use switchyard_contract::limits::RATE_LIMIT_HEADERS;
-use switchyard_contract::limits::{CHARGE_STATE, COST_STATE, LIMITED_HEADER};
+use switchyard_contract::limits::{
+    ADMIT_DESCRIPTOR, CHARGE_DESCRIPTOR, CHARGE_STATE, COST_STATE, LIMITED_HEADER,
+};
 use switchyard_contract::names::{CLIENT_API_HEADER, CLUSTER_HEADER, STREAM_HEADER};
 
 use super::names::ROUTE_NAME;
@@ -84,7 +86,7 @@ pub(super) fn rate_limits() -> Vec<RateLimit> {
                 action_specifier: Some(rate_limit::action::ActionSpecifier::RequestHeaders(
                     rate_limit::action::RequestHeaders {
                         header_name: LIMITED_HEADER.into(),
-                        descriptor_key: "admit".into(),
+                        descriptor_key: ADMIT_DESCRIPTOR.into(),
                         skip_if_absent: true,
                     },
                 )),
@@ -92,7 +94,7 @@ pub(super) fn rate_limits() -> Vec<RateLimit> {
             ..Default::default()
         },
         RateLimit {
-            actions: vec![state_descriptor("charge", CHARGE_STATE)],
+            actions: vec![state_descriptor(CHARGE_DESCRIPTOR, CHARGE_STATE)],
             hits_addend: Some(rate_limit::HitsAddend {
                 number: None,
                 format: format!("%FILTER_STATE(wasm.{COST_STATE}:PLAIN)%"),
