@@ -16,7 +16,7 @@ pub fn pg_base_url() -> String {
 
 /// A URL whose connections use a new, empty schema, for a test of the PostgreSQL tier (every
 /// such test has `postgres` in its name: `cargo test -p switchyard postgres` runs the tier).
-/// `None` (the test is skipped, see [`skip_postgres_tier`]) only outside CI when no PostgreSQL
+/// `None` (the test is skipped, see [`skip_tier`]) only outside CI when no PostgreSQL
 /// answers; under `CI=true` a missing PostgreSQL fails the test.
 pub async fn pg_url_for_schema() -> Option<String> {
     use sqlx::Connection as _;
@@ -24,10 +24,10 @@ pub async fn pg_url_for_schema() -> Option<String> {
     let mut conn = match sqlx::PgConnection::connect(&base).await {
         Ok(c) => c,
         Err(e) => {
-            if std::env::var("CI").is_ok_and(|v| v == "true") {
+            if services_required() {
                 panic!("PostgreSQL at {base} is required under CI: {e}");
             }
-            skip_postgres_tier(&base, &e);
+            skip_tier("postgres", &base, &e);
             return None;
         }
     };
@@ -45,20 +45,29 @@ pub async fn pg_url_for_schema() -> Option<String> {
     Some(format!("{base}{sep}options=-c%20search_path%3D{schema}"))
 }
 
-/// The line a skipped PostgreSQL-tier test leaves, so that a run without PostgreSQL never
-/// looks like a run with it: `SKIPPED <test> [postgres tier]: ...`, written to the process's
-/// stderr itself (the test harness shows a passing test's `eprintln!` output to no one).
-/// `make unit` and `make test` count these lines into a summary line.
-fn skip_postgres_tier(base: &str, error: &dyn std::fmt::Display) {
+/// The line a test (or a test's backend) skipped for want of a service leaves, so that a run
+/// without PostgreSQL or Redis never looks like a run with them: `SKIPPED <test> [<tier>
+/// tier]: ...` (`postgres` or `redis`), written to the process's stderr itself (the test
+/// harness shows a passing test's `eprintln!` output to no one). `make unit` and `make test`
+/// count these lines into a summary line.
+pub fn skip_tier(tier: &str, at: &str, error: &dyn std::fmt::Display) {
     use std::io::Write as _;
     let thread = std::thread::current();
     let test = thread.name().unwrap_or("a test");
     let _ = writeln!(
         std::io::stderr(),
-        "SKIPPED {test} [postgres tier]: no PostgreSQL at {base} ({error}); \
-         `eval \"$(scripts/test-services.sh)\"` provides one, CI=true makes this a failure"
+        "SKIPPED {test} [{tier} tier]: nothing answers at {at} ({error}); \
+         `eval \"$(scripts/test-services.sh)\"` provides it, CI=true makes this a failure"
     );
 }
+
+/// Whether a missing service fails the test (CI) instead of skipping its tier.
+pub fn services_required() -> bool {
+    std::env::var_os("CI").is_some()
+}
+
+/// The Redis server tests use.
+pub const REDIS_URL: &str = "redis://127.0.0.1:6379";
 
 const SCHEMA_PREFIX: &str = "sy_test_";
 

@@ -1060,10 +1060,11 @@ macro_rules! on_backends {
                 let Some(url) = crate::test_support::pg_url_for_schema().await else { return };
                 let store = Store::connect(&url).await.unwrap();
                 let prefix = crypto::new_id("sy-test-");
-                let sessions = match Sessions::connect(Some("redis://127.0.0.1:6379"), &prefix, 3600).await {
-                    Ok(s) => s,
-                    Err(_) if std::env::var_os("CI").is_none() => return,
-                    Err(e) => panic!("Redis is required in CI: {e}"),
+                let redis = crate::test_support::REDIS_URL;
+                let sessions = match Sessions::connect(Some(redis), &prefix, 3600).await {
+                    Ok(s) if s.reachable().await => s,
+                    _ if crate::test_support::services_required() => panic!("Redis is required in CI"),
+                    _ => return crate::test_support::skip_tier("redis", redis, &"not reachable"),
                 };
                 super::$name(super::app_on(store, sessions).await).await;
             })*

@@ -2,6 +2,7 @@
 //! (skipped when Redis is not running, except in CI).
 
 use super::*;
+use crate::test_support;
 
 fn client(ua: &str, ip: &str) -> Client {
     Client {
@@ -14,7 +15,7 @@ fn client(ua: &str, ip: &str) -> Client {
 /// Sessions on the local Redis under a prefix of their own, or `None` when it is not running.
 async fn redis_sessions(ttl: i64) -> Option<Sessions> {
     let prefix = crate::crypto::new_id("sy-test-");
-    let s = Sessions::connect(Some("redis://127.0.0.1:6379"), &prefix, ttl)
+    let s = Sessions::connect(Some(test_support::REDIS_URL), &prefix, ttl)
         .await
         .ok()?;
     s.reachable().await.then_some(s)
@@ -24,8 +25,8 @@ async fn backends(ttl: i64) -> Vec<(&'static str, Sessions)> {
     let mut out = vec![("memory", Sessions::memory(ttl))];
     match redis_sessions(ttl).await {
         Some(s) => out.push(("redis", s)),
-        None if std::env::var_os("CI").is_some() => panic!("Redis is required in CI"),
-        None => eprintln!("Redis not running: testing sessions in memory only"),
+        None if test_support::services_required() => panic!("Redis is required in CI"),
+        None => test_support::skip_tier("redis", test_support::REDIS_URL, &"not reachable"),
     }
     out
 }
