@@ -6,14 +6,19 @@
 # rewrite, provider key, usage extraction, request record), in four cases: OpenAI pass-through,
 # translated to Anthropic Messages and back, streamed (SSE, usage taken out on the way), and a
 # model with a fallback target (aggregate cluster, the filter's upstream role on each attempt).
-# Both gateways run one Envoy worker. Prints requests/s, p50 and p99, the ratio, and the CPU time
-# each gateway process spent per request (from /proc), which does not depend on how the 2 cores
-# are shared between wrk, the upstream and the gateway; then the time to first byte of a stream,
-# sequential requests, through each.
+# Both gateways run one Envoy worker, then two (pass-through and streamed). Prints requests/s, p50
+# and p99, and the CPU time each gateway process spent per request (from /proc; Switchyard's
+# control plane included, which stores the request records), which does not depend on how the 2
+# cores are shared between wrk, the upstream and the gateway; the requests per CPU-core-second
+# against bare Envoy's; each budget of issue 18 with PASS or FAIL (a benchmark: it does not fail);
+# then the time to first byte of a stream, sequential requests, through each.
 #
 # Knobs: BENCH_DURATION (s per run, 10), BENCH_CONNECTIONS (32), BENCH_ROUNDS (2),
 # BENCH_WASM (another build of the filter, to compare), BENCH_ACCESS_LOG (true|false),
 # BENCH_SEAL (true|false: provider keys sealed and request records signed, as by default),
+# BENCH_CASES_2_WORKERS (the cases run again with two workers, "chat stream"; empty: none),
+# BENCH_PROFILE (a directory: `perf record` of Switchyard's Envoy and control plane during each
+# measured run, one file per case; `perf report -i <file> --sort comm,dso` reads them),
 # BENCH_CASES (a subset of "chat anthropic stream failover limited"; `limited` is pass-through
 # with a key that has limits, so that each request asks the control plane's rate limit service), BENCH_INGEST (true|false: then the
 # control plane's request-record ingest, on SQLite and PostgreSQL).
@@ -137,17 +142,24 @@ api_keys:
 YAML
 
 "$ENVOY" -c "$work/upstream.yaml" --concurrency 1 --use-dynamic-base-id -l error > "$work/upstream.log" 2>&1 & pids+=($!)
-"$ENVOY" -c "$work/bare.yaml" --concurrency 1 --use-dynamic-base-id -l error > "$work/bare.log" 2>&1 & pids+=($!); BARE_PID=$!
-SWITCHYARD_ADMIN_TOKEN=bench SWITCHYARD_LOG=warn "$BIN" serve --config "$work/switchyard.yaml" > "$work/cp.log" 2>&1 & pids+=($!)
+SWITCHYARD_ADMIN_TOKEN=bench SWITCHYARD_LOG=warn "$BIN" serve --config "$work/switchyard.yaml" > "$work/cp.log" 2>&1 & pids+=($!); CP_PID=$!
 for _ in $(seq 100); do curl -fsS "http://127.0.0.1:$ADMIN/healthz" >/dev/null 2>&1 && break; sleep 0.05; done
 "$BIN" bootstrap --config "$work/switchyard.yaml" --certs-dir "$work/certs" > "$work/bootstrap.yaml"
-# The access log (with the usage record) is written, to /dev/null: its formatting is part of the path.
-SWITCHYARD_DATAPLANE_KEY=$("$BIN" dataplane-key --config "$work/switchyard.yaml") \
-  "$ENVOY" -c "$work/bootstrap.yaml" --concurrency 1 --use-dynamic-base-id -l error > /dev/null 2>&1 & pids+=($!); GW_PID=$!
+DATAPLANE_KEY=$("$BIN" dataplane-key --config "$work/switchyard.yaml")
+
+# Both gateways with `$1` Envoy workers (restarted when the worker count changes).
+start_gateways() { # workers
+  [[ -n "${BARE_PID:-}" ]] && kill -TERM "$BARE_PID" "$GW_PID" 2>/dev/null && wait "$BARE_PID" "$GW_PID" 2>/dev/null || true
+  "$ENVOY" -c "$work/bare.yaml" --concurrency "$1" --use-dynamic-base-id -l error > "$work/bare.log" 2>&1 & pids+=($!); BARE_PID=$!
+  # The access log (with the usage record) is written, to /dev/null: its formatting is part of the path.
+  SWITCHYARD_DATAPLANE_KEY=$DATAPLANE_KEY \
+    "$ENVOY" -c "$work/bootstrap.yaml" --concurrency "$1" --use-dynamic-base-id -l error > /dev/null 2>&1 & pids+=($!); GW_PID=$!
+  wait_http "http://127.0.0.1:$BARE/v1/chat/completions" 200
+  wait_http "http://127.0.0.1:$GW/v1/chat/completions" 401
+}
+start_gateways 1
 
 wait_http "http://127.0.0.1:$UP/v1/chat/completions" 200
-wait_http "http://127.0.0.1:$BARE/v1/chat/completions" 200
-wait_http "http://127.0.0.1:$GW/v1/chat/completions" 401
 
 # A 1 KB chat request, per case: the logical model and whether it streams.
 content=$(python3 -c 'print("Summarise the following text in one sentence. " * 19)')
@@ -173,37 +185,67 @@ LUA
   check=$(curl -s -w '\n%{http_code}' "http://127.0.0.1:$GW/v1/chat/completions" -H "Authorization: Bearer ${CASE_KEY[$c]}" -H 'Content-Type: application/json' -d "$body")
   [[ "${check##*$'\n'}" == 200 ]] || { echo "bench: Switchyard did not answer 200 for $c: $check" >&2; exit 1; }
 done
-echo "bench: request body ${#body} bytes, $CONNECTIONS connections, ${DURATION}s per run, $ROUNDS rounds, one Envoy worker" >&2
+echo "bench: request body ${#body} bytes, $CONNECTIONS connections, ${DURATION}s per run, $ROUNDS rounds, 1 Envoy worker, then 2" >&2
 
 # CPU time (user + system, in clock ticks) the process has used so far.
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 TICK=$(getconf CLK_TCK)
 
-run() { # name port pid case path -> "rps p50_ms p99_ms cpu_us_per_request"
+# Request records the control plane has stored so far; `drain` waits until no more arrive (the
+# gateway sends them in batches), so that a run's records are charged to that run.
+stored() { curl -s "http://127.0.0.1:$ADMIN/metrics" | awk '/^switchyard_cp_records_total\{outcome="stored"\}/ {print $2}'; }
+drain() {
+  local last=-1 now
+  for _ in $(seq 60); do
+    now=$(stored); [[ "$now" == "$last" ]] && return 0
+    last=$now; sleep 0.6
+  done
+}
+
+run() { # name port pid case path -> "rps p50_ms p99_ms envoy_cpu_us_per_request cp_cpu_us_per_request"
   wrk -t1 -c"$CONNECTIONS" -d2s -s "$work/$4.lua" "http://127.0.0.1:$2$5" > /dev/null
-  local out before after
-  before=$(cpu_ticks "$3")
+  drain   # the warm-up's records reach the control plane before the measured run
+  local out before after cp_before cp_after
+  before=$(cpu_ticks "$3"); cp_before=$(cpu_ticks "$CP_PID")
+  local perf_pid=""
+  if [[ -n "${BENCH_PROFILE:-}" && "$1" == switchyard ]]; then
+    mkdir -p "$BENCH_PROFILE"
+    perf record -q -F 499 -g -p "$3,$CP_PID" -o "$BENCH_PROFILE/$4-${WORKERS}w.data" \
+      > /dev/null 2>&1 & perf_pid=$!
+  fi
   out=$(wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency -s "$work/$4.lua" "http://127.0.0.1:$2$5")
+  [[ -n "$perf_pid" ]] && { kill -INT "$perf_pid"; wait "$perf_pid" || true; }
   after=$(cpu_ticks "$3")
+  [[ "$1" == switchyard ]] && drain
+  cp_after=$(cpu_ticks "$CP_PID")
   if grep -q "Non-2xx" <<<"$out"; then echo "bench: $1 had non-2xx responses:" >&2; echo "$out" >&2; exit 1; fi
   local rps p50 p99 requests
   rps=$(awk '/^Requests\/sec/ {print $2}' <<<"$out")
   p50=$(awk '$1=="50%" {print $2}' <<<"$out")
   p99=$(awk '$1=="99%" {print $2}' <<<"$out")
   requests=$(awk '/requests in/ {print $1}' <<<"$out")
-  echo "$rps $(to_ms "$p50") $(to_ms "$p99") $(python3 -c "print(($after - $before) / $TICK / $requests * 1e6)")"
+  # The control plane's CPU counts for Switchyard (request records arrive while it runs), not
+  # for bare Envoy, which has none.
+  local cp=0
+  [[ "$1" == switchyard ]] && cp=$(python3 -c "print(($cp_after - $cp_before) / $TICK / $requests * 1e6)")
+  echo "$rps $(to_ms "$p50") $(to_ms "$p99") $(python3 -c "print(($after - $before) / $TICK / $requests * 1e6)") $cp"
 }
 to_ms() { python3 -c 'import sys,re; v,u=re.match(r"([\d.]+)(\w+)",sys.argv[1]).groups(); print(round(float(v)*{"us":0.001,"ms":1,"s":1000}[u],3))' "$1"; }
 
-rows=()
-for c in "${CASES[@]}"; do
-  for round in $(seq "$ROUNDS"); do
-    b=$(run bare "$BARE" "$BARE_PID" "$c" "${BARE_PATH[$c]}")
-    g=$(run switchyard "$GW" "$GW_PID" "$c" /v1/chat/completions)
-    rows+=("$c bare $b" "$c switchyard $g")
-    echo "bench: $c round $round: bare $b | switchyard $g" >&2
+measure() { # workers case...
+  local workers=$1; shift; WORKERS=$workers
+  for c in "$@"; do
+    for round in $(seq "$ROUNDS"); do
+      b=$(run bare "$BARE" "$BARE_PID" "$c" "${BARE_PATH[$c]}")
+      g=$(run switchyard "$GW" "$GW_PID" "$c" /v1/chat/completions)
+      rows+=("$c $workers bare $b" "$c $workers switchyard $g")
+      echo "bench: $c, $workers worker(s), round $round: bare $b | switchyard $g" >&2
+    done
   done
-done
+}
+
+rows=()
+measure 1 "${CASES[@]}"
 
 # Time to first byte of a stream, 200 sequential requests each (no load).
 ttfb() { # port path
@@ -216,28 +258,51 @@ ttfb_up=$(ttfb "$UP" /stream/v1/chat/completions)
 ttfb_bare=$(ttfb "$BARE" /stream/v1/chat/completions)
 ttfb_gw=$(ttfb "$GW" /v1/chat/completions)
 
+# Two workers: pass-through and streamed.
+read -r -a CASES2 <<< "${BENCH_CASES_2_WORKERS-chat stream}"
+if (( ${#CASES2[@]} )); then
+  start_gateways 2
+  measure 2 "${CASES2[@]}"
+fi
+
 python3 - "$ttfb_up" "$ttfb_bare" "$ttfb_gw" "${rows[@]}" <<'PY'
 import sys, statistics
 up, bare_ttfb, gw_ttfb = (float(x) for x in sys.argv[1:4])
 rows = {}
 for r in sys.argv[4:]:
-    case, gw, *vals = r.split()
-    rows.setdefault((case, gw), []).append([float(v) for v in vals])
-def med(case, gw): return [statistics.median(v[i] for v in rows[(case, gw)]) for i in range(4)]
+    case, workers, gw, *vals = r.split()
+    rows.setdefault((case, int(workers), gw), []).append([float(v) for v in vals])
+def med(key): return [statistics.median(v[i] for v in rows[key]) for i in range(5)]
 names = {"chat": "OpenAI pass-through", "anthropic": "to Anthropic (translated)", "stream": "streamed (SSE)",
          "failover": "failover model (2 targets)", "limited": "key with limits (RLS calls)"}
+order = [(c, w) for w in (1, 2) for c in ("chat", "anthropic", "stream", "failover", "limited") if (c, w, "bare") in rows]
 print()
-print(f"{'':36}{'requests/s':>12}{'p50 (ms)':>11}{'p99 (ms)':>11}{'CPU us/req':>12}")
-summary = []
-for case in [c for c in ("chat", "anthropic", "stream", "failover", "limited") if (c, "bare") in rows]:
-    b, s = med(case, "bare"), med(case, "switchyard")
-    print(f"{names[case] + ', bare Envoy':36}{b[0]:>12.0f}{b[1]:>11.3f}{b[2]:>11.3f}{b[3]:>12.1f}")
-    print(f"{names[case] + ', Switchyard':36}{s[0]:>12.0f}{s[1]:>11.3f}{s[2]:>11.3f}{s[3]:>12.1f}")
-    summary.append((names[case], s[0] / b[0], s[3] - b[3]))
-print()
-for name, ratio, added in summary:
-    print(f"{name:28} {ratio:.2f}x of bare Envoy's requests/s, {added:.1f} us CPU added per request")
-print("(targets: pass-through >= 0.70x; ~20 us added)")
+print(f"{'':44}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'Envoy us':>10}{'CP us':>8}{'req/s/core':>12}")
+results = []
+for case, w in order:
+    b, s = med((case, w, "bare")), med((case, w, "switchyard"))
+    for label, m in (("bare Envoy", b), ("Switchyard", s)):
+        per_core = 1e6 / (m[3] + m[4])
+        print(f"{names[case] + f', {w}w, ' + label:44}{m[0]:>9.0f}{m[1]:>9.3f}{m[2]:>9.3f}{m[3]:>10.1f}{m[4]:>8.1f}{per_core:>12.0f}")
+    results.append((case, w, b, s))
+print("\n(req/s/core: requests per CPU-second of every gateway process; Switchyard's includes its control plane)\n")
+print("budgets (issue 18):")
+for case, w, b, s in results:
+    per_core = (b[3] + b[4]) / (s[3] + s[4])
+    added = s[3] + s[4] - b[3]
+    print(f"  {names[case]}, {w} worker(s): {s[0] / b[0]:.2f}x of bare Envoy's req/s, "
+          f"{per_core:.2f}x per core, {added:+.1f} us CPU per request (Envoy {s[3] - b[3]:+.1f}, control plane {s[4]:.1f})")
+    if case in ("chat", "stream"):
+        print(f"    per core >= 0.60x of bare Envoy: {'PASS' if per_core >= 0.60 else 'FAIL'} ({per_core:.2f}x)")
+    if case != "limited":
+        ok = s[2] <= b[2] + 1.0
+        print(f"    p99 <= bare Envoy's + 1 ms: {'PASS' if ok else 'FAIL'} ({s[2]:.2f} ms against {b[2]:.2f} + 1 ms)")
+chat = {w: (b, s) for case, w, b, s in results if case == "chat"}
+for case, w, b, s in results:
+    if case == "limited" and w in chat:
+        extra = (s[3] + s[4]) - (chat[w][1][3] + chat[w][1][4])
+        print(f"  limits: a key with rpm/tpm costs {extra:+.1f} us per request over one without: "
+              f"{'PASS' if extra <= 60 else 'FAIL'} (budget 60 us)")
 print(f"\nstream time to first byte (median of 200): upstream {up:.3f} ms, bare Envoy {bare_ttfb:.3f} ms, "
       f"Switchyard {gw_ttfb:.3f} ms ({gw_ttfb - up:+.3f} ms over the upstream's own; budget 1 ms)")
 PY
