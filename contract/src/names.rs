@@ -29,6 +29,11 @@ pub const STREAM_HEADER: &str = "x-switchyard-stream";
 /// once per attempt to prepare the request for the target Envoy chose.
 pub const UPSTREAM_ROOT_ID: &str = "switchyard-upstream";
 
+/// The root id, and VM id, of the filter's third role: the records service, a singleton on
+/// Envoy's main thread (a bootstrap extension) to which the workers hand their request records,
+/// and which sends them to the control plane in batches, off the worker threads.
+pub const RECORDS_ROOT_ID: &str = "switchyard-records";
+
 /// The endpoint metadata namespace (`filter_metadata`) of target clusters; its
 /// [`METADATA_TARGET_FIELD`] field names the target as [`TargetName`] writes it.
 pub const METADATA_NAMESPACE: &str = "switchyard";

@@ -64,7 +64,12 @@ pub async fn bootstrap(
     };
     print!(
         "{}",
-        build::bootstrap_yaml(&config.gateway, &upstream, node_id)
+        build::bootstrap_yaml(
+            &config.gateway,
+            &upstream,
+            node_id,
+            &crate::serve::absolute(&config.gateway.wasm)
+        )
     );
     Ok(())
 }

@@ -41,6 +41,20 @@ impl Outbox {
         true
     }
 
+    /// Queues records handed over together: whole lines, each ending with a newline. All or
+    /// none: false (each counted as dropped) if they do not fit.
+    pub fn push_lines(&mut self, lines: &[u8]) -> bool {
+        if lines.is_empty() {
+            return true;
+        }
+        if self.pending.len() + lines.len() > MAX_PENDING || lines.last() != Some(&b'\n') {
+            self.dropped += memchr::memchr_iter(b'\n', lines).count().max(1) as u64;
+            return false;
+        }
+        self.pending.extend_from_slice(lines);
+        true
+    }
+
     /// Bytes waiting.
     pub fn len(&self) -> usize {
         self.pending.len()
@@ -127,6 +141,27 @@ mod tests {
 
     fn lines(batch: &[u8]) -> Vec<&str> {
         std::str::from_utf8(batch).unwrap().lines().collect()
+    }
+
+    #[test]
+    fn records_handed_over_together_join_whole_or_not_at_all() {
+        let mut o = Outbox::default();
+        o.push(b"{\"n\":1}");
+        assert!(o.push_lines(b"{\"n\":2}\n{\"n\":3}\n"));
+        assert!(o.push_lines(b""));
+        assert!(
+            !o.push_lines(b"{\"n\":4}\n{\"cut"),
+            "a partial line is refused"
+        );
+        assert_eq!(o.dropped, 1);
+        let batch = o.take(1_000).expect("a batch");
+        assert_eq!(lines(&batch), ["{\"n\":1}", "{\"n\":2}", "{\"n\":3}"]);
+        let mut full = Outbox {
+            pending: vec![b'x'; MAX_PENDING - 4],
+            ..Outbox::default()
+        };
+        assert!(!full.push_lines(b"a\nb\nc\n"));
+        assert_eq!(full.dropped, 3);
     }
 
     #[test]

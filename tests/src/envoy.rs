@@ -25,7 +25,30 @@ impl Envoy {
     }
 
     pub async fn start_workers(dir: &Path, cp: &ControlPlane, workers: u32) -> Envoy {
-        Self::start_node(dir, cp, workers, "test-gateway", cp.ports.envoy_admin).await
+        Self::start_node(
+            dir,
+            cp,
+            workers,
+            "test-gateway",
+            cp.ports.envoy_admin,
+            |b| b,
+        )
+        .await
+    }
+
+    /// Envoy from a bootstrap without the records service (as generated before it existed):
+    /// its workers send their request records themselves.
+    pub async fn start_without_records_service(dir: &Path, cp: &ControlPlane) -> Envoy {
+        let dir = dir.join("no-records-service");
+        std::fs::create_dir_all(&dir).expect("node dir");
+        Self::start_node(&dir, cp, 2, "test-gateway", cp.ports.envoy_admin, |text| {
+            let start = text
+                .find("bootstrap_extensions:")
+                .expect("the records service");
+            let end = start + text[start..].find("dynamic_resources:").expect("ADS");
+            format!("{}{}", &text[..start], &text[end..])
+        })
+        .await
     }
 
     /// Another Envoy of the same gateway: its own node id and admin port, the same listener
@@ -33,7 +56,7 @@ impl Envoy {
     pub async fn start_another(dir: &Path, cp: &ControlPlane, node_id: &str) -> Envoy {
         let dir = dir.join(node_id);
         std::fs::create_dir_all(&dir).expect("node dir");
-        Self::start_node(&dir, cp, 1, node_id, free_port()).await
+        Self::start_node(&dir, cp, 1, node_id, free_port(), |b| b).await
     }
 
     async fn start_node(
@@ -42,6 +65,7 @@ impl Envoy {
         workers: u32,
         node_id: &str,
         admin_port: u16,
+        edit: impl FnOnce(String) -> String,
     ) -> Envoy {
         wasm_path();
         let bootstrap = dir.join("bootstrap.yaml");
@@ -50,7 +74,7 @@ impl Envoy {
             &format!("port_value: {}", cp.ports.envoy_admin),
             &format!("port_value: {admin_port}"),
         );
-        std::fs::write(&bootstrap, text).expect("bootstrap file");
+        std::fs::write(&bootstrap, edit(text)).expect("bootstrap file");
         let mut cmd = Command::new(envoy_bin());
         cmd.env("SWITCHYARD_DATAPLANE_KEY", dataplane_key(&cp.config));
         cmd.arg("-c")

@@ -216,3 +216,63 @@ pub fn body_chunk(buffer: BufferType, size: usize) -> Vec<u8> {
 pub fn property(path: Vec<&str>) -> Option<Vec<u8>> {
     proxy_wasm::hostcalls::get_property(path).ok().flatten()
 }
+
+#[link(wasm_import_module = "env")]
+extern "C" {
+    fn proxy_register_shared_queue(name_data: *const u8, name_size: usize, id: *mut u32) -> Status;
+    fn proxy_resolve_shared_queue(
+        vm_id_data: *const u8,
+        vm_id_size: usize,
+        name_data: *const u8,
+        name_size: usize,
+        id: *mut u32,
+    ) -> Status;
+    fn proxy_enqueue_shared_queue(id: u32, data: *const u8, size: usize) -> Status;
+    fn proxy_dequeue_shared_queue(id: u32, data: *mut *mut u8, size: *mut usize) -> Status;
+}
+
+/// Registers the shared queue `name` of this VM (the records service's), returning its id.
+pub fn register_queue(name: &str) -> Option<u32> {
+    let mut id = 0;
+    // SAFETY: `name` lives for the call; the host writes the id into `id`.
+    let status = unsafe { proxy_register_shared_queue(name.as_ptr(), name.len(), &mut id) };
+    matches!(status, Status::Ok).then_some(id)
+}
+
+/// The id of the shared queue `name` registered by VM `vm_id`, once it exists. (The SDK's
+/// resolve, enqueue and dequeue panic, trapping the VM, on a status they do not expect.)
+pub fn resolve_queue(vm_id: &str, name: &str) -> Option<u32> {
+    let mut id = 0;
+    // SAFETY: both slices live for the call; the host writes the id into `id`.
+    let status = unsafe {
+        proxy_resolve_shared_queue(
+            vm_id.as_ptr(),
+            vm_id.len(),
+            name.as_ptr(),
+            name.len(),
+            &mut id,
+        )
+    };
+    matches!(status, Status::Ok).then_some(id)
+}
+
+/// Adds `data` to shared queue `id` (the host copies it).
+pub fn enqueue(id: u32, data: &[u8]) -> Result<(), Status> {
+    // SAFETY: `data` lives for the call; the host copies it.
+    unsafe { result(proxy_enqueue_shared_queue(id, data.as_ptr(), data.len())) }
+}
+
+/// The next item of shared queue `id`, if any.
+pub fn dequeue(id: u32) -> Option<Vec<u8>> {
+    let mut data: *mut u8 = std::ptr::null_mut();
+    let mut size: usize = 0;
+    // SAFETY: on success the host returns a buffer it allocated through this module's
+    // `proxy_on_memory_allocate` (a leaked `Vec<u8>` of exactly `size` bytes), whose ownership
+    // passes to us, as in `header_block`.
+    unsafe {
+        match proxy_dequeue_shared_queue(id, &mut data, &mut size) {
+            Status::Ok if !data.is_null() => Some(Vec::from_raw_parts(data, size, size)),
+            _ => None,
+        }
+    }
+}

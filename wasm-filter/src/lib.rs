@@ -26,7 +26,7 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{BufferType, ContextType, LogLevel};
 
-use switchyard_core::config::UPSTREAM_ROOT_ID;
+use switchyard_core::config::{RECORDS_ROOT_ID, UPSTREAM_ROOT_ID};
 use switchyard_core::exchange::Shared as _;
 use switchyard_core::route::Index;
 
@@ -44,6 +44,8 @@ struct Root {
     /// The upstream filter of failover clusters (its root id says so); it needs no
     /// configuration of its own: each request's plan carries the downstream filter's index.
     upstream: bool,
+    /// The records service (its root id says so): see [`records::Service`].
+    records: Option<records::Service>,
     index: Option<Rc<Index>>,
     /// Every target and provider key of the current configuration, for [`shared::refresh`].
     target_keys: Vec<u64>,
@@ -80,6 +82,13 @@ impl RootContext for Root {
         }
         metrics::define();
         let _ = hostcalls::set_tick_period(TICK);
+        if root_id == RECORDS_ROOT_ID.as_bytes() {
+            self.dataplane_key = std::env::var(switchyard_core::sealed::KEY_ENV)
+                .ok()
+                .and_then(|k| switchyard_core::sealed::parse_key(&k));
+            self.records = records::Service::start();
+            return self.records.is_some();
+        }
         let bytes = match hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX) {
             Ok(Some(bytes)) => bytes,
             Ok(None) | Err(_) => {
@@ -102,6 +111,7 @@ impl RootContext for Root {
                         .map(|k| switchyard_core::cooldown::key_identity(&k.id)),
                 );
                 switchyard_core::exchange::keys::prepare_windows(&index, &shared::Host);
+                records::set_sink(index.records.as_ref());
                 self.index = Some(Rc::new(index));
                 true
             }
@@ -122,9 +132,19 @@ impl RootContext for Root {
 
     fn on_tick(&mut self) {
         metrics::flush();
+        if let Some(service) = &mut self.records {
+            service.tick(now_ms(), self.dataplane_key.as_ref());
+            return;
+        }
         shared::refresh(&self.target_keys);
         if let Some(sink) = self.index.as_ref().and_then(|i| i.records.as_ref()) {
-            records::flush(sink, now_ms(), self.dataplane_key.as_ref());
+            records::worker_tick(sink, now_ms(), self.dataplane_key.as_ref());
+        }
+    }
+
+    fn on_queue_ready(&mut self, queue_id: u32) {
+        if let Some(service) = &mut self.records {
+            service.queue_ready(queue_id);
         }
     }
 

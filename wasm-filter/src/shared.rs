@@ -37,6 +37,8 @@ impl Shared for Host {
 thread_local! {
     // One VM per worker thread: these are that worker's.
     static COOLDOWNS: RefCell<Cooldowns> = RefCell::default();
+    /// The shared cooldowns' generation this worker last read.
+    static SEEN: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Reads this worker's cooldowns.
@@ -68,7 +70,9 @@ pub(crate) fn observe(index: &Index, observations: &[Observation]) {
 
 /// Takes the other workers' cooldowns for these targets.
 pub(crate) fn refresh(keys: &[u64]) {
-    COOLDOWNS.with(|c| health::refresh(&mut c.borrow_mut(), &Host, keys));
+    COOLDOWNS.with(|c| {
+        SEEN.with(|seen| health::refresh(&mut c.borrow_mut(), &Host, keys, &mut seen.borrow_mut()))
+    });
 }
 
 /// The response's `retry-after` in seconds.

@@ -12,6 +12,7 @@ use super::socket;
 use crate::config::Gateway;
 use crate::names::XDS_CLUSTER;
 use crate::snapshot::GatewayState;
+use switchyard_contract::names::RECORDS_ROOT_ID;
 
 /// How Envoy reaches the control plane's internal port.
 #[derive(Debug, Clone)]
@@ -143,9 +144,35 @@ fn overload_yaml(gw: &Gateway) -> String {
     out
 }
 
-/// The bootstrap Envoy starts from: node id, admin, the overload manager, the control plane as
-/// its only static cluster (mutual TLS or a Unix socket), and ADS for everything else.
-pub fn bootstrap_yaml(gw: &Gateway, upstream: &XdsUpstream, node_id: &str) -> String {
+/// The filter's records service: a singleton in its own VM on Envoy's main thread, to which the
+/// workers hand their request records and which sends them to the control plane in batches
+/// (signing a batch and the call never hold up a worker). The data plane key signs them.
+fn records_service_yaml(wasm: &Path) -> String {
+    format!(
+        r#"# The filter's records service (on the main thread): sends the workers' request records.
+bootstrap_extensions:
+- name: envoy.bootstrap.wasm
+  typed_config:
+    "@type": type.googleapis.com/envoy.extensions.wasm.v3.WasmService
+    singleton: true
+    config:
+      name: {RECORDS_ROOT_ID}
+      root_id: {RECORDS_ROOT_ID}
+      vm_config:
+        vm_id: {RECORDS_ROOT_ID}
+        runtime: envoy.wasm.runtime.v8
+        code: {{local: {{filename: "{wasm}"}}}}
+        environment_variables: {{host_env_keys: [{key_env}]}}
+"#,
+        wasm = wasm.display(),
+        key_env = switchyard_contract::sealed::KEY_ENV,
+    )
+}
+
+/// The bootstrap Envoy starts from: node id, admin, the overload manager, the records service
+/// (the filter at `wasm`), the control plane as its only static cluster (mutual TLS or a Unix
+/// socket), and ADS for everything else.
+pub fn bootstrap_yaml(gw: &Gateway, upstream: &XdsUpstream, node_id: &str, wasm: &Path) -> String {
     let (address, tls) = match upstream {
         XdsUpstream::Tls { addr, certs } => (
             format!(
@@ -174,7 +201,7 @@ admin:
 # them Prometheus labels.
 stats_config:
   stats_tags:
-{stats_tags}dynamic_resources:
+{stats_tags}{records}dynamic_resources:
   ads_config:
     api_type: GRPC
     transport_api_version: V3
@@ -205,6 +232,7 @@ static_resources:
         admin_ip = gw.admin.ip(),
         admin_port = gw.admin.port(),
         overload = overload_yaml(gw),
+        records = records_service_yaml(wasm),
         stats_tags = switchyard_contract::names::METRIC_TAGS
             .iter()
             .map(|(label, part)| format!(
@@ -254,7 +282,7 @@ mod tests {
             addr: "127.0.0.1:18000".parse().unwrap(),
             certs: "/etc/switchyard/certs".into(),
         };
-        let y = bootstrap_yaml(&gw, &upstream, "node-1");
+        let y = bootstrap_yaml(&gw, &upstream, "node-1", Path::new("/f.wasm"));
         assert!(y.contains("id: node-1"));
         assert!(y.contains("port_value: 9901"));
         assert!(y.contains("port_value: 18000"));
@@ -262,7 +290,16 @@ mod tests {
         assert!(y.contains("path: \"/etc/switchyard/certs/xds-client.yaml\""));
         assert!(y.contains("max_active_downstream_connections: 10000"));
         assert!(y.contains("max_heap_size_bytes: 1073741824"));
-        let y = bootstrap_yaml(&gw, &XdsUpstream::Unix("/run/xds.sock".into()), "node-1");
+        // The records service runs the same filter, as a singleton of its own.
+        assert!(y.contains("singleton: true"));
+        assert!(y.contains("root_id: switchyard-records"));
+        assert!(y.contains("filename: \"/f.wasm\""));
+        let y = bootstrap_yaml(
+            &gw,
+            &XdsUpstream::Unix("/run/xds.sock".into()),
+            "node-1",
+            Path::new("/f.wasm"),
+        );
         assert!(y.contains("pipe: {path: \"/run/xds.sock\"}"));
         assert!(!y.contains("transport_socket"));
         let off = Gateway {
@@ -270,6 +307,7 @@ mod tests {
             max_heap_bytes: 0,
             ..Gateway::default()
         };
-        assert!(!bootstrap_yaml(&off, &upstream, "n").contains("overload_manager"));
+        assert!(!bootstrap_yaml(&off, &upstream, "n", Path::new("/f.wasm"))
+            .contains("overload_manager"));
     }
 }
