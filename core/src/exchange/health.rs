@@ -130,11 +130,50 @@ fn share(
     };
     if let Some(entry) = entry {
         let _ = shared.set(&shared_name(key), entry.encode().as_bytes(), None);
+        bump_generation(shared);
     }
 }
 
-/// Takes the other workers' entries for these targets.
-pub fn refresh(local: &mut Cooldowns, shared: &impl Shared, keys: &[u64]) {
+/// Shared data counting the changes to any entry: a worker reads the entries again only when
+/// it moved, so that a tick costs one read however many targets there are.
+const GENERATION: &str = "switchyard.cooldown.generation";
+
+/// Counts one change, after the entry is written (a worker that sees the new count sees the
+/// entry). Compare-and-swap, so that two workers' changes count twice; after a few lost races
+/// the count is written anyway: it still moves, which is all readers look for.
+fn bump_generation(shared: &impl Shared) {
+    for _ in 0..4 {
+        let Ok((value, cas)) = shared.get(GENERATION) else {
+            return;
+        };
+        let next = generation_after(value.as_deref());
+        if shared.set(GENERATION, &next, cas).is_ok() {
+            return;
+        }
+    }
+    if let Ok((value, _)) = shared.get(GENERATION) {
+        let _ = shared.set(GENERATION, &generation_after(value.as_deref()), None);
+    }
+}
+
+fn generation_after(value: Option<&[u8]>) -> [u8; 8] {
+    let n = value
+        .and_then(|v| <[u8; 8]>::try_from(v).ok())
+        .map_or(0, u64::from_le_bytes);
+    n.wrapping_add(1).to_le_bytes()
+}
+
+/// Takes the other workers' entries for these targets when any changed since `seen` (the
+/// generation this worker last read, updated here).
+pub fn refresh(local: &mut Cooldowns, shared: &impl Shared, keys: &[u64], seen: &mut Vec<u8>) {
+    let Ok((generation, _)) = shared.get(GENERATION) else {
+        return;
+    };
+    // None yet (nothing ever changed) reads as generation 0.
+    let generation = generation.unwrap_or_else(|| 0u64.to_le_bytes().to_vec());
+    if generation == *seen {
+        return;
+    }
     for &key in keys {
         if let Ok((Some(bytes), _)) = shared.get(&shared_name(key)) {
             if let Some(entry) = Entry::decode(&bytes) {
@@ -142,6 +181,7 @@ pub fn refresh(local: &mut Cooldowns, shared: &impl Shared, keys: &[u64]) {
             }
         }
     }
+    *seen = generation;
 }
 
 #[cfg(test)]
@@ -156,12 +196,13 @@ mod tests {
         let shared = Memory::at(100);
         let mut a = Cooldowns::default();
         let mut b = Cooldowns::default();
+        let mut seen = Vec::new();
         let target = index.key_of(0, "up");
         for o in attribute(&index, 0, "up", Some(0), 503) {
             observe(&index, &mut a, &shared, o, || None, 100);
         }
         assert_eq!(a.until(target, 100), Some(105));
-        refresh(&mut b, &shared, &[target]);
+        refresh(&mut b, &shared, &[target], &mut seen);
         assert_eq!(
             b.until(target, 101),
             Some(105),
@@ -172,8 +213,37 @@ mod tests {
         for o in attribute(&index, 0, "up", Some(0), 200) {
             observe(&index, &mut a, &shared, o, || None, 102);
         }
-        refresh(&mut b, &shared, &[target]);
+        refresh(&mut b, &shared, &[target], &mut seen);
         assert!(a.is_empty() && b.is_empty());
+    }
+
+    /// A tick reads one value unless an entry changed: a worker with a thousand targets does
+    /// not read a thousand values four times a second.
+    #[test]
+    fn entries_are_read_again_only_after_a_change() {
+        let index = index(r#"{"id":"k1","secret":"s"}"#);
+        let shared = Memory::at(100);
+        let target = index.key_of(0, "up");
+        let (mut a, mut b, mut seen) = (Cooldowns::default(), Cooldowns::default(), Vec::new());
+        refresh(&mut b, &shared, &[target], &mut seen);
+        assert!(!seen.is_empty(), "read once");
+        // Written behind the generation's back: not read.
+        let cooling = Entry::decode(b"105 1 100").expect("an entry");
+        shared
+            .set(&shared_name(target), cooling.encode().as_bytes(), None)
+            .unwrap();
+        refresh(&mut b, &shared, &[target], &mut seen);
+        assert_eq!(
+            b.until(target, 101),
+            None,
+            "nothing changed as far as b knows"
+        );
+        // A change made the usual way moves the generation.
+        for o in attribute(&index, 0, "up", Some(0), 503) {
+            observe(&index, &mut a, &shared, o, || None, 100);
+        }
+        refresh(&mut b, &shared, &[target], &mut seen);
+        assert!(b.until(target, 101).is_some(), "read after the change");
     }
 
     #[test]
