@@ -192,39 +192,38 @@ pub fn response_headers<'a>(
     changed.then_some(out)
 }
 
-#[cfg(test)]
 impl HeaderBlock {
-    /// A block of these pairs, as the host would hand it over.
+    /// A block of these pairs, as the host would hand it over (tests, benchmarks).
     pub fn from_pairs(list: &[(&str, &[u8])]) -> HeaderBlock {
         let pairs: Vec<(&[u8], &[u8])> = list.iter().map(|(k, v)| (k.as_bytes(), *v)).collect();
-        HeaderBlock::new(tests::serialize(&pairs))
+        HeaderBlock::new(serialize(&pairs))
     }
+}
+
+/// Serialises pairs into proxy-wasm's map form (for writing a whole header map at once).
+fn serialize(pairs: &[(&[u8], &[u8])]) -> Vec<u8> {
+    let size: usize = 4 + pairs
+        .iter()
+        .map(|(k, v)| k.len() + v.len() + 10)
+        .sum::<usize>();
+    let mut out = Vec::with_capacity(size);
+    out.extend_from_slice(&(pairs.len() as u32).to_le_bytes());
+    for (k, v) in pairs {
+        out.extend_from_slice(&(k.len() as u32).to_le_bytes());
+        out.extend_from_slice(&(v.len() as u32).to_le_bytes());
+    }
+    for (k, v) in pairs {
+        out.extend_from_slice(k);
+        out.push(0);
+        out.extend_from_slice(v);
+        out.push(0);
+    }
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Serialises pairs into proxy-wasm's map form (for writing a whole header map at once).
-    pub(super) fn serialize(pairs: &[(&[u8], &[u8])]) -> Vec<u8> {
-        let size: usize = 4 + pairs
-            .iter()
-            .map(|(k, v)| k.len() + v.len() + 10)
-            .sum::<usize>();
-        let mut out = Vec::with_capacity(size);
-        out.extend_from_slice(&(pairs.len() as u32).to_le_bytes());
-        for (k, v) in pairs {
-            out.extend_from_slice(&(k.len() as u32).to_le_bytes());
-            out.extend_from_slice(&(v.len() as u32).to_le_bytes());
-        }
-        for (k, v) in pairs {
-            out.extend_from_slice(k);
-            out.push(0);
-            out.extend_from_slice(v);
-            out.push(0);
-        }
-        out
-    }
 
     fn block(list: &[(&str, &[u8])]) -> HeaderBlock {
         HeaderBlock::from_pairs(list)

@@ -151,6 +151,19 @@ impl FieldScan {
                 i = at + 1;
                 continue;
             }
+            if self.depth >= 2 {
+                // Below the top level only strings and nesting matter: the bytes up to the next
+                // of those are taken (when capturing) as one run.
+                let off = chunk[i..]
+                    .iter()
+                    .position(|&b| matches!(b, b'"' | b'{' | b'}' | b'[' | b']'))
+                    .unwrap_or(chunk.len() - i);
+                if off > 0 {
+                    self.take(&chunk[i..i + off]);
+                    i += off;
+                    continue;
+                }
+            }
             let b = chunk[i];
             match b {
                 b'"' => {
