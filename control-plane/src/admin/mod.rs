@@ -15,6 +15,7 @@
 
 mod auth;
 mod catalog;
+mod config_status;
 mod error;
 mod extract;
 mod gate;
@@ -104,6 +105,7 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(users::router())
         .merge(security::router())
         .merge(auth::protected_router())
+        .merge(config_status::router())
         .routes(routes!(xds_nodes))
         .routes(routes!(health));
     let (protected, protected_doc) = protected.split_for_parts();
@@ -149,6 +151,11 @@ pub fn bounded_router(app: AppState, timeout: std::time::Duration) -> Router {
                 }
             }),
         )
+        // Inside the audit: the log keeps the answer's final status (202 when not acknowledged).
+        .layer(middleware::from_fn_with_state(
+            Publisher::from_ref(&app),
+            config_status::acknowledged,
+        ))
         .layer(middleware::from_fn_with_state(Gate::from_ref(&app), audit))
         .layer(middleware::from_fn_with_state(
             Gate::from_ref(&app),
