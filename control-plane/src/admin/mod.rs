@@ -231,6 +231,8 @@ async fn health(_: AdminOnly, State(ops): State<Operations>) -> Json<serde_json:
 #[cfg(test)]
 mod abuse_tests;
 #[cfg(test)]
+mod ack_tests;
+#[cfg(test)]
 mod rbac_tests;
 #[cfg(test)]
 mod tests;

@@ -476,6 +476,82 @@ mod tests {
         assert!(cache.nodes()["node-a"].nacked.is_empty());
     }
 
+    /// The serial a node runs, per type: set by its ACK, moved on by snapshots that carry the
+    /// same version, held back while a new version awaits its ACK, and a NACK's serial.
+    #[tokio::test]
+    async fn the_serial_a_node_runs_follows_its_acks() {
+        let cache = Arc::new(SnapshotCache::default());
+        cache.set(resources(b"v1")).unwrap();
+        let mut client = serve(AdsServer::new(cache.clone())).await;
+        let (tx, rx) = mpsc::channel(8);
+        let mut responses = client
+            .stream_aggregated_resources(ReceiverStream::new(rx))
+            .await
+            .unwrap()
+            .into_inner();
+        let runs = || {
+            cache.nodes()["node-a"]
+                .acked_serials
+                .get(build::CLUSTER_TYPE)
+                .copied()
+        };
+        let settle = || tokio::time::sleep(Duration::from_millis(100));
+        tx.send(request("", "", None)).await.unwrap();
+        let first = responses.next().await.unwrap().unwrap();
+        settle().await;
+        assert_eq!(runs(), None, "sent, not yet ACKed");
+        tx.send(request(&first.nonce, &first.version_info, None))
+            .await
+            .unwrap();
+        settle().await;
+        assert_eq!(runs(), Some(1));
+
+        // Another type changed: this one is the same, so the node runs serial 2 of it.
+        let mut other = resources(b"v1");
+        other.routes[0].1.value = b"r2".to_vec();
+        assert_eq!(cache.set(other), Ok(2));
+        settle().await;
+        assert_eq!(runs(), Some(2));
+
+        assert_eq!(cache.set(resources(b"v3")), Ok(3));
+        let third = responses.next().await.unwrap().unwrap();
+        settle().await;
+        assert_eq!(runs(), Some(2), "serial 3 is not ACKed yet");
+        tx.send(request(&third.nonce, &third.version_info, None))
+            .await
+            .unwrap();
+        settle().await;
+        assert_eq!(runs(), Some(3));
+
+        assert_eq!(cache.set(resources(b"v4")), Ok(4));
+        let fourth = responses.next().await.unwrap().unwrap();
+        tx.send(request(&fourth.nonce, "", Some("bad")))
+            .await
+            .unwrap();
+        settle().await;
+        let node = &cache.nodes()["node-a"];
+        assert_eq!(node.nacked[build::CLUSTER_TYPE].serial, 4);
+        assert_eq!(
+            runs(),
+            Some(3),
+            "a NACK leaves the node on its last good serial"
+        );
+        // The refused version again in a later snapshot: refused at that serial too.
+        let mut same = resources(b"v4");
+        same.routes[0].1.value = b"r5".to_vec();
+        assert_eq!(cache.set(same), Ok(5));
+        settle().await;
+        assert_eq!(
+            cache.nodes()["node-a"].nacked[build::CLUSTER_TYPE].serial,
+            5
+        );
+
+        drop(tx);
+        settle().await;
+        let node = &cache.nodes()["node-a"];
+        assert!(!node.connected && node.acked_serials.is_empty());
+    }
+
     #[test]
     fn nack_messages_are_cleaned_and_bounded() {
         assert_eq!(
