@@ -75,7 +75,12 @@ impl FromRef<AppState> for Operations {
         title = "Switchyard admin API",
         description = "Providers, models, gateway keys, users, sessions, usage and credits. \
             Authenticate with the admin token or a user's access token: \
-            `Authorization: Bearer <token>`.",
+            `Authorization: Bearer <token>`. \
+            A write that changes Envoy's configuration answers once every connected Envoy \
+            acknowledged the snapshot holding it, named in `x-switchyard-config-serial`; when one \
+            has not within `gateway.ack_timeout_ms`, the answer is 202 with the same body, \
+            `x-switchyard-config-status: pending` and a `Location` to poll \
+            (`GET /admin/v1/config/status?serial=N`).",
     ),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
