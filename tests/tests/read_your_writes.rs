@@ -89,6 +89,34 @@ async fn a_key_works_through_envoy_as_soon_as_its_creation_returns() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["acknowledged"], true, "{body}");
     assert_eq!(body["nodes"]["test-gateway"]["state"], "acked", "{body}");
+
+    // Hostile: the status route needs the token and bounds its input, answering JSON.
+    let url = stack.cp.admin_url(&format!("/config/status?serial={last}"));
+    let resp = reqwest::get(&url).await.unwrap();
+    assert_eq!(resp.status(), 401);
+    let body: Value = resp.json().await.unwrap();
+    assert!(body.get("acknowledged").is_none() && body["error"].is_object());
+    for query in [
+        "abc",
+        "0",
+        "-1",
+        "99999999999999999999999",
+        &"9".repeat(4000),
+    ] {
+        let (status, body) = stack
+            .admin(Method::GET, &format!("/config/status?serial={query}"), None)
+            .await;
+        assert_eq!(status, 400, "{body}");
+        assert!(body["error"]["message"].is_string());
+    }
+    let (status, _) = stack
+        .admin(
+            Method::GET,
+            &format!("/config/status?serial={}", last + 1_000_000),
+            None,
+        )
+        .await;
+    assert_eq!(status, 404);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -110,7 +110,11 @@ async fn main() {
     }
     println!(
         "\nwrite-to-acknowledgement ({writes} key creations each{}):",
-        if wait { "" } else { ", not waiting for the ACK" }
+        if wait {
+            ""
+        } else {
+            ", not waiting for the ACK"
+        }
     );
     println!(
         "{:>8}{:>11}{:>11}{:>11}{:>7}{:>24}",
