@@ -19,7 +19,7 @@ use utoipa_axum::routes;
 
 use super::{ApiError, ApiQuery, AppState, Caller, Errors};
 use crate::reconcile::{tracking_writes, Publisher};
-use crate::xds::acks::AckState;
+use crate::xds::acks::{AckState, NodeState};
 
 /// The header naming the snapshot serial a write's change is in.
 pub const SERIAL_HEADER: &str = "x-switchyard-config-serial";
@@ -46,29 +46,34 @@ pub(super) async fn acknowledged(
             .insert(SERIAL_HEADER, HeaderValue::from(serial));
         return resp;
     }
-    let acked = {
-        let state = publisher.wait_acked(serial).await;
-        if !state.acknowledged {
-            tracing::warn!(
-                serial,
-                lagging = ?state.nodes.iter().filter(|(_, n)| n.state != crate::xds::acks::NodeState::Acked).map(|(id, n)| (id, n.state)).collect::<Vec<_>>(),
-                "a write answered before every Envoy acknowledged it"
-            );
-            *resp.status_mut() = StatusCode::ACCEPTED;
-            if let Ok(location) =
-                HeaderValue::from_str(&format!("/admin/v1/config/status?serial={serial}"))
-            {
-                resp.headers_mut().insert(header::LOCATION, location);
-            }
+    let state = publisher.wait_acked(serial).await;
+    if !state.acknowledged {
+        let lagging: Vec<(&String, NodeState)> = state
+            .nodes
+            .iter()
+            .filter(|(_, n)| n.state != NodeState::Acked)
+            .map(|(id, n)| (id, n.state))
+            .collect();
+        tracing::warn!(
+            serial,
+            ?lagging,
+            "a write answered before every Envoy acknowledged it"
+        );
+        *resp.status_mut() = StatusCode::ACCEPTED;
+        if let Ok(location) =
+            HeaderValue::from_str(&format!("/admin/v1/config/status?serial={serial}"))
+        {
+            resp.headers_mut().insert(header::LOCATION, location);
         }
-        state.acknowledged
-    };
+    }
     let headers = resp.headers_mut();
     headers.insert(SERIAL_HEADER, HeaderValue::from(serial));
-    headers.insert(
-        STATUS_HEADER,
-        HeaderValue::from_static(if acked { "acknowledged" } else { "pending" }),
-    );
+    let status = if state.acknowledged {
+        "acknowledged"
+    } else {
+        "pending"
+    };
+    headers.insert(STATUS_HEADER, HeaderValue::from_static(status));
     resp
 }
 
