@@ -85,7 +85,8 @@ pub struct Gateway {
     pub max_heap_bytes: u64,
     /// How long an admin write that changes Envoy's configuration waits for every connected
     /// Envoy to acknowledge it before answering (then 202, and the client polls
-    /// `/admin/v1/config/status`); milliseconds, 0 = answer without waiting.
+    /// `/admin/v1/config/status`); milliseconds, 0 = answer without waiting (202 whenever an
+    /// Envoy is connected).
     #[serde(default = "default_ack_timeout_ms")]
     pub ack_timeout_ms: u64,
 }
