@@ -21,7 +21,8 @@
 # measured run, one file per case; `perf report -i <file> --sort comm,dso` reads them),
 # BENCH_CASES (a subset of "chat anthropic stream failover limited"; `limited` is pass-through
 # with a key that has limits, so that each request asks the control plane's rate limit service), BENCH_INGEST (true|false: then the
-# control plane's request-record ingest, on SQLite and PostgreSQL).
+# control plane's request-record ingest, on SQLite and PostgreSQL), BENCH_ACK (true|false: then
+# write-to-acknowledgement time of the admin API, 200 key creations with 1 and with 4 Envoys).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -322,4 +323,14 @@ if [[ "${BENCH_INGEST:-true}" == true ]]; then
   else
     echo "ingest PostgreSQL: skipped ($PG does not answer)"
   fi
+fi
+
+# Write-to-acknowledgement: an admin write answers once every connected Envoy ACKed the snapshot
+# holding it. 200 key creations, each timed from the call to its answer (p50, p99), with 1 and
+# then 4 Envoys on one control plane; each key is used at once through the listener and a
+# refusal is counted (it must stay 0). Self-contained: builds its tool, starts its own processes.
+if [[ "${BENCH_ACK:-true}" == true ]]; then
+  echo
+  cargo build -q --release -p switchyard-tools --bin switchyard-ack-bench
+  SWITCHYARD_BIN=$PWD/$BIN target/release/switchyard-ack-bench --writes 200 --envoys 1,4
 fi

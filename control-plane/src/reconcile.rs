@@ -15,7 +15,25 @@ use crate::secrets::Secrets;
 use crate::snapshot::GatewayState;
 use crate::ssrf::Guard;
 use crate::store::{Store, StoreError};
+use crate::xds::acks::AckState;
 use crate::xds::{build, cache::SnapshotCache};
+
+tokio::task_local! {
+    /// The latest snapshot serial published while running [`tracking_writes`]'s future.
+    static WRITTEN: std::cell::Cell<u64>;
+}
+
+/// Runs `work` (an admin request) and returns with its output the serial of the latest snapshot
+/// it published, if it published any.
+pub async fn tracking_writes<F: std::future::Future>(work: F) -> (F::Output, Option<u64>) {
+    WRITTEN
+        .scope(std::cell::Cell::new(0), async move {
+            let out = work.await;
+            let serial = WRITTEN.with(std::cell::Cell::get);
+            (out, (serial > 0).then_some(serial))
+        })
+        .await
+}
 
 /// How often users' providers' names are resolved and vetted again.
 pub const RECHECK_SECS: i64 = 30;
@@ -136,6 +154,8 @@ impl Reconciler {
             .map_err(PublishError::Inconsistent)?;
         crate::metrics::add(&crate::metrics::METRICS.snapshots_published, 1);
         tracing::info!(serial, filter_version = %state.filter.version, "snapshot published");
+        // An admin request that publishes answers once Envoy holds what it wrote.
+        let _ = WRITTEN.try_with(|w| w.set(w.get().max(serial)));
         Ok(serial)
     }
 
@@ -240,6 +260,23 @@ impl Publisher {
     /// the snapshot's serial.
     pub async fn publish(&self) -> Result<u64, PublishError> {
         self.0.publish().await
+    }
+
+    /// Waits until every connected Envoy runs snapshot `serial` (or a later one), at most the
+    /// configured `gateway.ack_timeout_ms`; returns where each stands then.
+    pub async fn wait_acked(&self, serial: u64) -> AckState {
+        let timeout = std::time::Duration::from_millis(self.0.gateway.ack_timeout_ms);
+        self.0.cache.wait_acked(serial, timeout).await
+    }
+
+    /// Where every connected Envoy stands towards snapshot `serial`, now.
+    pub fn ack_state(&self, serial: u64) -> AckState {
+        self.0.cache.ack_state(serial)
+    }
+
+    /// The serial of the snapshot published last.
+    pub fn serial(&self) -> u64 {
+        self.0.cache.current().serial
     }
 
     /// Takes new figures; returns whether they changed (see [`Reconciler::set_figures`]).

@@ -174,6 +174,21 @@ pub fn app_state(
     identity: crate::identity::Identity,
     admin_token: &str,
 ) -> crate::state::AppState {
+    app_state_with(
+        store,
+        identity,
+        admin_token,
+        crate::config::Gateway::default(),
+    )
+}
+
+/// Like [`app_state`], with these gateway settings.
+pub fn app_state_with(
+    store: crate::store::Store,
+    identity: crate::identity::Identity,
+    admin_token: &str,
+    gateway: crate::config::Gateway,
+) -> crate::state::AppState {
     crate::state::AppState::new(crate::state::Parts {
         store,
         secrets: crate::secrets::Secrets::new(
@@ -184,7 +199,7 @@ pub fn app_state(
         identity,
         admin_token: crate::identity::AdminToken::from_digest(crate::crypto::digest(admin_token)),
         limits: crate::limits::Limits::in_memory(),
-        gateway: crate::config::Gateway::default(),
+        gateway,
         wasm_path: "/filter.wasm".into(),
         probes: crate::config::ProbeSpec::default(),
         discovery: crate::config::DiscoverySpec::default(),

@@ -85,6 +85,8 @@ pub struct Gateway {
     pub request_headers_timeout_secs: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub idle_timeout_secs: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ack_timeout_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -15,6 +15,7 @@
 
 mod auth;
 mod catalog;
+mod config_status;
 mod error;
 mod extract;
 mod gate;
@@ -74,7 +75,12 @@ impl FromRef<AppState> for Operations {
         title = "Switchyard admin API",
         description = "Providers, models, gateway keys, users, sessions, usage and credits. \
             Authenticate with the admin token or a user's access token: \
-            `Authorization: Bearer <token>`.",
+            `Authorization: Bearer <token>`. \
+            A write that changes Envoy's configuration answers once every connected Envoy \
+            acknowledged the snapshot holding it, named in `x-switchyard-config-serial`; when one \
+            has not within `gateway.ack_timeout_ms`, the answer is 202 with the same body, \
+            `x-switchyard-config-status: pending` and a `Location` to poll \
+            (`GET /admin/v1/config/status?serial=N`).",
     ),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
@@ -104,6 +110,7 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(users::router())
         .merge(security::router())
         .merge(auth::protected_router())
+        .merge(config_status::router())
         .routes(routes!(xds_nodes))
         .routes(routes!(health));
     let (protected, protected_doc) = protected.split_for_parts();
@@ -149,6 +156,11 @@ pub fn bounded_router(app: AppState, timeout: std::time::Duration) -> Router {
                 }
             }),
         )
+        // Inside the audit: the log keeps the answer's final status (202 when not acknowledged).
+        .layer(middleware::from_fn_with_state(
+            Publisher::from_ref(&app),
+            config_status::acknowledged,
+        ))
         .layer(middleware::from_fn_with_state(Gate::from_ref(&app), audit))
         .layer(middleware::from_fn_with_state(
             Gate::from_ref(&app),
@@ -223,6 +235,8 @@ async fn health(_: AdminOnly, State(ops): State<Operations>) -> Json<serde_json:
 
 #[cfg(test)]
 mod abuse_tests;
+#[cfg(test)]
+mod ack_tests;
 #[cfg(test)]
 mod rbac_tests;
 #[cfg(test)]

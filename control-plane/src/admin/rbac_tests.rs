@@ -373,6 +373,13 @@ fn table(
         ("GET", "/health", Admin, p("/health"), Value::Null),
         ("GET", "/xds/nodes", Admin, p("/xds/nodes"), Value::Null),
         (
+            "GET",
+            "/config/status",
+            Signed,
+            p("/config/status?serial=1"),
+            Value::Null,
+        ),
+        (
             "POST",
             "/security/master-key/rotate",
             Admin,

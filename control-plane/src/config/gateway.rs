@@ -83,6 +83,16 @@ pub struct Gateway {
     /// then requests); 0 = no heap actions.
     #[serde(default = "default_max_heap_bytes")]
     pub max_heap_bytes: u64,
+    /// How long an admin write that changes Envoy's configuration waits for every connected
+    /// Envoy to acknowledge it before answering (then 202, and the client polls
+    /// `/admin/v1/config/status`); milliseconds, 0 = answer without waiting (202 whenever an
+    /// Envoy is connected).
+    #[serde(default = "default_ack_timeout_ms")]
+    pub ack_timeout_ms: u64,
+}
+
+fn default_ack_timeout_ms() -> u64 {
+    2000
 }
 
 fn default_max_response_bytes() -> usize {
@@ -133,6 +143,7 @@ impl Default for Gateway {
             max_concurrent_streams: default_max_concurrent_streams(),
             max_connections: default_max_connections(),
             max_heap_bytes: default_max_heap_bytes(),
+            ack_timeout_ms: default_ack_timeout_ms(),
         }
     }
 }

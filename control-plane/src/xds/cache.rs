@@ -5,11 +5,13 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use envoy_types::pb::google::protobuf::Any;
 use serde::Serialize;
 use tokio::sync::watch;
 
+use super::acks::{self, AckState};
 use super::bounds::MAX_NODES;
 use super::build::{self, Resources};
 use crate::snapshot::content_version;
@@ -94,18 +96,28 @@ pub struct NodeStatus {
     pub connected: bool,
     pub acked: BTreeMap<String, String>,
     pub nacked: BTreeMap<String, Nack>,
+    /// By resource type, the latest snapshot serial whose resources of that type the node
+    /// runs (it ACKed their version).
+    pub acked_serials: BTreeMap<String, u64>,
+    /// ADS streams open under this node id (normally one; a reconnection may overlap).
+    #[serde(skip)]
+    pub streams: u32,
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Nack {
     pub version: String,
     pub message: String,
+    /// The latest snapshot serial that carries the refused version.
+    pub serial: u64,
 }
 
 #[derive(Debug)]
 pub struct SnapshotCache {
     tx: watch::Sender<Arc<Snapshot>>,
     nodes: Mutex<BTreeMap<String, NodeStatus>>,
+    /// Bumped at every change of a node's status: what [`SnapshotCache::wait_acked`] waits on.
+    progress: watch::Sender<u64>,
 }
 
 impl Default for SnapshotCache {
@@ -113,6 +125,7 @@ impl Default for SnapshotCache {
         SnapshotCache {
             tx: watch::channel(Arc::new(Snapshot::default())).0,
             nodes: Mutex::default(),
+            progress: watch::channel(0).0,
         }
     }
 }
@@ -173,10 +186,63 @@ impl SnapshotCache {
             }
         }
         f(nodes.entry(node.to_owned()).or_default());
+        drop(nodes);
+        self.progress.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// A stream of `node` opened: the node counts for acknowledgements from now on.
+    pub fn node_connected(&self, node: &str) {
+        self.update_node(node, |n| {
+            if n.streams == 0 {
+                // What an earlier connection ACKed says nothing about this one.
+                n.acked_serials.clear();
+            }
+            n.streams += 1;
+            n.connected = true;
+        });
+    }
+
+    /// A stream of `node` ended: with its last stream the node stops counting.
+    pub fn node_disconnected(&self, node: &str) {
+        self.update_node(node, |n| {
+            n.streams = n.streams.saturating_sub(1);
+            n.connected = n.streams > 0;
+            if !n.connected {
+                n.acked_serials.clear();
+            }
+        });
     }
 
     pub fn nodes(&self) -> BTreeMap<String, NodeStatus> {
         self.nodes.lock().map(|n| n.clone()).unwrap_or_default()
+    }
+
+    /// Whether every connected node runs snapshot `serial` (or a later one), and each one's
+    /// state (see [`acks::of`]).
+    pub fn ack_state(&self, serial: u64) -> AckState {
+        let Ok(nodes) = self.nodes.lock() else {
+            return AckState::default();
+        };
+        acks::of(serial, &self.current(), &nodes)
+    }
+
+    /// Waits until every connected node runs snapshot `serial` or a later one, or every node
+    /// that does not has refused it (NACK: waiting longer would not help), or `timeout`
+    /// passed; returns the state then. With no node connected there is nothing to wait for.
+    pub async fn wait_acked(&self, serial: u64, timeout: Duration) -> AckState {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut progress = self.progress.subscribe();
+        loop {
+            progress.borrow_and_update();
+            let state = self.ack_state(serial);
+            if state.settled() {
+                return state;
+            }
+            tokio::select! {
+                changed = progress.changed() => if changed.is_err() { return state },
+                () = tokio::time::sleep_until(deadline) => return self.ack_state(serial),
+            }
+        }
     }
 }
 

@@ -2,6 +2,7 @@
 //! the ADS gRPC server (`server`), both sized by `bounds`, on the internal port (`listen`: mutual
 //! TLS or a Unix socket).
 
+pub mod acks;
 pub mod bounds;
 pub mod build;
 pub mod cache;

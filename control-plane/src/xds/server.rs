@@ -4,6 +4,10 @@
 //! not the latest is stale and ignored; one carrying `error_detail` is a NACK: logged, recorded
 //! and not answered with the same version again (no retry loop); anything else with the latest
 //! nonce is an ACK. A new snapshot sends each subscribed type whose version changed.
+//!
+//! Per type it also follows which snapshot serial the node runs: the serial of the snapshot a
+//! sent version came from, moved forward by later snapshots that carry the same version, is
+//! the node's once the version is ACKed (see [`super::acks`]).
 //! <https://www.envoyproxy.io/docs/envoy/latest/api-docs/xds_protocol>
 //!
 //! What a peer sends is bounded: streams at once, types per stream, names per subscription and
@@ -113,6 +117,10 @@ impl AggregatedDiscoveryService for AdsServer {
 struct Subscription {
     names: Vec<String>,
     sent_version: Option<String>,
+    /// The latest snapshot serial carrying `sent_version`.
+    sent_serial: u64,
+    /// The node ACKed `sent_version`.
+    acked: bool,
     nonce: String,
     nacked_version: Option<String>,
 }
@@ -156,9 +164,7 @@ async fn run_stream(mut state: StreamState, mut inbound: Streaming<DiscoveryRequ
     }
     if !state.node.is_empty() {
         tracing::info!(node = %state.node, "Envoy disconnected");
-        state
-            .cache
-            .update_node(&state.node, |n| n.connected = false);
+        state.cache.node_disconnected(&state.node);
     }
 }
 
@@ -227,7 +233,7 @@ impl StreamState {
             if self.node.is_empty() {
                 self.node.clone_from(&node.id);
                 tracing::info!(node = %self.node, "Envoy connected");
-                self.cache.update_node(&self.node, |n| n.connected = true);
+                self.cache.node_connected(&self.node);
             }
         }
         let type_url = req.type_url.clone();
@@ -241,15 +247,27 @@ impl StreamState {
             let message = sanitize_nack(&error.message);
             tracing::warn!(node = %self.node, %type_url, %version, "NACK: {message}");
             sub.nacked_version = Some(version.clone());
+            sub.acked = false;
+            let serial = sub.sent_serial;
             self.cache.update_node(&self.node, |n| {
-                n.nacked.insert(type_url.clone(), Nack { version, message });
+                n.nacked.insert(
+                    type_url.clone(),
+                    Nack {
+                        version,
+                        message,
+                        serial,
+                    },
+                );
             });
         } else if !first {
             tracing::debug!(node = %self.node, %type_url, version = %req.version_info, "ACK");
             let version = req.version_info.clone();
+            sub.acked = true;
+            let serial = sub.sent_serial;
             self.cache.update_node(&self.node, |n| {
                 n.nacked.remove(&type_url);
                 n.acked.insert(type_url.clone(), version);
+                n.acked_serials.insert(type_url.clone(), serial);
             });
         }
         let names_changed = sub.names != req.resource_names;
@@ -286,15 +304,31 @@ impl StreamState {
             return Ok(());
         };
         let version = &resources.version;
-        if !force
-            && (sub.sent_version.as_ref() == Some(version)
-                || sub.nacked_version.as_ref() == Some(version))
-        {
+        if !force && sub.sent_version.as_ref() == Some(version) {
+            // The node has (or is about to ACK, or refused) this type of the new snapshot.
+            sub.sent_serial = snapshot.serial;
+            let (acked, nacked) = (sub.acked, sub.nacked_version.as_ref() == Some(version));
+            if acked || nacked {
+                let serial = snapshot.serial;
+                self.cache.update_node(&self.node, |n| {
+                    if acked {
+                        n.acked_serials.insert(type_url.to_owned(), serial);
+                    }
+                    if let Some(nack) = n.nacked.get_mut(type_url).filter(|_| nacked) {
+                        nack.serial = serial;
+                    }
+                });
+            }
+            return Ok(());
+        }
+        if !force && sub.nacked_version.as_ref() == Some(version) {
             return Ok(());
         }
         self.nonce += 1;
         sub.nonce = self.nonce.to_string();
         sub.sent_version = Some(version.clone());
+        sub.sent_serial = snapshot.serial;
+        sub.acked = false;
         let wanted = |name: &String| sub.names.is_empty() || sub.names.contains(name);
         let response = DiscoveryResponse {
             version_info: version.clone(),
@@ -440,6 +474,82 @@ mod tests {
         tx.send(request("stale", "", Some("old"))).await.unwrap();
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert!(cache.nodes()["node-a"].nacked.is_empty());
+    }
+
+    /// The serial a node runs, per type: set by its ACK, moved on by snapshots that carry the
+    /// same version, held back while a new version awaits its ACK, and a NACK's serial.
+    #[tokio::test]
+    async fn the_serial_a_node_runs_follows_its_acks() {
+        let cache = Arc::new(SnapshotCache::default());
+        cache.set(resources(b"v1")).unwrap();
+        let mut client = serve(AdsServer::new(cache.clone())).await;
+        let (tx, rx) = mpsc::channel(8);
+        let mut responses = client
+            .stream_aggregated_resources(ReceiverStream::new(rx))
+            .await
+            .unwrap()
+            .into_inner();
+        let runs = || {
+            cache.nodes()["node-a"]
+                .acked_serials
+                .get(build::CLUSTER_TYPE)
+                .copied()
+        };
+        let settle = || tokio::time::sleep(Duration::from_millis(100));
+        tx.send(request("", "", None)).await.unwrap();
+        let first = responses.next().await.unwrap().unwrap();
+        settle().await;
+        assert_eq!(runs(), None, "sent, not yet ACKed");
+        tx.send(request(&first.nonce, &first.version_info, None))
+            .await
+            .unwrap();
+        settle().await;
+        assert_eq!(runs(), Some(1));
+
+        // Another type changed: this one is the same, so the node runs serial 2 of it.
+        let mut other = resources(b"v1");
+        other.routes[0].1.value = b"r2".to_vec();
+        assert_eq!(cache.set(other), Ok(2));
+        settle().await;
+        assert_eq!(runs(), Some(2));
+
+        assert_eq!(cache.set(resources(b"v3")), Ok(3));
+        let third = responses.next().await.unwrap().unwrap();
+        settle().await;
+        assert_eq!(runs(), Some(2), "serial 3 is not ACKed yet");
+        tx.send(request(&third.nonce, &third.version_info, None))
+            .await
+            .unwrap();
+        settle().await;
+        assert_eq!(runs(), Some(3));
+
+        assert_eq!(cache.set(resources(b"v4")), Ok(4));
+        let fourth = responses.next().await.unwrap().unwrap();
+        tx.send(request(&fourth.nonce, "", Some("bad")))
+            .await
+            .unwrap();
+        settle().await;
+        let node = &cache.nodes()["node-a"];
+        assert_eq!(node.nacked[build::CLUSTER_TYPE].serial, 4);
+        assert_eq!(
+            runs(),
+            Some(3),
+            "a NACK leaves the node on its last good serial"
+        );
+        // The refused version again in a later snapshot: refused at that serial too.
+        let mut same = resources(b"v4");
+        same.routes[0].1.value = b"r5".to_vec();
+        assert_eq!(cache.set(same), Ok(5));
+        settle().await;
+        assert_eq!(
+            cache.nodes()["node-a"].nacked[build::CLUSTER_TYPE].serial,
+            5
+        );
+
+        drop(tx);
+        settle().await;
+        let node = &cache.nodes()["node-a"];
+        assert!(!node.connected && node.acked_serials.is_empty());
     }
 
     #[test]
