@@ -28,7 +28,7 @@ pub enum StoreError {
 
 pub type Result<T> = std::result::Result<T, StoreError>;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Backend {
     Sqlite,
     Postgres,
@@ -51,6 +51,7 @@ mod prices;
 mod providers;
 mod reports;
 mod request_log;
+mod rollups;
 mod settings;
 mod user_limits;
 
@@ -65,6 +66,7 @@ pub use prices::*;
 pub use providers::*;
 pub use reports::*;
 pub use request_log::*;
+pub use rollups::*;
 pub use user_limits::*;
 
 pub fn now() -> i64 {
@@ -151,5 +153,7 @@ impl Store {
     }
 }
 
+#[cfg(test)]
+mod rollup_tests;
 #[cfg(test)]
 mod tests;
