@@ -167,12 +167,21 @@ pub fn pieces(from: i64, to: i64) -> Vec<Piece> {
 /// Request log rows deleted per statement by [`Store::prune_request_log`].
 pub const PRUNE_BATCH: i64 = 2_000;
 
+/// What one round of pruning did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pruned {
+    /// Request log rows deleted.
+    pub log_rows: u64,
+    /// Whether there may be more to prune (a full batch, or an hour of minute rollups went).
+    pub more: bool,
+}
+
 impl Store {
     /// Deletes up to [`PRUNE_BATCH`] request log rows older than `before_ms` (Unix ms) and
-    /// minute rollups of whole hours before it (an hour's worth per call); returns how many log
-    /// rows went (fewer than the batch: nothing older is left). Each call is its own short
-    /// transaction: call it again, pausing between calls, to prune a backlog.
-    pub async fn prune_request_log(&self, before_ms: i64) -> Result<u64> {
+    /// minute rollups before it (an hour's worth per call). Each call is its own short
+    /// transaction: call it again while [`Pruned::more`], pausing between calls, to prune a
+    /// backlog.
+    pub async fn prune_request_log(&self, before_ms: i64) -> Result<Pruned> {
         let done = sqlx::query(
             "DELETE FROM request_log WHERE request_id IN (SELECT request_id FROM request_log
                  WHERE at_ms < $1 ORDER BY at_ms LIMIT $2)",
@@ -189,8 +198,9 @@ impl Store {
         .bind(before_ms)
         .fetch_one(&self.pool)
         .await?;
+        let mut minutes = 0;
         if let Some(oldest) = oldest {
-            sqlx::query(
+            minutes = sqlx::query(
                 "DELETE FROM usage_rollup WHERE grain_ms = $1 AND start_ms >= $2
                      AND start_ms < $3 AND start_ms < $4",
             )
@@ -199,9 +209,14 @@ impl Store {
             .bind(oldest.saturating_add(HOUR_MS))
             .bind(before_ms)
             .execute(&self.pool)
-            .await?;
+            .await?
+            .rows_affected();
         }
-        Ok(done.rows_affected())
+        let log_rows = done.rows_affected();
+        Ok(Pruned {
+            log_rows,
+            more: log_rows >= PRUNE_BATCH as u64 || minutes > 0,
+        })
     }
 }
 
