@@ -159,7 +159,7 @@ async fn upgrade_backfills(url: String, backend: Backend) {
         .expect("the rollup migration");
     before.migrations = Cow::Owned(before.migrations[..upto].to_vec());
     before.run(&pool).await.unwrap();
-    let mut rng = Rng(0xbacf_111);
+    let mut rng = Rng(0x0bac_f111);
     for r in random_rows(&mut rng, 500) {
         sqlx::query(
             "INSERT INTO request_log (request_id, at_ms, status, key_id, user_name, model,

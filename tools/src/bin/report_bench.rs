@@ -63,7 +63,7 @@ fn record(n: u64, total: u64, days: i64, end_ms: i64) -> RequestRow {
         provider: format!("provider-{provider}"),
         upstream_model: format!("upstream-{model:02}"),
         attempts: 1,
-        stream: n % 2 == 0,
+        stream: n.is_multiple_of(2),
         complete: true,
         prompt_tokens: prompt,
         completion_tokens: completion,
