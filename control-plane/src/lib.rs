@@ -15,6 +15,7 @@ pub mod domain;
 pub mod health;
 pub mod identity;
 pub mod limits;
+pub mod log_retention;
 pub mod metrics;
 pub mod names;
 pub mod pki;

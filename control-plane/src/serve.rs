@@ -194,6 +194,10 @@ fn spawn_background_tasks(
     ));
     tokio::spawn(app.reconciler.clone().follow_figures(app.reports.clone()));
     tokio::spawn(crate::health::prune_old_rows(app.store.clone()));
+    tokio::spawn(crate::log_retention::prune(
+        app.store.clone(),
+        config.request_log_retention_days,
+    ));
     tokio::spawn(crate::audit_retention::prune(
         app.store.clone(),
         app.identity.spec.audit_retention_days,

@@ -35,6 +35,10 @@ pub struct Config {
     pub gateway: Gateway,
     #[serde(default = "default_database")]
     pub database: String,
+    /// Request log rows older than this many days are deleted (0: kept for ever); usage
+    /// rollups of hours and days, and the credit ledger, are kept for ever.
+    #[serde(default = "default_request_log_retention_days")]
+    pub request_log_retention_days: i64,
     /// Shared state (rate limit counters, credit balances as enforced); in memory when absent.
     #[serde(default)]
     pub redis: Option<String>,
@@ -69,6 +73,10 @@ pub struct Config {
 
 fn default_redis_prefix() -> String {
     "switchyard".into()
+}
+
+fn default_request_log_retention_days() -> i64 {
+    30
 }
 
 fn default_database() -> String {

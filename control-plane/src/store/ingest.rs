@@ -6,15 +6,14 @@ use std::collections::HashSet;
 use super::ledger::debit_usage;
 use sqlx::Row as _;
 
-use super::request_log::{placeholders, RequestRow, REQUEST_COLUMNS, REQUEST_COLUMN_COUNT};
+use futures::TryStreamExt as _;
+
+use super::request_log::{multi_row_sql, RequestRow, INSERT_REQUESTS, REQUEST_COLUMN_COUNT};
+use super::rollups::add_to_rollups;
 use super::{Result, Store};
 
-/// Rows per INSERT statement on PostgreSQL (23 parameters each, well below its limit).
+/// Rows per INSERT statement (23 parameters each, well below either backend's limit).
 const ROWS_PER_STATEMENT: usize = 400;
-/// On SQLite: binding looks every parameter up by name, in time that grows with the number of
-/// parameters, so statements stay short (measured: 400 rows per statement spent 88 % of the
-/// time in `sqlite3_bind_parameter_name`).
-const ROWS_PER_STATEMENT_SQLITE: usize = 20;
 
 /// What one ingest did.
 #[derive(Debug, Default)]
@@ -28,51 +27,35 @@ pub struct IngestOutcome {
 }
 
 impl Store {
-    /// Rows per multi-row INSERT on this backend.
-    fn rows_per_statement(&self) -> usize {
-        match self.backend {
-            super::Backend::Sqlite => ROWS_PER_STATEMENT_SQLITE,
-            super::Backend::Postgres => ROWS_PER_STATEMENT,
-        }
-    }
-
     /// Stores records and debits their cost, in one transaction: a request id already stored
-    /// is skipped (records may arrive twice), and only new rows are debited, so each request
-    /// is debited once.
+    /// is skipped (records may arrive twice), and only new rows are debited and added to the
+    /// usage rollups, so each request is debited and counted once.
     pub async fn ingest(&self, rows: &[RequestRow]) -> Result<IngestOutcome> {
         let mut tx = self.pool.begin().await?;
-        let mut new_ids: HashSet<String> = HashSet::with_capacity(rows.len());
-        let per_statement = self.rows_per_statement();
-        for chunk in rows.chunks(per_statement) {
-            let mut sql = String::with_capacity(64 + chunk.len() * REQUEST_COLUMN_COUNT * 5);
-            sql.push_str("INSERT INTO request_log (");
-            sql.push_str(REQUEST_COLUMNS);
-            sql.push_str(") VALUES ");
-            for i in 0..chunk.len() {
-                if i > 0 {
-                    sql.push(',');
-                }
-                sql.push('(');
-                sql.push_str(&placeholders(
-                    i * REQUEST_COLUMN_COUNT + 1,
-                    REQUEST_COLUMN_COUNT,
-                ));
-                sql.push(')');
-            }
-            sql.push_str(" ON CONFLICT (request_id) DO NOTHING RETURNING request_id");
+        // The batch's ids, to find the ones the database returns without copying them.
+        let given: HashSet<&str> = rows.iter().map(|r| r.request_id.as_str()).collect();
+        let mut new_ids: HashSet<&str> = HashSet::with_capacity(rows.len());
+        for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+            let sql = multi_row_sql(
+                self.backend,
+                INSERT_REQUESTS,
+                " ON CONFLICT (request_id) DO NOTHING RETURNING request_id",
+                chunk.len(),
+                REQUEST_COLUMN_COUNT,
+            );
             let mut q = sqlx::query(&sql);
             for r in chunk {
                 q = q
-                    .bind(&r.request_id)
+                    .bind(r.request_id.as_str())
                     .bind(r.at_ms)
-                    .bind(&r.api)
+                    .bind(r.api.as_str())
                     .bind(r.status)
-                    .bind(&r.error)
-                    .bind(&r.key_id)
-                    .bind(&r.user)
-                    .bind(&r.model)
-                    .bind(&r.provider)
-                    .bind(&r.upstream_model)
+                    .bind(r.error.as_str())
+                    .bind(r.key_id.as_str())
+                    .bind(r.user.as_str())
+                    .bind(r.model.as_str())
+                    .bind(r.provider.as_str())
+                    .bind(r.upstream_model.as_str())
                     .bind(r.attempts)
                     .bind(if r.failed.is_empty() {
                         String::new()
@@ -91,15 +74,24 @@ impl Store {
                     .bind(r.upstream_ms)
                     .bind(r.ttft_ms);
             }
-            for row in q.fetch_all(&mut *tx).await? {
-                new_ids.insert(row.try_get("request_id")?);
+            let mut stored = q.fetch(&mut *tx);
+            while let Some(row) = stored.try_next().await? {
+                let id: &str = row.try_get("request_id")?;
+                if let Some(id) = given.get(id) {
+                    new_ids.insert(id);
+                }
             }
         }
         // A request id given twice (a batch sent again while the first was still being
         // written, both in this transaction) is new once.
-        let inserted: Vec<bool> = rows.iter().map(|r| new_ids.remove(&r.request_id)).collect();
+        let inserted: Vec<bool> = rows
+            .iter()
+            .map(|r| new_ids.remove(r.request_id.as_str()))
+            .collect();
 
-        let (balances, debited) = debit_usage(&mut tx, rows, &inserted, per_statement).await?;
+        add_to_rollups(&mut tx, self.backend, rows, &inserted).await?;
+        let (balances, debited) =
+            debit_usage(&mut tx, self.backend, rows, &inserted, ROWS_PER_STATEMENT).await?;
         tx.commit().await?;
         Ok(IngestOutcome {
             inserted,

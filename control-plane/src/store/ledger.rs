@@ -8,8 +8,8 @@ use serde::Serialize;
 use sqlx::any::AnyRow;
 use sqlx::Row as _;
 
-use super::request_log::{now_ms, placeholders, RequestRow};
-use super::{now, Result, Store, StoreError};
+use super::request_log::{multi_row_sql, now_ms, placeholders, RequestRow};
+use super::{now, Backend, Result, Store, StoreError};
 
 /// A user's credit account. Money in micro-USD.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -236,6 +236,7 @@ async fn add_to_balance(tx: &mut Tx<'_>, user_id: &str, amount: i64) -> Result<i
 /// and the requests debited with their cost.
 async fn debit(
     tx: &mut Tx<'_>,
+    backend: Backend,
     user_id: &str,
     rows: &[&RequestRow],
     per_statement: usize,
@@ -244,18 +245,13 @@ async fn debit(
     let mut total = 0i64;
     let mut done = Vec::with_capacity(rows.len());
     for chunk in rows.chunks(per_statement) {
-        let mut sql = String::from(
-            "INSERT INTO credit_ledger (id, user_id, amount_micros, kind, request_id, at_ms) VALUES ",
+        let sql = multi_row_sql(
+            backend,
+            "INSERT INTO credit_ledger (id, user_id, amount_micros, kind, request_id, at_ms) VALUES",
+            " ON CONFLICT DO NOTHING RETURNING request_id, amount_micros",
+            chunk.len(),
+            COLUMNS,
         );
-        for i in 0..chunk.len() {
-            if i > 0 {
-                sql.push(',');
-            }
-            sql.push('(');
-            sql.push_str(&placeholders(i * COLUMNS + 1, COLUMNS));
-            sql.push(')');
-        }
-        sql.push_str(" ON CONFLICT DO NOTHING RETURNING request_id, amount_micros");
         let mut q = sqlx::query(&sql);
         for r in chunk {
             q = q
@@ -263,7 +259,7 @@ async fn debit(
                 .bind(user_id)
                 .bind(-r.cost_micros.unwrap_or(0))
                 .bind("usage")
-                .bind(&r.request_id)
+                .bind(r.request_id.as_str())
                 .bind(r.at_ms);
         }
         for row in q.fetch_all(&mut **tx).await? {
@@ -297,6 +293,7 @@ async fn auto_topup(
 #[allow(clippy::type_complexity)]
 pub(super) async fn debit_usage(
     tx: &mut Tx<'_>,
+    backend: Backend,
     rows: &[RequestRow],
     inserted: &[bool],
     per_statement: usize,
@@ -325,7 +322,7 @@ pub(super) async fn debit_usage(
             let user_id: String = account.try_get("user_id")?;
             let before = account_from(account)?;
             let debits = &by_user[before.user.as_str()];
-            let (balance, done) = debit(tx, &user_id, debits, per_statement).await?;
+            let (balance, done) = debit(tx, backend, &user_id, debits, per_statement).await?;
             debited.extend(
                 done.into_iter()
                     .map(|(id, cost)| (id, before.user.clone(), cost)),

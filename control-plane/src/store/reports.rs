@@ -1,11 +1,13 @@
-//! Usage reports over the request log: usage and cost grouped by key, user, model or provider,
-//! and each provider's figures over time (requests, errors, latency percentiles).
+//! Usage reports: usage and cost grouped by key, user, model or provider (from the usage
+//! rollups, see [`super::rollups`]), and each provider's figures over time (requests, errors,
+//! latency percentiles, from the request log).
 
 use std::collections::BTreeMap;
 
 use serde::Serialize;
 use sqlx::Row as _;
 
+use super::rollups::{pieces, Piece};
 use super::{Result, Store};
 
 /// How a usage report groups requests.
@@ -78,30 +80,68 @@ impl Store {
         to_ms: i64,
         user: Option<&str>,
     ) -> Result<Vec<UsageRow>> {
-        let expr = match group {
-            ReportGroup::Day => "CAST(at_ms / 86400000 AS TEXT)",
-            ReportGroup::Key => "key_id",
-            ReportGroup::User => "user_name",
-            ReportGroup::Model => "model",
-            ReportGroup::Provider => "provider",
+        // The group of a rollup row and of a log row (days: UTC day numbers, which the
+        // grains all nest in).
+        let (rollup_expr, log_expr) = match group {
+            ReportGroup::Day => (
+                "CAST(start_ms / 86400000 AS TEXT)",
+                "CAST(at_ms / 86400000 AS TEXT)",
+            ),
+            ReportGroup::Key => ("key_id", "key_id"),
+            ReportGroup::User => ("user_name", "user_name"),
+            ReportGroup::Model => ("model", "model"),
+            ReportGroup::Provider => ("provider", "provider"),
         };
+        // `$1`: the user ('' for everyone); then each piece's bounds.
+        let mut parts = Vec::new();
+        let mut binds = Vec::new();
+        for piece in pieces(from_ms, to_ms) {
+            let n = binds.len() + 2;
+            match piece {
+                Piece::Rollup { grain, from, to } => {
+                    parts.push(format!(
+                        "SELECT {rollup_expr} AS grp, requests, errors, prompt_tokens,
+                            completion_tokens, cached_tokens, reasoning_tokens, cost_micros
+                         FROM usage_rollup WHERE grain_ms = ${n} AND start_ms >= ${}
+                            AND start_ms < ${} AND ($1 = '' OR user_name = $1)",
+                        n + 1,
+                        n + 2
+                    ));
+                    binds.extend([grain, from, to]);
+                }
+                Piece::Log { from, to } => {
+                    parts.push(format!(
+                        "SELECT {log_expr} AS grp, 1 AS requests,
+                            CASE WHEN status >= 400 OR status = 0 THEN 1 ELSE 0 END AS errors,
+                            prompt_tokens, completion_tokens, cached_tokens, reasoning_tokens,
+                            COALESCE(cost_micros, 0) AS cost_micros
+                         FROM request_log WHERE at_ms >= ${n} AND at_ms < ${}
+                            AND ($1 = '' OR user_name = $1)",
+                        n + 1
+                    ));
+                    binds.extend([from, to]);
+                }
+            }
+        }
+        if parts.is_empty() {
+            return Ok(Vec::new());
+        }
         let sql = format!(
-            "SELECT {expr} AS grp, CAST(COUNT(*) AS BIGINT) AS requests,
-                    CAST(SUM(CASE WHEN status >= 400 OR status = 0 THEN 1 ELSE 0 END) AS BIGINT) AS errors,
+            "SELECT grp, CAST(SUM(requests) AS BIGINT) AS requests,
+                    CAST(SUM(errors) AS BIGINT) AS errors,
                     CAST(SUM(prompt_tokens) AS BIGINT) AS prompt_tokens,
                     CAST(SUM(completion_tokens) AS BIGINT) AS completion_tokens,
                     CAST(SUM(cached_tokens) AS BIGINT) AS cached_tokens,
                     CAST(SUM(reasoning_tokens) AS BIGINT) AS reasoning_tokens,
-                    CAST(COALESCE(SUM(cost_micros), 0) AS BIGINT) AS cost_micros
-             FROM request_log WHERE at_ms >= $1 AND at_ms < $2 AND ($3 = '' OR user_name = $3)
-             GROUP BY {expr} ORDER BY {expr}"
+                    CAST(SUM(cost_micros) AS BIGINT) AS cost_micros
+             FROM ({}) AS parts GROUP BY grp ORDER BY grp",
+            parts.join(" UNION ALL ")
         );
-        let rows = sqlx::query(&sql)
-            .bind(from_ms)
-            .bind(to_ms)
-            .bind(user.unwrap_or(""))
-            .fetch_all(&self.pool)
-            .await?;
+        let mut query = sqlx::query(&sql).bind(user.unwrap_or(""));
+        for b in binds {
+            query = query.bind(b);
+        }
+        let rows = query.fetch_all(&self.pool).await?;
         rows.iter()
             .map(|r| {
                 let mut group_value: String = r.try_get("grp")?;

@@ -5,7 +5,7 @@ use serde::Serialize;
 use sqlx::any::AnyRow;
 use sqlx::Row as _;
 
-use super::{Result, Store};
+use super::{Backend, Result, Store};
 
 /// One request as the log keeps it. Times are Unix milliseconds, money micro-USD.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -45,6 +45,12 @@ pub(super) const REQUEST_COLUMNS: &str = "request_id, at_ms, api, status, error,
      upstream_model, attempts, failed, stream, complete, prompt_tokens, completion_tokens, \
      cached_tokens, cache_write_tokens, reasoning_tokens, cost_micros, duration_ms, upstream_ms, ttft_ms";
 pub(super) const REQUEST_COLUMN_COUNT: usize = 23;
+/// The head of a multi-row INSERT of [`REQUEST_COLUMNS`] (see [`multi_row_sql`]).
+pub(super) const INSERT_REQUESTS: &str =
+    "INSERT INTO request_log (request_id, at_ms, api, status, \
+     error, key_id, user_name, model, provider, upstream_model, attempts, failed, stream, \
+     complete, prompt_tokens, completion_tokens, cached_tokens, cache_write_tokens, \
+     reasoning_tokens, cost_micros, duration_ms, upstream_ms, ttft_ms) VALUES";
 /// Filters of a request log query; rows come newest first.
 #[derive(Debug, Clone, Default)]
 pub struct RequestQuery {
@@ -63,10 +69,67 @@ pub struct RequestQuery {
 
 /// `$from, $from+1, ...`: `count` numbered placeholders.
 pub(super) fn placeholders(from: usize, count: usize) -> String {
-    (from..from + count)
-        .map(|i| format!("${i}"))
-        .collect::<Vec<_>>()
-        .join(", ")
+    let mut out = String::with_capacity(count * 5);
+    for i in from..from + count {
+        if i > from {
+            out.push_str(", ");
+        }
+        out.push('$');
+        out.push_str(itoa(i).as_str());
+    }
+    out
+}
+
+fn itoa(i: usize) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::with_capacity(6);
+    let _ = write!(s, "{i}");
+    s
+}
+
+/// A multi-row INSERT: `head` (up to `VALUES`), `rows` tuples of `columns` placeholders, then
+/// `tail`. Built once per shape and kept (the statements of a batch repeat): building it took
+/// a fifth of the ingest's CPU on PostgreSQL. On SQLite the placeholders are plain `?`, bound
+/// in order: SQLite looks a numbered one up by its name, in time that grows with the number of
+/// parameters (with 20-row statements that lookup was 28 % of the ingest's CPU).
+pub(super) fn multi_row_sql(
+    backend: Backend,
+    head: &'static str,
+    tail: &'static str,
+    rows: usize,
+    columns: usize,
+) -> std::sync::Arc<str> {
+    use std::collections::HashMap;
+    use std::sync::{Arc, LazyLock, Mutex};
+    type Key = (Backend, &'static str, usize);
+    static BUILT: LazyLock<Mutex<HashMap<Key, Arc<str>>>> = LazyLock::new(Mutex::default);
+    let key = (backend, head, rows);
+    if let Some(sql) = BUILT.lock().ok().and_then(|m| m.get(&key).cloned()) {
+        return sql;
+    }
+    let mut sql = String::with_capacity(head.len() + tail.len() + rows * columns * 5);
+    sql.push_str(head);
+    for i in 0..rows {
+        sql.push_str(if i == 0 { " (" } else { ", (" });
+        match backend {
+            Backend::Sqlite => {
+                for c in 0..columns {
+                    sql.push_str(if c == 0 { "?" } else { ", ?" });
+                }
+            }
+            Backend::Postgres => sql.push_str(&placeholders(i * columns + 1, columns)),
+        }
+        sql.push(')');
+    }
+    sql.push_str(tail);
+    let sql: Arc<str> = sql.into();
+    if let Ok(mut m) = BUILT.lock() {
+        // Shapes are bounded (a few statements, rows up to their chunk size); a safety cap.
+        if m.len() < 4_096 {
+            m.insert(key, sql.clone());
+        }
+    }
+    sql
 }
 
 impl Store {

@@ -106,7 +106,8 @@ impl Store {
         Ok(())
     }
 
-    /// What each user with a spend cap spent since `day_start` and `month_start` (Unix ms).
+    /// What each user with a spend cap spent since `day_start` and `month_start` (Unix ms,
+    /// starts of UTC days: read from the day rollups, which outlive the request log).
     pub async fn user_spend(
         &self,
         day_start: i64,
@@ -114,10 +115,10 @@ impl Store {
     ) -> Result<Vec<(String, i64, i64)>> {
         self.spend_since(
             "SELECT r.user_name AS who,
-                    CAST(COALESCE(SUM(CASE WHEN r.at_ms >= $1 THEN r.cost_micros ELSE 0 END), 0) AS BIGINT) AS today,
+                    CAST(COALESCE(SUM(CASE WHEN r.start_ms >= $1 THEN r.cost_micros ELSE 0 END), 0) AS BIGINT) AS today,
                     CAST(COALESCE(SUM(r.cost_micros), 0) AS BIGINT) AS month
-             FROM request_log r JOIN users u ON u.name = r.user_name
-             WHERE r.at_ms >= $2 AND r.cost_micros IS NOT NULL
+             FROM usage_rollup r JOIN users u ON u.name = r.user_name
+             WHERE r.grain_ms = 86400000 AND r.start_ms >= $2 AND r.cost_micros <> 0
                AND (u.daily_budget_micros IS NOT NULL OR u.monthly_budget_micros IS NOT NULL)
              GROUP BY r.user_name",
             day_start,
@@ -126,7 +127,7 @@ impl Store {
         .await
     }
 
-    /// What each key with a spend cap spent since `day_start` and `month_start` (Unix ms).
+    /// What each key spent since `day_start` and `month_start` (Unix ms, starts of UTC days).
     pub async fn key_spend(
         &self,
         day_start: i64,
@@ -134,9 +135,10 @@ impl Store {
     ) -> Result<Vec<(String, i64, i64)>> {
         self.spend_since(
             "SELECT key_id AS who,
-                    CAST(COALESCE(SUM(CASE WHEN at_ms >= $1 THEN cost_micros ELSE 0 END), 0) AS BIGINT) AS today,
+                    CAST(COALESCE(SUM(CASE WHEN start_ms >= $1 THEN cost_micros ELSE 0 END), 0) AS BIGINT) AS today,
                     CAST(COALESCE(SUM(cost_micros), 0) AS BIGINT) AS month
-             FROM request_log WHERE at_ms >= $2 AND key_id <> '' AND cost_micros IS NOT NULL
+             FROM usage_rollup WHERE grain_ms = 86400000 AND start_ms >= $2 AND key_id <> ''
+               AND cost_micros <> 0
              GROUP BY key_id",
             day_start,
             month_start,

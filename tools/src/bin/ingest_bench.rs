@@ -22,6 +22,21 @@ fn arg(args: &[String], name: &str) -> Option<String> {
         .and_then(|i| args.get(i + 1).cloned())
 }
 
+/// CPU time (user + system) the process `pid` has used so far, from `/proc/<pid>/stat`.
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces, so split after its `)`):
+    // utime and stime are the 12th and 13th, in clock ticks (100 per second on Linux).
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let ticks: u64 = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|v| v.parse::<u64>().ok())
+        .sum();
+    Duration::from_millis(ticks * 10)
+}
+
 fn number(args: &[String], name: &str, default: usize) -> usize {
     arg(args, name).map_or(default, |v| {
         v.parse()
@@ -82,6 +97,8 @@ async fn main() {
         .as_nanos();
     let batches = total.div_ceil(batch);
     let next = Arc::new(AtomicUsize::new(0));
+    let pid = cp.proc.pid().expect("the control plane runs");
+    let cpu_before = cpu_time(pid);
     let started = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..senders {
@@ -117,15 +134,17 @@ async fn main() {
         slowest = slowest.max(t.await.expect("sender"));
     }
     let elapsed = started.elapsed();
+    let cpu = cpu_time(pid).saturating_sub(cpu_before);
     let store = if database.starts_with("postgres") {
         "PostgreSQL"
     } else {
         "SQLite"
     };
     println!(
-        "ingest {store:<10}  {total} records in {:.2} s: {:.0} records/s  ({senders} senders x {batch}-record batches; slowest batch {} ms; each record a log row and a ledger debit)",
+        "ingest {store:<10}  {total} records in {:.2} s: {:.0} records/s, control plane CPU {:.1} us/record  ({senders} senders x {batch}-record batches; slowest batch {} ms; each record a log row and a ledger debit)",
         elapsed.as_secs_f64(),
         total as f64 / elapsed.as_secs_f64(),
+        cpu.as_secs_f64() * 1e6 / total as f64,
         slowest.as_millis()
     );
     cp.stop();
