@@ -42,7 +42,8 @@ impl ControlPlane {
             ports,
         };
         let url = format!("http://127.0.0.1:{}/healthz", ports.admin);
-        wait_until("control plane /healthz", Duration::from_secs(20), || {
+        // Generous: six test binaries' stacks may start at once on a 2-core CI machine.
+        wait_until("control plane /healthz", Duration::from_secs(60), || {
             let url = url.clone();
             async move {
                 reqwest::get(&url)
