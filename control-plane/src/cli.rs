@@ -68,7 +68,9 @@ pub async fn bootstrap(
             &config.gateway,
             &upstream,
             node_id,
-            &crate::serve::absolute(&config.gateway.wasm)
+            // As configured: a relative path is Envoy's working directory's (the committed
+            // example bootstrap stays the same on every machine).
+            &config.gateway.wasm
         )
     );
     Ok(())

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use crate::artifacts::switchyard_bin;
 use crate::config::{Config, Ports};
-use crate::process::{wait_until, Proc};
+use crate::process::Proc;
 use crate::ADMIN_TOKEN;
 
 pub struct ControlPlane {
@@ -42,16 +42,21 @@ impl ControlPlane {
             ports,
         };
         let url = format!("http://127.0.0.1:{}/healthz", ports.admin);
+        let start = std::time::Instant::now();
         // Generous: six test binaries' stacks may start at once on a 2-core CI machine.
-        wait_until("control plane /healthz", Duration::from_secs(60), || {
-            let url = url.clone();
-            async move {
-                reqwest::get(&url)
-                    .await
-                    .is_ok_and(|r| r.status().is_success())
+        while !reqwest::get(&url)
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            if start.elapsed() > Duration::from_secs(60) {
+                // Where a control plane that never answers is stuck, for the failure's log.
+                if let Some(pid) = cp.proc.pid() {
+                    crate::process::dump_stuck(pid);
+                }
+                panic!("timed out after 60 s waiting for control plane /healthz");
             }
-        })
-        .await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         cp
     }
 

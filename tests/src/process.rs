@@ -150,3 +150,45 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Prints where process `pid` is (its state, each thread's kernel stack, and with gdb on the
+/// machine every thread's backtrace): for a process a test waited on in vain.
+pub fn dump_stuck(pid: u32) {
+    let read = |p: String| std::fs::read_to_string(p).unwrap_or_default();
+    eprintln!("----- process {pid} did not answer -----");
+    eprintln!(
+        "{}",
+        read(format!("/proc/{pid}/status"))
+            .lines()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+        for t in tasks.flatten() {
+            let dir = t.path();
+            eprintln!(
+                "thread {} {}: {}",
+                t.file_name().to_string_lossy(),
+                read(dir.join("comm").display().to_string()).trim(),
+                read(dir.join("stack").display().to_string())
+                    .lines()
+                    .take(6)
+                    .collect::<Vec<_>>()
+                    .join(" | ")
+            );
+        }
+    }
+    if let Ok(out) = std::process::Command::new("gdb")
+        .args([
+            "-p",
+            &pid.to_string(),
+            "-batch",
+            "-ex",
+            "thread apply all bt 25",
+        ])
+        .output()
+    {
+        eprintln!("{}", String::from_utf8_lossy(&out.stdout));
+    }
+}
