@@ -42,17 +42,18 @@ impl Outbox {
     }
 
     /// Queues records handed over together: whole lines, each ending with a newline. All or
-    /// none: false (each counted as dropped) if they do not fit.
-    pub fn push_lines(&mut self, lines: &[u8]) -> bool {
+    /// none: returns how many were dropped (and counted) because they do not fit, 0 if queued.
+    pub fn push_lines(&mut self, lines: &[u8]) -> u64 {
         if lines.is_empty() {
-            return true;
+            return 0;
         }
         if self.pending.len() + lines.len() > MAX_PENDING || lines.last() != Some(&b'\n') {
-            self.dropped += memchr::memchr_iter(b'\n', lines).count().max(1) as u64;
-            return false;
+            let dropped = memchr::memchr_iter(b'\n', lines).count().max(1) as u64;
+            self.dropped += dropped;
+            return dropped;
         }
         self.pending.extend_from_slice(lines);
-        true
+        0
     }
 
     /// Bytes waiting.
@@ -147,10 +148,11 @@ mod tests {
     fn records_handed_over_together_join_whole_or_not_at_all() {
         let mut o = Outbox::default();
         o.push(b"{\"n\":1}");
-        assert!(o.push_lines(b"{\"n\":2}\n{\"n\":3}\n"));
-        assert!(o.push_lines(b""));
-        assert!(
-            !o.push_lines(b"{\"n\":4}\n{\"cut"),
+        assert_eq!(o.push_lines(b"{\"n\":2}\n{\"n\":3}\n"), 0);
+        assert_eq!(o.push_lines(b""), 0);
+        assert_eq!(
+            o.push_lines(b"{\"n\":4}\n{\"cut"),
+            1,
             "a partial line is refused"
         );
         assert_eq!(o.dropped, 1);
@@ -160,7 +162,7 @@ mod tests {
             pending: vec![b'x'; MAX_PENDING - 4],
             ..Outbox::default()
         };
-        assert!(!full.push_lines(b"a\nb\nc\n"));
+        assert_eq!(full.push_lines(b"a\nb\nc\n"), 3);
         assert_eq!(full.dropped, 3);
     }
 
