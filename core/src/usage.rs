@@ -108,6 +108,39 @@ pub const MAX_CAPTURE: usize = 64 << 10;
 /// Longer keys cannot spell a field name (even fully escaped).
 const MAX_KEY: usize = 96;
 
+/// The first quote or bracket in `bytes`: what matters below the top level. Eight bytes at a
+/// time (`[` and `]` are `{` and `}` with one bit less, so setting it finds both).
+fn next_structural(bytes: &[u8]) -> Option<usize> {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
+    const CASE: u64 = u64::from_ne_bytes([0x20; 8]);
+    const QUOTE: u64 = u64::from_ne_bytes([b'"'; 8]);
+    const OPEN: u64 = u64::from_ne_bytes([b'{'; 8]);
+    const CLOSE: u64 = u64::from_ne_bytes([b'}'; 8]);
+    // High bit set in each byte that is zero (and, after one, maybe in later ones: only the
+    // first match is used).
+    let zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGH;
+    let structural = |b: u8| matches!(b, b'"' | b'{' | b'}' | b'[' | b']');
+    let mut words = bytes.chunks_exact(8);
+    let mut at = 0;
+    for word in words.by_ref() {
+        let mut le = [0u8; 8];
+        le.copy_from_slice(word);
+        let v = u64::from_le_bytes(le);
+        let folded = v | CASE;
+        let hits = zero(v ^ QUOTE) | zero(folded ^ OPEN) | zero(folded ^ CLOSE);
+        if hits != 0 {
+            return Some(at + (hits.trailing_zeros() / 8) as usize);
+        }
+        at += 8;
+    }
+    words
+        .remainder()
+        .iter()
+        .position(|&b| structural(b))
+        .map(|p| at + p)
+}
+
 impl FieldScan {
     pub fn new(name: &'static str) -> FieldScan {
         FieldScan {
@@ -123,45 +156,42 @@ impl FieldScan {
         }
     }
 
-    /// Reads one chunk of the body.
+    /// Reads one chunk of the body. The bytes of the key or value being kept are found as one
+    /// range per chunk and copied once; everything else is only looked at, and below the top
+    /// level only quotes and brackets are.
     pub fn feed(&mut self, chunk: &[u8]) {
+        // Where, in this chunk, the key or value being kept (if any) resumes.
+        let mut from = 0;
         let mut i = 0;
         while i < chunk.len() {
             if self.in_string {
-                // Inside a string only quotes and backslashes matter: jump to the next one.
-                let Some(off) = memchr::memchr2(b'"', b'\\', &chunk[i..]) else {
-                    self.take(&chunk[i..]);
-                    return;
-                };
-                let at = i + off;
-                let b = chunk[at];
                 if self.escaped {
                     self.escaped = false;
-                    self.take(&chunk[i..=i]);
                     i += 1;
                     continue;
                 }
-                self.take(&chunk[i..=at]);
-                if b == b'\\' {
+                // Inside a string only quotes and backslashes matter: jump to the next one.
+                let Some(off) = memchr::memchr2(b'"', b'\\', &chunk[i..]) else {
+                    break;
+                };
+                let at = i + off;
+                i = at + 1;
+                if chunk[at] == b'\\' {
                     self.escaped = true;
                 } else {
                     self.in_string = false;
-                    self.key_done();
+                    if self.key.is_some() {
+                        self.keep(&chunk[from..i]);
+                        self.key_done();
+                    }
                 }
-                i = at + 1;
                 continue;
             }
             if self.depth >= 2 {
-                // Below the top level only strings and nesting matter: the bytes up to the next
-                // of those are taken (when capturing) as one run.
-                let off = chunk[i..]
-                    .iter()
-                    .position(|&b| matches!(b, b'"' | b'{' | b'}' | b'[' | b']'))
-                    .unwrap_or(chunk.len() - i);
-                if off > 0 {
-                    self.take(&chunk[i..i + off]);
-                    i += off;
-                    continue;
+                // Below the top level only strings and nesting matter.
+                match next_structural(&chunk[i..]) {
+                    Some(off) => i += off,
+                    None => break,
                 }
             }
             let b = chunk[i];
@@ -171,38 +201,47 @@ impl FieldScan {
                     if self.depth == 1 && self.expect_key {
                         self.expect_key = false;
                         self.key = Some(Vec::new());
-                    } else {
-                        self.start_value_if_armed();
-                        self.take(&chunk[i..=i]);
+                        from = i + 1;
+                    } else if self.start_value_if_armed() {
+                        from = i;
                     }
                 }
                 b'{' | b'[' => {
-                    self.start_value_if_armed();
-                    self.take(&chunk[i..=i]);
+                    if self.start_value_if_armed() {
+                        from = i;
+                    }
                     self.depth = self.depth.saturating_add(1);
                     self.expect_key = b == b'{' && self.depth == 1;
                 }
                 b'}' | b']' => {
                     self.depth = self.depth.saturating_sub(1);
-                    if self.depth >= 1 {
-                        self.take(&chunk[i..=i]);
-                    }
                     if self.depth <= 1 {
+                        // A nested value's closing bracket is part of it; the top level's is not.
+                        let end = if self.depth == 1 { i + 1 } else { i };
+                        if self.capture.is_some() {
+                            self.keep(&chunk[from..end]);
+                        }
                         self.value_done();
                     }
                 }
                 b',' if self.depth == 1 => {
+                    if self.capture.is_some() {
+                        self.keep(&chunk[from..i]);
+                    }
                     self.value_done();
                     self.expect_key = true;
                 }
-                b':' if self.depth == 1 => {}
-                b' ' | b'\n' | b'\r' | b'\t' => {}
+                b':' | b' ' | b'\n' | b'\r' | b'\t' => {}
                 _ => {
-                    self.start_value_if_armed();
-                    self.take(&chunk[i..=i]);
+                    if self.start_value_if_armed() {
+                        from = i;
+                    }
                 }
             }
             i += 1;
+        }
+        if self.key.is_some() || self.capture.is_some() {
+            self.keep(&chunk[from.min(chunk.len())..]);
         }
     }
 
@@ -211,7 +250,8 @@ impl FieldScan {
         self.found.as_deref()
     }
 
-    fn take(&mut self, bytes: &[u8]) {
+    /// Adds bytes to the key or value being kept, within their bounds.
+    fn keep(&mut self, bytes: &[u8]) {
         if let Some(key) = &mut self.key {
             if key.len() + bytes.len() <= MAX_KEY {
                 key.extend_from_slice(bytes);
@@ -240,11 +280,14 @@ impl FieldScan {
                     .is_ok_and(|k| k == self.name));
     }
 
-    fn start_value_if_armed(&mut self) {
+    /// Starts keeping the value that begins here if it is the field's; says whether it did.
+    fn start_value_if_armed(&mut self) -> bool {
         if self.armed && self.depth == 1 && self.capture.is_none() {
             self.armed = false;
             self.capture = Some(Vec::new());
+            return true;
         }
+        false
     }
 
     fn value_done(&mut self) {
@@ -400,6 +443,78 @@ mod tests {
             scan(br#"{"usage":7,"usage":{"prompt_tokens":4}}"#, 9).as_deref(),
             Some(&br#"{"prompt_tokens":4}"#[..])
         );
+    }
+
+    /// Every JSON answer among the fixtures, cut anywhere into three pieces, gives the scan the
+    /// same `usage` as a full parse of the answer.
+    #[test]
+    fn the_scan_agrees_with_a_full_parse_on_every_fixture_at_every_split() {
+        fn walk(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+            for entry in std::fs::read_dir(dir).unwrap().flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    walk(&path, out);
+                } else if path.extension().is_some_and(|e| e == "json") {
+                    out.push(path);
+                }
+            }
+        }
+        let mut files = Vec::new();
+        walk(&crate::translate::golden::fixtures(""), &mut files);
+        let mut checked = 0;
+        for path in files {
+            let body = std::fs::read(&path).unwrap();
+            let Ok(serde_json::Value::Object(top)) = serde_json::from_slice(&body) else {
+                continue;
+            };
+            let want = top.get("usage");
+            for a in (0..=body.len()).step_by(11) {
+                for b in (a..=body.len()).step_by(29) {
+                    let mut s = FieldScan::new("usage");
+                    s.feed(&body[..a]);
+                    s.feed(&body[a..b]);
+                    s.feed(&body[b..]);
+                    let got = s
+                        .value()
+                        .map(|v| serde_json::from_slice::<serde_json::Value>(v).unwrap());
+                    assert_eq!(got.as_ref(), want, "{} cut at {a}, {b}", path.display());
+                }
+            }
+            checked += 1;
+        }
+        assert!(checked > 20, "only {checked} fixtures read");
+    }
+
+    #[test]
+    fn the_next_quote_or_bracket_is_found_at_every_position() {
+        for len in 0..20 {
+            for at in 0..=len {
+                for b in [b'"', b'{', b'}', b'[', b']'] {
+                    let mut bytes = vec![b'a'; len];
+                    // Bytes one bit away from the ones looked for must not count.
+                    bytes.iter_mut().step_by(3).for_each(|x| *x = b'\x7f');
+                    bytes
+                        .iter_mut()
+                        .skip(1)
+                        .step_by(3)
+                        .for_each(|x| *x = b'\x02');
+                    if at < len {
+                        bytes[at] = b;
+                    }
+                    let want = bytes
+                        .iter()
+                        .position(|c| matches!(c, b'"' | b'{' | b'}' | b'[' | b']'));
+                    assert_eq!(next_structural(&bytes), want, "{len} {at} {b}");
+                }
+            }
+        }
+        let all: Vec<u8> = (0..=255).collect();
+        for start in 0..all.len() {
+            let want = all[start..]
+                .iter()
+                .position(|c| matches!(c, b'"' | b'{' | b'}' | b'[' | b']'));
+            assert_eq!(next_structural(&all[start..]), want, "from {start}");
+        }
     }
 
     #[test]

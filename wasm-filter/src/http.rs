@@ -141,7 +141,7 @@ impl HttpContext for Request {
         };
         let outcome = self.exchange.finish(response_code, &Host);
         if let Some(index) = self.exchange.index() {
-            shared::observe(index, &outcome.observations);
+            shared::observe(index, &outcome.observations, outcome.end_ns / 1_000_000_000);
         }
         if let Some(charge) = &outcome.charge {
             for (name, value) in [(CHARGE_STATE, &charge.charge), (COST_STATE, &charge.cost)] {

@@ -46,12 +46,12 @@ pub(crate) fn cooldowns<R>(f: impl FnOnce(&Cooldowns) -> R) -> R {
     COOLDOWNS.with(|c| f(&c.borrow()))
 }
 
-/// Records what answers told (see [`health::observe`]) and shares it with the other workers.
-pub(crate) fn observe(index: &Index, observations: &[Observation]) {
+/// Records what answers told (see [`health::observe`]) at `now` (Unix seconds, read by the
+/// caller: each clock reading is a host call) and shares it with the other workers.
+pub(crate) fn observe(index: &Index, observations: &[Observation], now: u64) {
     if observations.is_empty() {
         return;
     }
-    let now = Host.now_secs();
     COOLDOWNS.with(|c| {
         let mut local = c.borrow_mut();
         for &o in observations {

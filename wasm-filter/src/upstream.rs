@@ -10,7 +10,7 @@ use super::plan::{self, PLAN_STATE};
 use super::shared::{self, Host};
 use switchyard_core::config::{METADATA_NAMESPACE, METADATA_TARGET_FIELD};
 use switchyard_core::exchange::failover::FailoverAttempt;
-use switchyard_core::exchange::{Reply, Step};
+use switchyard_core::exchange::{Reply, Shared as _, Step};
 
 #[derive(Default)]
 pub(crate) struct UpstreamAttempt {
@@ -90,7 +90,7 @@ impl HttpContext for UpstreamAttempt {
             .flatten()
             .and_then(|s| std::str::from_utf8(&s).ok()?.parse().ok())
             .unwrap_or(0);
-        shared::observe(attempt.index(), &attempt.answered(status));
+        shared::observe(attempt.index(), &attempt.answered(status), Host.now_secs());
         Action::Continue
     }
 }

@@ -64,6 +64,10 @@ impl Exchange {
             self.local_status
         } else if let Some(fault) = self.provider_fault {
             fault
+        } else if self.answer_ended && self.sent_status != 0 {
+            // The whole answer went through this filter, the last one to write the client's
+            // headers: its status is the one sent (one host call fewer per request).
+            self.sent_status
         } else {
             response_code()
         };

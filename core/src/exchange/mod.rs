@@ -119,6 +119,10 @@ pub struct Exchange {
     /// gateway's own time is the rest (see [`histogram::OVERHEAD`]).
     released_ns: u64,
     last_chunk_ns: u64,
+    /// The status the client was sent with the answer's headers (0: none yet), and whether the
+    /// answer's end passed through: then that is the response's code without asking Envoy.
+    sent_status: u32,
+    answer_ended: bool,
     /// Status and error code of the filter's own reply.
     local_status: u32,
     error_code: &'static str,
@@ -159,6 +163,8 @@ impl Exchange {
             first_token_ns: 0,
             released_ns: 0,
             last_chunk_ns: 0,
+            sent_status: 0,
+            answer_ended: false,
             local_status: 0,
             error_code: "",
             limits_asked: false,

@@ -126,6 +126,21 @@ impl Exchange {
         code_details: impl Fn() -> Option<Vec<u8>>,
         clock: &impl Shared,
     ) -> Head {
+        let out = self.answer_headers(head, code_details, clock);
+        // The status the client is sent: the answer's unless written here.
+        self.sent_status = written_status(&out.each)
+            .or_else(|| out.set.as_deref().and_then(written_status))
+            .or_else(|| head.find_str(":status").and_then(|s| s.parse().ok()))
+            .unwrap_or(0);
+        out
+    }
+
+    fn answer_headers(
+        &mut self,
+        head: &HeaderBlock,
+        code_details: impl Fn() -> Option<Vec<u8>>,
+        clock: &impl Shared,
+    ) -> Head {
         let mut out = Head::default();
         if self.local_reply || self.provider.is_none() {
             return out;
@@ -194,6 +209,21 @@ impl Exchange {
     /// One chunk of the answer: `chunk` holds its `size` bytes when [`Exchange::reads_chunks`]
     /// (the last one may be empty).
     pub fn response_body(
+        &mut self,
+        chunk: Vec<u8>,
+        size: usize,
+        end_of_stream: bool,
+        clock: &impl Shared,
+    ) -> Chunk {
+        let out = self.answer_body(chunk, size, end_of_stream, clock);
+        if let Some(status) = written_status(&out.headers) {
+            self.sent_status = status;
+        }
+        self.answer_ended |= end_of_stream;
+        out
+    }
+
+    fn answer_body(
         &mut self,
         chunk: Vec<u8>,
         size: usize,
@@ -280,4 +310,13 @@ impl Exchange {
         }
         out
     }
+}
+
+/// The `:status` among header writes, if one is written.
+fn written_status(writes: &[(&str, Option<Vec<u8>>)]) -> Option<u32> {
+    writes
+        .iter()
+        .rev()
+        .find(|(name, _)| *name == ":status")
+        .and_then(|(_, value)| std::str::from_utf8(value.as_deref()?).ok()?.parse().ok())
 }

@@ -266,3 +266,47 @@ fn a_provider_fault_counts_against_its_target() {
     );
     // A client's mistake never does (see refusals_answer_in_the_clients_shape).
 }
+
+/// The response's code comes from the headers this filter passed when the whole answer went
+/// through it; Envoy is asked only when it did not (a reset, or an answer with no body).
+#[test]
+fn the_status_sent_is_known_without_asking_envoy_once_the_answer_ended() {
+    let shared = Memory::at(1_000);
+    let answered = |ended: bool, status: &[u8], envoy_says: u32| {
+        let mut ex = Exchange::new(Some(index()));
+        let body = br#"{"model":"solo","messages":[{"role":"user","content":"Hi"}]}"#;
+        let (step, _) = send(&mut ex, "/v1/chat/completions", body, &shared);
+        assert_eq!(step, Step::Continue);
+        let head =
+            HeaderBlock::from_pairs(&[(":status", status), ("content-type", b"application/json")]);
+        ex.response_headers(&head, || Some(b"via_upstream".to_vec()), &shared);
+        let answer = br#"{"id":"x"}"#;
+        ex.response_body(answer.to_vec(), answer.len(), ended, &shared);
+        let asked = std::cell::Cell::new(false);
+        let outcome = ex.finish(
+            || {
+                asked.set(true);
+                envoy_says
+            },
+            &shared,
+        );
+        (outcome.status, asked.get())
+    };
+    assert_eq!(answered(true, b"200", 999), (200, false));
+    assert_eq!(answered(true, b"429", 999), (429, false));
+    // Reset before its end: what Envoy sent may differ (its own error reply).
+    assert_eq!(answered(false, b"200", 503), (503, true));
+
+    // A status the filter writes itself (the 502 of an answer it cannot pass on) is the one
+    // sent.
+    let mut ex = Exchange::new(Some(index()));
+    let body = br#"{"model":"solo","messages":[{"role":"user","content":"Hi"}]}"#;
+    send(&mut ex, "/v1/chat/completions", body, &shared);
+    let head = HeaderBlock::from_pairs(&[
+        (":status", b"200"),
+        ("content-type", b"application/json"),
+        ("content-encoding", b"br"),
+    ]);
+    ex.response_headers(&head, || Some(b"via_upstream".to_vec()), &shared);
+    assert_eq!(ex.sent_status, 502);
+}

@@ -7,7 +7,7 @@ pub mod anthropic_passthrough;
 pub mod driver;
 pub mod embeddings;
 #[cfg(test)]
-mod golden;
+pub(crate) mod golden;
 pub mod images;
 pub mod openai_anthropic;
 pub mod openai_bedrock;
