@@ -158,6 +158,39 @@ impl Envoy {
             .unwrap_or_default()
     }
 
+    /// Sets the level of one of Envoy's log components at run time (admin `/logging`).
+    pub async fn log_level(&self, component: &str, level: &str) {
+        let url = format!(
+            "http://127.0.0.1:{}/logging?{component}={level}",
+            self.ports.envoy_admin
+        );
+        let status = reqwest::Client::new()
+            .post(&url)
+            .send()
+            .await
+            .expect("logging")
+            .status();
+        assert_eq!(status, 200, "log level {component}={level}");
+    }
+
+    /// The calls between Envoy and the filter's VM that `request` makes (one request, with no
+    /// other in flight), as Envoy's wasm trace shows them: each a crossing between V8 and
+    /// Envoy, the filter's most expensive kind of work (see [`Crossings`]).
+    pub async fn crossings<F: std::future::Future<Output = ()>>(&self, request: F) -> Crossings {
+        let before = self.proc.log_text().len();
+        self.log_level("wasm", "trace").await;
+        request.await;
+        // The trace is written as the calls happen; the request's context is deleted last.
+        wait_until(
+            "the request's context deleted in the wasm trace",
+            Duration::from_secs(10),
+            || async { self.proc.log_text()[before..].contains("[host->vm] proxy_on_delete(") },
+        )
+        .await;
+        self.log_level("wasm", "info").await;
+        Crossings::read(&self.proc.log_text()[before..])
+    }
+
     pub async fn stats(&self) -> String {
         let url = format!(
             "http://127.0.0.1:{}/stats/prometheus",
@@ -197,4 +230,100 @@ pub fn usage_records(envoy_log: &str) -> Vec<serde_json::Value> {
             Some(record)
         })
         .collect()
+}
+
+/// The calls one HTTP request made between Envoy and the filter (see [`Envoy::crossings`]):
+/// `(direction, name)` in order, direction `host->vm` (a callback into the filter, including
+/// the memory it is asked to allocate for a value it reads) or `vm->host` (a host call).
+/// Calls of the root context (ticks, the records service) are left out.
+#[derive(Debug, Default)]
+pub struct Crossings {
+    pub calls: Vec<(String, String)>,
+}
+
+impl Crossings {
+    fn read(trace: &str) -> Crossings {
+        let mut calls = Vec::new();
+        // The worker thread that runs the request's context, and whether a root context's
+        // callback (a tick, a queue) is running on it.
+        let mut worker: Option<&str> = None;
+        let mut in_root = false;
+        for line in trace.lines() {
+            // `[time][thread][trace][wasm] [file:line] [host->vm] name(args)`
+            let Some((_, call)) = line
+                .split_once("] [host->vm] ")
+                .map(|(h, c)| (h, ("host->vm", c)))
+                .or_else(|| {
+                    line.split_once("] [vm->host] ")
+                        .map(|(h, c)| (h, ("vm->host", c)))
+                })
+                .or_else(|| {
+                    line.split_once("] [host<-vm] ")
+                        .map(|(h, c)| (h, ("host<-vm", c)))
+                })
+            else {
+                continue;
+            };
+            let thread = line.split(']').nth(1).unwrap_or_default();
+            let (direction, rest) = call;
+            let name = rest.split(['(', ' ']).next().unwrap_or_default();
+            if worker.is_none() {
+                // Only an HTTP context's creation starts the request: `(context, root)`.
+                if direction == "host->vm" && name == "proxy_on_context_create" && calls.is_empty()
+                {
+                    worker = Some(thread);
+                } else {
+                    continue;
+                }
+            }
+            if Some(thread) != worker {
+                continue;
+            }
+            if matches!(
+                name,
+                "proxy_on_tick" | "proxy_on_queue_ready" | "proxy_on_http_call_response"
+            ) {
+                in_root = direction == "host->vm";
+                continue;
+            }
+            if in_root || direction == "host<-vm" {
+                continue;
+            }
+            calls.push((
+                direction.to_owned(),
+                name.trim_start_matches("env.").to_owned(),
+            ));
+            if name == "proxy_on_delete" {
+                break;
+            }
+        }
+        Crossings { calls }
+    }
+
+    /// How many calls there were of `name`.
+    pub fn count(&self, name: &str) -> usize {
+        self.calls.iter().filter(|(_, n)| n == name).count()
+    }
+
+    /// The calls the filter made to Envoy.
+    pub fn host_calls(&self) -> usize {
+        self.calls.iter().filter(|(d, _)| d == "vm->host").count()
+    }
+
+    /// Counts by name, most frequent first (for failure messages).
+    pub fn summary(&self) -> String {
+        let mut counts: Vec<(usize, &str)> = Vec::new();
+        for (_, name) in &self.calls {
+            match counts.iter_mut().find(|(_, n)| n == name) {
+                Some((c, _)) => *c += 1,
+                None => counts.push((1, name)),
+            }
+        }
+        counts.sort_by_key(|c| std::cmp::Reverse(c.0));
+        counts
+            .iter()
+            .map(|(c, n)| format!("{c} {n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
 }

@@ -249,3 +249,57 @@ async fn genai_metrics_carry_provider_model_and_status_labels() {
         .collect();
     panic!("missing {wanted:#?}\nin:\n{}", ours.join("\n"));
 }
+
+/// The filter's budget of crossings between Envoy and V8 per request: each costs about a
+/// microsecond or two (more than the filter's own work on a request), so every one added is a
+/// cost every request pays. Counted from Envoy's wasm trace, not timed. A change that needs
+/// more raises these numbers on purpose.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_costs_a_bounded_number_of_host_calls() {
+    let stack = Stack::start().await;
+    let chat = json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hi"}]});
+    // Warm: the first request of a worker defines its metrics.
+    assert_eq!(
+        stack.post("/v1/chat/completions", &chat).await.status(),
+        200
+    );
+    let crossings = stack
+        .envoy
+        .crossings(async {
+            let resp = stack.post("/v1/chat/completions", &chat).await;
+            assert_eq!(resp.status(), 200);
+            resp.bytes().await.unwrap();
+        })
+        .await;
+    eprintln!("JSON answer: {}", crossings.summary());
+    // One each: the context's creation, headers both ways, the log, done, delete.
+    for name in [
+        "proxy_on_context_create",
+        "proxy_on_request_headers",
+        "proxy_on_response_headers",
+        "proxy_on_log",
+        "proxy_on_done",
+        "proxy_on_delete",
+    ] {
+        assert_eq!(crossings.count(name), 1, "{name}: {}", crossings.summary());
+    }
+    // Read once each: the request's and the answer's headers, the body both ways.
+    assert_eq!(crossings.count("proxy_get_header_map_pairs"), 2);
+    assert_eq!(crossings.count("proxy_get_buffer_bytes"), 2);
+    assert_eq!(
+        crossings.count("proxy_get_property"),
+        0,
+        "{}",
+        crossings.summary()
+    );
+    assert!(
+        crossings.host_calls() <= 19,
+        "host calls: {}",
+        crossings.summary()
+    );
+    assert!(
+        crossings.calls.len() <= 32,
+        "crossings: {}",
+        crossings.summary()
+    );
+}
