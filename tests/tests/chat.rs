@@ -293,12 +293,12 @@ async fn a_request_costs_a_bounded_number_of_host_calls() {
         crossings.summary()
     );
     assert!(
-        crossings.host_calls() <= 19,
+        crossings.host_calls() <= 17,
         "host calls: {}",
         crossings.summary()
     );
     assert!(
-        crossings.calls.len() <= 32,
+        crossings.calls.len() <= 31,
         "crossings: {}",
         crossings.summary()
     );
