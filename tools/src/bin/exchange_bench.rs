@@ -4,7 +4,9 @@
 //! V8 or the host calls around it: run it under `perf record` to see where the engine's time
 //! goes (`cargo build --release -p switchyard-tools --bin switchyard-exchange-bench`).
 //!
-//! `switchyard-exchange-bench [chat|stream] [requests]`
+//! `switchyard-exchange-bench [chat|stream] [requests]`; `switchyard-exchange-bench config <keys>`
+//! times what each Envoy worker does when a configuration arrives (parse it, open its sealed
+//! provider keys, index it) for a gateway with that many keys.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -83,8 +85,74 @@ fn fixture(path: &str) -> Vec<u8> {
     std::fs::read(format!("{root}{path}")).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
+/// A configuration the size a large gateway's can reach: `keys` gateway keys, a provider per
+/// 20 keys with two sealed keys each, a model per 5 keys with two targets.
+fn big_config(keys: usize, dataplane_key: &[u8; 32]) -> String {
+    let providers = (keys / 20).max(1);
+    let models = (keys / 5).max(1);
+    let key_list: Vec<String> = (0..keys)
+        .map(|i| {
+            let digest = hex::encode(Sha256::digest(format!("sk-key-{i}").as_bytes()));
+            format!(
+                r#"{{"id":"gk{i}","digest":"{digest}","user":"u{}","models":["*"]}}"#,
+                i % 300
+            )
+        })
+        .collect();
+    let provider_list: Vec<String> = (0..providers)
+        .map(|p| {
+            let secret = |n: usize| {
+                switchyard_contract::sealed::seal(dataplane_key, &format!("sk-provider-{p}-{n}"))
+            };
+            format!(
+                r#"{{"name":"p{p}","kind":"openai_compatible","cluster":"provider-p{p}",
+                "authority":"p{p}.test","path_prefix":"/v1","auth_header":"authorization",
+                "auth_prefix":"Bearer ","keys":[{{"id":"p{p}k0","secret":"{}"}},{{"id":"p{p}k1","secret":"{}"}}]}}"#,
+                secret(0),
+                secret(1)
+            )
+        })
+        .collect();
+    let model_list: Vec<String> = (0..models)
+        .map(|m| {
+            format!(
+                r#"{{"name":"m{m}","targets":[{{"provider":"p{}","model":"up{m}"}},{{"provider":"p{}","model":"up{m}"}}]}}"#,
+                m % providers,
+                (m + 1) % providers
+            )
+        })
+        .collect();
+    format!(
+        r#"{{"version":"1","max_body_bytes":1048576,"keys":[{}],"providers":[{}],"models":[{}]}}"#,
+        key_list.join(","),
+        provider_list.join(","),
+        model_list.join(",")
+    )
+}
+
+fn config_swap(keys: usize) {
+    let dataplane_key = [7u8; 32];
+    let config = big_config(keys, &dataplane_key);
+    let runs = 20;
+    let start = Instant::now();
+    for _ in 0..runs {
+        let index = Index::from_json(config.as_bytes(), Some(&dataplane_key))
+            .unwrap_or_else(|e| panic!("config: {e}"));
+        std::hint::black_box(index);
+    }
+    println!(
+        "configuration of {keys} keys ({} KiB): {:.0} µs per worker to parse, open and index",
+        config.len() / 1024,
+        start.elapsed().as_secs_f64() * 1e6 / f64::from(runs)
+    );
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    if args.get(1).is_some_and(|a| a == "config") {
+        config_swap(args.get(2).and_then(|n| n.parse().ok()).unwrap_or(1_000));
+        return;
+    }
     let stream = args.get(1).is_some_and(|a| a == "stream");
     let requests: u64 = args.get(2).and_then(|n| n.parse().ok()).unwrap_or(200_000);
     let index = Rc::new(index(stream));
