@@ -29,6 +29,7 @@
 
 mod calendar;
 mod counters;
+mod lease;
 mod memory;
 mod policy;
 mod redis;
@@ -39,6 +40,7 @@ use std::sync::RwLock;
 
 pub use calendar::{date, period_starts};
 pub use counters::{Ask, Cap, Counters, Credit, End, Settle, Verdict, Window, WindowState};
+pub use lease::router as lease_router;
 pub use memory::MemoryCounters;
 pub use policy::{Admission, Refusal};
 pub use redis::RedisCounters;
@@ -253,5 +255,7 @@ impl Limits {
     }
 }
 
+#[cfg(test)]
+mod lease_tests;
 #[cfg(test)]
 mod tests;

@@ -1,0 +1,186 @@
+//! Leases on both backends: requests per minute taken whole at grant time and given back,
+//! credit allowances bounded by what is spendable and replaced by the next ask, ends charged,
+//! refusals, and hostile asks.
+
+use switchyard_contract::lease::{LeaseAsk, LeaseEnd, MAX_REQUESTS};
+use switchyard_contract::limits::RefusalCode;
+
+use super::tests::{backends, key, metered_table};
+use super::*;
+
+fn ask(instance: &str, key: &str, requests: u32) -> LeaseAsk {
+    LeaseAsk {
+        instance: instance.into(),
+        key: key.into(),
+        at_ms: 0,
+        requests,
+        ..LeaseAsk::default()
+    }
+}
+
+#[tokio::test]
+async fn grants_take_requests_from_the_shared_window_so_rpm_is_never_overshot() {
+    let table = Table {
+        keys: [("k".to_string(), key("u", Some(60), None))].into(),
+        ..Table::default()
+    };
+    for (name, l, _) in backends(table).await {
+        let now = 1_000;
+        // A tenth of the limit per grant, whatever is asked.
+        let a = l.lease(&ask("a", "k", 500), now).await.unwrap();
+        assert_eq!((a.requests, a.refusal.clone()), (6, None), "{name}");
+        let w = a.request_window.unwrap();
+        assert_eq!((w.limit, w.used), (60, 0), "{name}: used before this grant");
+        // Two Envoys together never get more than the limit.
+        let mut total = 6;
+        for i in 0..20 {
+            let instance = if i % 2 == 0 { "a" } else { "b" };
+            let g = l.lease(&ask(instance, "k", 6), now).await.unwrap();
+            total += g.requests;
+            if g.requests == 0 {
+                let r = g.refusal.expect("refused");
+                assert_eq!(r.code(), RefusalCode::RateLimitExceeded, "{name}");
+                assert!(r.retry_after.is_some_and(|s| s >= 1), "{name}");
+                assert_eq!(g.request_window.unwrap().used, 60, "{name}");
+            }
+        }
+        assert_eq!(total, 60, "{name}");
+        // Unused requests given back leave the window at once.
+        let mut back = ask("a", "k", 2);
+        back.unused = 3;
+        back.granted_at = now;
+        let g = l.lease(&back, now + 1).await.unwrap();
+        assert_eq!(g.requests, 2, "{name}: 3 given back, 2 taken");
+        let g = l.lease(&ask("b", "k", 6), now + 1).await.unwrap();
+        assert_eq!(g.requests, 1, "{name}: the last one left");
+    }
+}
+
+#[tokio::test]
+async fn a_credit_allowance_is_at_most_what_is_spendable_and_the_next_ask_replaces_it() {
+    for (name, l, _) in backends(metered_table()).await {
+        l.balances_changed(&[("u".into(), 10_000)]).await;
+        let now = 2_000;
+        let mut a = ask("a", "k", 10);
+        a.reserve = 3_000;
+        let g = l.lease(&a, now).await.unwrap();
+        assert_eq!((g.requests, g.credit), (10, Some(10_000)), "{name}");
+        // Another Envoy finds nothing spendable while the first holds it all.
+        let mut b = ask("b", "k", 10);
+        b.reserve = 3_000;
+        let refused = l.lease(&b, now).await.unwrap();
+        let r = refused.refusal.expect("refused");
+        assert_eq!(r.code(), RefusalCode::InsufficientCredits, "{name}");
+        // The first Envoy's next ask: two requests ended (2,000 each, held until their records
+        // reach the ledger), one in flight (3,000 kept): 3,000 more may be spent.
+        a.held = 3_000;
+        a.ends = vec![
+            LeaseEnd {
+                request: "r1".into(),
+                tokens: 10,
+                cost: 2_000,
+            },
+            LeaseEnd {
+                request: "r2".into(),
+                tokens: 10,
+                cost: 2_000,
+            },
+        ];
+        let g = l.lease(&a, now + 1).await.unwrap();
+        assert_eq!(g.credit, Some(3_000), "{name}");
+        // Its records reach the ledger: the costs leave the holds and the balance.
+        l.balances_changed(&[("u".into(), 6_000)]).await;
+        l.settled(
+            &[
+                ("r1".into(), "u".into(), 2_000),
+                ("r2".into(), "u".into(), 2_000),
+            ],
+            now + 2,
+        )
+        .await;
+        // The first Envoy returns its lease (nothing in flight, nothing wanted): the other
+        // may have everything.
+        let mut back = ask("a", "k", 0);
+        back.reserve = 3_000;
+        let g = l.lease(&back, now + 2).await.unwrap();
+        assert_eq!(
+            (g.requests, g.credit),
+            (0, None),
+            "{name}: a return takes nothing"
+        );
+        let g = l.lease(&b, now + 2).await.unwrap();
+        assert_eq!(g.credit, Some(6_000), "{name}");
+    }
+}
+
+#[tokio::test]
+async fn an_unused_allowance_returns_when_its_hold_expires() {
+    for (name, l, _) in backends(metered_table()).await {
+        l.balances_changed(&[("u".into(), 10_000)]).await;
+        let mut a = ask("a", "k", 10);
+        a.reserve = 5_000;
+        let g = l.lease(&a, 3_000).await.unwrap();
+        assert_eq!(g.credit, Some(10_000), "{name}");
+        let mut b = ask("b", "k", 10);
+        b.reserve = 5_000;
+        assert!(
+            l.lease(&b, 3_001).await.unwrap().refusal.is_some(),
+            "{name}"
+        );
+        // The first Envoy went away: a few seconds after its lease, its hold is gone.
+        let g = l.lease(&b, 3_010).await.unwrap();
+        assert_eq!(g.credit, Some(10_000), "{name}");
+    }
+}
+
+#[tokio::test]
+async fn ends_count_tokens_and_a_full_token_window_refuses() {
+    let table = Table {
+        keys: [("k".to_string(), key("u", None, Some(50)))].into(),
+        ..Table::default()
+    };
+    for (name, l, _) in backends(table).await {
+        let g = l.lease(&ask("a", "k", 5), 4_000).await.unwrap();
+        assert_eq!((g.requests, g.tokens), (5, Some(50)), "{name}");
+        let mut next = ask("a", "k", 5);
+        next.ends = vec![LeaseEnd {
+            request: "r1".into(),
+            tokens: 29,
+            cost: 0,
+        }];
+        let g = l.lease(&next, 4_001).await.unwrap();
+        assert_eq!(g.tokens, Some(21), "{name}");
+        next.ends[0].request = "r2".into();
+        let g = l.lease(&next, 4_002).await.unwrap();
+        let r = g.refusal.expect("refused");
+        assert_eq!(r.code(), RefusalCode::TokensPerMinuteExceeded, "{name}");
+        assert_eq!(g.token_window.unwrap().used, 58, "{name}");
+    }
+}
+
+#[tokio::test]
+async fn keys_without_limits_spend_freely_and_hostile_asks_count_nowhere() {
+    for (name, l, _) in backends(metered_table()).await {
+        l.balances_changed(&[("u".into(), 10_000)]).await;
+        let g = l.lease(&ask("a", "unknown", 5), 5_000).await.unwrap();
+        assert_eq!((g.requests, g.credit), (MAX_REQUESTS, None), "{name}");
+        let mut hostile = ask("a", "k", 5);
+        hostile.ends = vec![LeaseEnd {
+            request: "r1".into(),
+            tokens: 1,
+            cost: u64::MAX,
+        }];
+        assert!(l.lease(&hostile, 5_000).await.is_err(), "{name}");
+        hostile.ends.clear();
+        hostile.held = u64::MAX;
+        assert!(l.lease(&hostile, 5_000).await.is_err(), "{name}");
+        hostile.held = 0;
+        hostile.instance = "a:b".into();
+        assert!(l.lease(&hostile, 5_000).await.is_err(), "{name}");
+        // None of them took anything.
+        let mut fine = ask("b", "k", 5);
+        fine.reserve = 10_000;
+        let g = l.lease(&fine, 5_000).await.unwrap();
+        assert_eq!(g.credit, Some(10_000), "{name}");
+    }
+}
