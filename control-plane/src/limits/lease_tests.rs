@@ -184,3 +184,89 @@ async fn keys_without_limits_spend_freely_and_hostile_asks_count_nowhere() {
         assert_eq!(g.credit, Some(10_000), "{name}");
     }
 }
+
+/// Sends `body` (signed with `sign`, if any) to the lease endpoint of a control plane whose
+/// data plane key is `[7; 32]`: (status, answer).
+async fn post(
+    l: std::sync::Arc<Limits>,
+    body: &[u8],
+    sign: Option<[u8; 32]>,
+) -> (u16, serde_json::Value) {
+    use tower::ServiceExt;
+    let mut req = axum::http::Request::post(switchyard_contract::lease::PATH)
+        .header("content-type", "application/json");
+    if let Some(k) = sign {
+        req = req.header(
+            switchyard_contract::sealed::SIGNATURE_HEADER,
+            switchyard_contract::sealed::sign_lease(&k, body),
+        );
+    }
+    let req = req.body(axum::body::Body::from(body.to_vec())).unwrap();
+    let resp = lease_router(l, Some([7; 32])).oneshot(req).await.unwrap();
+    let status = resp.status().as_u16();
+    let bytes = http_body_util::BodyExt::collect(resp.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    (status, serde_json::from_slice(&bytes).unwrap_or_default())
+}
+
+#[tokio::test]
+async fn the_endpoint_takes_only_signed_fresh_bounded_asks() {
+    let l = std::sync::Arc::new(Limits::in_memory());
+    l.set_table(Table {
+        keys: [("k".to_string(), key("u", Some(60), None))].into(),
+        ..Table::default()
+    });
+    let now_ms = u64::try_from(crate::store::now()).unwrap() * 1_000;
+    let mut a = ask("a", "k", 6);
+    a.at_ms = now_ms;
+    let body = serde_json::to_vec(&a).unwrap();
+    let (status, grant) = post(l.clone(), &body, Some([7; 32])).await;
+    assert_eq!(status, 200, "{grant}");
+    assert_eq!(grant["requests"], 6);
+    // Unsigned, or signed with another key, or a records signature: refused, nothing taken.
+    assert_eq!(post(l.clone(), &body, None).await.0, 401);
+    assert_eq!(post(l.clone(), &body, Some([8; 32])).await.0, 401);
+    {
+        use tower::ServiceExt;
+        let req = axum::http::Request::post(switchyard_contract::lease::PATH)
+            .header(
+                switchyard_contract::sealed::SIGNATURE_HEADER,
+                switchyard_contract::sealed::sign_records(&[7; 32], &body),
+            )
+            .body(axum::body::Body::from(body.clone()))
+            .unwrap();
+        let resp = lease_router(l.clone(), Some([7; 32]))
+            .oneshot(req)
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 401);
+    }
+    // Signed but hostile: stale (a replay), out of bounds, not JSON, too large.
+    let mut stale = a.clone();
+    stale.at_ms = now_ms - 60_000;
+    let mut huge = a.clone();
+    huge.requests = u32::MAX;
+    let mut owed = a.clone();
+    owed.ends = vec![LeaseEnd {
+        request: "r".into(),
+        tokens: u64::MAX,
+        cost: 1,
+    }];
+    for odd in [&stale, &huge, &owed] {
+        let body = serde_json::to_vec(odd).unwrap();
+        assert_eq!(post(l.clone(), &body, Some([7; 32])).await.0, 400);
+    }
+    assert_eq!(post(l.clone(), b"{", Some([7; 32])).await.0, 400);
+    let big = vec![b' '; 70 << 10];
+    assert_eq!(post(l.clone(), &big, Some([7; 32])).await.0, 413);
+    // Only the first ask took requests: 54 are left.
+    let mut more = a.clone();
+    more.instance = "b".into();
+    let mut left = 0;
+    for _ in 0..20 {
+        left += l.lease(&more, crate::store::now()).await.unwrap().requests;
+    }
+    assert_eq!(left, 54);
+}
