@@ -1,0 +1,475 @@
+//! Pure: a limited key's lease as the workers of one Envoy share it (see
+//! [`switchyard_contract::lease`]). One entry per key in [`Shared`] data, changed by
+//! compare-and-swap: a request takes one request and its reservation from it, or finds nothing
+//! left and asks the control plane (one worker at a time per key: the others spend what is
+//! left or ask only once that ask is overdue); its end gives back what its reservation
+//! exceeded its cost by. A refusal is remembered for a moment and answered locally; a control
+//! plane that cannot answer lets requests through for a moment (fail open, as Envoy's rate
+//! limit filter did).
+
+use serde::{Deserialize, Serialize};
+use switchyard_contract::lease::{LeaseAsk, LeaseGrant, LeaseRefusal, LeaseWindow};
+use switchyard_contract::limits::RATE_LIMIT_HEADERS;
+
+use crate::exchange::shared::{SetError, Shared};
+
+/// Requests one ask wants (the control plane grants fewer under a per-minute limit).
+pub const WANTED: u32 = 100;
+/// How long an ask may be unanswered before another worker asks too.
+pub const ASK_TIMEOUT_MS: u64 = 1_000;
+/// How long a refusal is answered locally before the control plane is asked again.
+pub const REFUSAL_MS: u64 = 250;
+/// How long requests go through unchecked after the control plane could not answer.
+pub const OPEN_MS: u64 = 1_000;
+/// Compare-and-swap tries before giving up on shared data (then the request is let through).
+const TRIES: usize = 32;
+
+/// Where a key's lease is kept in shared data.
+pub fn name(key: &str) -> String {
+    format!("switchyard.lease.{key}")
+}
+
+/// A key's lease in one Envoy.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Lease {
+    /// Unix ms until which the allowance may be spent (0: none).
+    #[serde(default)]
+    pub until_ms: u64,
+    #[serde(default)]
+    pub granted_at: i64,
+    /// Requests left.
+    #[serde(default)]
+    pub requests: u32,
+    /// Micro-USD left to reserve (`None`: no credit to spend); may fall below zero by the
+    /// last reservation admitted while some was left.
+    #[serde(default)]
+    pub credit: Option<i64>,
+    /// Tokens left (`None`: no token limit).
+    #[serde(default)]
+    pub tokens: Option<i64>,
+    /// Requests taken and tokens spent under this lease (for the headers).
+    #[serde(default)]
+    pub taken: u32,
+    #[serde(default)]
+    pub spent_tokens: i64,
+    #[serde(default)]
+    pub request_window: Option<LeaseWindow>,
+    #[serde(default)]
+    pub token_window: Option<LeaseWindow>,
+    /// An ask is under way until then (Unix ms).
+    #[serde(default)]
+    pub asking_until_ms: u64,
+    /// Answered locally until then (Unix ms).
+    #[serde(default)]
+    pub refusal: Option<(LeaseRefusal, u64)>,
+    /// Requests go through unchecked until then (Unix ms).
+    #[serde(default)]
+    pub open_until_ms: u64,
+    /// Reservations of requests admitted and not ended, micro-USD.
+    #[serde(default)]
+    pub held: u64,
+}
+
+/// What a request of a limited key does next.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Admission {
+    /// Go on; these `x-ratelimit-*` headers go to the client with the answer.
+    Admitted(Vec<(&'static str, String)>),
+    /// Refused: answer the client with this (and these headers).
+    Refused(LeaseRefusal, Vec<(&'static str, String)>),
+    /// Ask the control plane with this, then call [`answered`].
+    Ask(LeaseAsk),
+}
+
+impl Lease {
+    fn decode(bytes: Option<&[u8]>) -> Lease {
+        bytes
+            .and_then(|b| serde_json::from_slice(b).ok())
+            .unwrap_or_default()
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// Whether a request may be taken from it now.
+    fn spendable(&self, now_ms: u64) -> bool {
+        self.until_ms > now_ms
+            && self.requests > 0
+            && self.credit.is_none_or(|c| c > 0)
+            && self.tokens.is_none_or(|t| t > 0)
+    }
+
+    /// Takes one request reserving `reserve`.
+    fn take(&mut self, reserve: u64) {
+        self.requests -= 1;
+        self.taken = self.taken.saturating_add(1);
+        let r = i64::try_from(reserve).unwrap_or(i64::MAX);
+        self.credit = self.credit.map(|c| c.saturating_sub(r));
+        self.held = self.held.saturating_add(reserve);
+    }
+
+    /// The `x-ratelimit-*` headers after this lease's latest request.
+    fn headers(&self) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
+        let used = [i64::from(self.taken), self.spent_tokens];
+        for ((names, window), used) in RATE_LIMIT_HEADERS
+            .chunks(3)
+            .zip([self.request_window, self.token_window])
+            .zip(used)
+        {
+            if let (Some(w), [limit, remaining, reset]) = (window, names) {
+                let left = w.limit.saturating_sub(w.used).saturating_sub(used).max(0);
+                out.push((*limit, w.limit.to_string()));
+                out.push((*remaining, left.to_string()));
+                out.push((*reset, format!("{}s", w.reset_secs.max(0))));
+            }
+        }
+        out
+    }
+
+    fn refused_headers(&self, refusal: &LeaseRefusal) -> Vec<(&'static str, String)> {
+        let mut out = self.headers();
+        if refusal.code() == switchyard_contract::limits::RefusalCode::RateLimitExceeded {
+            for (name, value) in &mut out {
+                if *name == RATE_LIMIT_HEADERS[1] {
+                    *value = "0".into();
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Reads, changes and writes a key's lease by compare-and-swap; `None` when shared data
+/// cannot be had (the caller lets the request through).
+fn update<R>(
+    shared: &impl Shared,
+    key: &str,
+    mut change: impl FnMut(&mut Lease) -> R,
+) -> Option<R> {
+    let name = name(key);
+    for _ in 0..TRIES {
+        let (bytes, cas) = shared.get(&name).ok()?;
+        let mut lease = Lease::decode(bytes.as_deref());
+        let out = change(&mut lease);
+        match shared.set(&name, &lease.encode(), cas) {
+            Ok(()) => return Some(out),
+            Err(SetError::CasMismatch) => continue,
+            Err(SetError::Other) => return None,
+        }
+    }
+    None
+}
+
+/// A request of `key` reserving `reserve` arrives at `now_ms`: taken from the lease, refused
+/// as remembered, or (nothing left, nobody asking) an ask for the control plane. `instance` is
+/// this Envoy's id.
+pub fn admit(
+    shared: &impl Shared,
+    instance: &str,
+    key: &str,
+    reserve: u64,
+    now_ms: u64,
+) -> Admission {
+    let answer = update(shared, key, |lease| {
+        if lease.open_until_ms > now_ms {
+            return Admission::Admitted(Vec::new());
+        }
+        if let Some((refusal, until)) = &lease.refusal {
+            if *until > now_ms {
+                return Admission::Refused(refusal.clone(), lease.refused_headers(refusal));
+            }
+        }
+        if lease.spendable(now_ms) {
+            lease.take(reserve);
+            return Admission::Admitted(lease.headers());
+        }
+        // Nothing left. Another worker may be asking already: this request asks too rather
+        // than wait for that answer (the grants' requests add up; see `answered`).
+        let ask = LeaseAsk {
+            instance: instance.to_owned(),
+            key: key.to_owned(),
+            at_ms: now_ms,
+            requests: WANTED,
+            reserve,
+            held: lease.held,
+            unused: lease.requests,
+            granted_at: lease.granted_at,
+            ends: Vec::new(),
+        };
+        lease.requests = 0;
+        lease.asking_until_ms = now_ms.saturating_add(ASK_TIMEOUT_MS);
+        Admission::Ask(ask)
+    });
+    answer.unwrap_or(Admission::Admitted(Vec::new()))
+}
+
+/// The control plane's answer to a request's ask (`None`: none came, or it was not a grant),
+/// at `now_ms`: the lease is renewed and the request takes its part, or is refused.
+pub fn answered(
+    shared: &impl Shared,
+    key: &str,
+    grant: Option<LeaseGrant>,
+    reserve: u64,
+    now_ms: u64,
+) -> Admission {
+    let grant = grant.map(LeaseGrant::bounded);
+    let answer = update(shared, key, |lease| {
+        lease.asking_until_ms = 0;
+        let Some(grant) = &grant else {
+            lease.open_until_ms = now_ms.saturating_add(OPEN_MS);
+            return Admission::Admitted(Vec::new());
+        };
+        lease.open_until_ms = 0;
+        lease.request_window = grant.request_window;
+        lease.token_window = grant.token_window;
+        if let Some(refusal) = &grant.refusal {
+            let secs = u64::try_from(refusal.retry_after.unwrap_or(0)).unwrap_or(0);
+            let until = now_ms.saturating_add(secs.saturating_mul(1_000).clamp(1, REFUSAL_MS));
+            lease.refusal = Some((refusal.clone(), until));
+            lease.taken = 0;
+            lease.spent_tokens = 0;
+            return Admission::Refused(refusal.clone(), lease.refused_headers(refusal));
+        }
+        lease.refusal = None;
+        lease.until_ms = now_ms.saturating_add(grant.ttl_ms);
+        lease.granted_at = grant.granted_at;
+        // Requests of an earlier grant still left were counted too: they add up. The credit
+        // hold and the token figure are the control plane's latest.
+        lease.requests = lease.requests.saturating_add(grant.requests);
+        lease.credit = grant
+            .credit
+            .map(|c| i64::try_from(c).unwrap_or(i64::MAX));
+        lease.tokens = grant.tokens.map(|t| i64::try_from(t).unwrap_or(i64::MAX));
+        lease.taken = 0;
+        lease.spent_tokens = 0;
+        if lease.requests == 0 {
+            let refusal = LeaseRefusal {
+                code: switchyard_contract::limits::RefusalCode::RateLimitExceeded
+                    .as_str()
+                    .into(),
+                message: "Too many requests per minute for this key.".into(),
+                retry_after: Some(1),
+            };
+            return Admission::Refused(refusal.clone(), lease.refused_headers(&refusal));
+        }
+        lease.take(reserve);
+        Admission::Admitted(lease.headers())
+    });
+    answer.unwrap_or(Admission::Admitted(Vec::new()))
+}
+
+/// A request admitted under `key`'s lease with `reserve` ended having cost `cost` and spent
+/// `tokens`: its reservation is no longer held, what it exceeded the cost by may be spent
+/// again, and its tokens leave what is left.
+pub fn ended(shared: &impl Shared, key: &str, reserve: u64, tokens: u64, cost: u64) {
+    update(shared, key, |lease| {
+        lease.held = lease.held.saturating_sub(reserve);
+        let refund = i64::try_from(reserve)
+            .unwrap_or(i64::MAX)
+            .saturating_sub(i64::try_from(cost).unwrap_or(i64::MAX));
+        lease.credit = lease.credit.map(|c| c.saturating_add(refund));
+        let t = i64::try_from(tokens).unwrap_or(i64::MAX);
+        lease.tokens = lease.tokens.map(|left| left.saturating_sub(t));
+        lease.spent_tokens = lease.spent_tokens.saturating_add(t);
+    });
+}
+
+/// What `key`'s lease gives back once it expired unused (its requests and credit hold), at
+/// `now_ms`: an ask for nothing, or `None` when there is nothing to give back or an ask is
+/// under way. Called on the tick.
+pub fn give_back(shared: &impl Shared, instance: &str, key: &str, now_ms: u64) -> Option<LeaseAsk> {
+    update(shared, key, |lease| {
+        let idle = lease.until_ms != 0 && lease.until_ms <= now_ms;
+        if !idle || lease.asking_until_ms > now_ms {
+            return None;
+        }
+        let ask = LeaseAsk {
+            instance: instance.to_owned(),
+            key: key.to_owned(),
+            at_ms: now_ms,
+            requests: 0,
+            reserve: 0,
+            held: lease.held,
+            unused: lease.requests,
+            granted_at: lease.granted_at,
+            ends: Vec::new(),
+        };
+        lease.requests = 0;
+        lease.until_ms = 0;
+        lease.credit = None;
+        Some(ask)
+    })
+    .flatten()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exchange::shared::Memory;
+    use switchyard_contract::limits::RefusalCode;
+
+    fn grant(requests: u32, credit: Option<u64>) -> LeaseGrant {
+        LeaseGrant {
+            granted_at: 100,
+            ttl_ms: 2_000,
+            requests,
+            credit,
+            tokens: None,
+            request_window: Some(LeaseWindow {
+                limit: 60,
+                used: 0,
+                reset_secs: 60,
+            }),
+            token_window: None,
+            refusal: None,
+        }
+    }
+
+    fn ask_of(a: Admission) -> LeaseAsk {
+        match a {
+            Admission::Ask(ask) => ask,
+            other => panic!("not an ask: {other:?}"),
+        }
+    }
+
+    fn remaining(a: &Admission) -> Option<String> {
+        let headers = match a {
+            Admission::Admitted(h) | Admission::Refused(_, h) => h,
+            Admission::Ask(_) => return None,
+        };
+        headers
+            .iter()
+            .find(|(n, _)| *n == "x-ratelimit-remaining-requests")
+            .map(|(_, v)| v.clone())
+    }
+
+    #[test]
+    fn a_grant_is_spent_by_every_worker_then_exhaustion_asks_once() {
+        let shared = Memory::at(0);
+        let now = 1_000_000;
+        let first = ask_of(admit(&shared, "e1", "k", 10, now));
+        assert_eq!((first.key.as_str(), first.requests, first.reserve), ("k", WANTED, 10));
+        let a = answered(&shared, "k", Some(grant(3, None)), 10, now);
+        assert_eq!(remaining(&a).as_deref(), Some("59"));
+        // Two more, from any worker (the same shared data), then nothing left: one ask.
+        assert!(matches!(admit(&shared, "e1", "k", 10, now + 1), Admission::Admitted(_)));
+        let a = admit(&shared, "e1", "k", 10, now + 2);
+        assert_eq!(remaining(&a).as_deref(), Some("57"));
+        let again = ask_of(admit(&shared, "e1", "k", 10, now + 3));
+        assert_eq!(again.unused, 0);
+        assert_eq!(again.held, 30, "three requests in flight");
+        // Another worker's write between this worker's read and write: the CAS retries, and
+        // the interleaved lease is the one spent from.
+        let mut other = Lease::decode(shared.value(&name("k")).as_deref());
+        other.until_ms = now + 2_000;
+        other.requests = 5;
+        shared.interleave(&name("k"), &other.encode());
+        assert!(matches!(admit(&shared, "e1", "k", 10, now + 4), Admission::Admitted(_)));
+        let after = Lease::decode(shared.value(&name("k")).as_deref());
+        assert_eq!(after.requests, 4);
+    }
+
+    #[test]
+    fn credit_is_spent_by_reservation_and_refunded_by_the_cost() {
+        let shared = Memory::at(0);
+        let now = 1_000_000;
+        ask_of(admit(&shared, "e1", "k", 40, now));
+        assert!(matches!(
+            answered(&shared, "k", Some(grant(100, Some(100))), 40, now),
+            Admission::Admitted(_)
+        ));
+        assert!(matches!(admit(&shared, "e1", "k", 40, now), Admission::Admitted(_)));
+        // 20 left: one more is admitted while some is left, then none.
+        assert!(matches!(admit(&shared, "e1", "k", 40, now), Admission::Admitted(_)));
+        let ask = ask_of(admit(&shared, "e1", "k", 40, now));
+        assert_eq!((ask.held, ask.unused), (120, 97));
+        // Ends refund what the reservations exceeded the costs by.
+        for _ in 0..3 {
+            ended(&shared, "k", 40, 5, 10);
+        }
+        let lease = Lease::decode(shared.value(&name("k")).as_deref());
+        assert_eq!((lease.held, lease.credit), (0, Some(-20 + 90)));
+    }
+
+    #[test]
+    fn refusals_keep_the_clients_shape_and_are_remembered_for_a_moment() {
+        let shared = Memory::at(0);
+        let now = 1_000_000;
+        ask_of(admit(&shared, "e1", "k", 0, now));
+        let mut g = grant(0, None);
+        g.request_window = Some(LeaseWindow {
+            limit: 60,
+            used: 60,
+            reset_secs: 12,
+        });
+        g.refusal = Some(LeaseRefusal {
+            code: RefusalCode::RateLimitExceeded.as_str().into(),
+            message: "Too many requests per minute for this key.".into(),
+            retry_after: Some(12),
+        });
+        let a = answered(&shared, "k", Some(g), 0, now);
+        let Admission::Refused(r, headers) = &a else {
+            panic!("{a:?}")
+        };
+        assert_eq!((r.code(), r.retry_after), (RefusalCode::RateLimitExceeded, Some(12)));
+        assert!(headers.contains(&("x-ratelimit-limit-requests", "60".into())));
+        assert!(headers.contains(&("x-ratelimit-reset-requests", "12s".into())));
+        assert_eq!(remaining(&a).as_deref(), Some("0"));
+        // Remembered: the next requests are refused without asking, then it asks again.
+        assert!(matches!(admit(&shared, "e1", "k", 0, now + 100), Admission::Refused(..)));
+        assert!(matches!(
+            admit(&shared, "e1", "k", 0, now + REFUSAL_MS),
+            Admission::Ask(_)
+        ));
+    }
+
+    #[test]
+    fn without_an_answer_requests_go_through_for_a_moment() {
+        let shared = Memory::at(0);
+        let now = 1_000_000;
+        ask_of(admit(&shared, "e1", "k", 0, now));
+        assert_eq!(
+            answered(&shared, "k", None, 0, now),
+            Admission::Admitted(Vec::new())
+        );
+        assert_eq!(admit(&shared, "e1", "k", 0, now + 10), Admission::Admitted(Vec::new()));
+        assert!(matches!(admit(&shared, "e1", "k", 0, now + OPEN_MS), Admission::Ask(_)));
+    }
+
+    #[test]
+    fn an_expired_lease_gives_back_what_it_did_not_use() {
+        let shared = Memory::at(0);
+        let now = 1_000_000;
+        ask_of(admit(&shared, "e1", "k", 10, now));
+        answered(&shared, "k", Some(grant(6, Some(60))), 10, now);
+        assert_eq!(give_back(&shared, "e1", "k", now + 1_000), None, "not expired yet");
+        let back = give_back(&shared, "e1", "k", now + 2_000).expect("a return");
+        assert_eq!(
+            (back.requests, back.unused, back.held, back.granted_at),
+            (0, 5, 10, 100)
+        );
+        assert_eq!(give_back(&shared, "e1", "k", now + 3_000), None, "given back once");
+        // The next request asks afresh.
+        assert!(matches!(admit(&shared, "e1", "k", 10, now + 3_000), Admission::Ask(_)));
+    }
+
+    #[test]
+    fn a_hostile_grant_is_bounded_and_garbled_shared_data_starts_afresh() {
+        let shared = Memory::at(0);
+        let now = 1_000_000;
+        let mut g = grant(u32::MAX, Some(u64::MAX));
+        g.ttl_ms = u64::MAX;
+        ask_of(admit(&shared, "e1", "k", 0, now));
+        answered(&shared, "k", Some(g), 0, now);
+        let lease = Lease::decode(shared.value(&name("k")).as_deref());
+        assert_eq!(
+            lease.until_ms,
+            now + switchyard_contract::lease::MAX_TTL_MS
+        );
+        assert_eq!(lease.requests, switchyard_contract::lease::MAX_REQUESTS - 1);
+        shared.set(&name("k"), b"\xff not json", None).unwrap();
+        assert!(matches!(admit(&shared, "e1", "k", 0, now), Admission::Ask(_)));
+    }
+}
