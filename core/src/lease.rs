@@ -24,6 +24,31 @@ pub const OPEN_MS: u64 = 1_000;
 /// Compare-and-swap tries before giving up on shared data (then the request is let through).
 const TRIES: usize = 32;
 
+/// Where this Envoy's id is kept in shared data.
+const INSTANCE: &str = "switchyard.lease.instance";
+
+/// This Envoy's id (made by the first worker that needs it, from its clock): a lease's credit
+/// hold at the control plane is this Envoy's for its key.
+pub fn instance(shared: &impl Shared) -> String {
+    for _ in 0..TRIES {
+        let Ok((bytes, cas)) = shared.get(INSTANCE) else {
+            break;
+        };
+        if let Some(id) = bytes.and_then(|b| String::from_utf8(b).ok()) {
+            if !id.is_empty() {
+                return id;
+            }
+        }
+        let id = format!("e{:x}", shared.now_ns());
+        match shared.set(INSTANCE, id.as_bytes(), cas) {
+            Ok(()) => return id,
+            Err(SetError::CasMismatch) => continue,
+            Err(SetError::Other) => break,
+        }
+    }
+    format!("e{:x}", shared.now_ns())
+}
+
 /// Where a key's lease is kept in shared data.
 pub fn name(key: &str) -> String {
     format!("switchyard.lease.{key}")
@@ -238,9 +263,7 @@ pub fn answered(
         // Requests of an earlier grant still left were counted too: they add up. The credit
         // hold and the token figure are the control plane's latest.
         lease.requests = lease.requests.saturating_add(grant.requests);
-        lease.credit = grant
-            .credit
-            .map(|c| i64::try_from(c).unwrap_or(i64::MAX));
+        lease.credit = grant.credit.map(|c| i64::try_from(c).unwrap_or(i64::MAX));
         lease.tokens = grant.tokens.map(|t| i64::try_from(t).unwrap_or(i64::MAX));
         lease.taken = 0;
         lease.spent_tokens = 0;
@@ -350,11 +373,17 @@ mod tests {
         let shared = Memory::at(0);
         let now = 1_000_000;
         let first = ask_of(admit(&shared, "e1", "k", 10, now));
-        assert_eq!((first.key.as_str(), first.requests, first.reserve), ("k", WANTED, 10));
+        assert_eq!(
+            (first.key.as_str(), first.requests, first.reserve),
+            ("k", WANTED, 10)
+        );
         let a = answered(&shared, "k", Some(grant(3, None)), 10, now);
         assert_eq!(remaining(&a).as_deref(), Some("59"));
         // Two more, from any worker (the same shared data), then nothing left: one ask.
-        assert!(matches!(admit(&shared, "e1", "k", 10, now + 1), Admission::Admitted(_)));
+        assert!(matches!(
+            admit(&shared, "e1", "k", 10, now + 1),
+            Admission::Admitted(_)
+        ));
         let a = admit(&shared, "e1", "k", 10, now + 2);
         assert_eq!(remaining(&a).as_deref(), Some("57"));
         let again = ask_of(admit(&shared, "e1", "k", 10, now + 3));
@@ -366,7 +395,10 @@ mod tests {
         other.until_ms = now + 2_000;
         other.requests = 5;
         shared.interleave(&name("k"), &other.encode());
-        assert!(matches!(admit(&shared, "e1", "k", 10, now + 4), Admission::Admitted(_)));
+        assert!(matches!(
+            admit(&shared, "e1", "k", 10, now + 4),
+            Admission::Admitted(_)
+        ));
         let after = Lease::decode(shared.value(&name("k")).as_deref());
         assert_eq!(after.requests, 4);
     }
@@ -380,9 +412,15 @@ mod tests {
             answered(&shared, "k", Some(grant(100, Some(100))), 40, now),
             Admission::Admitted(_)
         ));
-        assert!(matches!(admit(&shared, "e1", "k", 40, now), Admission::Admitted(_)));
+        assert!(matches!(
+            admit(&shared, "e1", "k", 40, now),
+            Admission::Admitted(_)
+        ));
         // 20 left: one more is admitted while some is left, then none.
-        assert!(matches!(admit(&shared, "e1", "k", 40, now), Admission::Admitted(_)));
+        assert!(matches!(
+            admit(&shared, "e1", "k", 40, now),
+            Admission::Admitted(_)
+        ));
         let ask = ask_of(admit(&shared, "e1", "k", 40, now));
         assert_eq!((ask.held, ask.unused), (120, 97));
         // Ends refund what the reservations exceeded the costs by.
@@ -413,12 +451,18 @@ mod tests {
         let Admission::Refused(r, headers) = &a else {
             panic!("{a:?}")
         };
-        assert_eq!((r.code(), r.retry_after), (RefusalCode::RateLimitExceeded, Some(12)));
+        assert_eq!(
+            (r.code(), r.retry_after),
+            (RefusalCode::RateLimitExceeded, Some(12))
+        );
         assert!(headers.contains(&("x-ratelimit-limit-requests", "60".into())));
         assert!(headers.contains(&("x-ratelimit-reset-requests", "12s".into())));
         assert_eq!(remaining(&a).as_deref(), Some("0"));
         // Remembered: the next requests are refused without asking, then it asks again.
-        assert!(matches!(admit(&shared, "e1", "k", 0, now + 100), Admission::Refused(..)));
+        assert!(matches!(
+            admit(&shared, "e1", "k", 0, now + 100),
+            Admission::Refused(..)
+        ));
         assert!(matches!(
             admit(&shared, "e1", "k", 0, now + REFUSAL_MS),
             Admission::Ask(_)
@@ -434,8 +478,14 @@ mod tests {
             answered(&shared, "k", None, 0, now),
             Admission::Admitted(Vec::new())
         );
-        assert_eq!(admit(&shared, "e1", "k", 0, now + 10), Admission::Admitted(Vec::new()));
-        assert!(matches!(admit(&shared, "e1", "k", 0, now + OPEN_MS), Admission::Ask(_)));
+        assert_eq!(
+            admit(&shared, "e1", "k", 0, now + 10),
+            Admission::Admitted(Vec::new())
+        );
+        assert!(matches!(
+            admit(&shared, "e1", "k", 0, now + OPEN_MS),
+            Admission::Ask(_)
+        ));
     }
 
     #[test]
@@ -444,15 +494,26 @@ mod tests {
         let now = 1_000_000;
         ask_of(admit(&shared, "e1", "k", 10, now));
         answered(&shared, "k", Some(grant(6, Some(60))), 10, now);
-        assert_eq!(give_back(&shared, "e1", "k", now + 1_000), None, "not expired yet");
+        assert_eq!(
+            give_back(&shared, "e1", "k", now + 1_000),
+            None,
+            "not expired yet"
+        );
         let back = give_back(&shared, "e1", "k", now + 2_000).expect("a return");
         assert_eq!(
             (back.requests, back.unused, back.held, back.granted_at),
             (0, 5, 10, 100)
         );
-        assert_eq!(give_back(&shared, "e1", "k", now + 3_000), None, "given back once");
+        assert_eq!(
+            give_back(&shared, "e1", "k", now + 3_000),
+            None,
+            "given back once"
+        );
         // The next request asks afresh.
-        assert!(matches!(admit(&shared, "e1", "k", 10, now + 3_000), Admission::Ask(_)));
+        assert!(matches!(
+            admit(&shared, "e1", "k", 10, now + 3_000),
+            Admission::Ask(_)
+        ));
     }
 
     #[test]
@@ -464,12 +525,12 @@ mod tests {
         ask_of(admit(&shared, "e1", "k", 0, now));
         answered(&shared, "k", Some(g), 0, now);
         let lease = Lease::decode(shared.value(&name("k")).as_deref());
-        assert_eq!(
-            lease.until_ms,
-            now + switchyard_contract::lease::MAX_TTL_MS
-        );
+        assert_eq!(lease.until_ms, now + switchyard_contract::lease::MAX_TTL_MS);
         assert_eq!(lease.requests, switchyard_contract::lease::MAX_REQUESTS - 1);
         shared.set(&name("k"), b"\xff not json", None).unwrap();
-        assert!(matches!(admit(&shared, "e1", "k", 0, now), Admission::Ask(_)));
+        assert!(matches!(
+            admit(&shared, "e1", "k", 0, now),
+            Admission::Ask(_)
+        ));
     }
 }

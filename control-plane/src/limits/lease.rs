@@ -182,6 +182,28 @@ impl Limits {
     }
 }
 
+impl Limits {
+    /// A stored request record: a limited key's request admitted under a lease is charged
+    /// from it (its tokens and cost; its owner's hold of the cost goes when the ledger
+    /// settles it, right after). Figures out of bounds are left out.
+    pub async fn record_ended(&self, row: &crate::store::RequestRow, now: i64) {
+        if !self.lookup(&row.key_id).is_ok_and(|l| l.is_some()) {
+            return;
+        }
+        let tokens = row
+            .prompt_tokens
+            .max(0)
+            .saturating_add(row.completion_tokens.max(0));
+        let cost = row.cost_micros.unwrap_or(0).max(0);
+        if let Err(e) = self
+            .ended(&row.key_id, &row.request_id, tokens, cost, now)
+            .await
+        {
+            tracing::warn!(key = %row.key_id, request = %row.request_id, "request end not counted: {e}");
+        }
+    }
+}
+
 /// The largest lease ask body read: [`switchyard_contract::lease::MAX_ENDS`] ends and the rest.
 const MAX_ASK_BYTES: usize = 64 << 10;
 
