@@ -2,9 +2,10 @@
 //! a bounded allowance ([`LeaseAsk`], POST [`PATH`] over the cluster that carries request
 //! records, signed like records under the data plane key with its own domain), and spends it
 //! across its workers without asking again until it runs out or expires. The answer
-//! ([`LeaseGrant`]) is taken atomically from the global counters; the next ask of the same
-//! Envoy and key returns what the last one left unused and reports the ends of the requests it
-//! admitted. Every figure either side reads is bounded here ([`LeaseAsk::bounded`]).
+//! ([`LeaseGrant`]) is taken atomically from the global counters (its credit allowance held
+//! under the ask's own id until shortly after the lease expires); the next ask of the same
+//! Envoy and key returns the requests the last one left unused and reports the ends of the
+//! requests it admitted. Every figure either side reads is bounded here ([`LeaseAsk::bounded`]).
 
 use serde::{Deserialize, Serialize};
 
@@ -56,13 +57,17 @@ pub struct LeaseAsk {
     pub instance: String,
     /// The key's id.
     pub key: String,
+    /// The ask's own id (the asking request's): its credit allowance is held under it.
+    #[serde(default)]
+    pub id: String,
     /// When the ask left (Unix ms).
     pub at_ms: u64,
     /// Requests wanted (0: only a return).
     pub requests: u32,
     /// What one request may cost (the reservation of the request that asks), micro-USD.
     pub reserve: u64,
-    /// Reservations of the requests admitted and not ended yet, micro-USD: held on.
+    /// Reservations of the requests admitted and not ended yet, micro-USD (what the Envoy has
+    /// in flight; their allowances' holds cover them).
     pub held: u64,
     /// The last lease's unused requests and the second it was granted at: they leave the
     /// window they were counted in.
@@ -80,6 +85,7 @@ impl LeaseAsk {
             && !self.key.is_empty()
             && crate::ids::is_plain(&self.instance)
             && crate::ids::is_plain(&self.key)
+            && crate::ids::is_plain(&self.id)
             && self.requests <= MAX_REQUESTS
             && self.unused <= MAX_REQUESTS
             && self.reserve <= MAX_RESERVE_MICROS
@@ -173,6 +179,7 @@ mod tests {
         LeaseAsk {
             instance: "e-1a2b".into(),
             key: "key_1".into(),
+            id: "0123abce".into(),
             at_ms: 1_700_000_000_000,
             requests: 10,
             reserve: 4_500,
@@ -222,6 +229,7 @@ mod tests {
             Box::new(|a| a.instance.clear()),
             Box::new(|a| a.instance = "e:1".into()),
             Box::new(|a| a.key = "k".repeat(65)),
+            Box::new(|a| a.id = "a b".into()),
             Box::new(|a| a.requests = MAX_REQUESTS + 1),
             Box::new(|a| a.unused = u32::MAX),
             Box::new(|a| a.reserve = MAX_RESERVE_MICROS + 1),

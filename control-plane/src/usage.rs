@@ -156,14 +156,6 @@ async fn writer(
                     let _ = answer.send(Ok(new));
                     start = end;
                 }
-                // Requests of limited keys admitted under leases are charged from their
-                // records (tokens to the per-minute windows, cost to the spend caps), each
-                // once: only records stored now.
-                for (row, new) in rows.iter().zip(&outcome.inserted) {
-                    if *new {
-                        limits.record_ended(row, now).await;
-                    }
-                }
                 // Balances move, then the costs now in them stop counting as unsettled (in
                 // this order a cost is counted twice for a moment, never not at all).
                 limits.balances_changed(&outcome.balances).await;

@@ -8,7 +8,9 @@
 //! limit filter did).
 
 use serde::{Deserialize, Serialize};
-use switchyard_contract::lease::{LeaseAsk, LeaseGrant, LeaseRefusal, LeaseWindow};
+use switchyard_contract::lease::{
+    LeaseAsk, LeaseEnd, LeaseGrant, LeaseRefusal, LeaseWindow, MAX_ENDS,
+};
 use switchyard_contract::limits::RATE_LIMIT_HEADERS;
 
 use crate::exchange::shared::{SetError, Shared};
@@ -21,6 +23,8 @@ pub const ASK_TIMEOUT_MS: u64 = 1_000;
 pub const REFUSAL_MS: u64 = 250;
 /// How long requests go through unchecked after the control plane could not answer.
 pub const OPEN_MS: u64 = 1_000;
+/// The generation of a request let through without taking from a lease.
+pub const UNLEASED: u32 = u32::MAX;
 /// Compare-and-swap tries before giving up on shared data (then the request is let through).
 const TRIES: usize = 32;
 
@@ -52,6 +56,76 @@ pub fn instance(shared: &impl Shared) -> String {
 /// Where a key's lease is kept in shared data.
 pub fn name(key: &str) -> String {
     format!("switchyard.lease.{key}")
+}
+
+/// Where the ends of a key's requests wait for the next ask, one line each:
+/// `"{request id} {tokens} {cost}\n"`.
+fn ends_name(key: &str) -> String {
+    format!("switchyard.lease-ends.{key}")
+}
+
+/// Ends waiting at most; past this the next request asks (and reports them).
+const MAX_WAITING_ENDS: usize = MAX_ENDS;
+
+fn read_ends(bytes: &[u8]) -> Vec<LeaseEnd> {
+    std::str::from_utf8(bytes)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| {
+            let mut f = line.split(' ');
+            Some(LeaseEnd {
+                request: f.next()?.to_owned(),
+                tokens: f.next()?.parse().ok()?,
+                cost: f.next()?.parse().ok()?,
+            })
+        })
+        .collect()
+}
+
+fn write_ends(ends: &[LeaseEnd], out: &mut Vec<u8>) {
+    for e in ends {
+        out.extend_from_slice(format!("{} {} {}\n", e.request, e.tokens, e.cost).as_bytes());
+    }
+}
+
+/// Changes the waiting ends of `key` by compare-and-swap; `None` without shared data.
+fn update_ends<R>(
+    shared: &impl Shared,
+    key: &str,
+    mut change: impl FnMut(&mut Vec<u8>) -> R,
+) -> Option<R> {
+    let name = ends_name(key);
+    for _ in 0..TRIES {
+        let (bytes, cas) = shared.get(&name).ok()?;
+        let mut ends = bytes.unwrap_or_default();
+        let out = change(&mut ends);
+        match shared.set(&name, &ends, cas) {
+            Ok(()) => return Some(out),
+            Err(SetError::CasMismatch) => continue,
+            Err(SetError::Other) => return None,
+        }
+    }
+    None
+}
+
+/// Takes up to [`MAX_ENDS`] waiting ends of `key` for an ask.
+fn take_ends(shared: &impl Shared, key: &str) -> Vec<LeaseEnd> {
+    update_ends(shared, key, |bytes| {
+        let all = read_ends(bytes);
+        let (taken, rest) = all.split_at(all.len().min(MAX_ENDS));
+        bytes.clear();
+        write_ends(rest, bytes);
+        taken.to_vec()
+    })
+    .unwrap_or_default()
+}
+
+/// Puts back the ends an ask that got no answer carried (they are reported with the next).
+pub fn put_back(shared: &impl Shared, key: &str, ends: &[LeaseEnd]) {
+    if ends.is_empty() {
+        return;
+    }
+    update_ends(shared, key, |bytes| write_ends(ends, bytes));
 }
 
 /// A key's lease in one Envoy.
@@ -93,13 +167,17 @@ pub struct Lease {
     /// Reservations of requests admitted and not ended, micro-USD.
     #[serde(default)]
     pub held: u64,
+    /// Which run of grants the credit belongs to (a request's end refunds only its own).
+    #[serde(default)]
+    pub generation: u32,
 }
 
 /// What a request of a limited key does next.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Admission {
-    /// Go on; these `x-ratelimit-*` headers go to the client with the answer.
-    Admitted(Vec<(&'static str, String)>),
+    /// Go on; these `x-ratelimit-*` headers go to the client with the answer; the request's
+    /// end is handed [`ended`] with this generation ([`UNLEASED`]: let through unchecked).
+    Admitted(Vec<(&'static str, String)>, u32),
     /// Refused: answer the client with this (and these headers).
     Refused(LeaseRefusal, Vec<(&'static str, String)>),
     /// Ask the control plane with this, then call [`answered`].
@@ -199,22 +277,23 @@ pub fn admit(
 ) -> Admission {
     let answer = update(shared, key, |lease| {
         if lease.open_until_ms > now_ms {
-            return Admission::Admitted(Vec::new());
+            return Admission::Admitted(Vec::new(), UNLEASED);
+        }
+        if lease.spendable(now_ms) {
+            lease.take(reserve);
+            return Admission::Admitted(lease.headers(), lease.generation);
         }
         if let Some((refusal, until)) = &lease.refusal {
             if *until > now_ms {
                 return Admission::Refused(refusal.clone(), lease.refused_headers(refusal));
             }
         }
-        if lease.spendable(now_ms) {
-            lease.take(reserve);
-            return Admission::Admitted(lease.headers());
-        }
         // Nothing left. Another worker may be asking already: this request asks too rather
         // than wait for that answer (the grants' requests add up; see `answered`).
         let ask = LeaseAsk {
             instance: instance.to_owned(),
             key: key.to_owned(),
+            id: String::new(),
             at_ms: now_ms,
             requests: WANTED,
             reserve,
@@ -227,7 +306,14 @@ pub fn admit(
         lease.asking_until_ms = now_ms.saturating_add(ASK_TIMEOUT_MS);
         Admission::Ask(ask)
     });
-    answer.unwrap_or(Admission::Admitted(Vec::new()))
+    match answer {
+        Some(Admission::Ask(mut ask)) => {
+            ask.ends = take_ends(shared, key);
+            Admission::Ask(ask)
+        }
+        Some(other) => other,
+        None => Admission::Admitted(Vec::new(), UNLEASED),
+    }
 }
 
 /// The control plane's answer to a request's ask (`None`: none came, or it was not a grant),
@@ -244,7 +330,7 @@ pub fn answered(
         lease.asking_until_ms = 0;
         let Some(grant) = &grant else {
             lease.open_until_ms = now_ms.saturating_add(OPEN_MS);
-            return Admission::Admitted(Vec::new());
+            return Admission::Admitted(Vec::new(), UNLEASED);
         };
         lease.open_until_ms = 0;
         lease.request_window = grant.request_window;
@@ -258,12 +344,24 @@ pub fn answered(
             return Admission::Refused(refusal.clone(), lease.refused_headers(refusal));
         }
         lease.refusal = None;
+        // Each grant's credit is held apart at the control plane: while the lease lives, a
+        // grant adds to what is left (which may be below zero by the last reservation, and
+        // takes the refunds of the requests admitted under it); a lease that expired starts
+        // afresh (its allowance is no longer held: its requests' refunds stop counting).
+        let live = lease.until_ms > now_ms;
+        if !live {
+            lease.generation = lease.generation.wrapping_add(1);
+        }
+        let credit = grant.credit.map(|c| i64::try_from(c).unwrap_or(i64::MAX));
+        lease.credit = match (live, lease.credit, credit) {
+            (true, Some(left), Some(c)) => Some(left.saturating_add(c)),
+            (_, _, c) => c,
+        };
         lease.until_ms = now_ms.saturating_add(grant.ttl_ms);
         lease.granted_at = grant.granted_at;
-        // Requests of an earlier grant still left were counted too: they add up. The credit
-        // hold and the token figure are the control plane's latest.
+        // Requests of an earlier grant still left were counted too: they add up. The token
+        // figure is the control plane's latest.
         lease.requests = lease.requests.saturating_add(grant.requests);
-        lease.credit = grant.credit.map(|c| i64::try_from(c).unwrap_or(i64::MAX));
         lease.tokens = grant.tokens.map(|t| i64::try_from(t).unwrap_or(i64::MAX));
         lease.taken = 0;
         lease.spent_tokens = 0;
@@ -278,25 +376,55 @@ pub fn answered(
             return Admission::Refused(refusal.clone(), lease.refused_headers(&refusal));
         }
         lease.take(reserve);
-        Admission::Admitted(lease.headers())
+        Admission::Admitted(lease.headers(), lease.generation)
     });
-    answer.unwrap_or(Admission::Admitted(Vec::new()))
+    answer.unwrap_or(Admission::Admitted(Vec::new(), UNLEASED))
 }
 
-/// A request admitted under `key`'s lease with `reserve` ended having cost `cost` and spent
-/// `tokens`: its reservation is no longer held, what it exceeded the cost by may be spent
-/// again, and its tokens leave what is left.
-pub fn ended(shared: &impl Shared, key: &str, reserve: u64, tokens: u64, cost: u64) {
+/// A request (`request`) admitted under `key`'s lease with `reserve` ended having cost `cost`
+/// and spent `tokens`: its reservation is no longer held, what it exceeded the cost by may be
+/// spent again, its tokens leave what is left, and its end waits to be reported with the next
+/// ask (which comes at the next request once [`MAX_WAITING_ENDS`] wait).
+pub fn ended(
+    shared: &impl Shared,
+    key: &str,
+    request: &str,
+    generation: u32,
+    reserve: u64,
+    tokens: u64,
+    cost: u64,
+) {
+    let waiting = update_ends(shared, key, |bytes| {
+        write_ends(
+            &[LeaseEnd {
+                request: request.to_owned(),
+                tokens,
+                cost,
+            }],
+            bytes,
+        );
+        bytecount_lines(bytes)
+    })
+    .unwrap_or(0);
     update(shared, key, |lease| {
-        lease.held = lease.held.saturating_sub(reserve);
-        let refund = i64::try_from(reserve)
-            .unwrap_or(i64::MAX)
-            .saturating_sub(i64::try_from(cost).unwrap_or(i64::MAX));
-        lease.credit = lease.credit.map(|c| c.saturating_add(refund));
+        if generation == lease.generation {
+            lease.held = lease.held.saturating_sub(reserve);
+            let refund = i64::try_from(reserve)
+                .unwrap_or(i64::MAX)
+                .saturating_sub(i64::try_from(cost).unwrap_or(i64::MAX));
+            lease.credit = lease.credit.map(|c| c.saturating_add(refund));
+        }
         let t = i64::try_from(tokens).unwrap_or(i64::MAX);
         lease.tokens = lease.tokens.map(|left| left.saturating_sub(t));
         lease.spent_tokens = lease.spent_tokens.saturating_add(t);
+        if waiting >= MAX_WAITING_ENDS {
+            lease.requests = 0;
+        }
     });
+}
+
+fn bytecount_lines(bytes: &[u8]) -> usize {
+    bytes.iter().filter(|b| **b == b'\n').count()
 }
 
 /// What `key`'s lease gives back once it expired unused (its requests and credit hold), at
@@ -311,6 +439,7 @@ pub fn give_back(shared: &impl Shared, instance: &str, key: &str, now_ms: u64) -
         let ask = LeaseAsk {
             instance: instance.to_owned(),
             key: key.to_owned(),
+            id: String::new(),
             at_ms: now_ms,
             requests: 0,
             reserve: 0,
@@ -325,6 +454,10 @@ pub fn give_back(shared: &impl Shared, instance: &str, key: &str, now_ms: u64) -
         Some(ask)
     })
     .flatten()
+    .map(|mut ask| {
+        ask.ends = take_ends(shared, key);
+        ask
+    })
 }
 
 #[cfg(test)]
@@ -359,7 +492,7 @@ mod tests {
 
     fn remaining(a: &Admission) -> Option<String> {
         let headers = match a {
-            Admission::Admitted(h) | Admission::Refused(_, h) => h,
+            Admission::Admitted(h, _) | Admission::Refused(_, h) => h,
             Admission::Ask(_) => return None,
         };
         headers
@@ -382,7 +515,7 @@ mod tests {
         // Two more, from any worker (the same shared data), then nothing left: one ask.
         assert!(matches!(
             admit(&shared, "e1", "k", 10, now + 1),
-            Admission::Admitted(_)
+            Admission::Admitted(..)
         ));
         let a = admit(&shared, "e1", "k", 10, now + 2);
         assert_eq!(remaining(&a).as_deref(), Some("57"));
@@ -397,7 +530,7 @@ mod tests {
         shared.interleave(&name("k"), &other.encode());
         assert!(matches!(
             admit(&shared, "e1", "k", 10, now + 4),
-            Admission::Admitted(_)
+            Admission::Admitted(..)
         ));
         let after = Lease::decode(shared.value(&name("k")).as_deref());
         assert_eq!(after.requests, 4);
@@ -410,25 +543,51 @@ mod tests {
         ask_of(admit(&shared, "e1", "k", 40, now));
         assert!(matches!(
             answered(&shared, "k", Some(grant(100, Some(100))), 40, now),
-            Admission::Admitted(_)
+            Admission::Admitted(..)
         ));
         assert!(matches!(
             admit(&shared, "e1", "k", 40, now),
-            Admission::Admitted(_)
+            Admission::Admitted(..)
         ));
         // 20 left: one more is admitted while some is left, then none.
         assert!(matches!(
             admit(&shared, "e1", "k", 40, now),
-            Admission::Admitted(_)
+            Admission::Admitted(..)
         ));
         let ask = ask_of(admit(&shared, "e1", "k", 40, now));
         assert_eq!((ask.held, ask.unused), (120, 97));
+        // An end of an earlier generation (its lease expired) refunds nothing.
+        ended(&shared, "k", "r0", 0, 40, 0, 0);
+        let lease = Lease::decode(shared.value(&name("k")).as_deref());
+        assert_eq!((lease.held, lease.credit), (120, Some(-20)));
         // Ends refund what the reservations exceeded the costs by.
         for _ in 0..3 {
-            ended(&shared, "k", 40, 5, 10);
+            ended(&shared, "k", "r1", 1, 40, 5, 10);
         }
         let lease = Lease::decode(shared.value(&name("k")).as_deref());
         assert_eq!((lease.held, lease.credit), (0, Some(-20 + 90)));
+        // The next ask reports the four ends; an ask that got no answer puts them back.
+        let ask = ask_of(admit(&shared, "e1", "k", 40, now + 5_000));
+        assert_eq!(ask.ends.len(), 4, "r0 and the three");
+        assert_eq!((ask.ends[1].tokens, ask.ends[1].cost), (5, 10));
+        put_back(&shared, "k", &ask.ends);
+        answered(&shared, "k", None, 40, now + 5_000);
+        let again = ask_of(admit(&shared, "e1", "k", 40, now + 5_000 + OPEN_MS));
+        assert_eq!(again.ends, ask.ends);
+    }
+
+    #[test]
+    fn too_many_waiting_ends_make_the_next_request_ask() {
+        let shared = Memory::at(0);
+        let now = 1_000_000;
+        ask_of(admit(&shared, "e1", "k", 0, now));
+        answered(&shared, "k", Some(grant(1_000, None)), 0, now);
+        for i in 0..MAX_WAITING_ENDS {
+            ended(&shared, "k", &format!("r{i}"), 0, 0, 1, 0);
+        }
+        let ask = ask_of(admit(&shared, "e1", "k", 0, now + 1));
+        assert_eq!(ask.ends.len(), MAX_ENDS);
+        assert!(ask.bounded());
     }
 
     #[test]
@@ -476,11 +635,11 @@ mod tests {
         ask_of(admit(&shared, "e1", "k", 0, now));
         assert_eq!(
             answered(&shared, "k", None, 0, now),
-            Admission::Admitted(Vec::new())
+            Admission::Admitted(Vec::new(), UNLEASED)
         );
         assert_eq!(
             admit(&shared, "e1", "k", 0, now + 10),
-            Admission::Admitted(Vec::new())
+            Admission::Admitted(Vec::new(), UNLEASED)
         );
         assert!(matches!(
             admit(&shared, "e1", "k", 0, now + OPEN_MS),

@@ -198,7 +198,15 @@ impl HttpContext for Request {
             shared::observe(index, &outcome.observations);
         }
         if let Some(end) = &outcome.lease_end {
-            switchyard_core::lease::ended(&Host, &end.key, end.reserve, end.tokens, end.cost);
+            switchyard_core::lease::ended(
+                &Host,
+                &end.key,
+                &end.request,
+                end.generation,
+                end.reserve,
+                end.tokens,
+                end.cost,
+            );
         }
         if let Some(charge) = &outcome.charge {
             for (name, value) in [(CHARGE_STATE, &charge.charge), (COST_STATE, &charge.cost)] {

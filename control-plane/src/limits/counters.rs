@@ -84,6 +84,8 @@ pub enum Verdict {
         hits: i64,
         /// Micro-USD held for the credit (its `reserve`, or less for a lease).
         held: i64,
+        /// The least any spend cap has left, micro-USD (`None`: no caps).
+        caps_left: Option<i64>,
     },
 }
 

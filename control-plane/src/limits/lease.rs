@@ -1,18 +1,19 @@
 //! Leases: an Envoy's bounded allowance for one key, taken from the global counters in the same
 //! atomic step as an admission (see [`switchyard_contract::lease`]). A grant counts its
 //! requests in the key's and owner's request windows at once (so requests per minute are never
-//! overshot), holds its credit allowance from the owner's balance under one id per Envoy and
-//! key (replaced by that Envoy's next ask), and hands the filter what is left of the token
-//! windows. The next ask reports the ends of the requests admitted under it (charged as
-//! Envoy's rate limit filter charged them, one by one) and gives back the requests it did not
-//! use.
+//! overshot), holds its credit allowance from the owner's balance, and hands the filter what
+//! is left of the token windows. The next ask reports the ends of the requests admitted under it (charged as
+//! Envoy's rate limit filter charged them, one by one: their costs held until their records
+//! reach the ledger) and gives back the requests it did not use. A credit allowance is held
+//! under the ask's own id until a few seconds after its lease expires, so concurrent asks of
+//! one Envoy each take their own part of what is spendable.
 
 use switchyard_contract::lease::{
     LeaseAsk, LeaseGrant, LeaseRefusal, LeaseWindow, DEFAULT_TTL_MS, MAX_REQUESTS,
 };
 use switchyard_contract::limits::Admit;
 
-use super::counters::{End, Settle, Verdict};
+use super::counters::Verdict;
 use super::{policy, Limits, LimitsError, Result};
 
 /// A grant hands out at most this share of a per-minute request limit (at least one request):
@@ -24,9 +25,9 @@ const REQUEST_SHARE: i64 = 10;
 /// Envoy's next ask or return replaces it sooner).
 const HOLD_MARGIN_SECS: i64 = 5;
 
-/// The id a lease's credit hold is kept under: one per Envoy and key.
+/// The id a lease's credit allowance is held under: one per ask.
 fn hold_id(ask: &LeaseAsk) -> String {
-    format!("lease-{}-{}", ask.instance, ask.key)
+    format!("lease-{}-{}", ask.instance, ask.id)
 }
 
 impl Limits {
@@ -43,6 +44,10 @@ impl Limits {
             let cost = i64::try_from(end.cost).unwrap_or(i64::MAX);
             self.ended(key, &end.request, tokens, cost, now).await?;
         }
+        crate::metrics::add(
+            &crate::metrics::METRICS.limits_charges,
+            u64::try_from(ask.ends.len()).unwrap_or(0),
+        );
         let Some((limits, user)) = self.lookup(key)? else {
             // Not limited (any more): spend freely until the next configuration says so.
             return Ok(LeaseGrant {
@@ -74,7 +79,6 @@ impl Limits {
             .unwrap_or(i64::from(MAX_REQUESTS));
         let wanted = i64::from(ask.requests).min(share);
         let hold = hold_id(ask);
-        let keep = i64::try_from(ask.held).unwrap_or(i64::MAX);
         let per_request = i64::try_from(ask.reserve).unwrap_or(i64::MAX);
         let admit = Admit {
             key,
@@ -90,37 +94,12 @@ impl Limits {
         let ttl_secs = i64::try_from(DEFAULT_TTL_MS / 1_000).unwrap_or(2);
         if let Some(credit) = &mut q.credit {
             credit.upto = true;
-            credit.keep = keep;
             credit.reserve = per_request.saturating_mul(wanted.max(1));
-            if keep == 0 {
-                credit.expires = now.saturating_add(ttl_secs + HOLD_MARGIN_SECS);
-            }
+            credit.expires = now.saturating_add(ttl_secs + HOLD_MARGIN_SECS);
         }
         if ask.requests == 0 {
-            // Only a return: the hold keeps what is in flight, or goes.
-            if q.credit.is_some() {
-                if keep == 0 {
-                    let end = End {
-                        now,
-                        windows: Vec::new(),
-                        tokens: 0,
-                        totals: Vec::new(),
-                        cost: 0,
-                        hold: Some(Settle {
-                            user: &limits.user,
-                            request: &hold,
-                        }),
-                    };
-                    counters.ended(&end).await?;
-                } else {
-                    q.windows.clear();
-                    q.caps.clear();
-                    if let Some(credit) = &mut q.credit {
-                        credit.reserve = 0;
-                    }
-                    counters.admit(&q).await?;
-                }
-            }
+            // Only a return: the unused requests went back above; its allowance's hold
+            // expires with it.
             return Ok(LeaseGrant {
                 granted_at: now,
                 ttl_ms: DEFAULT_TTL_MS,
@@ -135,9 +114,14 @@ impl Limits {
                 verdict = Verdict::NoCredits;
             }
         }
-        let (hits, held) = match &verdict {
-            Verdict::Windows { hits, held, .. } => (*hits, *held),
-            _ => (0, 0),
+        let (hits, held, caps_left) = match &verdict {
+            Verdict::Windows {
+                hits,
+                held,
+                caps_left,
+                ..
+            } => (*hits, *held, *caps_left),
+            _ => (0, 0, None),
         };
         let metered = q.credit.is_some();
         let has_request_window = q.windows.iter().any(|w| w.hits > 0);
@@ -174,33 +158,18 @@ impl Limits {
         } else {
             u32::try_from(wanted.max(1)).unwrap_or(MAX_REQUESTS)
         };
-        grant.credit = metered.then(|| u64::try_from(held.saturating_sub(keep)).unwrap_or(0));
+        // What may be reserved: the credit allowance, and no more than the spend caps have
+        // left (each Envoy's lease may pass a cap by its last request, as an admission may).
+        let credit = metered.then_some(held);
+        grant.credit = match (credit, caps_left) {
+            (Some(c), Some(l)) => Some(c.min(l)),
+            (c, l) => c.or(l),
+        }
+        .map(|c| u64::try_from(c).unwrap_or(0));
         grant.tokens = grant
             .token_window
             .map(|w| u64::try_from(w.limit.saturating_sub(w.used)).unwrap_or(0));
         Ok(grant)
-    }
-}
-
-impl Limits {
-    /// A stored request record: a limited key's request admitted under a lease is charged
-    /// from it (its tokens and cost; its owner's hold of the cost goes when the ledger
-    /// settles it, right after). Figures out of bounds are left out.
-    pub async fn record_ended(&self, row: &crate::store::RequestRow, now: i64) {
-        if !self.lookup(&row.key_id).is_ok_and(|l| l.is_some()) {
-            return;
-        }
-        let tokens = row
-            .prompt_tokens
-            .max(0)
-            .saturating_add(row.completion_tokens.max(0));
-        let cost = row.cost_micros.unwrap_or(0).max(0);
-        if let Err(e) = self
-            .ended(&row.key_id, &row.request_id, tokens, cost, now)
-            .await
-        {
-            tracing::warn!(key = %row.key_id, request = %row.request_id, "request end not counted: {e}");
-        }
     }
 }
 

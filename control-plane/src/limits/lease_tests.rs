@@ -12,6 +12,7 @@ fn ask(instance: &str, key: &str, requests: u32) -> LeaseAsk {
     LeaseAsk {
         instance: instance.into(),
         key: key.into(),
+        id: String::new(),
         at_ms: 0,
         requests,
         ..LeaseAsk::default()
@@ -57,23 +58,25 @@ async fn grants_take_requests_from_the_shared_window_so_rpm_is_never_overshot() 
 }
 
 #[tokio::test]
-async fn a_credit_allowance_is_at_most_what_is_spendable_and_the_next_ask_replaces_it() {
+async fn a_credit_allowance_is_at_most_what_is_spendable_and_held_until_shortly_after_its_lease() {
     for (name, l, _) in backends(metered_table()).await {
         l.balances_changed(&[("u".into(), 10_000)]).await;
         let now = 2_000;
         let mut a = ask("a", "k", 10);
+        a.id = "a1".into();
         a.reserve = 3_000;
         let g = l.lease(&a, now).await.unwrap();
         assert_eq!((g.requests, g.credit), (10, Some(10_000)), "{name}");
         // Another Envoy finds nothing spendable while the first holds it all.
         let mut b = ask("b", "k", 10);
+        b.id = "b1".into();
         b.reserve = 3_000;
-        let refused = l.lease(&b, now).await.unwrap();
-        let r = refused.refusal.expect("refused");
+        let r = l.lease(&b, now).await.unwrap().refusal.expect("refused");
         assert_eq!(r.code(), RefusalCode::InsufficientCredits, "{name}");
-        // The first Envoy's next ask: two requests ended (2,000 each, held until their records
-        // reach the ledger), one in flight (3,000 kept): 3,000 more may be spent.
-        a.held = 3_000;
+        // The first Envoy spent its allowance: two requests ended at 2,000 each (held until
+        // their records reach the ledger). Its next ask finds nothing more while the first
+        // allowance is held.
+        a.id = "a2".into();
         a.ends = vec![
             LeaseEnd {
                 request: "r1".into(),
@@ -86,9 +89,12 @@ async fn a_credit_allowance_is_at_most_what_is_spendable_and_the_next_ask_replac
                 cost: 2_000,
             },
         ];
-        let g = l.lease(&a, now + 1).await.unwrap();
-        assert_eq!(g.credit, Some(3_000), "{name}");
-        // Its records reach the ledger: the costs leave the holds and the balance.
+        assert!(
+            l.lease(&a, now + 1).await.unwrap().refusal.is_some(),
+            "{name}"
+        );
+        // The records reach the ledger, and the first allowance's hold expires a few seconds
+        // after its lease: what is left may be had again.
         l.balances_changed(&[("u".into(), 6_000)]).await;
         l.settled(
             &[
@@ -98,18 +104,18 @@ async fn a_credit_allowance_is_at_most_what_is_spendable_and_the_next_ask_replac
             now + 2,
         )
         .await;
-        // The first Envoy returns its lease (nothing in flight, nothing wanted): the other
-        // may have everything.
-        let mut back = ask("a", "k", 0);
-        back.reserve = 3_000;
-        let g = l.lease(&back, now + 2).await.unwrap();
-        assert_eq!(
-            (g.requests, g.credit),
-            (0, None),
-            "{name}: a return takes nothing"
-        );
-        let g = l.lease(&b, now + 2).await.unwrap();
+        a.id = "a3".into();
+        a.ends.clear();
+        let g = l.lease(&a, now + 8).await.unwrap();
         assert_eq!(g.credit, Some(6_000), "{name}");
+        b.id = "b2".into();
+        assert!(
+            l.lease(&b, now + 8).await.unwrap().refusal.is_some(),
+            "{name}"
+        );
+        // A return takes nothing.
+        let g = l.lease(&ask("a", "k", 0), now + 9).await.unwrap();
+        assert_eq!((g.requests, g.credit), (0, None), "{name}");
     }
 }
 
@@ -269,4 +275,38 @@ async fn the_endpoint_takes_only_signed_fresh_bounded_asks() {
         left += l.lease(&more, crate::store::now()).await.unwrap().requests;
     }
     assert_eq!(left, 54);
+}
+
+#[tokio::test]
+async fn spend_caps_bound_what_a_lease_may_reserve() {
+    let table = Table {
+        keys: [(
+            "k".to_string(),
+            KeyLimits {
+                user: "u".into(),
+                daily_micros: Some(5_000),
+                ..KeyLimits::default()
+            },
+        )]
+        .into(),
+        ..Table::default()
+    };
+    for (name, l, _) in backends(table).await {
+        let now = 1_700_000_000;
+        let mut a = ask("a", "k", 10);
+        a.reserve = 4_500;
+        let g = l.lease(&a, now).await.unwrap();
+        assert_eq!(g.credit, Some(5_000), "{name}");
+        a.ends = vec![LeaseEnd {
+            request: "r1".into(),
+            tokens: 29,
+            cost: 2_900,
+        }];
+        let g = l.lease(&a, now + 1).await.unwrap();
+        assert_eq!(g.credit, Some(2_100), "{name}");
+        a.ends[0].request = "r2".into();
+        let g = l.lease(&a, now + 2).await.unwrap();
+        let r = g.refusal.expect("refused");
+        assert_eq!(r.code(), RefusalCode::BudgetExceeded, "{name}");
+    }
 }

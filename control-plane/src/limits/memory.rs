@@ -218,10 +218,14 @@ impl Memory {
                 return Verdict::TooManyHolds;
             }
         }
+        let mut caps_left: Option<i64> = None;
         for (i, cap) in ask.caps.iter().enumerate() {
-            if self.totals.get(&cap.total).map_or(0, |(spent, _)| *spent) >= cap.cap {
+            let spent = self.totals.get(&cap.total).map_or(0, |(spent, _)| *spent);
+            if spent >= cap.cap {
                 return Verdict::OverCap(i);
             }
+            let left = cap.cap.saturating_sub(spent);
+            caps_left = Some(caps_left.map_or(left, |l| l.min(left)));
         }
         let mut states = Vec::with_capacity(ask.windows.len());
         for w in &ask.windows {
@@ -262,6 +266,7 @@ impl Memory {
             states,
             hits,
             held: if ok { held } else { 0 },
+            caps_left,
         }
     }
 

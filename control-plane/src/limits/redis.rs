@@ -52,7 +52,8 @@ end
 /// holds, number of caps, expired holds dropped per run, then each cap, then (limit, hits) per
 /// window, then partial (0/1), upto (0/1) and keep (see [`super::counters::Credit`]). Returns
 /// {-1} no balance, {-2} no credits, {-3} too many holds, {-4, i} cap i reached, or {allowed
-/// (0/1), requests counted, micro-USD held, then (used, oldest second) per window}.
+/// (0/1), requests counted, micro-USD held, least left of the caps (-1: none), then (used,
+/// oldest second) per window}.
 static ADMIT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         "{HOLD_FUNCTIONS}{}",
@@ -83,9 +84,12 @@ if ARGV[3] == '1' then
   end
   if upto then amount = keep_micros + math.min(amount, spendable) end
 end
+local caps_left = -1
 for i = 1, ncaps do
   local spent = tonumber(redis.call('GET', KEYS[4 + i]) or '0')
   if spent >= tonumber(ARGV[10 + i]) then return {-4, i} end
+  local left = tonumber(ARGV[10 + i]) - spent
+  if caps_left < 0 or left < caps_left then caps_left = left end
 end
 local used, oldest, ok, hits, counts = {}, {}, 1, 0, false
 for i = first_window, #KEYS do
@@ -121,7 +125,7 @@ for i = first_window, #KEYS do
 end
 if counts and hits <= 0 then ok = 0 end
 if hits < 0 then hits = 0 end
-local out = {ok, hits, 0}
+local out = {ok, hits, 0, caps_left}
 for i = first_window, #KEYS do
   local a = 10 + ncaps + 2 * (i - first_window)
   local whits = tonumber(ARGV[a + 2])
@@ -298,10 +302,11 @@ impl RedisCounters {
             [-2] => Verdict::NoCredits,
             [-3] => Verdict::TooManyHolds,
             [-4, i] => Verdict::OverCap(usize::try_from(*i - 1).unwrap_or(0)),
-            [ok, hits, held, rest @ ..] => Verdict::Windows {
+            [ok, hits, held, caps_left, rest @ ..] => Verdict::Windows {
                 ok: *ok == 1,
                 hits: *hits,
                 held: *held,
+                caps_left: (*caps_left >= 0).then_some(*caps_left),
                 states: rest
                     .chunks(2)
                     .map(|c| WindowState {
@@ -315,6 +320,7 @@ impl RedisCounters {
                 states: Vec::new(),
                 hits: 0,
                 held: 0,
+                caps_left: None,
             },
         })
     }

@@ -22,6 +22,8 @@ pub mod histogram {
 #[derive(Debug, PartialEq, Eq)]
 pub struct LeaseEnd {
     pub key: String,
+    pub request: String,
+    pub generation: u32,
     pub reserve: u64,
     pub tokens: u64,
     pub cost: u64,
@@ -86,6 +88,8 @@ impl Exchange {
             let k = self.key.zip(self.index.as_deref()).map(|(k, i)| i.key(k))?;
             Some(LeaseEnd {
                 key: k.id.clone(),
+                request: self.id.clone(),
+                generation: l.generation,
                 reserve: l.reserve,
                 tokens: self.usage.map_or(0, |u| u.total),
                 cost: cost.unwrap_or(0),

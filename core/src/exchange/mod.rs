@@ -62,7 +62,11 @@ pub enum Step {
 /// headers its answer carries.
 struct Leased {
     reserve: u64,
+    /// The lease generation it took from ([`crate::lease::UNLEASED`]: none).
+    generation: u32,
     headers: Vec<(&'static str, String)>,
+    /// The ends its ask reported (put back if no answer comes).
+    reported: Vec<switchyard_contract::lease::LeaseEnd>,
 }
 
 /// How the response is being handled.
@@ -358,17 +362,25 @@ impl Exchange {
             let reserve = crate::reserve::estimate(endpoint, &top, body.len(), price);
             let now_ms = shared.now_ns() / 1_000_000;
             match crate::lease::admit(shared, "", &k.id, reserve, now_ms) {
-                crate::lease::Admission::Admitted(headers) => {
-                    self.leased = Some(Leased { reserve, headers });
+                crate::lease::Admission::Admitted(headers, generation) => {
+                    self.leased = Some(Leased {
+                        reserve,
+                        generation,
+                        headers,
+                        reported: Vec::new(),
+                    });
                 }
                 crate::lease::Admission::Refused(refusal, headers) => {
                     return Err(Refused(refusal_error(&refusal), headers).into());
                 }
                 crate::lease::Admission::Ask(mut a) => {
                     a.instance = crate::lease::instance(shared);
+                    a.id.clone_from(&self.id);
                     self.leased = Some(Leased {
                         reserve,
+                        generation: crate::lease::UNLEASED,
                         headers: Vec::new(),
+                        reported: a.ends.clone(),
                     });
                     lease_ask = Some(a);
                 }
@@ -426,6 +438,10 @@ impl Exchange {
         };
         let key = &index.key(k).id;
         let now_ms = shared.now_ns() / 1_000_000;
+        if grant.is_none() {
+            crate::lease::put_back(shared, key, &leased.reported);
+        }
+        leased.reported = Vec::new();
         match crate::lease::answered(shared, key, grant, leased.reserve, now_ms) {
             crate::lease::Admission::Refused(refusal, headers) => {
                 self.leased = None;
@@ -437,8 +453,9 @@ impl Exchange {
                 }
                 reply
             }
-            crate::lease::Admission::Admitted(headers) => {
+            crate::lease::Admission::Admitted(headers, generation) => {
                 leased.headers = headers;
+                leased.generation = generation;
                 Step::Continue
             }
             crate::lease::Admission::Ask(_) => Step::Continue,
