@@ -225,7 +225,8 @@ mod tests {
     #[test]
     fn hostile_asks_are_out_of_bounds() {
         assert!(ask().bounded());
-        let odd: Vec<Box<dyn Fn(&mut LeaseAsk)>> = vec![
+        type Spoil = Box<dyn Fn(&mut LeaseAsk)>;
+        let odd: Vec<Spoil> = vec![
             Box::new(|a| a.instance.clear()),
             Box::new(|a| a.instance = "e:1".into()),
             Box::new(|a| a.key = "k".repeat(65)),
