@@ -23,6 +23,11 @@ pub const ASK_TIMEOUT_MS: u64 = 1_000;
 pub const REFUSAL_MS: u64 = 250;
 /// How long requests go through unchecked after the control plane could not answer.
 pub const OPEN_MS: u64 = 1_000;
+/// The first byte of an encoded lease (its layout's version), and the length of its fixed part:
+/// two bytes, eleven words, two windows of three.
+const ENCODING: u8 = 1;
+const ENCODED_LEN: usize = 2 + 8 * 17;
+
 /// The generation of a request let through without taking from a lease.
 pub const UNLEASED: u32 = u32::MAX;
 /// Compare-and-swap tries before giving up on shared data (then the request is let through).
@@ -185,14 +190,93 @@ pub enum Admission {
 }
 
 impl Lease {
+    /// Reads the form [`Lease::encode`] writes; anything else is no lease.
     fn decode(bytes: Option<&[u8]>) -> Lease {
-        bytes
-            .and_then(|b| serde_json::from_slice(b).ok())
-            .unwrap_or_default()
+        bytes.and_then(Lease::read).unwrap_or_default()
     }
 
+    /// A fixed little-endian layout (read and written twice per request: no JSON), the
+    /// remembered refusal, when there is one, as JSON at the end.
     fn encode(&self) -> Vec<u8> {
-        serde_json::to_vec(self).unwrap_or_default()
+        let mut out = Vec::with_capacity(ENCODED_LEN + 8);
+        out.push(ENCODING);
+        let flags = u8::from(self.credit.is_some())
+            | u8::from(self.tokens.is_some()) << 1
+            | u8::from(self.request_window.is_some()) << 2
+            | u8::from(self.token_window.is_some()) << 3
+            | u8::from(self.refusal.is_some()) << 4;
+        out.push(flags);
+        for word in [
+            self.until_ms,
+            self.granted_at as u64,
+            u64::from(self.requests),
+            self.credit.unwrap_or(0) as u64,
+            self.tokens.unwrap_or(0) as u64,
+            u64::from(self.taken),
+            self.spent_tokens as u64,
+            self.asking_until_ms,
+            self.open_until_ms,
+            self.held,
+            u64::from(self.generation),
+        ] {
+            out.extend_from_slice(&word.to_le_bytes());
+        }
+        for w in [self.request_window, self.token_window] {
+            let w = w.unwrap_or(LeaseWindow {
+                limit: 0,
+                used: 0,
+                reset_secs: 0,
+            });
+            for v in [w.limit, w.used, w.reset_secs] {
+                out.extend_from_slice(&v.to_le_bytes());
+            }
+        }
+        if let Some((refusal, until)) = &self.refusal {
+            out.extend_from_slice(&until.to_le_bytes());
+            out.extend_from_slice(&serde_json::to_vec(refusal).unwrap_or_default());
+        }
+        out
+    }
+
+    fn read(bytes: &[u8]) -> Option<Lease> {
+        if bytes.len() < ENCODED_LEN || bytes.first() != Some(&ENCODING) {
+            return None;
+        }
+        let flags = *bytes.get(1)?;
+        let word = |i: usize| -> Option<u64> {
+            let at = 2 + 8 * i;
+            Some(u64::from_le_bytes(bytes.get(at..at + 8)?.try_into().ok()?))
+        };
+        let window = |first: usize, present: bool| -> Option<Option<LeaseWindow>> {
+            Some(present.then_some(LeaseWindow {
+                limit: word(first)? as i64,
+                used: word(first + 1)? as i64,
+                reset_secs: word(first + 2)? as i64,
+            }))
+        };
+        let refusal = if flags & 16 != 0 {
+            let until = word(17)?;
+            let json = bytes.get(ENCODED_LEN + 8..)?;
+            Some((serde_json::from_slice(json).ok()?, until))
+        } else {
+            None
+        };
+        Some(Lease {
+            until_ms: word(0)?,
+            granted_at: word(1)? as i64,
+            requests: u32::try_from(word(2)?).ok()?,
+            credit: (flags & 1 != 0).then_some(word(3)? as i64),
+            tokens: (flags & 2 != 0).then_some(word(4)? as i64),
+            taken: u32::try_from(word(5)?).ok()?,
+            spent_tokens: word(6)? as i64,
+            asking_until_ms: word(7)?,
+            open_until_ms: word(8)?,
+            held: word(9)?,
+            generation: u32::try_from(word(10)?).ok()?,
+            request_window: window(11, flags & 4 != 0)?,
+            token_window: window(14, flags & 8 != 0)?,
+            refusal,
+        })
     }
 
     /// Whether a request may be taken from it now.
@@ -673,6 +757,44 @@ mod tests {
             admit(&shared, "e1", "k", 10, now + 3_000),
             Admission::Ask(_)
         ));
+    }
+
+    #[test]
+    fn leases_round_trip_through_their_encoding() {
+        let mut lease = Lease {
+            until_ms: 5,
+            granted_at: -1,
+            requests: 7,
+            credit: Some(-20),
+            tokens: None,
+            taken: 3,
+            spent_tokens: 9,
+            request_window: Some(LeaseWindow {
+                limit: 60,
+                used: 2,
+                reset_secs: 58,
+            }),
+            token_window: None,
+            asking_until_ms: 11,
+            refusal: None,
+            open_until_ms: 12,
+            held: 13,
+            generation: 4,
+        };
+        assert_eq!(Lease::decode(Some(&lease.encode())), lease);
+        lease.refusal = Some((
+            LeaseRefusal {
+                code: "budget_exceeded".into(),
+                message: "m".into(),
+                retry_after: Some(3),
+            },
+            99,
+        ));
+        lease.tokens = Some(0);
+        assert_eq!(Lease::decode(Some(&lease.encode())), lease);
+        let bytes = lease.encode();
+        assert_eq!(Lease::decode(Some(&bytes[..ENCODED_LEN - 1])), Lease::default());
+        assert_eq!(Lease::decode(Some(&bytes[..ENCODED_LEN + 3])), Lease::default());
     }
 
     #[test]
