@@ -31,6 +31,9 @@ pub const MAX_ENDS: usize = 256;
 /// The most tokens one request's end may report.
 pub const MAX_TOKENS: u64 = 1_000_000_000;
 
+/// The most tokens an ask's summed ends may report.
+pub const MAX_SUM_TOKENS: u64 = MAX_TOKENS * MAX_REQUESTS as u64;
+
 /// The most reservations in flight one ask may keep held, micro-USD.
 pub const MAX_HELD_MICROS: u64 = 1_000 * MAX_RESERVE_MICROS;
 
@@ -73,9 +76,15 @@ pub struct LeaseAsk {
     /// window they were counted in.
     pub unused: u32,
     pub granted_at: i64,
-    /// Requests ended since the last ask.
+    /// Requests ended since the last ask, one by one (when the grant asked for them: the
+    /// owner's credits hold each request's cost until its record reaches the ledger).
     #[serde(default)]
     pub ends: Vec<LeaseEnd>,
+    /// The other ended requests' tokens and cost (micro-USD), summed.
+    #[serde(default)]
+    pub tokens: u64,
+    #[serde(default)]
+    pub cost: u64,
 }
 
 impl LeaseAsk {
@@ -91,6 +100,8 @@ impl LeaseAsk {
             && self.reserve <= MAX_RESERVE_MICROS
             && self.held <= MAX_HELD_MICROS
             && self.ends.len() <= MAX_ENDS
+            && self.tokens <= MAX_SUM_TOKENS
+            && self.cost <= MAX_HELD_MICROS
             && self.ends.iter().all(|e| {
                 !e.request.is_empty()
                     && crate::ids::is_plain(&e.request)
@@ -148,6 +159,9 @@ pub struct LeaseGrant {
     pub request_window: Option<LeaseWindow>,
     pub token_window: Option<LeaseWindow>,
     pub refusal: Option<LeaseRefusal>,
+    /// The next ask reports ends one by one (else summed).
+    #[serde(default)]
+    pub itemize: bool,
 }
 
 impl LeaseGrant {
@@ -191,6 +205,8 @@ mod tests {
                 tokens: 29,
                 cost: 2_900,
             }],
+            tokens: 58,
+            cost: 5_800,
         }
     }
 
@@ -216,6 +232,7 @@ mod tests {
                 message: "m".into(),
                 retry_after: Some(3),
             }),
+            itemize: true,
         };
         let text = serde_json::to_string(&g).unwrap();
         assert_eq!(serde_json::from_str::<LeaseGrant>(&text).unwrap(), g);
@@ -240,6 +257,8 @@ mod tests {
             Box::new(|a| a.ends[0].request = "r 1".into()),
             Box::new(|a| a.ends[0].request.clear()),
             Box::new(|a| a.ends = vec![a.ends[0].clone(); MAX_ENDS + 1]),
+            Box::new(|a| a.tokens = MAX_SUM_TOKENS + 1),
+            Box::new(|a| a.cost = u64::MAX),
         ];
         for (i, spoil) in odd.iter().enumerate() {
             let mut a = ask();

@@ -24,9 +24,9 @@ pub const REFUSAL_MS: u64 = 250;
 /// How long requests go through unchecked after the control plane could not answer.
 pub const OPEN_MS: u64 = 1_000;
 /// The first byte of an encoded lease (its layout's version), and the length of its fixed part:
-/// two bytes, eleven words, two windows of three.
+/// two bytes, eleven words, two windows of three, two words.
 const ENCODING: u8 = 1;
-const ENCODED_LEN: usize = 2 + 8 * 17;
+const ENCODED_LEN: usize = 2 + 8 * 19;
 
 /// The generation of a request let through without taking from a lease.
 pub const UNLEASED: u32 = u32::MAX;
@@ -126,11 +126,16 @@ fn take_ends(shared: &impl Shared, key: &str) -> Vec<LeaseEnd> {
 }
 
 /// Puts back the ends an ask that got no answer carried (they are reported with the next).
-pub fn put_back(shared: &impl Shared, key: &str, ends: &[LeaseEnd]) {
-    if ends.is_empty() {
-        return;
+pub fn put_back(shared: &impl Shared, key: &str, ask: &LeaseAsk) {
+    if !ask.ends.is_empty() {
+        update_ends(shared, key, |bytes| write_ends(&ask.ends, bytes));
     }
-    update_ends(shared, key, |bytes| write_ends(ends, bytes));
+    if ask.tokens > 0 || ask.cost > 0 {
+        update(shared, key, |lease| {
+            lease.ended_tokens = lease.ended_tokens.saturating_add(ask.tokens);
+            lease.ended_cost = lease.ended_cost.saturating_add(ask.cost);
+        });
+    }
 }
 
 /// A key's lease in one Envoy.
@@ -175,6 +180,13 @@ pub struct Lease {
     /// Which run of grants the credit belongs to (a request's end refunds only its own).
     #[serde(default)]
     pub generation: u32,
+    /// Ends are reported one by one (else summed in `ended_tokens` and `ended_cost`).
+    #[serde(default)]
+    pub itemize: bool,
+    #[serde(default)]
+    pub ended_tokens: u64,
+    #[serde(default)]
+    pub ended_cost: u64,
 }
 
 /// What a request of a limited key does next.
@@ -204,7 +216,8 @@ impl Lease {
             | u8::from(self.tokens.is_some()) << 1
             | u8::from(self.request_window.is_some()) << 2
             | u8::from(self.token_window.is_some()) << 3
-            | u8::from(self.refusal.is_some()) << 4;
+            | u8::from(self.refusal.is_some()) << 4
+            | u8::from(self.itemize) << 5;
         out.push(flags);
         for word in [
             self.until_ms,
@@ -231,6 +244,8 @@ impl Lease {
                 out.extend_from_slice(&v.to_le_bytes());
             }
         }
+        out.extend_from_slice(&self.ended_tokens.to_le_bytes());
+        out.extend_from_slice(&self.ended_cost.to_le_bytes());
         if let Some((refusal, until)) = &self.refusal {
             out.extend_from_slice(&until.to_le_bytes());
             out.extend_from_slice(&serde_json::to_vec(refusal).unwrap_or_default());
@@ -255,7 +270,7 @@ impl Lease {
             }))
         };
         let refusal = if flags & 16 != 0 {
-            let until = word(17)?;
+            let until = word(19)?;
             let json = bytes.get(ENCODED_LEN + 8..)?;
             Some((serde_json::from_slice(json).ok()?, until))
         } else {
@@ -276,6 +291,9 @@ impl Lease {
             request_window: window(11, flags & 4 != 0)?,
             token_window: window(14, flags & 8 != 0)?,
             refusal,
+            itemize: flags & 32 != 0,
+            ended_tokens: word(17)?,
+            ended_cost: word(18)?,
         })
     }
 
@@ -385,6 +403,8 @@ pub fn admit(
             unused: lease.requests,
             granted_at: lease.granted_at,
             ends: Vec::new(),
+            tokens: std::mem::take(&mut lease.ended_tokens),
+            cost: std::mem::take(&mut lease.ended_cost),
         };
         lease.requests = 0;
         lease.asking_until_ms = now_ms.saturating_add(ASK_TIMEOUT_MS);
@@ -428,6 +448,7 @@ pub fn answered(
             return Admission::Refused(refusal.clone(), lease.refused_headers(refusal));
         }
         lease.refusal = None;
+        lease.itemize = grant.itemize;
         // Each grant's credit is held apart at the control plane: while the lease lives, a
         // grant adds to what is left (which may be below zero by the last reservation, and
         // takes the refunds of the requests admitted under it); a lease that expired starts
@@ -478,6 +499,27 @@ pub fn ended(
     tokens: u64,
     cost: u64,
 ) {
+    let itemize = update(shared, key, |lease| {
+        if generation == lease.generation {
+            lease.held = lease.held.saturating_sub(reserve);
+            let refund = i64::try_from(reserve)
+                .unwrap_or(i64::MAX)
+                .saturating_sub(i64::try_from(cost).unwrap_or(i64::MAX));
+            lease.credit = lease.credit.map(|c| c.saturating_add(refund));
+        }
+        let t = i64::try_from(tokens).unwrap_or(i64::MAX);
+        lease.tokens = lease.tokens.map(|left| left.saturating_sub(t));
+        lease.spent_tokens = lease.spent_tokens.saturating_add(t);
+        if !lease.itemize {
+            lease.ended_tokens = lease.ended_tokens.saturating_add(tokens);
+            lease.ended_cost = lease.ended_cost.saturating_add(cost);
+        }
+        lease.itemize
+    })
+    .unwrap_or(false);
+    if !itemize {
+        return;
+    }
     let waiting = update_ends(shared, key, |bytes| {
         write_ends(
             &[LeaseEnd {
@@ -490,21 +532,9 @@ pub fn ended(
         bytecount_lines(bytes)
     })
     .unwrap_or(0);
-    update(shared, key, |lease| {
-        if generation == lease.generation {
-            lease.held = lease.held.saturating_sub(reserve);
-            let refund = i64::try_from(reserve)
-                .unwrap_or(i64::MAX)
-                .saturating_sub(i64::try_from(cost).unwrap_or(i64::MAX));
-            lease.credit = lease.credit.map(|c| c.saturating_add(refund));
-        }
-        let t = i64::try_from(tokens).unwrap_or(i64::MAX);
-        lease.tokens = lease.tokens.map(|left| left.saturating_sub(t));
-        lease.spent_tokens = lease.spent_tokens.saturating_add(t);
-        if waiting >= MAX_WAITING_ENDS {
-            lease.requests = 0;
-        }
-    });
+    if waiting >= MAX_WAITING_ENDS {
+        update(shared, key, |lease| lease.requests = 0);
+    }
 }
 
 fn bytecount_lines(bytes: &[u8]) -> usize {
@@ -531,6 +561,8 @@ pub fn give_back(shared: &impl Shared, instance: &str, key: &str, now_ms: u64) -
             unused: lease.requests,
             granted_at: lease.granted_at,
             ends: Vec::new(),
+            tokens: std::mem::take(&mut lease.ended_tokens),
+            cost: std::mem::take(&mut lease.ended_cost),
         };
         lease.requests = 0;
         lease.until_ms = 0;
@@ -564,6 +596,7 @@ mod tests {
             }),
             token_window: None,
             refusal: None,
+            itemize: true,
         }
     }
 
@@ -654,10 +687,28 @@ mod tests {
         let ask = ask_of(admit(&shared, "e1", "k", 40, now + 5_000));
         assert_eq!(ask.ends.len(), 4, "r0 and the three");
         assert_eq!((ask.ends[1].tokens, ask.ends[1].cost), (5, 10));
-        put_back(&shared, "k", &ask.ends);
+        put_back(&shared, "k", &ask);
         answered(&shared, "k", None, 40, now + 5_000);
         let again = ask_of(admit(&shared, "e1", "k", 40, now + 5_000 + OPEN_MS));
         assert_eq!(again.ends, ask.ends);
+    }
+
+    #[test]
+    fn ends_of_an_owner_without_credits_are_summed() {
+        let shared = Memory::at(0);
+        let now = 1_000_000;
+        ask_of(admit(&shared, "e1", "k", 0, now));
+        let mut g = grant(10, None);
+        g.itemize = false;
+        answered(&shared, "k", Some(g), 0, now);
+        ended(&shared, "k", "r1", 1, 0, 29, 2_900);
+        ended(&shared, "k", "r2", 1, 0, 1, 100);
+        let ask = give_back(&shared, "e1", "k", now + 2_000).expect("a return");
+        assert_eq!((ask.ends.len(), ask.tokens, ask.cost), (0, 30, 3_000));
+        // No answer: the sums wait for the next ask.
+        put_back(&shared, "k", &ask);
+        let again = ask_of(admit(&shared, "e1", "k", 0, now + 2_000));
+        assert_eq!((again.tokens, again.cost), (30, 3_000));
     }
 
     #[test]
@@ -780,6 +831,9 @@ mod tests {
             open_until_ms: 12,
             held: 13,
             generation: 4,
+            itemize: true,
+            ended_tokens: 14,
+            ended_cost: 15,
         };
         assert_eq!(Lease::decode(Some(&lease.encode())), lease);
         lease.refusal = Some((
@@ -793,8 +847,14 @@ mod tests {
         lease.tokens = Some(0);
         assert_eq!(Lease::decode(Some(&lease.encode())), lease);
         let bytes = lease.encode();
-        assert_eq!(Lease::decode(Some(&bytes[..ENCODED_LEN - 1])), Lease::default());
-        assert_eq!(Lease::decode(Some(&bytes[..ENCODED_LEN + 3])), Lease::default());
+        assert_eq!(
+            Lease::decode(Some(&bytes[..ENCODED_LEN - 1])),
+            Lease::default()
+        );
+        assert_eq!(
+            Lease::decode(Some(&bytes[..ENCODED_LEN + 3])),
+            Lease::default()
+        );
     }
 
     #[test]

@@ -58,6 +58,14 @@ impl Limits {
             });
         };
         let counters = &*self.counters;
+        if ask.tokens > 0 || ask.cost > 0 {
+            // Summed ends: their tokens and cost count, nothing is held for them.
+            let tokens = i64::try_from(ask.tokens).unwrap_or(i64::MAX);
+            let cost = i64::try_from(ask.cost).unwrap_or(i64::MAX);
+            if let Some(end) = policy::end(counters, key, "", &limits, &user, tokens, cost, now) {
+                counters.ended(&end).await?;
+            }
+        }
         let request_windows: Vec<String> = [
             ("key", key, limits.rpm),
             ("user", limits.user.as_str(), user.rpm),
@@ -136,6 +144,7 @@ impl Limits {
         let mut grant = LeaseGrant {
             granted_at: now,
             ttl_ms: DEFAULT_TTL_MS,
+            itemize: user.metered,
             request_window: window(admission.requests, hits),
             token_window: window(admission.tokens, 0),
             ..LeaseGrant::default()

@@ -65,8 +65,8 @@ struct Leased {
     /// The lease generation it took from ([`crate::lease::UNLEASED`]: none).
     generation: u32,
     headers: Vec<(&'static str, String)>,
-    /// The ends its ask reported (put back if no answer comes).
-    reported: Vec<switchyard_contract::lease::LeaseEnd>,
+    /// What its ask reported (put back if no answer comes).
+    reported: Option<switchyard_contract::lease::LeaseAsk>,
 }
 
 /// How the response is being handled.
@@ -367,7 +367,7 @@ impl Exchange {
                         reserve,
                         generation,
                         headers,
-                        reported: Vec::new(),
+                        reported: None,
                     });
                 }
                 crate::lease::Admission::Refused(refusal, headers) => {
@@ -380,7 +380,7 @@ impl Exchange {
                         reserve,
                         generation: crate::lease::UNLEASED,
                         headers: Vec::new(),
-                        reported: a.ends.clone(),
+                        reported: Some(a.clone()),
                     });
                     lease_ask = Some(a);
                 }
@@ -438,10 +438,9 @@ impl Exchange {
         };
         let key = &index.key(k).id;
         let now_ms = shared.now_ns() / 1_000_000;
-        if grant.is_none() {
-            crate::lease::put_back(shared, key, &leased.reported);
+        if let (None, Some(ask)) = (&grant, leased.reported.take()) {
+            crate::lease::put_back(shared, key, &ask);
         }
-        leased.reported = Vec::new();
         match crate::lease::answered(shared, key, grant, leased.reserve, now_ms) {
             crate::lease::Admission::Refused(refusal, headers) => {
                 self.leased = None;
