@@ -111,9 +111,15 @@ async fn main() {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default()
         .as_nanos() as u64;
-    // The ids, made before the clock starts (the filter makes them, not the control plane).
+    // The ids, made before the clock starts (the filter makes them, not the control plane),
+    // as if ten requests a millisecond came in.
     let mut maker = switchyard_core::outbox::Ids::new(seed);
-    let ids: Arc<Vec<String>> = Arc::new((0..total).map(|_| maker.next_id()).collect());
+    let first_ms = seed / 1_000_000;
+    let ids: Arc<Vec<String>> = Arc::new(
+        (0..total)
+            .map(|n| maker.next_id(first_ms + n as u64 / 10))
+            .collect(),
+    );
     let batches = total.div_ceil(batch);
     let next = Arc::new(AtomicUsize::new(0));
     let pid = cp.proc.pid().expect("the control plane runs");
