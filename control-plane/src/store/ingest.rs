@@ -59,7 +59,9 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
             if done.rows_affected() != chunk.len() as u64 {
-                // Dropping `tx` rolls it back.
+                // Rolled back before the exact try begins (a dropped transaction is rolled
+                // back only when its connection is next used, which may be after that).
+                tx.rollback().await?;
                 return Ok(None);
             }
         }
@@ -75,6 +77,7 @@ impl Store {
         )
         .await?
         else {
+            tx.rollback().await?;
             return Ok(None);
         };
         tx.commit().await?;

@@ -14,7 +14,7 @@
 //! budget is stated (CPU per record at a sustained 10,000 records/s):
 //!
 //! `switchyard-ingest-bench --database URL [--records 100000] [--senders 8] [--batch 500]
-//!  [--rate RECORDS_PER_S --seconds S]`
+//!  [--rate RECORDS_PER_S --seconds S] [--random-ids]`
 //!
 //! With `--rate`, batch `n` is sent `n * batch / rate` seconds after the start (by whichever
 //! sender is free), and the run reports the rate it kept.
@@ -113,11 +113,22 @@ async fn main() {
         .as_nanos() as u64;
     // The ids, made before the clock starts (the filter makes them, not the control plane),
     // as if ten requests a millisecond came in.
+    // `--random-ids`: ids in no order, as the filter made them before they started with the
+    // time (to compare).
+    let random_ids = args.iter().any(|a| a == "--random-ids");
     let mut maker = switchyard_core::outbox::Ids::new(seed);
     let first_ms = seed / 1_000_000;
     let ids: Arc<Vec<String>> = Arc::new(
         (0..total)
-            .map(|n| maker.next_id(first_ms + n as u64 / 10))
+            .map(|n| {
+                let id = maker.next_id(first_ms + n as u64 / 10);
+                if random_ids {
+                    // The unpredictable part first, then the rest.
+                    format!("{}{}", &id[11..], &id[..11])
+                } else {
+                    id
+                }
+            })
             .collect(),
     );
     let batches = total.div_ceil(batch);
