@@ -59,8 +59,7 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
             if done.rows_affected() != chunk.len() as u64 {
-                // Rolled back before the exact try begins (a dropped transaction is rolled
-                // back only when its connection is next used, which may be after that).
+                // Rolled back now, before the exact try.
                 tx.rollback().await?;
                 return Ok(None);
             }
