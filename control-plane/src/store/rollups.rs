@@ -86,9 +86,11 @@ pub(super) async fn add_to_rollups(
     let mut names: HashMap<Names<'_>, usize> = HashMap::new();
     let mut named: Vec<Names<'_>> = Vec::new();
     let mut last_names: Option<(Names<'_>, usize)> = None;
-    let mut index: HashMap<(i64, i64, usize), usize> = HashMap::new();
-    let mut sums: Vec<((i64, i64, usize), Sums)> = Vec::new();
-    let mut last: [Option<((i64, i64, usize), usize)>; GRAINS.len()] = [None; GRAINS.len()];
+    // (grain, bucket start, names' index) and where its sums are.
+    type Bucket = (i64, i64, usize);
+    let mut index: HashMap<Bucket, usize> = HashMap::new();
+    let mut sums: Vec<(Bucket, Sums)> = Vec::new();
+    let mut last: [Option<(Bucket, usize)>; GRAINS.len()] = [None; GRAINS.len()];
     for (r, new) in rows.iter().zip(inserted) {
         if !*new {
             continue;
