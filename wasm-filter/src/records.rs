@@ -42,7 +42,7 @@ pub(crate) fn next_id(now_ns: u64) -> String {
     IDS.with(|ids| {
         ids.borrow_mut()
             .get_or_insert_with(|| Ids::new(now_ns))
-            .next_id()
+            .next_id(now_ns / 1_000_000)
     })
 }
 

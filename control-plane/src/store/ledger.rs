@@ -232,23 +232,40 @@ async fn add_to_balance(tx: &mut Tx<'_>, user_id: &str, amount: i64) -> Result<i
     Ok(row.try_get("balance_micros")?)
 }
 
+/// How usage debits are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Debits {
+    /// Every request is expected to be debited now: the statements only count their rows,
+    /// and a count that falls short gives up (`None`: the caller rolls back and writes again
+    /// with `Exact`).
+    AllNew,
+    /// A request already debited is skipped: the statements read back what they inserted.
+    Exact,
+}
+
 /// Usage debits of one account (a request id already debited is skipped); returns the balance
-/// and the requests debited with their cost.
+/// and the requests debited with their cost, or `None` when `mode` is `AllNew` and a request
+/// had been debited before.
 async fn debit(
     tx: &mut Tx<'_>,
     backend: Backend,
     user_id: &str,
     rows: &[&RequestRow],
     per_statement: usize,
-) -> Result<(i64, Vec<(String, i64)>)> {
+    mode: Debits,
+) -> Result<Option<(i64, Vec<(String, i64)>)>> {
     const COLUMNS: usize = 6;
     let mut total = 0i64;
     let mut done = Vec::with_capacity(rows.len());
     for chunk in rows.chunks(per_statement) {
+        let tail = match mode {
+            Debits::AllNew => " ON CONFLICT DO NOTHING",
+            Debits::Exact => " ON CONFLICT DO NOTHING RETURNING request_id, amount_micros",
+        };
         let sql = multi_row_sql(
             backend,
             "INSERT INTO credit_ledger (id, user_id, amount_micros, kind, request_id, at_ms) VALUES",
-            " ON CONFLICT DO NOTHING RETURNING request_id, amount_micros",
+            tail,
             chunk.len(),
             COLUMNS,
         );
@@ -262,13 +279,27 @@ async fn debit(
                 .bind(r.request_id.as_str())
                 .bind(r.at_ms);
         }
-        for row in q.fetch_all(&mut **tx).await? {
-            let amount: i64 = row.try_get("amount_micros")?;
-            total += amount;
-            done.push((row.try_get("request_id")?, -amount));
+        match mode {
+            Debits::AllNew => {
+                if q.execute(&mut **tx).await?.rows_affected() != chunk.len() as u64 {
+                    return Ok(None);
+                }
+                for r in chunk {
+                    let cost = r.cost_micros.unwrap_or(0);
+                    total -= cost;
+                    done.push((r.request_id.clone(), cost));
+                }
+            }
+            Debits::Exact => {
+                for row in q.fetch_all(&mut **tx).await? {
+                    let amount: i64 = row.try_get("amount_micros")?;
+                    total += amount;
+                    done.push((row.try_get("request_id")?, -amount));
+                }
+            }
         }
     }
-    Ok((add_to_balance(tx, user_id, total).await?, done))
+    Ok(Some((add_to_balance(tx, user_id, total).await?, done)))
 }
 
 /// Tops the account up once if its rule asks for it; returns the balance.
@@ -289,7 +320,8 @@ async fn auto_topup(
 
 /// Debits the new, priced rows (`inserted` says which are new) from their users' accounts, in
 /// `tx`; users without an account are not metered. Returns the balances after it, (user,
-/// micro-USD), and the requests debited, (request id, user, cost).
+/// micro-USD), and the requests debited, (request id, user, cost); `None` when `mode` is
+/// `AllNew` and a request had been debited before (then roll `tx` back).
 #[allow(clippy::type_complexity)]
 pub(super) async fn debit_usage(
     tx: &mut Tx<'_>,
@@ -297,7 +329,8 @@ pub(super) async fn debit_usage(
     rows: &[RequestRow],
     inserted: &[bool],
     per_statement: usize,
-) -> Result<(Vec<(String, i64)>, Vec<(String, String, i64)>)> {
+    mode: Debits,
+) -> Result<Option<(Vec<(String, i64)>, Vec<(String, String, i64)>)>> {
     // Debits: new, priced rows of users with an account.
     let mut by_user: BTreeMap<&str, Vec<&RequestRow>> = BTreeMap::new();
     for (r, new) in rows.iter().zip(inserted) {
@@ -322,7 +355,11 @@ pub(super) async fn debit_usage(
             let user_id: String = account.try_get("user_id")?;
             let before = account_from(account)?;
             let debits = &by_user[before.user.as_str()];
-            let (balance, done) = debit(tx, backend, &user_id, debits, per_statement).await?;
+            let Some((balance, done)) =
+                debit(tx, backend, &user_id, debits, per_statement, mode).await?
+            else {
+                return Ok(None);
+            };
             debited.extend(
                 done.into_iter()
                     .map(|(id, cost)| (id, before.user.clone(), cost)),
@@ -336,5 +373,5 @@ pub(super) async fn debit_usage(
             balances.push((before.user, balance));
         }
     }
-    Ok((balances, debited))
+    Ok(Some((balances, debited)))
 }

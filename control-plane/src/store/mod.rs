@@ -125,7 +125,14 @@ impl Store {
                         // Statement journals (each multi-row upsert of the ingest has one)
                         // in memory, not in a temporary file: a tenth of the ingest's CPU
                         // went to writing them.
-                        sqlx::Executor::execute(conn, "PRAGMA temp_store = MEMORY").await?;
+                        sqlx::Executor::execute(&mut *conn, "PRAGMA temp_store = MEMORY").await?;
+                        // Write-ahead log: a commit appends the pages it changed to one file
+                        // and syncs it (`synchronous` stays FULL: an answered batch of records
+                        // is on disk), instead of copying their old contents to a rollback
+                        // journal, syncing it, writing the database, syncing it and deleting
+                        // the journal.
+                        sqlx::Executor::execute(&mut *conn, "PRAGMA journal_mode = WAL").await?;
+                        sqlx::Executor::execute(&mut *conn, "PRAGMA synchronous = FULL").await?;
                     }
                     Ok(())
                 })

@@ -101,9 +101,11 @@ pub(super) fn multi_row_sql(
 ) -> std::sync::Arc<str> {
     use std::collections::HashMap;
     use std::sync::{Arc, LazyLock, Mutex};
-    type Key = (Backend, &'static str, usize);
+    // The tail is part of the shape: one head may end in several ways (with and without
+    // `RETURNING`).
+    type Key = (Backend, &'static str, &'static str, usize);
     static BUILT: LazyLock<Mutex<HashMap<Key, Arc<str>>>> = LazyLock::new(Mutex::default);
-    let key = (backend, head, rows);
+    let key = (backend, head, tail, rows);
     if let Some(sql) = BUILT.lock().ok().and_then(|m| m.get(&key).cloned()) {
         return sql;
     }

@@ -79,26 +79,64 @@ pub(super) async fn add_to_rollups(
     rows: &[RequestRow],
     inserted: &[bool],
 ) -> Result<()> {
-    // Consecutive records mostly share their groups: look the last one up first.
-    let mut groups: HashMap<Group<'_>, Sums> = HashMap::new();
+    // Consecutive records mostly share their groups: the last one of each grain is compared
+    // first, and only a different one is looked up (hashing four names three times a record
+    // was a tenth of the ingest's CPU on PostgreSQL).
+    type Names<'a> = (&'a str, &'a str, &'a str, &'a str);
+    let mut names: HashMap<Names<'_>, usize> = HashMap::new();
+    let mut named: Vec<Names<'_>> = Vec::new();
+    let mut last_names: Option<(Names<'_>, usize)> = None;
+    // (grain, bucket start, names' index) and where its sums are.
+    type Bucket = (i64, i64, usize);
+    let mut index: HashMap<Bucket, usize> = HashMap::new();
+    let mut sums: Vec<(Bucket, Sums)> = Vec::new();
+    let mut last: [Option<(Bucket, usize)>; GRAINS.len()] = [None; GRAINS.len()];
     for (r, new) in rows.iter().zip(inserted) {
         if !*new {
             continue;
         }
-        for grain in GRAINS {
-            let start = r.at_ms - r.at_ms.rem_euclid(grain);
-            let key = (
-                grain,
-                start,
-                r.key_id.as_str(),
-                r.user.as_str(),
-                r.model.as_str(),
-                r.provider.as_str(),
-            );
-            groups.entry(key).or_default().add(r);
+        let these = (
+            r.key_id.as_str(),
+            r.user.as_str(),
+            r.model.as_str(),
+            r.provider.as_str(),
+        );
+        let id = match last_names {
+            Some((n, id)) if n == these => id,
+            _ => {
+                let next = named.len();
+                let id = *names.entry(these).or_insert(next);
+                if id == next {
+                    named.push(these);
+                }
+                last_names = Some((these, id));
+                id
+            }
+        };
+        for (g, grain) in GRAINS.into_iter().enumerate() {
+            let key = (grain, r.at_ms - r.at_ms.rem_euclid(grain), id);
+            let at = match last[g] {
+                Some((k, at)) if k == key => at,
+                _ => {
+                    let next = sums.len();
+                    let at = *index.entry(key).or_insert(next);
+                    if at == next {
+                        sums.push((key, Sums::default()));
+                    }
+                    last[g] = Some((key, at));
+                    at
+                }
+            };
+            sums[at].1.add(r);
         }
     }
-    let groups: Vec<(Group<'_>, Sums)> = groups.into_iter().collect();
+    let groups: Vec<(Group<'_>, Sums)> = sums
+        .into_iter()
+        .map(|((grain, start, id), s)| {
+            let (key, user, model, provider) = named[id];
+            ((grain, start, key, user, model, provider), s)
+        })
+        .collect();
     for chunk in groups.chunks(GROUPS_PER_STATEMENT) {
         let sql = multi_row_sql(backend, INSERT_ROLLUPS, ON_CONFLICT, chunk.len(), COLUMNS);
         let mut q = sqlx::query(&sql);

@@ -1050,6 +1050,35 @@ on_both_backends! {
         assert!(matches!(s.delete_api_key(&id).await, Err(StoreError::NotFound)));
     };
 
+    // The ingest first tries every row as new; when the log takes a row but its debit is
+    // already in the ledger (the log row was pruned, then the record came again), that try is
+    // rolled back whole and the batch written again exactly: nothing twice, nothing lost.
+    ingest_falls_back_when_a_debit_was_made_before => |s: Store| async move {
+        s.ensure_user("carol").await.unwrap();
+        s.open_account_with("carol", 1_000).await.unwrap();
+        let first = s.ingest(&[request("p1", "carol", Some(100), 1_000)]).await.unwrap();
+        assert_eq!(first.inserted, [true]);
+        assert_eq!(first.balances, [("carol".to_string(), 900)]);
+        assert_eq!(first.debited, [("p1".to_string(), "carol".to_string(), 100)]);
+        // The log row goes with retention; the ledger entry stays.
+        assert_eq!(s.prune_request_log(2_000).await.unwrap().log_rows, 1);
+        let again = s
+            .ingest(&[
+                request("p1", "carol", Some(100), 1_000),
+                request("p2", "carol", Some(7), 3_000),
+            ])
+            .await
+            .unwrap();
+        assert_eq!(again.inserted, [true, true], "both new to the log");
+        assert_eq!(again.debited, [("p2".to_string(), "carol".to_string(), 7)], "p1 once");
+        assert_eq!(again.balances, [("carol".to_string(), 893)]);
+        assert_eq!(s.get_account("carol").await.unwrap().balance_micros, 893);
+        let all = RequestQuery { limit: 10, ..Default::default() };
+        let logged: Vec<String> =
+            s.list_requests(&all).await.unwrap().into_iter().map(|r| r.request_id).collect();
+        assert_eq!(logged, ["p2", "p1"], "nothing of the first try left twice");
+    };
+
     settings_are_set_once => |s: Store| async move {
         assert_eq!(s.get_setting("admin").await.unwrap(), None);
         assert!(s.set_setting_if_absent("admin", "a").await.unwrap());

@@ -4,10 +4,20 @@
 //! given database, then sends synthetic records the way Envoy's workers do: batches of JSON
 //! lines over HTTP/2 and mutual TLS to the records endpoint, several senders at once, each
 //! waiting for the answer (which comes once the rows are committed). Every record belongs to
-//! a metered user, so each one is also a ledger debit. Bounded: a fixed number of records,
+//! a metered user, so each one is also a ledger debit, and request ids are made as the
+//! filter makes them (`switchyard_core::outbox::Ids`: hashed, so in no order). The CPU time
+//! printed is the whole control plane process's over the run: TLS, HTTP, signature check,
+//! parsing, the store and what the writer does after it. Bounded: a fixed number of records,
 //! loopback only.
 //!
-//! `switchyard-ingest-bench --database URL [--records 100000] [--senders 8] [--batch 500]`
+//! As fast as it goes (default), or at a fixed rate for a bounded time, which is how the
+//! budget is stated (CPU per record at a sustained 10,000 records/s):
+//!
+//! `switchyard-ingest-bench --database URL [--records 100000] [--senders 8] [--batch 500]
+//!  [--rate RECORDS_PER_S --seconds S] [--random-ids]`
+//!
+//! With `--rate`, batch `n` is sent `n * batch / rate` seconds after the start (by whichever
+//! sender is free), and the run reports the rate it kept.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -45,11 +55,11 @@ fn number(args: &[String], name: &str, default: usize) -> usize {
 }
 
 /// One synthetic record, shaped like the filter's (about 480 bytes).
-fn record(out: &mut String, n: usize, run: u128) {
+fn record(out: &mut String, n: usize, id: &str) {
     use std::fmt::Write as _;
     let _ = writeln!(
         out,
-        r#"{{"id":"{run:x}{n:016x}","at":{at},"api":"chat.completions","status":200,"key":"key_bench","user":"bench","model":"smart","provider":"openai","upstream_model":"gpt-4o-mini","attempts":1,"stream":{stream},"complete":true,"prompt_tokens":{p},"completion_tokens":{c},"total_tokens":{t},"cached_tokens":0,"cache_write_tokens":0,"reasoning_tokens":0,"cost_micros":{cost},"duration_ms":{d},"upstream_ms":{u},"ttft_ms":{u}}}"#,
+        r#"{{"id":"{id}","at":{at},"api":"chat.completions","status":200,"key":"key_bench","user":"bench","model":"smart","provider":"openai","upstream_model":"gpt-4o-mini","attempts":1,"stream":{stream},"complete":true,"prompt_tokens":{p},"completion_tokens":{c},"total_tokens":{t},"cached_tokens":0,"cache_write_tokens":0,"reasoning_tokens":0,"cost_micros":{cost},"duration_ms":{d},"upstream_ms":{u},"ttft_ms":{u}}}"#,
         at = 1_790_000_000_000u64 + n as u64,
         stream = n.is_multiple_of(2),
         p = 100 + n % 900,
@@ -67,7 +77,13 @@ async fn main() {
     let database = arg(&args, "--database").expect("--database URL");
     let total = number(&args, "--records", 100_000);
     let senders = number(&args, "--senders", 8);
-    let batch = number(&args, "--batch", 500);
+    let batch = number(&args, "--batch", 500).max(1);
+    let rate = number(&args, "--rate", 0);
+    let total = match rate {
+        0 => total,
+        // Bounded: at most ten minutes.
+        rate => rate * number(&args, "--seconds", 10).clamp(1, 600),
+    };
 
     let dir = TempDir::new("ingest-bench");
     let ports = Ports::pick();
@@ -91,10 +107,30 @@ async fn main() {
         switchyard_tests::XDS_SERVER_NAME,
         ports.xds
     );
-    let run = std::time::SystemTime::now()
+    let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default()
-        .as_nanos();
+        .as_nanos() as u64;
+    // The ids, made before the clock starts (the filter makes them, not the control plane),
+    // as if ten requests a millisecond came in.
+    // `--random-ids`: ids in no order, as the filter made them before they started with the
+    // time (to compare).
+    let random_ids = args.iter().any(|a| a == "--random-ids");
+    let mut maker = switchyard_core::outbox::Ids::new(seed);
+    let first_ms = seed / 1_000_000;
+    let ids: Arc<Vec<String>> = Arc::new(
+        (0..total)
+            .map(|n| {
+                let id = maker.next_id(first_ms + n as u64 / 10);
+                if random_ids {
+                    // The unpredictable part first, then the rest.
+                    format!("{}{}", &id[11..], &id[..11])
+                } else {
+                    id
+                }
+            })
+            .collect(),
+    );
     let batches = total.div_ceil(batch);
     let next = Arc::new(AtomicUsize::new(0));
     let pid = cp.proc.pid().expect("the control plane runs");
@@ -102,7 +138,7 @@ async fn main() {
     let started = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..senders {
-        let (client, url, next) = (client.clone(), url.clone(), next.clone());
+        let (client, url, next, ids) = (client.clone(), url.clone(), next.clone(), ids.clone());
         tasks.push(tokio::spawn(async move {
             let mut slowest = Duration::ZERO;
             loop {
@@ -112,7 +148,11 @@ async fn main() {
                 }
                 let mut body = String::with_capacity(batch * 500);
                 for n in b * batch..((b + 1) * batch).min(total) {
-                    record(&mut body, n, run);
+                    record(&mut body, n, &ids[n]);
+                }
+                if rate > 0 {
+                    let due = started + Duration::from_secs_f64((b * batch) as f64 / rate as f64);
+                    tokio::time::sleep_until(due.into()).await;
                 }
                 let sent = Instant::now();
                 let signature = switchyard_contract::sealed::sign_records(&key, body.as_bytes());
@@ -140,8 +180,12 @@ async fn main() {
     } else {
         "SQLite"
     };
+    let pace = match rate {
+        0 => "as fast as it goes".to_string(),
+        rate => format!("paced at {rate}/s"),
+    };
     println!(
-        "ingest {store:<10}  {total} records in {:.2} s: {:.0} records/s, control plane CPU {:.1} us/record  ({senders} senders x {batch}-record batches; slowest batch {} ms; each record a log row and a ledger debit)",
+        "ingest {store:<10}  {total} records in {:.2} s ({pace}): {:.0} records/s, control plane CPU {:.1} us/record  ({senders} senders x {batch}-record batches; slowest batch {} ms; each record a log row and a ledger debit)",
         elapsed.as_secs_f64(),
         total as f64 / elapsed.as_secs_f64(),
         cpu.as_secs_f64() * 1e6 / total as f64,
