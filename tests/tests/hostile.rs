@@ -597,7 +597,7 @@ async fn a_client_leaving_mid_stream_is_charged_for_what_it_got() {
     switchyard_tests::wait_until(
         "the stream's tokens counted",
         Duration::from_secs(5),
-        counted,
+        || counted(),
     )
     .await;
     let (tokens, remaining) = *last.lock().unwrap();
