@@ -127,10 +127,7 @@ impl RootContext for Root {
         if self.upstream {
             return Some(Box::<upstream::UpstreamAttempt>::default());
         }
-        Some(Box::new(http::Request::new(
-            self.index.clone(),
-            self.dataplane_key,
-        )))
+        Some(Box::new(http::Request::new(self.index.clone())))
     }
 
     fn on_tick(&mut self) {

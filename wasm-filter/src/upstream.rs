@@ -60,8 +60,7 @@ impl HttpContext for UpstreamAttempt {
         match result {
             Ok(Step::Pause) => Action::Pause,
             Ok(Step::Reply(reply)) => refuse(&reply),
-            // Only the downstream role asks for leases.
-            Ok(Step::Continue | Step::Lease(_)) => Action::Continue,
+            Ok(Step::Continue) => Action::Continue,
             Err(e) => {
                 // This target cannot take the request (an endpoint its provider lacks): the
                 // attempt answers with the reason, as the downstream role would have.

@@ -17,14 +17,14 @@ use crate::test_support;
 use super::*;
 
 /// What a test may look at inside a backend's counters.
-pub(super) enum Inside {
+enum Inside {
     Memory(Arc<MemoryCounters>),
     /// The prefix of the counters' keys.
     Redis(String),
 }
 
 /// Every backend, each with `table`.
-pub(super) async fn backends(table: Table) -> Vec<(&'static str, Limits, Inside)> {
+async fn backends(table: Table) -> Vec<(&'static str, Limits, Inside)> {
     let counters = Arc::new(MemoryCounters::default());
     let memory = Limits::new(counters.clone());
     memory.set_table(table.clone());
@@ -42,7 +42,7 @@ pub(super) async fn backends(table: Table) -> Vec<(&'static str, Limits, Inside)
     out
 }
 
-pub(super) fn key(user: &str, rpm: Option<i64>, tpm: Option<i64>) -> KeyLimits {
+fn key(user: &str, rpm: Option<i64>, tpm: Option<i64>) -> KeyLimits {
     KeyLimits {
         user: user.into(),
         rpm,
@@ -59,7 +59,7 @@ fn metered() -> UserLimits {
 }
 
 /// A table of keys `k` (and `k2`) of user `u`, metered.
-pub(super) fn metered_table() -> Table {
+fn metered_table() -> Table {
     Table {
         keys: [
             ("k".to_string(), key("u", None, None)),
