@@ -44,21 +44,6 @@ pub const RECENT_FAILURES: usize = 3;
 const RECENT_KEPT: usize = 256;
 
 impl Health {
-    fn add(&self, provider: &str, model: &str, minute: i64, f: impl FnOnce(&mut HealthRow)) {
-        let Ok(mut pending) = self.pending.lock() else {
-            return;
-        };
-        let row = pending
-            .entry((provider.to_owned(), model.to_owned(), minute))
-            .or_insert_with(|| HealthRow {
-                provider: provider.to_owned(),
-                model: model.to_owned(),
-                minute,
-                ..Default::default()
-            });
-        f(row);
-    }
-
     /// Targets failing right now (see [`RECENT_FAILURES`]), each with the time until which it
     /// should cool down (a few seconds past now, in steps of 5 s so that the configuration
     /// does not change with every update) and the time of its latest failure.
@@ -153,21 +138,7 @@ impl Health {
         }
         if let Ok(mut pending) = self.pending.lock() {
             for ((provider, model), add, _) in &targets {
-                let row = pending
-                    .entry(((*provider).to_owned(), (*model).to_owned(), minute))
-                    .or_insert_with(|| HealthRow {
-                        provider: (*provider).to_owned(),
-                        model: (*model).to_owned(),
-                        minute,
-                        ..Default::default()
-                    });
-                row.attempts += add.attempts;
-                row.failures += add.failures;
-                row.rate_limited += add.rate_limited;
-                row.latency_ms_sum += add.latency_ms_sum;
-                row.latency_count += add.latency_count;
-                row.prompt_tokens += add.prompt_tokens;
-                row.completion_tokens += add.completion_tokens;
+                pending_row(&mut pending, provider, model, minute).absorb(add);
             }
         }
         if let Ok(mut recent) = self.recent.lock() {
@@ -195,18 +166,30 @@ impl Health {
 
     /// Puts rows back after a failed write (added to anything recorded meanwhile).
     pub fn restore(&self, rows: Vec<HealthRow>) {
+        let Ok(mut pending) = self.pending.lock() else {
+            return;
+        };
         for row in rows {
-            self.add(&row.provider, &row.model, row.minute, |r| {
-                r.attempts += row.attempts;
-                r.failures += row.failures;
-                r.rate_limited += row.rate_limited;
-                r.latency_ms_sum += row.latency_ms_sum;
-                r.latency_count += row.latency_count;
-                r.prompt_tokens += row.prompt_tokens;
-                r.completion_tokens += row.completion_tokens;
-            });
+            pending_row(&mut pending, &row.provider, &row.model, row.minute).absorb(&row);
         }
     }
+}
+
+/// The row waiting to be written for a target's minute, made when there is none.
+fn pending_row<'m>(
+    pending: &'m mut HashMap<(String, String, i64), HealthRow>,
+    provider: &str,
+    model: &str,
+    minute: i64,
+) -> &'m mut HealthRow {
+    pending
+        .entry((provider.to_owned(), model.to_owned(), minute))
+        .or_insert_with(|| HealthRow {
+            provider: provider.to_owned(),
+            model: model.to_owned(),
+            minute,
+            ..Default::default()
+        })
 }
 
 /// What the recent window says about each target, plus prices.

@@ -24,6 +24,19 @@ pub struct HealthRow {
     pub completion_tokens: i64,
 }
 
+impl HealthRow {
+    /// Adds another row's counts (not its target or minute) to this one.
+    pub fn absorb(&mut self, other: &HealthRow) {
+        self.attempts += other.attempts;
+        self.failures += other.failures;
+        self.rate_limited += other.rate_limited;
+        self.latency_ms_sum += other.latency_ms_sum;
+        self.latency_count += other.latency_count;
+        self.prompt_tokens += other.prompt_tokens;
+        self.completion_tokens += other.completion_tokens;
+    }
+}
+
 impl Store {
     /// Adds figures to their (target, minute) rows, in one transaction.
     pub async fn add_health(&self, rows: &[HealthRow]) -> Result<()> {
