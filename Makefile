@@ -12,9 +12,9 @@ CONFIG ?= switchyard.example.yaml
 CARGO ?= cargo
 TEST_LOG := .run/test.log
 
-.PHONY: all run test unit e2e bench chaos lint deny deny-advisories fmt fuzz-build wasm build toolchain envoy sdk bootstrap clean
+.PHONY: all run test unit e2e bench chaos lint deny deny-advisories fmt fuzz-build wasm native build toolchain envoy sdk bootstrap clean
 
-all: build wasm
+all: build wasm native
 
 ## Toolchain: the wasm target (rust-toolchain.toml pins the compiler).
 toolchain:
@@ -38,6 +38,10 @@ $(SDK_STAMP): tests/sdk/requirements.txt $(ENVOY_STAMP)
 wasm: toolchain
 	$(CARGO) build -p switchyard-filter --target wasm32-wasip1 --release
 
+## The same filter as an Envoy dynamic module (target/release/libswitchyard_native.so).
+native:
+	$(CARGO) build -p switchyard-native --release
+
 build:
 	$(CARGO) build -p switchyard -p switchyard-tests
 
@@ -49,7 +53,7 @@ run: toolchain envoy wasm
 ## Everything: unit tests, store tests on SQLite and PostgreSQL, end-to-end tests through Envoy.
 ## Both end with a summary line saying whether PostgreSQL-tier tests were skipped (the output is
 ## kept in .run/test.log).
-test: toolchain envoy sdk wasm build
+test: toolchain envoy sdk wasm native build
 	@mkdir -p .run
 	set -o pipefail; eval "$$(scripts/test-services.sh)" && $(CARGO) test --workspace 2>&1 | tee $(TEST_LOG)
 	@scripts/test-summary.sh $(TEST_LOG)
@@ -59,11 +63,11 @@ unit:
 	set -o pipefail; $(CARGO) test -p switchyard-aws -p switchyard-contract -p switchyard-core -p switchyard 2>&1 | tee $(TEST_LOG)
 	@scripts/test-summary.sh $(TEST_LOG)
 
-e2e: toolchain envoy sdk wasm build
+e2e: toolchain envoy sdk wasm native build
 	$(CARGO) test -p switchyard-tests
 
 ## Bounded load test: bare Envoy vs. Switchyard's full path against the same fast upstream.
-bench: toolchain envoy wasm
+bench: toolchain envoy wasm native
 	$(CARGO) build --release -p switchyard -p switchyard-tools --bin switchyard --bin switchyard-ingest-bench
 	scripts/bench.sh
 

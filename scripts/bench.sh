@@ -14,7 +14,9 @@
 # then the time to first byte of a stream, sequential requests, through each.
 #
 # Knobs: BENCH_DURATION (s per run, 10), BENCH_CONNECTIONS (32), BENCH_ROUNDS (2),
-# BENCH_WASM (another build of the filter, to compare), BENCH_ACCESS_LOG (true|false),
+# BENCH_FILTER (native: the filter as an Envoy dynamic module, the default; wasm: the proxy-wasm
+# build in V8), BENCH_WASM (another build of the filter, .wasm or .so, to compare),
+# BENCH_ACCESS_LOG (true|false),
 # BENCH_SEAL (true|false: provider keys sealed and request records signed, as by default),
 # BENCH_CASES_2_WORKERS (the cases run again with two workers, "chat stream"; empty: none),
 # BENCH_PROFILE (a directory: `perf record` of Switchyard's Envoy and control plane during each
@@ -31,7 +33,11 @@ CONNECTIONS=${BENCH_CONNECTIONS:-32}
 ROUNDS=${BENCH_ROUNDS:-2}
 ENVOY=.venv/bin/envoy
 BIN=target/release/switchyard
-WASM=${BENCH_WASM:-$PWD/target/wasm32-wasip1/release/switchyard_filter.wasm}
+case "${BENCH_FILTER:-native}" in
+  native) WASM=${BENCH_WASM:-$PWD/target/release/libswitchyard_native.so} ;;
+  wasm) WASM=${BENCH_WASM:-$PWD/target/wasm32-wasip1/release/switchyard_filter.wasm} ;;
+  *) echo "bench: BENCH_FILTER is native or wasm" >&2; exit 1 ;;
+esac
 
 if ! command -v wrk >/dev/null; then
   echo "bench: installing wrk (Debian package)" >&2
@@ -186,7 +192,7 @@ LUA
   check=$(curl -s -w '\n%{http_code}' "http://127.0.0.1:$GW/v1/chat/completions" -H "Authorization: Bearer ${CASE_KEY[$c]}" -H 'Content-Type: application/json' -d "$body")
   [[ "${check##*$'\n'}" == 200 ]] || { echo "bench: Switchyard did not answer 200 for $c: $check" >&2; exit 1; }
 done
-echo "bench: request body ${#body} bytes, $CONNECTIONS connections, ${DURATION}s per run, $ROUNDS rounds, 1 Envoy worker, then 2" >&2
+echo "bench: request body ${#body} bytes, $CONNECTIONS connections, ${DURATION}s per run, $ROUNDS rounds, 1 Envoy worker, then 2; filter: $WASM" >&2
 
 # CPU time (user + system, in clock ticks) the process has used so far.
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }

@@ -193,10 +193,15 @@ pub fn response_headers<'a>(
 }
 
 impl HeaderBlock {
-    /// A block of these pairs, as the host would hand it over (tests, benchmarks).
+    /// A block of these pairs, as a proxy-wasm host would hand it over (tests, benchmarks).
     pub fn from_pairs(list: &[(&str, &[u8])]) -> HeaderBlock {
         let pairs: Vec<(&[u8], &[u8])> = list.iter().map(|(k, v)| (k.as_bytes(), *v)).collect();
         HeaderBlock::new(serialize(&pairs))
+    }
+
+    /// A block of these pairs (a host that lends its header map as pairs: one copy).
+    pub fn from_byte_pairs(pairs: &[(&[u8], &[u8])]) -> HeaderBlock {
+        HeaderBlock::new(serialize(pairs))
     }
 }
 

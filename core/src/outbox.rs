@@ -146,6 +146,24 @@ impl Ids {
     }
 }
 
+/// The headers of the call that carries a batch of records to `sink`, with the batch's
+/// `signature` (by the data plane key: only Envoys holding it write records).
+pub fn batch_headers<'a>(
+    sink: &'a crate::config::RecordSink,
+    signature: &'a Option<String>,
+) -> Vec<(&'a str, &'a str)> {
+    let mut headers = vec![
+        (":method", "POST"),
+        (":path", sink.path.as_str()),
+        (":authority", sink.authority.as_str()),
+        ("content-type", switchyard_contract::record::CONTENT_TYPE),
+    ];
+    if let Some(sig) = signature {
+        headers.push((crate::sealed::SIGNATURE_HEADER, sig.as_str()));
+    }
+    headers
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,8 +1,8 @@
 //! Pure routing: the config turned into O(1) lookups, model resolution and target choice.
 
-use std::cell::Cell;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::config::{Capability, FilterConfig, ModelRoute, Provider, ProviderKey, Target};
 use crate::cooldown::{self, Cooldowns};
@@ -24,11 +24,12 @@ pub struct Index {
     balance: BalanceWeights,
     /// Model names in config order, for `/v1/models`.
     model_names: Vec<String>,
-    /// Round-robin cursor for weighted choices (per VM, i.e. per Envoy worker).
-    cursor: Cell<u64>,
+    /// Round-robin cursor for weighted choices (per wasm VM, i.e. per Envoy worker; per Envoy
+    /// for the native filter, whose workers share one index).
+    cursor: AtomicU64,
     /// The same for provider keys (a cursor of its own, so that target and key choices do not
     /// move in lockstep).
-    key_cursor: Cell<u64>,
+    key_cursor: AtomicU64,
     /// Every header some provider's requests carry (credentials, versions, signatures): a
     /// failover attempt removes those its own target does not set.
     provider_headers: Vec<String>,
@@ -258,8 +259,8 @@ impl Index {
             models,
             balance: cfg.balance,
             model_names,
-            cursor: Cell::new(0),
-            key_cursor: Cell::new(0),
+            cursor: AtomicU64::new(0),
+            key_cursor: AtomicU64::new(0),
             provider_headers,
             records: cfg.records,
             record_state: cfg.record_state,
@@ -293,9 +294,7 @@ impl Index {
     }
 
     fn next_tick(&self) -> u64 {
-        let t = self.cursor.get();
-        self.cursor.set(t.wrapping_add(1));
-        t
+        self.cursor.fetch_add(1, Ordering::Relaxed)
     }
 
     /// Chooses the target for a request at `now` (Unix seconds), skipping targets this Envoy
@@ -391,8 +390,7 @@ impl Index {
 
     /// Chooses the provider key for one request, weighted round robin.
     pub fn choose_key<'a>(&self, provider: &'a Provider) -> Option<&'a ProviderKey> {
-        let tick = self.key_cursor.get();
-        self.key_cursor.set(tick.wrapping_add(1));
+        let tick = self.key_cursor.fetch_add(1, Ordering::Relaxed);
         weighted_pick(provider.keys.iter(), |k| k.weight, tick)
     }
 

@@ -43,9 +43,19 @@ pub fn wasm_path() -> PathBuf {
     p
 }
 
-/// Where the filter's build lands, whether it is there or not.
+/// Where the filter's build lands, whether it is there or not: the wasm build, unless
+/// `SWITCHYARD_TEST_FILTER=native` asks for the native one (an Envoy dynamic module).
 pub fn wasm_path_unchecked() -> PathBuf {
-    target_dir().join("wasm32-wasip1/release/switchyard_filter.wasm")
+    if std::env::var("SWITCHYARD_TEST_FILTER").as_deref() == Ok("native") {
+        native_path()
+    } else {
+        target_dir().join("wasm32-wasip1/release/switchyard_filter.wasm")
+    }
+}
+
+/// Where the native filter's build lands (`make native`).
+pub fn native_path() -> PathBuf {
+    target_dir().join("release/libswitchyard_native.so")
 }
 
 /// A fixture file, by its path below `tests/fixtures/`.

@@ -101,6 +101,26 @@ impl Stack {
         .await;
     }
 
+    /// Waits until the control plane's request log holds every one of `ids`, once each.
+    pub async fn wait_logged_once(&self, ids: &std::collections::HashSet<String>) {
+        wait_until("every record stored", Duration::from_secs(20), || async {
+            let (status, page) = self
+                .admin(reqwest::Method::GET, "/requests?limit=1000", None)
+                .await;
+            assert_eq!(status, 200, "{page}");
+            let rows = page["data"].as_array().cloned().unwrap_or_default();
+            let logged: Vec<String> = rows
+                .iter()
+                .filter_map(|r| r["request_id"].as_str().map(str::to_owned))
+                .filter(|id| ids.contains(id))
+                .collect();
+            let unique: std::collections::HashSet<&String> = logged.iter().collect();
+            assert_eq!(unique.len(), logged.len(), "a record stored twice");
+            logged.len() == ids.len()
+        })
+        .await;
+    }
+
     pub fn client(&self) -> reqwest::Client {
         reqwest::Client::new()
     }

@@ -244,7 +244,7 @@ async fn genai_metrics_carry_provider_model_and_status_labels() {
     }
     let ours: Vec<&str> = stats
         .lines()
-        .filter(|l| l.starts_with("gen_ai") || l.starts_with("switchyard_gateway"))
+        .filter(|l| l.contains("gen_ai") || l.contains("switchyard_gateway"))
         .filter(|l| l.contains("_count") || l.contains("_sum"))
         .collect();
     panic!("missing {wanted:#?}\nin:\n{}", ours.join("\n"));

@@ -4,11 +4,9 @@
 //! sends its own. Either way every request's record reaches the control plane once.
 
 use std::collections::HashSet;
-use std::time::Duration;
 
-use reqwest::Method;
 use serde_json::json;
-use switchyard_tests::{wait_until, Envoy, Stack};
+use switchyard_tests::{Envoy, Stack};
 
 /// Sends `n` requests, eight at a time (spread over the workers), returning their ids.
 async fn send(stack: &Stack, n: usize) -> HashSet<String> {
@@ -27,29 +25,11 @@ async fn send(stack: &Stack, n: usize) -> HashSet<String> {
     ids
 }
 
-/// Waits until the control plane's request log holds every one of `ids`, once each.
-async fn logged_once(stack: &Stack, ids: &HashSet<String>) {
-    wait_until("every record stored", Duration::from_secs(20), || async {
-        let (status, page) = stack.admin(Method::GET, "/requests?limit=1000", None).await;
-        assert_eq!(status, 200, "{page}");
-        let rows = page["data"].as_array().cloned().unwrap_or_default();
-        let logged: Vec<String> = rows
-            .iter()
-            .filter_map(|r| r["request_id"].as_str().map(str::to_owned))
-            .filter(|id| ids.contains(id))
-            .collect();
-        let unique: HashSet<&String> = logged.iter().collect();
-        assert_eq!(unique.len(), logged.len(), "a record stored twice");
-        logged.len() == ids.len()
-    })
-    .await;
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_workers_records_reach_the_control_plane_through_the_records_service() {
     let stack = Stack::start_workers(2, |_| {}).await;
     let ids = send(&stack, 48).await;
-    logged_once(&stack, &ids).await;
+    stack.wait_logged_once(&ids).await;
     assert!(
         stack
             .envoy
@@ -66,7 +46,7 @@ async fn without_the_records_service_each_worker_sends_its_own_records() {
     stack.envoy.proc.stop();
     stack.envoy = Envoy::start_without_records_service(&stack.dir.0, &stack.cp).await;
     let ids = send(&stack, 48).await;
-    logged_once(&stack, &ids).await;
+    stack.wait_logged_once(&ids).await;
     assert!(!stack
         .envoy
         .proc

@@ -2,7 +2,7 @@
 //! left to its [`Exchange`]; at the end, the exchange's outcome published (cooldowns, the limits
 //! charge, the request's record, metrics).
 
-use std::rc::Rc;
+use std::sync::Arc;
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
@@ -23,7 +23,7 @@ pub(crate) struct Request {
 }
 
 impl Request {
-    pub(crate) fn new(index: Option<Rc<Index>>) -> Self {
+    pub(crate) fn new(index: Option<Arc<Index>>) -> Self {
         Request {
             exchange: Exchange::new(index),
             plan: None,

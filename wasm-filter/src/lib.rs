@@ -20,7 +20,7 @@ mod records;
 mod shared;
 mod upstream;
 
-use std::rc::Rc;
+use std::sync::Arc;
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
@@ -46,7 +46,7 @@ struct Root {
     upstream: bool,
     /// The records service (its root id says so): see [`records::Service`].
     records: Option<records::Service>,
-    index: Option<Rc<Index>>,
+    index: Option<Arc<Index>>,
     /// Every target and provider key of the current configuration, for [`shared::refresh`].
     target_keys: Vec<u64>,
     /// The data plane key from Envoy's environment (opens provider keys, signs records).
@@ -112,7 +112,7 @@ impl RootContext for Root {
                 );
                 switchyard_core::exchange::keys::prepare_windows(&index, &shared::Host);
                 records::set_sink(index.records.as_ref());
-                self.index = Some(Rc::new(index));
+                self.index = Some(Arc::new(index));
                 true
             }
             Err(e) => {

@@ -8,6 +8,7 @@ use std::collections::HashMap;
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::MetricType;
+use switchyard_core::exchange::COUNTERS as NAMES;
 
 #[derive(Debug, Default)]
 pub(crate) struct Pending {
@@ -18,15 +19,6 @@ pub(crate) struct Pending {
     pub incomplete_streams: u64,
     pub records_dropped: u64,
 }
-
-const NAMES: [&str; 6] = [
-    "switchyard_requests_total",
-    "switchyard_gateway_errors_total",
-    "switchyard_prompt_tokens_total",
-    "switchyard_completion_tokens_total",
-    "switchyard_incomplete_streams_total",
-    "switchyard_records_dropped_total",
-];
 
 thread_local! {
     // One VM per worker thread: these are that worker's.

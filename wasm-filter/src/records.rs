@@ -178,17 +178,8 @@ fn flush(sink: &RecordSink, now_ms: u64, key: Option<&[u8; 32]>) {
     let Some(batch) = OUTBOX.with(|o| o.borrow_mut().take(now_ms)) else {
         return;
     };
-    // Signed with the data plane key: only Envoys holding it write records.
     let signature = key.map(|k| switchyard_core::sealed::sign_records(k, &batch));
-    let mut headers = vec![
-        (":method", "POST"),
-        (":path", sink.path.as_str()),
-        (":authority", sink.authority.as_str()),
-        ("content-type", switchyard_contract::record::CONTENT_TYPE),
-    ];
-    if let Some(sig) = &signature {
-        headers.push((switchyard_core::sealed::SIGNATURE_HEADER, sig.as_str()));
-    }
+    let headers = switchyard_core::outbox::batch_headers(sink, &signature);
     match hostcalls::dispatch_http_call(&sink.cluster, headers, Some(&batch), vec![], SEND_TIMEOUT)
     {
         Ok(token) => SENDING.with(|s| *s.borrow_mut() = Some((token, batch, now_ms))),

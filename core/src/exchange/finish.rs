@@ -17,6 +17,17 @@ pub mod histogram {
     pub const OVERHEAD: &str = "switchyard_gateway_overhead_us";
 }
 
+/// The filter's counters at Envoy's `/stats/prometheus`, in the order both adapters keep them:
+/// requests, gateway errors, prompt and completion tokens, incomplete streams, records dropped.
+pub const COUNTERS: [&str; 6] = [
+    "switchyard_requests_total",
+    "switchyard_gateway_errors_total",
+    "switchyard_prompt_tokens_total",
+    "switchyard_completion_tokens_total",
+    "switchyard_incomplete_streams_total",
+    "switchyard_records_dropped_total",
+];
+
 /// What the rate limit service charges when the request is done (filter state values): tokens
 /// against per-minute limits, cost against spend caps and credits.
 #[derive(Debug, PartialEq, Eq)]

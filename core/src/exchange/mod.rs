@@ -17,6 +17,7 @@ pub mod shared;
 pub mod target;
 
 use std::rc::Rc;
+use std::sync::Arc;
 
 use crate::attempt::Ask;
 use crate::auth;
@@ -29,7 +30,7 @@ use crate::route::Index;
 use crate::translate::Translator;
 use crate::usage::Usage;
 
-pub use finish::{histogram, Charge, Counts, Outcome};
+pub use finish::{histogram, Charge, Counts, Outcome, COUNTERS};
 pub use plan::Plan;
 pub use reply::Reply;
 pub use response::{Chunk, Head};
@@ -69,7 +70,7 @@ enum Response {
 
 /// One client request and its answer (the downstream filter role).
 pub struct Exchange {
-    index: Option<Rc<Index>>,
+    index: Option<Arc<Index>>,
     endpoint: Option<Endpoint>,
     /// The client's request headers, read once.
     headers: HeaderBlock,
@@ -132,7 +133,7 @@ pub struct Exchange {
 }
 
 impl Exchange {
-    pub fn new(index: Option<Rc<Index>>) -> Self {
+    pub fn new(index: Option<Arc<Index>>) -> Self {
         Exchange {
             index,
             endpoint: None,

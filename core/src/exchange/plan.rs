@@ -9,14 +9,14 @@
 //! attempts sit in a `RefCell`, each borrow lasting one method.
 
 use std::cell::{Ref, RefCell};
-use std::rc::Rc;
+use std::sync::Arc;
 
 use crate::attempt::Ask;
 use crate::route::{Index, ModelEntry};
 use crate::translate::Translator;
 
 pub struct Plan {
-    pub index: Rc<Index>,
+    pub index: Arc<Index>,
     pub ask: Ask,
     /// The client's request body (every attempt starts from it).
     pub body: Vec<u8>,
@@ -65,7 +65,7 @@ pub struct Switch {
 
 impl Plan {
     pub fn new(
-        index: Rc<Index>,
+        index: Arc<Index>,
         ask: Ask,
         body: Vec<u8>,
         primary: usize,
@@ -171,7 +171,7 @@ mod tests {
             stream: false,
             request_id: String::new(),
         };
-        Plan::new(Rc::new(index), ask, b"{}".to_vec(), 0, Some(1))
+        Plan::new(Arc::new(index), ask, b"{}".to_vec(), 0, Some(1))
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! A whole exchange run natively: request in, forward or reply out, answer back, outcome.
 
-use std::rc::Rc;
+use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
@@ -10,7 +10,7 @@ use super::shared::Memory;
 use super::*;
 use crate::translate::ChunkOutcome;
 
-fn index() -> Rc<Index> {
+fn index() -> Arc<Index> {
     let digest = hex::encode(Sha256::digest(b"sk-gw"));
     let config = format!(
         r#"{{"version":"1","max_body_bytes":65536,"record_state":true,
@@ -27,7 +27,7 @@ fn index() -> Rc<Index> {
                                            {{"provider":"an","model":"claude-x"}}],
                    "failover":["failover-2-0-duo","failover-2-1-duo"]}}]}}"#
     );
-    Rc::new(Index::from_json(config.as_bytes(), None).expect("config"))
+    Arc::new(Index::from_json(config.as_bytes(), None).expect("config"))
 }
 
 /// A configuration of one provider `p` with these keys (JSON objects) serving model `m` as `up`.

@@ -10,7 +10,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
-use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Instant;
 
 use sha2::{Digest, Sha256};
@@ -155,7 +155,7 @@ fn main() {
     }
     let stream = args.get(1).is_some_and(|a| a == "stream");
     let requests: u64 = args.get(2).and_then(|n| n.parse().ok()).unwrap_or(200_000);
-    let index = Rc::new(index(stream));
+    let index = Arc::new(index(stream));
     let content = "Summarise the following text in one sentence. ".repeat(19);
     let body = format!(
         r#"{{"model":"fast","messages":[{{"role":"system","content":"You are terse."}},{{"role":"user","content":"{content}"}}],"temperature":0.2{}}}"#,

@@ -6,7 +6,7 @@ use std::path::Path;
 use envoy_types::pb::envoy::config::bootstrap::v3::{bootstrap, Bootstrap};
 
 use super::clusters::clusters;
-use super::filter::wasm_filter;
+use super::filter::http_filter;
 use super::listener::{listener, Delivery};
 use super::socket;
 use crate::config::Gateway;
@@ -144,6 +144,16 @@ fn overload_yaml(gw: &Gateway) -> String {
     out
 }
 
+/// The native filter's metrics keep their names in Prometheus (no `envoy_` prefix and
+/// namespace), as the wasm filter's do.
+const NATIVE_RUNTIME_YAML: &str = r#"# The native filter's metrics are exported under their own names.
+layered_runtime:
+  layers:
+  - name: static
+    static_layer:
+      envoy.reloadable_features.dynamic_modules_strip_custom_stat_prefix: true
+"#;
+
 /// The filter's records service: a singleton in its own VM on Envoy's main thread, to which the
 /// workers hand their request records and which sends them to the control plane in batches
 /// (signing a batch and the call never hold up a worker). The data plane key signs them.
@@ -232,7 +242,12 @@ static_resources:
         admin_ip = gw.admin.ip(),
         admin_port = gw.admin.port(),
         overload = overload_yaml(gw),
-        records = records_service_yaml(wasm),
+        // The native filter sends records from its own main-thread tick.
+        records = if super::is_native(wasm) {
+            NATIVE_RUNTIME_YAML.to_string()
+        } else {
+            records_service_yaml(wasm)
+        },
         stats_tags = switchyard_contract::names::METRIC_TAGS
             .iter()
             .map(|(label, part)| format!(
@@ -249,7 +264,7 @@ pub fn static_bootstrap(gw: &Gateway, state: &GatewayState, wasm_path: &Path) ->
     use envoy_types::pb::envoy::config::core::v3::Node;
     let hcm_listener = listener(
         gw,
-        Delivery::Inline(Box::new(wasm_filter(gw, state, wasm_path))),
+        Delivery::Inline(Box::new(http_filter(gw, state, wasm_path))),
         state,
     );
     Bootstrap {

@@ -27,7 +27,7 @@ use envoy_types::util::pack_any;
 use switchyard_contract::names::UPSTREAM_ROOT_ID;
 
 use super::endpoints;
-use super::filter::vm_config;
+use super::filter::{native_filter, vm_config};
 use super::seconds;
 use crate::config::Gateway;
 use crate::snapshot::{FailoverCluster, GatewayState, ProviderCluster};
@@ -149,17 +149,21 @@ pub(super) fn generous_limits() -> CircuitBreakers {
 /// An aggregate cluster over target clusters, with the filter's upstream role as its upstream
 /// HTTP filter: Envoy runs it per attempt, on the aggregate (not on the member clusters).
 pub(super) fn failover_cluster(gw: &Gateway, f: &FailoverCluster, wasm_path: &Path) -> Cluster {
-    let upstream_filter = Wasm {
-        config: Some(PluginConfig {
-            name: UPSTREAM_ROOT_ID.into(),
-            root_id: UPSTREAM_ROOT_ID.into(),
-            configuration: Some(pack_any(StringValue { value: "{}".into() })),
-            failure_policy: FailurePolicy::FailReload as i32,
-            // The request body is rewritten before the attempt's headers leave.
-            allow_on_headers_stop_iteration: Some(BoolValue { value: true }),
-            vm: Some(plugin_config::Vm::VmConfig(vm_config(wasm_path))),
-            ..Default::default()
-        }),
+    let upstream_filter = if super::is_native(wasm_path) {
+        pack_any(native_filter(wasm_path, UPSTREAM_ROOT_ID, "{}".into()))
+    } else {
+        pack_any(Wasm {
+            config: Some(PluginConfig {
+                name: UPSTREAM_ROOT_ID.into(),
+                root_id: UPSTREAM_ROOT_ID.into(),
+                configuration: Some(pack_any(StringValue { value: "{}".into() })),
+                failure_policy: FailurePolicy::FailReload as i32,
+                // The request body is rewritten before the attempt's headers leave.
+                allow_on_headers_stop_iteration: Some(BoolValue { value: true }),
+                vm: Some(plugin_config::Vm::VmConfig(vm_config(wasm_path))),
+                ..Default::default()
+            }),
+        })
     };
     let options = UpstreamHttpOptions {
         upstream_protocol_options: Some(
@@ -176,9 +180,7 @@ pub(super) fn failover_cluster(gw: &Gateway, f: &FailoverCluster, wasm_path: &Pa
         http_filters: vec![
             HttpFilter {
                 name: UPSTREAM_ROOT_ID.into(),
-                config_type: Some(http_filter::ConfigType::TypedConfig(pack_any(
-                    upstream_filter,
-                ))),
+                config_type: Some(http_filter::ConfigType::TypedConfig(upstream_filter)),
                 ..Default::default()
             },
             HttpFilter {

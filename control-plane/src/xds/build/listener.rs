@@ -18,7 +18,6 @@ use envoy_types::pb::envoy::extensions::access_loggers::stream::v3::{
 };
 use envoy_types::pb::envoy::extensions::filters::http::ratelimit::v3::RateLimit as RateLimitFilter;
 use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
-use envoy_types::pb::envoy::extensions::filters::http::wasm::v3::Wasm;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
     http_connection_manager, http_filter, HttpConnectionManager, HttpFilter, Rds,
 };
@@ -31,7 +30,9 @@ use switchyard_contract::record::USAGE_FILTER_STATE;
 
 use super::clusters::UPSTREAM_BUFFER_BYTES;
 use super::local_replies::local_replies;
-use super::names::{FILTER_NAME, LISTENER_NAME, RATE_LIMIT_DOMAIN, ROUTE_NAME, WASM_TYPE};
+use super::names::{
+    FILTER_NAME, LISTENER_NAME, NATIVE_TYPE, RATE_LIMIT_DOMAIN, ROUTE_NAME, WASM_TYPE,
+};
 use super::routes::route_config;
 use super::{ads, seconds, socket};
 use crate::config::Gateway;
@@ -50,7 +51,7 @@ pub(super) fn listener(gw: &Gateway, delivery: Delivery, state: &GatewayState) -
         Delivery::Ads => (
             http_filter::ConfigType::ConfigDiscovery(ExtensionConfigSource {
                 config_source: Some(ads()),
-                type_urls: vec![WASM_TYPE.into()],
+                type_urls: vec![WASM_TYPE.into(), NATIVE_TYPE.into()],
                 ..Default::default()
             }),
             http_connection_manager::RouteSpecifier::Rds(Rds {
@@ -58,8 +59,8 @@ pub(super) fn listener(gw: &Gateway, delivery: Delivery, state: &GatewayState) -
                 route_config_name: ROUTE_NAME.into(),
             }),
         ),
-        Delivery::Inline(wasm) => (
-            http_filter::ConfigType::TypedConfig(pack_any(*wasm)),
+        Delivery::Inline(filter) => (
+            http_filter::ConfigType::TypedConfig(*filter),
             http_connection_manager::RouteSpecifier::RouteConfig(route_config(gw, state)),
         ),
     };
@@ -233,5 +234,5 @@ pub(super) enum Delivery {
     /// Over ADS, by name: ECDS and RDS (the running gateway).
     Ads,
     /// Inline, with this filter config (a static config for `envoy --mode validate`).
-    Inline(Box<Wasm>),
+    Inline(Box<envoy_types::pb::google::protobuf::Any>),
 }

@@ -30,7 +30,8 @@ pub use names::*;
 use crate::config::Gateway;
 use crate::snapshot::GatewayState;
 use clusters::clusters;
-use filter::wasm_filter;
+use filter::http_filter;
+pub use filter::is_native;
 use listener::{listener, Delivery};
 use routes::route_config;
 
@@ -45,7 +46,7 @@ pub struct Resources {
 
 /// The snapshot's resources as the gateway receives them over ADS.
 pub fn resources(gw: &Gateway, state: &GatewayState, wasm_path: &Path) -> Resources {
-    let wasm = wasm_filter(gw, state, wasm_path);
+    let filter = http_filter(gw, state, wasm_path);
     Resources {
         listeners: vec![(
             LISTENER_NAME.into(),
@@ -60,7 +61,7 @@ pub fn resources(gw: &Gateway, state: &GatewayState, wasm_path: &Path) -> Resour
             FILTER_NAME.into(),
             pack_any(TypedExtensionConfig {
                 name: FILTER_NAME.into(),
-                typed_config: Some(pack_any(wasm)),
+                typed_config: Some(filter),
             }),
         )],
     }

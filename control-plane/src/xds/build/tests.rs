@@ -383,3 +383,39 @@ fn a_provider_behind_proxies_gets_one_health_checked_endpoint_per_proxy() {
     );
     assert_eq!(c.health_checks.len(), 1);
 }
+
+/// A `.so` filter is the native build: Envoy gets its dynamic module filter (kept loaded, with
+/// the same JSON configuration), and its bootstrap no wasm records service but the runtime
+/// switch that keeps the metrics' names.
+#[test]
+fn a_native_filter_is_configured_as_a_dynamic_module() {
+    use envoy_types::pb::envoy::config::core::v3::TypedExtensionConfig;
+    use envoy_types::pb::envoy::extensions::filters::http::dynamic_modules::v3::DynamicModuleFilter;
+    use envoy_types::pb::google::protobuf::StringValue;
+
+    let gw = Gateway::default();
+    let so = Path::new("/opt/libswitchyard_native.so");
+    assert!(is_native(so));
+    assert!(!is_native(Path::new("/opt/switchyard_filter.wasm")));
+    let r = resources(&gw, &state(), so);
+    let ext = TypedExtensionConfig::decode(r.extension_configs[0].1.value.as_slice()).unwrap();
+    let any = ext.typed_config.expect("typed config");
+    assert!(
+        any.type_url.ends_with("DynamicModuleFilter"),
+        "{}",
+        any.type_url
+    );
+    let filter = DynamicModuleFilter::decode(any.value.as_slice()).unwrap();
+    assert_eq!(filter.filter_name, "switchyard");
+    let module = filter.dynamic_module_config.expect("module");
+    assert!(module.do_not_close);
+    let config = StringValue::decode(filter.filter_config.expect("config").value.as_slice())
+        .unwrap()
+        .value;
+    assert!(config.starts_with('{'), "{config}");
+
+    let upstream = XdsUpstream::Unix("/run/xds.sock".into());
+    let y = bootstrap_yaml(&gw, &upstream, "n", so);
+    assert!(!y.contains("switchyard-records"));
+    assert!(y.contains("dynamic_modules_strip_custom_stat_prefix: true"));
+}

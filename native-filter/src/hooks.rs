@@ -1,0 +1,362 @@
+//! The event hooks Envoy calls (`envoy_dynamic_module_on_*`), each a thin shell: find the
+//! module's object behind the pointer, call it, map its answer to the ABI's status, and catch
+//! a panic so that it fails one stream instead of aborting Envoy.
+
+use std::ffi::{c_char, c_void};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use crate::ffi::{self, ConfigPtr, EnvoyBuffer, FilterPtr, HeaderPair, Stream};
+use crate::shared::Host;
+use crate::{records, Action, Filter, FilterConfig};
+use switchyard_core::exchange::Shared as _;
+
+/// The ABI version this module was written against (Envoy warns, and still loads it, when its
+/// own differs).
+static ABI_VERSION: &[u8] = b"v0.2.0\0";
+
+/// Runs `f`, turning a panic into `fallback` (and a log line).
+fn guard<R>(what: &str, fallback: R, f: impl FnOnce() -> R) -> R {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(r) => r,
+        Err(_) => {
+            ffi::log(ffi::LOG_ERROR, &format!("switchyard: panic in {what}"));
+            fallback
+        }
+    }
+}
+
+/// # Safety
+/// `ptr` must be a filter this module created and not yet destroyed.
+unsafe fn filter<'a>(ptr: *const c_void) -> &'a mut Filter {
+    // SAFETY: the caller's promise; Envoy calls one stream's hooks on one thread, one at a
+    // time, so the exclusive borrow is unique.
+    unsafe { &mut *(ptr as *mut Filter) }
+}
+
+/// Runs one stream hook: a panic marks the filter broken and lets the stream pass.
+fn stream_hook(
+    what: &str,
+    module: *const c_void,
+    pass: u32,
+    f: impl FnOnce(&mut Filter) -> u32,
+) -> u32 {
+    // SAFETY: Envoy hands back the pointer `on_http_filter_new` returned, until destroy.
+    let state = unsafe { filter(module) };
+    if matches!(state, Filter::Broken) {
+        return pass;
+    }
+    let result = catch_unwind(AssertUnwindSafe(|| f(&mut *state)));
+    result.unwrap_or_else(|_| {
+        ffi::log(ffi::LOG_ERROR, &format!("switchyard: panic in {what}"));
+        *state = Filter::Broken;
+        pass
+    })
+}
+
+/// Headers status: continue, stop iteration.
+fn headers_status(action: Action) -> u32 {
+    match action {
+        Action::Continue => 0,
+        Action::Pause | Action::Replied => 1,
+    }
+}
+
+/// Body status: continue, stop and buffer, stop without buffering.
+fn body_status(action: Action) -> u32 {
+    match action {
+        Action::Continue => 0,
+        Action::Pause => 1,
+        Action::Replied => 3,
+    }
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_program_init() -> *const c_char {
+    ABI_VERSION.as_ptr().cast()
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
+    config: ConfigPtr,
+    name: EnvoyBuffer,
+    bytes: EnvoyBuffer,
+) -> *const c_void {
+    guard("configuration", std::ptr::null(), || {
+        // SAFETY: both buffers are Envoy's, valid for this hook.
+        let (name, bytes) = unsafe { (ffi::envoy_bytes(name), ffi::envoy_bytes(bytes)) };
+        match FilterConfig::new(ffi::Config(config), name, bytes) {
+            Some(c) => {
+                let c = Box::new(c);
+                crate::add_ticker(&c);
+                Box::into_raw(c).cast_const().cast()
+            }
+            None => std::ptr::null(),
+        }
+    })
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_config_destroy(config: *const c_void) {
+    guard("configuration's end", (), || {
+        // SAFETY: the pointer `config_new` returned, destroyed once.
+        let config = unsafe { Box::from_raw(config as *mut FilterConfig) };
+        crate::remove_ticker(&config);
+    });
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_config_scheduled(
+    _envoy: ConfigPtr,
+    config: *const c_void,
+    _event: u64,
+) {
+    guard("tick", (), || {
+        // SAFETY: the pointer `config_new` returned, live while its scheduler is.
+        let config = unsafe { &*(config as *const FilterConfig) };
+        config.tick();
+    });
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_config_http_callout_done(
+    _envoy: ConfigPtr,
+    _config: *const c_void,
+    id: u64,
+    result: u32,
+    headers: *const HeaderPair,
+    headers_size: usize,
+    _body: *const EnvoyBuffer,
+    _body_size: usize,
+) {
+    guard("records answer", (), || {
+        // SAFETY: Envoy's answer headers, valid for this hook.
+        let stored = result == 0
+            && unsafe { ffi::header_pairs(headers, headers_size) }
+                .any(|(k, v)| k == b":status" && v == b"200");
+        records::answered(id, stored, Host.now_ns() / 1_000_000);
+    });
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_per_route_config_new(
+    _name: EnvoyBuffer,
+    _config: EnvoyBuffer,
+) -> *const c_void {
+    // No per-route configuration: refused.
+    std::ptr::null()
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_per_route_config_destroy(
+    _config: *const c_void,
+) {
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_new(
+    config: *const c_void,
+    _filter: FilterPtr,
+) -> *const c_void {
+    guard("new stream", std::ptr::null(), || {
+        // SAFETY: the pointer `config_new` returned; Envoy keeps it alive while its filters are.
+        let config = unsafe { &*(config as *const FilterConfig) };
+        Box::into_raw(Box::new(config.new_filter()))
+            .cast_const()
+            .cast()
+    })
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_request_headers(
+    envoy: FilterPtr,
+    module: *const c_void,
+    end_of_stream: bool,
+) -> u32 {
+    stream_hook("request headers", module, 0, |f| {
+        let stream = Stream(envoy);
+        headers_status(match f {
+            Filter::Down(r) => r.request_headers(stream, end_of_stream),
+            Filter::Up(u) => u.request_headers(stream),
+            Filter::Broken => Action::Continue,
+        })
+    })
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_request_body(
+    envoy: FilterPtr,
+    module: *const c_void,
+    end_of_stream: bool,
+) -> u32 {
+    stream_hook("request body", module, 0, |f| {
+        let stream = Stream(envoy);
+        body_status(match f {
+            Filter::Down(r) => r.request_body(stream, end_of_stream),
+            Filter::Up(u) => u.request_body(stream, end_of_stream),
+            Filter::Broken => Action::Continue,
+        })
+    })
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_request_trailers(
+    envoy: FilterPtr,
+    module: *const c_void,
+) -> u32 {
+    stream_hook("request trailers", module, 0, |f| {
+        let stream = Stream(envoy);
+        let action = match f {
+            Filter::Down(r) => r.request_trailers(stream),
+            Filter::Up(u) => u.request_trailers(stream),
+            Filter::Broken => Action::Continue,
+        };
+        u32::from(action != Action::Continue)
+    })
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_response_headers(
+    envoy: FilterPtr,
+    module: *const c_void,
+    _end_of_stream: bool,
+) -> u32 {
+    stream_hook("response headers", module, 0, |f| {
+        let stream = Stream(envoy);
+        headers_status(match f {
+            Filter::Down(r) => r.response_headers(stream),
+            Filter::Up(u) => u.response_headers(stream),
+            Filter::Broken => Action::Continue,
+        })
+    })
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_response_body(
+    envoy: FilterPtr,
+    module: *const c_void,
+    end_of_stream: bool,
+) -> u32 {
+    stream_hook("response body", module, 0, |f| {
+        let stream = Stream(envoy);
+        body_status(match f {
+            Filter::Down(r) => r.response_body(stream, end_of_stream),
+            Filter::Up(_) | Filter::Broken => Action::Continue,
+        })
+    })
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_response_trailers(
+    _envoy: FilterPtr,
+    _module: *const c_void,
+) -> u32 {
+    0
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_stream_complete(
+    envoy: FilterPtr,
+    module: *const c_void,
+) {
+    stream_hook("stream end", module, 0, |f| {
+        if let Filter::Down(r) = f {
+            r.complete(Stream(envoy));
+        }
+        0
+    });
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_destroy(module: *const c_void) {
+    guard("stream's end", (), || {
+        // SAFETY: the pointer `on_http_filter_new` returned, destroyed once.
+        drop(unsafe { Box::from_raw(module as *mut Filter) });
+    });
+}
+
+// Hooks Envoy requires but the filter does not use: per-stream callouts and streams (the
+// filter makes none), scheduled stream events, watermarks.
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_http_callout_done(
+    _envoy: FilterPtr,
+    _module: *const c_void,
+    _id: u64,
+    _result: u32,
+    _headers: *const HeaderPair,
+    _headers_size: usize,
+    _body: *const EnvoyBuffer,
+    _body_size: usize,
+) {
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_headers(
+    _envoy: FilterPtr,
+    _module: *const c_void,
+    _stream: u64,
+    _headers: *const HeaderPair,
+    _headers_size: usize,
+    _end_stream: bool,
+) {
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_data(
+    _envoy: FilterPtr,
+    _module: *const c_void,
+    _stream: u64,
+    _data: *const EnvoyBuffer,
+    _data_count: usize,
+    _end_stream: bool,
+) {
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_trailers(
+    _envoy: FilterPtr,
+    _module: *const c_void,
+    _stream: u64,
+    _trailers: *const HeaderPair,
+    _trailers_size: usize,
+) {
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_complete(
+    _envoy: FilterPtr,
+    _module: *const c_void,
+    _stream: u64,
+) {
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_reset(
+    _envoy: FilterPtr,
+    _module: *const c_void,
+    _stream: u64,
+    _reason: u32,
+) {
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_scheduled(
+    _envoy: FilterPtr,
+    _module: *const c_void,
+    _event: u64,
+) {
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_downstream_above_write_buffer_high_watermark(
+    _envoy: FilterPtr,
+    _module: *const c_void,
+) {
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_downstream_below_write_buffer_low_watermark(
+    _envoy: FilterPtr,
+    _module: *const c_void,
+) {
+}

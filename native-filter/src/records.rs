@@ -1,0 +1,125 @@
+//! Request records to the control plane. Workers append each record to one process-wide
+//! queue (a copy under a lock, nothing proportional to a batch); on Envoy's main thread, the
+//! configuration's tick moves the queue into the outbox (see [`switchyard_core::outbox`]),
+//! signs the next batch and sends it over the configured cluster, keeping every batch until
+//! the control plane confirms it. So no batch work runs on a worker thread.
+
+use std::cell::{Cell, RefCell};
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
+
+use switchyard_core::config::RecordSink;
+use switchyard_core::outbox::{Ids, Outbox};
+
+use crate::ffi::{self, Config};
+
+/// How long a batch may take before it counts as not stored (and is sent again).
+const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+/// Bytes of records waiting for the main thread beyond which new ones are dropped (and
+/// counted): the control plane has been away for long.
+const QUEUE_LIMIT: usize = 64 << 20;
+
+/// Records the workers queued (one per line) and how many were dropped, not yet taken.
+static QUEUE: Mutex<(Vec<u8>, u64)> = Mutex::new((Vec::new(), 0));
+
+/// The main thread's side: the outbox and the batch on its way (callout id, batch, when it
+/// left in Unix ms). Only the main thread touches it; the lock is for the compiler.
+struct Sending {
+    outbox: Outbox,
+    batch: Option<(u64, Vec<u8>, u64)>,
+}
+
+static SENDING: Mutex<Option<Sending>> = Mutex::new(None);
+
+thread_local! {
+    static IDS: RefCell<Option<Ids>> = const { RefCell::new(None) };
+    static MARK: Cell<u8> = const { Cell::new(0) };
+}
+
+/// A new request id (time-ordered, random per worker).
+pub(crate) fn next_id(now_ns: u64) -> String {
+    IDS.with(|ids| {
+        ids.borrow_mut()
+            .get_or_insert_with(|| {
+                // Two workers started in the same nanosecond still differ by their thread.
+                let here = MARK.with(|m| std::ptr::from_ref(m) as usize as u64);
+                Ids::new(now_ns ^ here.rotate_left(32))
+            })
+            .next_id(now_ns / 1_000_000)
+    })
+}
+
+/// Queues one record (a worker's).
+pub(crate) fn push(record: &[u8]) {
+    let mut queue = QUEUE.lock().unwrap_or_else(PoisonError::into_inner);
+    if queue.0.len() + record.len() > QUEUE_LIMIT {
+        queue.1 += 1;
+        return;
+    }
+    queue.0.extend_from_slice(record);
+    queue.0.push(b'\n');
+}
+
+/// The main thread's tick: takes what the workers queued, then sends the next batch to
+/// `sink` through `config`'s callouts. Returns the records dropped since the last tick.
+pub(crate) fn tick(config: Config, sink: &RecordSink, now_ms: u64, key: Option<&[u8; 32]>) -> u64 {
+    let (lines, mut dropped) = {
+        let mut queue = QUEUE.lock().unwrap_or_else(PoisonError::into_inner);
+        (std::mem::take(&mut queue.0), std::mem::take(&mut queue.1))
+    };
+    let mut guard = SENDING.lock().unwrap_or_else(PoisonError::into_inner);
+    let sending = guard.get_or_insert_with(|| Sending {
+        outbox: Outbox::default(),
+        batch: None,
+    });
+    if !lines.is_empty() {
+        dropped += sending.outbox.push_lines(&lines);
+    }
+    // A call whose answer never came (its configuration went away) counts as failed.
+    let timeout_ms = u64::try_from(SEND_TIMEOUT.as_millis()).unwrap_or(u64::MAX);
+    if sending
+        .batch
+        .as_ref()
+        .is_some_and(|(_, _, at)| now_ms > at + 2 * timeout_ms)
+    {
+        if let Some((_, batch, _)) = sending.batch.take() {
+            sending.outbox.done(batch, false, now_ms);
+        }
+    }
+    if sending.batch.is_some() {
+        return dropped;
+    }
+    let Some(batch) = sending.outbox.take(now_ms) else {
+        return dropped;
+    };
+    let signature = key.map(|k| switchyard_core::sealed::sign_records(k, &batch));
+    let headers = switchyard_core::outbox::batch_headers(sink, &signature);
+    match config.callout(&sink.cluster, &headers, &batch, timeout_ms) {
+        Some(id) => sending.batch = Some((id, batch, now_ms)),
+        None => {
+            ffi::log(ffi::LOG_WARN, "switchyard: request records not sent");
+            sending.outbox.done(batch, false, now_ms);
+        }
+    }
+    dropped
+}
+
+/// The control plane's answer to callout `id` (`stored`: it answered 200).
+pub(crate) fn answered(id: u64, stored: bool, now_ms: u64) {
+    let mut guard = SENDING.lock().unwrap_or_else(PoisonError::into_inner);
+    let Some(sending) = guard.as_mut() else {
+        return;
+    };
+    match sending.batch.take() {
+        Some((sent, batch, _)) if sent == id => {
+            if !stored {
+                ffi::log(
+                    ffi::LOG_WARN,
+                    "switchyard: request records not stored by the control plane; sending again",
+                );
+            }
+            sending.outbox.done(batch, stored, now_ms);
+        }
+        other => sending.batch = other,
+    }
+}
