@@ -46,7 +46,7 @@ build:
 	$(CARGO) build -p switchyard -p switchyard-tests
 
 ## Start the control plane, Envoy (and, for the example config, the mock provider). Ctrl-C stops all.
-run: toolchain envoy wasm
+run: toolchain envoy wasm native
 	$(CARGO) build --release -p switchyard -p switchyard-tests
 	scripts/run.sh "$(CONFIG)"
 
@@ -73,7 +73,7 @@ bench: toolchain envoy wasm native
 
 ## Two minutes of bounded load while providers fail and recover at random; fails on any error a
 ## client sees (`CHAOS_ARGS="--secs 30"` for a shorter run).
-chaos: toolchain envoy wasm build
+chaos: toolchain envoy wasm native build
 	$(CARGO) run -q -p switchyard-tools --bin switchyard-chaos -- $(CHAOS_ARGS)
 
 lint: toolchain

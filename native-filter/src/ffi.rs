@@ -209,41 +209,6 @@ extern "C" {
         id: u32,
         out: *mut u64,
     ) -> bool;
-    fn envoy_dynamic_module_callback_http_filter_config_define_counter(
-        config: ConfigPtr,
-        name: ModuleBuffer,
-        labels: *mut ModuleBuffer,
-        labels_len: usize,
-        id: *mut usize,
-    ) -> u32;
-    fn envoy_dynamic_module_callback_http_filter_config_define_histogram(
-        config: ConfigPtr,
-        name: ModuleBuffer,
-        labels: *mut ModuleBuffer,
-        labels_len: usize,
-        id: *mut usize,
-    ) -> u32;
-    fn envoy_dynamic_module_callback_http_filter_increment_counter(
-        filter: FilterPtr,
-        id: usize,
-        labels: *mut ModuleBuffer,
-        labels_len: usize,
-        value: u64,
-    ) -> u32;
-    fn envoy_dynamic_module_callback_http_filter_config_increment_counter(
-        config: ConfigPtr,
-        id: usize,
-        labels: *mut ModuleBuffer,
-        labels_len: usize,
-        value: u64,
-    ) -> u32;
-    fn envoy_dynamic_module_callback_http_filter_config_record_histogram_value(
-        config: ConfigPtr,
-        id: usize,
-        labels: *mut ModuleBuffer,
-        labels_len: usize,
-        value: u64,
-    ) -> u32;
     fn envoy_dynamic_module_callback_http_filter_config_scheduler_new(
         config: ConfigPtr,
     ) -> SchedulerPtr;
@@ -261,6 +226,172 @@ extern "C" {
         body: ModuleBuffer,
         timeout_ms: u64,
     ) -> u32;
+}
+
+/// The metric callbacks of one owner of metrics (a filter configuration, or the bootstrap
+/// extension), all of one shape.
+type Define =
+    unsafe extern "C" fn(*mut c_void, ModuleBuffer, *mut ModuleBuffer, usize, *mut usize) -> u32;
+type Record = unsafe extern "C" fn(*mut c_void, usize, *mut ModuleBuffer, usize, u64) -> u32;
+
+extern "C" {
+    fn envoy_dynamic_module_callback_http_filter_config_define_counter(
+        owner: *mut c_void,
+        name: ModuleBuffer,
+        labels: *mut ModuleBuffer,
+        labels_len: usize,
+        id: *mut usize,
+    ) -> u32;
+    fn envoy_dynamic_module_callback_http_filter_config_define_histogram(
+        owner: *mut c_void,
+        name: ModuleBuffer,
+        labels: *mut ModuleBuffer,
+        labels_len: usize,
+        id: *mut usize,
+    ) -> u32;
+    fn envoy_dynamic_module_callback_http_filter_config_increment_counter(
+        owner: *mut c_void,
+        id: usize,
+        labels: *mut ModuleBuffer,
+        labels_len: usize,
+        value: u64,
+    ) -> u32;
+    fn envoy_dynamic_module_callback_http_filter_config_record_histogram_value(
+        owner: *mut c_void,
+        id: usize,
+        labels: *mut ModuleBuffer,
+        labels_len: usize,
+        value: u64,
+    ) -> u32;
+    fn envoy_dynamic_module_callback_bootstrap_extension_config_define_counter(
+        owner: *mut c_void,
+        name: ModuleBuffer,
+        labels: *mut ModuleBuffer,
+        labels_len: usize,
+        id: *mut usize,
+    ) -> u32;
+    fn envoy_dynamic_module_callback_bootstrap_extension_config_define_histogram(
+        owner: *mut c_void,
+        name: ModuleBuffer,
+        labels: *mut ModuleBuffer,
+        labels_len: usize,
+        id: *mut usize,
+    ) -> u32;
+    fn envoy_dynamic_module_callback_bootstrap_extension_config_increment_counter(
+        owner: *mut c_void,
+        id: usize,
+        labels: *mut ModuleBuffer,
+        labels_len: usize,
+        value: u64,
+    ) -> u32;
+    fn envoy_dynamic_module_callback_bootstrap_extension_config_record_histogram_value(
+        owner: *mut c_void,
+        id: usize,
+        labels: *mut ModuleBuffer,
+        labels_len: usize,
+        value: u64,
+    ) -> u32;
+}
+
+/// Where metrics are defined and recorded: the bootstrap extension's configuration (it lives
+/// as long as Envoy, so labelled series survive configuration changes) or, in an Envoy started
+/// without it, a filter configuration's.
+#[derive(Clone, Copy)]
+pub struct Registry {
+    owner: *mut c_void,
+    define_counter: Define,
+    define_histogram: Define,
+    increment: Record,
+    record: Record,
+}
+
+// SAFETY: Envoy's stats are safe to record from any thread; the owner outlives every use (the
+// bootstrap extension lives as long as Envoy; a filter configuration as long as its filters).
+unsafe impl Send for Registry {}
+// SAFETY: as above.
+unsafe impl Sync for Registry {}
+
+impl Registry {
+    pub fn of_filter_config(config: Config) -> Registry {
+        Registry {
+            owner: config.0,
+            define_counter: envoy_dynamic_module_callback_http_filter_config_define_counter,
+            define_histogram: envoy_dynamic_module_callback_http_filter_config_define_histogram,
+            increment: envoy_dynamic_module_callback_http_filter_config_increment_counter,
+            record: envoy_dynamic_module_callback_http_filter_config_record_histogram_value,
+        }
+    }
+
+    pub fn of_bootstrap(owner: *mut c_void) -> Registry {
+        Registry {
+            owner,
+            define_counter: envoy_dynamic_module_callback_bootstrap_extension_config_define_counter,
+            define_histogram:
+                envoy_dynamic_module_callback_bootstrap_extension_config_define_histogram,
+            increment: envoy_dynamic_module_callback_bootstrap_extension_config_increment_counter,
+            record: envoy_dynamic_module_callback_bootstrap_extension_config_record_histogram_value,
+        }
+    }
+
+    fn define(self, define: Define, name: &str, labels: &[&str]) -> Option<usize> {
+        let mut labels: Vec<ModuleBuffer> = labels
+            .iter()
+            .map(|l| ModuleBuffer::of(l.as_bytes()))
+            .collect();
+        let mut id = 0usize;
+        // SAFETY: the owner is live and being created (Envoy allows definitions only then);
+        // the buffers live for the call.
+        let result = unsafe {
+            define(
+                self.owner,
+                ModuleBuffer::of(name.as_bytes()),
+                labels.as_mut_ptr(),
+                labels.len(),
+                &mut id,
+            )
+        };
+        (result == METRICS_OK).then_some(id)
+    }
+
+    /// Defines a counter (only while its owner is being created).
+    pub fn define_counter(self, name: &str) -> Option<usize> {
+        self.define(self.define_counter, name, &[])
+    }
+
+    /// Defines a histogram with these label names (only while its owner is being created).
+    pub fn define_histogram(self, name: &str, labels: &[&str]) -> Option<usize> {
+        self.define(self.define_histogram, name, labels)
+    }
+
+    pub fn increment_counter(self, id: usize, value: u64) {
+        // SAFETY: a live owner; no labels.
+        unsafe { (self.increment)(self.owner, id, std::ptr::null_mut(), 0, value) };
+    }
+
+    /// Records a histogram sample; `labels` in the order the histogram was defined with.
+    pub fn record_histogram(self, id: usize, labels: &[&str], value: u64) -> bool {
+        let count = labels.len().min(4);
+        let mut labels: [ModuleBuffer; 4] = std::array::from_fn(|i| {
+            labels
+                .get(i)
+                .map_or(ModuleBuffer::NULL, |l| ModuleBuffer::of(l.as_bytes()))
+        });
+        // SAFETY: a live owner; the label buffers live for the call.
+        let result = unsafe { (self.record)(self.owner, id, labels.as_mut_ptr(), count, value) };
+        result == METRICS_OK
+    }
+}
+
+extern "C" {
+    fn envoy_dynamic_module_callback_bootstrap_extension_config_signal_init_complete(
+        config: *mut c_void,
+    );
+}
+
+/// Tells Envoy the bootstrap extension is ready (Envoy's start waits for it).
+pub fn bootstrap_ready(config: *mut c_void) {
+    // SAFETY: the bootstrap extension's configuration, live while its creation hook runs.
+    unsafe { envoy_dynamic_module_callback_bootstrap_extension_config_signal_init_complete(config) }
 }
 
 /// Writes a line to Envoy's log (the `dynamic_modules` logger).
@@ -483,19 +614,6 @@ impl Stream {
         }
         code
     }
-
-    pub fn increment_counter(self, id: usize, value: u64) {
-        // SAFETY: a live filter; no labels.
-        unsafe {
-            envoy_dynamic_module_callback_http_filter_increment_counter(
-                self.0,
-                id,
-                std::ptr::null_mut(),
-                0,
-                value,
-            );
-        }
-    }
 }
 
 /// The filter configuration in Envoy, valid until its destroy hook.
@@ -510,76 +628,6 @@ unsafe impl Send for Config {}
 unsafe impl Sync for Config {}
 
 impl Config {
-    fn define(self, histogram: bool, name: &str, labels: &[&str]) -> Option<usize> {
-        let mut labels: Vec<ModuleBuffer> = labels
-            .iter()
-            .map(|l| ModuleBuffer::of(l.as_bytes()))
-            .collect();
-        let mut id = 0usize;
-        // SAFETY: the configuration is live (this runs in its creation hook); the buffers live
-        // for the call.
-        let result = unsafe {
-            let define = if histogram {
-                envoy_dynamic_module_callback_http_filter_config_define_histogram
-            } else {
-                envoy_dynamic_module_callback_http_filter_config_define_counter
-            };
-            define(
-                self.0,
-                ModuleBuffer::of(name.as_bytes()),
-                labels.as_mut_ptr(),
-                labels.len(),
-                &mut id,
-            )
-        };
-        (result == METRICS_OK).then_some(id)
-    }
-
-    /// Defines a counter (only while the configuration is being created).
-    pub fn define_counter(self, name: &str) -> Option<usize> {
-        self.define(false, name, &[])
-    }
-
-    /// Defines a histogram with these label names (only while the configuration is created).
-    pub fn define_histogram(self, name: &str, labels: &[&str]) -> Option<usize> {
-        self.define(true, name, labels)
-    }
-
-    /// Adds to a counter outside any stream.
-    pub fn increment_counter(self, id: usize, value: u64) {
-        // SAFETY: a live configuration; no labels.
-        unsafe {
-            envoy_dynamic_module_callback_http_filter_config_increment_counter(
-                self.0,
-                id,
-                std::ptr::null_mut(),
-                0,
-                value,
-            );
-        }
-    }
-
-    /// Records a histogram sample; `labels` in the order the histogram was defined with.
-    pub fn record_histogram(self, id: usize, labels: &[&str], value: u64) -> bool {
-        let count = labels.len().min(4);
-        let mut labels: [ModuleBuffer; 4] = std::array::from_fn(|i| {
-            labels
-                .get(i)
-                .map_or(ModuleBuffer::NULL, |l| ModuleBuffer::of(l.as_bytes()))
-        });
-        // SAFETY: a live configuration; the label buffers live for the call.
-        let result = unsafe {
-            envoy_dynamic_module_callback_http_filter_config_record_histogram_value(
-                self.0,
-                id,
-                labels.as_mut_ptr(),
-                count,
-                value,
-            )
-        };
-        result == METRICS_OK
-    }
-
     /// A scheduler that runs the configuration's scheduled hook on Envoy's main thread.
     pub fn scheduler(self) -> Scheduler {
         // SAFETY: a live configuration.

@@ -360,3 +360,156 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_downstream_below_write_buf
     _module: *const c_void,
 ) {
 }
+
+// The bootstrap extension (`envoy.bootstrap.dynamic_modules`, named
+// `switchyard`): created once when Envoy starts, before any listener, it defines the
+// process's metrics (see `crate::metrics`). It has no other work.
+
+/// Any non-null pointer: the extension keeps no state of its own.
+const BOOTSTRAP: *const c_void = std::ptr::NonNull::<u8>::dangling().as_ptr().cast();
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_bootstrap_extension_config_new(
+    config: *mut c_void,
+    _name: EnvoyBuffer,
+    _bytes: EnvoyBuffer,
+) -> *const c_void {
+    guard("bootstrap extension", std::ptr::null(), || {
+        crate::metrics::Metrics::define_for_process(ffi::Registry::of_bootstrap(config));
+        ffi::bootstrap_ready(config);
+        BOOTSTRAP
+    })
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_bootstrap_extension_config_destroy(
+    _config: *const c_void,
+) {
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_bootstrap_extension_new(
+    _config: *const c_void,
+    _extension: *mut c_void,
+) -> *const c_void {
+    BOOTSTRAP
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_bootstrap_extension_server_initialized(
+    _extension: *mut c_void,
+    _module: *const c_void,
+) {
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_bootstrap_extension_worker_thread_initialized(
+    _extension: *mut c_void,
+    _module: *const c_void,
+) {
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_bootstrap_extension_destroy(_module: *const c_void) {}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_bootstrap_extension_config_scheduled(
+    _envoy: *mut c_void,
+    _config: *const c_void,
+    _event: u64,
+) {
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_bootstrap_extension_http_callout_done(
+    _envoy: *mut c_void,
+    _config: *const c_void,
+    _id: u64,
+    _result: u32,
+    _headers: *const HeaderPair,
+    _headers_size: usize,
+    _body: *const EnvoyBuffer,
+    _body_size: usize,
+) {
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_bootstrap_extension_drain_started(
+    _extension: *mut c_void,
+    _module: *const c_void,
+) {
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_bootstrap_extension_shutdown(
+    _extension: *mut c_void,
+    _module: *const c_void,
+    completion: Option<unsafe extern "C" fn(*mut c_void)>,
+    context: *mut c_void,
+) {
+    // Nothing to finish: Envoy may go on at once.
+    if let Some(done) = completion {
+        // SAFETY: Envoy's completion callback with the context it gave.
+        unsafe { done(context) };
+    }
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_bootstrap_extension_timer_fired(
+    _envoy: *mut c_void,
+    _config: *const c_void,
+    _timer: *mut c_void,
+) {
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_bootstrap_extension_file_changed(
+    _envoy: *mut c_void,
+    _config: *const c_void,
+    _path: EnvoyBuffer,
+    _events: u32,
+) {
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_bootstrap_extension_admin_request(
+    _envoy: *mut c_void,
+    _config: *const c_void,
+    _method: EnvoyBuffer,
+    _path: EnvoyBuffer,
+    _body: EnvoyBuffer,
+) -> u32 {
+    404
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_bootstrap_extension_cluster_add_or_update(
+    _envoy: *mut c_void,
+    _config: *const c_void,
+    _name: EnvoyBuffer,
+) {
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_bootstrap_extension_cluster_removal(
+    _envoy: *mut c_void,
+    _config: *const c_void,
+    _name: EnvoyBuffer,
+) {
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_bootstrap_extension_listener_add_or_update(
+    _envoy: *mut c_void,
+    _config: *const c_void,
+    _name: EnvoyBuffer,
+) {
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_bootstrap_extension_listener_removal(
+    _envoy: *mut c_void,
+    _config: *const c_void,
+    _name: EnvoyBuffer,
+) {
+}

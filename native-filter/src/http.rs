@@ -166,7 +166,7 @@ impl Request {
             .samples(outcome.status, outcome.end_ns, |name, labels, value| {
                 metrics.record(name, labels, value);
             });
-        metrics.count(stream, &outcome.counts);
+        metrics.count(&outcome.counts);
     }
 }
 

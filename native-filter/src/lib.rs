@@ -159,7 +159,9 @@ impl FilterConfig {
             settings: Some(Arc::new(Settings {
                 index: Some(Arc::new(index)),
                 target_keys,
-                metrics: metrics::Metrics::define(envoy),
+                metrics: metrics::Metrics::for_filter_config(ffi::Registry::of_filter_config(
+                    envoy,
+                )),
             })),
             dataplane_key,
         })
@@ -182,7 +184,7 @@ impl FilterConfig {
         };
         let now_ms = shared::Host.now_ns() / 1_000_000;
         let dropped = records::tick(self.envoy, sink, now_ms, self.dataplane_key.as_ref());
-        settings.metrics.records_dropped(self.envoy, dropped);
+        settings.metrics.records_dropped(dropped);
     }
 }
 

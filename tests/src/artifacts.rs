@@ -43,19 +43,24 @@ pub fn wasm_path() -> PathBuf {
     p
 }
 
-/// Where the filter's build lands, whether it is there or not: the wasm build, unless
-/// `SWITCHYARD_TEST_FILTER=native` asks for the native one (an Envoy dynamic module).
+/// Where the filter's build lands, whether it is there or not: the native build (an Envoy
+/// dynamic module), unless `SWITCHYARD_TEST_FILTER=wasm` asks for the proxy-wasm one.
 pub fn wasm_path_unchecked() -> PathBuf {
-    if std::env::var("SWITCHYARD_TEST_FILTER").as_deref() == Ok("native") {
-        native_path()
+    if std::env::var("SWITCHYARD_TEST_FILTER").as_deref() == Ok("wasm") {
+        wasm_build_path()
     } else {
-        target_dir().join("wasm32-wasip1/release/switchyard_filter.wasm")
+        native_path()
     }
 }
 
 /// Where the native filter's build lands (`make native`).
 pub fn native_path() -> PathBuf {
     target_dir().join("release/libswitchyard_native.so")
+}
+
+/// Where the proxy-wasm filter's build lands (`make wasm`).
+pub fn wasm_build_path() -> PathBuf {
+    target_dir().join("wasm32-wasip1/release/switchyard_filter.wasm")
 }
 
 /// A fixture file, by its path below `tests/fixtures/`.

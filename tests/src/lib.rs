@@ -23,8 +23,8 @@ pub mod stack;
 
 pub use answers::{data_events, read_all, sse_events, without_created};
 pub use artifacts::{
-    envoy_bin, fixture, fixture_json, native_path, switchyard_bin, wasm_path, wasm_path_unchecked,
-    workspace_root,
+    envoy_bin, fixture, fixture_json, native_path, switchyard_bin, wasm_build_path, wasm_path,
+    wasm_path_unchecked, workspace_root,
 };
 pub use config::{config_with_flaky, default_config, Config, Ports};
 pub use control_plane::{

@@ -12,6 +12,9 @@ use switchyard_tests::{
 /// Envoy's verdict on a config: `Ok`, or what it printed.
 fn envoy_validate(path: &std::path::Path, dataplane_key: Option<&str>) -> Result<(), String> {
     let mut cmd = Command::new(envoy_bin());
+    // From the checkout's root, as `make run` starts Envoy: the committed bootstrap names the
+    // filter by a path relative to it (and Envoy loads a native filter while validating).
+    cmd.current_dir(workspace_root());
     cmd.env_remove("SWITCHYARD_DATAPLANE_KEY");
     if let Some(k) = dataplane_key {
         cmd.env("SWITCHYARD_DATAPLANE_KEY", k);

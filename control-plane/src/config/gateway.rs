@@ -14,8 +14,9 @@ pub struct Gateway {
     pub listen: SocketAddr,
     #[serde(default = "default_gateway_admin")]
     pub admin: SocketAddr,
-    /// The filter's `.wasm` file, as Envoy will open it.
-    #[serde(default = "default_wasm")]
+    /// The filter as Envoy will open it: the native build (an Envoy dynamic module, `.so`, the
+    /// default) or the proxy-wasm one (`.wasm`). Also accepted as `filter`.
+    #[serde(default = "default_wasm", alias = "filter")]
     pub wasm: PathBuf,
     /// Largest request body accepted (bytes).
     #[serde(default = "default_max_body")]
@@ -161,7 +162,7 @@ fn default_gateway_admin() -> SocketAddr {
 }
 
 fn default_wasm() -> PathBuf {
-    "target/wasm32-wasip1/release/switchyard_filter.wasm".into()
+    "target/release/libswitchyard_native.so".into()
 }
 
 fn default_max_body() -> usize {

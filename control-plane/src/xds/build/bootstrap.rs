@@ -8,6 +8,7 @@ use envoy_types::pb::envoy::config::bootstrap::v3::{bootstrap, Bootstrap};
 use super::clusters::clusters;
 use super::filter::http_filter;
 use super::listener::{listener, Delivery};
+use super::names::FILTER_NAME;
 use super::socket;
 use crate::config::Gateway;
 use crate::names::XDS_CLUSTER;
@@ -144,15 +145,44 @@ fn overload_yaml(gw: &Gateway) -> String {
     out
 }
 
-/// The native filter's metrics keep their names in Prometheus (no `envoy_` prefix and
-/// namespace), as the wasm filter's do.
-const NATIVE_RUNTIME_YAML: &str = r#"# The native filter's metrics are exported under their own names.
+/// The native filter's bootstrap extension, which owns its metrics for Envoy's lifetime (a
+/// filter configuration's would go with it, and their labelled series too), and the runtime
+/// switch that exports them under their own names (no `envoy_` prefix and namespace), as the
+/// wasm filter's are.
+fn native_yaml(module: &Path) -> String {
+    format!(
+        r#"# The native filter's metrics: defined once per Envoy, exported under their own names.
+bootstrap_extensions:
+- name: envoy.bootstrap.dynamic_modules
+  typed_config:
+    "@type": type.googleapis.com/envoy.extensions.bootstrap.dynamic_modules.v3.DynamicModuleBootstrapExtension
+    dynamic_module_config:
+      module: {{local: {{filename: "{module}"}}}}
+      do_not_close: true
+    extension_name: {FILTER_NAME}
 layered_runtime:
   layers:
   - name: static
     static_layer:
       envoy.reloadable_features.dynamic_modules_strip_custom_stat_prefix: true
-"#;
+"#,
+        module = module.display(),
+    )
+}
+
+/// What the wasm build needs: the stats tags that turn the labels its histograms carry in
+/// their names (`;provider=...`) into Prometheus labels, and its records service.
+fn wasm_yaml(wasm: &Path) -> String {
+    let tags: String = switchyard_contract::names::METRIC_TAGS
+        .iter()
+        .map(|(label, part)| format!("  - {{tag_name: {label}, regex: \"(;{part}=([^;]*))\"}}\n"))
+        .collect();
+    format!(
+        "# The filter's histograms carry their labels in their names (`;provider=...`): these make\n\
+         # them Prometheus labels.\nstats_config:\n  stats_tags:\n{tags}{}",
+        records_service_yaml(wasm)
+    )
+}
 
 /// The filter's records service: a singleton in its own VM on Envoy's main thread, to which the
 /// workers hand their request records and which sends them to the control plane in batches
@@ -207,11 +237,7 @@ admin:
   address:
     socket_address: {{address: {admin_ip}, port_value: {admin_port}}}
   ignore_global_conn_limit: true
-{overload}# The filter's histograms carry their labels in their names (`;provider=...`): these make
-# them Prometheus labels.
-stats_config:
-  stats_tags:
-{stats_tags}{records}dynamic_resources:
+{overload}{filter}dynamic_resources:
   ads_config:
     api_type: GRPC
     transport_api_version: V3
@@ -242,18 +268,11 @@ static_resources:
         admin_ip = gw.admin.ip(),
         admin_port = gw.admin.port(),
         overload = overload_yaml(gw),
-        // The native filter sends records from its own main-thread tick.
-        records = if super::is_native(wasm) {
-            NATIVE_RUNTIME_YAML.to_string()
+        filter = if super::is_native(wasm) {
+            native_yaml(wasm)
         } else {
-            records_service_yaml(wasm)
+            wasm_yaml(wasm)
         },
-        stats_tags = switchyard_contract::names::METRIC_TAGS
-            .iter()
-            .map(|(label, part)| format!(
-                "  - {{tag_name: {label}, regex: \"(;{part}=([^;]*))\"}}\n"
-            ))
-            .collect::<String>(),
     )
 }
 

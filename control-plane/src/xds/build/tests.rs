@@ -418,4 +418,5 @@ fn a_native_filter_is_configured_as_a_dynamic_module() {
     let y = bootstrap_yaml(&gw, &upstream, "n", so);
     assert!(!y.contains("switchyard-records"));
     assert!(y.contains("dynamic_modules_strip_custom_stat_prefix: true"));
+    assert!(y.contains("DynamicModuleBootstrapExtension"));
 }

@@ -1,25 +1,38 @@
-//! The native filter (an Envoy dynamic module, `libswitchyard_native.so`) through the real
-//! Envoy: the same engine as the wasm filter without V8 in between. The whole suite runs on it
-//! with `SWITCHYARD_TEST_FILTER=native`; these run on it always: pass-through and streamed chat,
-//! a local reply, failover between providers (the upstream role), request records reaching the
-//! control plane from Envoy's main thread, and the metrics under their usual names.
+//! Both builds of the filter through the real Envoy: the native one (an Envoy dynamic module,
+//! `libswitchyard_native.so`, which the rest of the suite runs on) and the proxy-wasm one
+//! (which the whole suite runs on with `SWITCHYARD_TEST_FILTER=wasm`): pass-through and
+//! streamed chat, local replies, failover between providers (the upstream role), request
+//! records reaching the control plane once each, and the metrics under their usual names.
 
 use std::collections::HashSet;
 use std::time::Duration;
 
 use serde_json::{json, Value};
 use switchyard_tests::mock::faulty::Fault;
-use switchyard_tests::{data_events, native_path, read_all, usage_records, wait_until, Stack};
+use switchyard_tests::{
+    data_events, native_path, read_all, usage_records, wait_until, wasm_build_path, Stack,
+};
 
-async fn native_stack(workers: u32) -> Stack {
-    let stack = Stack::start_edited(workers, |_| {}, |c| c.gateway.wasm = native_path()).await;
-    assert!(
+#[derive(Clone, Copy, PartialEq)]
+enum Build {
+    Native,
+    Wasm,
+}
+
+async fn stack_of(build: Build, workers: u32) -> Stack {
+    let path = match build {
+        Build::Native => native_path(),
+        Build::Wasm => wasm_build_path(),
+    };
+    let stack = Stack::start_edited(workers, |_| {}, |c| c.gateway.wasm = path).await;
+    assert_eq!(
         stack
             .envoy
             .proc
             .log_text()
             .contains("Dynamic module ABI version"),
-        "Envoy did not load the native filter"
+        build == Build::Native,
+        "Envoy loaded the other build of the filter"
     );
     stack
 }
@@ -28,9 +41,8 @@ fn chat(model: &str, stream: bool) -> Value {
     json!({"model": model, "stream": stream, "messages": [{"role": "user", "content": "Hi"}]})
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_native_filter_serves_chat_streams_and_local_replies() {
-    let stack = native_stack(1).await;
+async fn serves_chat_streams_and_local_replies(build: Build) {
+    let stack = stack_of(build, 1).await;
 
     let resp = stack
         .post("/v1/chat/completions", &chat("smart", false))
@@ -87,9 +99,8 @@ async fn the_native_filter_serves_chat_streams_and_local_replies() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_native_filter_fails_over_to_the_next_provider_within_the_request() {
-    let stack = native_stack(1).await;
+async fn fails_over_to_the_next_provider_within_the_request(build: Build) {
+    let stack = stack_of(build, 1).await;
     stack.flaky.set(Fault::Status(500, None));
     let resp = stack
         .post("/v1/chat/completions", &chat("fickle", false))
@@ -104,9 +115,8 @@ async fn the_native_filter_fails_over_to_the_next_provider_within_the_request() 
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn the_native_filter_sends_every_record_to_the_control_plane_once() {
-    let stack = native_stack(2).await;
+async fn sends_every_record_to_the_control_plane_once(build: Build) {
+    let stack = stack_of(build, 2).await;
     let mut ids = HashSet::new();
     let body = chat("gpt-4o-mini", false);
     for _ in 0..4 {
@@ -119,4 +129,34 @@ async fn the_native_filter_sends_every_record_to_the_control_plane_once() {
         }
     }
     stack.wait_logged_once(&ids).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_native_build_serves_chat_streams_and_local_replies() {
+    serves_chat_streams_and_local_replies(Build::Native).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_wasm_build_serves_chat_streams_and_local_replies() {
+    serves_chat_streams_and_local_replies(Build::Wasm).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_native_build_fails_over_to_the_next_provider_within_the_request() {
+    fails_over_to_the_next_provider_within_the_request(Build::Native).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_wasm_build_fails_over_to_the_next_provider_within_the_request() {
+    fails_over_to_the_next_provider_within_the_request(Build::Wasm).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_native_build_sends_every_record_to_the_control_plane_once() {
+    sends_every_record_to_the_control_plane_once(Build::Native).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_wasm_build_sends_every_record_to_the_control_plane_once() {
+    sends_every_record_to_the_control_plane_once(Build::Wasm).await;
 }
