@@ -33,11 +33,15 @@ unsafe fn filter<'a>(ptr: *const c_void) -> &'a mut Filter {
     unsafe { &mut *(ptr as *mut Filter) }
 }
 
-/// Runs one stream hook: a panic marks the filter broken and lets the stream pass.
+/// Runs one stream hook. A panic marks the filter broken, so that the rest of the stream
+/// passes it untouched; in a request hook (`refuse`: the status that stops the request) the
+/// request is first answered with a gateway error, so that it never goes on unchecked.
 fn stream_hook(
     what: &str,
+    envoy: FilterPtr,
     module: *const c_void,
     pass: u32,
+    refuse: Option<u32>,
     f: impl FnOnce(&mut Filter) -> u32,
 ) -> u32 {
     // SAFETY: Envoy hands back the pointer `on_http_filter_new` returned, until destroy.
@@ -49,8 +53,32 @@ fn stream_hook(
     result.unwrap_or_else(|_| {
         ffi::log(ffi::LOG_ERROR, &format!("switchyard: panic in {what}"));
         *state = Filter::Broken;
-        pass
+        match refuse {
+            Some(stop) => {
+                let _ = catch_unwind(|| internal_error(Stream(envoy)));
+                stop
+            }
+            None => pass,
+        }
     })
+}
+
+/// A 500 in the client's API's shape (Anthropic's for `/v1/messages`, else OpenAI's).
+fn internal_error(stream: Stream) {
+    let anthropic = stream
+        .header(ffi::HeaderMap::Request, ":path")
+        .is_some_and(|p| p.starts_with(b"/v1/messages"));
+    let body: &[u8] = if anthropic {
+        br#"{"type":"error","error":{"type":"api_error","message":"The gateway failed on this request."}}"#
+    } else {
+        br#"{"error":{"message":"The gateway failed on this request.","type":"server_error","param":null,"code":"internal_error"}}"#
+    };
+    stream.send_response(
+        500,
+        &[("content-type", "application/json")],
+        body,
+        switchyard_core::config::LOCAL_REPLY_DETAILS,
+    );
 }
 
 /// Headers status: continue, stop iteration.
@@ -172,7 +200,7 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_request_headers(
     module: *const c_void,
     end_of_stream: bool,
 ) -> u32 {
-    stream_hook("request headers", module, 0, |f| {
+    stream_hook("request headers", envoy, module, 0, Some(1), |f| {
         let stream = Stream(envoy);
         headers_status(match f {
             Filter::Down(r) => r.request_headers(stream, end_of_stream),
@@ -188,7 +216,7 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_request_body(
     module: *const c_void,
     end_of_stream: bool,
 ) -> u32 {
-    stream_hook("request body", module, 0, |f| {
+    stream_hook("request body", envoy, module, 0, Some(3), |f| {
         let stream = Stream(envoy);
         body_status(match f {
             Filter::Down(r) => r.request_body(stream, end_of_stream),
@@ -203,7 +231,7 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_request_trailers(
     envoy: FilterPtr,
     module: *const c_void,
 ) -> u32 {
-    stream_hook("request trailers", module, 0, |f| {
+    stream_hook("request trailers", envoy, module, 0, Some(1), |f| {
         let stream = Stream(envoy);
         let action = match f {
             Filter::Down(r) => r.request_trailers(stream),
@@ -220,7 +248,7 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_response_headers(
     module: *const c_void,
     _end_of_stream: bool,
 ) -> u32 {
-    stream_hook("response headers", module, 0, |f| {
+    stream_hook("response headers", envoy, module, 0, None, |f| {
         let stream = Stream(envoy);
         headers_status(match f {
             Filter::Down(r) => r.response_headers(stream),
@@ -236,7 +264,7 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_response_body(
     module: *const c_void,
     end_of_stream: bool,
 ) -> u32 {
-    stream_hook("response body", module, 0, |f| {
+    stream_hook("response body", envoy, module, 0, None, |f| {
         let stream = Stream(envoy);
         body_status(match f {
             Filter::Down(r) => r.response_body(stream, end_of_stream),
@@ -258,7 +286,7 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_stream_complete(
     envoy: FilterPtr,
     module: *const c_void,
 ) {
-    stream_hook("stream end", module, 0, |f| {
+    stream_hook("stream end", envoy, module, 0, None, |f| {
         if let Filter::Down(r) = f {
             r.complete(Stream(envoy));
         }

@@ -7,8 +7,8 @@
 //! Two filter names: [`FILTER_NAME`] (the downstream role, configured with the gateway's
 //! filter configuration) and [`UPSTREAM_ROOT_ID`] (the upstream role of failover clusters).
 //!
-//! Rules kept here: never `unwrap` (a panic is caught at the hook and fails the request, never
-//! Envoy), read headers as bytes, and refuse a configuration that does not parse (Envoy keeps
+//! Rules kept here: never `unwrap` (a panic is caught at the hook: a request not yet forwarded
+//! gets a 500, and Envoy lives on), read headers as bytes, and refuse a configuration that does not parse (Envoy keeps
 //! serving the last good one).
 
 // Only Linux has Envoy's dynamic module loader; elsewhere the crate is empty.
