@@ -146,6 +146,24 @@ impl Ids {
     }
 }
 
+thread_local! {
+    /// This thread's id maker (a wasm VM's, or a native worker's).
+    static THREAD_IDS: std::cell::RefCell<Option<Ids>> = const { std::cell::RefCell::new(None) };
+}
+
+/// A new request id from this thread's [`Ids`], seeded on first use from `now_ns` and the
+/// thread (two threads started in the same nanosecond still differ).
+pub fn next_request_id(now_ns: u64) -> String {
+    THREAD_IDS.with(|ids| {
+        let mut ids = ids.borrow_mut();
+        let ids = ids.get_or_insert_with(|| {
+            let here = std::ptr::from_ref(&THREAD_IDS) as usize as u64;
+            Ids::new(now_ns ^ here.rotate_left(32))
+        });
+        ids.next_id(now_ns / 1_000_000)
+    })
+}
+
 /// The headers of the call that carries a batch of records to `sink`, with the batch's
 /// `signature` (by the data plane key: only Envoys holding it write records).
 pub fn batch_headers<'a>(

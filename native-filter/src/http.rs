@@ -53,7 +53,7 @@ impl Request {
 
     pub(crate) fn request_headers(&mut self, stream: Stream, end_of_stream: bool) -> Action {
         let start_ns = Host.now_ns();
-        let id = records::next_id(start_ns);
+        let id = switchyard_core::outbox::next_request_id(start_ns);
         let headers = stream.with_headers(HeaderMap::Request, HeaderBlock::from_byte_pairs);
         let step = self
             .exchange

@@ -4,12 +4,11 @@
 //! signs the next batch and sends it over the configured cluster, keeping every batch until
 //! the control plane confirms it. So no batch work runs on a worker thread.
 
-use std::cell::{Cell, RefCell};
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use switchyard_core::config::RecordSink;
-use switchyard_core::outbox::{Ids, Outbox};
+use switchyard_core::outbox::Outbox;
 
 use crate::ffi::{self, Config};
 
@@ -30,24 +29,6 @@ struct Sending {
 }
 
 static SENDING: Mutex<Option<Sending>> = Mutex::new(None);
-
-thread_local! {
-    static IDS: RefCell<Option<Ids>> = const { RefCell::new(None) };
-    static MARK: Cell<u8> = const { Cell::new(0) };
-}
-
-/// A new request id (time-ordered, random per worker).
-pub(crate) fn next_id(now_ns: u64) -> String {
-    IDS.with(|ids| {
-        ids.borrow_mut()
-            .get_or_insert_with(|| {
-                // Two workers started in the same nanosecond still differ by their thread.
-                let here = MARK.with(|m| std::ptr::from_ref(m) as usize as u64);
-                Ids::new(now_ns ^ here.rotate_left(32))
-            })
-            .next_id(now_ns / 1_000_000)
-    })
-}
 
 /// Queues one record (a worker's).
 pub(crate) fn push(record: &[u8]) {

@@ -66,7 +66,7 @@ impl Drop for Request {
 impl HttpContext for Request {
     fn on_http_request_headers(&mut self, _n: usize, end_of_stream: bool) -> Action {
         let start_ns = Host.now_ns();
-        let id = super::records::next_id(start_ns);
+        let id = switchyard_core::outbox::next_request_id(start_ns);
         // One host call for every header (see `headers`).
         let headers = abi::header_block(MapType::HttpRequestHeaders);
         let step = self

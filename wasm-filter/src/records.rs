@@ -14,7 +14,7 @@ use proxy_wasm::types::MapType;
 
 use super::abi;
 use switchyard_core::config::{RecordSink, RECORDS_ROOT_ID};
-use switchyard_core::outbox::{Ids, Outbox};
+use switchyard_core::outbox::Outbox;
 
 /// How long a batch may take before it counts as not stored (and is sent again).
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
@@ -32,18 +32,8 @@ thread_local! {
     static STAGED: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
     static SINK_LINE: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
     static QUEUE_ID: Cell<Option<u32>> = const { Cell::new(None) };
-    static IDS: RefCell<Option<Ids>> = const { RefCell::new(None) };
     /// The batch on its way: the call's token, the batch itself and when it left (Unix ms).
     static SENDING: RefCell<Option<(u32, Vec<u8>, u64)>> = const { RefCell::new(None) };
-}
-
-/// A new request id.
-pub(crate) fn next_id(now_ns: u64) -> String {
-    IDS.with(|ids| {
-        ids.borrow_mut()
-            .get_or_insert_with(|| Ids::new(now_ns))
-            .next_id(now_ns / 1_000_000)
-    })
 }
 
 /// Queues one record (a worker's).
