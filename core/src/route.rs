@@ -376,6 +376,15 @@ impl Index {
         cooldown::target_key(&self.providers[provider].name, model)
     }
 
+    /// Every (provider name, upstream model) pair the targets name, once each, in order.
+    pub fn provider_models(&self) -> std::collections::BTreeSet<(&str, &str)> {
+        self.models
+            .values()
+            .flat_map(|m| m.targets.iter())
+            .map(|t| (self.providers[t.provider].name.as_str(), t.model.as_str()))
+            .collect()
+    }
+
     /// Every target of every model, once each (for sharing cooldowns between workers).
     pub fn all_target_keys(&self) -> Vec<u64> {
         let mut keys: Vec<u64> = self

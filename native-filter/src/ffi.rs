@@ -294,8 +294,7 @@ extern "C" {
 }
 
 /// Where metrics are defined and recorded: the bootstrap extension's configuration (it lives
-/// as long as Envoy, so labelled series survive configuration changes) or, in an Envoy started
-/// without it, a filter configuration's.
+/// as long as Envoy) or a filter configuration's.
 #[derive(Clone, Copy)]
 pub struct Registry {
     owner: *mut c_void,

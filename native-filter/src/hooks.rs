@@ -391,7 +391,7 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_downstream_below_write_buf
 
 // The bootstrap extension (`envoy.bootstrap.dynamic_modules`, named
 // `switchyard`): created once when Envoy starts, before any listener, it defines the
-// process's metrics (see `crate::metrics`). It has no other work.
+// process's counters (see `crate::metrics`). It has no other work.
 
 /// Any non-null pointer: the extension keeps no state of its own.
 const BOOTSTRAP: *const c_void = std::ptr::NonNull::<u8>::dangling().as_ptr().cast();

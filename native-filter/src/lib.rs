@@ -154,14 +154,14 @@ impl FilterConfig {
                 .map(|k| switchyard_core::cooldown::key_identity(&k.id)),
         );
         switchyard_core::exchange::keys::prepare_windows(&index, &shared::Host);
+        let metrics =
+            metrics::Metrics::for_filter_config(ffi::Registry::of_filter_config(envoy), &index);
         Some(FilterConfig {
             envoy,
             settings: Some(Arc::new(Settings {
                 index: Some(Arc::new(index)),
                 target_keys,
-                metrics: metrics::Metrics::for_filter_config(ffi::Registry::of_filter_config(
-                    envoy,
-                )),
+                metrics,
             })),
             dataplane_key,
         })

@@ -207,7 +207,9 @@ async fn a_body_that_needs_no_rewrite_reaches_the_provider_byte_for_byte() {
 }
 
 /// The GenAI histograms reach Prometheus with their labels: token usage by type, duration by
-/// status class, time to first token and per output token for streams, the gateway's overhead.
+/// status class, time to first token and per output token for streams, the gateway's overhead;
+/// and a configuration change carries the series on (the native build defines them per
+/// configuration).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn genai_metrics_carry_provider_model_and_status_labels() {
     let stack = Stack::start().await;
@@ -222,20 +224,44 @@ async fn genai_metrics_carry_provider_model_and_status_labels() {
     assert_eq!(resp.status(), 200);
     read_all(resp).await.unwrap();
     let labels = r#"gen_ai_provider_name="mock",gen_ai_response_model="gpt-4o-mini""#;
-    let wanted = [
-        format!(r#"gen_ai_client_token_usage_count{{{labels},gen_ai_token_type="input"}} 2"#),
-        // (Envoy's histogram sums are estimates from its buckets: counts only.)
-        format!(r#"gen_ai_client_token_usage_count{{{labels},gen_ai_token_type="output"}} 2"#),
-        format!(
-            r#"gen_ai_client_operation_duration_ms_count{{{labels},http_status_class="2xx"}} 2"#
-        ),
-        format!(r#"gen_ai_server_time_to_first_token_ms_count{{{labels}}} 1"#),
-        format!(r#"gen_ai_server_time_per_output_token_us_count{{{labels}}} 1"#),
-        "switchyard_gateway_overhead_us_count{} 2".to_string(),
-    ];
+    let wanted = |n: u32| {
+        [
+            format!(r#"gen_ai_client_token_usage_count{{{labels},gen_ai_token_type="input"}} {n}"#),
+            // (Envoy's histogram sums are estimates from its buckets: counts only.)
+            format!(
+                r#"gen_ai_client_token_usage_count{{{labels},gen_ai_token_type="output"}} {n}"#
+            ),
+            format!(
+                r#"gen_ai_client_operation_duration_ms_count{{{labels},http_status_class="2xx"}} {n}"#
+            ),
+            format!(r#"gen_ai_server_time_to_first_token_ms_count{{{labels}}} 1"#),
+            format!(r#"gen_ai_server_time_per_output_token_us_count{{{labels}}} 1"#),
+            format!("switchyard_gateway_overhead_us_count{{}} {n}"),
+        ]
+    };
+    wait_for_stats(&stack, &wanted(2)).await;
+
+    // A configuration change (a new key: the answer comes once Envoy has it), then a request.
+    let (status, created) = stack
+        .admin(
+            reqwest::Method::POST,
+            "/keys",
+            Some(json!({"name": "another", "models": ["smart"]})),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(
+        stack.post("/v1/chat/completions", &body).await.status(),
+        200
+    );
+    wait_for_stats(&stack, &wanted(3)).await;
+}
+
+/// Waits for every line of `wanted` in Envoy's Prometheus stats.
+async fn wait_for_stats(stack: &Stack, wanted: &[String]) {
     // Histograms reach the admin endpoint with Envoy's stats flush (every 5 s).
     let mut stats = String::new();
-    for _ in 0..40 {
+    for _ in 0..60 {
         stats = stack.envoy.stats().await;
         if wanted.iter().all(|w| stats.contains(w.as_str())) {
             return;

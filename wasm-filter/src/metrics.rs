@@ -39,19 +39,7 @@ pub(crate) fn record(name: &str, labels: &[(&str, &str)], value: u64) {
     // allocation (a request records four to six samples).
     let id = NAME.with(|buffer| {
         let mut full = buffer.borrow_mut();
-        full.clear();
-        full.push_str(name);
-        for (key, value) in labels {
-            full.push(';');
-            full.push_str(key);
-            full.push('=');
-            // The separators cannot appear inside a value.
-            full.extend(
-                value
-                    .chars()
-                    .map(|c| if c == ';' || c == '=' { '_' } else { c }),
-            );
-        }
+        switchyard_core::exchange::histogram::full_name(&mut full, name, labels);
         HISTOGRAMS.with(|h| {
             if let Some(id) = h.borrow().get(full.as_str()) {
                 return Some(*id);

@@ -15,6 +15,54 @@ pub mod histogram {
     pub const TIME_TO_FIRST_TOKEN: &str = "gen_ai_server_time_to_first_token_ms";
     pub const TIME_PER_OUTPUT_TOKEN: &str = "gen_ai_server_time_per_output_token_us";
     pub const OVERHEAD: &str = "switchyard_gateway_overhead_us";
+
+    /// The status classes of [`DURATION`]'s `status` label.
+    pub const STATUS_CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "none"];
+
+    /// A histogram's full name with its labels, as Envoy stores it: `name;key=value;...`
+    /// (the bootstrap's `stats_tags` turn the parts into Prometheus labels), written over
+    /// `out` (a buffer kept per worker: a known series costs no allocation).
+    pub fn full_name(out: &mut String, name: &str, labels: &[(&str, &str)]) {
+        out.clear();
+        out.push_str(name);
+        for (key, value) in labels {
+            out.push(';');
+            out.push_str(key);
+            out.push('=');
+            // The separators cannot appear inside a value.
+            out.extend(
+                value
+                    .chars()
+                    .map(|c| if c == ';' || c == '=' { '_' } else { c }),
+            );
+        }
+    }
+
+    /// Every series a configuration can record (see `Exchange::samples`), with its labels:
+    /// per provider and upstream model of its targets, token usage by type, duration by
+    /// status class, time to first token and per output token; and the gateway's overhead.
+    /// Bounded by the configuration, so a host that must define its metrics up front (Envoy's
+    /// dynamic modules) can define them all.
+    pub fn every_series(index: &crate::route::Index, mut each: impl FnMut(&str, &[(&str, &str)])) {
+        for (provider, model) in index.provider_models() {
+            for kind in ["input", "output"] {
+                let labels = [
+                    ("provider", provider),
+                    ("model", model),
+                    ("token_type", kind),
+                ];
+                each(TOKEN_USAGE, &labels);
+            }
+            for class in STATUS_CLASSES {
+                let labels = [("provider", provider), ("model", model), ("status", class)];
+                each(DURATION, &labels);
+            }
+            let labels = [("provider", provider), ("model", model)];
+            each(TIME_TO_FIRST_TOKEN, &labels);
+            each(TIME_PER_OUTPUT_TOKEN, &labels);
+        }
+        each(OVERHEAD, &[]);
+    }
 }
 
 /// The filter's counters at Envoy's `/stats/prometheus`, in the order both adapters keep them:
@@ -218,7 +266,7 @@ impl Exchange {
         let provider = index.provider(provider).name.as_str();
         let model = self.upstream_model.as_str();
         let class = match status {
-            100..=599 => ["1xx", "2xx", "3xx", "4xx", "5xx"][(status / 100 - 1) as usize],
+            100..=599 => histogram::STATUS_CLASSES[(status / 100 - 1) as usize],
             _ => "none",
         };
         let ms = |from: u64, to: u64| (to.saturating_sub(from)) / 1_000_000;

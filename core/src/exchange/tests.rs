@@ -142,6 +142,30 @@ fn a_request_is_routed_written_out_and_its_usage_recorded() {
         .observations
         .iter()
         .any(|o| o.subject == Subject::Target(index.key_of(0, "gpt-x")) && o.status == 200));
+
+    // Each histogram sample is one of the series the configuration defines up front.
+    let mut defined = std::collections::HashSet::new();
+    let mut name = String::new();
+    histogram::every_series(&index, |n, labels| {
+        histogram::full_name(&mut name, n, labels);
+        defined.insert(name.clone());
+    });
+    assert_eq!(
+        defined.len(),
+        2 * 10 + 1,
+        "two targets' series and the overhead"
+    );
+    let mut samples = Vec::new();
+    ex.samples(outcome.status, outcome.end_ns, |n, labels, _| {
+        histogram::full_name(&mut name, n, labels);
+        samples.push(name.clone());
+    });
+    assert!(samples.contains(
+        &"gen_ai_client_operation_duration_ms;provider=oa;model=gpt-x;status=2xx".to_string()
+    ));
+    for sample in &samples {
+        assert!(defined.contains(sample), "{sample} is not defined up front");
+    }
 }
 
 #[test]

@@ -145,13 +145,13 @@ fn overload_yaml(gw: &Gateway) -> String {
     out
 }
 
-/// The native filter's bootstrap extension, which owns its metrics for Envoy's lifetime (a
-/// filter configuration's would go with it, and their labelled series too), and the runtime
-/// switch that exports them under their own names (no `envoy_` prefix and namespace), as the
-/// wasm filter's are.
+/// The native filter's bootstrap extension, which owns its counters for Envoy's lifetime, the
+/// runtime switch that exports its metrics under their own names (no `envoy_` prefix and
+/// namespace), as the wasm filter's are, and the stats tags of its histograms (see
+/// [`stats_tags_yaml`]).
 fn native_yaml(module: &Path) -> String {
     format!(
-        r#"# The native filter's metrics: defined once per Envoy, exported under their own names.
+        r#"{tags}# The native filter's counters: defined once per Envoy, exported under their own names.
 bootstrap_extensions:
 - name: envoy.bootstrap.dynamic_modules
   typed_config:
@@ -166,22 +166,27 @@ layered_runtime:
     static_layer:
       envoy.reloadable_features.dynamic_modules_strip_custom_stat_prefix: true
 "#,
+        tags = stats_tags_yaml(),
         module = module.display(),
     )
 }
 
-/// What the wasm build needs: the stats tags that turn the labels its histograms carry in
-/// their names (`;provider=...`) into Prometheus labels, and its records service.
-fn wasm_yaml(wasm: &Path) -> String {
+/// The stats tags that turn the labels the filter's histograms carry in their names
+/// (`;provider=...`, both builds) into Prometheus labels.
+fn stats_tags_yaml() -> String {
     let tags: String = switchyard_contract::names::METRIC_TAGS
         .iter()
         .map(|(label, part)| format!("  - {{tag_name: {label}, regex: \"(;{part}=([^;]*))\"}}\n"))
         .collect();
     format!(
         "# The filter's histograms carry their labels in their names (`;provider=...`): these make\n\
-         # them Prometheus labels.\nstats_config:\n  stats_tags:\n{tags}{}",
-        records_service_yaml(wasm)
+         # them Prometheus labels.\nstats_config:\n  stats_tags:\n{tags}"
     )
+}
+
+/// What the wasm build needs: the stats tags and its records service.
+fn wasm_yaml(wasm: &Path) -> String {
+    format!("{}{}", stats_tags_yaml(), records_service_yaml(wasm))
 }
 
 /// The filter's records service: a singleton in its own VM on Envoy's main thread, to which the
