@@ -131,6 +131,12 @@ impl Reconciler {
             &self.guard,
         )
         .await?;
+        // Measured figures move only when they move much: each move is a new configuration
+        // for every Envoy (a parse, and the filter's metrics defined again).
+        if let Some(before) = self.kept.lock().ok().and_then(|k| k.clone()) {
+            crate::health::hold_steady(&mut state.filter.models, &before.filter.models);
+            crate::snapshot::stamp_version(&mut state.filter);
+        }
         self.limits.set_table(state.limits.clone());
         self.vetting.store(state.vetted, Ordering::Relaxed);
         self.secrets.prepare_for_dataplane(&mut state.filter);

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Mutex;
 
 use crate::pricing::default_price;
-use switchyard_contract::config::{Target, TargetStats};
+use switchyard_contract::config::{ModelRoute, Target, TargetStats};
 use switchyard_contract::names::TargetName as Named;
 use switchyard_contract::pricing::Price;
 
@@ -306,6 +306,52 @@ impl Figures {
     }
 }
 
+/// A latency or cost figure within this share of the one Envoy has is not sent again.
+const STEADY_SHARE: f64 = 0.2;
+/// A success rate within this of the one Envoy has is not sent again.
+const STEADY_RATE: f64 = 0.02;
+
+/// Keeps the figures Envoy already has where the new ones are close to them (see
+/// [`STEADY_SHARE`] and [`STEADY_RATE`]): under steady traffic a mean latency or a token mix
+/// wanders by a few percent from one window to the next, and each wander was a new
+/// configuration every two seconds. Cooldowns and recoveries always go out as they are.
+pub fn hold_steady(models: &mut [ModelRoute], before: &[ModelRoute]) {
+    for model in models {
+        let Some(old) = before.iter().find(|m| m.name == model.name) else {
+            continue;
+        };
+        for target in &mut model.targets {
+            if let Some(was) = old
+                .targets
+                .iter()
+                .find(|t| t.provider == target.provider && t.model == target.model)
+            {
+                steady(&mut target.stats, &was.stats);
+            }
+        }
+    }
+}
+
+/// One target's figures: each new one close to the one before becomes that one.
+fn steady(now: &mut TargetStats, before: &TargetStats) {
+    let near_share = |new: f64, old: f64| old > 0.0 && ((new - old) / old).abs() < STEADY_SHARE;
+    for (new, old) in [
+        (&mut now.latency_ms, before.latency_ms),
+        (&mut now.cost_per_mtok, before.cost_per_mtok),
+    ] {
+        if let (Some(n), Some(o)) = (*new, old) {
+            if near_share(n, o) {
+                *new = Some(o);
+            }
+        }
+    }
+    if let (Some(n), Some(o)) = (now.success_rate, before.success_rate) {
+        if (n - o).abs() < STEADY_RATE {
+            now.success_rate = Some(o);
+        }
+    }
+}
+
 fn round(v: f64, scale: f64) -> f64 {
     (v * scale).round() / scale
 }
@@ -322,6 +368,46 @@ fn significant(v: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn figures_close_to_the_ones_envoy_has_stay_as_they_were() {
+        let before = TargetStats {
+            latency_ms: Some(100.0),
+            success_rate: Some(0.99),
+            cost_per_mtok: Some(2.0),
+            cooldown_until: Some(10),
+            recovered_at: None,
+        };
+        let mut now = TargetStats {
+            latency_ms: Some(110.0),
+            success_rate: Some(0.98),
+            cost_per_mtok: Some(2.2),
+            cooldown_until: Some(20),
+            recovered_at: Some(5),
+        };
+        steady(&mut now, &before);
+        assert_eq!(now.latency_ms, Some(100.0));
+        assert_eq!(now.success_rate, Some(0.99));
+        assert_eq!(now.cost_per_mtok, Some(2.0));
+        // Cooldowns and recoveries are never held back.
+        assert_eq!((now.cooldown_until, now.recovered_at), (Some(20), Some(5)));
+
+        let mut moved = TargetStats {
+            latency_ms: Some(130.0),
+            success_rate: Some(0.9),
+            cost_per_mtok: Some(1.5),
+            ..TargetStats::default()
+        };
+        steady(&mut moved, &before);
+        assert_eq!(
+            (moved.latency_ms, moved.success_rate, moved.cost_per_mtok),
+            (Some(130.0), Some(0.9), Some(1.5))
+        );
+        // A figure that appears or goes is sent.
+        let mut fresh = TargetStats::default();
+        steady(&mut fresh, &before);
+        assert_eq!(fresh, TargetStats::default());
+    }
 
     /// A request's row from the record fields the figures read.
     fn entry(record: &str, status: i64, ttfb_ms: i64) -> RequestRow {

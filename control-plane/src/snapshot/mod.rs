@@ -127,7 +127,7 @@ pub fn compute(input: &Input) -> GatewayState {
         }),
         record_state: false,
     };
-    filter.version = content_version(&serde_json::to_vec(&filter).unwrap_or_default());
+    stamp_version(&mut filter);
     GatewayState {
         filter,
         clusters,
@@ -167,6 +167,12 @@ fn model_routes(
     let logical: HashSet<&str> = input.models.iter().map(|m| m.name.as_str()).collect();
     aliases::apply_aliases(&mut model_routes, &input.catalog.aliases, &served, &logical);
     model_routes.into_values().collect()
+}
+
+/// Sets the filter configuration's version from its content (the version left out).
+pub fn stamp_version(filter: &mut FilterConfig) {
+    filter.version.clear();
+    filter.version = content_version(&serde_json::to_vec(filter).unwrap_or_default());
 }
 
 /// A short version string derived from content: equal content, equal version.
