@@ -129,6 +129,7 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_config_destroy(config: *co
         // SAFETY: the pointer `config_new` returned, destroyed once.
         let config = unsafe { Box::from_raw(config as *mut FilterConfig) };
         crate::remove_ticker(&config);
+        records::config_gone(config.envoy.0 as usize, Host.now_ns() / 1_000_000);
     });
 }
 
@@ -147,7 +148,7 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_config_scheduled(
 
 #[no_mangle]
 pub extern "C" fn envoy_dynamic_module_on_http_filter_config_http_callout_done(
-    _envoy: ConfigPtr,
+    envoy: ConfigPtr,
     _config: *const c_void,
     id: u64,
     result: u32,
@@ -161,7 +162,7 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_config_http_callout_done(
         let stored = result == 0
             && unsafe { ffi::header_pairs(headers, headers_size) }
                 .any(|(k, v)| k == b":status" && v == b"200");
-        records::answered(id, stored, Host.now_ns() / 1_000_000);
+        records::answered(envoy as usize, id, stored, Host.now_ns() / 1_000_000);
     });
 }
 

@@ -21,11 +21,21 @@ const QUEUE_LIMIT: usize = 64 << 20;
 /// Records the workers queued (one per line) and how many were dropped, not yet taken.
 static QUEUE: Mutex<(Vec<u8>, u64)> = Mutex::new((Vec::new(), 0));
 
-/// The main thread's side: the outbox and the batch on its way (callout id, batch, when it
-/// left in Unix ms). Only the main thread touches it; the lock is for the compiler.
+/// A batch on its way to the control plane.
+struct InFlight {
+    /// The configuration whose callout carries it (its address) and the callout's id.
+    config: usize,
+    id: u64,
+    batch: Vec<u8>,
+    /// When it left, Unix ms.
+    at: u64,
+}
+
+/// The main thread's side: the outbox and the batch on its way. Only the main thread touches
+/// it; the lock is for the compiler.
 struct Sending {
     outbox: Outbox,
-    batch: Option<(u64, Vec<u8>, u64)>,
+    batch: Option<InFlight>,
 }
 
 static SENDING: Mutex<Option<Sending>> = Mutex::new(None);
@@ -61,10 +71,10 @@ pub(crate) fn tick(config: Config, sink: &RecordSink, now_ms: u64, key: Option<&
     if sending
         .batch
         .as_ref()
-        .is_some_and(|(_, _, at)| now_ms > at + 2 * timeout_ms)
+        .is_some_and(|b| now_ms > b.at + 2 * timeout_ms)
     {
-        if let Some((_, batch, _)) = sending.batch.take() {
-            sending.outbox.done(batch, false, now_ms);
+        if let Some(lost) = sending.batch.take() {
+            sending.outbox.done(lost.batch, false, now_ms);
         }
     }
     if sending.batch.is_some() {
@@ -76,7 +86,14 @@ pub(crate) fn tick(config: Config, sink: &RecordSink, now_ms: u64, key: Option<&
     let signature = key.map(|k| switchyard_core::sealed::sign_records(k, &batch));
     let headers = switchyard_core::outbox::batch_headers(sink, &signature);
     match config.callout(&sink.cluster, &headers, &batch, timeout_ms) {
-        Some(id) => sending.batch = Some((id, batch, now_ms)),
+        Some(id) => {
+            sending.batch = Some(InFlight {
+                config: config.0 as usize,
+                id,
+                batch,
+                at: now_ms,
+            });
+        }
         None => {
             ffi::log(ffi::LOG_WARN, "switchyard: request records not sent");
             sending.outbox.done(batch, false, now_ms);
@@ -85,22 +102,37 @@ pub(crate) fn tick(config: Config, sink: &RecordSink, now_ms: u64, key: Option<&
     dropped
 }
 
-/// The control plane's answer to callout `id` (`stored`: it answered 200).
-pub(crate) fn answered(id: u64, stored: bool, now_ms: u64) {
+/// The control plane's answer to callout `id` of configuration `config` (`stored`: it
+/// answered 200).
+pub(crate) fn answered(config: usize, id: u64, stored: bool, now_ms: u64) {
     let mut guard = SENDING.lock().unwrap_or_else(PoisonError::into_inner);
     let Some(sending) = guard.as_mut() else {
         return;
     };
     match sending.batch.take() {
-        Some((sent, batch, _)) if sent == id => {
+        Some(sent) if sent.config == config && sent.id == id => {
             if !stored {
                 ffi::log(
                     ffi::LOG_WARN,
                     "switchyard: request records not stored by the control plane; sending again",
                 );
             }
-            sending.outbox.done(batch, stored, now_ms);
+            sending.outbox.done(sent.batch, stored, now_ms);
         }
+        other => sending.batch = other,
+    }
+}
+
+/// Configuration `config` is going: Envoy drops its callouts unanswered, so a batch it carries
+/// counts as not stored now (the next tick sends it again through the newest configuration;
+/// the control plane stores each record once), not after the timeout.
+pub(crate) fn config_gone(config: usize, now_ms: u64) {
+    let mut guard = SENDING.lock().unwrap_or_else(PoisonError::into_inner);
+    let Some(sending) = guard.as_mut() else {
+        return;
+    };
+    match sending.batch.take() {
+        Some(sent) if sent.config == config => sending.outbox.done(sent.batch, false, now_ms),
         other => sending.batch = other,
     }
 }

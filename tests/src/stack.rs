@@ -103,7 +103,17 @@ impl Stack {
 
     /// Waits until the control plane's request log holds every one of `ids`, once each.
     pub async fn wait_logged_once(&self, ids: &std::collections::HashSet<String>) {
-        wait_until("every record stored", Duration::from_secs(20), || async {
+        self.wait_logged_once_within(ids, Duration::from_secs(20))
+            .await;
+    }
+
+    /// [`Stack::wait_logged_once`] within `limit`.
+    pub async fn wait_logged_once_within(
+        &self,
+        ids: &std::collections::HashSet<String>,
+        limit: Duration,
+    ) {
+        wait_until("every record stored", limit, || async {
             let (status, page) = self
                 .admin(reqwest::Method::GET, "/requests?limit=1000", None)
                 .await;

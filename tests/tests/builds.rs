@@ -131,6 +131,59 @@ async fn sends_every_record_to_the_control_plane_once(build: Build) {
     stack.wait_logged_once(&ids).await;
 }
 
+/// Records reach the control plane within seconds while the configuration changes under
+/// traffic (each admin write is a new configuration in Envoy, and the native build sends its
+/// batches through a configuration's callouts: a batch on its way when that configuration
+/// went was dropped by Envoy unanswered and waited 20 s to be sent again).
+async fn records_arrive_while_the_configuration_changes(build: Build) {
+    let stack = stack_of(build, 2).await;
+    let body = chat("gpt-4o-mini", false);
+    let traffic = async {
+        let mut ids = HashSet::new();
+        let started = std::time::Instant::now();
+        // Four requests every 25 ms: at most 640, all on the request log's first page.
+        while started.elapsed() < Duration::from_secs(4) {
+            tokio::time::sleep(Duration::from_millis(25)).await;
+            let answers = futures::future::join_all(
+                (0..4).map(|_| stack.post("/v1/chat/completions", &body)),
+            )
+            .await;
+            for r in answers {
+                assert_eq!(r.status(), 200);
+                ids.insert(r.headers()["x-request-id"].to_str().unwrap().to_owned());
+            }
+        }
+        ids
+    };
+    let changes = async {
+        for n in 0..40 {
+            let (status, created) = stack
+                .admin(
+                    reqwest::Method::POST,
+                    "/keys",
+                    Some(json!({"name": format!("churn-{n}"), "models": ["smart"]})),
+                )
+                .await;
+            assert_eq!(status, 201, "{created}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    let (ids, ()) = tokio::join!(traffic, changes);
+    stack
+        .wait_logged_once_within(&ids, Duration::from_secs(6))
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_native_build_sends_records_while_the_configuration_changes() {
+    records_arrive_while_the_configuration_changes(Build::Native).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_wasm_build_sends_records_while_the_configuration_changes() {
+    records_arrive_while_the_configuration_changes(Build::Wasm).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_native_build_serves_chat_streams_and_local_replies() {
     serves_chat_streams_and_local_replies(Build::Native).await;
