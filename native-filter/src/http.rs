@@ -198,34 +198,34 @@ fn rewrite_map(stream: Stream, map: HeaderMap, wanted: &[(&str, &[u8])]) {
 }
 
 /// The writes that turn `current` into `wanted`: each name whose values differ, with its new
-/// values (none: remove it).
-fn plan_rewrite(
+/// values (none: remove it). Compared in place: nothing is copied but what is written (the
+/// copies made per header to compare them were a tenth of the module's work on a request).
+fn plan_rewrite<'w>(
     current: &[(&[u8], &[u8])],
-    wanted: &[(&str, &[u8])],
-) -> Vec<(String, Vec<Vec<u8>>)> {
-    let values_in =
-        |pairs: &mut dyn Iterator<Item = (&[u8], &[u8])>, name: &[u8]| -> Vec<Vec<u8>> {
-            pairs
-                .filter(|(n, _)| *n == name)
-                .map(|(_, v)| v.to_vec())
-                .collect()
-        };
-    let mut writes: Vec<(String, Vec<Vec<u8>>)> = Vec::new();
-    let mut seen: Vec<&[u8]> = Vec::new();
-    let names = current
+    wanted: &[(&'w str, &'w [u8])],
+) -> Vec<(String, Vec<&'w [u8]>)> {
+    fn values<'a, 'n>(
+        pairs: impl Iterator<Item = (&'a [u8], &'a [u8])> + 'n,
+        name: &'n [u8],
+    ) -> impl Iterator<Item = &'a [u8]> + 'n
+    where
+        'a: 'n,
+    {
+        pairs.filter(move |(n, _)| *n == name).map(|(_, v)| v)
+    }
+    let now = |name| values(current.iter().copied(), name);
+    let then = |name| values(wanted.iter().map(|(n, v)| (n.as_bytes(), *v)), name);
+    let names: Vec<&[u8]> = current
         .iter()
         .map(|(n, _)| *n)
-        .chain(wanted.iter().map(|(n, _)| n.as_bytes()));
-    for name in names {
-        if seen.contains(&name) {
-            continue;
-        }
-        seen.push(name);
-        let now = values_in(&mut current.iter().copied(), name);
-        let then = values_in(&mut wanted.iter().map(|(n, v)| (n.as_bytes(), *v)), name);
-        if now != then {
-            if let Ok(name) = std::str::from_utf8(name) {
-                writes.push((name.to_owned(), then));
+        .chain(wanted.iter().map(|(n, _)| n.as_bytes()))
+        .collect();
+    let mut writes = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        let first = !names[..i].contains(name);
+        if first && !now(name).eq(then(name)) {
+            if let Ok(text) = std::str::from_utf8(name) {
+                writes.push((text.to_owned(), then(name).collect()));
             }
         }
     }
@@ -257,12 +257,9 @@ mod tests {
         assert_eq!(
             writes,
             vec![
-                (
-                    "content-type".to_owned(),
-                    vec![b"text/event-stream".to_vec()]
-                ),
+                ("content-type".to_owned(), vec![&b"text/event-stream"[..]]),
                 ("x-secret".to_owned(), vec![]),
-                ("x-request-id".to_owned(), vec![b"r1".to_vec()]),
+                ("x-request-id".to_owned(), vec![&b"r1"[..]]),
             ]
         );
     }
