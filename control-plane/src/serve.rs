@@ -149,14 +149,18 @@ pub async fn serve(config_path: &Path) -> anyhow::Result<()> {
         app.reports.health().clone(),
         app.limits.clone(),
     );
-    let routes =
-        tonic::service::Routes::from(crate::usage::router(ingest, app.secrets.dataplane_key))
-            .add_service(AggregatedDiscoveryServiceServer::new(AdsServer::new(
-                app.reconciler.cache().clone(),
-            )))
-            .add_service(RateLimitServiceServer::new(crate::limits::Service(
-                app.limits.clone(),
-            )));
+    let routes = tonic::service::Routes::from(
+        crate::usage::router(ingest, app.secrets.dataplane_key).merge(crate::limits::lease_router(
+            app.limits.clone(),
+            app.secrets.dataplane_key,
+        )),
+    )
+    .add_service(AggregatedDiscoveryServiceServer::new(AdsServer::new(
+        app.reconciler.cache().clone(),
+    )))
+    .add_service(RateLimitServiceServer::new(crate::limits::Service(
+        app.limits.clone(),
+    )));
     let router = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(15)))
         .max_concurrent_streams(Some(1024))

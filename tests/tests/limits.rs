@@ -136,15 +136,16 @@ async fn two_envoys_share_one_key_limit_of_60_requests_per_minute() {
             .await,
         Some(60)
     );
-    assert_eq!(
-        stack
-            .cp
-            .metric(&format!(
-                "{decisions}{{decision=\"refused\",code=\"rate_limit_exceeded\"}}"
-            ))
-            .await,
-        Some(40)
-    );
+    // Refusals are answered by each Envoy from its lease for a moment (250 ms) before it asks
+    // again: the control plane sees some of them, not each.
+    let refused = stack
+        .cp
+        .metric(&format!(
+            "{decisions}{{decision=\"refused\",code=\"rate_limit_exceeded\"}}"
+        ))
+        .await
+        .unwrap_or(0);
+    assert!((1..=40).contains(&refused), "refusals seen: {refused}");
     // Other keys are not limited by it.
     let free = send(&url, switchyard_tests::GATEWAY_KEY, &chat()).await;
     assert_eq!(free.status(), 200);
@@ -162,13 +163,13 @@ async fn a_tokens_per_minute_limit_stops_a_key_once_its_tokens_are_spent() {
     assert_eq!(first.status(), 200);
     assert_eq!(first.headers()["x-ratelimit-limit-tokens"], "50");
     assert_eq!(first.headers()["x-ratelimit-remaining-tokens"], "50");
-    // Tokens are charged when the response ends (Envoy reports them after the stream): wait
-    // for each charge before the next request.
-    wait_for_charges(&stack, 1).await;
+    // Tokens are counted in the Envoy's lease when the response ends, and reported with its
+    // next ask: let the first end be logged before the next request.
+    tokio::time::sleep(Duration::from_millis(200)).await;
     let second = send(&url, &secret, &chat()).await;
     assert_eq!(second.status(), 200);
     assert_eq!(second.headers()["x-ratelimit-remaining-tokens"], "21");
-    wait_for_charges(&stack, 2).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
     let refused = send(&url, &secret, &chat()).await;
     assert_eq!(refused.status(), 429);
     let refused: Value = refused.json().await.unwrap();
@@ -183,18 +184,6 @@ async fn a_tokens_per_minute_limit_stops_a_key_once_its_tokens_are_spent() {
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["type"], "error", "{body}");
     assert_eq!(body["error"]["type"], "rate_limit_error");
-}
-
-/// Waits until the control plane has charged the ends of `n` requests.
-async fn wait_for_charges(stack: &Stack, n: u64) {
-    wait_until("request ends charged", Duration::from_secs(5), || async {
-        stack
-            .cp
-            .metric("switchyard_cp_rate_limit_charges_total")
-            .await
-            .is_some_and(|c| c >= n)
-    })
-    .await;
 }
 
 /// 29 tokens at USD 100 per Mtok: what the mock's answer costs, in micro-USD.
@@ -390,8 +379,9 @@ async fn gateway_traffic_goes_on_while_redis_is_away_and_limits_return_with_it()
     assert_eq!(send(&url, &secret, &chat()).await.status(), 429);
 
     // Redis goes away: the limits cannot be checked, requests go through (fail open) without
-    // waiting for them.
+    // waiting for them, once the refusal the Envoy remembers (250 ms) is over.
     drop(redis);
+    tokio::time::sleep(Duration::from_millis(300)).await;
     served_quickly(&url, &secret, 10).await;
 
     // It comes back (empty): limits apply again, with no restart.
@@ -540,12 +530,16 @@ async fn what_an_admin_allows_a_user_bounds_the_keys_the_user_makes() {
     let other = chat_with(&stack, &a, "smart").await;
     assert!(refused_for_its_model(&other), "{other:?}");
 
-    // The spend cap covers both keys: 2,900 + 2,900 reach 5,000.
-    wait_for_charges(&stack, 1).await;
+    // The spend cap covers both keys: 2,900 + 2,900 reach 5,000. Each key's lease may pass
+    // the cap by its last request (its end is reported with the key's next ask): at most one
+    // more per key is served before the refusal.
     assert_eq!(chat_with(&stack, &b, "gpt-4o-mini").await.0, 200);
-    wait_for_charges(&stack, 2).await;
     for key in [&a, &b] {
-        let (status, body) = chat_with(&stack, key, "gpt-4o-mini").await;
+        let mut answer = chat_with(&stack, key, "gpt-4o-mini").await;
+        if answer.0 == 200 {
+            answer = chat_with(&stack, key, "gpt-4o-mini").await;
+        }
+        let (status, body) = answer;
         assert_eq!(status, 429, "{body}");
         assert_eq!(body["error"]["code"], "budget_exceeded", "{body}");
         assert!(

@@ -20,14 +20,42 @@ pub(crate) struct Request {
     exchange: Exchange,
     /// The token of the failover plan handed to the upstream role.
     plan: Option<u64>,
+    /// The data plane key (signs lease asks).
+    dataplane_key: Option<[u8; 32]>,
 }
 
+/// How long a lease ask may take; without an answer the request goes on (fail open).
+const LEASE_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(500);
+
 impl Request {
-    pub(crate) fn new(index: Option<Rc<Index>>) -> Self {
+    pub(crate) fn new(index: Option<Rc<Index>>, dataplane_key: Option<[u8; 32]>) -> Self {
         Request {
             exchange: Exchange::new(index),
             plan: None,
+            dataplane_key,
         }
+    }
+
+    /// Sends the lease ask over the records' cluster; `false` if it could not leave.
+    fn ask_lease(&self, ask: &switchyard_contract::lease::LeaseAsk) -> bool {
+        let Some(sink) = self.exchange.index().and_then(|i| i.records.as_ref()) else {
+            return false;
+        };
+        let body = serde_json::to_vec(ask).unwrap_or_default();
+        let signature = self
+            .dataplane_key
+            .map(|k| switchyard_core::sealed::sign_lease(&k, &body));
+        let mut headers = vec![
+            (":method", "POST"),
+            (":path", switchyard_contract::lease::PATH),
+            (":authority", sink.authority.as_str()),
+            ("content-type", "application/json"),
+        ];
+        if let Some(sig) = &signature {
+            headers.push((switchyard_core::sealed::SIGNATURE_HEADER, sig.as_str()));
+        }
+        hostcalls::dispatch_http_call(&sink.cluster, headers, Some(&body), vec![], LEASE_TIMEOUT)
+            .is_ok()
     }
 
     /// Carries out the exchange's step.
@@ -49,11 +77,37 @@ impl Request {
                 abi::reply(&reply, Some(self.exchange.id()));
                 Action::Pause
             }
+            Step::Lease(ask) => {
+                if self.ask_lease(&ask) {
+                    return Action::Pause;
+                }
+                let step = self.exchange.lease_answered(None, &Host);
+                self.act(step)
+            }
         }
     }
 }
 
-impl Context for Request {}
+impl Context for Request {
+    fn on_http_call_response(&mut self, _token: u32, _headers: usize, body: usize, _: usize) {
+        let ok = hostcalls::get_map_value_bytes(MapType::HttpCallResponseHeaders, ":status")
+            .ok()
+            .flatten()
+            .is_some_and(|s| s == b"200");
+        let grant = if ok {
+            hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body)
+                .ok()
+                .flatten()
+                .and_then(|b| serde_json::from_slice(&b).ok())
+        } else {
+            None
+        };
+        let step = self.exchange.lease_answered(grant, &Host);
+        if let Action::Continue = self.act(step) {
+            let _ = hostcalls::resume_http_request();
+        }
+    }
+}
 
 impl Drop for Request {
     fn drop(&mut self) {
@@ -142,6 +196,17 @@ impl HttpContext for Request {
         let outcome = self.exchange.finish(response_code, &Host);
         if let Some(index) = self.exchange.index() {
             shared::observe(index, &outcome.observations, outcome.end_ns / 1_000_000_000);
+        }
+        if let Some(end) = &outcome.lease_end {
+            switchyard_core::lease::ended(
+                &Host,
+                &end.key,
+                &end.request,
+                end.generation,
+                end.reserve,
+                end.tokens,
+                end.cost,
+            );
         }
         if let Some(charge) = &outcome.charge {
             for (name, value) in [(CHARGE_STATE, &charge.charge), (COST_STATE, &charge.cost)] {

@@ -127,7 +127,10 @@ impl RootContext for Root {
         if self.upstream {
             return Some(Box::<upstream::UpstreamAttempt>::default());
         }
-        Some(Box::new(http::Request::new(self.index.clone())))
+        Some(Box::new(http::Request::new(
+            self.index.clone(),
+            self.dataplane_key,
+        )))
     }
 
     fn on_tick(&mut self) {

@@ -24,6 +24,12 @@ pub struct Credit<'a> {
     pub reserve: i64,
     /// When the hold stops counting if no end comes.
     pub expires: i64,
+    /// A lease's hold (see [`super::lease`]): micro-USD of requests in flight it keeps held
+    /// on top of `reserve`; it needs more than this spendable, and holds `keep` plus at most
+    /// what is spendable beyond it (its own previous hold, under the same id, counts as
+    /// spendable). `false`: an admission, which holds `reserve` while anything is spendable.
+    pub upto: bool,
+    pub keep: i64,
 }
 
 /// A spend cap: refused once its total reached it.
@@ -55,6 +61,9 @@ pub struct Ask<'a> {
     pub credit: Option<Credit<'a>>,
     pub caps: Vec<Cap>,
     pub windows: Vec<Window>,
+    /// A lease: request windows count as many of their `hits` as they have room for (at
+    /// least one), all of them the same number.
+    pub partial: bool,
 }
 
 /// What the counters found.
@@ -71,6 +80,12 @@ pub enum Verdict {
     Windows {
         ok: bool,
         states: Vec<WindowState>,
+        /// Requests counted in each request window (`hits`, or fewer for a partial ask).
+        hits: i64,
+        /// Micro-USD held for the credit (its `reserve`, or less for a lease).
+        held: i64,
+        /// The least any spend cap has left, micro-USD (`None`: no caps).
+        caps_left: Option<i64>,
     },
 }
 
@@ -139,6 +154,17 @@ pub trait Counters: Send + Sync {
         now: i64,
     ) -> BoxFuture<'a, Result<()>>;
 
+    /// Called when a lease comes back with requests it did not use: they leave the request
+    /// windows they were counted in at `second` (never below zero; nothing if that second
+    /// left the window).
+    fn give_back<'a>(
+        &'a self,
+        windows: &'a [String],
+        second: i64,
+        requests: i64,
+        now: i64,
+    ) -> BoxFuture<'a, Result<()>>;
+
     /// Whether the counters answer now (health checks, start-up).
     fn reachable(&self) -> BoxFuture<'_, bool>;
 }
@@ -171,6 +197,15 @@ impl<C: Counters + ?Sized> Counters for Arc<C> {
         now: i64,
     ) -> BoxFuture<'a, Result<()>> {
         (**self).add_totals(totals, delta, now)
+    }
+    fn give_back<'a>(
+        &'a self,
+        windows: &'a [String],
+        second: i64,
+        requests: i64,
+        now: i64,
+    ) -> BoxFuture<'a, Result<()>> {
+        (**self).give_back(windows, second, requests, now)
     }
     fn reachable(&self) -> BoxFuture<'_, bool> {
         (**self).reachable()

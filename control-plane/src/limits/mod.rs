@@ -1,34 +1,53 @@
-//! Global limits, held for every Envoy at once: the control plane is Envoy's rate limit service
-//! (`envoy.service.ratelimit.v3`, see [`service`]), with its counters in Redis (shared by every
-//! control plane) or, without Redis, in memory.
+//! Global limits, held for every Envoy at once, off the per-request path: each Envoy spends a
+//! bounded allowance per limited key locally (a lease, see [`lease`] and the filter's
+//! `switchyard_core::lease`) and asks the control plane (`POST /switchyard.limits.v1/lease`,
+//! signed with the data plane key) only when it runs out or expires. Counters live in Redis
+//! (shared by every control plane) or, without Redis, in memory; a grant is taken from them in
+//! one atomic step, so several Envoys and several control planes stay correct.
 //!
-//! A request of a limited key (see the filter's `LIMITED_HEADER`) is asked about before it goes
-//! upstream (descriptor `admit = "{key} {api} {request id} {reserve}"`, see the filter's
-//! `reserve::Admit`): credits, spend caps per day and month of the key and of its owner, then
-//! requests and tokens per minute of the key and of its owner, in one atomic step (a refused
-//! request counts nowhere, an admitted one holds its reservation). When its stream is done,
-//! Envoy reports it (`charge = "{key} {request id} {tokens}"`, its cost in micro-USD as the
-//! descriptor's hits).
+//! A grant checks, in order, the owner's credits, the spend caps per day and month of the key
+//! and of its owner, then requests and tokens per minute of the key and of its owner (a refused
+//! ask counts nowhere), and hands out: requests (at most a tenth of the tightest `rpm`, counted
+//! in the request windows at once), a credit allowance (micro-USD, at most what the owner's
+//! balance has spendable and what the spend caps have left; held from the balance under the ask's
+//! own id until a few seconds after the lease's 2 s), and what the token windows have left. The
+//! filter admits a request while its lease has a request, credit above zero and tokens above
+//! zero, taking its reservation (the most it may cost) from the credit; the request's end gives
+//! back what the reservation exceeded its cost by, takes its tokens, and waits (bounded) to be
+//! reported with the next ask, where its tokens and cost are counted (as the rate limit service
+//! counted them; its cost held from the balance until its record reaches the ledger). Unused
+//! requests go back to their window with the next ask.
 //!
-//! Per-minute limits are sliding windows of one-second buckets: within any 60 seconds, at most
-//! `rpm` requests are admitted. Tokens are counted when a response ends, so a request is
-//! admitted while the tokens of the last minute are below `tpm`, and may pass it by its own.
+//! The overshoot bound, per limit:
+//! - requests per minute: never overshot (a grant's requests are counted when granted). An
+//!   Envoy holding unused requests may make another one be refused early, by at most a tenth of
+//!   the limit, until its next ask gives them back.
+//! - credits: a balance is overshot by at most one request's reservation per lease (the last
+//!   one admitted while its allowance was above zero) plus what requests cost beyond their own
+//!   reservations, plus the reservations of requests still in flight when their allowance's
+//!   hold expired (requests longer than the lease and its margin, about 7 s).
+//! - spend caps: as credits, per Envoy and key: each lease may pass a cap by its last request,
+//!   and costs of requests not yet reported by another Envoy's (or another key's) next ask are
+//!   not seen by this one's grant.
+//! - tokens per minute: a key is admitted while its Envoy's lease has tokens left; the tokens of
+//!   requests not yet reported (at most the requests of one lease per Envoy, reported at its
+//!   next ask) are not seen by other Envoys' grants, so a minute's tokens may pass `tpm` by
+//!   those, as before by the last request's own.
 //!
-//! Credits: a metered user's spendable amount is the ledger balance less what the counters
-//! hold: each admitted request's reservation (the most it may cost, estimated by the filter)
-//! until its end is reported, then its cost until its record reaches the ledger (each request
-//! id counts once whichever comes first). A request is admitted while that is above zero, so a
-//! balance is overshot by at most the cost of the last request admitted, plus what requests
-//! cost beyond their own reservations; the number of concurrent clients does not matter. A
-//! reservation whose end never comes stops counting after the gateway's request timeout and a
-//! margin; a cost whose record never comes, after [`CHARGE_TTL_SECS`].
+//! A control plane that cannot answer (Redis away) lets the Envoy's requests through for a
+//! second before it asks again (fail open, as Envoy's rate limit filter did); a refusal is
+//! answered by the Envoy itself for up to 250 ms before it asks again.
 //!
-//! Every figure a peer sends is bounded ([`MAX_CHARGE_MICROS`], [`MAX_TOKENS`]); sums saturate
-//! and never go below zero; every map keyed by a request id has a cap and an expiry, and every
-//! Redis key a TTL.
+//! Every figure a peer sends is bounded ([`MAX_CHARGE_MICROS`], [`MAX_TOKENS`], and the lease
+//! bounds in `switchyard_contract::lease`); sums saturate and never go below zero; every map
+//! keyed by a request id has a cap and an expiry, and every Redis key a TTL.
+//!
+//! Envoy's rate limit service (`envoy.service.ratelimit.v3`, see [`service`]) still answers the
+//! older protocol (`admit` and `charge` descriptors): filters before leases use it.
 
 mod calendar;
 mod counters;
+mod lease;
 mod memory;
 mod policy;
 mod redis;
@@ -39,6 +58,7 @@ use std::sync::RwLock;
 
 pub use calendar::{date, period_starts};
 pub use counters::{Ask, Cap, Counters, Credit, End, Settle, Verdict, Window, WindowState};
+pub use lease::router as lease_router;
 pub use memory::MemoryCounters;
 pub use policy::{Admission, Refusal};
 pub use redis::RedisCounters;
@@ -253,5 +273,7 @@ impl Limits {
     }
 }
 
+#[cfg(test)]
+mod lease_tests;
 #[cfg(test)]
 mod tests;

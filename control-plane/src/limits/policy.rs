@@ -104,6 +104,8 @@ pub(super) fn ask<'a>(
             .unwrap_or(MAX_CHARGE_MICROS)
             .min(MAX_CHARGE_MICROS),
         expires: now.saturating_add(reserve_ttl),
+        upto: false,
+        keep: 0,
     });
     let caps = spend_totals(counters, key, limits, user, now)
         .into_iter()
@@ -144,6 +146,7 @@ pub(super) fn ask<'a>(
         credit,
         caps,
         windows,
+        partial: false,
     }
 }
 
@@ -254,7 +257,7 @@ pub(super) fn admission(ask: &Ask<'_>, verdict: Verdict) -> Admission {
                 Some(cap.left),
             )
         }
-        Verdict::Windows { ok, states } => {
+        Verdict::Windows { ok, states, .. } => {
             let mut admission = Admission::default();
             // The tightest window of each kind: the one with the least left.
             for (w, state) in ask.windows.iter().zip(&states) {

@@ -17,14 +17,14 @@ use crate::test_support;
 use super::*;
 
 /// What a test may look at inside a backend's counters.
-enum Inside {
+pub(super) enum Inside {
     Memory(Arc<MemoryCounters>),
     /// The prefix of the counters' keys.
     Redis(String),
 }
 
 /// Every backend, each with `table`.
-async fn backends(table: Table) -> Vec<(&'static str, Limits, Inside)> {
+pub(super) async fn backends(table: Table) -> Vec<(&'static str, Limits, Inside)> {
     let counters = Arc::new(MemoryCounters::default());
     let memory = Limits::new(counters.clone());
     memory.set_table(table.clone());
@@ -42,7 +42,7 @@ async fn backends(table: Table) -> Vec<(&'static str, Limits, Inside)> {
     out
 }
 
-fn key(user: &str, rpm: Option<i64>, tpm: Option<i64>) -> KeyLimits {
+pub(super) fn key(user: &str, rpm: Option<i64>, tpm: Option<i64>) -> KeyLimits {
     KeyLimits {
         user: user.into(),
         rpm,
@@ -59,7 +59,7 @@ fn metered() -> UserLimits {
 }
 
 /// A table of keys `k` (and `k2`) of user `u`, metered.
-fn metered_table() -> Table {
+pub(super) fn metered_table() -> Table {
     Table {
         keys: [
             ("k".to_string(), key("u", None, None)),

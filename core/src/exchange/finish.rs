@@ -17,6 +17,18 @@ pub mod histogram {
     pub const OVERHEAD: &str = "switchyard_gateway_overhead_us";
 }
 
+/// A request admitted under its key's lease ended: what goes back to the lease (see
+/// [`crate::lease::ended`]).
+#[derive(Debug, PartialEq, Eq)]
+pub struct LeaseEnd {
+    pub key: String,
+    pub request: String,
+    pub generation: u32,
+    pub reserve: u64,
+    pub tokens: u64,
+    pub cost: u64,
+}
+
 /// What the rate limit service charges when the request is done (filter state values): tokens
 /// against per-minute limits, cost against spend caps and credits.
 #[derive(Debug, PartialEq, Eq)]
@@ -46,6 +58,7 @@ pub struct Outcome {
     /// What the answer told of each target's and provider key's health.
     pub observations: Vec<Observation>,
     pub charge: Option<Charge>,
+    pub lease_end: Option<LeaseEnd>,
     /// The request's record, when the configuration publishes records.
     pub record: Option<String>,
     /// It goes to filter state (for access logs).
@@ -75,6 +88,17 @@ impl Exchange {
         let observations = self.observations(status);
         let cost = self.cost();
         let charge = self.charge(cost);
+        let lease_end = self.leased.as_ref().and_then(|l| {
+            let k = self.key.zip(self.index.as_deref()).map(|(k, i)| i.key(k))?;
+            Some(LeaseEnd {
+                key: k.id.clone(),
+                request: self.id.clone(),
+                generation: l.generation,
+                reserve: l.reserve,
+                tokens: self.usage.map_or(0, |u| u.total),
+                cost: cost.unwrap_or(0),
+            })
+        });
         let (record_to_state, record_to_outbox) = self
             .index
             .as_deref()
@@ -92,6 +116,7 @@ impl Exchange {
             end_ns,
             observations,
             charge,
+            lease_end,
             record,
             record_to_state,
             record_to_outbox,

@@ -196,6 +196,11 @@ impl Exchange {
         }
         // An Envoy reply: nothing to translate, and no usage.
         changes.push(("x-request-id", Some(self.id.clone().into_bytes())));
+        if let Some(leased) = &self.leased {
+            for (name, value) in &leased.headers {
+                changes.push((name, Some(value.clone().into_bytes())));
+            }
+        }
         out.set = Some(changes);
         out
     }
