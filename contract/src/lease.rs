@@ -2,10 +2,12 @@
 //! a bounded allowance ([`LeaseAsk`], POST [`PATH`] over the cluster that carries request
 //! records, signed like records under the data plane key with its own domain), and spends it
 //! across its workers without asking again until it runs out or expires. The answer
-//! ([`LeaseGrant`]) is taken atomically from the global counters (its credit allowance held
-//! under the ask's own id until shortly after the lease expires); the next ask of the same
-//! Envoy and key returns the requests the last one left unused and reports the ends of the
-//! requests it admitted. Every figure either side reads is bounded here ([`LeaseAsk::bounded`]).
+//! ([`LeaseGrant`]) is taken atomically from the global counters; its credit allowance is
+//! added to the one hold this Envoy has for this key (kept until shortly after its last ask).
+//! The next ask of the same Envoy and key returns the requests the last one left unused,
+//! reports the ends of the requests it admitted and releases what its hold no longer covers
+//! (those ends' costs, now held one by one, and the credit an expired lease left). Every figure either side reads is
+//! bounded here ([`LeaseAsk::bounded`]).
 
 use serde::{Deserialize, Serialize};
 
@@ -50,19 +52,21 @@ pub struct LeaseEnd {
     pub tokens: u64,
     /// Micro-USD.
     pub cost: u64,
+    /// Its reservation was taken from a lease (not let through while the control plane was
+    /// away): its cost leaves the Envoy's hold, for a hold of its own.
+    #[serde(default)]
+    pub held: bool,
 }
 
 /// One Envoy's ask for a key's allowance (with what its last one left).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct LeaseAsk {
-    /// The Envoy's own id (random per Envoy, kept in shared data): a lease's credit hold is
-    /// this Envoy's for this key, replaced by its next ask.
+    /// The Envoy's own id (made once per Envoy, kept in shared data): the credit hold of a
+    /// key's leases is this Envoy's for this key; each ask changes it by what it says (so
+    /// concurrent asks of one Envoy add up, in any order).
     pub instance: String,
     /// The key's id.
     pub key: String,
-    /// The ask's own id (the asking request's): its credit allowance is held under it.
-    #[serde(default)]
-    pub id: String,
     /// When the ask left (Unix ms).
     pub at_ms: u64,
     /// Requests wanted (0: only a return).
@@ -70,8 +74,13 @@ pub struct LeaseAsk {
     /// What one request may cost (the reservation of the request that asks), micro-USD.
     pub reserve: u64,
     /// Reservations of the requests admitted and not ended yet, micro-USD (what the Envoy has
-    /// in flight; their allowances' holds cover them).
+    /// in flight; its hold covers them).
     pub held: u64,
+    /// Micro-USD the Envoy's hold for the key no longer needs to cover: the costs of the ended
+    /// requests it had admitted under its leases (reported here, and held one by one from now
+    /// on) and the credit an expired lease left unspent.
+    #[serde(default)]
+    pub release: u64,
     /// The last lease's unused requests and the second it was granted at: they leave the
     /// window they were counted in.
     pub unused: u32,
@@ -94,11 +103,11 @@ impl LeaseAsk {
             && !self.key.is_empty()
             && crate::ids::is_plain(&self.instance)
             && crate::ids::is_plain(&self.key)
-            && crate::ids::is_plain(&self.id)
             && self.requests <= MAX_REQUESTS
             && self.unused <= MAX_REQUESTS
             && self.reserve <= MAX_RESERVE_MICROS
             && self.held <= MAX_HELD_MICROS
+            && self.release <= MAX_HELD_MICROS
             && self.ends.len() <= MAX_ENDS
             && self.tokens <= MAX_SUM_TOKENS
             && self.cost <= MAX_HELD_MICROS
@@ -149,9 +158,14 @@ pub struct LeaseGrant {
     pub ttl_ms: u64,
     /// Requests granted ([`MAX_REQUESTS`] with no per-minute request limit).
     pub requests: u32,
-    /// Micro-USD that may be reserved (`None`: no credits or caps to spend): a request is
-    /// admitted while some is left, and takes its reservation from it.
+    /// Micro-USD added to what the Envoy may reserve (`None`: no credits to spend), held
+    /// from the owner's balance: a request is admitted while some is left, and takes its
+    /// reservation from it.
     pub credit: Option<u64>,
+    /// The least the key's and owner's spend caps have left, micro-USD (`None`: no caps): it
+    /// replaces what the lease had (less what its requests in flight reserved).
+    #[serde(default)]
+    pub cap: Option<u64>,
     /// Tokens that may be spent (`None`: no token limit): a request is admitted while some
     /// are left; its tokens are taken when it ends.
     pub tokens: Option<u64>,
@@ -171,6 +185,7 @@ impl LeaseGrant {
         self.ttl_ms = self.ttl_ms.min(MAX_TTL_MS);
         self.requests = self.requests.min(MAX_REQUESTS);
         self.credit = self.credit.map(|c| c.min(MAX_HELD_MICROS));
+        self.cap = self.cap.map(|c| c.min(MAX_HELD_MICROS));
         self.tokens = self.tokens.map(|t| t.min(MAX_TOKENS));
         if let Some(r) = &mut self.refusal {
             // At a character boundary: `truncate` panics inside one.
@@ -193,17 +208,18 @@ mod tests {
         LeaseAsk {
             instance: "e-1a2b".into(),
             key: "key_1".into(),
-            id: "0123abce".into(),
             at_ms: 1_700_000_000_000,
             requests: 10,
             reserve: 4_500,
             held: 9_000,
+            release: 1_000,
             unused: 3,
             granted_at: 1_700_000_000,
             ends: vec![LeaseEnd {
                 request: "0123abcd".into(),
                 tokens: 29,
                 cost: 2_900,
+                held: true,
             }],
             tokens: 58,
             cost: 5_800,
@@ -220,6 +236,7 @@ mod tests {
             ttl_ms: 2_000,
             requests: 6,
             credit: Some(10),
+            cap: Some(20),
             tokens: None,
             request_window: Some(LeaseWindow {
                 limit: 60,
@@ -247,7 +264,7 @@ mod tests {
             Box::new(|a| a.instance.clear()),
             Box::new(|a| a.instance = "e:1".into()),
             Box::new(|a| a.key = "k".repeat(65)),
-            Box::new(|a| a.id = "a b".into()),
+            Box::new(|a| a.release = MAX_HELD_MICROS + 1),
             Box::new(|a| a.requests = MAX_REQUESTS + 1),
             Box::new(|a| a.unused = u32::MAX),
             Box::new(|a| a.reserve = MAX_RESERVE_MICROS + 1),
@@ -277,6 +294,7 @@ mod tests {
             ttl_ms: u64::MAX,
             requests: u32::MAX,
             credit: Some(u64::MAX),
+            cap: Some(u64::MAX),
             tokens: Some(u64::MAX),
             refusal: Some(LeaseRefusal {
                 code: "x".into(),
@@ -289,6 +307,7 @@ mod tests {
         assert_eq!(g.ttl_ms, MAX_TTL_MS);
         assert_eq!(g.requests, MAX_REQUESTS);
         assert_eq!(g.credit, Some(MAX_HELD_MICROS));
+        assert_eq!(g.cap, Some(MAX_HELD_MICROS));
         assert_eq!(g.tokens, Some(MAX_TOKENS));
         let r = g.refusal.unwrap();
         assert_eq!((r.message.len(), r.retry_after), (256, Some(1)));

@@ -1,10 +1,10 @@
-//! Global limits through the real Envoy rate limit filter and the control plane as the rate
-//! limit service (counters in Redis or in memory): a requests-per-minute limit shared by two
-//! Envoys, a tokens-per-minute limit charged when responses end, credits that 32 concurrent
-//! clients overshoot by at most one request (each admission holds a reservation), gateway
-//! traffic that goes on while Redis is away and limits that come back with it, and what an
-//! admin allows a user (models, a spend cap over all of its keys) holding for the keys the
-//! user makes.
+//! Global limits through the real Envoy, its filter's leases and the control plane (counters in
+//! Redis or in memory): a requests-per-minute limit shared by two Envoys, a tokens-per-minute
+//! limit charged when responses end, credits that 32 concurrent clients overshoot by at most one
+//! request (each admission holds a reservation) and that an expired lease leaves spendable at
+//! once, gateway traffic that goes on while Redis is away and limits that come back with it,
+//! and what an admin allows a user (models, a spend cap over all of its keys) holding for the
+//! keys the user makes.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -210,14 +210,49 @@ fn capped_chat(model: &str) -> Value {
 /// The most [`capped_chat`] can reserve.
 const RESERVE: i64 = 5_000;
 
+/// A [`capped_chat`] request with `client` (its connections kept).
+async fn send_capped(client: &reqwest::Client, url: &str, secret: &str) -> reqwest::Response {
+    client
+        .post(url)
+        .bearer_auth(secret)
+        .json(&capped_chat("smart"))
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Requests of [`capped_chat`] that [`BALANCE`] covers.
+const COVERED: i64 = 10;
+/// A balance for 10 requests and a half.
+const BALANCE: i64 = COVERED * COST + COST / 2;
+
+/// `served` requests of `user`, whose balance was [`BALANCE`]: at most one more than it covers,
+/// and the ledger took each one once (the balance ends at exactly `BALANCE - served x COST`,
+/// above minus one reservation).
+async fn the_balance_was_overshot_by_at_most_one_request(stack: &Stack, user: &str, served: i64) {
+    assert!(
+        (COVERED..=COVERED + 1).contains(&served),
+        "served {served}: the balance covers {COVERED}, and one more may start while it is positive"
+    );
+    wait_until(
+        "every debit in the ledger",
+        Duration::from_secs(10),
+        || async {
+            let path = format!("/credits/{user}");
+            let (_, account) = stack.admin(Method::GET, &path, None).await;
+            account["balance_micros"] == BALANCE - served * COST
+        },
+    )
+    .await;
+    assert!(BALANCE - served * COST >= -RESERVE);
+}
+
 /// 32 clients send requests as fast as they are answered, against a balance that covers 10
 /// requests and a half: each admission holds the request's reservation until its end is
 /// charged, so at most one request more than the balance covers is served (however many
 /// clients there are), and the ledger ends above minus one request's reservation.
 async fn thirty_two_clients_overshoot_a_balance_by_at_most_one_request(stack: Stack) {
     price_the_mock(&stack).await;
-    const COVERED: i64 = 10;
-    const BALANCE: i64 = COVERED * COST + COST / 2;
     let secret = key(&stack, json!({"name": "prepaid", "user": "prepaid"})).await;
     stack.top_up("prepaid", BALANCE).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -235,13 +270,7 @@ async fn thirty_two_clients_overshoot_a_balance_by_at_most_one_request(stack: St
             // been refused ten times in a row (about 300 ms without credits for it).
             let mut refused_in_a_row = 0;
             while refused_in_a_row < 10 {
-                let resp = client
-                    .post(&url)
-                    .bearer_auth(&secret)
-                    .json(&capped_chat("smart"))
-                    .send()
-                    .await
-                    .unwrap();
+                let resp = send_capped(&client, &url, &secret).await;
                 match resp.status().as_u16() {
                     200 => {
                         refused_in_a_row = 0;
@@ -276,23 +305,7 @@ async fn thirty_two_clients_overshoot_a_balance_by_at_most_one_request(stack: St
         "credits: balance {BALANCE}, cost {COST}, {CLIENTS} clients: {served} served in {:?}",
         started.elapsed()
     );
-    assert!(
-        (COVERED..=COVERED + 1).contains(&served),
-        "served {served}: the balance covers {COVERED}, and one more may start while it is positive"
-    );
-
-    // The ledger took each one once: the balance ends at exactly BALANCE - served x COST,
-    // above minus one reservation.
-    wait_until(
-        "every debit in the ledger",
-        Duration::from_secs(10),
-        || async {
-            let (_, account) = stack.admin(Method::GET, "/credits/prepaid", None).await;
-            account["balance_micros"] == BALANCE - served * COST
-        },
-    )
-    .await;
-    assert!(BALANCE - served * COST >= -RESERVE);
+    the_balance_was_overshot_by_at_most_one_request(&stack, "prepaid", served).await;
 
     // Refused at once; served again as soon as credits are added.
     let resp = send(&url, &secret, &chat()).await;
@@ -315,6 +328,49 @@ async fn thirty_two_clients_overshoot_credits_by_at_most_one_request_on_redis() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn thirty_two_clients_overshoot_credits_by_at_most_one_request_in_memory() {
     thirty_two_clients_overshoot_a_balance_by_at_most_one_request(Stack::start().await).await;
+}
+
+/// A balance spent in two bursts with a pause longer than a lease between them: what the first
+/// lease left is spendable as soon as the second burst asks (the Envoy gives it back on its
+/// tick, or releases it with its next ask), not only once its hold at the control plane would
+/// have expired; and the balance is overshot by at most one request all the same.
+async fn what_an_expired_lease_left_is_spendable_at_once(stack: Stack) {
+    price_the_mock(&stack).await;
+    let secret = key(&stack, json!({"name": "paused", "user": "paused"})).await;
+    stack.top_up("paused", BALANCE).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let url = stack.envoy.url("/v1/chat/completions");
+    let client = reqwest::Client::new();
+    let mut served = 0;
+    for burst in 0..2 {
+        loop {
+            let resp = send_capped(&client, &url, &secret).await;
+            match resp.status().as_u16() {
+                200 => served += 1,
+                402 => break,
+                other => panic!("unexpected {other}: {}", resp.text().await.unwrap()),
+            }
+            let _ = resp.bytes().await;
+            if burst == 0 && served == 3 {
+                break;
+            }
+        }
+        if burst == 0 {
+            // The lease lasts 2 s.
+            tokio::time::sleep(Duration::from_millis(2_500)).await;
+        }
+    }
+    the_balance_was_overshot_by_at_most_one_request(&stack, "paused", served).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn what_an_expired_lease_left_is_spendable_at_once_on_redis() {
+    what_an_expired_lease_left_is_spendable_at_once(stack_with_redis().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn what_an_expired_lease_left_is_spendable_at_once_in_memory() {
+    what_an_expired_lease_left_is_spendable_at_once(Stack::start().await).await;
 }
 
 /// A `redis-server` of the test's own on `port` (the shared one on 6379 is never stopped),

@@ -9,6 +9,7 @@ use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, BufferType, MapType};
 
 use super::abi::{self, RequestOut};
+use super::lease;
 use super::plan::{self, PLAN_STATE};
 use super::shared::{self, Host};
 use switchyard_core::config::{CHARGE_STATE, COST_STATE, USAGE_FILTER_STATE};
@@ -24,9 +25,6 @@ pub(crate) struct Request {
     dataplane_key: Option<[u8; 32]>,
 }
 
-/// How long a lease ask may take; without an answer the request goes on (fail open).
-const LEASE_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(500);
-
 impl Request {
     pub(crate) fn new(index: Option<Rc<Index>>, dataplane_key: Option<[u8; 32]>) -> Self {
         Request {
@@ -41,21 +39,7 @@ impl Request {
         let Some(sink) = self.exchange.index().and_then(|i| i.records.as_ref()) else {
             return false;
         };
-        let body = serde_json::to_vec(ask).unwrap_or_default();
-        let signature = self
-            .dataplane_key
-            .map(|k| switchyard_core::sealed::sign_lease(&k, &body));
-        let mut headers = vec![
-            (":method", "POST"),
-            (":path", switchyard_contract::lease::PATH),
-            (":authority", sink.authority.as_str()),
-            ("content-type", "application/json"),
-        ];
-        if let Some(sig) = &signature {
-            headers.push((switchyard_core::sealed::SIGNATURE_HEADER, sig.as_str()));
-        }
-        hostcalls::dispatch_http_call(&sink.cluster, headers, Some(&body), vec![], LEASE_TIMEOUT)
-            .is_ok()
+        lease::send(sink, ask, self.dataplane_key.as_ref()).is_some()
     }
 
     /// Carries out the exchange's step.
@@ -81,7 +65,7 @@ impl Request {
                 if self.ask_lease(&ask) {
                     return Action::Pause;
                 }
-                let step = self.exchange.lease_answered(None, &Host);
+                let step = self.exchange.lease_answered(None, false, &Host);
                 self.act(step)
             }
         }
@@ -90,19 +74,9 @@ impl Request {
 
 impl Context for Request {
     fn on_http_call_response(&mut self, _token: u32, _headers: usize, body: usize, _: usize) {
-        let ok = hostcalls::get_map_value_bytes(MapType::HttpCallResponseHeaders, ":status")
-            .ok()
-            .flatten()
-            .is_some_and(|s| s == b"200");
-        let grant = if ok {
-            hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body)
-                .ok()
-                .flatten()
-                .and_then(|b| serde_json::from_slice(&b).ok())
-        } else {
-            None
-        };
-        let step = self.exchange.lease_answered(grant, &Host);
+        let step = self
+            .exchange
+            .lease_answered(lease::grant(body), true, &Host);
         if let Action::Continue = self.act(step) {
             let _ = hostcalls::resume_http_request();
         }
@@ -202,7 +176,7 @@ impl HttpContext for Request {
                 &Host,
                 &end.key,
                 &end.request,
-                end.generation,
+                end.leased,
                 end.reserve,
                 end.tokens,
                 end.cost,

@@ -14,6 +14,7 @@
 #[allow(unsafe_code)] // the proxy-wasm ABI calls
 mod abi;
 mod http;
+mod lease;
 mod metrics;
 mod plan;
 mod records;
@@ -58,10 +59,12 @@ impl Context for Root {
         &mut self,
         token: u32,
         _headers: usize,
-        _body: usize,
+        body: usize,
         _trailers: usize,
     ) {
-        records::answered(token, now_ms());
+        if !lease::returned(token, body) {
+            records::answered(token, now_ms());
+        }
     }
 }
 
@@ -142,6 +145,7 @@ impl RootContext for Root {
         shared::refresh(&self.target_keys);
         if let Some(sink) = self.index.as_ref().and_then(|i| i.records.as_ref()) {
             records::worker_tick(sink, now_ms(), self.dataplane_key.as_ref());
+            lease::tick(sink, self.dataplane_key.as_ref(), now_ms());
         }
     }
 

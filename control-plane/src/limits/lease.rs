@@ -4,16 +4,18 @@
 //! overshot), holds its credit allowance from the owner's balance, and hands the filter what
 //! is left of the token windows. The next ask reports the ends of the requests admitted under it (charged as
 //! Envoy's rate limit filter charged them, one by one: their costs held until their records
-//! reach the ledger) and gives back the requests it did not use. A credit allowance is held
-//! under the ask's own id until a few seconds after its lease expires, so concurrent asks of
-//! one Envoy each take their own part of what is spendable.
+//! reach the ledger) and gives back the requests it did not use. Each Envoy has one credit hold
+//! per key, changed by each of its asks: it shrinks by the costs of the ends reported (now held
+//! one by one) and by the credit an expired lease left, then grows by the new allowance. So
+//! concurrent asks of one Envoy add up in any order, and what one lease left unspent is
+//! spendable again at that Envoy's next ask (or return) rather than when a hold expires.
 
 use switchyard_contract::lease::{
     LeaseAsk, LeaseGrant, LeaseRefusal, LeaseWindow, DEFAULT_TTL_MS, MAX_REQUESTS,
 };
 use switchyard_contract::limits::Admit;
 
-use super::counters::Verdict;
+use super::counters::{Release, Verdict};
 use super::{policy, Limits, LimitsError, Result};
 
 /// A grant hands out at most this share of a per-minute request limit (at least one request):
@@ -21,13 +23,14 @@ use super::{policy, Limits, LimitsError, Result};
 /// little of the limit when it runs short.
 const REQUEST_SHARE: i64 = 10;
 
-/// Seconds a lease's credit hold outlives the lease when no request of it is in flight (its
-/// Envoy's next ask or return replaces it sooner).
+/// Seconds an Envoy's credit hold for a key outlives its last ask's lease (the Envoy's next
+/// ask or return keeps it longer, and releases what it no longer needs).
 const HOLD_MARGIN_SECS: i64 = 5;
 
-/// The id a lease's credit allowance is held under: one per ask.
+/// The id an Envoy's credit hold for a key is kept under (`:` is in no plain id, so no request
+/// id and no other Envoy's or key's hold has it).
 fn hold_id(ask: &LeaseAsk) -> String {
-    format!("lease-{}-{}", ask.instance, ask.id)
+    format!("lease:{}:{}", ask.instance, ask.key)
 }
 
 impl Limits {
@@ -87,6 +90,24 @@ impl Limits {
             .unwrap_or(i64::from(MAX_REQUESTS));
         let wanted = i64::from(ask.requests).min(share);
         let hold = hold_id(ask);
+        let ttl_secs = i64::try_from(DEFAULT_TTL_MS / 1_000).unwrap_or(2);
+        let hold_expires = now.saturating_add(ttl_secs + HOLD_MARGIN_SECS);
+        if user.metered {
+            // What the Envoy no longer needs held (the costs of its leased requests' ends, now
+            // held one by one, and what its expired lease left) leaves its hold before the
+            // hold may grow again.
+            let ended = ask.ends.iter().filter(|e| e.held).map(|e| e.cost);
+            let release = ended.fold(ask.release, u64::saturating_add);
+            let release = i64::try_from(release).unwrap_or(i64::MAX);
+            counters
+                .release(&Release {
+                    user: &limits.user,
+                    hold: &hold,
+                    micros: release,
+                    expires: hold_expires,
+                })
+                .await?;
+        }
         let per_request = i64::try_from(ask.reserve).unwrap_or(i64::MAX);
         let admit = Admit {
             key,
@@ -99,15 +120,13 @@ impl Limits {
         for w in q.windows.iter_mut().filter(|w| w.hits > 0) {
             w.hits = wanted.max(0);
         }
-        let ttl_secs = i64::try_from(DEFAULT_TTL_MS / 1_000).unwrap_or(2);
         if let Some(credit) = &mut q.credit {
             credit.upto = true;
             credit.reserve = per_request.saturating_mul(wanted.max(1));
-            credit.expires = now.saturating_add(ttl_secs + HOLD_MARGIN_SECS);
+            credit.expires = hold_expires;
         }
         if ask.requests == 0 {
-            // Only a return: the unused requests went back above; its allowance's hold
-            // expires with it.
+            // Only a return: the unused requests and credit went back above.
             return Ok(LeaseGrant {
                 granted_at: now,
                 ttl_ms: DEFAULT_TTL_MS,
@@ -167,14 +186,11 @@ impl Limits {
         } else {
             u32::try_from(wanted.max(1)).unwrap_or(MAX_REQUESTS)
         };
-        // What may be reserved: the credit allowance, and no more than the spend caps have
-        // left (each Envoy's lease may pass a cap by its last request, as an admission may).
-        let credit = metered.then_some(held);
-        grant.credit = match (credit, caps_left) {
-            (Some(c), Some(l)) => Some(c.min(l)),
-            (c, l) => c.or(l),
-        }
-        .map(|c| u64::try_from(c).unwrap_or(0));
+        // What may be reserved: the credit allowance (added to what the Envoy has), and no
+        // more than the spend caps have left (each Envoy's lease may pass a cap by its last
+        // request, as an admission may).
+        grant.credit = metered.then(|| u64::try_from(held).unwrap_or(0));
+        grant.cap = caps_left.map(|c| u64::try_from(c).unwrap_or(0));
         grant.tokens = grant
             .token_window
             .map(|w| u64::try_from(w.limit.saturating_sub(w.used)).unwrap_or(0));

@@ -1,5 +1,6 @@
 //! Leases on both backends: requests per minute taken whole at grant time and given back,
-//! credit allowances bounded by what is spendable and replaced by the next ask, ends charged,
+//! credit allowances bounded by what is spendable in one hold per Envoy and key that each ask
+//! shrinks by what it releases and grows by what it is granted, ends charged,
 //! refusals, and hostile asks.
 
 use switchyard_contract::lease::{LeaseAsk, LeaseEnd, MAX_REQUESTS};
@@ -12,7 +13,6 @@ fn ask(instance: &str, key: &str, requests: u32) -> LeaseAsk {
     LeaseAsk {
         instance: instance.into(),
         key: key.into(),
-        id: String::new(),
         at_ms: 0,
         requests,
         ..LeaseAsk::default()
@@ -57,44 +57,62 @@ async fn grants_take_requests_from_the_shared_window_so_rpm_is_never_overshot() 
     }
 }
 
+/// A lease ask of Envoy `instance` for `requests` of key `k` reserving `reserve` each.
+fn metered_ask(instance: &str, requests: u32, reserve: u64) -> LeaseAsk {
+    LeaseAsk {
+        reserve,
+        ..ask(instance, "k", requests)
+    }
+}
+
 #[tokio::test]
-async fn a_credit_allowance_is_at_most_what_is_spendable_and_held_until_shortly_after_its_lease() {
+async fn a_credit_allowance_is_at_most_what_is_spendable_and_another_envoy_waits_for_it() {
     for (name, l, _) in backends(metered_table()).await {
         l.balances_changed(&[("u".into(), 10_000)]).await;
         let now = 2_000;
-        let mut a = ask("a", "k", 10);
-        a.id = "a1".into();
-        a.reserve = 3_000;
-        let g = l.lease(&a, now).await.unwrap();
+        let g = l.lease(&metered_ask("a", 10, 3_000), now).await.unwrap();
         assert_eq!((g.requests, g.credit), (10, Some(10_000)), "{name}");
         // Another Envoy finds nothing spendable while the first holds it all.
-        let mut b = ask("b", "k", 10);
-        b.id = "b1".into();
-        b.reserve = 3_000;
-        let r = l.lease(&b, now).await.unwrap().refusal.expect("refused");
+        let r = l.lease(&metered_ask("b", 10, 3_000), now).await.unwrap();
+        let r = r.refusal.expect("refused");
         assert_eq!(r.code(), RefusalCode::InsufficientCredits, "{name}");
-        // The first Envoy spent its allowance: two requests ended at 2,000 each (held until
-        // their records reach the ledger). Its next ask finds nothing more while the first
-        // allowance is held.
-        a.id = "a2".into();
-        a.ends = vec![
-            LeaseEnd {
-                request: "r1".into(),
+        // A return takes nothing.
+        let g = l.lease(&ask("a", "k", 0), now + 1).await.unwrap();
+        assert_eq!((g.requests, g.credit), (0, None), "{name}");
+    }
+}
+
+/// The cause of 32 concurrent clients being refused credit they had paid for: each ask held
+/// its own allowance until a few seconds after its lease, so an Envoy's next ask found the
+/// last one's unspent allowance (and the costs of its ended requests, held twice) still held.
+/// One hold per Envoy and key, shrunk by what each ask releases, leaves them spendable at once.
+#[tokio::test]
+async fn an_envoys_next_ask_may_spend_what_its_last_lease_left_at_once() {
+    for (name, l, inside) in backends(metered_table()).await {
+        l.balances_changed(&[("u".into(), 10_000)]).await;
+        let now = 2_000;
+        let g = l.lease(&metered_ask("a", 10, 3_000), now).await.unwrap();
+        assert_eq!(g.credit, Some(10_000), "{name}");
+        // Two requests ended at 2,000 each and the lease expired with 6,000 left: the next
+        // ask, a second later, reports the ends and releases their costs and the 6,000.
+        let mut next = metered_ask("a", 10, 3_000);
+        next.ends = ["r1", "r2"]
+            .map(|r| LeaseEnd {
+                request: r.into(),
                 tokens: 10,
                 cost: 2_000,
-            },
-            LeaseEnd {
-                request: "r2".into(),
-                tokens: 10,
-                cost: 2_000,
-            },
-        ];
-        assert!(
-            l.lease(&a, now + 1).await.unwrap().refusal.is_some(),
-            "{name}"
+                held: true,
+            })
+            .to_vec();
+        next.release = 6_000;
+        let g = l.lease(&next, now + 1).await.unwrap();
+        assert_eq!(
+            (g.credit, g.refusal),
+            (Some(6_000), None),
+            "{name}: the balance less the two costs, still held until the ledger has them"
         );
-        // The records reach the ledger, and the first allowance's hold expires a few seconds
-        // after its lease: what is left may be had again.
+        assert_eq!(inside.held("u").await, 4_000 + 6_000, "{name}");
+        // The records reach the ledger: the costs' holds go, the Envoy's stays.
         l.balances_changed(&[("u".into(), 6_000)]).await;
         l.settled(
             &[
@@ -104,18 +122,57 @@ async fn a_credit_allowance_is_at_most_what_is_spendable_and_held_until_shortly_
             now + 2,
         )
         .await;
-        a.id = "a3".into();
-        a.ends.clear();
-        let g = l.lease(&a, now + 8).await.unwrap();
-        assert_eq!(g.credit, Some(6_000), "{name}");
-        b.id = "b2".into();
+        assert_eq!(inside.held("u").await, 6_000, "{name}");
         assert!(
-            l.lease(&b, now + 8).await.unwrap().refusal.is_some(),
+            l.lease(&metered_ask("b", 10, 3_000), now + 2)
+                .await
+                .unwrap()
+                .refusal
+                .is_some(),
             "{name}"
         );
-        // A return takes nothing.
-        let g = l.lease(&ask("a", "k", 0), now + 9).await.unwrap();
-        assert_eq!((g.requests, g.credit), (0, None), "{name}");
+        // A return releases it all, and another Envoy may have it.
+        let mut back = ask("a", "k", 0);
+        back.release = 6_000;
+        l.lease(&back, now + 3).await.unwrap();
+        assert_eq!(inside.held("u").await, 0, "{name}");
+        let g = l
+            .lease(&metered_ask("b", 10, 3_000), now + 3)
+            .await
+            .unwrap();
+        assert_eq!(g.credit, Some(6_000), "{name}");
+    }
+}
+
+#[tokio::test]
+async fn concurrent_asks_of_one_envoy_add_up_and_never_exceed_the_balance() {
+    for (name, l, inside) in backends(metered_table()).await {
+        l.balances_changed(&[("u".into(), 10_000)]).await;
+        let now = 2_500;
+        // Three requests of one Envoy found its lease empty at once: each asks.
+        let mut granted = 0;
+        for _ in 0..3 {
+            let g = l.lease(&metered_ask("a", 2, 3_000), now).await.unwrap();
+            granted += g.credit.unwrap_or(0);
+        }
+        assert_eq!(
+            granted, 10_000,
+            "{name}: 6,000, then the 4,000 left, then none"
+        );
+        assert_eq!(inside.held("u").await, 10_000, "{name}: one hold");
+        // Releases are amounts, not states: a late or reordered ask cannot undo another's
+        // grant, and releasing more than is held only empties the hold.
+        let mut back = ask("a", "k", 0);
+        back.release = 7_000;
+        l.lease(&back, now + 1).await.unwrap();
+        assert_eq!(inside.held("u").await, 3_000, "{name}");
+        l.lease(&back, now + 1).await.unwrap();
+        assert_eq!(inside.held("u").await, 0, "{name}");
+        // Another Envoy's hold is its own.
+        let g = l.lease(&metered_ask("b", 2, 3_000), now + 1).await.unwrap();
+        assert_eq!(g.credit, Some(6_000), "{name}");
+        l.lease(&back, now + 2).await.unwrap();
+        assert_eq!(inside.held("u").await, 6_000, "{name}");
     }
 }
 
@@ -153,6 +210,7 @@ async fn ends_count_tokens_and_a_full_token_window_refuses() {
             request: "r1".into(),
             tokens: 29,
             cost: 0,
+            held: false,
         }];
         let g = l.lease(&next, 4_001).await.unwrap();
         assert_eq!(g.tokens, Some(21), "{name}");
@@ -177,6 +235,7 @@ async fn keys_without_limits_spend_freely_and_hostile_asks_count_nowhere() {
             request: "r1".into(),
             tokens: 1,
             cost: u64::MAX,
+            held: false,
         }];
         assert!(l.lease(&hostile, 5_000).await.is_err(), "{name}");
         hostile.ends.clear();
@@ -261,6 +320,7 @@ async fn the_endpoint_takes_only_signed_fresh_bounded_asks() {
         request: "r".into(),
         tokens: u64::MAX,
         cost: 1,
+        held: false,
     }];
     for odd in [&stale, &huge, &owed] {
         let body = serde_json::to_vec(odd).unwrap();
@@ -298,14 +358,15 @@ async fn spend_caps_bound_what_a_lease_may_reserve() {
         let mut a = ask("a", "k", 10);
         a.reserve = 4_500;
         let g = l.lease(&a, now).await.unwrap();
-        assert_eq!(g.credit, Some(5_000), "{name}");
+        assert_eq!((g.credit, g.cap), (None, Some(5_000)), "{name}");
         a.ends = vec![LeaseEnd {
             request: "r1".into(),
             tokens: 29,
             cost: 2_900,
+            held: false,
         }];
         let g = l.lease(&a, now + 1).await.unwrap();
-        assert_eq!(g.credit, Some(2_100), "{name}");
+        assert_eq!(g.cap, Some(2_100), "{name}");
         a.ends[0].request = "r2".into();
         let g = l.lease(&a, now + 2).await.unwrap();
         let r = g.refusal.expect("refused");

@@ -6,7 +6,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use futures::future::{ready, BoxFuture};
 
-use super::counters::{Ask, Counters, End, Verdict, WindowState};
+use super::counters::{Ask, Counters, End, Release, Verdict, WindowState};
 use super::{LimitsError, Result, CHARGE_TTL_SECS, MAX_HOLDS_PER_USER, WINDOW_SECS};
 
 /// Requests remembered as settled before their end was reported, at most (the oldest go
@@ -79,6 +79,10 @@ impl Counters for MemoryCounters {
         now: i64,
     ) -> BoxFuture<'a, Result<()>> {
         self.step(|m| m.give_back(windows, second, requests, now))
+    }
+
+    fn release<'a>(&'a self, release: &'a Release<'_>) -> BoxFuture<'a, Result<()>> {
+        self.step(|m| m.release(release))
     }
 
     fn reachable(&self) -> BoxFuture<'_, bool> {
@@ -193,21 +197,12 @@ impl Memory {
             let Some(balance) = account.balance else {
                 return Verdict::NoBalance;
             };
-            // A lease's own previous hold is spendable for its next one.
-            let own = if credit.upto {
-                account.holds.get(credit.request).map_or(0, |h| h.micros)
-            } else {
-                0
-            };
-            let spendable = balance
-                .saturating_sub(account.held)
-                .saturating_add(own)
-                .saturating_sub(credit.keep);
+            let spendable = balance.saturating_sub(account.held);
             if spendable <= 0 {
                 return Verdict::NoCredits;
             }
             held = if credit.upto {
-                credit.keep.saturating_add(credit.reserve.min(spendable))
+                credit.reserve.min(spendable)
             } else {
                 credit.reserve
             };
@@ -250,10 +245,16 @@ impl Memory {
             }
             if let Some(credit) = ask.credit.as_ref().filter(|c| !c.request.is_empty()) {
                 if let Some(account) = self.accounts.get_mut(credit.user) {
+                    // A lease's hold grows by what it was granted.
+                    let kept = if credit.upto {
+                        account.holds.get(credit.request).map_or(0, |h| h.micros)
+                    } else {
+                        0
+                    };
                     account.hold(
                         credit.request,
                         Hold {
-                            micros: held,
+                            micros: kept.saturating_add(held),
                             expires: credit.expires,
                             ended: false,
                         },
@@ -267,6 +268,27 @@ impl Memory {
             hits,
             held: if ok { held } else { 0 },
             caps_left,
+        }
+    }
+
+    /// A lease's hold shrinks, and is kept longer.
+    fn release(&mut self, r: &Release<'_>) {
+        let Some(account) = self.accounts.get_mut(r.user) else {
+            return;
+        };
+        let Some(h) = account.release(r.hold) else {
+            return;
+        };
+        let left = h.micros.saturating_sub(r.micros.max(0));
+        if left > 0 {
+            account.hold(
+                r.hold,
+                Hold {
+                    micros: left,
+                    expires: h.expires.max(r.expires),
+                    ended: false,
+                },
+            );
         }
     }
 

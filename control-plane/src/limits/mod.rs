@@ -9,23 +9,30 @@
 //! and of its owner, then requests and tokens per minute of the key and of its owner (a refused
 //! ask counts nowhere), and hands out: requests (at most a tenth of the tightest `rpm`, counted
 //! in the request windows at once), a credit allowance (micro-USD, at most what the owner's
-//! balance has spendable and what the spend caps have left; held from the balance under the ask's
-//! own id until a few seconds after the lease's 2 s), and what the token windows have left. The
-//! filter admits a request while its lease has a request, credit above zero and tokens above
-//! zero, taking its reservation (the most it may cost) from the credit; the request's end gives
-//! back what the reservation exceeded its cost by, takes its tokens, and waits (bounded) to be
-//! reported with the next ask, where its tokens and cost are counted (as the rate limit service
-//! counted them; its cost held from the balance until its record reaches the ledger). Unused
-//! requests go back to their window with the next ask.
+//! balance has spendable beyond every hold), what the spend caps have left, and what the token
+//! windows have left. Each Envoy has one credit hold per key: a grant adds its allowance to it,
+//! and each ask first takes out of it what the Envoy no longer needs there (the costs of the
+//! ends it reports, now held one by one until their records reach the ledger, and the credit an
+//! expired lease left); the hold is kept until a few seconds after the Envoy's last ask. Every
+//! change is an amount, not a state, so concurrent asks of one Envoy add up in any order. The
+//! filter keeps one running credit account per key in step with that hold: it admits a request
+//! while its lease has a request, credit above zero (and cap, and tokens, above zero), taking
+//! its reservation (the most it may cost) from the credit; the request's end gives back what
+//! the reservation exceeded its cost by, takes its tokens, and waits (bounded) to be reported
+//! with the next ask, or with the return the Envoy's tick sends once the lease expired. Unused
+//! requests go back to their window with the next ask or return.
 //!
 //! The overshoot bound, per limit:
 //! - requests per minute: never overshot (a grant's requests are counted when granted). An
 //!   Envoy holding unused requests may make another one be refused early, by at most a tenth of
-//!   the limit, until its next ask gives them back.
-//! - credits: a balance is overshot by at most one request's reservation per lease (the last
-//!   one admitted while its allowance was above zero) plus what requests cost beyond their own
-//!   reservations, plus the reservations of requests still in flight when their allowance's
-//!   hold expired (requests longer than the lease and its margin, about 7 s).
+//!   the limit, until its next ask or return gives them back.
+//! - credits: a balance is overshot by at most one request's reservation per Envoy and key
+//!   (the last one admitted while its credit was above zero: what it owes is taken from that
+//!   Envoy's next grant) plus what requests cost beyond their own reservations, plus the
+//!   reservations of requests still in flight when their Envoy's hold expired (requests that
+//!   outlive the Envoy's last ask by more than its lease and a margin, about 7 s). An ask that
+//!   left but got no answer never releases twice: its Envoy's hold may keep more than it needs
+//!   (refusing early), never less.
 //! - spend caps: as credits, per Envoy and key: each lease may pass a cap by its last request,
 //!   and costs of requests not yet reported by another Envoy's (or another key's) next ask are
 //!   not seen by this one's grant.

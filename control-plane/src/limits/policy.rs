@@ -105,7 +105,6 @@ pub(super) fn ask<'a>(
             .min(MAX_CHARGE_MICROS),
         expires: now.saturating_add(reserve_ttl),
         upto: false,
-        keep: 0,
     });
     let caps = spend_totals(counters, key, limits, user, now)
         .into_iter()

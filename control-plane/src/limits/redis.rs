@@ -9,7 +9,7 @@ use std::sync::LazyLock;
 use futures::future::BoxFuture;
 use redis::Script;
 
-use super::counters::{Ask, Counters, End, Verdict, WindowState};
+use super::counters::{Ask, Counters, End, Release, Verdict, WindowState};
 use super::{Result, CHARGE_TTL_SECS, MAX_HOLDS_PER_USER, WINDOW_SECS};
 use crate::redis_link::{RedisLink, Waits};
 
@@ -50,7 +50,7 @@ end
 /// owner, then the spend totals of the caps, then the windows. ARGV: now, window seconds,
 /// metered (0/1), request id ('' = hold nothing), reserve, hold expires at, holds TTL, most
 /// holds, number of caps, expired holds dropped per run, then each cap, then (limit, hits) per
-/// window, then partial (0/1), upto (0/1) and keep (see [`super::counters::Credit`]). Returns
+/// window, then partial (0/1) and upto (0/1) (see [`super::counters::Credit`]). Returns
 /// {-1} no balance, {-2} no credits, {-3} too many holds, {-4, i} cap i reached, or {allowed
 /// (0/1), requests counted, micro-USD held, least left of the caps (-1: none), then (used,
 /// oldest second) per window}.
@@ -66,7 +66,6 @@ local first_window = 5 + ncaps
 local extra = 10 + ncaps + 2 * (#KEYS - first_window + 1)
 local partial = ARGV[extra + 1] == '1'
 local upto = ARGV[extra + 2] == '1'
-local keep_micros = tonumber(ARGV[extra + 3])
 local amount = tonumber(ARGV[5])
 if ARGV[3] == '1' then
   local old = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now, 'LIMIT', 0, tonumber(ARGV[10]))
@@ -74,15 +73,13 @@ if ARGV[3] == '1' then
   local balance = redis.call('GET', KEYS[1])
   if not balance then return {-1} end
   local held = tonumber(redis.call('GET', KEYS[2]) or '0')
-  local own = 0
-  if upto and request ~= '' then own = tonumber(redis.call('HGET', KEYS[3], request) or '0') end
-  local spendable = tonumber(balance) - held + own - keep_micros
+  local spendable = tonumber(balance) - held
   if spendable <= 0 then return {-2} end
   if request ~= '' and redis.call('ZCARD', KEYS[4]) >= tonumber(ARGV[8])
      and not redis.call('ZSCORE', KEYS[4], request) then
     return {-3}
   end
-  if upto then amount = keep_micros + math.min(amount, spendable) end
+  if upto then amount = math.min(amount, spendable) end
 end
 local caps_left = -1
 for i = 1, ncaps do
@@ -140,14 +137,41 @@ end
 if ok == 1 and ARGV[3] == '1' then
   out[3] = amount
   if request ~= '' then
+    -- A lease's hold grows by what it was granted.
+    local kept = 0
+    if upto then kept = tonumber(redis.call('HGET', KEYS[3], request) or '0') end
     drop_hold(KEYS[2], KEYS[3], KEYS[4], request)
-    redis.call('HSET', KEYS[3], request, amount)
+    redis.call('HSET', KEYS[3], request, kept + amount)
     redis.call('ZADD', KEYS[4], ARGV[6], request)
-    redis.call('INCRBY', KEYS[2], amount)
+    redis.call('INCRBY', KEYS[2], kept + amount)
     keep(KEYS[2], KEYS[3], KEYS[4], ARGV[7])
   end
 end
 return out
+"#
+    ))
+});
+
+/// A lease's hold shrinks, and is kept until a time at least. KEYS: held, holds, expiry of
+/// its owner. ARGV: the hold's id, micro-USD, expires at, holds TTL.
+static RELEASE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        "{HOLD_FUNCTIONS}{}",
+        r#"
+local amount = redis.call('HGET', KEYS[2], ARGV[1])
+if not amount then return 0 end
+local left = tonumber(amount) - tonumber(ARGV[2])
+if left <= 0 then
+  drop_hold(KEYS[1], KEYS[2], KEYS[3], ARGV[1])
+  return 0
+end
+take(KEYS[1], tonumber(amount) - left)
+redis.call('HSET', KEYS[2], ARGV[1], left)
+if tonumber(redis.call('ZSCORE', KEYS[3], ARGV[1]) or '0') < tonumber(ARGV[3]) then
+  redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])
+end
+keep(KEYS[1], KEYS[2], KEYS[3], ARGV[4])
+return 1
 "#
     ))
 });
@@ -268,16 +292,9 @@ impl RedisCounters {
         for w in &ask.windows {
             call.key(&w.counter);
         }
-        let (metered, request, reserve, expires, upto, keep) =
-            ask.credit.as_ref().map_or((0, "", 0, 0, 0, 0), |c| {
-                (
-                    1,
-                    c.request,
-                    c.reserve,
-                    c.expires,
-                    i32::from(c.upto),
-                    c.keep,
-                )
+        let (metered, request, reserve, expires, upto) =
+            ask.credit.as_ref().map_or((0, "", 0, 0, 0), |c| {
+                (1, c.request, c.reserve, c.expires, i32::from(c.upto))
             });
         call.arg(ask.now)
             .arg(WINDOW_SECS)
@@ -295,7 +312,7 @@ impl RedisCounters {
         for w in &ask.windows {
             call.arg(w.limit).arg(w.hits);
         }
-        call.arg(i32::from(ask.partial)).arg(upto).arg(keep);
+        call.arg(i32::from(ask.partial)).arg(upto);
         let out: Vec<i64> = call.invoke_async(&mut self.link.clone()).await?;
         Ok(match out.as_slice() {
             [-1] => Verdict::NoBalance,
@@ -452,6 +469,20 @@ impl Counters for RedisCounters {
                 call.key(w);
             }
             call.arg(second).arg(requests);
+            call.invoke_async::<i64>(&mut self.link.clone()).await?;
+            Ok(())
+        })
+    }
+
+    fn release<'a>(&'a self, r: &'a Release<'_>) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            let [_, held, holds, expiry] = self.credit_keys(r.user);
+            let mut call = RELEASE.prepare_invoke();
+            call.key(held).key(holds).key(expiry);
+            call.arg(r.hold)
+                .arg(r.micros.max(0))
+                .arg(r.expires)
+                .arg(HOLDS_TTL_SECS);
             call.invoke_async::<i64>(&mut self.link.clone()).await?;
             Ok(())
         })

@@ -23,6 +23,28 @@ pub(super) enum Inside {
     Redis(String),
 }
 
+impl Inside {
+    /// What `user`'s holds add up to.
+    pub(super) async fn held(&self, user: &str) -> i64 {
+        match self {
+            Inside::Memory(m) => m.lock().unwrap().held(user),
+            Inside::Redis(prefix) => {
+                let mut c = ::redis::Client::open(test_support::REDIS_URL)
+                    .unwrap()
+                    .get_multiplexed_async_connection()
+                    .await
+                    .unwrap();
+                let held: Option<i64> = ::redis::cmd("GET")
+                    .arg(format!("{prefix}:held:{user}"))
+                    .query_async(&mut c)
+                    .await
+                    .unwrap();
+                held.unwrap_or(0)
+            }
+        }
+    }
+}
+
 /// Every backend, each with `table`.
 pub(super) async fn backends(table: Table) -> Vec<(&'static str, Limits, Inside)> {
     let counters = Arc::new(MemoryCounters::default());

@@ -23,7 +23,8 @@ pub mod histogram {
 pub struct LeaseEnd {
     pub key: String,
     pub request: String,
-    pub generation: u32,
+    /// Its reservation was taken from the lease.
+    pub leased: bool,
     pub reserve: u64,
     pub tokens: u64,
     pub cost: u64,
@@ -93,7 +94,7 @@ impl Exchange {
             Some(LeaseEnd {
                 key: k.id.clone(),
                 request: self.id.clone(),
-                generation: l.generation,
+                leased: l.leased,
                 reserve: l.reserve,
                 tokens: self.usage.map_or(0, |u| u.total),
                 cost: cost.unwrap_or(0),

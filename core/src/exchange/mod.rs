@@ -62,8 +62,8 @@ pub enum Step {
 /// headers its answer carries.
 struct Leased {
     reserve: u64,
-    /// The lease generation it took from ([`crate::lease::UNLEASED`]: none).
-    generation: u32,
+    /// Its reservation was taken from the lease (else it was let through unchecked).
+    leased: bool,
     headers: Vec<(&'static str, String)>,
     /// What its ask reported (put back if no answer comes).
     reported: Option<switchyard_contract::lease::LeaseAsk>,
@@ -368,10 +368,10 @@ impl Exchange {
             let reserve = crate::reserve::estimate(endpoint, &top, body.len(), price);
             let now_ms = shared.now_ns() / 1_000_000;
             match crate::lease::admit(shared, "", &k.id, reserve, now_ms) {
-                crate::lease::Admission::Admitted(headers, generation) => {
+                crate::lease::Admission::Admitted(headers, leased) => {
                     self.leased = Some(Leased {
                         reserve,
-                        generation,
+                        leased,
                         headers,
                         reported: None,
                     });
@@ -381,10 +381,9 @@ impl Exchange {
                 }
                 crate::lease::Admission::Ask(mut a) => {
                     a.instance = crate::lease::instance(shared);
-                    a.id.clone_from(&self.id);
                     self.leased = Some(Leased {
                         reserve,
-                        generation: crate::lease::UNLEASED,
+                        leased: false,
                         headers: Vec::new(),
                         reported: Some(a.clone()),
                     });
@@ -432,11 +431,13 @@ impl Exchange {
         })
     }
 
-    /// The control plane's answer to the lease this request asked for (`None`: none came):
-    /// the request goes on, or is refused in its client's shape.
+    /// The control plane's answer to the lease this request asked for (`None`: none came;
+    /// `sent`: the ask had left, so the control plane may have applied it): the request goes
+    /// on, or is refused in its client's shape.
     pub fn lease_answered(
         &mut self,
         grant: Option<switchyard_contract::lease::LeaseGrant>,
+        sent: bool,
         shared: &impl Shared,
     ) -> Step {
         let (Some(leased), Some(index), Some(k)) = (&mut self.leased, &self.index, self.key) else {
@@ -445,7 +446,7 @@ impl Exchange {
         let key = &index.key(k).id;
         let now_ms = shared.now_ns() / 1_000_000;
         if let (None, Some(ask)) = (&grant, leased.reported.take()) {
-            crate::lease::put_back(shared, key, &ask);
+            crate::lease::put_back(shared, key, &ask, sent);
         }
         match crate::lease::answered(shared, key, grant, leased.reserve, now_ms) {
             crate::lease::Admission::Refused(refusal, headers) => {
@@ -458,9 +459,9 @@ impl Exchange {
                 }
                 reply
             }
-            crate::lease::Admission::Admitted(headers, generation) => {
+            crate::lease::Admission::Admitted(headers, taken) => {
                 leased.headers = headers;
-                leased.generation = generation;
+                leased.leased = taken;
                 Step::Continue
             }
             crate::lease::Admission::Ask(_) => Step::Continue,
