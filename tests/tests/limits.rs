@@ -116,7 +116,10 @@ async fn two_envoys_share_one_key_limit_of_60_requests_per_minute() {
         "the limits marker stays in the gateway"
     );
     assert_eq!(remaining_seen.first(), Some(&59));
-    assert_eq!(remaining_seen.last(), Some(&0));
+    // Each Envoy counts down from what the window had used when its lease was granted: the
+    // last answer may come from the Envoy whose lease was granted first, but the lease that
+    // filled the window ends at 0.
+    assert_eq!(remaining_seen.iter().min(), Some(&0));
     // Both Envoys served: the limit held across them.
     let first_served = stack
         .envoy
@@ -267,19 +270,20 @@ async fn thirty_two_clients_overshoot_a_balance_by_at_most_one_request(stack: St
         tasks.push(tokio::spawn(async move {
             let client = reqwest::Client::new();
             // A refusal may come while others hold reservations: a client stops once it has
-            // been refused ten times in a row (about 300 ms without credits for it).
-            let mut refused_in_a_row = 0;
-            while refused_in_a_row < 10 {
+            // been refused for a second without a break (a loaded machine may keep the first
+            // requests in flight, holding their reservations, for some hundred ms).
+            let mut refused_since: Option<Instant> = None;
+            while refused_since.is_none_or(|t| t.elapsed() < Duration::from_secs(1)) {
                 let resp = send_capped(&client, &url, &secret).await;
                 match resp.status().as_u16() {
                     200 => {
-                        refused_in_a_row = 0;
+                        refused_since = None;
                         let id = resp.headers()["x-request-id"].to_str().unwrap().to_owned();
                         ids.lock().unwrap().push(id);
                         let _ = resp.bytes().await;
                     }
                     402 => {
-                        refused_in_a_row += 1;
+                        refused_since.get_or_insert_with(Instant::now);
                         let refusal: Value = resp.json().await.unwrap();
                         assert_eq!(
                             refusal["error"]["code"], "insufficient_credits",
