@@ -1,6 +1,6 @@
 //! The downstream filter role: one HTTP request read from and written to Envoy, every decision
-//! left to its [`Exchange`]; at the end, the exchange's outcome published (cooldowns, the limits
-//! charge, the request's record, metrics).
+//! left to its [`Exchange`]; at the end, the exchange's outcome published (cooldowns, the end
+//! for its key's lease, the request's record, metrics).
 
 use std::rc::Rc;
 
@@ -12,7 +12,7 @@ use super::abi::{self, RequestOut};
 use super::lease;
 use super::plan::{self, PLAN_STATE};
 use super::shared::{self, Host};
-use switchyard_core::config::{CHARGE_STATE, COST_STATE, USAGE_FILTER_STATE};
+use switchyard_core::config::USAGE_FILTER_STATE;
 use switchyard_core::exchange::{Exchange, Shared as _, Step};
 use switchyard_core::route::Index;
 use switchyard_core::translate::ChunkOutcome;
@@ -36,10 +36,10 @@ impl Request {
 
     /// Sends the lease ask over the records' cluster; `false` if it could not leave.
     fn ask_lease(&self, ask: &switchyard_contract::lease::LeaseAsk) -> bool {
-        let Some(sink) = self.exchange.index().and_then(|i| i.records.as_ref()) else {
+        let Some(index) = self.exchange.index() else {
             return false;
         };
-        lease::send(sink, ask, self.dataplane_key.as_ref()).is_some()
+        lease::send(index, ask, self.dataplane_key.as_ref()).is_some()
     }
 
     /// Carries out the exchange's step.
@@ -181,11 +181,6 @@ impl HttpContext for Request {
                 end.tokens,
                 end.cost,
             );
-        }
-        if let Some(charge) = &outcome.charge {
-            for (name, value) in [(CHARGE_STATE, &charge.charge), (COST_STATE, &charge.cost)] {
-                let _ = hostcalls::set_property(vec![name], Some(value.as_bytes()));
-            }
         }
         if let Some(record) = &outcome.record {
             if outcome.record_to_state {

@@ -8,12 +8,9 @@ use std::collections::{BTreeSet, HashMap};
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{BufferType, MapType};
 use switchyard_contract::lease::{LeaseAsk, LeaseGrant};
-use switchyard_core::config::RecordSink;
+use switchyard_core::route::Index;
 
 use super::shared::Host;
-
-/// How long an ask may take; without an answer the request goes on (fail open).
-const TIMEOUT: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// Keys this worker watched at most (keys come from the configuration, each key once).
 const MAX_KEYS: usize = 100_000;
@@ -26,9 +23,11 @@ thread_local! {
     static RETURNS: RefCell<HashMap<u32, LeaseAsk>> = RefCell::new(HashMap::new());
 }
 
-/// Sends `ask`, signed with `key`, to the control plane over `sink`'s cluster: the call's token,
-/// or `None` if it could not leave. Its key is watched by the tick from now on.
-pub(crate) fn send(sink: &RecordSink, ask: &LeaseAsk, key: Option<&[u8; 32]>) -> Option<u32> {
+/// Sends `ask`, signed with `key`, to the control plane over the records' cluster, waiting at
+/// most the configuration's lease timeout (then the request goes on: fail open): the call's
+/// token, or `None` if it could not leave. Its key is watched by the tick from now on.
+pub(crate) fn send(index: &Index, ask: &LeaseAsk, key: Option<&[u8; 32]>) -> Option<u32> {
+    let sink = index.records.as_ref()?;
     KEYS.with(|k| {
         let mut keys = k.borrow_mut();
         if keys.len() < MAX_KEYS {
@@ -46,7 +45,8 @@ pub(crate) fn send(sink: &RecordSink, ask: &LeaseAsk, key: Option<&[u8; 32]>) ->
     if let Some(sig) = &signature {
         headers.push((switchyard_core::sealed::SIGNATURE_HEADER, sig.as_str()));
     }
-    hostcalls::dispatch_http_call(&sink.cluster, headers, Some(&body), vec![], TIMEOUT).ok()
+    let timeout = std::time::Duration::from_millis(u64::from(index.lease_timeout_ms));
+    hostcalls::dispatch_http_call(&sink.cluster, headers, Some(&body), vec![], timeout).ok()
 }
 
 /// The answer to the call that just came back: the grant, if it is one (any status but 200, or
@@ -67,7 +67,7 @@ pub(crate) fn grant(body_size: usize) -> Option<LeaseGrant> {
 
 /// On the tick: each watched key's lease gives back what it left once it expired; a key
 /// whose lease is idle is no longer watched.
-pub(crate) fn tick(sink: &RecordSink, key: Option<&[u8; 32]>, now_ms: u64) {
+pub(crate) fn tick(index: &Index, key: Option<&[u8; 32]>, now_ms: u64) {
     let instance = switchyard_core::lease::instance(&Host);
     let keys: Vec<String> = KEYS.with(|k| k.borrow().iter().cloned().collect());
     for name in keys {
@@ -76,7 +76,7 @@ pub(crate) fn tick(sink: &RecordSink, key: Option<&[u8; 32]>, now_ms: u64) {
             switchyard_core::lease::Return::Idle => {
                 KEYS.with(|k| k.borrow_mut().remove(&name));
             }
-            switchyard_core::lease::Return::Ask(ask) => match send(sink, &ask, key) {
+            switchyard_core::lease::Return::Ask(ask) => match send(index, &ask, key) {
                 Some(token) => {
                     RETURNS.with(|r| r.borrow_mut().insert(token, ask));
                 }

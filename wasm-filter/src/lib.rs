@@ -143,9 +143,11 @@ impl RootContext for Root {
             return;
         }
         shared::refresh(&self.target_keys);
-        if let Some(sink) = self.index.as_ref().and_then(|i| i.records.as_ref()) {
-            records::worker_tick(sink, now_ms(), self.dataplane_key.as_ref());
-            lease::tick(sink, self.dataplane_key.as_ref(), now_ms());
+        if let Some(index) = &self.index {
+            if let Some(sink) = &index.records {
+                records::worker_tick(sink, now_ms(), self.dataplane_key.as_ref());
+            }
+            lease::tick(index, self.dataplane_key.as_ref(), now_ms());
         }
     }
 

@@ -2,9 +2,9 @@
 //! atomic step as an admission (see [`switchyard_contract::lease`]). A grant counts its
 //! requests in the key's and owner's request windows at once (so requests per minute are never
 //! overshot), holds its credit allowance from the owner's balance, and hands the filter what
-//! is left of the token windows. The next ask reports the ends of the requests admitted under it (charged as
-//! Envoy's rate limit filter charged them, one by one: their costs held until their records
-//! reach the ledger) and gives back the requests it did not use. Each Envoy has one credit hold
+//! is left of the token windows. The next ask reports the ends of the requests admitted under
+//! it (charged one by one: their costs held until their records reach the ledger) and gives
+//! back the requests it did not use. Each Envoy has one credit hold
 //! per key, changed by each of its asks: it shrinks by the costs of the ends reported (now held
 //! one by one) and by the credit an expired lease left, then grows by the new allowance. So
 //! concurrent asks of one Envoy add up in any order, and what one lease left unspent is
@@ -13,10 +13,9 @@
 use switchyard_contract::lease::{
     LeaseAsk, LeaseGrant, LeaseRefusal, LeaseWindow, DEFAULT_TTL_MS, MAX_REQUESTS,
 };
-use switchyard_contract::limits::Admit;
 
 use super::counters::{Release, Verdict};
-use super::{policy, Limits, LimitsError, Result};
+use super::{policy, Admit, Limits, LimitsError, Result};
 
 /// A grant hands out at most this share of a per-minute request limit (at least one request):
 /// a busy key asks about ten times a minute per Envoy, and Envoys that do not use theirs hold
@@ -111,7 +110,6 @@ impl Limits {
         let per_request = i64::try_from(ask.reserve).unwrap_or(i64::MAX);
         let admit = Admit {
             key,
-            anthropic: false,
             request: &hold,
             reserve: 0,
         };

@@ -1,4 +1,4 @@
-//! The rate limit service's counters in memory: one control plane, nothing shared, lost on
+//! The limits' counters in memory: one control plane, nothing shared, lost on
 //! restart. Sums saturate and never go below zero; maps keyed by request ids are capped.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};

@@ -48,9 +48,6 @@
 //! Every figure a peer sends is bounded ([`MAX_CHARGE_MICROS`], [`MAX_TOKENS`], and the lease
 //! bounds in `switchyard_contract::lease`); sums saturate and never go below zero; every map
 //! keyed by a request id has a cap and an expiry, and every Redis key a TTL.
-//!
-//! Envoy's rate limit service (`envoy.service.ratelimit.v3`, see [`service`]) still answers the
-//! older protocol (`admit` and `charge` descriptors): filters before leases use it.
 
 mod calendar;
 mod counters;
@@ -58,7 +55,6 @@ mod lease;
 mod memory;
 mod policy;
 mod redis;
-mod service;
 mod table;
 
 use std::sync::RwLock;
@@ -69,8 +65,6 @@ pub use lease::router as lease_router;
 pub use memory::MemoryCounters;
 pub use policy::{Admission, Refusal};
 pub use redis::RedisCounters;
-pub use service::Service;
-use switchyard_contract::limits::Admit;
 pub use table::{KeyLimits, Table, UserLimits};
 
 use crate::store::{Store, StoreError};
@@ -89,6 +83,16 @@ pub const MAX_TOKENS: i64 = 1_000_000_000;
 /// Requests a user's credits are held for at once (reservations and costs not yet in the
 /// ledger). Admission refuses more; a reported end beyond it drops the hold expiring first.
 pub const MAX_HOLDS_PER_USER: usize = 10_000;
+
+/// One request's admission as the counters take it: its key, the id its reservation is held
+/// under (empty: none) and the reservation, micro-USD. A lease ask is one (see [`lease`]), for
+/// as many requests as it is granted; the counters' tests admit requests one by one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Admit<'a> {
+    pub key: &'a str,
+    pub request: &'a str,
+    pub reserve: u64,
+}
 
 /// Why the service could not answer.
 #[derive(Debug, thiserror::Error)]
@@ -193,7 +197,8 @@ impl Limits {
         Ok(table.lookup(key))
     }
 
-    /// Whether a request may go now; counts it, and holds its reservation, if so.
+    /// Whether one request may go now; counts it, and holds its reservation, if so (the
+    /// counters' own step, which leases take for many requests at once; see [`lease`]).
     pub async fn admit(&self, admit: &Admit<'_>, now: i64) -> Result<Admission> {
         let Some((limits, user)) = self.lookup(admit.key)? else {
             return Ok(Admission::default());

@@ -1,12 +1,12 @@
 //! The admission policy, pure: what admitting a request checks, reserves and counts; what its
 //! reported end charges; and the refusal a client gets from what the counters found.
 
-use switchyard_contract::limits::{Admit, RefusalCode};
+use switchyard_contract::limits::RefusalCode;
 
 use super::calendar::calendar;
 use super::counters::{Ask, Cap, Counters, Credit, End, Settle, Verdict, Window, WindowState};
 use super::table::{KeyLimits, UserLimits};
-use super::MAX_CHARGE_MICROS;
+use super::{Admit, MAX_CHARGE_MICROS};
 
 /// How long past its period a spend total is kept (a late end still finds it).
 const TOTAL_MARGIN_SECS: i64 = 3_600;

@@ -1,4 +1,4 @@
-//! The rate limit service's counters in Redis, shared by every control plane: each admission
+//! The limits' counters in Redis, shared by every control plane: each admission
 //! is one Lua script (checked and counted at once), every key has a TTL, figures are clamped
 //! to their bounds inside the scripts. Redis is optional at run time: the connection is made
 //! on first use and again after a failure, with short timeouts, so a dead or hanging Redis

@@ -29,7 +29,7 @@ use crate::route::Index;
 use crate::translate::Translator;
 use crate::usage::Usage;
 
-pub use finish::{histogram, Charge, Counts, LeaseEnd, Outcome};
+pub use finish::{histogram, Counts, LeaseEnd, Outcome};
 pub use plan::Plan;
 pub use reply::Reply;
 pub use response::{Chunk, Head};
@@ -141,9 +141,6 @@ pub struct Exchange {
     /// Status and error code of the filter's own reply.
     local_status: u32,
     error_code: &'static str,
-    /// The request asked the rate limit service (its key is limited); its tokens and cost are
-    /// charged when it ends.
-    limits_asked: bool,
     /// The request was admitted under its key's lease (see [`crate::lease`]).
     leased: Option<Leased>,
 }
@@ -184,7 +181,6 @@ impl Exchange {
             answer_ended: false,
             local_status: 0,
             error_code: "",
-            limits_asked: false,
             leased: None,
         }
     }
@@ -506,7 +502,7 @@ impl From<Refused> for Routed {
     }
 }
 
-/// A lease refusal as the client's error (the status and codes the rate limit service gave).
+/// A lease refusal as the client's error (the status and codes of the control plane's refusal).
 fn refusal_error(refusal: &switchyard_contract::lease::LeaseRefusal) -> FilterError {
     use switchyard_contract::limits::RefusalCode;
     let code = refusal.code();

@@ -21,6 +21,7 @@ pub(super) fn wasm_filter(gw: &Gateway, state: &GatewayState, wasm_path: &Path) 
     let mut filter = state.filter.clone();
     filter.record_state = gw.access_log;
     filter.max_response_bytes = gw.max_response_bytes.max(64 << 10);
+    filter.lease_timeout_ms = gw.limits_timeout_ms.clamp(1, 10_000);
     let configuration = serde_json::to_string(&filter).unwrap_or_default();
     Wasm {
         config: Some(PluginConfig {
