@@ -76,6 +76,10 @@ pub struct LeaseAsk {
     /// Reservations of the requests admitted and not ended yet, micro-USD (what the Envoy has
     /// in flight; its hold covers them).
     pub held: u64,
+    /// Micro-USD the Envoy's lease has left to reserve (within its hold): with nothing more
+    /// spendable, the ask is still granted requests to spend it on.
+    #[serde(default)]
+    pub credit: u64,
     /// Micro-USD the Envoy's hold for the key no longer needs to cover: the costs of the ended
     /// requests it had admitted under its leases (reported here, and held one by one from now
     /// on) and the credit an expired lease left unspent.
@@ -108,6 +112,7 @@ impl LeaseAsk {
             && self.reserve <= MAX_RESERVE_MICROS
             && self.held <= MAX_HELD_MICROS
             && self.release <= MAX_HELD_MICROS
+            && self.credit <= MAX_HELD_MICROS
             && self.ends.len() <= MAX_ENDS
             && self.tokens <= MAX_SUM_TOKENS
             && self.cost <= MAX_HELD_MICROS
@@ -212,6 +217,7 @@ mod tests {
             requests: 10,
             reserve: 4_500,
             held: 9_000,
+            credit: 2_000,
             release: 1_000,
             unused: 3,
             granted_at: 1_700_000_000,
@@ -265,6 +271,7 @@ mod tests {
             Box::new(|a| a.instance = "e:1".into()),
             Box::new(|a| a.key = "k".repeat(65)),
             Box::new(|a| a.release = MAX_HELD_MICROS + 1),
+            Box::new(|a| a.credit = MAX_HELD_MICROS + 1),
             Box::new(|a| a.requests = MAX_REQUESTS + 1),
             Box::new(|a| a.unused = u32::MAX),
             Box::new(|a| a.reserve = MAX_RESERVE_MICROS + 1),

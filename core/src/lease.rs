@@ -426,6 +426,10 @@ impl Lease {
             requests,
             reserve,
             held: self.held.min(MAX_HELD_MICROS),
+            credit: self
+                .credit
+                .map_or(0, |c| u64::try_from(c).unwrap_or(0))
+                .min(MAX_HELD_MICROS),
             release: std::mem::take(&mut self.release),
             unused: self.requests,
             granted_at: self.granted_at,
@@ -785,6 +789,18 @@ mod tests {
         }
     }
 
+    /// The control plane's answer when nothing more is spendable.
+    fn credits_refused() -> LeaseGrant {
+        LeaseGrant {
+            refusal: Some(LeaseRefusal {
+                code: RefusalCode::InsufficientCredits.as_str().into(),
+                message: "used up".into(),
+                retry_after: None,
+            }),
+            ..grant(0, None)
+        }
+    }
+
     fn lease(shared: &Memory) -> Lease {
         Lease::decode(shared.value(&name("k")).as_deref())
     }
@@ -848,6 +864,38 @@ mod tests {
         assert_eq!(third.release, 0);
     }
 
+    /// A lease spent below zero with requests in flight asks (giving its unused requests back)
+    /// and is refused; the ends refund it above zero: the next ask says what it has left, so
+    /// that the control plane grants requests to spend it on.
+    #[test]
+    fn an_ask_says_what_credit_the_lease_has_left() {
+        let shared = Memory::at(0);
+        let now = 1_000_000;
+        ask_of(admit(&shared, "e1", "k", 4_500, now));
+        answered(&shared, "k", Some(grant(100, Some(5_000))), 4_500, now);
+        assert!(matches!(
+            admit(&shared, "e1", "k", 4_500, now),
+            Admission::Admitted(..)
+        ));
+        let ask = ask_of(admit(&shared, "e1", "k", 4_500, now + 1));
+        assert_eq!((ask.credit, ask.unused), (0, 98));
+        let refusal = credits_refused();
+        assert!(matches!(
+            answered(&shared, "k", Some(refusal), 4_500, now + 2),
+            Admission::Refused(..)
+        ));
+        ended(&shared, "k", "r1", true, 4_500, 10, 1_000);
+        ended(&shared, "k", "r2", true, 4_500, 10, 1_000);
+        let ask = ask_of(admit(&shared, "e1", "k", 4_500, now + 10));
+        assert_eq!(ask.credit, 5_000 - 2_000);
+        let mut g = grant(100, Some(0));
+        g.granted_at = 101;
+        assert!(matches!(
+            answered(&shared, "k", Some(g), 4_500, now + 11),
+            Admission::Admitted(_, true)
+        ));
+    }
+
     /// Concurrent asks of one Envoy (each request that finds the lease empty asks): their
     /// grants add up, as the control plane's one hold for the Envoy and key does, whatever
     /// order the answers come in; a refusal that comes after another's grant takes from it.
@@ -862,12 +910,7 @@ mod tests {
             answered(&shared, "k", Some(grant(100, Some(30_000))), 4_500, now + 1),
             Admission::Admitted(_, true)
         ));
-        let mut refusal = grant(0, None);
-        refusal.refusal = Some(LeaseRefusal {
-            code: RefusalCode::InsufficientCredits.as_str().into(),
-            message: "used up".into(),
-            retry_after: None,
-        });
+        let refusal = credits_refused();
         assert!(matches!(
             answered(&shared, "k", Some(refusal.clone()), 4_500, now + 2),
             Admission::Admitted(_, true)

@@ -192,16 +192,18 @@ async fn a_tokens_per_minute_limit_stops_a_key_once_its_tokens_are_spent() {
 /// 29 tokens at USD 100 per Mtok: what the mock's answer costs, in micro-USD.
 const COST: i64 = 2_900;
 
-/// Prices the mock's model at USD 100 per Mtok, so that each answer costs [`COST`].
+/// Prices the mock's models at USD 100 per Mtok, so that each answer costs [`COST`].
 async fn price_the_mock(stack: &Stack) {
-    let (status, body) = stack
-        .admin(
-            Method::PUT,
-            "/prices/mock/gpt-4o-mini",
-            Some(json!({"input": 100.0, "output": 100.0})),
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
+    for model in ["gpt-4o-mini", "mock-slow"] {
+        let (status, body) = stack
+            .admin(
+                Method::PUT,
+                &format!("/prices/mock/{model}"),
+                Some(json!({"input": 100.0, "output": 100.0})),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
 }
 
 /// A chat request that asks for at most 20 tokens: its reservation is about 45 tokens' worth,
@@ -213,12 +215,17 @@ fn capped_chat(model: &str) -> Value {
 /// The most [`capped_chat`] can reserve.
 const RESERVE: i64 = 5_000;
 
-/// A [`capped_chat`] request with `client` (its connections kept).
-async fn send_capped(client: &reqwest::Client, url: &str, secret: &str) -> reqwest::Response {
+/// A [`capped_chat`] request for `model` with `client` (its connections kept).
+async fn send_capped(
+    client: &reqwest::Client,
+    url: &str,
+    secret: &str,
+    model: &str,
+) -> reqwest::Response {
     client
         .post(url)
         .bearer_auth(secret)
-        .json(&capped_chat("smart"))
+        .json(&capped_chat(model))
         .send()
         .await
         .unwrap()
@@ -250,11 +257,11 @@ async fn the_balance_was_overshot_by_at_most_one_request(stack: &Stack, user: &s
     assert!(BALANCE - served * COST >= -RESERVE);
 }
 
-/// 32 clients send requests as fast as they are answered, against a balance that covers 10
-/// requests and a half: each admission holds the request's reservation until its end is
-/// charged, so at most one request more than the balance covers is served (however many
+/// 32 clients send requests for `model` as fast as they are answered, against a balance that
+/// covers 10 requests and a half: each admission holds the request's reservation until its end
+/// is charged, so at most one request more than the balance covers is served (however many
 /// clients there are), and the ledger ends above minus one request's reservation.
-async fn thirty_two_clients_overshoot_a_balance_by_at_most_one_request(stack: Stack) {
+async fn thirty_two_clients_overshoot_a_balance_by_at_most_one_request(stack: Stack, model: &str) {
     price_the_mock(&stack).await;
     let secret = key(&stack, json!({"name": "prepaid", "user": "prepaid"})).await;
     stack.top_up("prepaid", BALANCE).await;
@@ -267,6 +274,7 @@ async fn thirty_two_clients_overshoot_a_balance_by_at_most_one_request(stack: St
     let mut tasks = Vec::new();
     for _ in 0..CLIENTS {
         let (url, secret, ids) = (url.clone(), secret.clone(), ids.clone());
+        let model = model.to_owned();
         tasks.push(tokio::spawn(async move {
             let client = reqwest::Client::new();
             // A refusal may come while others hold reservations: a client stops once it has
@@ -274,7 +282,7 @@ async fn thirty_two_clients_overshoot_a_balance_by_at_most_one_request(stack: St
             // requests in flight, holding their reservations, for some hundred ms).
             let mut refused_since: Option<Instant> = None;
             while refused_since.is_none_or(|t| t.elapsed() < Duration::from_secs(1)) {
-                let resp = send_capped(&client, &url, &secret).await;
+                let resp = send_capped(&client, &url, &secret, &model).await;
                 match resp.status().as_u16() {
                     200 => {
                         refused_since = None;
@@ -326,12 +334,29 @@ async fn thirty_two_clients_overshoot_a_balance_by_at_most_one_request(stack: St
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn thirty_two_clients_overshoot_credits_by_at_most_one_request_on_redis() {
-    thirty_two_clients_overshoot_a_balance_by_at_most_one_request(stack_with_redis().await).await;
+    thirty_two_clients_overshoot_a_balance_by_at_most_one_request(
+        stack_with_redis().await,
+        "smart",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn thirty_two_clients_overshoot_credits_by_at_most_one_request_in_memory() {
-    thirty_two_clients_overshoot_a_balance_by_at_most_one_request(Stack::start().await).await;
+    thirty_two_clients_overshoot_a_balance_by_at_most_one_request(Stack::start().await, "smart")
+        .await;
+}
+
+/// The same with a provider that answers in 300 ms: the first requests are still in flight
+/// when the others ask again (their lease below zero, its unused requests given back, refused);
+/// their ends refund the lease above zero, and its next ask must get requests to spend that on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn thirty_two_clients_of_a_slow_provider_spend_the_whole_balance() {
+    thirty_two_clients_overshoot_a_balance_by_at_most_one_request(
+        Stack::start().await,
+        "mock-slow",
+    )
+    .await;
 }
 
 /// A balance spent in two bursts with a pause longer than a lease between them: what the first
@@ -348,7 +373,7 @@ async fn what_an_expired_lease_left_is_spendable_at_once(stack: Stack) {
     let mut served = 0;
     for burst in 0..2 {
         loop {
-            let resp = send_capped(&client, &url, &secret).await;
+            let resp = send_capped(&client, &url, &secret, "smart").await;
             match resp.status().as_u16() {
                 200 => served += 1,
                 402 => break,

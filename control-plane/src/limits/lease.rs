@@ -139,6 +139,13 @@ impl Limits {
                 verdict = Verdict::NoCredits;
             }
         }
+        let metered = q.credit.is_some();
+        if verdict == Verdict::NoCredits && ask.credit > 0 {
+            // Nothing more to hold, but the Envoy's lease has credit left (refunds of its
+            // requests, within its hold): it may have requests to spend it on.
+            q.credit = None;
+            verdict = counters.admit(&q).await?;
+        }
         let (hits, held, caps_left) = match &verdict {
             Verdict::Windows {
                 hits,
@@ -148,7 +155,6 @@ impl Limits {
             } => (*hits, *held, *caps_left),
             _ => (0, 0, None),
         };
-        let metered = q.credit.is_some();
         let has_request_window = q.windows.iter().any(|w| w.hits > 0);
         let admission = policy::admission(&q, verdict);
         let window = |w: Option<(i64, super::WindowState)>, taken: i64| {

@@ -144,6 +144,32 @@ async fn an_envoys_next_ask_may_spend_what_its_last_lease_left_at_once() {
     }
 }
 
+/// An Envoy whose requests are in flight asks for more while its credit is below zero (given
+/// back its unused requests, and refused: its hold has the whole balance); their ends then
+/// refund its credit above zero. Its next ask, with nothing more spendable, still gets requests
+/// to spend that credit on (under load the 32-client test stalled at 7 served without this).
+#[tokio::test]
+async fn an_envoy_with_credit_left_is_granted_requests_when_nothing_more_is_spendable() {
+    for (name, l, inside) in backends(metered_table()).await {
+        l.balances_changed(&[("u".into(), 10_000)]).await;
+        let now = 2_700;
+        let g = l.lease(&metered_ask("a", 10, 3_000), now).await.unwrap();
+        assert_eq!(g.credit, Some(10_000), "{name}");
+        let r = l.lease(&metered_ask("a", 10, 3_000), now).await.unwrap();
+        let r = r.refusal.expect("nothing more, and none left");
+        assert_eq!(r.code(), RefusalCode::InsufficientCredits, "{name}");
+        let mut next = metered_ask("a", 10, 3_000);
+        next.credit = 2_000;
+        let g = l.lease(&next, now + 1).await.unwrap();
+        assert_eq!(
+            (g.refusal, g.requests, g.credit),
+            (None, 10, Some(0)),
+            "{name}: requests for what it has, no more credit"
+        );
+        assert_eq!(inside.held("u").await, 10_000, "{name}");
+    }
+}
+
 #[tokio::test]
 async fn concurrent_asks_of_one_envoy_add_up_and_never_exceed_the_balance() {
     for (name, l, inside) in backends(metered_table()).await {

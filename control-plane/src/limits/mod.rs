@@ -14,7 +14,9 @@
 //! and each ask first takes out of it what the Envoy no longer needs there (the costs of the
 //! ends it reports, now held one by one until their records reach the ledger, and the credit an
 //! expired lease left); the hold is kept until a few seconds after the Envoy's last ask. Every
-//! change is an amount, not a state, so concurrent asks of one Envoy add up in any order. The
+//! change is an amount, not a state, so concurrent asks of one Envoy add up in any order (and
+//! an ask that finds nothing more spendable is still granted requests when the Envoy's lease
+//! has credit left, the refunds of its ended requests, to spend them on). The
 //! filter keeps one running credit account per key in step with that hold: it admits a request
 //! while its lease has a request, credit above zero (and cap, and tokens, above zero), taking
 //! its reservation (the most it may cost) from the credit; the request's end gives back what
