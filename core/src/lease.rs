@@ -660,6 +660,19 @@ pub fn ended(
     }
 }
 
+/// A request's end as the exchange reports it (see [`ended`]).
+pub fn request_ended(shared: &impl Shared, end: &crate::exchange::LeaseEnd) {
+    ended(
+        shared,
+        &end.key,
+        &end.request,
+        end.leased,
+        end.reserve,
+        end.tokens,
+        end.cost,
+    );
+}
+
 fn bytecount_lines(bytes: &[u8]) -> usize {
     bytes.iter().filter(|b| **b == b'\n').count()
 }

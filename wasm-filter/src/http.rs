@@ -172,15 +172,7 @@ impl HttpContext for Request {
             shared::observe(index, &outcome.observations, outcome.end_ns / 1_000_000_000);
         }
         if let Some(end) = &outcome.lease_end {
-            switchyard_core::lease::ended(
-                &Host,
-                &end.key,
-                &end.request,
-                end.leased,
-                end.reserve,
-                end.tokens,
-                end.cost,
-            );
+            switchyard_core::lease::request_ended(&Host, end);
         }
         if let Some(record) = &outcome.record {
             if outcome.record_to_state {
