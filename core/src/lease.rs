@@ -12,6 +12,7 @@
 use serde::{Deserialize, Serialize};
 use switchyard_contract::lease::{
     LeaseAsk, LeaseEnd, LeaseGrant, LeaseRefusal, LeaseWindow, MAX_ENDS, MAX_HELD_MICROS,
+    MAX_REQUESTS, MAX_SUM_TOKENS,
 };
 use switchyard_contract::limits::RATE_LIMIT_HEADERS;
 
@@ -29,6 +30,12 @@ pub const OPEN_MS: u64 = 1_000;
 /// two bytes, eleven words, two windows of three, three words.
 const ENCODING: u8 = 2;
 const ENCODED_LEN: usize = 2 + 8 * 20;
+
+/// What a host logs when a request's ask could not leave or got no grant (no answer, a status
+/// but 200, a body that does not read): the lease fails open, and an overshoot of the key's
+/// limits then has its cause in the log.
+pub const UNANSWERED: &str =
+    "switchyard: a lease ask got no grant; the key's requests go through unchecked for up to 1 s";
 
 /// Compare-and-swap tries before giving up on shared data (then the request is let through).
 const TRIES: usize = 32;
@@ -430,12 +437,12 @@ impl Lease {
                 .credit
                 .map_or(0, |c| u64::try_from(c).unwrap_or(0))
                 .min(MAX_HELD_MICROS),
-            release: std::mem::take(&mut self.release),
+            release: take_at_most(&mut self.release, MAX_HELD_MICROS),
             unused: self.requests,
             granted_at: self.granted_at,
             ends: Vec::new(),
-            tokens: std::mem::take(&mut self.ended_tokens),
-            cost: std::mem::take(&mut self.ended_cost),
+            tokens: take_at_most(&mut self.ended_tokens, MAX_SUM_TOKENS),
+            cost: take_at_most(&mut self.ended_cost, MAX_HELD_MICROS),
         };
         self.requests = 0;
         ask
@@ -471,6 +478,15 @@ impl Lease {
         }
         out
     }
+}
+
+/// Takes at most `bound` out of `left` (what an ask may report: the rest waits for the next):
+/// an ask out of its bounds is refused whole, and its Envoy would let requests through
+/// unchecked until another answer came.
+fn take_at_most(left: &mut u64, bound: u64) -> u64 {
+    let taken = (*left).min(bound);
+    *left -= taken;
+    taken
 }
 
 /// Reads, changes and writes a key's lease by compare-and-swap; `None` when shared data
@@ -587,9 +603,18 @@ pub fn answered(
         });
         lease.until_ms = now_ms.saturating_add(grant.ttl_ms);
         lease.granted_at = grant.granted_at;
-        // Requests of an earlier grant still left were counted too: they add up. The token
-        // figure is the control plane's latest.
-        lease.requests = lease.requests.saturating_add(grant.requests);
+        // Requests of an earlier grant still left were counted too: they add up, to at most
+        // what one ask may give back. Concurrent asks (each request that finds the lease empty
+        // asks) are each granted up to [`WANTED`]: a dozen of them would otherwise make the next
+        // ask's `unused` out of bounds, the control plane refuse it whole (400), and this
+        // Envoy let its requests through unchecked until another answer came (the credit
+        // overshoot of the 32-client tests). Requests beyond the bound stay counted in their
+        // window until it slides past them: rpm refuses early, never late.
+        lease.requests = lease
+            .requests
+            .saturating_add(grant.requests)
+            .min(MAX_REQUESTS);
+        // The token figure is the control plane's latest.
         lease.tokens = grant.tokens.map(|t| i64::try_from(t).unwrap_or(i64::MAX));
         lease.taken = 0;
         lease.spent_tokens = 0;
@@ -951,6 +976,42 @@ mod tests {
         };
         assert_eq!(r.code(), RefusalCode::InsufficientCredits);
         assert_eq!(lease(&shared).credit, Some(31_500 - 7 * 4_500));
+    }
+
+    /// A burst of requests finds the lease empty and each asks; every grant brings its
+    /// requests. However many there are, the next ask stays within its bounds (else the control
+    /// plane refuses it whole and the Envoy lets requests through unchecked), and so do the sums
+    /// it reports: what is beyond a bound waits for the ask after it.
+    #[test]
+    fn concurrent_grants_never_make_an_ask_out_of_bounds() {
+        let shared = Memory::at(0);
+        let now = 1_000_000;
+        let burst = MAX_REQUESTS / WANTED + 5;
+        for _ in 0..burst {
+            ask_of(admit(&shared, "e1", "k", 4_500, now));
+        }
+        for _ in 0..burst {
+            answered(&shared, "k", Some(grant(WANTED, Some(0))), 4_500, now + 1);
+        }
+        assert_eq!(lease(&shared).requests, MAX_REQUESTS);
+        let mut over = lease(&shared);
+        over.release = MAX_HELD_MICROS + 7;
+        over.ended_tokens = MAX_SUM_TOKENS + 8;
+        over.ended_cost = MAX_HELD_MICROS + 9;
+        shared.set(&name("k"), &over.encode(), None).unwrap();
+        let ask = ask_of(admit(&shared, "e1", "k", 4_500, now + 2));
+        assert!(ask.bounded(), "{ask:?}");
+        assert_eq!(
+            (ask.unused, ask.release, ask.tokens, ask.cost),
+            (
+                MAX_REQUESTS,
+                MAX_HELD_MICROS,
+                MAX_SUM_TOKENS,
+                MAX_HELD_MICROS
+            )
+        );
+        let rest = ask_of(admit(&shared, "e1", "k", 4_500, now + 3));
+        assert_eq!((rest.release, rest.tokens, rest.cost), (7, 8, 9));
     }
 
     #[test]

@@ -57,6 +57,7 @@ impl Request {
                 if sent {
                     return Action::Pause;
                 }
+                crate::ffi::log(crate::ffi::LOG_WARN, switchyard_core::lease::UNANSWERED);
                 let step = self.exchange.lease_answered(None, false, &Host);
                 self.act(stream, step)
             }
@@ -66,6 +67,9 @@ impl Request {
     /// The answer to the request's lease ask (`answered`: it came; `ok`: with status 200).
     pub(crate) fn lease_answered(&mut self, stream: Stream, answered: bool, ok: bool, body: &[u8]) {
         let grant = lease::grant(answered, ok, body);
+        if grant.is_none() {
+            crate::ffi::log(crate::ffi::LOG_WARN, switchyard_core::lease::UNANSWERED);
+        }
         let step = self.exchange.lease_answered(grant, true, &Host);
         if self.act(stream, step) == Action::Continue {
             stream.continue_decoding();

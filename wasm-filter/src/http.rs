@@ -65,6 +65,7 @@ impl Request {
                 if self.ask_lease(&ask) {
                     return Action::Pause;
                 }
+                log::warn!("{}", switchyard_core::lease::UNANSWERED);
                 let step = self.exchange.lease_answered(None, false, &Host);
                 self.act(step)
             }
@@ -74,9 +75,11 @@ impl Request {
 
 impl Context for Request {
     fn on_http_call_response(&mut self, _token: u32, _headers: usize, body: usize, _: usize) {
-        let step = self
-            .exchange
-            .lease_answered(lease::grant(body), true, &Host);
+        let grant = lease::grant(body);
+        if grant.is_none() {
+            log::warn!("{}", switchyard_core::lease::UNANSWERED);
+        }
+        let step = self.exchange.lease_answered(grant, true, &Host);
         if let Action::Continue = self.act(step) {
             let _ = hostcalls::resume_http_request();
         }
