@@ -27,9 +27,9 @@ pub const REFUSAL_MS: u64 = 250;
 /// How long requests go through unchecked after the control plane could not answer.
 pub const OPEN_MS: u64 = 1_000;
 /// The first byte of an encoded lease (its layout's version), and the length of its fixed part:
-/// two bytes, eleven words, two windows of three, three words.
-const ENCODING: u8 = 2;
-const ENCODED_LEN: usize = 2 + 8 * 20;
+/// two bytes, eleven words, two windows of three, four words.
+const ENCODING: u8 = 3;
+const ENCODED_LEN: usize = 2 + 8 * 21;
 
 /// What a host logs when a request's ask could not leave or got no grant (no answer, a status
 /// but 200, a body that does not read): the lease fails open, and an overshoot of the key's
@@ -175,6 +175,11 @@ pub struct Lease {
     pub until_ms: u64,
     #[serde(default)]
     pub granted_at: i64,
+    /// Requests granted at `granted_at`: the most an ask gives back to that second's bucket
+    /// (requests of grants counted in another second stay counted until their window slides
+    /// past them: refusing early, and never taking another Envoy's requests out of a bucket).
+    #[serde(default)]
+    pub granted_then: u32,
     /// Requests left.
     #[serde(default)]
     pub requests: u32,
@@ -300,6 +305,7 @@ impl Lease {
             self.ended_tokens,
             self.ended_cost,
             self.cap.unwrap_or(0) as u64,
+            u64::from(self.granted_then),
         ] {
             out.extend_from_slice(&word.to_le_bytes());
         }
@@ -327,7 +333,7 @@ impl Lease {
             }))
         };
         let refusal = if flags & 16 != 0 {
-            let until = word(20)?;
+            let until = word(21)?;
             let json = bytes.get(ENCODED_LEN + 8..)?;
             Some((serde_json::from_slice(json).ok()?, until))
         } else {
@@ -352,6 +358,7 @@ impl Lease {
             ended_tokens: word(17)?,
             ended_cost: word(18)?,
             cap: (flags & 64 != 0).then_some(word(19)? as i64),
+            granted_then: u32::try_from(word(20)?).ok()?,
             ends_waiting: flags & 128 != 0,
         })
     }
@@ -438,13 +445,14 @@ impl Lease {
                 .map_or(0, |c| u64::try_from(c).unwrap_or(0))
                 .min(MAX_HELD_MICROS),
             release: take_at_most(&mut self.release, MAX_HELD_MICROS),
-            unused: self.requests,
+            unused: self.requests.min(self.granted_then),
             granted_at: self.granted_at,
             ends: Vec::new(),
             tokens: take_at_most(&mut self.ended_tokens, MAX_SUM_TOKENS),
             cost: take_at_most(&mut self.ended_cost, MAX_HELD_MICROS),
         };
         self.requests = 0;
+        self.granted_then = 0;
         ask
     }
 
@@ -602,7 +610,18 @@ pub fn answered(
                 .saturating_sub(in_flight)
         });
         lease.until_ms = now_ms.saturating_add(grant.ttl_ms);
-        lease.granted_at = grant.granted_at;
+        // Concurrent grants may be counted in different seconds (and answered in any order):
+        // the lease gives back to the latest second only what was counted there.
+        match grant.granted_at.cmp(&lease.granted_at) {
+            std::cmp::Ordering::Greater => {
+                lease.granted_at = grant.granted_at;
+                lease.granted_then = grant.requests;
+            }
+            std::cmp::Ordering::Equal => {
+                lease.granted_then = lease.granted_then.saturating_add(grant.requests);
+            }
+            std::cmp::Ordering::Less => {}
+        }
         // Requests of an earlier grant still left were counted too: they add up, to at most
         // what one ask may give back. Concurrent asks (each request that finds the lease empty
         // asks) are each granted up to [`WANTED`]: a dozen of them would otherwise make the next
@@ -1014,6 +1033,35 @@ mod tests {
         assert_eq!((rest.release, rest.tokens, rest.cost), (7, 8, 9));
     }
 
+    /// Concurrent grants counted in two seconds: the next ask gives back to the later second
+    /// only what was counted there, whatever order the answers came in (the earlier second's
+    /// bucket keeps its requests; the later one never loses another Envoy's).
+    #[test]
+    fn unused_requests_go_back_only_to_the_second_they_were_counted_in() {
+        let shared = Memory::at(0);
+        let now = 1_000_000;
+        for _ in 0..3 {
+            ask_of(admit(&shared, "e1", "k", 0, now));
+        }
+        let at = |second: i64, requests: u32| LeaseGrant {
+            granted_at: second,
+            ..grant(requests, None)
+        };
+        answered(&shared, "k", Some(at(101, 10)), 0, now);
+        answered(&shared, "k", Some(at(100, 30)), 0, now);
+        answered(&shared, "k", Some(at(101, 5)), 0, now);
+        assert_eq!(lease(&shared).requests, 45 - 3);
+        let ask = ask_of(admit(&shared, "e1", "k", 0, now + 2_000));
+        assert_eq!((ask.unused, ask.granted_at), (15, 101));
+        // In the other order: the later second's grant comes last.
+        let other = Memory::at(0);
+        ask_of(admit(&other, "e1", "k", 0, now));
+        answered(&other, "k", Some(at(100, 30)), 0, now);
+        answered(&other, "k", Some(at(101, 10)), 0, now);
+        let ask = ask_of(admit(&other, "e1", "k", 0, now + 2_000));
+        assert_eq!((ask.unused, ask.granted_at), (10, 101));
+    }
+
     #[test]
     fn ends_of_an_owner_without_credits_are_summed() {
         let shared = Memory::at(0);
@@ -1151,6 +1199,7 @@ mod tests {
         let mut lease = Lease {
             until_ms: 5,
             granted_at: -1,
+            granted_then: 6,
             requests: 7,
             credit: Some(-20),
             tokens: None,
