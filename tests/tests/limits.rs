@@ -350,6 +350,10 @@ async fn thirty_two_clients_overshoot_credits_by_at_most_one_request_in_memory()
 /// The same with a provider that answers in 300 ms: the first requests are still in flight
 /// when the others ask again (their lease below zero, its unused requests given back, refused);
 /// their ends refund the lease above zero, and its next ask must get requests to spend that on.
+/// A dozen or more clients then ask at once and each is granted requests: the lease keeps at
+/// most what one ask may give back (it once kept them all, the next ask was out of bounds and
+/// refused, and the requests in the moment until the next answer went through unchecked: 12
+/// served).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn thirty_two_clients_of_a_slow_provider_spend_the_whole_balance() {
     thirty_two_clients_overshoot_a_balance_by_at_most_one_request(

@@ -25,9 +25,11 @@
 //! requests go back to their window with the next ask or return.
 //!
 //! The overshoot bound, per limit:
-//! - requests per minute: never overshot (a grant's requests are counted when granted). An
-//!   Envoy holding unused requests may make another one be refused early, by at most a tenth of
-//!   the limit, until its next ask or return gives them back.
+//! - requests per minute: never overshot (a grant's requests are counted when granted, and an
+//!   ask gives back to the second it names no more than were granted in it). An Envoy holding
+//!   unused requests may make another one be refused early, by at most a tenth of the limit per
+//!   grant, until its next ask or return gives them back (those of concurrent grants counted in
+//!   an earlier second, and those beyond the 1,000 a lease keeps, until their window slides).
 //! - credits: a balance is overshot by at most one request's reservation per Envoy and key
 //!   (the last one admitted while its credit was above zero: what it owes is taken from that
 //!   Envoy's next grant) plus what requests cost beyond their own reservations, plus the
@@ -43,9 +45,13 @@
 //!   next ask) are not seen by other Envoys' grants, so a minute's tokens may pass `tpm` by
 //!   those, as before by the last request's own.
 //!
-//! A control plane that cannot answer (Redis away) lets the Envoy's requests through for a
-//! second before it asks again (fail open, as Envoy's rate limit filter did); a refusal is
-//! answered by the Envoy itself for up to 250 ms before it asks again.
+//! These bounds hold while the Envoy's asks are answered. A control plane that cannot answer
+//! (Redis away, an ask refused as out of bounds, no answer within the lease timeout) lets the
+//! Envoy's requests through until its next answer, a second at most, without taking them from
+//! the lease (fail open, as Envoy's rate limit filter did; the filter logs it): so the filter
+//! keeps every ask within [`switchyard_contract::lease::LeaseAsk::bounded`] however many asks
+//! of one key are in flight at once (a lease holds at most `MAX_REQUESTS` requests). A refusal
+//! is answered by the Envoy itself for up to 250 ms before it asks again.
 //!
 //! Every figure a peer sends is bounded ([`MAX_CHARGE_MICROS`], [`MAX_TOKENS`], and the lease
 //! bounds in `switchyard_contract::lease`); sums saturate and never go below zero; every map
