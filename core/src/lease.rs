@@ -31,11 +31,31 @@ pub const OPEN_MS: u64 = 1_000;
 const ENCODING: u8 = 3;
 const ENCODED_LEN: usize = 2 + 8 * 21;
 
-/// What a host logs when a request's ask could not leave or got no grant (no answer, a status
-/// but 200, a body that does not read): the lease fails open, and an overshoot of the key's
-/// limits then has its cause in the log.
-pub const UNANSWERED: &str =
-    "switchyard: a lease ask got no grant; the key's requests go through unchecked for up to 1 s";
+/// Why a request's ask brought no grant: the lease then fails open (see [`answered`]), and the
+/// host logs [`NoGrant::warning`], so that an overshoot of the key's limits has its cause in
+/// the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoGrant {
+    /// The call could not leave.
+    NotSent,
+    /// No answer came (a reset, or none within the lease timeout).
+    NoAnswer,
+    /// An answer with a status other than 200 (the control plane refused the ask or failed).
+    Status,
+    /// A 200 whose body is no grant.
+    Unreadable,
+}
+
+impl NoGrant {
+    pub fn warning(self) -> &'static str {
+        match self {
+            NoGrant::NotSent => "switchyard: a lease ask could not leave; the key's requests go through unchecked for up to 1 s",
+            NoGrant::NoAnswer => "switchyard: a lease ask got no answer; the key's requests go through unchecked for up to 1 s",
+            NoGrant::Status => "switchyard: a lease ask was answered with an error; the key's requests go through unchecked for up to 1 s",
+            NoGrant::Unreadable => "switchyard: a lease ask's answer did not read; the key's requests go through unchecked for up to 1 s",
+        }
+    }
+}
 
 /// Compare-and-swap tries before giving up on shared data (then the request is let through).
 const TRIES: usize = 32;

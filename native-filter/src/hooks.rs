@@ -160,7 +160,7 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_config_http_callout_done(
         // SAFETY: Envoy's answer, valid for this hook.
         let (ok, body) = unsafe { ffi::callout_answer(headers, headers_size, body, body_size) };
         let answered = result == 0;
-        if !crate::lease::returned(id, crate::lease::grant(answered, ok, &body)) {
+        if !crate::lease::returned(id, crate::lease::grant(answered, ok, &body).ok()) {
             records::answered(id, answered && ok, Host.now_ns() / 1_000_000);
         }
     });

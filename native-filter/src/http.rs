@@ -7,6 +7,7 @@ use std::sync::Arc;
 use switchyard_core::config::USAGE_FILTER_STATE;
 use switchyard_core::exchange::{Exchange, Shared as _, Step};
 use switchyard_core::headers::HeaderBlock;
+use switchyard_core::lease::NoGrant;
 use switchyard_core::translate::ChunkOutcome;
 
 use crate::ffi::{Body, HeaderMap, Stream};
@@ -57,7 +58,7 @@ impl Request {
                 if sent {
                     return Action::Pause;
                 }
-                crate::ffi::log(crate::ffi::LOG_WARN, switchyard_core::lease::UNANSWERED);
+                crate::ffi::log(crate::ffi::LOG_WARN, NoGrant::NotSent.warning());
                 let step = self.exchange.lease_answered(None, false, &Host);
                 self.act(stream, step)
             }
@@ -66,10 +67,9 @@ impl Request {
 
     /// The answer to the request's lease ask (`answered`: it came; `ok`: with status 200).
     pub(crate) fn lease_answered(&mut self, stream: Stream, answered: bool, ok: bool, body: &[u8]) {
-        let grant = lease::grant(answered, ok, body);
-        if grant.is_none() {
-            crate::ffi::log(crate::ffi::LOG_WARN, switchyard_core::lease::UNANSWERED);
-        }
+        let grant = lease::grant(answered, ok, body)
+            .inspect_err(|why| crate::ffi::log(crate::ffi::LOG_WARN, why.warning()))
+            .ok();
         let step = self.exchange.lease_answered(grant, true, &Host);
         if self.act(stream, step) == Action::Continue {
             stream.continue_decoding();

@@ -8,6 +8,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Mutex, PoisonError};
 
 use switchyard_contract::lease::{LeaseAsk, LeaseGrant};
+use switchyard_core::lease::NoGrant;
 use switchyard_core::route::Index;
 
 use crate::ffi::{self, Callouts as _, Config, Stream};
@@ -86,11 +87,14 @@ pub(crate) fn ask(stream: Stream, index: &Index, ask: &LeaseAsk, key: Option<&[u
 }
 
 /// The grant in a callout's answer (any status but 200, or a body that does not read, is none).
-pub(crate) fn grant(answered: bool, status_200: bool, body: &[u8]) -> Option<LeaseGrant> {
-    if !answered || !status_200 {
-        return None;
+pub(crate) fn grant(answered: bool, status_200: bool, body: &[u8]) -> Result<LeaseGrant, NoGrant> {
+    if !answered {
+        return Err(NoGrant::NoAnswer);
     }
-    serde_json::from_slice(body).ok()
+    if !status_200 {
+        return Err(NoGrant::Status);
+    }
+    serde_json::from_slice(body).map_err(|_| NoGrant::Unreadable)
 }
 
 /// On the main thread's tick: each watched key's lease gives back what it left once it

@@ -14,6 +14,7 @@ use super::plan::{self, PLAN_STATE};
 use super::shared::{self, Host};
 use switchyard_core::config::USAGE_FILTER_STATE;
 use switchyard_core::exchange::{Exchange, Shared as _, Step};
+use switchyard_core::lease::NoGrant;
 use switchyard_core::route::Index;
 use switchyard_core::translate::ChunkOutcome;
 
@@ -65,7 +66,7 @@ impl Request {
                 if self.ask_lease(&ask) {
                     return Action::Pause;
                 }
-                log::warn!("{}", switchyard_core::lease::UNANSWERED);
+                log::warn!("{}", NoGrant::NotSent.warning());
                 let step = self.exchange.lease_answered(None, false, &Host);
                 self.act(step)
             }
@@ -75,10 +76,9 @@ impl Request {
 
 impl Context for Request {
     fn on_http_call_response(&mut self, _token: u32, _headers: usize, body: usize, _: usize) {
-        let grant = lease::grant(body);
-        if grant.is_none() {
-            log::warn!("{}", switchyard_core::lease::UNANSWERED);
-        }
+        let grant = lease::grant(body)
+            .inspect_err(|why| log::warn!("{}", why.warning()))
+            .ok();
         let step = self.exchange.lease_answered(grant, true, &Host);
         if let Action::Continue = self.act(step) {
             let _ = hostcalls::resume_http_request();

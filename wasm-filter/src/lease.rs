@@ -8,6 +8,7 @@ use std::collections::{BTreeSet, HashMap};
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{BufferType, MapType};
 use switchyard_contract::lease::{LeaseAsk, LeaseGrant};
+use switchyard_core::lease::NoGrant;
 use switchyard_core::route::Index;
 
 use super::shared::Host;
@@ -51,18 +52,20 @@ pub(crate) fn send(index: &Index, ask: &LeaseAsk, key: Option<&[u8; 32]>) -> Opt
 
 /// The answer to the call that just came back: the grant, if it is one (any status but 200, or
 /// a body that does not read, is none).
-pub(crate) fn grant(body_size: usize) -> Option<LeaseGrant> {
-    let ok = hostcalls::get_map_value_bytes(MapType::HttpCallResponseHeaders, ":status")
+pub(crate) fn grant(body_size: usize) -> Result<LeaseGrant, NoGrant> {
+    // A call that got no answer (a reset, the timeout) has no headers.
+    let status = hostcalls::get_map_value_bytes(MapType::HttpCallResponseHeaders, ":status")
         .ok()
         .flatten()
-        .is_some_and(|s| s == b"200");
-    if !ok {
-        return None;
+        .ok_or(NoGrant::NoAnswer)?;
+    if status != b"200" {
+        return Err(NoGrant::Status);
     }
     hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size)
         .ok()
         .flatten()
         .and_then(|b| serde_json::from_slice(&b).ok())
+        .ok_or(NoGrant::Unreadable)
 }
 
 /// On the tick: each watched key's lease gives back what it left once it expired; a key
@@ -92,7 +95,7 @@ pub(crate) fn returned(token: u32, body_size: usize) -> bool {
     let Some(ask) = RETURNS.with(|r| r.borrow_mut().remove(&token)) else {
         return false;
     };
-    if grant(body_size).is_none() {
+    if grant(body_size).is_err() {
         switchyard_core::lease::put_back(&Host, &ask.key, &ask, true);
     }
     true
