@@ -22,7 +22,7 @@
 # BENCH_PROFILE (a directory: `perf record` of Switchyard's Envoy and control plane during each
 # measured run, one file per case; `perf report -i <file> --sort comm,dso` reads them),
 # BENCH_CASES (a subset of "chat anthropic stream failover limited"; `limited` is pass-through
-# with a key that has limits, so that each request asks the control plane's rate limit service), BENCH_INGEST (true|false: then the
+# with a key that has limits, whose requests spend leases the control plane grants), BENCH_INGEST (true|false: then the
 # control plane's request-record ingest, on SQLite and PostgreSQL), BENCH_ACK (true|false: then
 # write-to-acknowledgement time of the admin API, 200 key creations with 1 and with 4 Envoys).
 set -euo pipefail
@@ -65,7 +65,7 @@ wait_http() { # url expected-code
 
 UP=$(free_port); BARE=$(free_port); GW=$(free_port); GW_ADMIN=$(free_port); ADMIN=$(free_port); XDS=$(free_port)
 KEY=sk-bench-key-0123456789
-LIMITED_KEY=sk-bench-limited-0123456789   # with (unreachable) limits: asks the rate limit service
+LIMITED_KEY=sk-bench-limited-0123456789   # with (unreachable) limits: spends leases from the control plane
 
 # Upstream: a direct response with the fixture; the buffer filter keeps POST connections alive.
 cat > "$work/upstream.yaml" <<YAML
@@ -281,7 +281,7 @@ for r in sys.argv[4:]:
     rows.setdefault((case, int(workers), gw), []).append([float(v) for v in vals])
 def med(key): return [statistics.median(v[i] for v in rows[key]) for i in range(5)]
 names = {"chat": "OpenAI pass-through", "anthropic": "to Anthropic (translated)", "stream": "streamed (SSE)",
-         "failover": "failover model (2 targets)", "limited": "key with limits (RLS calls)"}
+         "failover": "failover model (2 targets)", "limited": "key with limits (leases)"}
 order = [(c, w) for w in (1, 2) for c in ("chat", "anthropic", "stream", "failover", "limited") if (c, w, "bare") in rows]
 print()
 print(f"{'':44}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'Envoy us':>10}{'CP us':>8}{'req/s/core':>12}")

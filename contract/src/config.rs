@@ -43,6 +43,10 @@ pub struct FilterConfig {
     /// access log; one host call per request, so only when that log is on.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub record_state: bool,
+    /// How long a request waits for its key's lease ask (see [`crate::lease`]) before it is let
+    /// through anyway.
+    #[serde(default = "default_lease_timeout_ms")]
+    pub lease_timeout_ms: u32,
 }
 
 impl Default for FilterConfig {
@@ -58,8 +62,14 @@ impl Default for FilterConfig {
             balance: BalanceWeights::default(),
             records: None,
             record_state: false,
+            lease_timeout_ms: default_lease_timeout_ms(),
         }
     }
+}
+
+/// Half a second: limits must not take the gateway down with the control plane.
+pub fn default_lease_timeout_ms() -> u32 {
+    500
 }
 
 /// 32 MiB: room for a batch of generated images in base64, far below what would strain a worker.
@@ -96,8 +106,7 @@ pub struct GatewayKey {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<u64>,
     /// The key or its owner has global limits (requests or tokens per minute, spend caps,
-    /// credits): its requests ask the control plane's rate limit service (see
-    /// [`crate::limits::LIMITED_HEADER`]).
+    /// credits): its requests spend from its lease (see [`crate::lease`]).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub limited: bool,
 }

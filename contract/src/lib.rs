@@ -11,6 +11,7 @@ pub mod ids;
 pub mod json;
 #[cfg(feature = "crypto")]
 pub mod key_digest;
+pub mod lease;
 pub mod limits;
 pub mod names;
 pub mod pricing;

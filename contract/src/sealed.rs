@@ -103,13 +103,32 @@ mod crypto {
 
     /// Whether `signature` is the batch's (compared in constant time).
     pub fn verify_records(key: &[u8; 32], body: &[u8], signature: &str) -> bool {
+        verify(SIGNATURE_DOMAIN, key, body, signature)
+    }
+
+    /// The signature of a lease ask (see [`crate::lease`]): as a batch's, in its own domain.
+    pub fn sign_lease(key: &[u8; 32], body: &[u8]) -> String {
+        let Ok(mut mac) = <Hmac<Sha256> as Mac>::new_from_slice(key) else {
+            return String::new();
+        };
+        mac.update(crate::lease::SIGNATURE_DOMAIN);
+        mac.update(body);
+        hex::encode(mac.finalize().into_bytes())
+    }
+
+    /// Whether `signature` is the lease ask's (compared in constant time).
+    pub fn verify_lease(key: &[u8; 32], body: &[u8], signature: &str) -> bool {
+        verify(crate::lease::SIGNATURE_DOMAIN, key, body, signature)
+    }
+
+    fn verify(domain: &[u8], key: &[u8; 32], body: &[u8], signature: &str) -> bool {
         let Ok(mut mac) = <Hmac<Sha256> as Mac>::new_from_slice(key) else {
             return false;
         };
         let Ok(tag) = hex::decode(signature.trim()) else {
             return false;
         };
-        mac.update(SIGNATURE_DOMAIN);
+        mac.update(domain);
         mac.update(body);
         mac.verify_slice(&tag).is_ok()
     }
@@ -163,5 +182,18 @@ mod tests {
         assert!(!verify_records(&[4u8; 32], b"{\"id\":\"a\"}\n", &sig));
         assert!(!verify_records(&key, b"x", "zz"));
         assert!(!verify_records(&key, b"x", ""));
+    }
+
+    #[test]
+    fn lease_asks_are_signed_in_their_own_domain() {
+        let key = [3u8; 32];
+        let body = b"{\"key\":\"k\"}";
+        let sig = sign_lease(&key, body);
+        assert!(verify_lease(&key, body, &sig));
+        assert!(!verify_lease(&key, b"{}", &sig));
+        assert!(!verify_lease(&[4u8; 32], body, &sig));
+        // A signed batch of records is no signed ask, nor the reverse.
+        assert!(!verify_records(&key, body, &sig));
+        assert!(!verify_lease(&key, body, &sign_records(&key, body)));
     }
 }

@@ -91,7 +91,7 @@ pub fn add(counter: &AtomicU64, n: u64) {
     counter.fetch_add(n, Ordering::Relaxed);
 }
 
-/// A refusal of the rate limit service, counted by its code.
+/// A refusal of the limits service, counted by its code.
 pub fn refused(code: RefusalCode) {
     if let Some(i) = RefusalCode::ALL.iter().position(|c| *c == code) {
         add(&METRICS.limits_refused[i], 1);
@@ -161,7 +161,7 @@ pub fn render(gauges: &[(&str, &str, u64)]) -> String {
     );
     counter(
         "switchyard_cp_rate_limit_decisions_total",
-        "Admission decisions of the rate limit service.",
+        "Admission decisions of the limits service (requests granted to leases, refusals).",
         &decisions,
     );
     counter(

@@ -23,7 +23,7 @@ pub struct Waits {
 }
 
 impl Waits {
-    /// The rate limit service's: Envoy waits 500 ms for its answer (then lets the request
+    /// The limits': a lease ask waits 500 ms for its answer (then the request goes
     /// through), so a connection and a command together stay well under it.
     pub const RATE_LIMITS: Waits = Waits {
         connect: Duration::from_millis(200),

@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::AggregatedDiscoveryServiceServer;
-use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_server::RateLimitServiceServer;
 
 use crate::config::Config;
 use crate::crypto::MasterKey;
@@ -91,7 +90,7 @@ pub async fn init(config_path: &Path) -> anyhow::Result<(AppState, Config)> {
         probes: config.probes.clone(),
         discovery: config.discovery.clone(),
     });
-    // Balances for the rate limit service; without Redis, also what keys and users spent.
+    // Balances for the limits service; without Redis, also what keys and users spent.
     let accounts = app.store.list_accounts().await?;
     let balances: Vec<(String, i64)> = accounts
         .into_iter()
@@ -149,14 +148,15 @@ pub async fn serve(config_path: &Path) -> anyhow::Result<()> {
         app.reports.health().clone(),
         app.limits.clone(),
     );
-    let routes =
-        tonic::service::Routes::from(crate::usage::router(ingest, app.secrets.dataplane_key))
-            .add_service(AggregatedDiscoveryServiceServer::new(AdsServer::new(
-                app.reconciler.cache().clone(),
-            )))
-            .add_service(RateLimitServiceServer::new(crate::limits::Service(
-                app.limits.clone(),
-            )));
+    let routes = tonic::service::Routes::from(
+        crate::usage::router(ingest, app.secrets.dataplane_key).merge(crate::limits::lease_router(
+            app.limits.clone(),
+            app.secrets.dataplane_key,
+        )),
+    )
+    .add_service(AggregatedDiscoveryServiceServer::new(AdsServer::new(
+        app.reconciler.cache().clone(),
+    )));
     let router = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(15)))
         .max_concurrent_streams(Some(1024))

@@ -23,7 +23,7 @@ pub struct AppState {
     pub secrets: Arc<Secrets>,
     pub identity: Arc<Identity>,
     pub admin_token: AdminToken,
-    /// Global limits: the rate limit service's state (see [`crate::limits`]).
+    /// Global limits: the limits service's state (see [`crate::limits`]).
     pub limits: Arc<Limits>,
     /// Active probes of provider keys (see [`crate::probe`]).
     pub probes: Arc<Probes>,

@@ -3,9 +3,7 @@
 //! modules use.
 
 pub use switchyard_contract::config::*;
-pub use switchyard_contract::limits::{
-    CHARGE_STATE, COST_STATE, LIMITED_HEADER, RATE_LIMIT_HEADERS, REFUSAL_HEADER,
-};
+pub use switchyard_contract::limits::RATE_LIMIT_HEADERS;
 pub use switchyard_contract::names::{
     CLIENT_API_HEADER, CLUSTER_HEADER, INTERNAL_HEADER_PREFIX, LOCAL_REPLY_DETAILS,
     METADATA_NAMESPACE, METADATA_TARGET_FIELD, METRIC_TAGS, RECORDS_ROOT_ID, STREAM_HEADER,

@@ -9,7 +9,7 @@ use crate::config::GatewayKey;
 pub struct KeyEntry {
     pub id: String,
     pub user: String,
-    /// Asks the control plane's rate limit service (see [`crate::config::GatewayKey::limited`]).
+    /// Spends from its lease (see [`crate::config::GatewayKey::limited`]).
     pub limited: bool,
     /// Unix seconds from which the key is refused.
     pub(crate) expires_at: Option<u64>,

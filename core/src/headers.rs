@@ -4,9 +4,7 @@
 //! more than the work around it, so the filter reads all request headers with one call, keeps the
 //! host's serialised block as is (no string per header), and writes back only what changes.
 
-use crate::config::{
-    CLIENT_API_HEADER, CLUSTER_HEADER, LIMITED_HEADER, RATE_LIMIT_HEADERS, STREAM_HEADER,
-};
+use crate::config::{CLIENT_API_HEADER, CLUSTER_HEADER, RATE_LIMIT_HEADERS, STREAM_HEADER};
 
 /// A header map in proxy-wasm's serialised form, kept as the one buffer the host wrote:
 /// `count: u32le`, then `name_len: u32le, value_len: u32le` per pair, then each name and value
@@ -82,7 +80,6 @@ const DROPPED: &[&str] = &[
     "transfer-encoding",
     CLUSTER_HEADER,
     STREAM_HEADER,
-    LIMITED_HEADER,
     CLIENT_API_HEADER,
 ];
 
@@ -274,7 +271,6 @@ mod tests {
             ("authorization", b"Bearer sk-gateway"),
             ("x-api-key", b"sk-gateway"),
             ("x-switchyard-cluster", b"evil"),
-            ("x-switchyard-limited", b"1"),
             ("transfer-encoding", b"chunked"),
             ("content-length", b"42"),
             ("content-type", b"application/json"),
@@ -295,7 +291,6 @@ mod tests {
                 Change::Set("x-switchyard-cluster", b"provider-x"),
                 Change::Remove("x-api-key"),
                 Change::Remove("transfer-encoding"),
-                Change::Remove("x-switchyard-limited"),
             ]
         );
         // A provider taking its key elsewhere: the client's Authorization is removed.

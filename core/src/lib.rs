@@ -15,6 +15,7 @@ pub mod error;
 pub mod exchange;
 pub mod gateway_key;
 pub mod headers;
+pub mod lease;
 pub mod models;
 pub mod outbox;
 pub mod provider;

@@ -1,13 +1,11 @@
-//! Pure: what a limited key's request asks the rate limit service at admission, including the
-//! most the request may cost, which the control plane holds from its owner's credits until the
-//! request's end is charged (so concurrent requests cannot all spend the same balance).
+//! Pure: the most a limited key's request may cost, which it reserves from its key's lease (see
+//! [`crate::lease`]) until it ends (so concurrent requests cannot all spend the same balance).
 
 use crate::request::{Endpoint, TopLevel};
 use switchyard_contract::pricing::Price;
 
-/// The admission value this module's reservation travels in, and the largest one: the
-/// contract's (the control plane reads them).
-pub use switchyard_contract::limits::{Admit, MAX_RESERVE_MICROS};
+/// The largest reservation: the contract's (the control plane refuses more).
+pub use switchyard_contract::limits::MAX_RESERVE_MICROS;
 
 /// Output tokens assumed when a request sets no limit of its own.
 pub const DEFAULT_OUTPUT_TOKENS: u64 = 4_096;

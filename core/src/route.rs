@@ -37,6 +37,8 @@ pub struct Index {
     pub records: Option<crate::config::RecordSink>,
     /// Whether records are also published as filter state.
     pub record_state: bool,
+    /// How long a request waits for its key's lease ask.
+    pub lease_timeout_ms: u32,
 }
 
 /// A model's targets and how to rank them.
@@ -264,6 +266,7 @@ impl Index {
             provider_headers,
             records: cfg.records,
             record_state: cfg.record_state,
+            lease_timeout_ms: cfg.lease_timeout_ms,
         })
     }
 

@@ -154,6 +154,16 @@ extern "C" {
         value: ModuleBuffer,
     ) -> bool;
     fn envoy_dynamic_module_callback_http_clear_route_cache(filter: FilterPtr);
+    fn envoy_dynamic_module_callback_http_filter_continue_decoding(filter: FilterPtr);
+    fn envoy_dynamic_module_callback_http_filter_http_callout(
+        filter: FilterPtr,
+        id: *mut u64,
+        cluster: ModuleBuffer,
+        headers: *mut HeaderPair,
+        count: usize,
+        body: ModuleBuffer,
+        timeout_ms: u64,
+    ) -> u32;
     fn envoy_dynamic_module_callback_http_send_response(
         filter: FilterPtr,
         status: u32,
@@ -463,6 +473,12 @@ impl Stream {
         unsafe { envoy_dynamic_module_callback_http_clear_route_cache(self.0) }
     }
 
+    /// Lets a request the filter paused go on.
+    pub fn continue_decoding(self) {
+        // SAFETY: a live filter.
+        unsafe { envoy_dynamic_module_callback_http_filter_continue_decoding(self.0) }
+    }
+
     /// Adds one more value of a header.
     pub fn add_header(self, map: HeaderMap, name: &str, value: &[u8]) -> bool {
         // SAFETY: a live filter; both buffers live for the call.
@@ -632,36 +648,6 @@ impl Config {
         // SAFETY: a live configuration.
         Scheduler(unsafe { envoy_dynamic_module_callback_http_filter_config_scheduler_new(self.0) })
     }
-
-    /// Sends an HTTP request to `cluster` (main thread); the answer comes to the
-    /// configuration's callout hook under the returned id.
-    pub fn callout(
-        self,
-        cluster: &str,
-        headers: &[(&str, &str)],
-        body: &[u8],
-        timeout_ms: u64,
-    ) -> Option<u64> {
-        let mut pairs: Vec<HeaderPair> = headers
-            .iter()
-            .map(|(k, v)| HeaderPair::of(k.as_bytes(), v.as_bytes()))
-            .collect();
-        let mut id = 0u64;
-        // SAFETY: a live configuration on the main thread; every buffer lives for the call and
-        // Envoy copies them.
-        let result = unsafe {
-            envoy_dynamic_module_callback_http_filter_config_http_callout(
-                self.0,
-                &mut id,
-                ModuleBuffer::of(cluster.as_bytes()),
-                pairs.as_mut_ptr(),
-                pairs.len(),
-                ModuleBuffer::of(body),
-                timeout_ms,
-            )
-        };
-        (result == CALLOUT_OK).then_some(id)
-    }
 }
 
 /// A configuration's scheduler: commits may come from any thread.
@@ -717,6 +703,118 @@ pub unsafe fn header_pairs<'a>(
             )
         }
     })
+}
+
+/// Envoy's two callout callbacks (a stream's and the configuration's) have one signature.
+pub type CalloutFn = unsafe extern "C" fn(
+    *mut c_void,
+    *mut u64,
+    ModuleBuffer,
+    *mut HeaderPair,
+    usize,
+    ModuleBuffer,
+    u64,
+) -> u32;
+
+/// What sends HTTP requests through Envoy: a stream (on its worker thread; the answer comes to
+/// the stream's callout hook) or the configuration (on the main thread; to the
+/// configuration's callout hook).
+pub trait Callouts: Copy {
+    /// Envoy's callback that sends for it.
+    const SEND: CalloutFn;
+
+    /// The pointer Envoy knows it by.
+    fn owner(self) -> *mut c_void;
+
+    /// Sends an HTTP request to `cluster`; the answer comes under the returned id (`None`:
+    /// Envoy did not take it).
+    fn callout(
+        self,
+        cluster: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+        timeout_ms: u64,
+    ) -> Option<u64> {
+        // SAFETY: streams and configurations are live while their hooks run, each on the
+        // thread its hooks run on.
+        unsafe { callout(Self::SEND, self.owner(), cluster, headers, body, timeout_ms) }
+    }
+}
+
+impl Callouts for Stream {
+    const SEND: CalloutFn = envoy_dynamic_module_callback_http_filter_http_callout;
+
+    fn owner(self) -> *mut c_void {
+        self.0
+    }
+}
+
+impl Callouts for Config {
+    const SEND: CalloutFn = envoy_dynamic_module_callback_http_filter_config_http_callout;
+
+    fn owner(self) -> *mut c_void {
+        self.0
+    }
+}
+
+/// An HTTP request to `cluster` sent with `send` for `owner`: its id, when Envoy took it.
+///
+/// # Safety
+/// `owner` must be live and of the kind `send` takes, on the thread `send` requires.
+unsafe fn callout(
+    send: CalloutFn,
+    owner: *mut c_void,
+    cluster: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+    timeout_ms: u64,
+) -> Option<u64> {
+    let mut pairs: Vec<HeaderPair> = headers
+        .iter()
+        .map(|(k, v)| HeaderPair::of(k.as_bytes(), v.as_bytes()))
+        .collect();
+    let mut id = 0u64;
+    // SAFETY: the caller's promise; every buffer lives for the call and Envoy copies them.
+    let result = unsafe {
+        send(
+            owner,
+            &mut id,
+            ModuleBuffer::of(cluster.as_bytes()),
+            pairs.as_mut_ptr(),
+            pairs.len(),
+            ModuleBuffer::of(body),
+            timeout_ms,
+        )
+    };
+    (result == CALLOUT_OK).then_some(id)
+}
+
+/// A callout's answer: whether its status is 200, and its body in one piece.
+///
+/// # Safety
+/// `headers` and `chunks` must point to `headers_size` pairs and `chunks_size` buffers valid
+/// for the hook's duration (either may be null when the size is 0).
+pub unsafe fn callout_answer(
+    headers: *const HeaderPair,
+    headers_size: usize,
+    chunks: *const EnvoyBuffer,
+    chunks_size: usize,
+) -> (bool, Vec<u8>) {
+    // SAFETY: the caller's promise.
+    let ok =
+        unsafe { header_pairs(headers, headers_size) }.any(|(k, v)| k == b":status" && v == b"200");
+    let chunks: &[EnvoyBuffer] = if chunks.is_null() {
+        &[]
+    } else {
+        // SAFETY: the caller's promise.
+        unsafe { std::slice::from_raw_parts(chunks, chunks_size) }
+    };
+    let mut body = Vec::new();
+    for chunk in chunks {
+        // SAFETY: each chunk is Envoy's, valid for the hook.
+        body.extend_from_slice(unsafe { chunk.bytes() });
+    }
+    (ok, body)
 }
 
 /// A buffer Envoy hands to a hook (the configuration's name or bytes).

@@ -130,6 +130,7 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_config_destroy(config: *co
         let config = unsafe { Box::from_raw(config as *mut FilterConfig) };
         crate::remove_ticker(&config);
         records::config_gone(config.envoy.0 as usize, Host.now_ns() / 1_000_000);
+        crate::lease::config_gone(config.envoy.0 as usize);
     });
 }
 
@@ -154,15 +155,17 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_config_http_callout_done(
     result: u32,
     headers: *const HeaderPair,
     headers_size: usize,
-    _body: *const EnvoyBuffer,
-    _body_size: usize,
+    body: *const EnvoyBuffer,
+    body_size: usize,
 ) {
-    guard("records answer", (), || {
-        // SAFETY: Envoy's answer headers, valid for this hook.
-        let stored = result == 0
-            && unsafe { ffi::header_pairs(headers, headers_size) }
-                .any(|(k, v)| k == b":status" && v == b"200");
-        records::answered(envoy as usize, id, stored, Host.now_ns() / 1_000_000);
+    guard("callout answer", (), || {
+        // SAFETY: Envoy's answer, valid for this hook.
+        let (ok, body) = unsafe { ffi::callout_answer(headers, headers_size, body, body_size) };
+        let answered = result == 0;
+        let config = envoy as usize;
+        if !crate::lease::returned(config, id, crate::lease::grant(answered, ok, &body).ok()) {
+            records::answered(config, id, answered && ok, Host.now_ns() / 1_000_000);
+        }
     });
 }
 
@@ -303,20 +306,29 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_destroy(module: *const c_v
     });
 }
 
-// Hooks Envoy requires but the filter does not use: per-stream callouts and streams (the
-// filter makes none), scheduled stream events, watermarks.
+// The stream's callout answer (its lease ask); then hooks Envoy requires but the filter does
+// not use: per-stream streams (it opens none), scheduled stream events, watermarks.
 
 #[no_mangle]
 pub extern "C" fn envoy_dynamic_module_on_http_filter_http_callout_done(
-    _envoy: FilterPtr,
-    _module: *const c_void,
+    envoy: FilterPtr,
+    module: *const c_void,
     _id: u64,
-    _result: u32,
-    _headers: *const HeaderPair,
-    _headers_size: usize,
-    _body: *const EnvoyBuffer,
-    _body_size: usize,
+    result: u32,
+    headers: *const HeaderPair,
+    headers_size: usize,
+    body: *const EnvoyBuffer,
+    body_size: usize,
 ) {
+    // The stream's one callout: its key's lease ask.
+    stream_hook("lease answer", envoy, module, 0, Some(0), |f| {
+        if let Filter::Down(r) = f {
+            // SAFETY: Envoy's answer, valid for this hook.
+            let (ok, body) = unsafe { ffi::callout_answer(headers, headers_size, body, body_size) };
+            r.lease_answered(Stream(envoy), result == 0, ok, &body);
+        }
+        0
+    });
 }
 
 #[no_mangle]

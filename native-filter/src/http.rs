@@ -4,14 +4,15 @@
 
 use std::sync::Arc;
 
-use switchyard_core::config::{CHARGE_STATE, COST_STATE, USAGE_FILTER_STATE};
+use switchyard_core::config::USAGE_FILTER_STATE;
 use switchyard_core::exchange::{Exchange, Shared as _, Step};
 use switchyard_core::headers::HeaderBlock;
+use switchyard_core::lease::NoGrant;
 use switchyard_core::translate::ChunkOutcome;
 
 use crate::ffi::{Body, HeaderMap, Stream};
 use crate::shared::{self, Host};
-use crate::{plan, records, reply, state_key, Action, RequestOut, Settings};
+use crate::{lease, plan, records, reply, state_key, Action, RequestOut, Settings};
 
 pub(crate) struct Request {
     exchange: Exchange,
@@ -48,6 +49,30 @@ impl Request {
                 reply(stream, &r, Some(self.exchange.id()));
                 Action::Replied
             }
+            Step::Lease(ask) => {
+                // The request waits for its key's lease (the answer comes to `lease_answered`);
+                // an ask that cannot leave lets it go on (fail open), as a late answer does.
+                let sent = self.exchange.index().is_some_and(|index| {
+                    lease::ask(stream, index, &ask, self.settings.dataplane_key.as_ref())
+                });
+                if sent {
+                    return Action::Pause;
+                }
+                crate::ffi::log(crate::ffi::LOG_WARN, NoGrant::NotSent.warning());
+                let step = self.exchange.lease_answered(None, false, &Host);
+                self.act(stream, step)
+            }
+        }
+    }
+
+    /// The answer to the request's lease ask (`answered`: it came; `ok`: with status 200).
+    pub(crate) fn lease_answered(&mut self, stream: Stream, answered: bool, ok: bool, body: &[u8]) {
+        let grant = lease::grant(answered, ok, body)
+            .inspect_err(|why| crate::ffi::log(crate::ffi::LOG_WARN, why.warning()))
+            .ok();
+        let step = self.exchange.lease_answered(grant, true, &Host);
+        if self.act(stream, step) == Action::Continue {
+            stream.continue_decoding();
         }
     }
 
@@ -148,10 +173,8 @@ impl Request {
                 stream,
             );
         }
-        if let Some(charge) = &outcome.charge {
-            for (name, value) in [(CHARGE_STATE, &charge.charge), (COST_STATE, &charge.cost)] {
-                stream.set_filter_state(&state_key(name), value.as_bytes());
-            }
+        if let Some(end) = &outcome.lease_end {
+            switchyard_core::lease::request_ended(&Host, end);
         }
         if let Some(record) = &outcome.record {
             if outcome.record_to_state {

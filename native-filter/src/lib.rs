@@ -20,6 +20,7 @@ mod ffi;
 #[allow(unsafe_code)] // the hooks Envoy calls
 mod hooks;
 mod http;
+mod lease;
 mod metrics;
 mod plan;
 mod records;
@@ -63,6 +64,8 @@ pub(crate) struct Settings {
     /// Every target and provider key of the configuration (whose cooldowns workers share).
     pub target_keys: Vec<u64>,
     pub metrics: metrics::Metrics,
+    /// The data plane key (signs lease asks).
+    pub dataplane_key: Option<[u8; 32]>,
 }
 
 /// What Envoy holds for one configuration.
@@ -162,6 +165,7 @@ impl FilterConfig {
                 index: Some(Arc::new(index)),
                 target_keys,
                 metrics,
+                dataplane_key,
             })),
             dataplane_key,
         })
@@ -174,15 +178,18 @@ impl FilterConfig {
         }
     }
 
-    /// The main thread's tick: sends request records.
+    /// The main thread's tick: gives back what expired leases left, sends request records.
     fn tick(&self) {
         let Some(settings) = &self.settings else {
             return;
         };
+        let now_ms = shared::Host.now_ns() / 1_000_000;
+        if let Some(index) = &settings.index {
+            lease::tick(self.envoy, index, self.dataplane_key.as_ref(), now_ms);
+        }
         let Some(sink) = settings.index.as_ref().and_then(|i| i.records.as_ref()) else {
             return;
         };
-        let now_ms = shared::Host.now_ns() / 1_000_000;
         let dropped = records::tick(self.envoy, sink, now_ms, self.dataplane_key.as_ref());
         settings.metrics.records_dropped(dropped);
     }

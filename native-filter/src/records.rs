@@ -10,7 +10,7 @@ use std::time::Duration;
 use switchyard_core::config::RecordSink;
 use switchyard_core::outbox::Outbox;
 
-use crate::ffi::{self, Config};
+use crate::ffi::{self, Callouts as _, Config};
 
 /// How long a batch may take before it counts as not stored (and is sent again).
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);

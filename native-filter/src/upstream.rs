@@ -68,7 +68,8 @@ impl UpstreamAttempt {
                 reply(stream, &r, None);
                 Action::Replied
             }
-            Ok(Step::Continue) => Action::Continue,
+            // Only the downstream role asks for leases.
+            Ok(Step::Continue | Step::Lease(_)) => Action::Continue,
             Err(e) => {
                 // This target cannot take the request (an endpoint its provider lacks): the
                 // attempt answers with the reason, as the downstream role would have.

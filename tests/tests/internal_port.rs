@@ -1,4 +1,4 @@
-//! The control plane's internal port (ADS, rate limit service, request records) as a stranger
+//! The control plane's internal port (ADS, limit leases, request records) as a stranger
 //! and as Envoy see it: only a client certificate from the control plane's CA gets through the
 //! handshake, over a Unix socket only its owner connects; and Envoy's own downstream
 //! connection limit (overload manager). Loopback only, every wait bounded.
@@ -47,7 +47,7 @@ fn ads_request(node: Option<&str>) -> Vec<u8> {
 }
 
 /// What each of the port's three services answers `client` at `base`: the ADS body (the
-/// configuration), the rate limit service's status, the records endpoint's status; `Err` when
+/// configuration), the lease endpoint's status, the records endpoint's status; `Err` when
 /// no HTTP answer came at all (the connection was refused).
 async fn probe(
     client: &reqwest::Client,
@@ -73,22 +73,17 @@ async fn probe(
         .map_err(|_| "ADS: no end".to_owned())?
         .map_err(|e| format!("ADS body: {e:?}"))?
         .to_vec();
-    // A request charging one hit to key `k` (the service answers every well-formed call).
-    let limit = field(1, b"switchyard")
-        .into_iter()
-        .chain(field(
-            2,
-            &field(1, &[field(1, b"admit"), field(2, b"k openai")].concat()),
-        ))
-        .collect::<Vec<u8>>();
-    let limits = grpc(
-        "/envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit",
-        grpc_frame(&limit),
-    )
-    .await
-    .map_err(|e| format!("rate limit: {e:?}"))?
-    .status()
-    .as_u16();
+    // An unsigned lease ask for key `k`'s allowance.
+    let ask = r#"{"instance":"e1","key":"k","at_ms":1,"requests":100,"reserve":0,"held":0,"unused":0,"granted_at":0}"#;
+    let limits = client
+        .post(format!("{base}/switchyard.limits.v1/lease"))
+        .header("content-type", "application/json")
+        .body(ask)
+        .send()
+        .await
+        .map_err(|e| format!("lease: {e:?}"))?
+        .status()
+        .as_u16();
     let forged = r#"{"id":"forged-1","at":1,"user":"victim","cost_micros":1000000}"#;
     let records = client
         .post(format!("{base}/switchyard.v1/records"))
@@ -106,7 +101,7 @@ async fn probe(
 fn short(r: &Result<(Vec<u8>, u16, u16), String>) -> String {
     match r {
         Ok((config, limits, records)) => format!(
-            "answered: {} bytes of configuration, rate limit {limits}, records {records}",
+            "answered: {} bytes of configuration, lease {limits}, records {records}",
             config.len()
         ),
         Err(e) => e.clone(),
@@ -155,14 +150,14 @@ async fn only_a_certificate_from_the_control_planes_ca_reaches_the_xds_port() {
     );
 
     // A certificate of our own CA gets answers from all three services (the control for the
-    // refusals below): the configuration, a rate limit decision, and 401 for an unsigned batch.
+    // refusals below): the configuration, and 401 for an unsigned lease ask and batch.
     let ours = NodeCerts::issue(&stack.cp.config, "probe", &stack.dir.0.join("probe-certs"));
     let tls_base = format!("https://{XDS_SERVER_NAME}:{}", xds.port());
     let (config, limits, records) = probe(&ours.client(xds, true), &tls_base, None)
         .await
         .expect("answered");
     assert!(contains(&config, CLUSTER_TYPE.as_bytes()), "{config:?}");
-    assert_eq!(limits, 200);
+    assert_eq!(limits, 401, "unsigned lease asks stay refused");
     assert_eq!(records, 401, "unsigned batches stay refused");
     // Its node id is the certificate's: it cannot pass itself off as another Envoy.
     let (config, _, _) = probe(&ours.client(xds, true), &tls_base, Some("test-gateway"))

@@ -1,6 +1,6 @@
 //! The control plane without its Redis: it starts with Redis down, the admin token works,
 //! sign-ins and access tokens get 503 `session_store_unavailable` (never 500), gateway
-//! requests through Envoy keep succeeding (a limited key included: the rate limit service
+//! requests through Envoy keep succeeding (a limited key included: its lease ask
 //! fails open), and sessions work again once Redis is back, at start and after a loss while
 //! running, without a restart. Redis is a `redis-server` of the test's own on a free port.
 

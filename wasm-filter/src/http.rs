@@ -1,6 +1,6 @@
 //! The downstream filter role: one HTTP request read from and written to Envoy, every decision
-//! left to its [`Exchange`]; at the end, the exchange's outcome published (cooldowns, the limits
-//! charge, the request's record, metrics).
+//! left to its [`Exchange`]; at the end, the exchange's outcome published (cooldowns, the end
+//! for its key's lease, the request's record, metrics).
 
 use std::sync::Arc;
 
@@ -9,10 +9,12 @@ use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, BufferType, MapType};
 
 use super::abi::{self, RequestOut};
+use super::lease;
 use super::plan::{self, PLAN_STATE};
 use super::shared::{self, Host};
-use switchyard_core::config::{CHARGE_STATE, COST_STATE, USAGE_FILTER_STATE};
+use switchyard_core::config::USAGE_FILTER_STATE;
 use switchyard_core::exchange::{Exchange, Shared as _, Step};
+use switchyard_core::lease::NoGrant;
 use switchyard_core::route::Index;
 use switchyard_core::translate::ChunkOutcome;
 
@@ -20,14 +22,25 @@ pub(crate) struct Request {
     exchange: Exchange,
     /// The token of the failover plan handed to the upstream role.
     plan: Option<u64>,
+    /// The data plane key (signs lease asks).
+    dataplane_key: Option<[u8; 32]>,
 }
 
 impl Request {
-    pub(crate) fn new(index: Option<Arc<Index>>) -> Self {
+    pub(crate) fn new(index: Option<Arc<Index>>, dataplane_key: Option<[u8; 32]>) -> Self {
         Request {
             exchange: Exchange::new(index),
             plan: None,
+            dataplane_key,
         }
+    }
+
+    /// Sends the lease ask over the records' cluster; `false` if it could not leave.
+    fn ask_lease(&self, ask: &switchyard_contract::lease::LeaseAsk) -> bool {
+        let Some(index) = self.exchange.index() else {
+            return false;
+        };
+        lease::send(index, ask, self.dataplane_key.as_ref()).is_some()
     }
 
     /// Carries out the exchange's step.
@@ -49,11 +62,29 @@ impl Request {
                 abi::reply(&reply, Some(self.exchange.id()));
                 Action::Pause
             }
+            Step::Lease(ask) => {
+                if self.ask_lease(&ask) {
+                    return Action::Pause;
+                }
+                log::warn!("{}", NoGrant::NotSent.warning());
+                let step = self.exchange.lease_answered(None, false, &Host);
+                self.act(step)
+            }
         }
     }
 }
 
-impl Context for Request {}
+impl Context for Request {
+    fn on_http_call_response(&mut self, _token: u32, _headers: usize, body: usize, _: usize) {
+        let grant = lease::grant(body)
+            .inspect_err(|why| log::warn!("{}", why.warning()))
+            .ok();
+        let step = self.exchange.lease_answered(grant, true, &Host);
+        if let Action::Continue = self.act(step) {
+            let _ = hostcalls::resume_http_request();
+        }
+    }
+}
 
 impl Drop for Request {
     fn drop(&mut self) {
@@ -143,10 +174,8 @@ impl HttpContext for Request {
         if let Some(index) = self.exchange.index() {
             shared::observe(index, &outcome.observations, outcome.end_ns / 1_000_000_000);
         }
-        if let Some(charge) = &outcome.charge {
-            for (name, value) in [(CHARGE_STATE, &charge.charge), (COST_STATE, &charge.cost)] {
-                let _ = hostcalls::set_property(vec![name], Some(value.as_bytes()));
-            }
+        if let Some(end) = &outcome.lease_end {
+            switchyard_core::lease::request_ended(&Host, end);
         }
         if let Some(record) = &outcome.record {
             if outcome.record_to_state {

@@ -14,6 +14,7 @@
 #[allow(unsafe_code)] // the proxy-wasm ABI calls
 mod abi;
 mod http;
+mod lease;
 mod metrics;
 mod plan;
 mod records;
@@ -58,10 +59,12 @@ impl Context for Root {
         &mut self,
         token: u32,
         _headers: usize,
-        _body: usize,
+        body: usize,
         _trailers: usize,
     ) {
-        records::answered(token, now_ms());
+        if !lease::returned(token, body) {
+            records::answered(token, now_ms());
+        }
     }
 }
 
@@ -127,7 +130,10 @@ impl RootContext for Root {
         if self.upstream {
             return Some(Box::<upstream::UpstreamAttempt>::default());
         }
-        Some(Box::new(http::Request::new(self.index.clone())))
+        Some(Box::new(http::Request::new(
+            self.index.clone(),
+            self.dataplane_key,
+        )))
     }
 
     fn on_tick(&mut self) {
@@ -137,8 +143,11 @@ impl RootContext for Root {
             return;
         }
         shared::refresh(&self.target_keys);
-        if let Some(sink) = self.index.as_ref().and_then(|i| i.records.as_ref()) {
-            records::worker_tick(sink, now_ms(), self.dataplane_key.as_ref());
+        if let Some(index) = &self.index {
+            if let Some(sink) = &index.records {
+                records::worker_tick(sink, now_ms(), self.dataplane_key.as_ref());
+            }
+            lease::tick(index, self.dataplane_key.as_ref(), now_ms());
         }
     }
 

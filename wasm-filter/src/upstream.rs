@@ -60,7 +60,8 @@ impl HttpContext for UpstreamAttempt {
         match result {
             Ok(Step::Pause) => Action::Pause,
             Ok(Step::Reply(reply)) => refuse(&reply),
-            Ok(Step::Continue) => Action::Continue,
+            // Only the downstream role asks for leases.
+            Ok(Step::Continue | Step::Lease(_)) => Action::Continue,
             Err(e) => {
                 // This target cannot take the request (an endpoint its provider lacks): the
                 // attempt answers with the reason, as the downstream role would have.

@@ -1422,7 +1422,7 @@ async fn users_scopes_and_caps_bound_their_keys(app: AppState) {
         assert_eq!(models, &vec!["gpt-4o-mini".to_string()], "{id}");
         assert!(
             limited,
-            "{id}: the owner's spend cap asks the rate limit service"
+            "{id}: the owner's spend cap makes its key spend from leases"
         );
     }
     // Narrowing the user takes every key's access away at the next snapshot.

@@ -43,7 +43,7 @@ impl FromRef<AppState> for Usage {
     }
 }
 
-/// The credit accounts, as the rate limit service and Envoy see them.
+/// The credit accounts, as the limits service and Envoy see them.
 #[derive(Clone)]
 pub(super) struct Credits {
     pub(super) store: Store,
@@ -62,7 +62,7 @@ impl FromRef<AppState> for Credits {
 }
 
 impl Credits {
-    /// After a credit account changed: its balance to the rate limit service, and the keys it
+    /// After a credit account changed: its balance to the limits service, and the keys it
     /// meters to Envoy.
     pub(super) async fn changed(&self, user: &str) -> Result<(), ApiError> {
         let account = self.store.get_account(user).await?;

@@ -120,7 +120,7 @@ pub fn verify_password(password: &str, phc: &str) -> bool {
 
 /// The one gate every argon2id hash and verification of the control plane passes. A hash
 /// takes 19 MiB and tens of milliseconds of a core; without a bound, a flood of sign-ins would
-/// take every core (and the memory) from the rate limit service Envoy waits on. Beyond the
+/// take every core (and the memory) from the limits service Envoy waits on. Beyond the
 /// slots, a caller waits briefly and then gets [`Busy`] (429 at the admin API). Clones share
 /// the slots.
 #[derive(Clone)]

@@ -30,8 +30,8 @@ pub struct Gateway {
     /// Write one access-log line per request (with its usage record) to Envoy's stdout.
     #[serde(default = "yes")]
     pub access_log: bool,
-    /// How long Envoy waits for the rate limit service (the control plane) before letting a
-    /// limited key's request through anyway.
+    /// How long a limited key's request waits for its lease ask to the control plane before
+    /// it is let through anyway.
     #[serde(default = "default_limits_timeout_ms")]
     pub limits_timeout_ms: u32,
     /// Most attempts one request makes on a model with several targets (one per target).

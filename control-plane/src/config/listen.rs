@@ -14,7 +14,7 @@ pub struct Listen {
     pub xds: XdsAddress,
 }
 
-/// Where the control plane serves Envoy (ADS, rate limit service, request records): a TCP
+/// Where the control plane serves Envoy (ADS, limit leases, request records): a TCP
 /// address, where clients must present a certificate from the control plane's CA (mutual TLS),
 /// or `unix:PATH`, a socket only its owner may open (Envoy on the same host, same user).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -24,6 +24,11 @@ pub struct Credit<'a> {
     pub reserve: i64,
     /// When the hold stops counting if no end comes.
     pub expires: i64,
+    /// A lease's hold (see [`super::lease`]), one per Envoy and key: it grows by at most
+    /// `reserve`, by what the balance has spendable beyond every hold (its own included), and
+    /// keeps what it held. `false`: an admission, which holds `reserve` while anything is
+    /// spendable.
+    pub upto: bool,
 }
 
 /// A spend cap: refused once its total reached it.
@@ -55,6 +60,9 @@ pub struct Ask<'a> {
     pub credit: Option<Credit<'a>>,
     pub caps: Vec<Cap>,
     pub windows: Vec<Window>,
+    /// A lease: request windows count as many of their `hits` as they have room for (at
+    /// least one), all of them the same number.
+    pub partial: bool,
 }
 
 /// What the counters found.
@@ -71,6 +79,12 @@ pub enum Verdict {
     Windows {
         ok: bool,
         states: Vec<WindowState>,
+        /// Requests counted in each request window (`hits`, or fewer for a partial ask).
+        hits: i64,
+        /// Micro-USD held for the credit (its `reserve`; what a lease's hold grew by).
+        held: i64,
+        /// The least any spend cap has left, micro-USD (`None`: no caps).
+        caps_left: Option<i64>,
     },
 }
 
@@ -79,6 +93,16 @@ pub enum Verdict {
 pub struct Settle<'a> {
     pub user: &'a str,
     pub request: &'a str,
+}
+
+/// An Envoy's hold for a key (see [`super::lease`]) shrinks by `micros` (never below zero;
+/// gone at zero), and is kept until `expires` at least.
+#[derive(Debug)]
+pub struct Release<'a> {
+    pub user: &'a str,
+    pub hold: &'a str,
+    pub micros: i64,
+    pub expires: i64,
 }
 
 /// A request's end as the counters see it.
@@ -139,6 +163,20 @@ pub trait Counters: Send + Sync {
         now: i64,
     ) -> BoxFuture<'a, Result<()>>;
 
+    /// Called when a lease comes back with requests it did not use: they leave the request
+    /// windows they were counted in at `second` (never below zero; nothing if that second
+    /// left the window).
+    fn give_back<'a>(
+        &'a self,
+        windows: &'a [String],
+        second: i64,
+        requests: i64,
+        now: i64,
+    ) -> BoxFuture<'a, Result<()>>;
+
+    /// Called with each lease ask of a metered user's key: see [`Release`].
+    fn release<'a>(&'a self, release: &'a Release<'_>) -> BoxFuture<'a, Result<()>>;
+
     /// Whether the counters answer now (health checks, start-up).
     fn reachable(&self) -> BoxFuture<'_, bool>;
 }
@@ -171,6 +209,18 @@ impl<C: Counters + ?Sized> Counters for Arc<C> {
         now: i64,
     ) -> BoxFuture<'a, Result<()>> {
         (**self).add_totals(totals, delta, now)
+    }
+    fn give_back<'a>(
+        &'a self,
+        windows: &'a [String],
+        second: i64,
+        requests: i64,
+        now: i64,
+    ) -> BoxFuture<'a, Result<()>> {
+        (**self).give_back(windows, second, requests, now)
+    }
+    fn release<'a>(&'a self, release: &'a Release<'_>) -> BoxFuture<'a, Result<()>> {
+        (**self).release(release)
     }
     fn reachable(&self) -> BoxFuture<'_, bool> {
         (**self).reachable()

@@ -1,4 +1,4 @@
-//! The rate limit service's counters in memory: one control plane, nothing shared, lost on
+//! The limits' counters in memory: one control plane, nothing shared, lost on
 //! restart. Sums saturate and never go below zero; maps keyed by request ids are capped.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
@@ -6,7 +6,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use futures::future::{ready, BoxFuture};
 
-use super::counters::{Ask, Counters, End, Verdict, WindowState};
+use super::counters::{Ask, Counters, End, Release, Verdict, WindowState};
 use super::{LimitsError, Result, CHARGE_TTL_SECS, MAX_HOLDS_PER_USER, WINDOW_SECS};
 
 /// Requests remembered as settled before their end was reported, at most (the oldest go
@@ -71,9 +71,46 @@ impl Counters for MemoryCounters {
         self.step(|m| m.add_totals(totals, delta, now))
     }
 
+    fn give_back<'a>(
+        &'a self,
+        windows: &'a [String],
+        second: i64,
+        requests: i64,
+        now: i64,
+    ) -> BoxFuture<'a, Result<()>> {
+        self.step(|m| m.give_back(windows, second, requests, now))
+    }
+
+    fn release<'a>(&'a self, release: &'a Release<'_>) -> BoxFuture<'a, Result<()>> {
+        self.step(|m| m.release(release))
+    }
+
     fn reachable(&self) -> BoxFuture<'_, bool> {
         Box::pin(ready(true))
     }
+}
+
+/// Whether the windows admit `ask` at these states, and how many requests each request window
+/// counts: its `hits`, or (partial) as many of them as every request window has room for.
+pub(super) fn granted_hits(ask: &Ask<'_>, states: &[WindowState]) -> (bool, i64) {
+    let mut ok = true;
+    let mut hits = ask.windows.iter().map(|w| w.hits).max().unwrap_or(0);
+    for (w, state) in ask.windows.iter().zip(states) {
+        if w.hits > 0 {
+            let room = w.limit.saturating_sub(state.used);
+            if ask.partial {
+                hits = hits.min(room);
+            } else if state.used.saturating_add(w.hits) > w.limit {
+                ok = false;
+            }
+        } else if state.used >= w.limit {
+            ok = false;
+        }
+    }
+    if ask.windows.iter().any(|w| w.hits > 0) && hits <= 0 {
+        ok = false;
+    }
+    (ok, hits.max(0))
 }
 
 /// The counters' state.
@@ -153,15 +190,22 @@ impl Memory {
     fn admit(&mut self, ask: &Ask<'_>) -> Verdict {
         let now = ask.now;
         self.sweep(now);
+        let mut held = 0;
         if let Some(credit) = &ask.credit {
             let account = self.accounts.entry(credit.user.to_owned()).or_default();
             account.expire(now);
             let Some(balance) = account.balance else {
                 return Verdict::NoBalance;
             };
-            if balance.saturating_sub(account.held) <= 0 {
+            let spendable = balance.saturating_sub(account.held);
+            if spendable <= 0 {
                 return Verdict::NoCredits;
             }
+            held = if credit.upto {
+                credit.reserve.min(spendable)
+            } else {
+                credit.reserve
+            };
             if !credit.request.is_empty()
                 && account.holds.len() >= MAX_HOLDS_PER_USER
                 && !account.holds.contains_key(credit.request)
@@ -169,13 +213,16 @@ impl Memory {
                 return Verdict::TooManyHolds;
             }
         }
+        let mut caps_left: Option<i64> = None;
         for (i, cap) in ask.caps.iter().enumerate() {
-            if self.totals.get(&cap.total).map_or(0, |(spent, _)| *spent) >= cap.cap {
+            let spent = self.totals.get(&cap.total).map_or(0, |(spent, _)| *spent);
+            if spent >= cap.cap {
                 return Verdict::OverCap(i);
             }
+            let left = cap.cap.saturating_sub(spent);
+            caps_left = Some(caps_left.map_or(left, |l| l.min(left)));
         }
         let mut states = Vec::with_capacity(ask.windows.len());
-        let mut ok = true;
         for w in &ask.windows {
             let buckets = self.windows.entry(w.counter.clone()).or_default();
             buckets.retain(|(s, _)| *s > now - WINDOW_SECS);
@@ -183,29 +230,31 @@ impl Memory {
                 .iter()
                 .fold(0i64, |sum, (_, n)| sum.saturating_add(*n));
             let oldest = buckets.first().map_or(now, |(s, _)| *s);
-            if (w.hits > 0 && used.saturating_add(w.hits) > w.limit)
-                || (w.hits == 0 && used >= w.limit)
-            {
-                ok = false;
-            }
             states.push(WindowState {
                 used,
                 reset_secs: oldest + WINDOW_SECS - now,
             });
         }
+        let (ok, hits) = granted_hits(ask, &states);
         if ok {
             for (w, state) in ask.windows.iter().zip(&mut states) {
                 if w.hits > 0 {
-                    self.add(&w.counter, now, w.hits);
-                    state.used = state.used.saturating_add(w.hits);
+                    self.add(&w.counter, now, hits);
+                    state.used = state.used.saturating_add(hits);
                 }
             }
             if let Some(credit) = ask.credit.as_ref().filter(|c| !c.request.is_empty()) {
                 if let Some(account) = self.accounts.get_mut(credit.user) {
+                    // A lease's hold grows by what it was granted.
+                    let kept = if credit.upto {
+                        account.holds.get(credit.request).map_or(0, |h| h.micros)
+                    } else {
+                        0
+                    };
                     account.hold(
                         credit.request,
                         Hold {
-                            micros: credit.reserve,
+                            micros: kept.saturating_add(held),
                             expires: credit.expires,
                             ended: false,
                         },
@@ -213,7 +262,48 @@ impl Memory {
                 }
             }
         }
-        Verdict::Windows { ok, states }
+        Verdict::Windows {
+            ok,
+            states,
+            hits,
+            held: if ok { held } else { 0 },
+            caps_left,
+        }
+    }
+
+    /// A lease's hold shrinks, and is kept longer.
+    fn release(&mut self, r: &Release<'_>) {
+        let Some(account) = self.accounts.get_mut(r.user) else {
+            return;
+        };
+        let Some(h) = account.release(r.hold) else {
+            return;
+        };
+        let left = h.micros.saturating_sub(r.micros.max(0));
+        if left > 0 {
+            account.hold(
+                r.hold,
+                Hold {
+                    micros: left,
+                    expires: h.expires.max(r.expires),
+                    ended: false,
+                },
+            );
+        }
+    }
+
+    /// Takes `requests` back out of each window's bucket at `second`.
+    fn give_back(&mut self, windows: &[String], second: i64, requests: i64, now: i64) {
+        if second <= now - WINDOW_SECS || requests <= 0 {
+            return;
+        }
+        for name in windows {
+            if let Some(buckets) = self.windows.get_mut(name) {
+                if let Some((_, n)) = buckets.iter_mut().find(|(s, _)| *s == second) {
+                    *n = n.saturating_sub(requests).max(0);
+                }
+            }
+        }
     }
 
     fn add(&mut self, counter: &str, now: i64, hits: i64) {

@@ -1,49 +1,78 @@
-//! Global limits, held for every Envoy at once: the control plane is Envoy's rate limit service
-//! (`envoy.service.ratelimit.v3`, see [`service`]), with its counters in Redis (shared by every
-//! control plane) or, without Redis, in memory.
+//! Global limits, held for every Envoy at once, off the per-request path: each Envoy spends a
+//! bounded allowance per limited key locally (a lease, see [`lease`] and the filter's
+//! `switchyard_core::lease`) and asks the control plane (`POST /switchyard.limits.v1/lease`,
+//! signed with the data plane key) only when it runs out or expires. Counters live in Redis
+//! (shared by every control plane) or, without Redis, in memory; a grant is taken from them in
+//! one atomic step, so several Envoys and several control planes stay correct.
 //!
-//! A request of a limited key (see the filter's `LIMITED_HEADER`) is asked about before it goes
-//! upstream (descriptor `admit = "{key} {api} {request id} {reserve}"`, see the filter's
-//! `reserve::Admit`): credits, spend caps per day and month of the key and of its owner, then
-//! requests and tokens per minute of the key and of its owner, in one atomic step (a refused
-//! request counts nowhere, an admitted one holds its reservation). When its stream is done,
-//! Envoy reports it (`charge = "{key} {request id} {tokens}"`, its cost in micro-USD as the
-//! descriptor's hits).
+//! A grant checks, in order, the owner's credits, the spend caps per day and month of the key
+//! and of its owner, then requests and tokens per minute of the key and of its owner (a refused
+//! ask counts nowhere), and hands out: requests (at most a tenth of the tightest `rpm`, counted
+//! in the request windows at once), a credit allowance (micro-USD, at most what the owner's
+//! balance has spendable beyond every hold), what the spend caps have left, and what the token
+//! windows have left. Each Envoy has one credit hold per key: a grant adds its allowance to it,
+//! and each ask first takes out of it what the Envoy no longer needs there (the costs of the
+//! ends it reports, now held one by one until their records reach the ledger, and the credit an
+//! expired lease left); the hold is kept until a few seconds after the Envoy's last ask. Every
+//! change is an amount, not a state, so concurrent asks of one Envoy add up in any order (and
+//! an ask that finds nothing more spendable is still granted requests when the Envoy's lease
+//! has credit left, the refunds of its ended requests, to spend them on). The
+//! filter keeps one running credit account per key in step with that hold: it admits a request
+//! while its lease has a request, credit above zero (and cap, and tokens, above zero), taking
+//! its reservation (the most it may cost) from the credit; the request's end gives back what
+//! the reservation exceeded its cost by, takes its tokens, and waits (bounded) to be reported
+//! with the next ask, or with the return the Envoy's tick sends once the lease expired. Unused
+//! requests go back to their window with the next ask or return.
 //!
-//! Per-minute limits are sliding windows of one-second buckets: within any 60 seconds, at most
-//! `rpm` requests are admitted. Tokens are counted when a response ends, so a request is
-//! admitted while the tokens of the last minute are below `tpm`, and may pass it by its own.
+//! The overshoot bound, per limit:
+//! - requests per minute: never overshot (a grant's requests are counted when granted, and an
+//!   ask gives back to the second it names no more than were granted in it). An Envoy holding
+//!   unused requests may make another one be refused early, by at most a tenth of the limit per
+//!   grant, until its next ask or return gives them back (those of concurrent grants counted in
+//!   an earlier second, and those beyond the 1,000 a lease keeps, until their window slides).
+//! - credits: a balance is overshot by at most one request's reservation per Envoy and key
+//!   (the last one admitted while its credit was above zero: what it owes is taken from that
+//!   Envoy's next grant) plus what requests cost beyond their own reservations, plus the
+//!   reservations of requests still in flight when their Envoy's hold expired (requests that
+//!   outlive the Envoy's last ask by more than its lease and a margin, about 7 s). An ask that
+//!   left but got no answer never releases twice: its Envoy's hold may keep more than it needs
+//!   (refusing early), never less.
+//! - spend caps: as credits, per Envoy and key: each lease may pass a cap by its last request,
+//!   and costs of requests not yet reported by another Envoy's (or another key's) next ask are
+//!   not seen by this one's grant.
+//! - tokens per minute: a key is admitted while its Envoy's lease has tokens left; the tokens of
+//!   requests not yet reported (at most the requests of one lease per Envoy, reported at its
+//!   next ask) are not seen by other Envoys' grants, so a minute's tokens may pass `tpm` by
+//!   those, as before by the last request's own.
 //!
-//! Credits: a metered user's spendable amount is the ledger balance less what the counters
-//! hold: each admitted request's reservation (the most it may cost, estimated by the filter)
-//! until its end is reported, then its cost until its record reaches the ledger (each request
-//! id counts once whichever comes first). A request is admitted while that is above zero, so a
-//! balance is overshot by at most the cost of the last request admitted, plus what requests
-//! cost beyond their own reservations; the number of concurrent clients does not matter. A
-//! reservation whose end never comes stops counting after the gateway's request timeout and a
-//! margin; a cost whose record never comes, after [`CHARGE_TTL_SECS`].
+//! These bounds hold while the Envoy's asks are answered. A control plane that cannot answer
+//! (Redis away, an ask refused as out of bounds, no answer within the lease timeout) lets the
+//! Envoy's requests through until its next answer, a second at most, without taking them from
+//! the lease (fail open, as Envoy's rate limit filter did; the filter logs it): so the filter
+//! keeps every ask within [`switchyard_contract::lease::LeaseAsk::bounded`] however many asks
+//! of one key are in flight at once (a lease holds at most `MAX_REQUESTS` requests). A refusal
+//! is answered by the Envoy itself for up to 250 ms before it asks again.
 //!
-//! Every figure a peer sends is bounded ([`MAX_CHARGE_MICROS`], [`MAX_TOKENS`]); sums saturate
-//! and never go below zero; every map keyed by a request id has a cap and an expiry, and every
-//! Redis key a TTL.
+//! Every figure a peer sends is bounded ([`MAX_CHARGE_MICROS`], [`MAX_TOKENS`], and the lease
+//! bounds in `switchyard_contract::lease`); sums saturate and never go below zero; every map
+//! keyed by a request id has a cap and an expiry, and every Redis key a TTL.
 
 mod calendar;
 mod counters;
+mod lease;
 mod memory;
 mod policy;
 mod redis;
-mod service;
 mod table;
 
 use std::sync::RwLock;
 
 pub use calendar::{date, period_starts};
 pub use counters::{Ask, Cap, Counters, Credit, End, Settle, Verdict, Window, WindowState};
+pub use lease::router as lease_router;
 pub use memory::MemoryCounters;
 pub use policy::{Admission, Refusal};
 pub use redis::RedisCounters;
-pub use service::Service;
-use switchyard_contract::limits::Admit;
 pub use table::{KeyLimits, Table, UserLimits};
 
 use crate::store::{Store, StoreError};
@@ -62,6 +91,16 @@ pub const MAX_TOKENS: i64 = 1_000_000_000;
 /// Requests a user's credits are held for at once (reservations and costs not yet in the
 /// ledger). Admission refuses more; a reported end beyond it drops the hold expiring first.
 pub const MAX_HOLDS_PER_USER: usize = 10_000;
+
+/// One request's admission as the counters take it: its key, the id its reservation is held
+/// under (empty: none) and the reservation, micro-USD. A lease ask is one (see [`lease`]), for
+/// as many requests as it is granted; the counters' tests admit requests one by one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Admit<'a> {
+    pub key: &'a str,
+    pub request: &'a str,
+    pub reserve: u64,
+}
 
 /// Why the service could not answer.
 #[derive(Debug, thiserror::Error)]
@@ -166,7 +205,8 @@ impl Limits {
         Ok(table.lookup(key))
     }
 
-    /// Whether a request may go now; counts it, and holds its reservation, if so.
+    /// Whether one request may go now; counts it, and holds its reservation, if so (the
+    /// counters' own step, which leases take for many requests at once; see [`lease`]).
     pub async fn admit(&self, admit: &Admit<'_>, now: i64) -> Result<Admission> {
         let Some((limits, user)) = self.lookup(admit.key)? else {
             return Ok(Admission::default());
@@ -253,5 +293,7 @@ impl Limits {
     }
 }
 
+#[cfg(test)]
+mod lease_tests;
 #[cfg(test)]
 mod tests;

@@ -1,12 +1,12 @@
 //! The admission policy, pure: what admitting a request checks, reserves and counts; what its
 //! reported end charges; and the refusal a client gets from what the counters found.
 
-use switchyard_contract::limits::{Admit, RefusalCode};
+use switchyard_contract::limits::RefusalCode;
 
 use super::calendar::calendar;
 use super::counters::{Ask, Cap, Counters, Credit, End, Settle, Verdict, Window, WindowState};
 use super::table::{KeyLimits, UserLimits};
-use super::MAX_CHARGE_MICROS;
+use super::{Admit, MAX_CHARGE_MICROS};
 
 /// How long past its period a spend total is kept (a late end still finds it).
 const TOTAL_MARGIN_SECS: i64 = 3_600;
@@ -104,6 +104,7 @@ pub(super) fn ask<'a>(
             .unwrap_or(MAX_CHARGE_MICROS)
             .min(MAX_CHARGE_MICROS),
         expires: now.saturating_add(reserve_ttl),
+        upto: false,
     });
     let caps = spend_totals(counters, key, limits, user, now)
         .into_iter()
@@ -144,6 +145,7 @@ pub(super) fn ask<'a>(
         credit,
         caps,
         windows,
+        partial: false,
     }
 }
 
@@ -254,7 +256,7 @@ pub(super) fn admission(ask: &Ask<'_>, verdict: Verdict) -> Admission {
                 Some(cap.left),
             )
         }
-        Verdict::Windows { ok, states } => {
+        Verdict::Windows { ok, states, .. } => {
             let mut admission = Admission::default();
             // The tightest window of each kind: the one with the least left.
             for (w, state) in ask.windows.iter().zip(&states) {

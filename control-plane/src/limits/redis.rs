@@ -1,4 +1,4 @@
-//! The rate limit service's counters in Redis, shared by every control plane: each admission
+//! The limits' counters in Redis, shared by every control plane: each admission
 //! is one Lua script (checked and counted at once), every key has a TTL, figures are clamped
 //! to their bounds inside the scripts. Redis is optional at run time: the connection is made
 //! on first use and again after a failure, with short timeouts, so a dead or hanging Redis
@@ -9,7 +9,7 @@ use std::sync::LazyLock;
 use futures::future::BoxFuture;
 use redis::Script;
 
-use super::counters::{Ask, Counters, End, Verdict, WindowState};
+use super::counters::{Ask, Counters, End, Release, Verdict, WindowState};
 use super::{Result, CHARGE_TTL_SECS, MAX_HOLDS_PER_USER, WINDOW_SECS};
 use crate::redis_link::{RedisLink, Waits};
 
@@ -50,8 +50,10 @@ end
 /// owner, then the spend totals of the caps, then the windows. ARGV: now, window seconds,
 /// metered (0/1), request id ('' = hold nothing), reserve, hold expires at, holds TTL, most
 /// holds, number of caps, expired holds dropped per run, then each cap, then (limit, hits) per
-/// window. Returns {-1} no balance, {-2} no credits, {-3} too many holds, {-4, i} cap i
-/// reached, or {allowed (0/1), then (used, oldest second) per window}.
+/// window, then partial (0/1) and upto (0/1) (see [`super::counters::Credit`]). Returns
+/// {-1} no balance, {-2} no credits, {-3} too many holds, {-4, i} cap i reached, or {allowed
+/// (0/1), requests counted, micro-USD held, least left of the caps (-1: none), then (used,
+/// oldest second) per window}.
 static ADMIT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         "{HOLD_FUNCTIONS}{}",
@@ -60,27 +62,36 @@ local now = tonumber(ARGV[1])
 local win = tonumber(ARGV[2])
 local request = ARGV[4]
 local ncaps = tonumber(ARGV[9])
+local first_window = 5 + ncaps
+local extra = 10 + ncaps + 2 * (#KEYS - first_window + 1)
+local partial = ARGV[extra + 1] == '1'
+local upto = ARGV[extra + 2] == '1'
+local amount = tonumber(ARGV[5])
 if ARGV[3] == '1' then
   local old = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now, 'LIMIT', 0, tonumber(ARGV[10]))
   for _, r in ipairs(old) do drop_hold(KEYS[2], KEYS[3], KEYS[4], r) end
   local balance = redis.call('GET', KEYS[1])
   if not balance then return {-1} end
   local held = tonumber(redis.call('GET', KEYS[2]) or '0')
-  if tonumber(balance) - held <= 0 then return {-2} end
+  local spendable = tonumber(balance) - held
+  if spendable <= 0 then return {-2} end
   if request ~= '' and redis.call('ZCARD', KEYS[4]) >= tonumber(ARGV[8])
      and not redis.call('ZSCORE', KEYS[4], request) then
     return {-3}
   end
+  if upto then amount = math.min(amount, spendable) end
 end
+local caps_left = -1
 for i = 1, ncaps do
   local spent = tonumber(redis.call('GET', KEYS[4 + i]) or '0')
   if spent >= tonumber(ARGV[10 + i]) then return {-4, i} end
+  local left = tonumber(ARGV[10 + i]) - spent
+  if caps_left < 0 or left < caps_left then caps_left = left end
 end
-local used, oldest, ok = {}, {}, 1
-local first_window = 5 + ncaps
+local used, oldest, ok, hits, counts = {}, {}, 1, 0, false
 for i = first_window, #KEYS do
   local a = 10 + ncaps + 2 * (i - first_window)
-  local limit, hits = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
+  local limit, whits = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
   local all = redis.call('HGETALL', KEYS[i])
   local sum, first = 0, now
   for j = 1, #all, 2 do
@@ -93,13 +104,29 @@ for i = first_window, #KEYS do
     end
   end
   used[i], oldest[i] = sum, first
-  if (hits > 0 and sum + hits > limit) or (hits == 0 and sum >= limit) then ok = 0 end
+  if whits > hits then hits = whits end
 end
-local out = {ok}
 for i = first_window, #KEYS do
   local a = 10 + ncaps + 2 * (i - first_window)
-  local hits = tonumber(ARGV[a + 2])
-  if ok == 1 and hits > 0 then
+  local limit, whits = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
+  if whits > 0 then
+    counts = true
+    if partial then
+      hits = math.min(hits, limit - used[i])
+    elseif used[i] + whits > limit then
+      ok = 0
+    end
+  elseif used[i] >= limit then
+    ok = 0
+  end
+end
+if counts and hits <= 0 then ok = 0 end
+if hits < 0 then hits = 0 end
+local out = {ok, hits, 0, caps_left}
+for i = first_window, #KEYS do
+  local a = 10 + ncaps + 2 * (i - first_window)
+  local whits = tonumber(ARGV[a + 2])
+  if ok == 1 and whits > 0 then
     redis.call('HINCRBY', KEYS[i], now, hits)
     redis.call('EXPIRE', KEYS[i], win + 1)
     used[i] = used[i] + hits
@@ -107,16 +134,64 @@ for i = first_window, #KEYS do
   table.insert(out, used[i])
   table.insert(out, oldest[i])
 end
-if ok == 1 and ARGV[3] == '1' and request ~= '' then
-  drop_hold(KEYS[2], KEYS[3], KEYS[4], request)
-  redis.call('HSET', KEYS[3], request, ARGV[5])
-  redis.call('ZADD', KEYS[4], ARGV[6], request)
-  redis.call('INCRBY', KEYS[2], ARGV[5])
-  keep(KEYS[2], KEYS[3], KEYS[4], ARGV[7])
+if ok == 1 and ARGV[3] == '1' then
+  out[3] = amount
+  if request ~= '' then
+    -- A lease's hold grows by what it was granted.
+    local kept = 0
+    if upto then kept = tonumber(redis.call('HGET', KEYS[3], request) or '0') end
+    drop_hold(KEYS[2], KEYS[3], KEYS[4], request)
+    redis.call('HSET', KEYS[3], request, kept + amount)
+    redis.call('ZADD', KEYS[4], ARGV[6], request)
+    redis.call('INCRBY', KEYS[2], kept + amount)
+    keep(KEYS[2], KEYS[3], KEYS[4], ARGV[7])
+  end
 end
 return out
 "#
     ))
+});
+
+/// A lease's hold shrinks, and is kept until a time at least. KEYS: held, holds, expiry of
+/// its owner. ARGV: the hold's id, micro-USD, expires at, holds TTL.
+static RELEASE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        "{HOLD_FUNCTIONS}{}",
+        r#"
+local amount = redis.call('HGET', KEYS[2], ARGV[1])
+if not amount then return 0 end
+local left = tonumber(amount) - tonumber(ARGV[2])
+if left <= 0 then
+  drop_hold(KEYS[1], KEYS[2], KEYS[3], ARGV[1])
+  return 0
+end
+take(KEYS[1], tonumber(amount) - left)
+redis.call('HSET', KEYS[2], ARGV[1], left)
+if tonumber(redis.call('ZSCORE', KEYS[3], ARGV[1]) or '0') < tonumber(ARGV[3]) then
+  redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])
+end
+keep(KEYS[1], KEYS[2], KEYS[3], ARGV[4])
+return 1
+"#
+    ))
+});
+
+/// Unused requests of a lease leave their windows. KEYS: the windows. ARGV: the second they
+/// were counted at, how many.
+static GIVE_BACK: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+for i = 1, #KEYS do
+  local v = redis.call('HGET', KEYS[i], ARGV[1])
+  if v then
+    local n = tonumber(v) - tonumber(ARGV[2])
+    if n < 0 then n = 0 end
+    redis.call('HSET', KEYS[i], ARGV[1], n)
+  end
+end
+return 1
+"#,
+    )
 });
 
 /// A request's end, in one step: tokens added to their windows, the cost to the spend
@@ -217,10 +292,10 @@ impl RedisCounters {
         for w in &ask.windows {
             call.key(&w.counter);
         }
-        let (metered, request, reserve, expires) = ask
-            .credit
-            .as_ref()
-            .map_or((0, "", 0, 0), |c| (1, c.request, c.reserve, c.expires));
+        let (metered, request, reserve, expires, upto) =
+            ask.credit.as_ref().map_or((0, "", 0, 0, 0), |c| {
+                (1, c.request, c.reserve, c.expires, i32::from(c.upto))
+            });
         call.arg(ask.now)
             .arg(WINDOW_SECS)
             .arg(metered)
@@ -237,14 +312,18 @@ impl RedisCounters {
         for w in &ask.windows {
             call.arg(w.limit).arg(w.hits);
         }
+        call.arg(i32::from(ask.partial)).arg(upto);
         let out: Vec<i64> = call.invoke_async(&mut self.link.clone()).await?;
         Ok(match out.as_slice() {
             [-1] => Verdict::NoBalance,
             [-2] => Verdict::NoCredits,
             [-3] => Verdict::TooManyHolds,
             [-4, i] => Verdict::OverCap(usize::try_from(*i - 1).unwrap_or(0)),
-            [ok, rest @ ..] => Verdict::Windows {
+            [ok, hits, held, caps_left, rest @ ..] => Verdict::Windows {
                 ok: *ok == 1,
+                hits: *hits,
+                held: *held,
+                caps_left: (*caps_left >= 0).then_some(*caps_left),
                 states: rest
                     .chunks(2)
                     .map(|c| WindowState {
@@ -253,9 +332,12 @@ impl RedisCounters {
                     })
                     .collect(),
             },
-            [] => Verdict::Windows {
-                ok: true,
+            _ => Verdict::Windows {
+                ok: false,
                 states: Vec::new(),
+                hits: 0,
+                held: 0,
+                caps_left: None,
             },
         })
     }
@@ -369,6 +451,41 @@ impl Counters for RedisCounters {
         _now: i64,
     ) -> BoxFuture<'a, Result<()>> {
         Box::pin(RedisCounters::add_totals(self, totals, delta))
+    }
+
+    fn give_back<'a>(
+        &'a self,
+        windows: &'a [String],
+        second: i64,
+        requests: i64,
+        now: i64,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            if windows.is_empty() || requests <= 0 || second <= now - WINDOW_SECS {
+                return Ok(());
+            }
+            let mut call = GIVE_BACK.prepare_invoke();
+            for w in windows {
+                call.key(w);
+            }
+            call.arg(second).arg(requests);
+            call.invoke_async::<i64>(&mut self.link.clone()).await?;
+            Ok(())
+        })
+    }
+
+    fn release<'a>(&'a self, r: &'a Release<'_>) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            let [_, held, holds, expiry] = self.credit_keys(r.user);
+            let mut call = RELEASE.prepare_invoke();
+            call.key(held).key(holds).key(expiry);
+            call.arg(r.hold)
+                .arg(r.micros.max(0))
+                .arg(r.expires)
+                .arg(HOLDS_TTL_SECS);
+            call.invoke_async::<i64>(&mut self.link.clone()).await?;
+            Ok(())
+        })
     }
 
     fn reachable(&self) -> BoxFuture<'_, bool> {

@@ -1,13 +1,6 @@
 //! The limits service on both backends: in memory, and in the local Redis under a prefix of its
 //! own (skipped when Redis is not running, except in CI).
 
-use envoy_types::pb::envoy::extensions::common::ratelimit::v3::{
-    rate_limit_descriptor::Entry, RateLimitDescriptor,
-};
-use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::Code;
-use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_server::RateLimitService;
-use envoy_types::pb::envoy::service::ratelimit::v3::RateLimitRequest;
-
 use std::sync::Arc;
 
 use switchyard_contract::limits::RefusalCode;
@@ -17,14 +10,36 @@ use crate::test_support;
 use super::*;
 
 /// What a test may look at inside a backend's counters.
-enum Inside {
+pub(super) enum Inside {
     Memory(Arc<MemoryCounters>),
     /// The prefix of the counters' keys.
     Redis(String),
 }
 
+impl Inside {
+    /// What `user`'s holds add up to.
+    pub(super) async fn held(&self, user: &str) -> i64 {
+        match self {
+            Inside::Memory(m) => m.lock().unwrap().held(user),
+            Inside::Redis(prefix) => {
+                let mut c = ::redis::Client::open(test_support::REDIS_URL)
+                    .unwrap()
+                    .get_multiplexed_async_connection()
+                    .await
+                    .unwrap();
+                let held: Option<i64> = ::redis::cmd("GET")
+                    .arg(format!("{prefix}:held:{user}"))
+                    .query_async(&mut c)
+                    .await
+                    .unwrap();
+                held.unwrap_or(0)
+            }
+        }
+    }
+}
+
 /// Every backend, each with `table`.
-async fn backends(table: Table) -> Vec<(&'static str, Limits, Inside)> {
+pub(super) async fn backends(table: Table) -> Vec<(&'static str, Limits, Inside)> {
     let counters = Arc::new(MemoryCounters::default());
     let memory = Limits::new(counters.clone());
     memory.set_table(table.clone());
@@ -42,7 +57,7 @@ async fn backends(table: Table) -> Vec<(&'static str, Limits, Inside)> {
     out
 }
 
-fn key(user: &str, rpm: Option<i64>, tpm: Option<i64>) -> KeyLimits {
+pub(super) fn key(user: &str, rpm: Option<i64>, tpm: Option<i64>) -> KeyLimits {
     KeyLimits {
         user: user.into(),
         rpm,
@@ -59,7 +74,7 @@ fn metered() -> UserLimits {
 }
 
 /// A table of keys `k` (and `k2`) of user `u`, metered.
-fn metered_table() -> Table {
+pub(super) fn metered_table() -> Table {
     Table {
         keys: [
             ("k".to_string(), key("u", None, None)),
@@ -75,7 +90,6 @@ async fn admit(l: &Limits, key: &str, request: &str, reserve: u64, now: i64) -> 
     l.admit(
         &Admit {
             key,
-            anthropic: false,
             request,
             reserve,
         },
@@ -295,54 +309,6 @@ async fn forged_charges_never_let_a_user_without_credits_through() {
             Some("insufficient_credits"),
             "{name}"
         );
-        // Through the gRPC service: hits beyond any integer are refused as well.
-        let service = Service(std::sync::Arc::new(l));
-        for hits in [u64::MAX, i64::MAX as u64, 1 << 63] {
-            let request = RateLimitRequestBuilder::charge("k forged2 5", hits);
-            service.should_rate_limit(request).await.unwrap();
-        }
-        let refused = service
-            .should_rate_limit(RateLimitRequestBuilder::admit("k openai r9 0"))
-            .await
-            .unwrap()
-            .into_inner();
-        assert_eq!(refused.overall_code, Code::OverLimit as i32, "{name}");
-        // A malformed admission is not answered as admitted.
-        for bad in ["k openai r9 -5", "k openai r:9 5", "k openai r9 5 6"] {
-            let e = service
-                .should_rate_limit(RateLimitRequestBuilder::admit(bad))
-                .await;
-            assert!(e.is_err(), "{name}: {bad}");
-        }
-    }
-}
-
-/// Rate limit requests as Envoy sends them.
-struct RateLimitRequestBuilder;
-
-impl RateLimitRequestBuilder {
-    fn one(name: &str, value: &str, hits: Option<u64>) -> tonic::Request<RateLimitRequest> {
-        tonic::Request::new(RateLimitRequest {
-            domain: "switchyard".into(),
-            descriptors: vec![RateLimitDescriptor {
-                entries: vec![Entry {
-                    key: name.into(),
-                    value: value.into(),
-                }],
-                hits_addend: hits
-                    .map(|value| envoy_types::pb::google::protobuf::UInt64Value { value }),
-                ..Default::default()
-            }],
-            hits_addend: 0,
-        })
-    }
-
-    fn charge(value: &str, hits: u64) -> tonic::Request<RateLimitRequest> {
-        Self::one("charge", value, Some(hits))
-    }
-
-    fn admit(value: &str) -> tonic::Request<RateLimitRequest> {
-        Self::one("admit", value, None)
     }
 }
 
@@ -524,7 +490,6 @@ async fn without_redis_the_service_starts_and_answers_an_error_at_once_then_reco
             .admit(
                 &Admit {
                     key: "k",
-                    anthropic: false,
                     request: "r",
                     reserve: 1,
                 },

@@ -1,5 +1,5 @@
 //! Gateway keys -> what the filter checks of each: the live keys of active users, each held to
-//! its owner's models, marked when the rate limit service must be asked.
+//! its owner's models, marked when its requests spend from leases.
 
 use switchyard_contract::config::GatewayKey;
 

@@ -65,7 +65,7 @@ pub struct GatewayState {
     pub filter: FilterConfig,
     pub clusters: Vec<ProviderCluster>,
     pub failover: Vec<FailoverCluster>,
-    /// What the rate limit service enforces (not sent to Envoy).
+    /// What the limits service enforces (not sent to Envoy).
     pub limits: crate::limits::Table,
     /// Some provider's addresses are vetted by the control plane (a non-admin's provider):
     /// the configuration is worth recomputing now and then (see `Reconciler::follow_figures`).
@@ -126,6 +126,7 @@ pub fn compute(input: &Input) -> GatewayState {
             path: RECORDS_PATH.into(),
         }),
         record_state: false,
+        lease_timeout_ms: switchyard_contract::config::default_lease_timeout_ms(),
     };
     stamp_version(&mut filter);
     GatewayState {

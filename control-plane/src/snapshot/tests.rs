@@ -370,7 +370,7 @@ fn routes_cover_logical_prefixed_and_unique_plain_names() {
     );
 }
 
-/// What the rate limit service enforces passes through; a configuration with vetted addresses
+/// What the limits service enforces passes through; a configuration with vetted addresses
 /// (or providers refused at vetting) is worth recomputing now and then.
 #[test]
 fn limits_pass_through_and_vetting_is_remembered() {

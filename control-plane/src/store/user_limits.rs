@@ -1,4 +1,4 @@
-//! What an admin allows a user over all of its keys, the limit table the rate limit service
+//! What an admin allows a user over all of its keys, the limit table the limits service
 //! enforces, and the spend so far that its counters start from.
 
 use serde::Serialize;
@@ -22,7 +22,7 @@ pub struct UserLimitsRow {
 }
 
 impl Store {
-    /// Every key's and user's limits, for the rate limit service.
+    /// Every key's and user's limits, for the limits service.
     pub async fn limits_table(&self) -> Result<crate::limits::Table> {
         let mut table = crate::limits::Table::default();
         let keys = sqlx::query(

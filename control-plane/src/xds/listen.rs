@@ -1,4 +1,4 @@
-//! The internal port's transport (ADS, rate limit service and request records share it): TCP
+//! The internal port's transport (ADS, limit leases and request records share it): TCP
 //! with mutual TLS, where a peer without a client certificate from the control plane's CA is
 //! refused in the handshake, or a Unix socket only its owner may open.
 //!

@@ -1,5 +1,5 @@
 //! The request's end: usage settled (a stream left early is estimated), what the answers told of
-//! each target's and key's health, the charge for the rate limit service, the request's record,
+//! each target's and key's health, the end for its key's lease, the request's record,
 //! the counters and the GenAI histogram samples.
 
 use super::health::{self, Observation};
@@ -76,14 +76,17 @@ pub const COUNTERS: [&str; 6] = [
     "switchyard_records_dropped_total",
 ];
 
-/// What the rate limit service charges when the request is done (filter state values): tokens
-/// against per-minute limits, cost against spend caps and credits.
+/// A request admitted under its key's lease ended: what goes back to the lease (see
+/// [`crate::lease::ended`]).
 #[derive(Debug, PartialEq, Eq)]
-pub struct Charge {
-    /// `"{key id} {request id} {tokens}"`.
-    pub charge: String,
-    /// Cost in micros.
-    pub cost: String,
+pub struct LeaseEnd {
+    pub key: String,
+    pub request: String,
+    /// Its reservation was taken from the lease.
+    pub leased: bool,
+    pub reserve: u64,
+    pub tokens: u64,
+    pub cost: u64,
 }
 
 /// What the request adds to the worker's counters.
@@ -104,7 +107,7 @@ pub struct Outcome {
     pub end_ns: u64,
     /// What the answer told of each target's and provider key's health.
     pub observations: Vec<Observation>,
-    pub charge: Option<Charge>,
+    pub lease_end: Option<LeaseEnd>,
     /// The request's record, when the configuration publishes records.
     pub record: Option<String>,
     /// It goes to filter state (for access logs).
@@ -133,7 +136,17 @@ impl Exchange {
         let end_ns = clock.now_ns();
         let observations = self.observations(status);
         let cost = self.cost();
-        let charge = self.charge(cost);
+        let lease_end = self.leased.as_ref().and_then(|l| {
+            let k = self.key.zip(self.index.as_deref()).map(|(k, i)| i.key(k))?;
+            Some(LeaseEnd {
+                key: k.id.clone(),
+                request: self.id.clone(),
+                leased: l.leased,
+                reserve: l.reserve,
+                tokens: self.usage.map_or(0, |u| u.total),
+                cost: cost.unwrap_or(0),
+            })
+        });
         let (record_to_state, record_to_outbox) = self
             .index
             .as_deref()
@@ -150,7 +163,7 @@ impl Exchange {
             status,
             end_ns,
             observations,
-            charge,
+            lease_end,
             record,
             record_to_state,
             record_to_outbox,
@@ -209,22 +222,6 @@ impl Exchange {
             )
             .collect(),
         }
-    }
-
-    fn charge(&self, cost: Option<u64>) -> Option<Charge> {
-        if !self.limits_asked || self.provider.is_none() {
-            return None;
-        }
-        let k = self.key.zip(self.index.as_deref()).map(|(k, i)| i.key(k))?;
-        Some(Charge {
-            charge: switchyard_contract::limits::Charge {
-                key: &k.id,
-                request: &self.id,
-                tokens: self.usage.map_or(0, |u| u.total),
-            }
-            .value(),
-            cost: cost.unwrap_or(0).to_string(),
-        })
     }
 
     /// A stream the client left (or the provider cut) before the provider's own count arrived

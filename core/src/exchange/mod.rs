@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 use crate::attempt::Ask;
 use crate::auth;
-use crate::config::{CLUSTER_HEADER, LIMITED_HEADER, STREAM_HEADER};
+use crate::config::{CLUSTER_HEADER, STREAM_HEADER};
 use crate::cooldown::Cooldowns;
 use crate::error::FilterError;
 use crate::headers::HeaderBlock;
@@ -30,7 +30,7 @@ use crate::route::Index;
 use crate::translate::Translator;
 use crate::usage::Usage;
 
-pub use finish::{histogram, Charge, Counts, Outcome, COUNTERS};
+pub use finish::{histogram, Counts, LeaseEnd, Outcome, COUNTERS};
 pub use plan::Plan;
 pub use reply::Reply;
 pub use response::{Chunk, Head};
@@ -53,6 +53,21 @@ pub enum Step {
     Pause,
     /// Answer the client with this and send nothing upstream.
     Reply(Reply),
+    /// The request is ready to go, but its key's lease has nothing left: ask the control plane
+    /// with this (see [`crate::lease`]), keep the request paused, and hand the answer to
+    /// [`Exchange::lease_answered`].
+    Lease(switchyard_contract::lease::LeaseAsk),
+}
+
+/// A limited key's request under its lease: what it reserved, and the `x-ratelimit-*`
+/// headers its answer carries.
+struct Leased {
+    reserve: u64,
+    /// Its reservation was taken from the lease (else it was let through unchecked).
+    leased: bool,
+    headers: Vec<(&'static str, String)>,
+    /// What its ask reported (put back if no answer comes).
+    reported: Option<switchyard_contract::lease::LeaseAsk>,
 }
 
 /// How the response is being handled.
@@ -127,9 +142,8 @@ pub struct Exchange {
     /// Status and error code of the filter's own reply.
     local_status: u32,
     error_code: &'static str,
-    /// The request asked the rate limit service (its key is limited); its tokens and cost are
-    /// charged when it ends.
-    limits_asked: bool,
+    /// The request was admitted under its key's lease (see [`crate::lease`]).
+    leased: Option<Leased>,
 }
 
 impl Exchange {
@@ -168,7 +182,7 @@ impl Exchange {
             answer_ended: false,
             local_status: 0,
             error_code: "",
-            limits_asked: false,
+            leased: None,
         }
     }
 
@@ -278,7 +292,14 @@ impl Exchange {
         }
         match self.route(size, end_of_stream, body, cooldowns, shared, out) {
             Ok(step) => step,
-            Err(e) => self.reject(&e),
+            Err(Routed::Error(e)) => self.reject(&e),
+            Err(Routed::Refused(Refused(e, headers))) => {
+                let mut step = self.reject(&e);
+                if let Step::Reply(r) = &mut step {
+                    r.extra = headers;
+                }
+                step
+            }
         }
     }
 
@@ -290,10 +311,10 @@ impl Exchange {
         cooldowns: &Cooldowns,
         shared: &impl Shared,
         out: &mut impl Outgoing,
-    ) -> Result<Step, FilterError> {
+    ) -> Result<Step, Routed> {
         let index = self.index.clone().ok_or_else(not_configured)?;
         if size > index.max_body_bytes {
-            return Err(FilterError::body_too_large(index.max_body_bytes));
+            return Err(FilterError::body_too_large(index.max_body_bytes).into());
         }
         if !end_of_stream {
             return Ok(Step::Pause);
@@ -335,26 +356,42 @@ impl Exchange {
         // request for it from the client's body, kept in the plan.
         let failover = entry.failover_cluster(choice.position, needs);
         let cluster = failover.unwrap_or(&choice.provider.cluster);
-        // A limited key's request is admitted (or not) by the rate limit service next, which
-        // holds the most it may cost from its owner's credits until its end is charged (under
-        // the same request id).
-        let limits = key.filter(|k| k.limited).map(|k| {
+        // A limited key's request spends from its key's lease (shared by this Envoy's
+        // workers), which holds the most it may cost from its owner's credits; with nothing
+        // left the request goes once the control plane renewed the lease.
+        let mut lease_ask = None;
+        if let Some(k) = key.filter(|k| k.limited) {
             let price = choice.provider.prices.get(&choice.target.model);
-            crate::reserve::Admit {
-                key: &k.id,
-                anthropic: endpoint.anthropic(),
-                request: &self.id,
-                reserve: crate::reserve::estimate(endpoint, &top, body.len(), price),
+            let reserve = crate::reserve::estimate(endpoint, &top, body.len(), price);
+            let now_ms = shared.now_ns() / 1_000_000;
+            match crate::lease::admit(shared, "", &k.id, reserve, now_ms) {
+                crate::lease::Admission::Admitted(headers, leased) => {
+                    self.leased = Some(Leased {
+                        reserve,
+                        leased,
+                        headers,
+                        reported: None,
+                    });
+                }
+                crate::lease::Admission::Refused(refusal, headers) => {
+                    return Err(Refused(refusal_error(&refusal), headers).into());
+                }
+                crate::lease::Admission::Ask(mut a) => {
+                    a.instance = crate::lease::instance(shared);
+                    self.leased = Some(Leased {
+                        reserve,
+                        leased: false,
+                        headers: Vec::new(),
+                        reported: Some(a.clone()),
+                    });
+                    lease_ask = Some(a);
+                }
             }
-            .value()
-        });
+        }
         let mut extra: Vec<(&str, &[u8])> = Vec::with_capacity(3);
         extra.push((CLUSTER_HEADER, cluster.as_bytes()));
         if stream && failover.is_some() {
             extra.push((STREAM_HEADER, b"1"));
-        }
-        if let Some(value) = &limits {
-            extra.push((LIMITED_HEADER, value.as_bytes()));
         }
         let extra = forward::Extra {
             headers: &extra,
@@ -379,14 +416,53 @@ impl Exchange {
             let plan = Plan::new(index.clone(), ask, body, choice.position, self.provider_key);
             self.plan = Some(Rc::new(plan));
         }
-        self.limits_asked = limits.is_some();
         // Not needed any more; a stream may live for minutes.
         self.headers = HeaderBlock::default();
         self.stream = stream;
         self.client_wants_usage = client_wants_usage;
         self.translator = translator;
         self.released_ns = shared.now_ns();
-        Ok(Step::Continue)
+        Ok(match lease_ask {
+            Some(ask) => Step::Lease(ask),
+            None => Step::Continue,
+        })
+    }
+
+    /// The control plane's answer to the lease this request asked for (`None`: none came;
+    /// `sent`: the ask had left, so the control plane may have applied it): the request goes
+    /// on, or is refused in its client's shape.
+    pub fn lease_answered(
+        &mut self,
+        grant: Option<switchyard_contract::lease::LeaseGrant>,
+        sent: bool,
+        shared: &impl Shared,
+    ) -> Step {
+        let (Some(leased), Some(index), Some(k)) = (&mut self.leased, &self.index, self.key) else {
+            return Step::Continue;
+        };
+        let key = &index.key(k).id;
+        let now_ms = shared.now_ns() / 1_000_000;
+        if let (None, Some(ask)) = (&grant, leased.reported.take()) {
+            crate::lease::put_back(shared, key, &ask, sent);
+        }
+        match crate::lease::answered(shared, key, grant, leased.reserve, now_ms) {
+            crate::lease::Admission::Refused(refusal, headers) => {
+                self.leased = None;
+                self.provider = None;
+                self.plan = None;
+                let mut reply = self.reject(&refusal_error(&refusal));
+                if let Step::Reply(r) = &mut reply {
+                    r.extra = headers;
+                }
+                reply
+            }
+            crate::lease::Admission::Admitted(headers, taken) => {
+                leased.headers = headers;
+                leased.leased = taken;
+                Step::Continue
+            }
+            crate::lease::Admission::Ask(_) => Step::Continue,
+        }
     }
 
     /// Request trailers arrived.
@@ -404,6 +480,47 @@ impl Exchange {
 /// The answer to request trailers, in either role.
 pub fn trailers_not_allowed() -> FilterError {
     FilterError::invalid_request("trailers_not_allowed", "Request trailers are not accepted.")
+}
+
+/// A refusal by the key's limits: the error and its `x-ratelimit-*` headers.
+struct Refused(FilterError, Vec<(&'static str, String)>);
+
+/// Why routing stopped.
+enum Routed {
+    Error(FilterError),
+    Refused(Refused),
+}
+
+impl From<FilterError> for Routed {
+    fn from(e: FilterError) -> Routed {
+        Routed::Error(e)
+    }
+}
+
+impl From<Refused> for Routed {
+    fn from(r: Refused) -> Routed {
+        Routed::Refused(r)
+    }
+}
+
+/// A lease refusal as the client's error (the status and codes of the control plane's refusal).
+fn refusal_error(refusal: &switchyard_contract::lease::LeaseRefusal) -> FilterError {
+    use switchyard_contract::limits::RefusalCode;
+    let code = refusal.code();
+    FilterError {
+        status: code.status(),
+        kind: if code == RefusalCode::InsufficientCredits {
+            "insufficient_quota"
+        } else {
+            "rate_limit_error"
+        },
+        code: code.as_str(),
+        message: refusal.message.clone(),
+        source: crate::error::ErrorSource::Client,
+        retry_after: refusal
+            .retry_after
+            .map(|s| u64::try_from(s.max(1)).unwrap_or(1)),
+    }
 }
 
 fn not_configured() -> FilterError {

@@ -13,6 +13,8 @@ pub struct Reply {
     retry_after: Option<String>,
     /// The error's code for the request's record (empty: not an error).
     pub code: &'static str,
+    /// More headers (a limits refusal's `x-ratelimit-*`).
+    pub extra: Vec<(&'static str, String)>,
 }
 
 impl Reply {
@@ -27,6 +29,7 @@ impl Reply {
             },
             retry_after: error.retry_after.map(|s| s.to_string()),
             code: error.code,
+            extra: Vec::new(),
         }
     }
 
@@ -37,6 +40,7 @@ impl Reply {
             body,
             retry_after: None,
             code: "",
+            extra: Vec::new(),
         }
     }
 
@@ -50,6 +54,7 @@ impl Reply {
         if let Some(secs) = &self.retry_after {
             headers.push(("retry-after", secs.as_str()));
         }
+        headers.extend(self.extra.iter().map(|(n, v)| (*n, v.as_str())));
         headers
     }
 }

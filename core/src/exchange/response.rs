@@ -1,14 +1,12 @@
-//! The answer's way back: its headers (the limits service's refusal, a failover switch, how the
-//! body will be handled, which headers the client gets) and each body chunk (read for usage,
-//! translated, or replaced by a gateway error).
+//! The answer's way back: its headers (a failover switch, how the body will be handled, which
+//! headers the client gets) and each body chunk (read for usage, translated, or replaced by a
+//! gateway error).
 
-use crate::config::REFUSAL_HEADER;
 use crate::error::{ErrorSource, FilterError};
 use crate::headers::{self, HeaderBlock};
 use crate::translate::openai_passthrough::OpenAiPassthrough;
 use crate::translate::{ChunkOutcome, Translator};
 use crate::usage;
-use switchyard_contract::limits::RefusalCode;
 
 use super::{Exchange, Reply, Response, Shared};
 
@@ -89,36 +87,6 @@ impl Exchange {
         }
     }
 
-    /// Whether the answer is the rate limit service's refusal (then it is the client's answer
-    /// as it stands, with the status its reason calls for); the request never went upstream.
-    fn refused_by_limits(
-        &mut self,
-        head: &HeaderBlock,
-        code_details: &impl Fn() -> Option<Vec<u8>>,
-        each: &mut Writes,
-    ) -> bool {
-        let Some(reason) = head.find_str(REFUSAL_HEADER) else {
-            return false;
-        };
-        each.push((REFUSAL_HEADER, None));
-        // Only Envoy's rate limit filter may say so, not a provider.
-        if code_details().is_none_or(|d| d != b"request_rate_limited") {
-            return false;
-        }
-        let code = RefusalCode::from_header(reason);
-        self.error_code = code.as_str();
-        self.local_status = code.status();
-        if self.local_status != 429 {
-            each.push((":status", Some(self.local_status.to_string().into_bytes())));
-        }
-        each.push(("x-request-id", Some(self.id.clone().into_bytes())));
-        self.local_error = true;
-        self.local_reply = true;
-        self.limits_asked = false;
-        self.provider = None;
-        true
-    }
-
     /// The answer's headers arrived (`head`); `code_details` reads Envoy's response code details.
     pub fn response_headers(
         &mut self,
@@ -146,9 +114,6 @@ impl Exchange {
             return out;
         }
         self.first_byte_ns = clock.now_ns();
-        if self.limits_asked && self.refused_by_limits(head, &code_details, &mut out.each) {
-            return out;
-        }
         self.follow_failover();
         let status: u32 = head
             .find_str(":status")
@@ -196,6 +161,11 @@ impl Exchange {
         }
         // An Envoy reply: nothing to translate, and no usage.
         changes.push(("x-request-id", Some(self.id.clone().into_bytes())));
+        if let Some(leased) = &self.leased {
+            for (name, value) in &leased.headers {
+                changes.push((name, Some(value.clone().into_bytes())));
+            }
+        }
         out.set = Some(changes);
         out
     }

@@ -130,7 +130,7 @@ fn a_request_is_routed_written_out_and_its_usage_recorded() {
     let outcome = ex.finish(|| 200, &shared);
     assert_eq!(outcome.status, 200);
     assert_eq!(outcome.counts.prompt_tokens, 3);
-    assert!(outcome.charge.is_none(), "the key is not limited");
+    assert!(outcome.lease_end.is_none(), "the key is not limited");
     let record: serde_json::Value =
         serde_json::from_str(outcome.record.as_deref().unwrap()).unwrap();
     assert_eq!(record["model"], "solo");
@@ -333,4 +333,115 @@ fn the_status_sent_is_known_without_asking_envoy_once_the_answer_ended() {
     ]);
     ex.response_headers(&head, || Some(b"via_upstream".to_vec()), &shared);
     assert_eq!(ex.sent_status, 502);
+}
+
+/// The index with its key limited (its requests spend from the key's lease).
+fn limited_index() -> Arc<Index> {
+    let digest = hex::encode(Sha256::digest(b"sk-gw"));
+    let config = format!(
+        r#"{{"version":"1","max_body_bytes":65536,
+        "keys":[{{"id":"gk","digest":"{digest}","user":"u","models":["*"],"limited":true}}],
+        "providers":[
+          {{"name":"oa","kind":"openai_compatible","cluster":"provider-oa","authority":"oa.test",
+           "path_prefix":"/v1","auth_header":"authorization","auth_prefix":"Bearer ",
+           "keys":[{{"id":"k1","secret":"sk-oa"}}]}}],
+        "models":[{{"name":"solo","targets":[{{"provider":"oa","model":"gpt-x"}}]}}]}}"#
+    );
+    Arc::new(Index::from_json(config.as_bytes(), None).expect("config"))
+}
+
+#[test]
+fn a_limited_key_asks_for_a_lease_once_spends_it_across_workers_and_is_refused_in_its_shape() {
+    use switchyard_contract::lease::{LeaseGrant, LeaseRefusal, LeaseWindow};
+    let shared = Memory::at(1_000);
+    let body = br#"{"model":"solo","messages":[{"role":"user","content":"Hi"}]}"#;
+    let window = Some(LeaseWindow {
+        limit: 60,
+        used: 0,
+        reset_secs: 60,
+    });
+    // The first request finds no lease: it is written out, then waits for the answer.
+    let mut first = Exchange::new(Some(limited_index()));
+    let (step, _) = send(&mut first, "/v1/chat/completions", body, &shared);
+    let Step::Lease(ask) = step else {
+        panic!("{step:?}")
+    };
+    assert_eq!(ask.key, "gk");
+    assert!(!ask.instance.is_empty() && ask.bounded());
+    let grant = LeaseGrant {
+        granted_at: 1_000,
+        ttl_ms: 2_000,
+        requests: 2,
+        request_window: window,
+        ..LeaseGrant::default()
+    };
+    assert_eq!(
+        first.lease_answered(Some(grant), true, &shared),
+        Step::Continue
+    );
+    let head =
+        HeaderBlock::from_pairs(&[(":status", b"200"), ("content-type", b"application/json")]);
+    let h = first.response_headers(&head, || Some(b"via_upstream".to_vec()), &shared);
+    let map = h.map(&head).expect("headers change");
+    assert!(map.contains(&("x-ratelimit-remaining-requests", &b"59"[..])));
+    assert!(map.contains(&("x-ratelimit-limit-requests", &b"60"[..])));
+    let outcome = first.finish(|| 200, &shared);
+    let end = outcome.lease_end.expect("its end goes back to the lease");
+    assert_eq!((end.key.as_str(), end.request.as_str()), ("gk", "id-1"));
+
+    // Another worker's request (same shared data) spends the rest without asking.
+    let mut second = Exchange::new(Some(limited_index()));
+    assert_eq!(
+        send(&mut second, "/v1/chat/completions", body, &shared).0,
+        Step::Continue
+    );
+    // Nothing left: the next asks once, and is refused as the control plane refused.
+    let mut third = Exchange::new(Some(limited_index()));
+    let (step, _) = send(&mut third, "/v1/chat/completions", body, &shared);
+    assert!(matches!(step, Step::Lease(_)), "{step:?}");
+    let refusal = LeaseGrant {
+        request_window: Some(LeaseWindow {
+            limit: 60,
+            used: 60,
+            reset_secs: 7,
+        }),
+        refusal: Some(LeaseRefusal {
+            code: "rate_limit_exceeded".into(),
+            message: "Too many requests per minute for this key.".into(),
+            retry_after: Some(7),
+        }),
+        ..LeaseGrant::default()
+    };
+    let Step::Reply(reply) = third.lease_answered(Some(refusal), true, &shared) else {
+        panic!("refused")
+    };
+    assert_eq!(reply.status, 429);
+    let v: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
+    assert_eq!(v["error"]["code"], "rate_limit_exceeded");
+    assert_eq!(v["error"]["type"], "rate_limit_error");
+    let headers = reply.headers(Some("id-1"));
+    assert!(headers.contains(&("retry-after", "7")));
+    assert!(headers.contains(&("x-ratelimit-remaining-requests", "0")));
+    assert!(headers.contains(&("x-ratelimit-reset-requests", "7s")));
+    let outcome = third.finish(|| 0, &shared);
+    assert!(
+        outcome.lease_end.is_none(),
+        "a refused request takes nothing"
+    );
+    assert_eq!(outcome.status, 429);
+
+    // Remembered for a moment: an Anthropic client is refused at once, in its own shape.
+    let mut fourth = Exchange::new(Some(limited_index()));
+    let messages =
+        br#"{"model":"solo","max_tokens":5,"messages":[{"role":"user","content":"Hi"}]}"#;
+    let (step, _) = send(&mut fourth, "/v1/messages", messages, &shared);
+    let Step::Reply(reply) = step else {
+        panic!("{step:?}")
+    };
+    assert_eq!(reply.status, 429);
+    let v: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
+    assert_eq!(
+        (v["type"].as_str(), v["error"]["type"].as_str()),
+        (Some("error"), Some("rate_limit_error"))
+    );
 }

@@ -41,6 +41,7 @@ fn filter_configuration(gw: &Gateway, state: &GatewayState) -> String {
     let mut filter = state.filter.clone();
     filter.record_state = gw.access_log;
     filter.max_response_bytes = gw.max_response_bytes.max(64 << 10);
+    filter.lease_timeout_ms = gw.limits_timeout_ms.clamp(1, 10_000);
     serde_json::to_string(&filter).unwrap_or_default()
 }
 

@@ -1,22 +1,18 @@
-//! The gateway's listener: its HTTP connection manager, the filter chain (the filter, rate
-//! limits, the router) and what it removes from clients' requests before any filter runs.
+//! The gateway's listener: its HTTP connection manager, the filter chain (the filter, the
+//! router) and what it removes from clients' requests before any filter runs.
 
 use envoy_types::pb::envoy::config::accesslog::v3::{access_log, AccessLog};
 use envoy_types::pb::envoy::config::common::mutation_rules::v3::{header_mutation, HeaderMutation};
 use envoy_types::pb::envoy::config::core::v3::{
-    data_source, ApiVersion, DataSource, ExtensionConfigSource, SubstitutionFormatString,
-    TypedExtensionConfig,
+    data_source, DataSource, ExtensionConfigSource, SubstitutionFormatString, TypedExtensionConfig,
 };
-use envoy_types::pb::envoy::config::core::v3::{grpc_service, GrpcService};
 use envoy_types::pb::envoy::config::core::v3::{
     http_protocol_options, Http2ProtocolOptions, HttpProtocolOptions,
 };
 use envoy_types::pb::envoy::config::listener::v3::{filter, Filter, FilterChain, Listener};
-use envoy_types::pb::envoy::config::ratelimit::v3::RateLimitServiceConfig;
 use envoy_types::pb::envoy::extensions::access_loggers::stream::v3::{
     stdout_access_log, StdoutAccessLog,
 };
-use envoy_types::pb::envoy::extensions::filters::http::ratelimit::v3::RateLimit as RateLimitFilter;
 use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
     http_connection_manager, http_filter, HttpConnectionManager, HttpFilter, Rds,
@@ -30,13 +26,10 @@ use switchyard_contract::record::USAGE_FILTER_STATE;
 
 use super::clusters::UPSTREAM_BUFFER_BYTES;
 use super::local_replies::local_replies;
-use super::names::{
-    FILTER_NAME, LISTENER_NAME, NATIVE_TYPE, RATE_LIMIT_DOMAIN, ROUTE_NAME, WASM_TYPE,
-};
+use super::names::{FILTER_NAME, LISTENER_NAME, NATIVE_TYPE, ROUTE_NAME, WASM_TYPE};
 use super::routes::route_config;
 use super::{ads, seconds, socket};
 use crate::config::Gateway;
-use crate::names::XDS_CLUSTER;
 use crate::snapshot::GatewayState;
 
 /// The access-log line: Envoy's view of the request plus the filter's usage record.
@@ -130,16 +123,6 @@ pub(super) fn listener(gw: &Gateway, delivery: Delivery, state: &GatewayState) -
                 config_type: Some(filter_config),
                 ..Default::default()
             },
-            // Global limits of limited keys (the control plane is the rate limit service; see
-            // `crate::limits`). Only requests whose filter state asks (the virtual host's
-            // rate limits) call it.
-            HttpFilter {
-                name: "envoy.filters.http.ratelimit".into(),
-                config_type: Some(http_filter::ConfigType::TypedConfig(pack_any(
-                    rate_limit_filter(gw),
-                ))),
-                ..Default::default()
-            },
             HttpFilter {
                 name: "envoy.filters.http.router".into(),
                 config_type: Some(http_filter::ConfigType::TypedConfig(pack_any(Router {
@@ -198,34 +181,6 @@ pub(super) fn strip_internal_headers() -> TypedExtensionConfig {
         typed_config: Some(pack_any(EarlyHeaderMutation {
             mutations: vec![prefix(INTERNAL_HEADER_PREFIX), prefix("x-envoy-")],
         })),
-    }
-}
-
-/// The rate limit filter: asks the control plane, allows requests when it cannot be reached
-/// in time (limits must not take the gateway down with the control plane).
-pub(super) fn rate_limit_filter(gw: &Gateway) -> RateLimitFilter {
-    RateLimitFilter {
-        domain: RATE_LIMIT_DOMAIN.into(),
-        timeout: Some(envoy_types::pb::google::protobuf::Duration {
-            seconds: 0,
-            nanos: i32::try_from(gw.limits_timeout_ms.min(10_000) * 1_000_000).unwrap_or(0),
-        }),
-        failure_mode_deny: false,
-        rate_limit_service: Some(RateLimitServiceConfig {
-            grpc_service: Some(GrpcService {
-                target_specifier: Some(grpc_service::TargetSpecifier::EnvoyGrpc(
-                    grpc_service::EnvoyGrpc {
-                        cluster_name: XDS_CLUSTER.into(),
-                        ..Default::default()
-                    },
-                )),
-                ..Default::default()
-            }),
-            transport_api_version: ApiVersion::V3 as i32,
-        }),
-        // The service adds OpenAI's `x-ratelimit-*` headers itself.
-        disable_x_envoy_ratelimited_header: true,
-        ..Default::default()
     }
 }
 

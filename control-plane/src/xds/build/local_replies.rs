@@ -16,8 +16,8 @@ use envoy_types::util::pack_any;
 use switchyard_contract::names::{CLIENT_API_HEADER, LOCAL_REPLY_DETAILS};
 
 /// Every local reply is JSON in the client's API shape. The filter's own replies (response code
-/// details [`LOCAL_REPLY_DETAILS`]) and the rate limit service's refusals are already, and pass
-/// as they are; Envoy's own replies are mapped: upstream failures (connect failure, reset,
+/// details [`LOCAL_REPLY_DETAILS`], limits refusals among them) are already, and pass as they
+/// are; Envoy's own replies are mapped: upstream failures (connect failure, reset,
 /// timeout) by their response flags, everything else (malformed HTTP, slow or oversized
 /// requests, overload, no route) by status. Anthropic clients (requests with
 /// `anthropic-version`) get Anthropic's shape, the rest OpenAI's. The first mapper that matches
@@ -129,9 +129,7 @@ pub(super) fn local_replies() -> LocalReplyConfig {
     let mut mappers = vec![
         // Already in the client's shape.
         mapper(
-            cel(&format!(
-                "response.code_details == '{LOCAL_REPLY_DETAILS}' || response.code_details == 'request_rate_limited'"
-            )),
+            cel(&format!("response.code_details == '{LOCAL_REPLY_DETAILS}'")),
             None,
             None,
         ),

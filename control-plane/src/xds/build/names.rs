@@ -13,6 +13,3 @@ pub const ECDS_TYPE: &str = "type.googleapis.com/envoy.config.core.v3.TypedExten
 pub(super) const WASM_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm";
 pub(super) const NATIVE_TYPE: &str =
     "type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter";
-
-/// The rate limit service's domain.
-pub const RATE_LIMIT_DOMAIN: &str = "switchyard";

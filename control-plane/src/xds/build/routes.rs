@@ -1,26 +1,16 @@
-//! The route configuration: to the cluster the filter chose, with failover retries and the rate
-//! limits of limited keys.
+//! The route configuration: to the cluster the filter chose, with failover retries.
 
-use envoy_types::pb::envoy::config::core::v3::TypedExtensionConfig;
 use envoy_types::pb::envoy::config::route::v3::{
     header_matcher, route, route_action, route_match, DirectResponseAction, HeaderMatcher, Route,
     RouteAction, RouteConfiguration, RouteMatch, VirtualHost,
 };
-use envoy_types::pb::envoy::config::route::v3::{rate_limit, RateLimit};
 use envoy_types::pb::envoy::config::route::v3::{retry_policy, RetryPolicy};
-use envoy_types::pb::envoy::extensions::filters::http::ratelimit::v3::RateLimitPerRoute;
-use envoy_types::pb::envoy::extensions::rate_limit_descriptors::expr::v3::{
-    descriptor as expr_descriptor, Descriptor as ExprDescriptor,
-};
 use envoy_types::pb::envoy::extensions::retry::host::previous_hosts::v3::PreviousHostsPredicate;
 use envoy_types::pb::envoy::extensions::retry::priority::previous_priorities::v3::PreviousPrioritiesConfig;
 use envoy_types::pb::envoy::r#type::matcher::v3::{string_matcher, StringMatcher};
 use envoy_types::pb::google::protobuf::{BoolValue, Duration, UInt32Value};
 use envoy_types::util::pack_any;
 use switchyard_contract::limits::RATE_LIMIT_HEADERS;
-use switchyard_contract::limits::{
-    ADMIT_DESCRIPTOR, CHARGE_DESCRIPTOR, CHARGE_STATE, COST_STATE, LIMITED_HEADER,
-};
 use switchyard_contract::names::{CLIENT_API_HEADER, CLUSTER_HEADER, STREAM_HEADER};
 
 use super::names::ROUTE_NAME;
@@ -37,7 +27,6 @@ use crate::snapshot::GatewayState;
 pub(super) const REQUEST_HEADERS_NOT_FORWARDED: &[&str] = &[
     CLUSTER_HEADER,
     STREAM_HEADER,
-    LIMITED_HEADER,
     CLIENT_API_HEADER,
     "cookie",
     "proxy-authorization",
@@ -56,55 +45,6 @@ pub(super) const REQUEST_HEADERS_NOT_FORWARDED: &[&str] = &[
     "x-envoy-external-address",
     "x-envoy-internal",
 ];
-
-/// A descriptor from the filter's state: `descriptor_key = "<the state's text>"`, absent when the
-/// filter did not set it (keys without limits: no call at all).
-pub(super) fn state_descriptor(descriptor_key: &str, state: &str) -> rate_limit::Action {
-    rate_limit::Action {
-        action_specifier: Some(rate_limit::action::ActionSpecifier::Extension(
-            TypedExtensionConfig {
-                name: "envoy.rate_limit_descriptors.expr".into(),
-                typed_config: Some(pack_any(ExprDescriptor {
-                    descriptor_key: descriptor_key.into(),
-                    skip_if_error: true,
-                    expr_specifier: Some(expr_descriptor::ExprSpecifier::Text(format!(
-                        "filter_state['wasm.{state}']"
-                    ))),
-                })),
-            },
-        )),
-    }
-}
-
-/// Admission before the request goes upstream (`admit = "{key} {api}"`, from the header the
-/// filter set); tokens and cost charged when the stream is done (`charge = "{key} {request}
-/// {tokens}"` from filter state, the cost as its hits).
-pub(super) fn rate_limits() -> Vec<RateLimit> {
-    vec![
-        RateLimit {
-            actions: vec![rate_limit::Action {
-                action_specifier: Some(rate_limit::action::ActionSpecifier::RequestHeaders(
-                    rate_limit::action::RequestHeaders {
-                        header_name: LIMITED_HEADER.into(),
-                        descriptor_key: ADMIT_DESCRIPTOR.into(),
-                        skip_if_absent: true,
-                    },
-                )),
-            }],
-            ..Default::default()
-        },
-        RateLimit {
-            actions: vec![state_descriptor(CHARGE_DESCRIPTOR, CHARGE_STATE)],
-            hits_addend: Some(rate_limit::HitsAddend {
-                number: None,
-                format: format!("%FILTER_STATE(wasm.{COST_STATE}:PLAIN)%"),
-                ..Default::default()
-            }),
-            apply_on_stream_done: true,
-            ..Default::default()
-        },
-    ]
-}
 
 pub(super) fn header(name: &str, specifier: header_matcher::HeaderMatchSpecifier) -> HeaderMatcher {
     HeaderMatcher {
@@ -136,15 +76,9 @@ pub(super) fn route_config(gw: &Gateway, state: &GatewayState) -> RouteConfigura
             ..Default::default()
         })
     };
-    // Every route twice: first for limited keys' requests (the filter marks them), with the
-    // rate limits, then for the rest, without (the rate limit filter then does nothing).
-    let limited = header(
-        LIMITED_HEADER,
-        header_matcher::HeaderMatchSpecifier::PresentMatch(true),
-    );
     let mut routes = Vec::new();
     let mut route = |headers: Vec<HeaderMatcher>, retry_policy: Option<RetryPolicy>| {
-        let base = Route {
+        routes.push(Route {
             r#match: Some(RouteMatch {
                 path_specifier: Some(route_match::PathSpecifier::Prefix("/".into())),
                 headers,
@@ -156,29 +90,14 @@ pub(super) fn route_config(gw: &Gateway, state: &GatewayState) -> RouteConfigura
                 .map(|h| (*h).to_owned())
                 .collect(),
             // The provider's rate limits for the gateway's key go as the answer arrives,
-            // before the rate limit filter adds the client's own under the same names.
+            // before the filter adds the client's own (from its key's lease) under the same
+            // names.
             response_headers_to_remove: RATE_LIMIT_HEADERS
                 .iter()
                 .map(|h| (*h).to_owned())
                 .collect(),
             ..Default::default()
-        };
-        let mut with_limits = base.clone();
-        if let Some(m) = with_limits.r#match.as_mut() {
-            m.headers.push(limited.clone());
-        }
-        // As the rate limit filter's own per-route configuration: only that form evaluates
-        // `hits_addend` formats (the route-level `rate_limits` ignore them).
-        with_limits.typed_per_filter_config = [(
-            "envoy.filters.http.ratelimit".to_string(),
-            pack_any(RateLimitPerRoute {
-                rate_limits: rate_limits(),
-                ..Default::default()
-            }),
-        )]
-        .into();
-        routes.push(with_limits);
-        routes.push(base);
+        });
     };
     let mut counts: Vec<usize> = state.failover.iter().map(|f| f.attempts).collect();
     counts.sort_unstable();

@@ -19,7 +19,6 @@ use envoy_types::pb::envoy::extensions::upstreams::http::v3::HttpProtocolOptions
 use envoy_types::pb::envoy::r#type::matcher::v3::string_matcher;
 use envoy_types::pb::google::protobuf::{value, BoolValue};
 use prost::Message as _;
-use switchyard_contract::limits::LIMITED_HEADER;
 use switchyard_contract::names::{
     CLIENT_API_HEADER, CLUSTER_HEADER, INTERNAL_HEADER_PREFIX, METADATA_NAMESPACE, STREAM_HEADER,
     UPSTREAM_ROOT_ID,
@@ -184,27 +183,14 @@ fn failover_clusters_aggregate_targets_and_their_route_retries_on_the_next() {
     let all = &routes.virtual_hosts[0].routes;
     assert_eq!(
         all.len(),
-        7,
-        "streamed and not, then the default; each for limited keys first; then the 404"
+        4,
+        "streamed and not, then the default; then the 404"
     );
-    for pair in all[..6].chunks(2) {
-        let (limited, plain) = (&pair[0], &pair[1]);
-        assert_eq!(limited.action, plain.action);
-        let headers = |r: &Route| r.r#match.as_ref().unwrap().headers.len();
-        assert_eq!(
-            headers(limited),
-            headers(plain) + 1,
-            "and the limited header"
-        );
-        assert!(limited
-            .typed_per_filter_config
-            .contains_key("envoy.filters.http.ratelimit"));
-        assert!(
-            plain.typed_per_filter_config.is_empty(),
-            "no limits, no calls"
-        );
-    }
-    let routes: Vec<&Route> = all.iter().skip(1).step_by(2).collect();
+    assert!(
+        all.iter().all(|r| r.typed_per_filter_config.is_empty()),
+        "no rate limits: limited keys' requests spend from leases in the filter"
+    );
+    let routes: Vec<&Route> = all.iter().collect();
     let retry = |i: usize| match &routes[i].action {
         Some(route::Action::Route(a)) => a.retry_policy.clone(),
         _ => None,
@@ -257,12 +243,7 @@ fn the_listener_strips_internal_headers_before_any_filter() {
         })
         .collect();
     assert_eq!(prefixes, vec!["x-switchyard-", "x-envoy-"]);
-    for internal in [
-        CLUSTER_HEADER,
-        STREAM_HEADER,
-        LIMITED_HEADER,
-        CLIENT_API_HEADER,
-    ] {
+    for internal in [CLUSTER_HEADER, STREAM_HEADER, CLIENT_API_HEADER] {
         assert!(internal.starts_with(INTERNAL_HEADER_PREFIX), "{internal}");
     }
     assert_eq!(hcm.use_remote_address, Some(BoolValue { value: true }));
