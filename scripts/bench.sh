@@ -24,7 +24,8 @@
 # BENCH_CASES (a subset of "chat anthropic stream failover limited"; `limited` is pass-through
 # with a key that has limits, whose requests spend leases the control plane grants), BENCH_INGEST (true|false: then the
 # control plane's request-record ingest, on SQLite and PostgreSQL), BENCH_ACK (true|false: then
-# write-to-acknowledgement time of the admin API, 200 key creations with 1 and with 4 Envoys).
+# write-to-acknowledgement time of the admin API, 200 key creations with 1 and with 4 Envoys),
+# BENCH_CALLGRIND (1: instructions per request under callgrind instead of timing; see below).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -250,6 +251,48 @@ measure() { # workers case...
     done
   done
 }
+
+# BENCH_CALLGRIND=1: instead of timing, the instructions each gateway's Envoy worker executes
+# per request (valgrind's callgrind, 1 worker, 4 connections): counts, not time, so they compare
+# across runs on a busy machine. Per case: a warm-up, then a run with instrumentation on.
+if [[ -n "${BENCH_CALLGRIND:-}" ]]; then
+  command -v valgrind >/dev/null || { echo "bench: BENCH_CALLGRIND needs valgrind" >&2; exit 1; }
+  real_envoy=$(ls .venv/lib/python3*/site-packages/envoy/_bin/envoy)   # not the Python wrapper
+  kill -TERM "$BARE_PID" "$GW_PID" 2>/dev/null; wait "$BARE_PID" "$GW_PID" 2>/dev/null || true
+  declare -A IR
+  for target in bare switchyard; do
+    if [[ $target == bare ]]; then conf=$work/bare.yaml port=$BARE expect=200; else conf=$work/bootstrap.yaml port=$GW expect=401; fi
+    SWITCHYARD_DATAPLANE_KEY=$DATAPLANE_KEY valgrind --tool=callgrind --instr-atstart=no --separate-threads=yes \
+      --callgrind-out-file="$work/cg-$target.out" "$real_envoy" -c "$conf" --concurrency 1 \
+      --use-dynamic-base-id -l error > /dev/null 2>&1 & pids+=($!); cg_pid=$!
+    for _ in $(seq 600); do
+      [[ $(curl -s -o /dev/null -w '%{http_code}' -X POST "http://127.0.0.1:$port/v1/chat/completions" || true) == "$expect" ]] && break
+      sleep 0.2
+    done
+    for c in "${CASES[@]}"; do
+      path=/v1/chat/completions; [[ $target == bare ]] && path=${BARE_PATH[$c]}
+      wrk -t1 -c4 -d3s -s "$work/$c.lua" "http://127.0.0.1:$port$path" > /dev/null
+      callgrind_control -z "$cg_pid" > /dev/null; callgrind_control -i on "$cg_pid" > /dev/null
+      out=$(wrk -t1 -c4 -d"${DURATION}s" -s "$work/$c.lua" "http://127.0.0.1:$port$path")
+      touch "$work/cg-mark"
+      callgrind_control -i off "$cg_pid" > /dev/null; callgrind_control -d "$cg_pid" > /dev/null
+      sleep 1
+      n=$(awk '/requests in/ {print $1}' <<<"$out")
+      # The worker thread's count (the busiest thread's file of this dump): the main thread's
+      # work (configuration, stats flush, the records' tick) is per second, not per request.
+      ir=$(find "$work" -name "cg-$target.out*" -newer "$work/cg-mark" -exec grep -h "^totals:" {} + |
+        awk '$2 > m {m = $2} END {print m}')
+      IR[$c,$target]=$((ir / n))
+    done
+    kill -TERM "$cg_pid"; wait "$cg_pid" 2>/dev/null || true
+  done
+  echo "instructions per request on Envoy's worker thread (callgrind; the filter's included):"
+  for c in "${CASES[@]}"; do
+    b=${IR[$c,bare]} g=${IR[$c,switchyard]}
+    echo "  $c: bare Envoy $b, Switchyard $g ($(python3 -c "print(f'{$b / $g:.2f}')")x)"
+  done
+  exit 0
+fi
 
 rows=()
 measure 1 "${CASES[@]}"
