@@ -122,6 +122,9 @@ impl Reconciler {
     /// Computes the gateway state from the store, ranked by the current figures, and keeps it.
     pub async fn compute(&self) -> Result<Arc<GatewayState>, StoreError> {
         let figures = self.figures();
+        // Measured figures move only when they move much: each move is a new configuration
+        // for every Envoy (a parse, and the filter's metrics defined again).
+        let steady = self.kept.lock().ok().and_then(|k| k.clone());
         let mut state = crate::snapshot::load(
             &self.store,
             &self.secrets.master,
@@ -129,14 +132,9 @@ impl Reconciler {
             &self.tokens,
             &figures,
             &self.guard,
+            steady,
         )
         .await?;
-        // Measured figures move only when they move much: each move is a new configuration
-        // for every Envoy (a parse, and the filter's metrics defined again).
-        if let Some(before) = self.kept.lock().ok().and_then(|k| k.clone()) {
-            crate::health::hold_steady(&mut state.filter.models, &before.filter.models);
-            crate::snapshot::stamp_version(&mut state.filter);
-        }
         self.limits.set_table(state.limits.clone());
         self.vetting.store(state.vetted, Ordering::Relaxed);
         self.secrets.prepare_for_dataplane(&mut state.filter);

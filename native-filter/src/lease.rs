@@ -144,13 +144,10 @@ pub(crate) fn returned(config: usize, id: u64, grant: Option<LeaseGrant>) -> boo
 /// carries are put back now (the next tick sends them again).
 pub(crate) fn config_gone(config: usize) {
     let lost: Vec<LeaseAsk> = watch(|w| {
-        let ids: Vec<(usize, u64)> = w
-            .returns
-            .keys()
-            .filter(|(c, _)| *c == config)
-            .copied()
-            .collect();
-        ids.iter().filter_map(|id| w.returns.remove(id)).collect()
+        w.returns
+            .extract_if(|(c, _), _| *c == config)
+            .map(|(_, ret)| ret)
+            .collect()
     });
     for ret in lost {
         switchyard_core::lease::put_back(&Host, &ret.key, &ret, true);

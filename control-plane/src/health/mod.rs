@@ -316,8 +316,9 @@ const STEADY_RATE: f64 = 0.02;
 /// wanders by a few percent from one window to the next, and each wander was a new
 /// configuration every two seconds. Cooldowns and recoveries always go out as they are.
 pub fn hold_steady(models: &mut [ModelRoute], before: &[ModelRoute]) {
+    let before: HashMap<&str, &ModelRoute> = before.iter().map(|m| (m.name.as_str(), m)).collect();
     for model in models {
-        let Some(old) = before.iter().find(|m| m.name == model.name) else {
+        let Some(old) = before.get(model.name.as_str()) else {
             continue;
         };
         for target in &mut model.targets {

@@ -1,13 +1,16 @@
 //! The store -> an [`Input`]: the only I/O of the snapshot (the store's rows, provider
 //! addresses vetted, provider keys opened in memory, the clock read once).
 
+use std::sync::Arc;
+
 use super::{compute, Catalog, GatewayState, Input, Pins};
 use crate::crypto::MasterKey;
 
 use crate::health::Figures;
 use crate::store::{ProviderKeyRow, ProviderRow, Store, StoreError};
 
-/// Reads the store and computes the state (provider keys decrypted here, in memory only).
+/// Reads the store and computes the state (provider keys decrypted here, in memory only),
+/// holding the measured figures of `steady` (the state Envoy has) where they moved little.
 pub async fn load(
     store: &Store,
     master: &MasterKey,
@@ -15,8 +18,10 @@ pub async fn load(
     tokens: &crate::gcp::Tokens,
     figures: &Figures,
     guard: &crate::ssrf::Guard,
+    steady: Option<Arc<GatewayState>>,
 ) -> Result<GatewayState, StoreError> {
-    let input = load_input(store, master, max_body_bytes, tokens, figures, guard).await?;
+    let mut input = load_input(store, master, max_body_bytes, tokens, figures, guard).await?;
+    input.steady = steady;
     Ok(compute(&input))
 }
 
@@ -53,6 +58,7 @@ pub async fn load_input(
         max_body_bytes,
         now: crate::store::now(),
         providers,
+        steady: None,
     })
 }
 

@@ -14,6 +14,7 @@ mod providers;
 mod routes;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 
 use sha2::{Digest as _, Sha256};
 use switchyard_contract::config::{BalanceWeights, FilterConfig, ModelRoute, RecordSink};
@@ -94,6 +95,9 @@ pub struct Input {
     pub max_body_bytes: usize,
     /// Unix seconds: keys expired by then are left out.
     pub now: i64,
+    /// The state Envoy has: measured figures close to its own stay as they are (see
+    /// [`crate::health::hold_steady`]).
+    pub steady: Option<Arc<GatewayState>>,
 }
 
 /// The gateway state `input` describes.
@@ -107,7 +111,10 @@ pub fn compute(input: &Input) -> GatewayState {
         &input.figures,
     );
     let keys = keys::gateway_keys(&input.api_keys, &input.limits, input.now);
-    let models = model_routes(input, routes, &mut failover);
+    let mut models = model_routes(input, routes, &mut failover);
+    if let Some(before) = &input.steady {
+        crate::health::hold_steady(&mut models, &before.filter.models);
+    }
     let mut clusters = providers.clusters;
     clusters.extend(failover.targets);
     let mut filter = FilterConfig {
@@ -128,7 +135,7 @@ pub fn compute(input: &Input) -> GatewayState {
         record_state: false,
         lease_timeout_ms: switchyard_contract::config::default_lease_timeout_ms(),
     };
-    stamp_version(&mut filter);
+    filter.version = content_version(&serde_json::to_vec(&filter).unwrap_or_default());
     GatewayState {
         filter,
         clusters,
@@ -168,12 +175,6 @@ fn model_routes(
     let logical: HashSet<&str> = input.models.iter().map(|m| m.name.as_str()).collect();
     aliases::apply_aliases(&mut model_routes, &input.catalog.aliases, &served, &logical);
     model_routes.into_values().collect()
-}
-
-/// Sets the filter configuration's version from its content (the version left out).
-pub fn stamp_version(filter: &mut FilterConfig) {
-    filter.version.clear();
-    filter.version = content_version(&serde_json::to_vec(filter).unwrap_or_default());
 }
 
 /// A short version string derived from content: equal content, equal version.
