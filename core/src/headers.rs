@@ -4,7 +4,7 @@
 //! more than the work around it, so the filter reads all request headers with one call, keeps the
 //! host's serialised block as is (no string per header), and writes back only what changes.
 
-use crate::config::{CLIENT_API_HEADER, CLUSTER_HEADER, RATE_LIMIT_HEADERS, STREAM_HEADER};
+use crate::config::{CLIENT_API_HEADER, CLUSTER_HEADER, STREAM_HEADER};
 
 /// A header map in proxy-wasm's serialised form, kept as the one buffer the host wrote:
 /// `count: u32le`, then `name_len: u32le, value_len: u32le` per pair, then each name and value
@@ -72,7 +72,11 @@ impl HeaderBlock {
 }
 
 /// Client headers never forwarded: its credentials (the provider gets its own), the routing
-/// header (only the filter writes it), and the framing the rewritten body replaces.
+/// header (only the filter writes it), the framing the rewritten body replaces, its cookies and
+/// proxy credentials, where it connects from (what Envoy adds itself the route removes), the
+/// encodings it accepts (an answer must arrive uncompressed: its usage is read and it may be
+/// translated), and account headers of its own SDK's environment (the provider gets the
+/// gateway's credentials, not a client's organisation).
 const DROPPED: &[&str] = &[
     "authorization",
     "x-api-key",
@@ -81,6 +85,17 @@ const DROPPED: &[&str] = &[
     CLUSTER_HEADER,
     STREAM_HEADER,
     CLIENT_API_HEADER,
+    "cookie",
+    "proxy-authorization",
+    "forwarded",
+    "x-forwarded-host",
+    "x-forwarded-port",
+    "x-real-ip",
+    "via",
+    "accept-encoding",
+    "te",
+    "openai-organization",
+    "openai-project",
 ];
 
 /// One change to the request headers.
@@ -101,9 +116,15 @@ pub fn changes<'a>(client: &HeaderBlock, set: &[(&'a str, &'a [u8])]) -> Vec<Cha
             out.push(Change::Set(name, value));
         }
     }
-    for dropped in DROPPED {
-        if !set.iter().any(|(n, _)| n == dropped) && client.find(dropped).is_some() {
-            out.push(Change::Remove(dropped));
+    // One pass over what the client sent (looking each dropped name up in turn read the whole
+    // block once per name).
+    for (name, _) in client.iter() {
+        let Some(dropped) = DROPPED.iter().find(|d| d.as_bytes() == name) else {
+            continue;
+        };
+        let remove = Change::Remove(dropped);
+        if !set.iter().any(|(n, _)| n == dropped) && !out.contains(&remove) {
+            out.push(remove);
         }
     }
     out
@@ -134,9 +155,10 @@ pub fn apply(
 }
 
 /// Response headers of a provider's answer that reach the client: the answer's framing and type,
-/// when to retry, and the gateway's own request id and rate limit figures
-/// ([`RATE_LIMIT_HEADERS`]: the route removes the provider's). Everything else a provider sends stays behind: its cookies, organisation and
-/// project ids, its rate limits for the gateway's key, tracing and server details.
+/// when to retry, and the request id. Everything else a provider sends stays behind: its
+/// cookies, organisation and project ids, its rate limits for the gateway's key
+/// ([`crate::config::RATE_LIMIT_HEADERS`]: a limited key's answer carries the gateway's own figures under those
+/// names instead), tracing and server details.
 const RESPONSE_ALLOWED: &[&str] = &[
     ":status",
     "content-type",
@@ -152,10 +174,7 @@ const RESPONSE_ALLOWED: &[&str] = &[
 
 /// Whether a provider's response header may reach the client.
 pub fn response_header_allowed(name: &[u8]) -> bool {
-    RESPONSE_ALLOWED
-        .iter()
-        .chain(RATE_LIMIT_HEADERS.iter())
-        .any(|a| a.as_bytes() == name)
+    RESPONSE_ALLOWED.iter().any(|a| a.as_bytes() == name)
 }
 
 /// The response headers to write: those of `provider` that are allowed and not in `set`, then
@@ -260,6 +279,52 @@ mod tests {
         assert!(response_headers(&clean, &[("x-request-id", Some(b"ours".as_slice()))]).is_none());
         assert!(!response_header_allowed(b"server"));
         assert!(response_header_allowed(b"retry-after"));
+        // The provider's rate limits for the gateway's key stay behind; the gateway's own
+        // figures for the client's key, given under the same names, go out.
+        let limited = HeaderBlock::new(serialize(&[
+            (b":status", b"200"),
+            (b"x-ratelimit-remaining-requests", b"4999"),
+            (b"x-ratelimit-limit-tokens", b"800000"),
+        ]));
+        let out = response_headers(
+            &limited,
+            &[("x-ratelimit-remaining-requests", Some(b"59".as_slice()))],
+        )
+        .expect("changed");
+        assert_eq!(
+            out,
+            vec![
+                (":status", b"200".as_slice()),
+                ("x-ratelimit-remaining-requests", b"59".as_slice())
+            ]
+        );
+    }
+
+    #[test]
+    fn client_headers_that_never_reach_a_provider_are_removed_when_present() {
+        let client = block(&[
+            (":path", b"/v1/chat/completions"),
+            ("cookie", b"session=secret"),
+            ("proxy-authorization", b"Basic c2VjcmV0"),
+            ("accept-encoding", b"gzip"),
+            ("openai-organization", b"org-client"),
+            ("x-real-ip", b"203.0.113.9"),
+            ("user-agent", b"sdk"),
+            ("cookie", b"second=one"),
+        ]);
+        assert_eq!(
+            changes(&client, &[]),
+            vec![
+                Change::Remove("cookie"),
+                Change::Remove("proxy-authorization"),
+                Change::Remove("accept-encoding"),
+                Change::Remove("openai-organization"),
+                Change::Remove("x-real-ip"),
+            ]
+        );
+        // Nothing to remove: nothing written.
+        let clean = block(&[(":path", b"/v1/chat/completions"), ("user-agent", b"sdk")]);
+        assert!(changes(&clean, &[]).is_empty());
     }
 
     #[test]

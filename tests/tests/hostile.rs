@@ -279,6 +279,9 @@ async fn headers_are_cleaned_both_ways() {
         .header("openai-organization", "org-client")
         .header("openai-project", "proj-client")
         .header("proxy-authorization", "Basic c2VjcmV0")
+        .header("via", "1.1 client-proxy")
+        .header("x-forwarded-host", "client.example")
+        .header("x-forwarded-port", "8443")
         .json(&json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hi"}]}))
         .send()
         .await
@@ -312,6 +315,12 @@ async fn headers_are_cleaned_both_ways() {
         "openai-organization",
         "openai-project",
         "proxy-authorization",
+        "via",
+        "x-forwarded-host",
+        "x-forwarded-port",
+        "x-forwarded-proto",
+        "x-envoy-internal",
+        "x-envoy-external-address",
     ] {
         assert!(
             last.header(name).is_none(),
