@@ -68,8 +68,7 @@ fn into_row(r: RequestRecord) -> Option<RequestRow> {
 /// them again would not make them records).
 pub fn parse(body: &[u8]) -> (Vec<RequestRow>, usize) {
     // One record a line: room for them all at once (not moved again as the vector grows).
-    let lines = body.iter().filter(|&&b| b == b'\n').count() + 1;
-    let mut rows = Vec::with_capacity(lines);
+    let mut rows = Vec::with_capacity(record::batch_lines(body));
     let mut bad = 0;
     for record in record::read_batch(body) {
         match record.ok().and_then(into_row) {

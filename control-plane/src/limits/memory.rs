@@ -2,7 +2,7 @@
 //! restart. Sums saturate and never go below zero; maps keyed by request ids are capped.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard};
 
 use futures::future::{ready, BoxFuture};
 
@@ -129,11 +129,37 @@ pub struct Memory {
     accounts: Map<String, Account>,
     /// Requests whose record reached the ledger before Envoy reported their end (that end then
     /// holds nothing): request id -> expires at; and the same in the order they came.
-    /// (Every record of a metered user's request passes here: one shared copy of its id.)
-    settled: Map<Arc<str>, i64>,
-    settled_order: VecDeque<(i64, Arc<str>)>,
+    /// (Every record of a metered user's request passes here: see [`RequestKey`].)
+    settled: Map<RequestKey, i64>,
+    settled_order: VecDeque<(i64, RequestKey)>,
     /// When expired totals, windows and holds are next swept.
     next_sweep: i64,
+}
+
+/// A request id as a map key. The filter's ids (32 lower-case hex digits) are the number they
+/// spell, so remembering one allocates nothing (every stored record of a metered user's
+/// request is remembered; a copy of each id was a fifth of that); any other id keeps its text.
+/// The two kinds never meet: a number comes only from such an id, and back to it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum RequestKey {
+    Hex(u128),
+    Text(Box<str>),
+}
+
+impl RequestKey {
+    fn of(request: &str) -> RequestKey {
+        let hex = request.len() == 32
+            && request
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        match hex
+            .then(|| u128::from_str_radix(request, 16).ok())
+            .flatten()
+        {
+            Some(n) => RequestKey::Hex(n),
+            None => RequestKey::Text(request.into()),
+        }
+    }
 }
 
 /// One user's credits as the counters see them.
@@ -330,7 +356,12 @@ impl Memory {
             return;
         };
         let account = self.accounts.entry(settle.user.to_owned()).or_default();
-        if self.settled.remove(settle.request).is_some() || end.cost == 0 {
+        if self
+            .settled
+            .remove(&RequestKey::of(settle.request))
+            .is_some()
+            || end.cost == 0
+        {
             // Its record came first (the balance has its cost), or it cost nothing.
             account.release(settle.request);
             return;
@@ -353,8 +384,8 @@ impl Memory {
             return;
         }
         let expires = now.saturating_add(CHARGE_TTL_SECS);
-        let request: Arc<str> = request.into();
-        self.settled.insert(Arc::clone(&request), expires);
+        let request = RequestKey::of(request);
+        self.settled.insert(request.clone(), expires);
         self.settled_order.push_back((expires, request));
         self.forget_settled(now);
     }
@@ -423,5 +454,35 @@ impl Memory {
     #[cfg(test)]
     pub fn held(&self, user: &str) -> i64 {
         self.accounts.get(user).map_or(0, |a| a.held)
+    }
+}
+
+#[cfg(test)]
+mod key_tests {
+    use super::RequestKey;
+
+    #[test]
+    fn the_filters_ids_are_numbers_and_every_other_id_keeps_its_text() {
+        let id = "0196f3a2b4c00123456789abcdef0123";
+        assert_eq!(
+            RequestKey::of(id),
+            RequestKey::Hex(u128::from_str_radix(id, 16).unwrap())
+        );
+        // Upper case, other lengths and other letters keep their text: ids differing only in
+        // case stay two requests.
+        for other in [
+            "0196F3A2B4C00123456789ABCDEF0123",
+            "0196f3a2b4c00123456789abcdef012",
+            "0196f3a2b4c00123456789abcdef01234",
+            "+196f3a2b4c00123456789abcdef0123",
+            "r1",
+            "",
+        ] {
+            assert_eq!(RequestKey::of(other), RequestKey::Text(other.into()));
+        }
+        assert_ne!(
+            RequestKey::of("00000000000000000000000000000001"),
+            RequestKey::of("1")
+        );
     }
 }
