@@ -12,6 +12,14 @@ pub fn push_string(out: &mut String, s: &str) {
 
 /// Appends `s` escaped for the inside of a JSON string.
 fn push_escaped(out: &mut String, s: &str) {
+    // Nearly always nothing needs an escape: then the text goes in whole.
+    if !s
+        .bytes()
+        .any(|b| b < 0x20 || b == b'"' || b == b'\\' || b == 0x7f)
+    {
+        out.push_str(s);
+        return;
+    }
     // Runs of bytes that need no escape are copied whole; every byte that does is ASCII, so
     // the runs end on character boundaries.
     let mut run = 0;

@@ -52,7 +52,7 @@ pub(crate) struct Metrics {
     counters: Counters,
     registry: Registry,
     /// Histogram ids by full name (labels included).
-    histograms: HashMap<String, usize>,
+    histograms: HashMap<String, usize, foldhash::fast::RandomState>,
 }
 
 impl Metrics {
@@ -73,7 +73,7 @@ impl Metrics {
             .get()
             .copied()
             .unwrap_or_else(|| Counters::define_in(registry));
-        let mut histograms = HashMap::new();
+        let mut histograms = HashMap::default();
         let mut full = String::new();
         histogram::every_series(index, |name, labels| {
             histogram::full_name(&mut full, name, labels);

@@ -29,12 +29,17 @@ pub mod histogram {
             out.push(';');
             out.push_str(key);
             out.push('=');
-            // The separators cannot appear inside a value.
-            out.extend(
-                value
-                    .chars()
-                    .map(|c| if c == ';' || c == '=' { '_' } else { c }),
-            );
+            // The separators cannot appear inside a value (nearly always none is there: the
+            // value goes in whole).
+            if value.contains([';', '=']) {
+                out.extend(
+                    value
+                        .chars()
+                        .map(|c| if c == ';' || c == '=' { '_' } else { c }),
+                );
+            } else {
+                out.push_str(value);
+            }
         }
     }
 

@@ -166,6 +166,9 @@ fn a_request_is_routed_written_out_and_its_usage_recorded() {
     for sample in &samples {
         assert!(defined.contains(sample), "{sample} is not defined up front");
     }
+    // A separator inside a value cannot start a label of its own.
+    histogram::full_name(&mut name, "m", &[("provider", "a;b=c"), ("model", "gpt")]);
+    assert_eq!(name, "m;provider=a_b_c;model=gpt");
 }
 
 #[test]
