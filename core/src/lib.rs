@@ -17,6 +17,7 @@ pub mod gateway_key;
 pub mod headers;
 pub mod lease;
 pub mod models;
+pub mod needle;
 pub mod outbox;
 pub mod provider;
 pub mod rank;

@@ -2,6 +2,8 @@
 
 use serde::Deserialize;
 
+use crate::needle::Needle;
+
 pub use switchyard_contract::usage::Usage;
 
 /// OpenAI's `usage` object (chat, completions and embeddings).
@@ -61,8 +63,8 @@ impl From<OpenAiUsage> for Usage {
 /// `choices`/`data`, and string contents cannot hold an unescaped quote), so only that object is
 /// parsed; large bodies (embeddings) are not walked twice. Falls back to a full parse.
 pub fn from_openai_body(body: &[u8]) -> Option<Usage> {
-    const KEY: &[u8] = b"\"usage\"";
-    if let Some(pos) = memchr::memmem::rfind(body, KEY) {
+    static KEY: Needle = Needle::new(b"\"usage\"");
+    if let Some(pos) = KEY.rfind(body) {
         let rest = &body[pos + KEY.len()..];
         let rest = trim_start(rest);
         if let Some(rest) = rest.strip_prefix(b":") {
@@ -312,19 +314,19 @@ pub fn from_openai_usage_value(value: &[u8]) -> Option<Usage> {
 /// provider's own count arrives is charged for. Reads the text-carrying fields of OpenAI's and
 /// Anthropic's stream events as they reach the client.
 pub fn estimate_streamed_tokens(events: &[u8]) -> u64 {
-    const FIELDS: [&[u8]; 8] = [
-        b"\"content\"",
-        b"\"text\"",
-        b"\"partial_json\"",
-        b"\"thinking\"",
-        b"\"arguments\"",
-        b"\"reasoning_content\"",
-        b"\"refusal\"",
-        b"\"reasoning\"",
+    static FIELDS: [Needle; 8] = [
+        Needle::new(b"\"content\""),
+        Needle::new(b"\"text\""),
+        Needle::new(b"\"partial_json\""),
+        Needle::new(b"\"thinking\""),
+        Needle::new(b"\"arguments\""),
+        Needle::new(b"\"reasoning_content\""),
+        Needle::new(b"\"refusal\""),
+        Needle::new(b"\"reasoning\""),
     ];
     let mut tokens = 0u64;
-    for field in FIELDS {
-        for at in memchr::memmem::find_iter(events, field) {
+    for field in &FIELDS {
+        for at in field.find_iter(events) {
             let rest = trim_start(&events[at + field.len()..]);
             let Some(rest) = rest.strip_prefix(b":") else {
                 continue;

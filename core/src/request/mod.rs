@@ -10,6 +10,7 @@ use serde_json::value::RawValue;
 
 use crate::config::{Capability, PathStyle, Provider, Quirks};
 use crate::error::FilterError;
+use crate::needle::Needle;
 
 /// The inbound APIs the filter serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,8 +102,9 @@ const IMAGE_TYPES: [&str; 3] = ["image_url", "image", "input_image"];
 /// count.
 fn carries_image(messages: &RawValue) -> bool {
     let raw = messages.get().as_bytes();
-    if memchr::memmem::find(raw, b"image").is_none() && memchr::memmem::find(raw, b"\\u").is_none()
-    {
+    static IMAGE: Needle = Needle::new(b"image");
+    static ESCAPE: Needle = Needle::new(b"\\u");
+    if IMAGE.find(raw).is_none() && ESCAPE.find(raw).is_none() {
         return false;
     }
     serde_json::from_str::<ImageSearch>(messages.get()).is_ok_and(|s| s.0)

@@ -13,6 +13,7 @@ use serde::Deserialize;
 
 use super::driver::{ClientApi, Converter, ErrorHints, Event, Framed, Pass, Progress};
 use crate::error::FilterError;
+use crate::needle::Needle;
 use crate::usage::{OpenAiUsage, Usage};
 
 /// One answer from an OpenAI-style provider to an OpenAI client.
@@ -34,11 +35,12 @@ impl OpenAiPassthrough {
 /// Where `"usage":null` (with the comma that joins it) sits in an event, if it does. As raw
 /// bytes this cannot occur inside a JSON string, whose quotes are escaped.
 fn null_usage(event: &[u8]) -> Option<(usize, usize)> {
-    const TRAILING: &[u8] = b",\"usage\":null";
-    const LEADING: &[u8] = b"\"usage\":null,";
-    memchr::memmem::find(event, TRAILING)
+    static TRAILING: Needle = Needle::new(b",\"usage\":null");
+    static LEADING: Needle = Needle::new(b"\"usage\":null,");
+    TRAILING
+        .find(event)
         .map(|at| (at, TRAILING.len()))
-        .or_else(|| memchr::memmem::find(event, LEADING).map(|at| (at, LEADING.len())))
+        .or_else(|| LEADING.find(event).map(|at| (at, LEADING.len())))
 }
 
 impl Converter for OpenAiOpenAi {
@@ -82,8 +84,10 @@ impl Converter for OpenAiOpenAi {
                 return Pass::Replaced;
             }
         }
-        let has_usage = memchr::memmem::find(&data, b"\"usage\"").is_some();
-        let has_error = memchr::memmem::find(&data, b"\"error\"").is_some();
+        static USAGE: Needle = Needle::new(b"\"usage\"");
+        static ERROR: Needle = Needle::new(b"\"error\"");
+        let has_usage = USAGE.find(&data).is_some();
+        let has_error = ERROR.find(&data).is_some();
         if !has_usage && !has_error {
             return Pass::Keep;
         }
