@@ -96,8 +96,10 @@ impl OpenAiStop {
     }
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(tag = "role", rename_all = "snake_case")]
+/// A message of the conversation, by its `role`. Read field by field (see the `Deserialize`
+/// below), not as serde's internally tagged enum: that buffers every message, each of its strings
+/// copied, before reading it again (a third of translating a request to another provider).
+#[derive(Debug)]
 pub enum OpenAiMessage {
     System {
         content: OpenAiContent,
@@ -109,9 +111,7 @@ pub enum OpenAiMessage {
         content: OpenAiContent,
     },
     Assistant {
-        #[serde(default)]
         content: Option<OpenAiContent>,
-        #[serde(default)]
         tool_calls: Option<Vec<OpenAiToolCall>>,
     },
     Tool {
@@ -120,12 +120,97 @@ pub enum OpenAiMessage {
     },
 }
 
-/// Message content: a string, or an array of parts.
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
+/// Message content: a string, or an array of parts (read directly: serde's untagged enum would
+/// buffer the value, a copy of the text, to try each variant).
+#[derive(Debug)]
 pub enum OpenAiContent {
     Text(String),
     Parts(Vec<OpenAiContentPart>),
+}
+
+impl<'de> Deserialize<'de> for OpenAiContent {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Content;
+        impl<'de> serde::de::Visitor<'de> for Content {
+            type Value = OpenAiContent;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string or an array of content parts")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<OpenAiContent, E> {
+                Ok(OpenAiContent::Text(v.to_owned()))
+            }
+            fn visit_string<E: serde::de::Error>(self, v: String) -> Result<OpenAiContent, E> {
+                Ok(OpenAiContent::Text(v))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<OpenAiContent, A::Error> {
+                let mut parts = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(16));
+                while let Some(part) = seq.next_element()? {
+                    parts.push(part);
+                }
+                Ok(OpenAiContent::Parts(parts))
+            }
+        }
+        d.deserialize_any(Content)
+    }
+}
+
+impl<'de> Deserialize<'de> for OpenAiMessage {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error as _;
+        #[derive(Deserialize)]
+        #[serde(rename_all = "snake_case")]
+        enum Role {
+            System,
+            Developer,
+            User,
+            Assistant,
+            Tool,
+        }
+        /// Every role's fields; those a role does not have are read as raw JSON and never
+        /// looked at (as the tagged enum ignored them), whatever they hold.
+        #[derive(Deserialize)]
+        struct Fields<'a> {
+            role: Role,
+            #[serde(default)]
+            content: Option<OpenAiContent>,
+            #[serde(default, borrow)]
+            tool_calls: Option<&'a serde_json::value::RawValue>,
+            #[serde(default, borrow)]
+            tool_call_id: Option<&'a serde_json::value::RawValue>,
+        }
+        let f = Fields::deserialize(d)?;
+        let content = |content: Option<OpenAiContent>| {
+            content.ok_or_else(|| D::Error::missing_field("content"))
+        };
+        Ok(match f.role {
+            Role::System => OpenAiMessage::System {
+                content: content(f.content)?,
+            },
+            Role::Developer => OpenAiMessage::Developer {
+                content: content(f.content)?,
+            },
+            Role::User => OpenAiMessage::User {
+                content: content(f.content)?,
+            },
+            Role::Assistant => OpenAiMessage::Assistant {
+                content: f.content,
+                tool_calls: match f.tool_calls {
+                    Some(calls) => serde_json::from_str(calls.get()).map_err(D::Error::custom)?,
+                    None => None,
+                },
+            },
+            Role::Tool => OpenAiMessage::Tool {
+                tool_call_id: match f.tool_call_id {
+                    Some(id) => serde_json::from_str(id.get()).map_err(D::Error::custom)?,
+                    None => return Err(D::Error::missing_field("tool_call_id")),
+                },
+                content: content(f.content)?,
+            },
+        })
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -620,4 +705,83 @@ struct OpenAiCompletionChoiceOut<'a> {
     message: OpenAiAssistantOut<'a>,
     logprobs: (),
     finish_reason: &'a str,
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn messages(json: &str) -> Result<Vec<OpenAiMessage>, serde_json::Error> {
+        serde_json::from_slice(json.as_bytes())
+    }
+
+    #[test]
+    fn messages_read_by_role_with_the_fields_each_role_has() {
+        let read = messages(
+            r#"[
+            {"role": "system", "content": "be brief"},
+            {"content": "dev", "role": "developer"},
+            {"role": "user", "content": [{"type": "text", "text": "a \"quoted\" word"}], "name": "x",
+             "tool_calls": "not read for a user", "tool_call_id": 5},
+            {"role": "assistant", "content": null, "tool_calls": [{"id": "c1", "type": "function",
+             "function": {"name": "f", "arguments": "{}"}}]},
+            {"role": "assistant", "content": "plain"},
+            {"role": "tool", "tool_call_id": "c\u0031", "content": "42"}
+        ]"#,
+        )
+        .unwrap();
+        assert!(
+            matches!(&read[0], OpenAiMessage::System { content: OpenAiContent::Text(t) } if t == "be brief")
+        );
+        assert!(
+            matches!(&read[1], OpenAiMessage::Developer { content: OpenAiContent::Text(t) } if t == "dev")
+        );
+        let OpenAiMessage::User {
+            content: OpenAiContent::Parts(parts),
+        } = &read[2]
+        else {
+            panic!("{:?}", read[2]);
+        };
+        assert!(
+            matches!(&parts[0], OpenAiContentPart::Text { text } if text == "a \"quoted\" word")
+        );
+        let OpenAiMessage::Assistant {
+            content: None,
+            tool_calls: Some(calls),
+        } = &read[3]
+        else {
+            panic!("{:?}", read[3]);
+        };
+        assert_eq!(calls[0].id, "c1");
+        assert!(matches!(
+            &read[4],
+            OpenAiMessage::Assistant {
+                content: Some(OpenAiContent::Text(_)),
+                tool_calls: None
+            }
+        ));
+        assert!(
+            matches!(&read[5], OpenAiMessage::Tool { tool_call_id, .. } if tool_call_id == "c1")
+        );
+    }
+
+    #[test]
+    fn malformed_messages_do_not_read() {
+        for bad in [
+            r#"[{"role": "user"}]"#,
+            r#"[{"role": "user", "content": null}]"#,
+            r#"[{"role": "user", "content": 5}]"#,
+            r#"[{"role": "user", "content": {"text": "x"}}]"#,
+            r#"[{"role": "robot", "content": "x"}]"#,
+            r#"[{"content": "x"}]"#,
+            r#"[{"role": "tool", "content": "x"}]"#,
+            r#"[{"role": "tool", "tool_call_id": 7, "content": "x"}]"#,
+            r#"[{"role": "assistant", "tool_calls": "x"}]"#,
+            r#"[{"role": "user", "content": "x", "content": "y"}]"#,
+            r#"["user"]"#,
+        ] {
+            assert!(messages(bad).is_err(), "{bad}");
+        }
+    }
 }
