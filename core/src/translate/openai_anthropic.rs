@@ -86,7 +86,8 @@ fn image_source(url: String) -> Result<AnthropicImageSource, FilterError> {
 
 fn user_blocks(content: OpenAiContent) -> Result<Vec<AnthropicBlock>, FilterError> {
     match content {
-        OpenAiContent::Text(text) => Ok(vec![AnthropicBlock::Text { text }]),
+        // The client's text goes on as it wrote it (see `JsonText`).
+        OpenAiContent::Text(text) => Ok(vec![AnthropicBlock::ClientText { text }]),
         OpenAiContent::Parts(parts) => parts
             .into_iter()
             .map(|p| match p {

@@ -73,7 +73,7 @@ fn image_block(url: String) -> Result<BedrockBlock, FilterError> {
 
 fn user_blocks(content: OpenAiContent) -> Result<Vec<BedrockBlock>, FilterError> {
     match content {
-        OpenAiContent::Text(text) => Ok(vec![BedrockBlock::Text(text)]),
+        OpenAiContent::Text(text) => Ok(vec![BedrockBlock::Text(text.into_text())]),
         OpenAiContent::Parts(parts) => parts
             .into_iter()
             .map(|p| match p {

@@ -110,7 +110,7 @@ fn text_part(text: String) -> GeminiPart {
 
 fn user_parts(content: OpenAiContent) -> Result<Vec<GeminiPart>, FilterError> {
     match content {
-        OpenAiContent::Text(text) => Ok(vec![text_part(text)]),
+        OpenAiContent::Text(text) => Ok(vec![text_part(text.into_text())]),
         OpenAiContent::Parts(parts) => parts
             .into_iter()
             .map(|p| match p {

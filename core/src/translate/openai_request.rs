@@ -21,7 +21,7 @@ pub fn parse_request<'a, T: serde::Deserialize<'a>>(body: &'a [u8]) -> Result<T,
 /// Text of a content value; image parts are refused where only text is allowed.
 pub fn text_of(content: OpenAiContent, role: &str) -> Result<String, FilterError> {
     match content {
-        OpenAiContent::Text(t) => Ok(t),
+        OpenAiContent::Text(t) => Ok(t.into_text()),
         OpenAiContent::Parts(parts) => {
             let mut out = String::new();
             for part in parts {

@@ -5,6 +5,8 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::openai::JsonText;
+
 #[derive(Debug, Serialize)]
 pub struct AnthropicRequest {
     /// Empty on Vertex AI, where the model is in the path.
@@ -65,6 +67,11 @@ pub struct AnthropicMessage {
 pub enum AnthropicBlock {
     Text {
         text: String,
+    },
+    /// A text block with the client's text as it came (written as `Text`).
+    #[serde(rename = "text")]
+    ClientText {
+        text: JsonText,
     },
     Image {
         source: AnthropicImageSource,

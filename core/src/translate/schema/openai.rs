@@ -5,7 +5,10 @@
 use std::borrow::Cow;
 
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::Value;
+
+use crate::needle::Needle;
 
 use crate::sse::write_data;
 use crate::usage::Usage;
@@ -120,40 +123,57 @@ pub enum OpenAiMessage {
     },
 }
 
-/// Message content: a string, or an array of parts (read directly: serde's untagged enum would
-/// buffer the value, a copy of the text, to try each variant).
+/// Message content: a string, or an array of parts.
 #[derive(Debug)]
 pub enum OpenAiContent {
-    Text(String),
+    Text(JsonText),
     Parts(Vec<OpenAiContentPart>),
 }
 
-impl<'de> Deserialize<'de> for OpenAiContent {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Content;
-        impl<'de> serde::de::Visitor<'de> for Content {
-            type Value = OpenAiContent;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a string or an array of content parts")
-            }
-            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<OpenAiContent, E> {
-                Ok(OpenAiContent::Text(v.to_owned()))
-            }
-            fn visit_string<E: serde::de::Error>(self, v: String) -> Result<OpenAiContent, E> {
-                Ok(OpenAiContent::Text(v))
-            }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(
-                self,
-                mut seq: A,
-            ) -> Result<OpenAiContent, A::Error> {
-                let mut parts = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(16));
-                while let Some(part) = seq.next_element()? {
-                    parts.push(part);
-                }
-                Ok(OpenAiContent::Parts(parts))
-            }
+impl OpenAiContent {
+    /// The content of a message's `content` field (`None`: null).
+    fn of(raw: &RawValue) -> Result<Option<OpenAiContent>, serde_json::Error> {
+        match raw.get().as_bytes().first() {
+            Some(b'"') => Ok(Some(OpenAiContent::Text(JsonText::of(raw)?))),
+            Some(b'n') => Ok(None),
+            // Anything but an array of parts is refused here.
+            _ => serde_json::from_str(raw.get()).map(|parts| Some(OpenAiContent::Parts(parts))),
         }
-        d.deserialize_any(Content)
+    }
+}
+
+/// A message's text as the client wrote it: a JSON string, quotes and escapes included. A
+/// translator that passes it on whole writes it into the provider's body as it came
+/// (serde_json's escaping of every byte was the most of writing a translated request, and it
+/// grows with the prompt); one that needs the text reads it with [`JsonText::into_text`].
+#[derive(Debug)]
+pub struct JsonText(Box<RawValue>);
+
+impl JsonText {
+    /// A string token read by serde_json (its quotes and escapes are well formed). One that
+    /// holds a `\u` escape is read once more, so that only a string serde_json itself accepts
+    /// (no lone surrogate) goes on.
+    fn of(raw: &RawValue) -> Result<JsonText, serde_json::Error> {
+        static UNICODE_ESCAPE: Needle = Needle::new(b"\\u");
+        if UNICODE_ESCAPE.find(raw.get().as_bytes()).is_some() {
+            serde_json::from_str::<String>(raw.get())?;
+        }
+        Ok(JsonText(raw.to_owned()))
+    }
+
+    /// The text itself.
+    pub fn into_text(self) -> String {
+        let raw = self.0.get();
+        match raw.strip_prefix('"').and_then(|r| r.strip_suffix('"')) {
+            Some(plain) if !plain.contains('\\') => plain.to_owned(),
+            _ => serde_json::from_str(raw).unwrap_or_default(),
+        }
+    }
+}
+
+impl Serialize for JsonText {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
     }
 }
 
@@ -174,29 +194,32 @@ impl<'de> Deserialize<'de> for OpenAiMessage {
         #[derive(Deserialize)]
         struct Fields<'a> {
             role: Role,
-            #[serde(default)]
-            content: Option<OpenAiContent>,
             #[serde(default, borrow)]
-            tool_calls: Option<&'a serde_json::value::RawValue>,
+            content: Option<&'a RawValue>,
             #[serde(default, borrow)]
-            tool_call_id: Option<&'a serde_json::value::RawValue>,
+            tool_calls: Option<&'a RawValue>,
+            #[serde(default, borrow)]
+            tool_call_id: Option<&'a RawValue>,
         }
         let f = Fields::deserialize(d)?;
-        let content = |content: Option<OpenAiContent>| {
-            content.ok_or_else(|| D::Error::missing_field("content"))
+        let body = match f.content {
+            Some(raw) => OpenAiContent::of(raw).map_err(D::Error::custom)?,
+            None => None,
         };
+        let required =
+            |body: Option<OpenAiContent>| body.ok_or_else(|| D::Error::missing_field("content"));
         Ok(match f.role {
             Role::System => OpenAiMessage::System {
-                content: content(f.content)?,
+                content: required(body)?,
             },
             Role::Developer => OpenAiMessage::Developer {
-                content: content(f.content)?,
+                content: required(body)?,
             },
             Role::User => OpenAiMessage::User {
-                content: content(f.content)?,
+                content: required(body)?,
             },
             Role::Assistant => OpenAiMessage::Assistant {
-                content: f.content,
+                content: body,
                 tool_calls: match f.tool_calls {
                     Some(calls) => serde_json::from_str(calls.get()).map_err(D::Error::custom)?,
                     None => None,
@@ -207,7 +230,7 @@ impl<'de> Deserialize<'de> for OpenAiMessage {
                     Some(id) => serde_json::from_str(id.get()).map_err(D::Error::custom)?,
                     None => return Err(D::Error::missing_field("tool_call_id")),
                 },
-                content: content(f.content)?,
+                content: required(body)?,
             },
         })
     }
@@ -732,10 +755,10 @@ mod tests {
         )
         .unwrap();
         assert!(
-            matches!(&read[0], OpenAiMessage::System { content: OpenAiContent::Text(t) } if t == "be brief")
+            matches!(&read[0], OpenAiMessage::System { content: OpenAiContent::Text(t) } if t.0.get() == r#""be brief""#)
         );
         assert!(
-            matches!(&read[1], OpenAiMessage::Developer { content: OpenAiContent::Text(t) } if t == "dev")
+            matches!(&read[1], OpenAiMessage::Developer { content: OpenAiContent::Text(t) } if t.0.get() == r#""dev""#)
         );
         let OpenAiMessage::User {
             content: OpenAiContent::Parts(parts),
@@ -780,8 +803,36 @@ mod tests {
             r#"[{"role": "assistant", "tool_calls": "x"}]"#,
             r#"[{"role": "user", "content": "x", "content": "y"}]"#,
             r#"["user"]"#,
+            r#"[{"role": "user", "content": "lone \ud800 surrogate"}]"#,
+            r#"[{"role": "user", "content": "bad \x escape"}]"#,
+            r#"[{"role": "user", "content": "short \u12"}]"#,
+            "[{\"role\": \"user\", \"content\": \"raw\ttab\"}]",
+            "[{\"role\": \"user\", \"content\": \"raw\nnewline\"}]",
+            r#"[{"role": "user", "content": "unterminated}]"#,
         ] {
             assert!(messages(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_clients_text_goes_on_as_written_and_reads_as_its_text() {
+        let body = r#"[{"role": "user", "content": "line\none \"q\" \u00e9 \ud83d\ude00 \/"},
+                       {"role": "user", "content": "plain"}]"#;
+        let mut read = messages(body).unwrap().into_iter().map(|m| match m {
+            OpenAiMessage::User {
+                content: OpenAiContent::Text(t),
+            } => t,
+            other => panic!("{other:?}"),
+        });
+        let escaped = read.next().unwrap();
+        // Written back verbatim, escapes and all.
+        assert_eq!(
+            serde_json::to_string(&escaped).unwrap(),
+            r#""line\none \"q\" \u00e9 \ud83d\ude00 \/""#
+        );
+        assert_eq!(escaped.into_text(), "line\none \"q\" \u{e9} \u{1f600} /");
+        let plain = read.next().unwrap();
+        assert_eq!(serde_json::to_string(&plain).unwrap(), r#""plain""#);
+        assert_eq!(plain.into_text(), "plain");
     }
 }
