@@ -73,7 +73,8 @@ fn image_block(url: String) -> Result<BedrockBlock, FilterError> {
 
 fn user_blocks(content: OpenAiContent) -> Result<Vec<BedrockBlock>, FilterError> {
     match content {
-        OpenAiContent::Text(text) => Ok(vec![BedrockBlock::Text(text.into_text())]),
+        // The client's text goes on as it wrote it (see `JsonText`).
+        OpenAiContent::Text(text) => Ok(vec![BedrockBlock::ClientText(text)]),
         OpenAiContent::Parts(parts) => parts
             .into_iter()
             .map(|p| match p {

@@ -5,6 +5,8 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::openai::JsonText;
+
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct BedrockRequest {
@@ -34,6 +36,9 @@ pub struct BedrockMessage {
 #[serde(rename_all = "camelCase")]
 pub enum BedrockBlock {
     Text(String),
+    /// A text block with the client's text as it came (written as `text`).
+    #[serde(rename = "text")]
+    ClientText(JsonText),
     Image(BedrockImage),
     ToolUse(BedrockToolUse),
     ToolResult(BedrockToolResult),
