@@ -110,7 +110,11 @@ fn text_part(text: String) -> GeminiPart {
 
 fn user_parts(content: OpenAiContent) -> Result<Vec<GeminiPart>, FilterError> {
     match content {
-        OpenAiContent::Text(text) => Ok(vec![text_part(text.into_text())]),
+        // The client's text goes on as it wrote it (see `JsonText`).
+        OpenAiContent::Text(text) => Ok(vec![GeminiPart {
+            client_text: Some(text),
+            ..Default::default()
+        }]),
         OpenAiContent::Parts(parts) => parts
             .into_iter()
             .map(|p| match p {

@@ -136,3 +136,16 @@ fn on_vertex_the_paths_are_vertex_paths() {
         "/publishers/google/models/gemini-2.5-flash:streamGenerateContent?alt=sse"
     );
 }
+
+#[test]
+fn a_clients_text_goes_to_gemini_as_written() {
+    let req: OpenAiChatRequest = parse_request(
+        br#"{"model": "m", "messages": [{"role": "user", "content": "line\none \"q\" \u00e9"}]}"#,
+    )
+    .unwrap();
+    let body = serde_json::to_string(&request(req).unwrap()).unwrap();
+    assert!(
+        body.contains(r#"{"text":"line\none \"q\" \u00e9"}"#),
+        "{body}"
+    );
+}

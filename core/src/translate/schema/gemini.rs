@@ -5,6 +5,8 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::openai::JsonText;
+
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct GeminiRequest {
@@ -34,6 +36,13 @@ pub struct GeminiContent {
 pub struct GeminiPart {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub text: Option<String>,
+    /// A client's text as it came, written as `text` (requests only: see `JsonText`).
+    #[serde(
+        rename = "text",
+        skip_deserializing,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub client_text: Option<JsonText>,
     /// Set on thought summaries.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub thought: Option<bool>,
