@@ -68,7 +68,7 @@ pub enum AnthropicBlock {
     Text {
         text: String,
     },
-    /// A text block with the client's text as it came (written as `Text`).
+    /// A text block with the client's text as it came (written as a `text` block).
     #[serde(rename = "text")]
     ClientText {
         text: JsonText,
