@@ -38,6 +38,23 @@ struct Sending {
     batch: Option<InFlight>,
 }
 
+impl Sending {
+    /// The batch on its way, if `which` says it is the one meant, is done: stored, or to be
+    /// sent again. Whether there was one.
+    fn settle(
+        &mut self,
+        which: impl FnOnce(&mut InFlight) -> bool,
+        stored: bool,
+        now_ms: u64,
+    ) -> bool {
+        let Some(sent) = self.batch.take_if(which) else {
+            return false;
+        };
+        self.outbox.done(sent.batch, stored, now_ms);
+        true
+    }
+}
+
 static SENDING: Mutex<Option<Sending>> = Mutex::new(None);
 
 /// Queues one record (a worker's).
@@ -68,15 +85,7 @@ pub(crate) fn tick(config: Config, sink: &RecordSink, now_ms: u64, key: Option<&
     }
     // A call whose answer never came (its configuration went away) counts as failed.
     let timeout_ms = u64::try_from(SEND_TIMEOUT.as_millis()).unwrap_or(u64::MAX);
-    if sending
-        .batch
-        .as_ref()
-        .is_some_and(|b| now_ms > b.at + 2 * timeout_ms)
-    {
-        if let Some(lost) = sending.batch.take() {
-            sending.outbox.done(lost.batch, false, now_ms);
-        }
-    }
+    sending.settle(|b| now_ms > b.at + 2 * timeout_ms, false, now_ms);
     if sending.batch.is_some() {
         return dropped;
     }
@@ -109,17 +118,12 @@ pub(crate) fn answered(config: usize, id: u64, stored: bool, now_ms: u64) {
     let Some(sending) = guard.as_mut() else {
         return;
     };
-    match sending.batch.take() {
-        Some(sent) if sent.config == config && sent.id == id => {
-            if !stored {
-                ffi::log(
-                    ffi::LOG_WARN,
-                    "switchyard: request records not stored by the control plane; sending again",
-                );
-            }
-            sending.outbox.done(sent.batch, stored, now_ms);
-        }
-        other => sending.batch = other,
+    let ours = |b: &mut InFlight| b.config == config && b.id == id;
+    if sending.settle(ours, stored, now_ms) && !stored {
+        ffi::log(
+            ffi::LOG_WARN,
+            "switchyard: request records not stored by the control plane; sending again",
+        );
     }
 }
 
@@ -131,8 +135,5 @@ pub(crate) fn config_gone(config: usize, now_ms: u64) {
     let Some(sending) = guard.as_mut() else {
         return;
     };
-    match sending.batch.take() {
-        Some(sent) if sent.config == config => sending.outbox.done(sent.batch, false, now_ms),
-        other => sending.batch = other,
-    }
+    sending.settle(|b| b.config == config, false, now_ms);
 }
